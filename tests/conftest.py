@@ -1,0 +1,58 @@
+"""Shared fixtures: tapes of every backend for the contract suite."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ticktape.events import Trade
+from ticktape.tape import Tape, open_tape
+
+BACKENDS = ["file"]
+"""Backends the contract suite runs on; the Kafka fixtures (tests/kafka_fixtures.py) extend it."""
+
+try:  # the Kafka backend and its broker fixture, when that part of the project is present
+    from tests.kafka_fixtures import KAFKA_BACKENDS, kafka_broker, kafka_tape_uri  # noqa: F401
+
+    BACKENDS += KAFKA_BACKENDS
+except ImportError:
+    pass
+
+TapeFactory = Callable[..., Tape]
+
+
+@pytest.fixture(params=BACKENDS)
+def tape_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TapeFactory]:
+    """`make(**options) -> Tape`: a new handle on one fresh, isolated tape per test.
+
+    Calling it twice gives two handles on the same tape (to test reopening).
+    """
+    opened: list[Tape] = []
+    backend = request.param
+    base = f"file:{tmp_path / 'tape'}" if backend == "file" else request.getfixturevalue("kafka_tape_uri")(backend)
+
+    def make(**options: object) -> Tape:
+        tape = open_tape(base, **options)
+        opened.append(tape)
+        return tape
+
+    make.backend = backend  # type: ignore[attr-defined]
+    yield make
+    for t in opened:
+        t.close()
+
+
+@pytest.fixture
+def topic() -> str:
+    """A topic name unique to the test (brokers are shared across tests)."""
+    return f"t.{uuid.uuid4().hex[:12]}"
+
+
+def make_trades(n: int, start: int = 0, instrument: str = "BTCUSDT", ts0: int = 1_700_000_000_000_000_000,
+                step: int = 1_000_000) -> list[Trade]:
+    """Deterministic synthetic trades: event i has ts0 + i*step and trade_id str(i)."""
+    return [Trade("binance", instrument, ts0 + i * step, ts0 + i * step + 5_000, 30_000.0 + (i % 100) * 0.5,
+                  0.001 * (1 + i % 7), "BUY" if i % 2 else "SELL", str(i)) for i in range(start, start + n)]

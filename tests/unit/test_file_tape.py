@@ -1,0 +1,218 @@
+"""What only the embedded file tape promises: crash safety, one writer, segments, Avro files."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import fastavro
+import pytest
+
+from tests.conftest import make_trades
+from ticktape.codec import Codec
+from ticktape.errors import WriterLockedError
+from ticktape.events import CustomData
+from ticktape.schemas import SchemaRegistry, default_schema_dir
+from ticktape.tape.file import FileTape, Segment
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_segments_are_plain_avro_files(tmp_path: Path) -> None:
+    tape = FileTape(tmp_path)
+    events = make_trades(100)
+    tape.append("md.trade", events[:60])
+    tape.append("md.trade", events[60:])
+    (segment,) = tape.segment_paths("md.trade")
+    with open(segment, "rb") as f:
+        records = list(fastavro.reader(f, return_record_name=True))
+    assert len(records) == 100
+    name, body = records[42]["event"]
+    assert name == "ticktape.Trade" and body["trade_id"] == "42" and records[42]["key"] == "BTCUSDT"
+
+
+def test_segments_roll_and_index_seeks(tmp_path: Path) -> None:
+    tape = FileTape(tmp_path, segment_bytes=20_000)
+    events = make_trades(5_000, step=10)
+    for i in range(0, 5_000, 100):
+        tape.append("md.trade", events[i:i + 100])
+    paths = tape.segment_paths("md.trade")
+    assert len(paths) > 5
+    assert int(paths[1].stem) > 0  # named by base offset
+    reader = FileTape(tmp_path)
+    decoded: list[int] = []
+    original = Segment.read_block
+
+    def counting(self: Segment, index: int) -> list:  # type: ignore[type-arg]
+        decoded.append(index)
+        return original(self, index)
+
+    Segment.read_block = counting  # type: ignore[method-assign]
+    try:
+        assert next(reader.read("md.trade", from_offset=4_321)).event == events[4_321]
+        assert reader.offset_for_time("md.trade", 0, events[3_999].ts_event) == 3_999
+    finally:
+        Segment.read_block = original  # type: ignore[method-assign]
+    assert len(decoded) <= 3, "seeking must use the index, not scan from the start"
+    assert [r.event for r in reader.read("md.trade")] == events
+
+
+def test_second_writer_is_refused(tmp_path: Path) -> None:
+    a = FileTape(tmp_path)
+    a.append("md.trade", make_trades(1))
+    b = FileTape(tmp_path)
+    with pytest.raises(WriterLockedError, match=r"topic md.trade partition 0 already has a writer \(pid \d+\)"):
+        b.append("md.trade", make_trades(1))
+    assert len(list(b.read("md.trade"))) == 1  # readers are fine
+    a.close()
+    b.append("md.trade", make_trades(1, start=1))  # the lock is released on close
+    assert [r.offset for r in b.read("md.trade")] == [0, 1]
+
+
+def test_writer_in_another_process_is_refused(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from ticktape.tape.file import FileTape
+        from tests.conftest import make_trades
+        t = FileTape({str(tmp_path)!r}); t.append("md.trade", make_trades(1))
+        print("ready", flush=True); time.sleep(60)
+    """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(WriterLockedError, match=f"pid {holder.pid}"):
+            FileTape(tmp_path).append("md.trade", make_trades(1))
+    finally:
+        holder.kill()
+        holder.wait()
+    FileTape(tmp_path).append("md.trade", make_trades(1))  # a dead writer's lock is gone
+
+
+def _torn_copy(tmp_path: Path, keep_fraction: float) -> tuple[Path, int]:
+    """A tape of 10 complete batches plus the first part of an 11th block (a torn write)."""
+    src = tmp_path / "src"
+    tape = FileTape(src)
+    events = make_trades(1_100)
+    for i in range(0, 1_000, 100):
+        tape.append("md.trade", events[i:i + 100])
+    seg = tape.segment_paths("md.trade")[0]
+    size_before = seg.stat().st_size
+    tape.append("md.trade", events[1_000:])
+    tape.close()
+    full = seg.read_bytes()
+    cut = size_before + max(1, int((len(full) - size_before) * keep_fraction))
+    seg.write_bytes(full[:cut])
+    # the 11th index entry may or may not have been written: drop it to model the worst case
+    idx = seg.with_suffix(".idx")
+    idx.write_bytes(idx.read_bytes()[:10 * 48])
+    return src, cut - size_before
+
+
+@pytest.mark.parametrize("keep_fraction", [0.0001, 0.5, 0.999])
+def test_torn_tail_is_reported_and_cut(tmp_path: Path, keep_fraction: float) -> None:
+    src, torn_bytes = _torn_copy(tmp_path, keep_fraction)
+    reader = FileTape(src)
+    assert [r.event for r in reader.read("md.trade")] == make_trades(1_000)  # readers skip the torn block
+    writer = FileTape(src)
+    writer.append("md.trade", make_trades(1, start=1_000))
+    assert len(writer.torn_tails) == 1
+    torn = writer.torn_tails[0]
+    assert (torn.topic, torn.partition, torn.bytes_cut) == ("md.trade", 0, torn_bytes)
+    assert [r.event for r in FileTape(src).read("md.trade")] == make_trades(1_001)
+
+
+def test_unindexed_complete_block_is_kept(tmp_path: Path) -> None:
+    """Killed between the block write and its index entry: the block is complete, so it stays."""
+    src, _ = _torn_copy(tmp_path, 1.0)
+    writer = FileTape(src)
+    assert [r.offset for r in writer.read("md.trade")][-1] == 1_099
+    writer.append("md.trade", make_trades(1, start=1_100))
+    assert writer.torn_tails == []
+    assert [r.event for r in FileTape(src).read("md.trade")] == make_trades(1_101)
+
+
+def test_sigkill_mid_append_keeps_every_complete_batch(tmp_path: Path) -> None:
+    """A real writer process killed with SIGKILL at random points while appending big batches."""
+    script = textwrap.dedent(f"""
+        from ticktape.tape.file import FileTape
+        from tests.conftest import make_trades
+        tape = FileTape({str(tmp_path)!r})
+        i = 0
+        while True:
+            tape.append("md.trade", make_trades(20_000, start=i))
+            i += 20_000
+            print(i, flush=True)
+    """)
+    for attempt in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        acknowledged = int(proc.stdout.readline())  # at least one batch acknowledged
+        time.sleep(0.05 + 0.1 * attempt)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        rest = proc.stdout.read().split()
+        if rest:
+            acknowledged = int(rest[-1])
+        tape = FileTape(tmp_path)
+        tape.append("md.trade", [])  # no-op append: opens nothing
+        events = [r.event for r in tape.read("md.trade")]
+        assert len(events) >= acknowledged, "an acknowledged batch was lost"
+        assert len(events) % 20_000 == 0, "only whole batches may survive"
+        assert events == make_trades(len(events))
+        # open as writer (repairs), append a marker batch so the next round continues from a clean tail
+        tape.append("md.trade", make_trades(0))
+        tape.close()
+        shutil.rmtree(tmp_path)
+        tmp_path.mkdir()
+
+
+def test_segments_written_with_old_schemas_are_read_through_current(tmp_path: Path) -> None:
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    for p in default_schema_dir().glob("*.avsc"):
+        shutil.copy(p, schemas / p.name)
+    current = json.loads((schemas / "CustomData.v1.avsc").read_text())
+    old = copy.deepcopy(current)
+    old["fields"] = [f for f in old["fields"] if f["name"] != "content_type"]
+    (schemas / "CustomData.v1.avsc").write_text(json.dumps(old))
+    (schemas / "CustomData.v2.avsc").write_text(json.dumps(current))
+    reg = SchemaRegistry.load(schemas)
+    old_entry = reg.entry_schema([reg.history("CustomData")[0]])
+    part = tmp_path / "tape" / "custom.tweets" / "0"
+    part.mkdir(parents=True)
+    (part.parent / "topic.json").write_text(json.dumps({"partitions": 1}))
+    with open(part / f"{0:020d}.avro", "wb") as f:
+        fastavro.writer(f, fastavro.parse_schema(old_entry), [
+            {"key": "k", "event": ("ticktape.CustomData", {"name": "tweet", "key": "k", "ts_event": i,
+                                                          "ts_recv": i, "payload": str(i)})} for i in range(5)])
+    tape = FileTape(tmp_path / "tape", codec=Codec(reg))
+    got = [r.event for r in tape.read("custom.tweets")]
+    assert got == [CustomData("tweet", "k", i, i, str(i), "application/json") for i in range(5)]
+
+
+def test_corrupt_block_names_topic_partition_offset(tmp_path: Path) -> None:
+    tape = FileTape(tmp_path)
+    tape.append("md.trade", make_trades(10))
+    tape.append("md.trade", make_trades(10, start=10))
+    tape.close()
+    seg = FileTape(tmp_path).segment_paths("md.trade")[0]
+    data = bytearray(seg.read_bytes())
+    # An entry is: key branch 1 (0x02), len 7 (0x0e), "BTCUSDT", event branch (Trade), ...
+    # Break the event branch index of offset 10, the first entry of the second block.
+    marker = b"\x02\x0eBTCUSDT"
+    positions = [i for i in range(len(data)) if data.startswith(marker, i)]
+    assert len(positions) == 20
+    data[positions[10] + len(marker)] = 0x7F  # branch -64: no such union branch
+
+    seg.write_bytes(bytes(data))
+    from ticktape.errors import DecodeError
+
+    with pytest.raises(DecodeError, match=r"topic md.trade partition 0 .*offset 10"):
+        list(FileTape(tmp_path).read("md.trade"))

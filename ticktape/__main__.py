@@ -1,0 +1,5 @@
+"""`python -m ticktape` is the `ticktape` command."""
+
+from ticktape.cli import main
+
+main()

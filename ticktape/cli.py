@@ -1,0 +1,236 @@
+"""`ticktape`: one CLI for every backend. Subcommands from other packages register here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from ticktape.codec import default_codec, to_python
+from ticktape.config import load_settings
+from ticktape.errors import TicktapeError, ValidationError
+from ticktape.events import Event
+from ticktape.logs import setup_logging
+from ticktape.tape import Tape, open_tape
+from ticktape.tape.base import Record
+from ticktape.timeutil import format_time, parse_time
+
+
+class Context:
+    """What every subcommand gets: settings and a lazily opened tape."""
+
+    def __init__(self, tape_uri: str) -> None:
+        self.tape_uri = tape_uri
+        self._tape: Tape | None = None
+
+    def tape(self) -> Tape:
+        if self._tape is None:
+            self._tape = open_tape(self.tape_uri)
+        return self._tape
+
+    def close(self) -> None:
+        if self._tape is not None:
+            self._tape.close()
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--tape", "tape_uri", envvar="TICKTAPE_TAPE", default=None,
+              help="Tape URI: file:PATH (default file:./tape) or kafka://HOST:PORT.")
+@click.option("--config", "config_file", default=None, help="TOML config file (default ./ticktape.toml).")
+@click.option("--log-level", default=None, help="debug, info, warning, error.")
+@click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default=None)
+@click.version_option(package_name="ticktape")
+@click.pass_context
+def cli(ctx: click.Context, tape_uri: str | None, config_file: str | None, log_level: str | None,
+        log_format: str | None) -> None:
+    """ticktape: record every tick, replay every decision."""
+    settings = load_settings(config_file, tape=tape_uri, log_level=log_level, log_format=log_format)
+    setup_logging(settings.log_level, settings.log_format)
+    ctx.obj = Context(settings.tape)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def record_json(record: Record) -> str:
+    """A record as one JSON line: position and type first, then the event's fields."""
+    out: dict[str, Any] = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                           "key": record.key, "type": type(record.event).__name__}
+    out.update(to_python(record.event))
+    return json.dumps(out, allow_nan=True)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per topic.")
+@pass_ctx
+def topics(obj: Context, as_json: bool) -> None:
+    """Topics with partitions, event counts and first/last ts_event."""
+    infos = obj.tape().topics()
+    if as_json:
+        for t in infos:
+            click.echo(json.dumps({"topic": t.name, "partitions": len(t.partitions), "events": t.events,
+                                   "first_ts_event": t.first_ts, "last_ts_event": t.last_ts}))
+        return
+    rows = [("TOPIC", "PARTITIONS", "EVENTS", "FIRST TS_EVENT", "LAST TS_EVENT")]
+    rows += [(t.name, str(len(t.partitions)), str(t.events), format_time(t.first_ts), format_time(t.last_ts))
+             for t in infos]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _parse_lines(type_name: str, key_field: str | None, batch_size: int
+                 ) -> Iterator[tuple[list[Event], list[str | None]]]:
+    codec = default_codec()
+    events: list[Event] = []
+    keys: list[str | None] = []
+    for lineno, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"invalid JSON: {exc.msg} at column {exc.colno}", where=f"line {lineno}") from None
+        if not isinstance(data, dict):
+            raise ValidationError("expected a JSON object", where=f"line {lineno}")
+        event = codec.from_dict(type_name, data, where=f"line {lineno}")
+        if key_field is not None:
+            if key_field not in event._fields:
+                raise ValidationError(f"--key {key_field!r} is not a field of {type_name}", where=f"line {lineno}")
+            value = getattr(event, key_field)
+            keys.append(None if value is None else str(value))
+        else:
+            keys.append(codec.key_of(event))
+        events.append(event)
+        if len(events) >= batch_size:
+            yield events, keys
+            events, keys = [], []
+    if events:
+        yield events, keys
+
+
+@cli.command()
+@click.argument("topic")
+@click.option("--type", "type_name", required=True, help="Event type, e.g. Trade.")
+@click.option("--key", "key_field", default=None, help="Field to key (partition) by; default: the schema's key.")
+@click.option("--batch-size", default=100_000, show_default=True,
+              help="Lines validated before each atomic append.")
+@pass_ctx
+def put(obj: Context, topic: str, type_name: str, key_field: str | None, batch_size: int) -> None:
+    """Append JSON lines from stdin as events of TYPE.
+
+    Each batch is validated line by line before it is appended; a bad line stops the
+    command naming the line and field, and nothing of its batch is written.
+    """
+    tape = obj.tape()
+    total = 0
+    for events, keys in _parse_lines(type_name, key_field, batch_size):
+        tape.append(topic, events, keys=keys)
+        total += len(events)
+    click.echo(f"appended {total} {type_name} events to {topic}", err=True)
+
+
+@cli.command()
+@click.argument("topic")
+@click.option("--partition", type=int, default=None, help="Only this partition (default: all, merged by time).")
+@click.option("--from-offset", type=int, default=None)
+@click.option("--from-time", default=None, help="ISO 8601 time (UTC if naive) or integer ns.")
+@click.option("--limit", type=int, default=None)
+@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new events.")
+@pass_ctx
+def cat(obj: Context, topic: str, partition: int | None, from_offset: int | None, from_time: str | None,
+        limit: int | None, follow: bool) -> None:
+    """Print events as JSON lines (offset, partition, type and the event's fields)."""
+    from ticktape.tape.merge import follow_all, read_merged
+
+    if from_offset is not None and from_time is not None:
+        raise click.UsageError("give --from-offset or --from-time, not both")
+    ts = parse_time(from_time) if from_time is not None else None
+    tape = obj.tape()
+    if partition is not None:
+        records: Iterator[Record] = tape.read(topic, partition, from_offset=from_offset, from_time=ts,
+                                              follow=follow, limit=limit)
+    elif follow:
+        records = follow_all(tape, topic, from_offset=from_offset, from_time=ts, limit=limit)
+    else:
+        if not tape.partitions(topic):
+            raise click.ClickException(f"no topic {topic!r} on {obj.tape_uri}")
+        records = read_merged(tape, [topic], from_offset=from_offset, from_time=ts, limit=limit)
+    out = sys.stdout
+    try:
+        for r in records:
+            out.write(record_json(r) + "\n")
+            if follow:
+                out.flush()
+    except BrokenPipeError:  # `ticktape cat ... | head`
+        sys.stderr.close()
+
+
+@cli.group()
+def schemas() -> None:
+    """List and check the Avro schemas."""
+
+
+@schemas.command("list")
+def schemas_list() -> None:
+    """Every schema version with its fingerprint."""
+    reg = default_codec().registry
+    for v in reg.versions:
+        current = " (current)" if reg.current[v.name] is v else ""
+        click.echo(f"{v.name:<18} v{v.version:<3} {v.fingerprint.hex()}  {v.path.name}{current}")
+
+
+@schemas.command("check")
+def schemas_check() -> None:
+    """Fail when a schema version cannot read data written with the previous one."""
+    from ticktape import gen_events
+    from ticktape.schemas import SchemaRegistry
+
+    reg = SchemaRegistry.load()
+    problems = reg.check_compatibility()
+    events_file = gen_events.__file__.replace("gen_events.py", "events.py")
+    with open(events_file) as f:
+        if f.read() != gen_events.render(reg):
+            problems.append("ticktape/events.py is out of date: run python -m ticktape.gen_events")
+    for p in problems:
+        click.echo(f"FAIL {p}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"ok: {len(reg.versions)} schema versions of {len(reg.names())} types are backward compatible")
+
+
+def main() -> None:
+    """Console entry point: project errors become one clear line and exit code 2."""
+    _register_plugins()
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TicktapeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except SystemExit:
+        raise
+
+
+def _register_plugins() -> None:
+    """Subcommands living in other packages (demo, import, backtest, load, ...) attach here."""
+    import importlib
+
+    for module in ("ticktape.demo", "ticktape.mirror", "producers.cli", "robots.cli", "analyzer.cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue  # that part is not installed/written yet
+            raise
+        register = getattr(mod, "register", None)
+        if register is not None:
+            register(cli)

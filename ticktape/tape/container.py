@@ -1,0 +1,126 @@
+"""Avro object container files, written block by block, read block by block.
+
+A segment is a standard Avro container file (readable by any Avro tool) whose schema is
+`TapeEntry {key, event: union of every event type}`. We write it ourselves rather than
+through fastavro's writer so that one `append` is exactly one block (one `write()`), which
+is what makes crash recovery simple: a block is complete iff its sync marker is there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, BinaryIO, NamedTuple
+
+from ticktape import avro_program as ap
+from ticktape.errors import DecodeError
+
+MAGIC = b"Obj\x01"
+SYNC_SIZE = 16
+
+
+def _long(n: int) -> bytes:
+    out = bytearray()
+    ap._write_long(n, out)
+    return bytes(out)
+
+
+def encode_header(schema: dict[str, Any], meta: dict[str, str], sync: bytes) -> bytes:
+    """File header: magic, metadata map (schema, codec, ours), sync marker."""
+    entries = {"avro.schema": json.dumps(schema, separators=(",", ":")).encode(), "avro.codec": b"null"}
+    entries.update({k: v.encode() for k, v in meta.items()})
+    out = bytearray(MAGIC)
+    ap._write_long(len(entries), out)
+    for k, v in entries.items():
+        kb = k.encode()
+        ap._write_long(len(kb), out)
+        out += kb
+        ap._write_long(len(v), out)
+        out += v
+    out.append(0)
+    out += sync
+    return bytes(out)
+
+
+class Header(NamedTuple):
+    schema: dict[str, Any]
+    meta: dict[str, str]
+    sync: bytes
+    size: int  # bytes up to and including the sync marker
+
+
+def read_header(f: BinaryIO, where: str) -> Header:
+    """Parse a container header; DecodeError naming the file if it is not one."""
+    f.seek(0)
+    head = f.read(64 * 1024)
+    if not head.startswith(MAGIC):
+        raise DecodeError("not an Avro container file (bad magic)", where=where)
+    pos = 4
+    meta: dict[str, str] = {}
+    try:
+        while True:
+            count, pos = ap._read_long(head, pos)
+            if count == 0:
+                break
+            if count < 0:
+                count = -count
+                _, pos = ap._read_long(head, pos)
+            for _ in range(count):
+                n, pos = ap._read_long(head, pos)
+                key = head[pos:pos + n].decode()
+                pos += n
+                n, pos = ap._read_long(head, pos)
+                value = head[pos:pos + n]
+                if len(value) != n:
+                    raise ValueError("metadata runs past the header")
+                pos += n
+                meta[key] = value.decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"corrupt container header: {exc}", where=where) from exc
+    sync = head[pos:pos + SYNC_SIZE]
+    if len(sync) != SYNC_SIZE:
+        raise DecodeError("container header is truncated", where=where)
+    if meta.get("avro.codec", "null") != "null":
+        raise DecodeError(f"unsupported codec {meta['avro.codec']!r}", where=where)
+    schema = json.loads(meta.pop("avro.schema"))
+    return Header(schema, meta, sync, pos + SYNC_SIZE)
+
+
+def encode_block(count: int, body: bytes | bytearray, sync: bytes) -> bytes:
+    """One data block: record count, byte size, the records, the sync marker."""
+    return _long(count) + _long(len(body)) + bytes(body) + sync
+
+
+class BlockHeader(NamedTuple):
+    records: int
+    data_pos: int  # where the records start
+    data_size: int
+    end: int  # position after the sync marker
+
+
+def probe_block(buf: bytes, pos: int, sync: bytes) -> BlockHeader | None:
+    """The block starting at `pos` of `buf` if it is complete and intact, else None.
+
+    `buf` holds the file from `pos` on (or the whole file): anything short, with a bad
+    count/size or a wrong sync marker is an incomplete (torn, or still being written) block.
+    """
+    try:
+        count, p = ap._read_long(buf, pos)
+        size, p = ap._read_long(buf, p)
+    except ValueError:
+        return None
+    if count <= 0 or size < 0:
+        return None
+    end = p + size + SYNC_SIZE
+    if end > len(buf) or buf[p + size:end] != sync:
+        return None
+    return BlockHeader(count, p, size, end)
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or a new file in `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,684 @@
+"""The embedded `file:` tape: Avro container segments per topic-partition on local disk.
+
+Layout::
+
+    ROOT/<topic>/topic.json                      {"partitions": N}
+    ROOT/<topic>/<partition>/<base offset>.avro  segment: an Avro container file
+    ROOT/<topic>/<partition>/<base offset>.idx   one 48-byte entry per block
+    ROOT/<topic>/<partition>/writer.lock         flock'ed by the one writer
+    ROOT/_consumers/<name>.json                  committed offsets
+
+An `append` to a partition writes exactly one Avro block in one `write()` and then its index
+entry. A block is visible to readers only once complete (its sync marker is there), so a
+writer killed mid-append loses at most that batch; on the next writer open the torn tail
+is reported and cut back to the last complete block.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import io
+import json
+import logging
+import os
+import re
+import struct
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
+
+import fastavro
+
+from ticktape import avro_program as ap
+from ticktape.codec import VM, Codec, default_codec, make_converter
+from ticktape.errors import DecodeError, TapeError, WriterLockedError
+from ticktape.events import RECORD_TYPES, Event
+from ticktape.tape.base import PartitionInfo, Positions, Record, TopicInfo, partition_for
+from ticktape.tape.container import (
+    Header,
+    encode_block,
+    encode_header,
+    fsync_dir,
+    probe_block,
+    read_header,
+)
+
+log = logging.getLogger("ticktape.tape.file")
+
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+_IDX = struct.Struct("<qqqqqq")  # first_offset, block pos, count, ts_first, ts_last, ts_max (running)
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+class BlockInfo(NamedTuple):
+    first_offset: int
+    pos: int
+    records: int
+    ts_first: int
+    ts_last: int
+    ts_max: int  # the max ts_event of this and every earlier block of the partition
+
+
+class TornTail(NamedTuple):
+    """A torn tail found (and cut) when a writer opened a partition."""
+
+    topic: str
+    partition: int
+    segment: str
+    bytes_cut: int
+
+
+class EntryDecoder:
+    """Decodes the records of a block, for one segment's writer schema."""
+
+    def __init__(self, codec: Codec, header: Header, where: str) -> None:
+        self.where = where
+        current = codec.registry.entry_schema()
+        if header.schema == current:
+            prog = ap.compile_schema(current, RECORD_TYPES)
+            self.prog = prog
+            self.slow = False
+            if VM is None:
+                self.py = ap.make_decoder(prog)
+        else:
+            # Written with older schema versions: resolve each record through today's types.
+            self.slow = True
+            self.writer = fastavro.parse_schema(header.schema)
+            self.reader = fastavro.parse_schema(current)
+            self.converters = {f"ticktape.{n}": make_converter(codec.registry.current[n].schema)
+                               for n in codec.registry.names()}
+
+    def decode(self, buf: bytes, count: int, first_offset: int) -> list[tuple[str | None, Event]]:
+        """Every (key, event) of a block's data."""
+        try:
+            if self.slow:
+                return self._decode_slow(buf, count)
+            if VM is not None:
+                entries, end = VM.decode_many(self.prog, buf, 0, count)
+            else:
+                entries = []
+                pos = 0
+                for _ in range(count):
+                    entry, pos = self.py(buf, pos)
+                    entries.append(entry)
+                end = pos
+        except (ValueError, TypeError, EOFError, IndexError, KeyError) as exc:
+            raise DecodeError(f"corrupt block at offset {first_offset}: {exc}", where=self.where) from exc
+        if end != len(buf):
+            raise DecodeError(f"block at offset {first_offset} has {len(buf) - end} stray bytes",
+                              where=self.where)
+        return entries  # type: ignore[no-any-return]
+
+    def _decode_slow(self, buf: bytes, count: int) -> list[tuple[str | None, Event]]:
+        stream = io.BytesIO(buf)
+        out = []
+        for _ in range(count):
+            rec: Any = fastavro.schemaless_reader(stream, self.writer, self.reader, return_record_name=True)
+            name, body = rec["event"]
+            out.append((rec["key"], self.converters[name](body, "")))
+        return out
+
+
+class Segment:
+    """One container file and its block index, as far as it is complete."""
+
+    def __init__(self, path: Path, base: int, codec: Codec, where: str) -> None:
+        self.path = path
+        self.idx_path = path.with_suffix(".idx")
+        self.base = base
+        self.codec = codec
+        self.where = where
+        self.blocks: list[BlockInfo] = []
+        self.idx_entries_read = 0
+        self.header: Header | None = None
+        self.decoder: EntryDecoder | None = None
+        self._file: BinaryIO | None = None
+        self.scanned_to = 0  # file position up to which complete blocks are known
+
+    @property
+    def end_offset(self) -> int:
+        last = self.blocks[-1] if self.blocks else None
+        return last.first_offset + last.records if last else self.base
+
+    @property
+    def valid_end(self) -> int:
+        return self.scanned_to
+
+    def file(self) -> BinaryIO:
+        if self._file is None:
+            self._file = open(self.path, "rb")  # noqa: SIM115 - kept open for the segment's life
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def refresh(self, ts_max_before: int) -> list[BlockInfo]:
+        """Pick up blocks completed since the last call; return those that had no index entry."""
+        f = self.file()
+        if self.header is None:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return []
+            try:
+                self.header = read_header(f, self.where)
+            except DecodeError:
+                if size < 64 * 1024:
+                    return []  # header still being written (or torn): nothing visible yet
+                raise
+            self.decoder = EntryDecoder(self.codec, self.header, self.where)
+            self.scanned_to = self.header.size
+        # 1. index entries written by the writer since we last looked
+        if self.idx_path.exists():
+            with open(self.idx_path, "rb") as fi:
+                fi.seek(self.idx_entries_read * _IDX.size)
+                data = fi.read()
+            size = os.fstat(f.fileno()).st_size
+            for i in range(len(data) // _IDX.size):
+                info = BlockInfo(*_IDX.unpack_from(data, i * _IDX.size))
+                if info.first_offset < self.end_offset:
+                    self.idx_entries_read += 1
+                    continue  # found earlier by scanning
+                if info.first_offset != self.end_offset or info.pos != self.scanned_to or info.pos >= size:
+                    break  # not consistent with the data (a torn index): scanning decides
+                self.blocks.append(info)
+                self.idx_entries_read += 1
+                self.scanned_to = self._block_end(info)
+        # 2. complete blocks beyond the index (writer crashed or is between data and index)
+        unindexed: list[BlockInfo] = []
+        assert self.header is not None
+        sync = self.header.sync
+        f.seek(self.scanned_to)
+        tail = f.read()
+        pos = 0
+        ts_max = self.blocks[-1].ts_max if self.blocks else ts_max_before
+        while True:
+            block = probe_block(tail, pos, sync)
+            if block is None:
+                break
+            entries = self._decoder().decode(tail[block.data_pos:block.data_pos + block.data_size],
+                                             block.records, self.end_offset)
+            ts = [e[1].ts_event for e in entries]
+            ts_max = max(ts_max, max(ts))
+            info = BlockInfo(self.end_offset, self.scanned_to + pos, block.records, ts[0], ts[-1], ts_max)
+            self.blocks.append(info)
+            unindexed.append(info)
+            pos = block.end
+        self.scanned_to += pos
+        return unindexed
+
+    def _block_end(self, info: BlockInfo) -> int:
+        f = self.file()
+        f.seek(info.pos)
+        head = f.read(20)
+        _, p = ap._read_long(head, 0)
+        size, p = ap._read_long(head, p)
+        return info.pos + p + size + 16
+
+    def _decoder(self) -> EntryDecoder:
+        assert self.decoder is not None
+        return self.decoder
+
+    def read_block(self, index: int) -> list[tuple[str | None, Event]]:
+        """Decode the records of the `index`-th block."""
+        info = self.blocks[index]
+        f = self.file()
+        f.seek(info.pos)
+        head = f.read(20)
+        count, p = ap._read_long(head, 0)
+        size, p = ap._read_long(head, p)
+        f.seek(info.pos + p)
+        data = f.read(size)
+        if len(data) != size or count != info.records:
+            raise DecodeError(f"block at offset {info.first_offset} does not match its index",
+                              where=self.where)
+        return self._decoder().decode(data, count, info.first_offset)
+
+
+class PartitionLog:
+    """The segments of one topic-partition (a reader's view; the writer extends it)."""
+
+    def __init__(self, directory: Path, topic: str, partition: int, codec: Codec) -> None:
+        self.dir = directory
+        self.topic = topic
+        self.partition = partition
+        self.codec = codec
+        self.segments: list[Segment] = []
+        self.refresh()
+
+    def where(self, segment: Path | None = None) -> str:
+        base = f"topic {self.topic} partition {self.partition}"
+        return f"{base} ({segment})" if segment else base
+
+    def refresh(self) -> None:
+        """Discover new segments and new complete blocks in the last one."""
+        known = {s.base for s in self.segments}
+        if self.dir.is_dir():
+            for path in sorted(self.dir.glob("*.avro")):
+                base = int(path.stem)
+                if base not in known:
+                    self.segments.append(Segment(path, base, self.codec, self.where(path)))
+            self.segments.sort(key=lambda s: s.base)
+        ts_max = -(1 << 63)
+        for seg in self.segments:
+            if seg is self.segments[-1] or not seg.blocks:
+                seg.refresh(ts_max)
+            if seg.blocks:
+                ts_max = seg.blocks[-1].ts_max
+
+    @property
+    def start_offset(self) -> int:
+        return self.segments[0].base if self.segments else 0
+
+    @property
+    def end_offset(self) -> int:
+        return self.segments[-1].end_offset if self.segments else 0
+
+    @property
+    def ts_max(self) -> int:
+        for seg in reversed(self.segments):
+            if seg.blocks:
+                return seg.blocks[-1].ts_max
+        return -(1 << 63)
+
+    def locate(self, offset: int) -> tuple[int, int]:
+        """(segment index, block index) of the block holding `offset` (or the next one)."""
+        bases = [s.base for s in self.segments]
+        si = max(bisect.bisect_right(bases, offset) - 1, 0)
+        while si < len(self.segments):
+            seg = self.segments[si]
+            starts = [b.first_offset for b in seg.blocks]
+            bi = max(bisect.bisect_right(starts, offset) - 1, 0)
+            if seg.blocks and seg.blocks[bi].first_offset + seg.blocks[bi].records > offset:
+                return si, bi
+            if seg.blocks and seg.blocks[-1].first_offset + seg.blocks[-1].records > offset:
+                return si, bi + 1
+            si += 1
+        return len(self.segments), 0
+
+    def offset_for_time(self, ts: int) -> int:
+        """First offset whose ts_event >= ts: binary search on the running max, then a scan."""
+        for si, seg in enumerate(self.segments):
+            if seg.blocks and seg.blocks[-1].ts_max >= ts:
+                maxes = [b.ts_max for b in seg.blocks]
+                bi = bisect.bisect_left(maxes, ts)
+                for i, (_, event) in enumerate(seg.read_block(bi)):
+                    if event.ts_event >= ts:
+                        return seg.blocks[bi].first_offset + i
+                del si
+        return self.end_offset
+
+    def close(self) -> None:
+        for seg in self.segments:
+            seg.close()
+
+    def info(self) -> PartitionInfo:
+        first = next((s.blocks[0].ts_first for s in self.segments if s.blocks), None)
+        last = next((s.blocks[-1].ts_last for s in reversed(self.segments) if s.blocks), None)
+        return PartitionInfo(self.partition, self.start_offset, self.end_offset, first, last)
+
+
+class PartitionWriter:
+    """The single writer of one partition: holds its lock, appends blocks, rolls segments."""
+
+    def __init__(self, log_: PartitionLog, *, segment_bytes: int, fsync: bool,
+                 torn_tails: list[TornTail]) -> None:
+        self.log = log_
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        log_.dir.mkdir(parents=True, exist_ok=True)
+        self.lock_file = open(log_.dir / "writer.lock", "a+")  # noqa: SIM115 - held until close
+        try:
+            fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.lock_file.seek(0)
+            holder = self.lock_file.read().strip() or "unknown"
+            self.lock_file.close()
+            raise WriterLockedError(
+                f"{log_.where()} already has a writer (pid {holder}); only one writer per partition"
+            ) from None
+        self.lock_file.seek(0)
+        self.lock_file.truncate()
+        self.lock_file.write(str(os.getpid()))
+        self.lock_file.flush()
+        self.data: BinaryIO | None = None
+        self.idx: BinaryIO | None = None
+        self._repair(torn_tails)
+
+    def _repair(self, torn_tails: list[TornTail]) -> None:
+        """Cut a torn tail back to the last complete block and index unindexed blocks."""
+        log_ = self.log
+        log_.refresh()
+        if not log_.segments:
+            return
+        seg = log_.segments[-1]
+        size = seg.path.stat().st_size
+        if seg.header is None:
+            # Not even a complete header: the segment was being created when the writer died.
+            log.warning("removing incomplete segment %s (%d bytes)", seg.path, size)
+            torn_tails.append(TornTail(log_.topic, log_.partition, seg.path.name, size))
+            seg.close()
+            seg.path.unlink()
+            seg.idx_path.unlink(missing_ok=True)
+            log_.segments.pop()
+            return
+        if size > seg.valid_end:
+            cut = size - seg.valid_end
+            log.warning("torn tail in %s: cutting %d bytes after offset %d (last complete block)",
+                        seg.path, cut, seg.end_offset)
+            torn_tails.append(TornTail(log_.topic, log_.partition, seg.path.name, cut))
+            with open(seg.path, "r+b") as f:
+                f.truncate(seg.valid_end)
+                os.fsync(f.fileno())
+        # Rewrite the index from the verified blocks (cheap: one entry per block).
+        with open(seg.idx_path, "wb") as fi:
+            fi.write(b"".join(_IDX.pack(*b) for b in seg.blocks))
+            os.fsync(fi.fileno())
+        seg.idx_entries_read = len(seg.blocks)
+
+    def _open_current(self) -> Segment:
+        log_ = self.log
+        seg = log_.segments[-1] if log_.segments else None
+        if seg is None or seg.valid_end >= self.segment_bytes:
+            seg = self._new_segment(log_.end_offset)
+        if self.data is None or self.data.name != str(seg.path):
+            self._close_files()
+            self.data = open(seg.path, "ab")  # noqa: SIM115
+            self.idx = open(seg.idx_path, "ab")  # noqa: SIM115
+        return seg
+
+    def _new_segment(self, base: int) -> Segment:
+        log_ = self.log
+        path = log_.dir / f"{base:020d}.avro"
+        schema = log_.codec.registry.entry_schema()
+        meta = {"ticktape.topic": log_.topic, "ticktape.partition": str(log_.partition),
+                "ticktape.base_offset": str(base)}
+        header = encode_header(schema, meta, os.urandom(16))
+        with open(path, "wb") as f:
+            f.write(header)
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+        open(path.with_suffix(".idx"), "wb").close()
+        if self.fsync:
+            fsync_dir(str(log_.dir))
+        seg = Segment(path, base, log_.codec, log_.where(path))
+        seg.refresh(log_.ts_max)
+        log_.segments.append(seg)
+        return seg
+
+    def append(self, body: bytes | bytearray, count: int, ts_first: int, ts_last: int, ts_max: int) -> int:
+        """Write one block of `count` encoded entries; return the first offset."""
+        seg = self._open_current()
+        assert self.data is not None and self.idx is not None and seg.header is not None
+        first = seg.end_offset
+        pos = seg.valid_end
+        block = encode_block(count, body, seg.header.sync)
+        self.data.write(block)
+        self.data.flush()
+        if self.fsync:
+            os.fsync(self.data.fileno())
+        info = BlockInfo(first, pos, count, ts_first, ts_last, max(ts_max, self.log.ts_max))
+        self.idx.write(_IDX.pack(*info))
+        self.idx.flush()
+        seg.blocks.append(info)
+        seg.idx_entries_read += 1
+        seg.scanned_to = pos + len(block)
+        return first
+
+    def _close_files(self) -> None:
+        for f in (self.data, self.idx):
+            if f is not None:
+                f.close()
+        self.data = self.idx = None
+
+    def close(self) -> None:
+        self._close_files()
+        self.lock_file.close()
+
+
+class FileTape:
+    """The embedded tape. `FileTape("path")`, or `open_tape("file:path")`."""
+
+    def __init__(self, root: str | os.PathLike[str], *, partitions: int = 1,
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, fsync: bool = False,
+                 codec: Codec | None = None) -> None:
+        self.root = Path(root)
+        self.uri = f"file:{self.root}"
+        self.default_partitions = partitions
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self.codec = codec or default_codec()
+        self.torn_tails: list[TornTail] = []
+        self._logs: dict[tuple[str, int], PartitionLog] = {}
+        self._writers: dict[tuple[str, int], PartitionWriter] = {}
+        self._entry_prog = ap.compile_schema(self.codec.registry.entry_schema(), RECORD_TYPES)
+        self._entry_encode = None if VM is not None else ap.make_encoder(self._entry_prog)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # --- topics -------------------------------------------------------------------------------
+
+    def _topic_dir(self, topic: str) -> Path:
+        if not _TOPIC_RE.match(topic) or topic.startswith("_"):
+            raise TapeError(f"invalid topic name {topic!r}: use letters, digits, '.', '_', '-'")
+        return self.root / topic
+
+    def create_topic(self, topic: str, partitions: int = 1) -> None:
+        existing = self.partitions(topic)
+        if existing:
+            if existing != partitions:
+                raise TapeError(f"topic {topic} exists with {existing} partitions, not {partitions}")
+            return
+        d = self._topic_dir(topic)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "topic.json.tmp"
+        tmp.write_text(json.dumps({"partitions": partitions}))
+        os.replace(tmp, d / "topic.json")
+
+    def partitions(self, topic: str) -> int:
+        meta = self._topic_dir(topic) / "topic.json"
+        if not meta.exists():
+            return 0
+        return int(json.loads(meta.read_text())["partitions"])
+
+    def topic_names(self) -> list[str]:
+        return sorted(p.parent.name for p in self.root.glob("*/topic.json"))
+
+    def topics(self) -> list[TopicInfo]:
+        out = []
+        for name in self.topic_names():
+            parts = tuple(self._log(name, p).info() for p in range(self.partitions(name)))
+            out.append(TopicInfo(name, parts))
+        return out
+
+    def _log(self, topic: str, partition: int) -> PartitionLog:
+        key = (topic, partition)
+        plog = self._logs.get(key)
+        if plog is None:
+            n = self.partitions(topic)
+            if not 0 <= partition < max(n, 1):
+                raise TapeError(f"topic {topic} has no partition {partition} (it has {n})")
+            plog = PartitionLog(self._topic_dir(topic) / str(partition), topic, partition, self.codec)
+            self._logs[key] = plog
+        else:
+            plog.refresh()
+        return plog
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def _writer(self, topic: str, partition: int) -> PartitionWriter:
+        key = (topic, partition)
+        w = self._writers.get(key)
+        if w is None:
+            w = PartitionWriter(self._log(topic, partition), segment_bytes=self.segment_bytes,
+                                fsync=self.fsync, torn_tails=self.torn_tails)
+            self._writers[key] = w
+        return w
+
+    def append(self, topic: str, events: Sequence[Event], keys: Sequence[str | None] | None = None,
+               partition: int | None = None) -> Positions:
+        if not events:
+            return Positions(0, range(0))
+        n = self.partitions(topic)
+        if n == 0:
+            self.create_topic(topic, self.default_partitions)
+            n = self.default_partitions
+        if keys is None:
+            keys = self.codec.keys_of(events)
+        elif len(keys) != len(events):
+            raise TapeError(f"{len(keys)} keys for {len(events)} events")
+        if partition is not None and not 0 <= partition < n:
+            raise TapeError(f"topic {topic} has no partition {partition} (it has {n})")
+        if partition is not None or n == 1:
+            p = partition or 0
+            first = self._append_block(topic, p, list(zip(keys, events, strict=True)))
+            return Positions(p, range(first, first + len(events)))
+        groups: dict[int, list[int]] = {}
+        for i, k in enumerate(keys):
+            groups.setdefault(partition_for(k, n), []).append(i)
+        parts = [0] * len(events)
+        offsets = [0] * len(events)
+        for p, indices in sorted(groups.items()):
+            first = self._append_block(topic, p, [(keys[i], events[i]) for i in indices])
+            for j, i in enumerate(indices):
+                parts[i] = p
+                offsets[i] = first + j
+        return Positions(parts, offsets)
+
+    def _append_block(self, topic: str, partition: int, entries: list[tuple[str | None, Event]]) -> int:
+        body = self._encode_entries(topic, entries)
+        ts = [e.ts_event for _, e in entries]
+        return self._writer(topic, partition).append(body, len(entries), ts[0], ts[-1], max(ts))
+
+    def _encode_entries(self, topic: str, entries: list[tuple[str | None, Event]]) -> bytearray:
+        out = bytearray()
+        try:
+            if VM is not None:
+                VM.encode_many(self._entry_prog, entries, out)
+            else:
+                enc = self._entry_encode
+                assert enc is not None
+                for entry in entries:
+                    enc(entry, out)
+        except (TypeError, ValueError, OverflowError) as exc:
+            # Find the culprit for a useful message: encode one by one through the codec.
+            for i, (_, event) in enumerate(entries):
+                try:
+                    self.codec.encode(event)
+                except Exception as inner:
+                    raise TapeError(f"append to {topic}: event {i} of the batch: {inner}") from exc
+            raise TapeError(f"append to {topic}: {exc}") from exc
+        return out
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def read(self, topic: str, partition: int = 0, *, from_offset: int | None = None,
+             from_time: int | None = None, follow: bool = False, limit: int | None = None,
+             poll_interval: float = 0.05) -> Iterator[Record]:
+        if limit is not None and limit <= 0:
+            return
+        while self.partitions(topic) == 0:
+            if not follow:
+                return
+            time.sleep(poll_interval)
+        plog = self._log(topic, partition)
+        if from_offset is not None:
+            offset = max(from_offset, plog.start_offset)
+        elif from_time is not None:
+            offset = plog.offset_for_time(from_time)
+        else:
+            offset = plog.start_offset
+        produced = 0
+        new_record = tuple.__new__
+        while True:
+            si, bi = plog.locate(offset)
+            progressed = False
+            while si < len(plog.segments):
+                seg = plog.segments[si]
+                if bi >= len(seg.blocks):
+                    si, bi = si + 1, 0
+                    continue
+                info = seg.blocks[bi]
+                entries = seg.read_block(bi)
+                skip = max(offset - info.first_offset, 0)
+                for i in range(skip, info.records):
+                    key, event = entries[i]
+                    # tuple.__new__ skips NamedTuple's Python-level __new__: this loop is per event.
+                    yield new_record(Record, (topic, partition, info.first_offset + i, key, event))
+                    produced += 1
+                    if limit is not None and produced >= limit:
+                        return
+                offset = info.first_offset + info.records
+                progressed = True
+                bi += 1
+            if not follow:
+                return
+            if not progressed:
+                time.sleep(poll_interval)
+            plog.refresh()
+
+    def read_events(self, topic: str, partition: int = 0) -> Iterator[Event]:
+        """Just the events of a partition, oldest first: the fastest way to scan a topic."""
+        plog = self._log(topic, partition)
+        for seg in plog.segments:
+            for bi in range(len(seg.blocks)):
+                for _, event in seg.read_block(bi):
+                    yield event
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        return {p: self._log(topic, p).end_offset for p in range(self.partitions(topic))}
+
+    def offset_for_time(self, topic: str, partition: int, ts: int) -> int:
+        return self._log(topic, partition).offset_for_time(ts)
+
+    # --- consumers ------------------------------------------------------------------------------
+
+    def _consumer_path(self, consumer: str) -> Path:
+        if not _TOPIC_RE.match(consumer):
+            raise TapeError(f"invalid consumer name {consumer!r}")
+        return self.root / "_consumers" / f"{consumer}.json"
+
+    def _committed_all(self, consumer: str) -> dict[str, Any]:
+        path = self._consumer_path(consumer)
+        if not path.exists():
+            return {}
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+    def commit(self, consumer: str, topic: str, partition: int, offset: int) -> None:
+        path = self._consumer_path(consumer)
+        path.parent.mkdir(exist_ok=True)
+        data = self._committed_all(consumer)
+        data[f"{topic}/{partition}"] = offset
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def committed(self, consumer: str, topic: str, partition: int) -> int | None:
+        value = self._committed_all(consumer).get(f"{topic}/{partition}")
+        return int(value) if value is not None else None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def segment_paths(self, topic: str, partition: int = 0) -> list[Path]:
+        """The container files of a partition, oldest first (the last one may still grow)."""
+        return [s.path for s in self._log(topic, partition).segments]
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.close()
+        for plog in self._logs.values():
+            plog.close()
+        self._writers.clear()
+        self._logs.clear()
+
+    def __enter__(self) -> FileTape:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
