@@ -111,6 +111,31 @@ class CustomData(NamedTuple):
     content_type: str = "application/json"
 
 
+class DeadLetter(NamedTuple):
+    """Input that could not be parsed, kept byte for byte with the error and where it came from."""
+
+    source: str
+    position: str
+    error: str
+    ts_event: int
+    ts_recv: int
+    raw: bytes
+
+
+class FeedGap(NamedTuple):
+    """A live feed lost continuity (sequence gap, reconnect); what was done about it."""
+
+    venue: str
+    instrument: str
+    ts_event: int
+    ts_recv: int
+    stream: str
+    reason: str
+    expected: int | None
+    received: int | None
+    repaired: bool
+
+
 class RunnerBook(NamedTuple):
     """RunnerBook."""
 
@@ -313,6 +338,19 @@ class ReplaceOrder(NamedTuple):
     reason: str = ""
 
 
+class SourceImported(NamedTuple):
+    """A bookmark: one input (file, REST range) fully imported, so importing it again adds nothing."""
+
+    source_id: str
+    kind: str
+    name: str
+    ts_event: int
+    ts_recv: int
+    events: int
+    dead_letters: int
+    topics: tuple[str, ...]
+
+
 class Timer(NamedTuple):
     """A timer a robot scheduled, firing at ts_event (event time)."""
 
@@ -344,6 +382,8 @@ Event: TypeAlias = (
     | CancelOrder
     | Control
     | CustomData
+    | DeadLetter
+    | FeedGap
     | MarketBook
     | MarketDefinition
     | OrderAccepted
@@ -355,6 +395,7 @@ Event: TypeAlias = (
     | PositionSnapshot
     | Quote
     | ReplaceOrder
+    | SourceImported
     | Timer
     | Trade
 )
@@ -368,6 +409,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     "CancelOrder": CancelOrder,
     "Control": Control,
     "CustomData": CustomData,
+    "DeadLetter": DeadLetter,
+    "FeedGap": FeedGap,
     "MarketBook": MarketBook,
     "MarketDefinition": MarketDefinition,
     "OrderAccepted": OrderAccepted,
@@ -379,6 +422,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     "PositionSnapshot": PositionSnapshot,
     "Quote": Quote,
     "ReplaceOrder": ReplaceOrder,
+    "SourceImported": SourceImported,
     "Timer": Timer,
     "Trade": Trade,
 }
@@ -393,6 +437,8 @@ RECORD_TYPES: dict[str, type[tuple[object, ...]]] = {
     "ticktape.CancelOrder": CancelOrder,
     "ticktape.Control": Control,
     "ticktape.CustomData": CustomData,
+    "ticktape.DeadLetter": DeadLetter,
+    "ticktape.FeedGap": FeedGap,
     "ticktape.RunnerBook": RunnerBook,
     "ticktape.MarketBook": MarketBook,
     "ticktape.RunnerDefinition": RunnerDefinition,
@@ -406,6 +452,7 @@ RECORD_TYPES: dict[str, type[tuple[object, ...]]] = {
     "ticktape.PositionSnapshot": PositionSnapshot,
     "ticktape.Quote": Quote,
     "ticktape.ReplaceOrder": ReplaceOrder,
+    "ticktape.SourceImported": SourceImported,
     "ticktape.Timer": Timer,
     "ticktape.Trade": Trade,
 }

@@ -216,3 +216,17 @@ def test_corrupt_block_names_topic_partition_offset(tmp_path: Path) -> None:
 
     with pytest.raises(DecodeError, match=r"topic md.trade partition 0 .*offset 10"):
         list(FileTape(tmp_path).read("md.trade"))
+
+
+def test_adding_a_new_type_keeps_old_segments_on_the_fast_path(tmp_path: Path) -> None:
+    """A segment written before a new event type existed still decodes without resolution."""
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    for p in default_schema_dir().glob("*.avsc"):
+        if p.name != "FeedGap.v1.avsc":
+            shutil.copy(p, schemas / p.name)
+    FileTape(tmp_path / "tape", codec=Codec(SchemaRegistry.load(schemas))).append("md.trade", make_trades(10))
+    reader = FileTape(tmp_path / "tape")  # today's registry: one more type in the union
+    assert [r.event for r in reader.read("md.trade")] == make_trades(10)
+    seg = reader._log("md.trade", 0).segments[0]
+    assert seg.decoder is not None and not seg.decoder.slow

@@ -76,8 +76,12 @@ class EntryDecoder:
     def __init__(self, codec: Codec, header: Header, where: str) -> None:
         self.where = where
         current = codec.registry.entry_schema()
-        if header.schema == current:
-            prog = ap.compile_schema(current, RECORD_TYPES)
+        written = header.meta.get("ticktape.fingerprints", "").split(",")
+        known = {v.fingerprint.hex() for v in codec.registry.current.values()}
+        if header.schema == current or (written != [""] and set(written) <= known):
+            # Every type in the segment's union is at its current version: decode with a
+            # program compiled from the writer's own union (its branch numbers), no resolution.
+            prog = ap.compile_schema(header.schema, RECORD_TYPES)
             self.prog = prog
             self.slow = False
             if VM is None:
@@ -395,7 +399,11 @@ class PartitionWriter:
         path = log_.dir / f"{base:020d}.avro"
         schema = log_.codec.registry.entry_schema()
         meta = {"ticktape.topic": log_.topic, "ticktape.partition": str(log_.partition),
-                "ticktape.base_offset": str(base)}
+                "ticktape.base_offset": str(base),
+                # which version of each type the union holds: lets readers take the fast path
+                # as long as those versions are still current, even after new types are added
+                "ticktape.fingerprints": ",".join(log_.codec.registry.current[n].fingerprint.hex()
+                                                  for n in log_.codec.registry.names())}
         header = encode_header(schema, meta, os.urandom(16))
         with open(path, "wb") as f:
             f.write(header)

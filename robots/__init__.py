@@ -1,0 +1,1 @@
+"""Robots: pure trading strategies, the deterministic runner, the simulated venue, controls."""

@@ -1,0 +1,2094 @@
+/*
+ * ticktape._avrovm -- a tiny interpreter for Avro binary encoding.
+ *
+ * The Python codec compiles an Avro schema once into a "program": nested
+ * tuples whose first element is a small integer opcode (see OP_* below and
+ * the module constants NULL, BOOLEAN, ... RECORD).  This module walks such a
+ * program to encode Python values into Avro binary bodies (Avro 1.11 spec,
+ * "Binary Encoding") and to decode them back.
+ *
+ *   (0,)                                  null      <-> None
+ *   (1,)                                  boolean   <-> bool
+ *   (2,)  (3,)                            int, long <-> int (zigzag varint)
+ *   (4,)  (5,)                            float, double <-> float (LE IEEE 754)
+ *   (6,)  (7,)                            bytes, string (UTF-8) <-> bytes, str
+ *   (8, symbols: tuple[str], index: dict[str, int])   enum <-> str
+ *   (9, size: int)                        fixed     <-> bytes
+ *   (10, item_program)                    array     <-> list (encode: sequence)
+ *   (11, value_program)                   map       <-> dict[str, value]
+ *   (12, branches: tuple, selector)       union (selector: None or
+ *                                         dict[type, branch index])
+ *   (13, cls, fields: tuple)              record    <-> cls instance (a
+ *                                         NamedTuple class) or tuple if
+ *                                         cls is None
+ *
+ * Decoding never reads outside the input buffer; malformed or truncated input
+ * raises ValueError mentioning the byte position.  Encoding writes into a
+ * private growable buffer, so nothing is appended to an output bytearray
+ * unless the whole value (or batch) encoded successfully.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+enum {
+    OP_NULL = 0,
+    OP_BOOLEAN = 1,
+    OP_INT = 2,
+    OP_LONG = 3,
+    OP_FLOAT = 4,
+    OP_DOUBLE = 5,
+    OP_BYTES = 6,
+    OP_STRING = 7,
+    OP_ENUM = 8,
+    OP_FIXED = 9,
+    OP_ARRAY = 10,
+    OP_MAP = 11,
+    OP_UNION = 12,
+    OP_RECORD = 13,
+    OP_COUNT = 14
+};
+
+static const char *const op_names[OP_COUNT] = {
+    "NULL", "BOOLEAN", "INT", "LONG", "FLOAT", "DOUBLE", "BYTES", "STRING",
+    "ENUM", "FIXED", "ARRAY", "MAP", "UNION", "RECORD",
+};
+
+/* Minimum tuple length of a program node for each opcode. */
+static const Py_ssize_t op_arity[OP_COUNT] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 3, 2, 2, 2, 3, 3,
+};
+
+/* Maximum nesting of container programs (records, arrays, maps, unions).
+ * Programs are finite trees of tuples, so this only guards the C stack
+ * against absurdly deep (or adversarially built) programs. */
+#define MAX_DEPTH 500
+
+/* Arrays/maps whose items can be encoded in zero bytes (e.g. array<null>)
+ * cannot be bounded by the remaining input size; cap their length so that
+ * garbage block counts cannot make us allocate without limit. */
+#define MAX_ZERO_WIDTH_ITEMS ((int64_t)1 << 20)
+
+/* ------------------------------------------------------------------------ */
+/* Error helpers                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Prefix the pending exception's message with a location ("field 3 (price)",
+ * "item 7", ...).  Only TypeError / ValueError / OverflowError (and their
+ * subclasses, which are re-raised as the base class with the original
+ * exception as __cause__) are rewritten; anything else (MemoryError,
+ * RecursionError, KeyboardInterrupt, ...) is left untouched. */
+static void
+add_error_prefix(PyObject *prefix /* stolen */)
+{
+    PyObject *type, *value, *tb, *base, *msg = NULL, *newmsg = NULL;
+    PyObject *newexc = NULL;
+
+    if (prefix == NULL) {
+        return; /* keep whatever exception we had (or the new one) */
+    }
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        Py_DECREF(prefix);
+        return;
+    }
+    if (PyErr_GivenExceptionMatches(type, PyExc_OverflowError)) {
+        base = PyExc_OverflowError;
+    }
+    else if (PyErr_GivenExceptionMatches(type, PyExc_TypeError)) {
+        base = PyExc_TypeError;
+    }
+    else if (PyErr_GivenExceptionMatches(type, PyExc_ValueError)) {
+        base = PyExc_ValueError;
+    }
+    else {
+        PyErr_Restore(type, value, tb);
+        Py_DECREF(prefix);
+        return;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value == NULL) {
+        goto keep_original;
+    }
+    msg = PyObject_Str(value);
+    if (msg == NULL) {
+        PyErr_Clear();
+        goto keep_original;
+    }
+    newmsg = PyUnicode_FromFormat("%U: %U", prefix, msg);
+    if (newmsg == NULL) {
+        PyErr_Clear();
+        goto keep_original;
+    }
+    newexc = PyObject_CallOneArg(base, newmsg);
+    if (newexc == NULL) {
+        PyErr_Clear();
+        goto keep_original;
+    }
+    if (tb != NULL) {
+        PyException_SetTraceback(newexc, tb);
+    }
+    if (type != base) {
+        /* Preserve the original (e.g. UnicodeEncodeError) as the cause. */
+        PyException_SetCause(newexc, value); /* steals value */
+        value = NULL;
+    }
+    Py_XDECREF(value);
+    Py_DECREF(type);
+    Py_DECREF(prefix);
+    Py_DECREF(msg);
+    Py_DECREF(newmsg);
+    Py_INCREF(base);
+    PyErr_Restore(base, newexc, tb);
+    return;
+
+keep_original:
+    Py_DECREF(prefix);
+    Py_XDECREF(msg);
+    Py_XDECREF(newmsg);
+    PyErr_Restore(type, value, tb);
+}
+
+/* "field 3 (name)" if cls has a usable _fields tuple, else "field 3". */
+static void
+prefix_field(PyObject *cls, Py_ssize_t i)
+{
+    PyObject *prefix = NULL;
+    if (cls != NULL && cls != Py_None) {
+        PyObject *type, *value, *tb, *fields;
+        PyErr_Fetch(&type, &value, &tb);
+        fields = PyObject_GetAttrString(cls, "_fields");
+        if (fields == NULL) {
+            PyErr_Clear();
+        }
+        else {
+            if (PyTuple_Check(fields) && i < PyTuple_GET_SIZE(fields) &&
+                PyUnicode_Check(PyTuple_GET_ITEM(fields, i))) {
+                prefix = PyUnicode_FromFormat(
+                    "field %zd (%U)", i, PyTuple_GET_ITEM(fields, i));
+                if (prefix == NULL) {
+                    PyErr_Clear();
+                }
+            }
+            Py_DECREF(fields);
+        }
+        PyErr_Restore(type, value, tb);
+    }
+    if (prefix == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        prefix = PyUnicode_FromFormat("field %zd", i);
+        if (prefix == NULL) {
+            PyErr_Clear();
+        }
+        PyErr_Restore(type, value, tb);
+    }
+    add_error_prefix(prefix);
+}
+
+static void
+prefix_index(const char *what, Py_ssize_t i)
+{
+    PyObject *type, *value, *tb, *prefix;
+    PyErr_Fetch(&type, &value, &tb);
+    prefix = PyUnicode_FromFormat("%s %zd", what, i);
+    if (prefix == NULL) {
+        PyErr_Clear();
+    }
+    PyErr_Restore(type, value, tb);
+    add_error_prefix(prefix);
+}
+
+static void
+prefix_key(PyObject *key)
+{
+    PyObject *type, *value, *tb, *prefix;
+    PyErr_Fetch(&type, &value, &tb);
+    prefix = PyUnicode_FromFormat("map key %R", key);
+    if (prefix == NULL) {
+        PyErr_Clear();
+    }
+    PyErr_Restore(type, value, tb);
+    add_error_prefix(prefix);
+}
+
+static void
+invalid_program(PyObject *prog, const char *why)
+{
+    PyErr_Clear();
+    PyErr_Format(PyExc_TypeError, "invalid avrovm program node %.200R: %s",
+                 prog, why);
+}
+
+/* Return the opcode of a program node, validating its shape; -1 on error. */
+static inline int
+get_op(PyObject *prog)
+{
+    if (PyTuple_Check(prog)) {
+        Py_ssize_t n = PyTuple_GET_SIZE(prog);
+        if (n > 0) {
+            PyObject *o = PyTuple_GET_ITEM(prog, 0);
+            if (PyLong_Check(o)) {
+                long op = PyLong_AsLong(o);
+                if (op >= 0 && op < OP_COUNT) {
+                    if (n >= op_arity[op]) {
+                        return (int)op;
+                    }
+                    invalid_program(prog, "too few elements for opcode");
+                    return -1;
+                }
+            }
+        }
+    }
+    invalid_program(prog, "expected a tuple starting with an opcode 0..13");
+    return -1;
+}
+
+static inline PyObject *
+get_tuple_arg(PyObject *prog, Py_ssize_t i, const char *what)
+{
+    PyObject *o = PyTuple_GET_ITEM(prog, i);
+    if (!PyTuple_Check(o)) {
+        invalid_program(prog, what);
+        return NULL;
+    }
+    return o;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoder                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    const unsigned char *buf;
+    Py_ssize_t len;
+    Py_ssize_t pos;
+    int depth;
+} Dec;
+
+static PyObject *dec_value(Dec *d, PyObject *prog);
+
+static int
+dec_truncated(Dec *d, Py_ssize_t need, const char *what)
+{
+    PyErr_Format(PyExc_ValueError,
+                 "truncated data: %s needs %zd byte(s) at byte %zd but only "
+                 "%zd remain",
+                 what, need, d->pos, d->len - d->pos);
+    return -1;
+}
+
+/* Read a raw (not zigzag-decoded) varint of at most 10 bytes. */
+static inline int
+dec_varint(Dec *d, uint64_t *out)
+{
+    const unsigned char *p = d->buf + d->pos;
+    Py_ssize_t avail = d->len - d->pos;
+    uint64_t result = 0;
+    int shift = 0;
+    Py_ssize_t i;
+
+    if (avail > 0 && p[0] < 0x80) {
+        *out = p[0];
+        d->pos += 1;
+        return 0;
+    }
+    for (i = 0; i < 10; i++) {
+        unsigned int c;
+        if (i >= avail) {
+            PyErr_Format(PyExc_ValueError,
+                         "truncated data: unterminated varint at byte %zd",
+                         d->pos);
+            return -1;
+        }
+        c = p[i];
+        if (i == 9 && c > 1) {
+            PyErr_Format(PyExc_ValueError,
+                         "malformed varint at byte %zd: more than 64 bits",
+                         d->pos);
+            return -1;
+        }
+        result |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            d->pos += i + 1;
+            *out = result;
+            return 0;
+        }
+        shift += 7;
+    }
+    /* unreachable: i == 9 either terminates or fails the c > 1 check */
+    PyErr_Format(PyExc_ValueError, "malformed varint at byte %zd", d->pos);
+    return -1;
+}
+
+static inline int
+dec_long(Dec *d, int64_t *out)
+{
+    uint64_t z;
+    if (dec_varint(d, &z) < 0) {
+        return -1;
+    }
+    *out = (int64_t)((z >> 1) ^ (~(z & 1) + 1));
+    return 0;
+}
+
+/* Read a non-negative length that must fit in the remaining input. */
+static inline int
+dec_length(Dec *d, Py_ssize_t *out, const char *what)
+{
+    Py_ssize_t start = d->pos;
+    int64_t n;
+    if (dec_long(d, &n) < 0) {
+        return -1;
+    }
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError, "negative %s length %lld at byte %zd",
+                     what, (long long)n, start);
+        return -1;
+    }
+    if (n > (int64_t)(d->len - d->pos)) {
+        PyErr_Format(PyExc_ValueError,
+                     "truncated data: %s length %lld at byte %zd exceeds the "
+                     "%zd remaining byte(s)",
+                     what, (long long)n, start, d->len - d->pos);
+        return -1;
+    }
+    *out = (Py_ssize_t)n;
+    return 0;
+}
+
+static PyObject *
+dec_string(Dec *d)
+{
+    Py_ssize_t start = d->pos, n;
+    PyObject *s;
+    if (dec_length(d, &n, "string") < 0) {
+        return NULL;
+    }
+    s = PyUnicode_DecodeUTF8((const char *)d->buf + d->pos, n, "strict");
+    if (s == NULL) {
+        PyObject *type, *value, *tb, *newexc = NULL;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        PyErr_Format(PyExc_ValueError,
+                     "invalid UTF-8 in string at byte %zd: %S", start,
+                     value ? value : Py_None);
+        if (value != NULL) {
+            PyObject *t2, *tb2;
+            PyErr_Fetch(&t2, &newexc, &tb2);
+            PyErr_NormalizeException(&t2, &newexc, &tb2);
+            if (newexc != NULL) {
+                PyException_SetCause(newexc, value); /* steals */
+                value = NULL;
+            }
+            PyErr_Restore(t2, newexc, tb2);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    d->pos += n;
+    return s;
+}
+
+/* Minimum number of bytes any value of this program encodes to (saturating),
+ * or -1 with an exception set for a malformed program. */
+static int64_t
+min_width(PyObject *prog, int depth)
+{
+    int op;
+    if (depth > MAX_DEPTH) {
+        PyErr_SetString(PyExc_RecursionError,
+                        "avrovm program nested too deeply");
+        return -1;
+    }
+    op = get_op(prog);
+    switch (op) {
+    case -1:
+        return -1;
+    case OP_NULL:
+        return 0;
+    case OP_FLOAT:
+        return 4;
+    case OP_DOUBLE:
+        return 8;
+    case OP_FIXED: {
+        Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(prog, 1));
+        if (size < 0) {
+            invalid_program(prog, "fixed size must be a non-negative int");
+            return -1;
+        }
+        return size;
+    }
+    case OP_RECORD: {
+        PyObject *fields = get_tuple_arg(prog, 2, "record fields must be a tuple");
+        Py_ssize_t i;
+        int64_t total = 0;
+        if (fields == NULL) {
+            return -1;
+        }
+        for (i = 0; i < PyTuple_GET_SIZE(fields); i++) {
+            int64_t w = min_width(PyTuple_GET_ITEM(fields, i), depth + 1);
+            if (w < 0) {
+                return -1;
+            }
+            total += w;
+            if (total > ((int64_t)1 << 40)) {
+                return (int64_t)1 << 40;
+            }
+        }
+        return total;
+    }
+    default:
+        /* every other type needs at least one byte (a varint or a byte) */
+        return 1;
+    }
+}
+
+/* Check a block item count against the remaining input. */
+static int
+check_block_count(Dec *d, PyObject *item_prog, int64_t count, int64_t so_far,
+                  Py_ssize_t at, int is_map)
+{
+    int64_t remaining = (int64_t)(d->len - d->pos);
+    int64_t w;
+    if (count <= remaining) {
+        return 0;
+    }
+    w = is_map ? 1 : min_width(item_prog, d->depth + 1);
+    if (w < 0) {
+        return -1;
+    }
+    if (w > 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "truncated data: block count %lld at byte %zd exceeds the "
+                     "%lld remaining byte(s)",
+                     (long long)count, at, (long long)remaining);
+        return -1;
+    }
+    if (count > MAX_ZERO_WIDTH_ITEMS - so_far) {
+        PyErr_Format(PyExc_ValueError,
+                     "block count %lld at byte %zd is too large for "
+                     "zero-width items (limit %lld)",
+                     (long long)count, at, (long long)MAX_ZERO_WIDTH_ITEMS);
+        return -1;
+    }
+    return 0;
+}
+
+/* Read one block header; *count == 0 means end of the array/map. */
+static int
+dec_block_header(Dec *d, int64_t *count)
+{
+    Py_ssize_t start = d->pos;
+    int64_t n, size;
+    if (dec_long(d, &n) < 0) {
+        return -1;
+    }
+    if (n < 0) {
+        if (n == INT64_MIN) {
+            PyErr_Format(PyExc_ValueError, "invalid block count at byte %zd",
+                         start);
+            return -1;
+        }
+        n = -n;
+        /* the block size in bytes follows; we do not need it */
+        start = d->pos;
+        if (dec_long(d, &size) < 0) {
+            return -1;
+        }
+        if (size < 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "negative block byte size %lld at byte %zd",
+                         (long long)size, start);
+            return -1;
+        }
+    }
+    *count = n;
+    return 0;
+}
+
+/* Decoded records and arrays are immutable tuples.  When every item is an
+ * atomic object (str, int, float, bytes, None, bool) or an untracked tuple,
+ * the tuple cannot be part of a reference cycle, so it is untracked from the
+ * cyclic GC right away -- what CPython does lazily for plain tuples.  This
+ * keeps the GC from repeatedly traversing millions of decoded events (e.g.
+ * decode_many over a large block) without changing any semantics. */
+static inline int
+gc_safe_item(PyObject *v)
+{
+    return !PyType_IS_GC(Py_TYPE(v)) ||
+           (PyTuple_Check(v) && !PyObject_GC_IsTracked(v));
+}
+
+static PyObject *
+dec_array(Dec *d, PyObject *item_prog)
+{
+    /* Arrays decode to tuples (like the pure-Python engine in
+     * ticktape/avro_program.py).  The common single-block case fills a tuple
+     * directly; further blocks spill into a list converted at the end. */
+    PyObject *tup = NULL, *list = NULL, *res;
+    int64_t total = 0;
+    int untrack = 1;
+
+    for (;;) {
+        Py_ssize_t at = d->pos, i, n;
+        int64_t count;
+        if (dec_block_header(d, &count) < 0) {
+            goto fail;
+        }
+        if (count == 0) {
+            break;
+        }
+        if (check_block_count(d, item_prog, count, total, at, 0) < 0) {
+            goto fail;
+        }
+        n = (Py_ssize_t)count;
+        if (tup == NULL && list == NULL) {
+            tup = PyTuple_New(n);
+            if (tup == NULL) {
+                return NULL;
+            }
+            for (i = 0; i < n; i++) {
+                PyObject *v = dec_value(d, item_prog);
+                if (v == NULL) {
+                    prefix_index("item", i);
+                    goto fail;
+                }
+                PyTuple_SET_ITEM(tup, i, v);
+                untrack &= gc_safe_item(v);
+            }
+        }
+        else {
+            if (list == NULL) {
+                list = PySequence_List(tup);
+                Py_CLEAR(tup);
+                if (list == NULL) {
+                    goto fail;
+                }
+            }
+            for (i = 0; i < n; i++) {
+                PyObject *v = dec_value(d, item_prog);
+                int r;
+                if (v == NULL) {
+                    prefix_index("item", (Py_ssize_t)total + i);
+                    goto fail;
+                }
+                untrack &= gc_safe_item(v);
+                r = PyList_Append(list, v);
+                Py_DECREF(v);
+                if (r < 0) {
+                    goto fail;
+                }
+            }
+        }
+        total += count;
+    }
+    if (list != NULL) {
+        res = PyList_AsTuple(list);
+        Py_DECREF(list);
+        tup = res;
+    }
+    else if (tup == NULL) {
+        return PyTuple_New(0);
+    }
+    if (tup != NULL && untrack && PyObject_GC_IsTracked(tup)) {
+        PyObject_GC_UnTrack(tup);
+    }
+    return tup;
+
+fail:
+    Py_XDECREF(tup);
+    Py_XDECREF(list);
+    return NULL;
+}
+
+static PyObject *
+dec_map(Dec *d, PyObject *value_prog)
+{
+    PyObject *dict = PyDict_New();
+    int64_t total = 0;
+    if (dict == NULL) {
+        return NULL;
+    }
+    for (;;) {
+        Py_ssize_t at = d->pos;
+        int64_t count, i;
+        if (dec_block_header(d, &count) < 0) {
+            goto fail;
+        }
+        if (count == 0) {
+            break;
+        }
+        if (check_block_count(d, value_prog, count, total, at, 1) < 0) {
+            goto fail;
+        }
+        for (i = 0; i < count; i++) {
+            PyObject *k, *v;
+            int r;
+            k = dec_string(d);
+            if (k == NULL) {
+                prefix_index("map entry", (Py_ssize_t)(total + i));
+                goto fail;
+            }
+            v = dec_value(d, value_prog);
+            if (v == NULL) {
+                prefix_key(k);
+                Py_DECREF(k);
+                goto fail;
+            }
+            r = PyDict_SetItem(dict, k, v);
+            Py_DECREF(k);
+            Py_DECREF(v);
+            if (r < 0) {
+                goto fail;
+            }
+        }
+        total += count;
+    }
+    return dict;
+
+fail:
+    Py_DECREF(dict);
+    return NULL;
+}
+
+/* Can instances of cls be built by tp_alloc + filling the tuple slots?
+ * True for NamedTuple classes (tuple subclasses with __slots__ = ()). */
+static inline int
+is_plain_tuple_subclass(PyObject *cls)
+{
+    PyTypeObject *tp;
+    if (!PyType_Check(cls)) {
+        return 0;
+    }
+    tp = (PyTypeObject *)cls;
+    return PyType_FastSubclass(tp, Py_TPFLAGS_TUPLE_SUBCLASS) &&
+           tp->tp_basicsize == PyTuple_Type.tp_basicsize &&
+           tp->tp_itemsize == PyTuple_Type.tp_itemsize &&
+           tp->tp_dictoffset == 0 && tp->tp_weaklistoffset == 0 &&
+           tp->tp_alloc == PyType_GenericAlloc && PyType_IS_GC(tp);
+}
+
+/* Allocate an instance of a plain tuple subclass with n NULL slots, NOT yet
+ * tracked by the GC (the caller tracks it once filled, unless it can stay
+ * untracked).  Same layout as PyType_GenericAlloc(cls, n) would give. */
+static PyObject *
+alloc_record(PyTypeObject *tp, Py_ssize_t n)
+{
+    PyTupleObject *op = PyObject_GC_NewVar(PyTupleObject, tp, n);
+    if (op == NULL) {
+        return NULL;
+    }
+    if (n > 0) {
+        memset(op->ob_item, 0, (size_t)n * sizeof(PyObject *));
+    }
+    return (PyObject *)op;
+}
+
+static PyObject *
+dec_record(Dec *d, PyObject *prog)
+{
+    PyObject *cls = PyTuple_GET_ITEM(prog, 1);
+    PyObject *fields = get_tuple_arg(prog, 2, "record fields must be a tuple");
+    PyObject *res, *out;
+    Py_ssize_t n, i;
+    int direct, untrack = 1;
+
+    if (fields == NULL) {
+        return NULL;
+    }
+    n = PyTuple_GET_SIZE(fields);
+    direct = (cls == Py_None);
+    if (!direct && is_plain_tuple_subclass(cls)) {
+        /* Equivalent to tuple.__new__(cls, values), i.e. cls._make(values):
+         * the tuple slots are filled in place.  The object is untracked
+         * while being filled; NULL slots are fine for dealloc. */
+        res = alloc_record((PyTypeObject *)cls, n);
+        direct = 2;
+    }
+    else {
+        res = PyTuple_New(n);
+    }
+    if (res == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *v = dec_value(d, PyTuple_GET_ITEM(fields, i));
+        if (v == NULL) {
+            prefix_field(cls, i);
+            Py_DECREF(res);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(res, i, v);
+        untrack &= gc_safe_item(v);
+    }
+    if (direct == 2) {
+        if (!untrack) {
+            PyObject_GC_Track(res);
+        }
+        return res;
+    }
+    if (direct) {
+        if (untrack && PyObject_GC_IsTracked(res)) {
+            PyObject_GC_UnTrack(res);
+        }
+        return res;
+    }
+    if (PyType_Check(cls) &&
+        PyType_IsSubtype((PyTypeObject *)cls, &PyTuple_Type)) {
+        /* tuple subclass with extra slots / __dict__: tuple.__new__(cls, t) */
+        PyObject *args = PyTuple_Pack(1, res);
+        Py_DECREF(res);
+        if (args == NULL) {
+            return NULL;
+        }
+        out = PyTuple_Type.tp_new((PyTypeObject *)cls, args, NULL);
+        Py_DECREF(args);
+        return out;
+    }
+    if (PyCallable_Check(cls)) {
+        /* any other record factory (e.g. a dataclass): cls(*values) */
+        out = PyObject_Call(cls, res, NULL);
+        Py_DECREF(res);
+        return out;
+    }
+    Py_DECREF(res);
+    invalid_program(prog, "record class must be None, a tuple subclass or "
+                          "a callable");
+    return NULL;
+}
+
+static PyObject *
+dec_value(Dec *d, PyObject *prog)
+{
+    int op = get_op(prog);
+    PyObject *res;
+
+    switch (op) {
+    case -1:
+        return NULL;
+
+    case OP_NULL:
+        Py_RETURN_NONE;
+
+    case OP_BOOLEAN: {
+        unsigned char c;
+        if (d->pos >= d->len) {
+            dec_truncated(d, 1, "boolean");
+            return NULL;
+        }
+        c = d->buf[d->pos];
+        if (c > 1) {
+            PyErr_Format(PyExc_ValueError,
+                         "invalid boolean byte 0x%02x at byte %zd", c, d->pos);
+            return NULL;
+        }
+        d->pos++;
+        if (c) {
+            Py_RETURN_TRUE;
+        }
+        Py_RETURN_FALSE;
+    }
+
+    case OP_INT: {
+        Py_ssize_t start = d->pos;
+        int64_t v;
+        if (dec_long(d, &v) < 0) {
+            return NULL;
+        }
+        if (v < INT32_MIN || v > INT32_MAX) {
+            PyErr_Format(PyExc_ValueError,
+                         "int value %lld at byte %zd does not fit in 32 bits",
+                         (long long)v, start);
+            return NULL;
+        }
+        return PyLong_FromLong((long)v);
+    }
+
+    case OP_LONG: {
+        int64_t v;
+        if (dec_long(d, &v) < 0) {
+            return NULL;
+        }
+        return PyLong_FromLongLong((long long)v);
+    }
+
+    case OP_FLOAT: {
+        float f;
+        if (d->len - d->pos < 4) {
+            dec_truncated(d, 4, "float");
+            return NULL;
+        }
+#if PY_BIG_ENDIAN
+        {
+            unsigned char tmp[4];
+            int k;
+            for (k = 0; k < 4; k++) {
+                tmp[k] = d->buf[d->pos + 3 - k];
+            }
+            memcpy(&f, tmp, 4);
+        }
+#else
+        memcpy(&f, d->buf + d->pos, 4);
+#endif
+        d->pos += 4;
+        return PyFloat_FromDouble((double)f);
+    }
+
+    case OP_DOUBLE: {
+        double x;
+        if (d->len - d->pos < 8) {
+            dec_truncated(d, 8, "double");
+            return NULL;
+        }
+#if PY_BIG_ENDIAN
+        {
+            unsigned char tmp[8];
+            int k;
+            for (k = 0; k < 8; k++) {
+                tmp[k] = d->buf[d->pos + 7 - k];
+            }
+            memcpy(&x, tmp, 8);
+        }
+#else
+        memcpy(&x, d->buf + d->pos, 8);
+#endif
+        d->pos += 8;
+        return PyFloat_FromDouble(x);
+    }
+
+    case OP_BYTES: {
+        Py_ssize_t n;
+        if (dec_length(d, &n, "bytes") < 0) {
+            return NULL;
+        }
+        res = PyBytes_FromStringAndSize((const char *)d->buf + d->pos, n);
+        if (res != NULL) {
+            d->pos += n;
+        }
+        return res;
+    }
+
+    case OP_STRING:
+        return dec_string(d);
+
+    case OP_ENUM: {
+        Py_ssize_t start = d->pos;
+        PyObject *symbols = get_tuple_arg(prog, 1, "enum symbols must be a tuple");
+        int64_t idx;
+        if (symbols == NULL || dec_long(d, &idx) < 0) {
+            return NULL;
+        }
+        if (idx < 0 || idx >= (int64_t)PyTuple_GET_SIZE(symbols)) {
+            PyErr_Format(PyExc_ValueError,
+                         "enum index %lld at byte %zd out of range (%zd "
+                         "symbols)",
+                         (long long)idx, start, PyTuple_GET_SIZE(symbols));
+            return NULL;
+        }
+        res = PyTuple_GET_ITEM(symbols, (Py_ssize_t)idx);
+        Py_INCREF(res);
+        return res;
+    }
+
+    case OP_FIXED: {
+        Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(prog, 1));
+        if (size < 0) {
+            invalid_program(prog, "fixed size must be a non-negative int");
+            return NULL;
+        }
+        if (d->len - d->pos < size) {
+            dec_truncated(d, size, "fixed");
+            return NULL;
+        }
+        res = PyBytes_FromStringAndSize((const char *)d->buf + d->pos, size);
+        if (res != NULL) {
+            d->pos += size;
+        }
+        return res;
+    }
+
+    case OP_ARRAY:
+    case OP_MAP:
+    case OP_UNION:
+    case OP_RECORD:
+        break;
+
+    default:
+        invalid_program(prog, "unknown opcode");
+        return NULL;
+    }
+
+    /* container opcodes: guard the recursion depth */
+    if (++d->depth > MAX_DEPTH) {
+        d->depth--;
+        PyErr_SetString(PyExc_RecursionError,
+                        "avrovm program nested too deeply");
+        return NULL;
+    }
+    switch (op) {
+    case OP_ARRAY:
+        res = dec_array(d, PyTuple_GET_ITEM(prog, 1));
+        break;
+    case OP_MAP:
+        res = dec_map(d, PyTuple_GET_ITEM(prog, 1));
+        break;
+    case OP_UNION: {
+        Py_ssize_t start = d->pos;
+        PyObject *branches =
+            get_tuple_arg(prog, 1, "union branches must be a tuple");
+        int64_t idx;
+        res = NULL;
+        if (branches == NULL || dec_long(d, &idx) < 0) {
+            break;
+        }
+        if (idx < 0 || idx >= (int64_t)PyTuple_GET_SIZE(branches)) {
+            PyErr_Format(PyExc_ValueError,
+                         "union branch index %lld at byte %zd out of range "
+                         "(%zd branches)",
+                         (long long)idx, start, PyTuple_GET_SIZE(branches));
+            break;
+        }
+        res = dec_value(d, PyTuple_GET_ITEM(branches, (Py_ssize_t)idx));
+        break;
+    }
+    default: /* OP_RECORD */
+        res = dec_record(d, prog);
+        break;
+    }
+    d->depth--;
+    return res;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Encoder                                                                  */
+/* ------------------------------------------------------------------------ */
+
+#define ENC_INLINE 512
+
+typedef struct {
+    char *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+    int depth;
+    char inline_buf[ENC_INLINE];
+} Enc;
+
+static void
+enc_init(Enc *e)
+{
+    e->data = e->inline_buf;
+    e->len = 0;
+    e->cap = ENC_INLINE;
+    e->depth = 0;
+}
+
+static void
+enc_free(Enc *e)
+{
+    if (e->data != e->inline_buf) {
+        PyMem_Free(e->data);
+    }
+    e->data = e->inline_buf;
+    e->len = 0;
+    e->cap = ENC_INLINE;
+}
+
+static int
+enc_grow(Enc *e, Py_ssize_t need)
+{
+    Py_ssize_t newcap = e->cap;
+    char *p;
+    if (need > PY_SSIZE_T_MAX - e->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    while (newcap - e->len < need) {
+        if (newcap > PY_SSIZE_T_MAX / 2) {
+            newcap = e->len + need;
+            break;
+        }
+        newcap *= 2;
+    }
+    if (e->data == e->inline_buf) {
+        p = PyMem_Malloc((size_t)newcap);
+        if (p != NULL) {
+            memcpy(p, e->data, (size_t)e->len);
+        }
+    }
+    else {
+        p = PyMem_Realloc(e->data, (size_t)newcap);
+    }
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    e->data = p;
+    e->cap = newcap;
+    return 0;
+}
+
+static inline int
+enc_reserve(Enc *e, Py_ssize_t need)
+{
+    if (e->cap - e->len >= need) {
+        return 0;
+    }
+    return enc_grow(e, need);
+}
+
+static inline int
+enc_long(Enc *e, int64_t v)
+{
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    unsigned char *p;
+    if (enc_reserve(e, 10) < 0) {
+        return -1;
+    }
+    p = (unsigned char *)e->data + e->len;
+    while (z >= 0x80) {
+        *p++ = (unsigned char)(z | 0x80);
+        z >>= 7;
+    }
+    *p++ = (unsigned char)z;
+    e->len = (Py_ssize_t)((char *)p - e->data);
+    return 0;
+}
+
+static inline int
+enc_raw(Enc *e, const void *src, Py_ssize_t n)
+{
+    if (enc_reserve(e, n) < 0) {
+        return -1;
+    }
+    if (n > 0) {
+        memcpy(e->data + e->len, src, (size_t)n);
+    }
+    e->len += n;
+    return 0;
+}
+
+static int
+type_error(const char *expected, PyObject *v)
+{
+    PyErr_Format(PyExc_TypeError, "expected %s, got %.200s", expected,
+                 Py_TYPE(v)->tp_name);
+    return -1;
+}
+
+/* Convert an int (or int subclass such as IntEnum, but not bool). */
+static int
+as_int64(PyObject *v, int64_t *out, const char *what)
+{
+    long long x;
+    int overflow = 0;
+    if (!PyLong_Check(v) || PyBool_Check(v)) {
+        return type_error("int", v);
+    }
+    x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow) {
+        PyErr_Format(PyExc_OverflowError,
+                     "int value out of range for Avro %s (%s)", what,
+                     what[0] == 'l' ? "64-bit" : "32-bit");
+        return -1;
+    }
+    if (x == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = (int64_t)x;
+    return 0;
+}
+
+/* Convert a float or an int (not bool). */
+static int
+as_double(PyObject *v, double *out)
+{
+    double x;
+    if (PyFloat_Check(v)) {
+        *out = PyFloat_AS_DOUBLE(v);
+        return 0;
+    }
+    if (!PyLong_Check(v) || PyBool_Check(v)) {
+        return type_error("float", v);
+    }
+    x = PyLong_AsDouble(v);
+    if (x == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* Get a contiguous byte view of bytes / bytearray / memoryview / buffer. */
+static int
+enc_bytes_like(Enc *e, PyObject *v, Py_ssize_t fixed_size)
+{
+    const char *p;
+    Py_ssize_t n;
+    Py_buffer view;
+    int r;
+
+    if (PyBytes_Check(v)) {
+        p = PyBytes_AS_STRING(v);
+        n = PyBytes_GET_SIZE(v);
+        view.obj = NULL;
+    }
+    else if (!PyUnicode_Check(v) && PyObject_CheckBuffer(v)) {
+        if (PyObject_GetBuffer(v, &view, PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+        p = view.buf;
+        n = view.len;
+    }
+    else {
+        return type_error("bytes", v);
+    }
+    if (fixed_size >= 0) {
+        if (n != fixed_size) {
+            PyErr_Format(PyExc_ValueError,
+                         "fixed expects exactly %zd bytes, got %zd",
+                         fixed_size, n);
+            r = -1;
+            goto done;
+        }
+        r = enc_raw(e, p, n);
+    }
+    else {
+        r = enc_long(e, n);
+        if (r == 0) {
+            r = enc_raw(e, p, n);
+        }
+    }
+done:
+    if (view.obj != NULL) {
+        PyBuffer_Release(&view);
+    }
+    return r;
+}
+
+static int enc_value(Enc *e, PyObject *prog, PyObject *v);
+
+static int
+enc_string(Enc *e, PyObject *v)
+{
+    const char *s;
+    Py_ssize_t n;
+    if (!PyUnicode_Check(v)) {
+        return type_error("str", v);
+    }
+    s = PyUnicode_AsUTF8AndSize(v, &n);
+    if (s == NULL) {
+        return -1;
+    }
+    if (enc_long(e, n) < 0) {
+        return -1;
+    }
+    return enc_raw(e, s, n);
+}
+
+static int
+enc_array(Enc *e, PyObject *item_prog, PyObject *v)
+{
+    PyObject *seq;
+    Py_ssize_t n, i;
+
+    if (PyList_CheckExact(v) || PyTuple_CheckExact(v)) {
+        Py_INCREF(v);
+        seq = v;
+    }
+    else if (PyUnicode_Check(v) || PyBytes_Check(v) || PyByteArray_Check(v) ||
+             PyDict_Check(v)) {
+        return type_error("a sequence for array", v);
+    }
+    else {
+        seq = PySequence_Fast(v, "");
+        if (seq == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                return type_error("a sequence for array", v);
+            }
+            return -1;
+        }
+    }
+    n = PySequence_Fast_GET_SIZE(seq);
+    if (n > 0) {
+        if (enc_long(e, n) < 0) {
+            goto fail;
+        }
+        for (i = 0; i < n; i++) {
+            PyObject *item;
+            int r;
+            /* a list may shrink while encoding (e.g. via __index__) */
+            if (i >= PySequence_Fast_GET_SIZE(seq)) {
+                PyErr_SetString(PyExc_RuntimeError,
+                                "list changed size during encoding");
+                goto fail;
+            }
+            item = PySequence_Fast_GET_ITEM(seq, i);
+            Py_INCREF(item);
+            r = enc_value(e, item_prog, item);
+            Py_DECREF(item);
+            if (r < 0) {
+                prefix_index("item", i);
+                goto fail;
+            }
+        }
+    }
+    if (enc_long(e, 0) < 0) {
+        goto fail;
+    }
+    Py_DECREF(seq);
+    return 0;
+
+fail:
+    Py_DECREF(seq);
+    return -1;
+}
+
+static int
+enc_map_entry(Enc *e, PyObject *value_prog, PyObject *k, PyObject *val)
+{
+    if (!PyUnicode_Check(k)) {
+        PyErr_Format(PyExc_TypeError, "map keys must be str, got %.200s",
+                     Py_TYPE(k)->tp_name);
+        return -1;
+    }
+    if (enc_string(e, k) < 0) {
+        prefix_key(k);
+        return -1;
+    }
+    if (enc_value(e, value_prog, val) < 0) {
+        prefix_key(k);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+enc_map(Enc *e, PyObject *value_prog, PyObject *v)
+{
+    Py_ssize_t n, i;
+
+    if (PyDict_Check(v)) {
+        Py_ssize_t it = 0;
+        PyObject *k, *val;
+        n = PyDict_GET_SIZE(v);
+        if (n > 0) {
+            if (enc_long(e, n) < 0) {
+                return -1;
+            }
+            i = 0;
+            while (PyDict_Next(v, &it, &k, &val)) {
+                int r;
+                if (i >= n) {
+                    break;
+                }
+                Py_INCREF(k);
+                Py_INCREF(val);
+                r = enc_map_entry(e, value_prog, k, val);
+                Py_DECREF(k);
+                Py_DECREF(val);
+                if (r < 0) {
+                    return -1;
+                }
+                i++;
+            }
+            if (i != n || PyDict_GET_SIZE(v) != n) {
+                PyErr_SetString(PyExc_RuntimeError,
+                                "dict changed size during encoding");
+                return -1;
+            }
+        }
+        return enc_long(e, 0);
+    }
+    if (PyList_Check(v) || PyTuple_Check(v) || PyUnicode_Check(v) ||
+        PyBytes_Check(v) || PyByteArray_Check(v) || !PyMapping_Check(v)) {
+        return type_error("a mapping for map", v);
+    }
+    else {
+        /* other mappings (MappingProxyType, OrderedDict views, ...) */
+        PyObject *items = PyMapping_Items(v);
+        if (items == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_AttributeError) ||
+                PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                return type_error("a mapping for map", v);
+            }
+            return -1;
+        }
+        n = PyList_GET_SIZE(items);
+        if (n > 0 && enc_long(e, n) < 0) {
+            Py_DECREF(items);
+            return -1;
+        }
+        for (i = 0; i < n; i++) {
+            PyObject *pair = PyList_GET_ITEM(items, i);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError,
+                                "mapping items() must yield (key, value) pairs");
+                Py_DECREF(items);
+                return -1;
+            }
+            if (enc_map_entry(e, value_prog, PyTuple_GET_ITEM(pair, 0),
+                              PyTuple_GET_ITEM(pair, 1)) < 0) {
+                Py_DECREF(items);
+                return -1;
+            }
+        }
+        Py_DECREF(items);
+        return enc_long(e, 0);
+    }
+}
+
+static int
+branch_is_null(PyObject *branch, int *is_null)
+{
+    int op = get_op(branch);
+    if (op < 0) {
+        return -1;
+    }
+    *is_null = (op == OP_NULL);
+    return 0;
+}
+
+static int
+enc_union(Enc *e, PyObject *prog, PyObject *v)
+{
+    PyObject *branches = get_tuple_arg(prog, 1, "union branches must be a tuple");
+    PyObject *selector = PyTuple_GET_ITEM(prog, 2);
+    Py_ssize_t nb, i, idx = -1;
+    int is_null;
+
+    if (branches == NULL) {
+        return -1;
+    }
+    nb = PyTuple_GET_SIZE(branches);
+    if (v == Py_None) {
+        for (i = 0; i < nb; i++) {
+            if (branch_is_null(PyTuple_GET_ITEM(branches, i), &is_null) < 0) {
+                return -1;
+            }
+            if (is_null) {
+                idx = i;
+                break;
+            }
+        }
+        if (idx < 0) {
+            PyErr_SetString(PyExc_TypeError,
+                            "got None but the union has no null branch");
+            return -1;
+        }
+    }
+    else if (selector == Py_None) {
+        for (i = 0; i < nb; i++) {
+            if (branch_is_null(PyTuple_GET_ITEM(branches, i), &is_null) < 0) {
+                return -1;
+            }
+            if (!is_null) {
+                if (idx >= 0) {
+                    invalid_program(prog, "union with several non-null "
+                                          "branches needs a selector dict");
+                    return -1;
+                }
+                idx = i;
+            }
+        }
+        if (idx < 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "expected None for a null-only union, got %.200s",
+                         Py_TYPE(v)->tp_name);
+            return -1;
+        }
+    }
+    else if (PyDict_Check(selector)) {
+        PyObject *r = PyDict_GetItemWithError(selector, (PyObject *)Py_TYPE(v));
+        if (r == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_TypeError,
+                             "no union branch for values of type %.200s",
+                             Py_TYPE(v)->tp_name);
+            }
+            return -1;
+        }
+        idx = PyLong_AsSsize_t(r);
+        if (idx < 0 || idx >= nb) {
+            invalid_program(prog, "union selector maps to a bad branch index");
+            return -1;
+        }
+    }
+    else {
+        invalid_program(prog, "union selector must be None or a dict");
+        return -1;
+    }
+    if (enc_long(e, idx) < 0) {
+        return -1;
+    }
+    return enc_value(e, PyTuple_GET_ITEM(branches, idx), v);
+}
+
+static int
+enc_record(Enc *e, PyObject *prog, PyObject *v)
+{
+    PyObject *cls = PyTuple_GET_ITEM(prog, 1);
+    PyObject *fields = get_tuple_arg(prog, 2, "record fields must be a tuple");
+    Py_ssize_t n, i;
+
+    if (fields == NULL) {
+        return -1;
+    }
+    n = PyTuple_GET_SIZE(fields);
+    if (!PyTuple_Check(v)) {
+        if (cls != Py_None && PyType_Check(cls)) {
+            PyErr_Format(PyExc_TypeError,
+                         "expected a tuple / %.200s for record, got %.200s",
+                         ((PyTypeObject *)cls)->tp_name, Py_TYPE(v)->tp_name);
+            return -1;
+        }
+        return type_error("a tuple for record", v);
+    }
+    if (PyTuple_GET_SIZE(v) != n) {
+        PyErr_Format(PyExc_ValueError,
+                     "record expects a tuple of %zd fields, got %zd", n,
+                     PyTuple_GET_SIZE(v));
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        if (enc_value(e, PyTuple_GET_ITEM(fields, i), PyTuple_GET_ITEM(v, i)) <
+            0) {
+            prefix_field(cls, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+enc_value(Enc *e, PyObject *prog, PyObject *v)
+{
+    int op = get_op(prog);
+    int r;
+
+    switch (op) {
+    case -1:
+        return -1;
+
+    case OP_NULL:
+        if (v != Py_None) {
+            return type_error("None", v);
+        }
+        return 0;
+
+    case OP_BOOLEAN:
+        if (enc_reserve(e, 1) < 0) {
+            return -1;
+        }
+        if (v == Py_True) {
+            e->data[e->len++] = 1;
+        }
+        else if (v == Py_False) {
+            e->data[e->len++] = 0;
+        }
+        else if (PyLong_Check(v)) {
+            /* like the pure-Python engine: ints by truthiness */
+            int t = PyObject_IsTrue(v);
+            if (t < 0) {
+                return -1;
+            }
+            e->data[e->len++] = (char)t;
+        }
+        else {
+            return type_error("bool", v);
+        }
+        return 0;
+
+    case OP_INT: {
+        int64_t x;
+        if (as_int64(v, &x, "int") < 0) {
+            return -1;
+        }
+        if (x < INT32_MIN || x > INT32_MAX) {
+            PyErr_Format(PyExc_OverflowError,
+                         "value %lld out of range for a 32-bit Avro int",
+                         (long long)x);
+            return -1;
+        }
+        return enc_long(e, x);
+    }
+
+    case OP_LONG: {
+        int64_t x;
+        if (as_int64(v, &x, "long") < 0) {
+            return -1;
+        }
+        return enc_long(e, x);
+    }
+
+    case OP_FLOAT: {
+        double x;
+        float f;
+        if (as_double(v, &x) < 0) {
+            return -1;
+        }
+        f = (float)x;
+        if (Py_IS_INFINITY(f) && !Py_IS_INFINITY(x)) {
+            /* same rule as struct.pack("<f") / the pure-Python engine */
+            PyErr_Format(PyExc_OverflowError,
+                         "%R out of range for an Avro float", v);
+            return -1;
+        }
+        if (enc_reserve(e, 4) < 0) {
+            return -1;
+        }
+#if PY_BIG_ENDIAN
+        {
+            unsigned char tmp[4];
+            int k;
+            memcpy(tmp, &f, 4);
+            for (k = 0; k < 4; k++) {
+                e->data[e->len + k] = (char)tmp[3 - k];
+            }
+        }
+#else
+        memcpy(e->data + e->len, &f, 4);
+#endif
+        e->len += 4;
+        return 0;
+    }
+
+    case OP_DOUBLE: {
+        double x;
+        if (as_double(v, &x) < 0) {
+            return -1;
+        }
+        if (enc_reserve(e, 8) < 0) {
+            return -1;
+        }
+#if PY_BIG_ENDIAN
+        {
+            unsigned char tmp[8];
+            int k;
+            memcpy(tmp, &x, 8);
+            for (k = 0; k < 8; k++) {
+                e->data[e->len + k] = (char)tmp[7 - k];
+            }
+        }
+#else
+        memcpy(e->data + e->len, &x, 8);
+#endif
+        e->len += 8;
+        return 0;
+    }
+
+    case OP_BYTES:
+        return enc_bytes_like(e, v, -1);
+
+    case OP_STRING:
+        return enc_string(e, v);
+
+    case OP_ENUM: {
+        PyObject *symbols = get_tuple_arg(prog, 1, "enum symbols must be a tuple");
+        PyObject *index = PyTuple_GET_ITEM(prog, 2);
+        PyObject *found;
+        Py_ssize_t idx;
+        if (symbols == NULL) {
+            return -1;
+        }
+        if (!PyDict_Check(index)) {
+            invalid_program(prog, "enum index must be a dict");
+            return -1;
+        }
+        found = PyDict_GetItemWithError(index, v);
+        if (found == NULL) {
+            /* unknown or unhashable: ValueError, like the Python engine */
+            if (PyErr_Occurred()) {
+                if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+                    return -1;
+                }
+                PyErr_Clear();
+            }
+            PyErr_Format(PyExc_ValueError,
+                         "unknown enum symbol %.200R (expected one of %.200R)",
+                         v, symbols);
+            return -1;
+        }
+        idx = PyLong_AsSsize_t(found);
+        if (idx < 0 || idx >= PyTuple_GET_SIZE(symbols)) {
+            invalid_program(prog, "enum index dict maps to a bad index");
+            return -1;
+        }
+        return enc_long(e, idx);
+    }
+
+    case OP_FIXED: {
+        Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(prog, 1));
+        if (size < 0) {
+            invalid_program(prog, "fixed size must be a non-negative int");
+            return -1;
+        }
+        return enc_bytes_like(e, v, size);
+    }
+
+    case OP_ARRAY:
+    case OP_MAP:
+    case OP_UNION:
+    case OP_RECORD:
+        break;
+
+    default:
+        invalid_program(prog, "unknown opcode");
+        return -1;
+    }
+
+    if (++e->depth > MAX_DEPTH) {
+        e->depth--;
+        PyErr_SetString(PyExc_RecursionError,
+                        "avrovm program nested too deeply");
+        return -1;
+    }
+    switch (op) {
+    case OP_ARRAY:
+        r = enc_array(e, PyTuple_GET_ITEM(prog, 1), v);
+        break;
+    case OP_MAP:
+        r = enc_map(e, PyTuple_GET_ITEM(prog, 1), v);
+        break;
+    case OP_UNION:
+        r = enc_union(e, prog, v);
+        break;
+    default: /* OP_RECORD */
+        r = enc_record(e, prog, v);
+        break;
+    }
+    e->depth--;
+    return r;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Argument helpers                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Minimal FASTCALL argument parser: fills out[0..nmax) (NULL if absent). */
+static int
+parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+           PyObject *kwnames, const char *const *names, Py_ssize_t nreq,
+           Py_ssize_t nmax, PyObject **out)
+{
+    Py_ssize_t i, j, nkw;
+    if (nargs > nmax) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes at most %zd positional arguments (%zd given)",
+                     fname, nmax, nargs);
+        return -1;
+    }
+    for (i = 0; i < nmax; i++) {
+        out[i] = i < nargs ? args[i] : NULL;
+    }
+    nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (j = 0; j < nkw; j++) {
+        PyObject *kw = PyTuple_GET_ITEM(kwnames, j);
+        int matched = 0;
+        for (i = 0; i < nmax; i++) {
+            if (PyUnicode_CompareWithASCIIString(kw, names[i]) == 0) {
+                if (out[i] != NULL) {
+                    PyErr_Format(PyExc_TypeError,
+                                 "%s() got multiple values for argument '%s'",
+                                 fname, names[i]);
+                    return -1;
+                }
+                out[i] = args[nargs + j];
+                matched = 1;
+                break;
+            }
+        }
+        if (!matched) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got an unexpected keyword argument '%U'", fname,
+                         kw);
+            return -1;
+        }
+    }
+    for (i = 0; i < nreq; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() missing required argument '%s' (pos %zd)",
+                         fname, names[i], i + 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+get_buffer(PyObject *obj, Py_buffer *view)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError,
+                         "expected a bytes-like object, got %.200s",
+                         Py_TYPE(obj)->tp_name);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+static int
+get_pos(PyObject *obj, Py_ssize_t len, Py_ssize_t *pos)
+{
+    Py_ssize_t p;
+    if (obj == NULL) {
+        *pos = 0;
+        return 0;
+    }
+    p = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
+    if (p == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (p < 0 || p > len) {
+        PyErr_Format(PyExc_ValueError,
+                     "pos %zd out of range for a buffer of %zd bytes", p, len);
+        return -1;
+    }
+    *pos = p;
+    return 0;
+}
+
+static PyObject *
+result_pair(PyObject *value /* stolen */, Py_ssize_t pos)
+{
+    PyObject *p, *t;
+    if (value == NULL) {
+        return NULL;
+    }
+    p = PyLong_FromSsize_t(pos);
+    if (p == NULL) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    t = PyTuple_New(2);
+    if (t == NULL) {
+        Py_DECREF(value);
+        Py_DECREF(p);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, value);
+    PyTuple_SET_ITEM(t, 1, p);
+    return t;
+}
+
+static int
+append_to_bytearray(PyObject *out, Enc *e)
+{
+    Py_ssize_t old;
+    if (e->len == 0) {
+        return 0;
+    }
+    old = PyByteArray_GET_SIZE(out);
+    if (e->len > PY_SSIZE_T_MAX - old) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (PyByteArray_Resize(out, old + e->len) < 0) {
+        return -1;
+    }
+    memcpy(PyByteArray_AS_STRING(out) + old, e->data, (size_t)e->len);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Module functions                                                         */
+/* ------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(decode_doc,
+"decode(program, buf, pos=0) -> (value, new_pos)\n\n"
+"Decode one Avro binary value described by program from the bytes-like\n"
+"object buf, starting at byte offset pos.  Raises ValueError (mentioning\n"
+"the byte position) on truncated or malformed input.");
+
+static PyObject *
+avrovm_decode(PyObject *Py_UNUSED(module), PyObject *const *args,
+              Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"program", "buf", "pos"};
+    PyObject *a[3], *value;
+    Py_buffer view;
+    Dec d;
+
+    if (kwnames == NULL && nargs == 2) {
+        a[0] = args[0];
+        a[1] = args[1];
+        a[2] = NULL;
+    }
+    else if (parse_args("decode", args, nargs, kwnames, names, 2, 3, a) < 0) {
+        return NULL;
+    }
+    if (PyBytes_CheckExact(a[1])) {
+        /* immutable and kept alive by the caller: no buffer export needed */
+        view.obj = NULL;
+        view.buf = PyBytes_AS_STRING(a[1]);
+        view.len = PyBytes_GET_SIZE(a[1]);
+    }
+    else if (get_buffer(a[1], &view) < 0) {
+        return NULL;
+    }
+    d.buf = (const unsigned char *)view.buf;
+    d.len = view.len;
+    d.depth = 0;
+    if (get_pos(a[2], view.len, &d.pos) < 0) {
+        value = NULL;
+    }
+    else {
+        value = dec_value(&d, a[0]);
+    }
+    if (view.obj != NULL) {
+        PyBuffer_Release(&view);
+    }
+    return result_pair(value, d.pos);
+}
+
+PyDoc_STRVAR(decode_many_doc,
+"decode_many(program, buf, pos, count) -> (list, new_pos)\n\n"
+"Decode count consecutive values (e.g. the objects of an Avro container\n"
+"block) starting at byte offset pos.");
+
+static PyObject *
+avrovm_decode_many(PyObject *Py_UNUSED(module), PyObject *const *args,
+                   Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"program", "buf", "pos", "count"};
+    PyObject *a[4], *list = NULL;
+    Py_buffer view;
+    Py_ssize_t count, i, at;
+    Dec d;
+
+    if (parse_args("decode_many", args, nargs, kwnames, names, 4, 4, a) < 0) {
+        return NULL;
+    }
+    count = PyNumber_AsSsize_t(a[3], PyExc_OverflowError);
+    if (count == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (count < 0) {
+        PyErr_Format(PyExc_ValueError, "count must be >= 0, got %zd", count);
+        return NULL;
+    }
+    if (get_buffer(a[1], &view) < 0) {
+        return NULL;
+    }
+    d.buf = (const unsigned char *)view.buf;
+    d.len = view.len;
+    d.depth = 0;
+    if (get_pos(a[2], view.len, &d.pos) < 0) {
+        goto fail;
+    }
+    at = d.pos;
+    /* count comes from untrusted container headers: bound it like a block */
+    if (check_block_count(&d, a[0], (int64_t)count, 0, at, 0) < 0) {
+        goto fail;
+    }
+    list = PyList_New(count);
+    if (list == NULL) {
+        goto fail;
+    }
+    for (i = 0; i < count; i++) {
+        PyObject *v = dec_value(&d, a[0]);
+        if (v == NULL) {
+            prefix_index("value", i);
+            goto fail;
+        }
+        PyList_SET_ITEM(list, i, v);
+    }
+    PyBuffer_Release(&view);
+    return result_pair(list, d.pos);
+
+fail:
+    Py_XDECREF(list);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+PyDoc_STRVAR(encode_doc,
+"encode(program, value) -> bytes\n\n"
+"Encode value as an Avro binary body described by program.");
+
+static PyObject *
+avrovm_encode(PyObject *Py_UNUSED(module), PyObject *const *args,
+              Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"program", "value"};
+    PyObject *a[2], *res;
+    Enc e;
+
+    if (kwnames == NULL && nargs == 2) {
+        a[0] = args[0];
+        a[1] = args[1];
+    }
+    else if (parse_args("encode", args, nargs, kwnames, names, 2, 2, a) < 0) {
+        return NULL;
+    }
+    enc_init(&e);
+    if (enc_value(&e, a[0], a[1]) < 0) {
+        enc_free(&e);
+        return NULL;
+    }
+    res = PyBytes_FromStringAndSize(e.data, e.len);
+    enc_free(&e);
+    return res;
+}
+
+PyDoc_STRVAR(encode_into_doc,
+"encode_into(program, value, out) -> None\n\n"
+"Append the Avro binary encoding of value to the bytearray out.  Nothing\n"
+"is appended if encoding fails.");
+
+static PyObject *
+avrovm_encode_into(PyObject *Py_UNUSED(module), PyObject *const *args,
+                   Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"program", "value", "out"};
+    PyObject *a[3];
+    Enc e;
+
+    if (kwnames == NULL && nargs == 3) {
+        a[0] = args[0];
+        a[1] = args[1];
+        a[2] = args[2];
+    }
+    else if (parse_args("encode_into", args, nargs, kwnames, names, 3, 3, a) <
+             0) {
+        return NULL;
+    }
+    if (!PyByteArray_Check(a[2])) {
+        PyErr_Format(PyExc_TypeError, "out must be a bytearray, got %.200s",
+                     Py_TYPE(a[2])->tp_name);
+        return NULL;
+    }
+    enc_init(&e);
+    if (enc_value(&e, a[0], a[1]) < 0 || append_to_bytearray(a[2], &e) < 0) {
+        enc_free(&e);
+        return NULL;
+    }
+    enc_free(&e);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(encode_many_doc,
+"encode_many(program, values, out) -> None\n\n"
+"Append the encodings of every value in the iterable values to the\n"
+"bytearray out.  Nothing is appended if any value fails to encode.");
+
+static PyObject *
+avrovm_encode_many(PyObject *Py_UNUSED(module), PyObject *const *args,
+                   Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"program", "values", "out"};
+    PyObject *a[3], *seq;
+    Py_ssize_t n, i;
+    Enc e;
+
+    if (parse_args("encode_many", args, nargs, kwnames, names, 3, 3, a) < 0) {
+        return NULL;
+    }
+    if (!PyByteArray_Check(a[2])) {
+        PyErr_Format(PyExc_TypeError, "out must be a bytearray, got %.200s",
+                     Py_TYPE(a[2])->tp_name);
+        return NULL;
+    }
+    seq = PySequence_Fast(a[1], "values must be iterable");
+    if (seq == NULL) {
+        return NULL;
+    }
+    enc_init(&e);
+    n = PySequence_Fast_GET_SIZE(seq);
+    for (i = 0; i < n; i++) {
+        PyObject *item;
+        int r;
+        if (i >= PySequence_Fast_GET_SIZE(seq)) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "list changed size during encoding");
+            goto fail;
+        }
+        item = PySequence_Fast_GET_ITEM(seq, i);
+        Py_INCREF(item);
+        r = enc_value(&e, a[0], item);
+        Py_DECREF(item);
+        if (r < 0) {
+            prefix_index("value", i);
+            goto fail;
+        }
+    }
+    if (append_to_bytearray(a[2], &e) < 0) {
+        goto fail;
+    }
+    Py_DECREF(seq);
+    enc_free(&e);
+    Py_RETURN_NONE;
+
+fail:
+    Py_DECREF(seq);
+    enc_free(&e);
+    return NULL;
+}
+
+static PyMethodDef avrovm_methods[] = {
+    {"decode", (PyCFunction)(void (*)(void))avrovm_decode,
+     METH_FASTCALL | METH_KEYWORDS, decode_doc},
+    {"decode_many", (PyCFunction)(void (*)(void))avrovm_decode_many,
+     METH_FASTCALL | METH_KEYWORDS, decode_many_doc},
+    {"encode", (PyCFunction)(void (*)(void))avrovm_encode,
+     METH_FASTCALL | METH_KEYWORDS, encode_doc},
+    {"encode_into", (PyCFunction)(void (*)(void))avrovm_encode_into,
+     METH_FASTCALL | METH_KEYWORDS, encode_into_doc},
+    {"encode_many", (PyCFunction)(void (*)(void))avrovm_encode_many,
+     METH_FASTCALL | METH_KEYWORDS, encode_many_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+avrovm_exec(PyObject *module)
+{
+    int i;
+    for (i = 0; i < OP_COUNT; i++) {
+        if (PyModule_AddIntConstant(module, op_names[i], i) < 0) {
+            return -1;
+        }
+    }
+    if (PyModule_AddIntConstant(module, "MAX_DEPTH", MAX_DEPTH) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot avrovm_slots[] = {
+    {Py_mod_exec, (void *)avrovm_exec},
+    {0, NULL},
+};
+
+PyDoc_STRVAR(module_doc,
+"Avro binary encoding/decoding driven by precompiled schema programs.\n\n"
+"A program is a nested tuple whose first element is an opcode (NULL=0,\n"
+"BOOLEAN=1, INT=2, LONG=3, FLOAT=4, DOUBLE=5, BYTES=6, STRING=7, ENUM=8,\n"
+"FIXED=9, ARRAY=10, MAP=11, UNION=12, RECORD=13).");
+
+static struct PyModuleDef avrovm_module = {
+    PyModuleDef_HEAD_INIT,
+    "ticktape._avrovm",
+    module_doc,
+    0,
+    avrovm_methods,
+    avrovm_slots,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__avrovm(void)
+{
+    return PyModuleDef_Init(&avrovm_module);
+}
