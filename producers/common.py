@@ -1,0 +1,322 @@
+"""What every producer shares: batched appends, dead letters, import bookmarks, summaries.
+
+An import is one `ImportRun`:
+
+    run = ImportRun(tape, source="binance", kind="binance.klines", name=str(path),
+                    source_id=file_identity(path))
+    if not run.skipped:                       # this exact input was imported before
+        for i, row in enumerate(rows):
+            try:
+                run.emit("md.binance.bar", parse(row))
+            except Exception as exc:          # bad input: keep it, keep going
+                run.dead_letter(f"line {i + 1}", str(exc), raw_bytes)
+    summary = run.finish()                    # flushes, then writes the bookmark
+
+Everything goes through the `Tape` protocol only, so it works on every backend.
+
+* Dead letters: `DeadLetter` events on topic `dlq.<source>`, raw bytes + error + position.
+* Bookmarks: a `SourceImported` event on `meta.imports` once an input is fully imported;
+  identity is the sha256 of the file bytes (`file_identity`) or of a canonical query
+  (`query_identity`), so importing the same input twice adds nothing the second time.
+  An import that dies half-way writes no bookmark: re-running it appends again (what it
+  appended before the crash stays; the bookmark is only a guard against re-imports).
+* `BatchAppender`: appends per topic in batches (10k by default) so memory stays flat.
+* `ImportSummary`: counts per outcome, as text or JSON; `exit_code(strict=...)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ticktape.events import DeadLetter, Event, SourceImported
+from ticktape.tape.base import Tape
+from ticktape.timeutil import Clock, WallClock
+
+IMPORTS_TOPIC = "meta.imports"
+"""Where import bookmarks (`SourceImported`) live."""
+
+DEFAULT_BATCH = 10_000
+MAX_ERROR_SAMPLES = 5
+"""How many dead-letter messages a summary keeps verbatim (the rest are only counted)."""
+
+
+def dlq_topic(source: str) -> str:
+    """The dead-letter topic of a source: `dlq.<source>` (e.g. `dlq.binance`)."""
+    return f"dlq.{source}"
+
+
+def file_identity(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (hex), streamed: the same content is the same input, whatever its name."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def query_identity(kind: str, params: Mapping[str, Any]) -> str:
+    """sha256 of a canonical JSON form of a REST query (kind + sorted parameters)."""
+    text = json.dumps({"kind": kind, "params": dict(params)}, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class BatchAppender:
+    """Accumulates events per topic and appends them in batches of `batch_size`.
+
+    Memory stays flat whatever the input size; `flush()` writes what is pending (call it at
+    the end, or use the appender as a context manager). Counts per topic are kept.
+    """
+
+    def __init__(self, tape: Tape, batch_size: int = DEFAULT_BATCH) -> None:
+        self.tape = tape
+        self.batch_size = max(1, batch_size)
+        self.counts: dict[str, int] = {}
+        self.ts_max: int | None = None
+        self._pending: dict[str, tuple[list[Event], list[str | None] | None]] = {}
+
+    def add(self, topic: str, event: Event, key: str | None = None) -> None:
+        """Queue one event; `key` overrides the schema key (rarely needed)."""
+        events, keys = self._pending.get(topic) or self._pending.setdefault(topic, ([], None))
+        if key is not None and keys is None:
+            keys = [None] * len(events)
+            self._pending[topic] = (events, keys)
+        events.append(event)
+        if keys is not None:
+            keys.append(key)
+        if len(events) >= self.batch_size:
+            self._flush_topic(topic)
+
+    def extend(self, topic: str, events: Sequence[Event]) -> None:
+        """Queue many events at once (schema keys); large lists are appended in slices."""
+        pending = self._pending.get(topic)
+        if pending is not None and pending[1] is not None:
+            for e in events:
+                self.add(topic, e)
+            return
+        if pending is None:
+            pending = self._pending.setdefault(topic, ([], None))
+        buf = pending[0]
+        start = 0
+        while start < len(events):
+            room = self.batch_size - len(buf)
+            buf.extend(events[start:start + room])
+            start += room
+            if len(buf) >= self.batch_size:
+                self._flush_topic(topic)
+                buf = self._pending.setdefault(topic, ([], None))[0]
+
+    def _flush_topic(self, topic: str) -> None:
+        events, keys = self._pending.pop(topic, ([], None))
+        if not events:
+            return
+        self.tape.append(topic, events, keys=keys)
+        self.counts[topic] = self.counts.get(topic, 0) + len(events)
+        ts = max(e.ts_event for e in events)
+        self.ts_max = ts if self.ts_max is None else max(self.ts_max, ts)
+
+    def flush(self) -> None:
+        """Append everything pending (topics in name order, so runs are reproducible)."""
+        for topic in sorted(self._pending):
+            self._flush_topic(topic)
+
+    @property
+    def pending(self) -> int:
+        """Events queued but not yet appended."""
+        return sum(len(events) for events, _ in self._pending.values())
+
+    def __enter__(self) -> BatchAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
+
+
+class DeadLetterSink:
+    """Writes unparseable input to `dlq.<source>` as `DeadLetter` events, byte for byte.
+
+    `source` names the producer (topic suffix); `origin` names the input inside the event
+    (e.g. `binance:/data/BTCUSDT-1m.csv` or `binance:ws`).
+    """
+
+    def __init__(self, appender: BatchAppender, source: str, origin: str, clock: Clock | None = None) -> None:
+        self.appender = appender
+        self.topic = dlq_topic(source)
+        self.origin = origin
+        self.clock = clock or WallClock()
+        self.count = 0
+        self.samples: list[str] = []
+
+    def add(self, position: str, error: str, raw: bytes | str, ts_event: int | None = None,
+            ts_recv: int | None = None) -> DeadLetter:
+        """Record one bad input; `ts_event` defaults to `ts_recv` (bad input rarely has a usable time)."""
+        recv = self.clock.now() if ts_recv is None else ts_recv
+        data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
+        dl = DeadLetter(self.origin, position, error, recv if ts_event is None else ts_event, recv, data)
+        self.appender.add(self.topic, dl)
+        self.count += 1
+        if len(self.samples) < MAX_ERROR_SAMPLES:
+            self.samples.append(f"{position}: {error}")
+        return dl
+
+
+def find_import(tape: Tape, source_id: str) -> SourceImported | None:
+    """The bookmark of an input imported before, or None (reads `meta.imports` via the Tape API)."""
+    for partition in range(tape.partitions(IMPORTS_TOPIC)):
+        for record in tape.read(IMPORTS_TOPIC, partition):
+            ev = record.event
+            if isinstance(ev, SourceImported) and ev.source_id == source_id:
+                return ev
+    return None
+
+
+def imported_sources(tape: Tape) -> list[SourceImported]:
+    """Every import bookmark on the tape, in append order per partition."""
+    out: list[SourceImported] = []
+    for partition in range(tape.partitions(IMPORTS_TOPIC)):
+        out.extend(r.event for r in tape.read(IMPORTS_TOPIC, partition) if isinstance(r.event, SourceImported))
+    return out
+
+
+@dataclass
+class ImportSummary:
+    """What one import did: events per topic, dead letters, or skipped as already imported."""
+
+    name: str
+    kind: str
+    source_id: str = ""
+    events: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    skipped: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def total_events(self) -> int:
+        return sum(self.events.values())
+
+    def exit_code(self, strict: bool) -> int:
+        """0, or 1 when `strict` and any input was bad."""
+        return 1 if strict and self.dead_letters else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "source_id": self.source_id,
+                "outcome": "skipped" if self.skipped else "imported", "events": self.total_events,
+                "events_per_topic": dict(sorted(self.events.items())), "dead_letters": self.dead_letters,
+                "errors": list(self.errors)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict())
+
+    def to_text(self) -> str:
+        if self.skipped:
+            return f"{self.name}: skipped, already imported ({self.kind}, {self.source_id[:19]})"
+        topics = ", ".join(f"{t}={n}" for t, n in sorted(self.events.items())) or "none"
+        lines = [f"{self.name}: {self.total_events} events ({topics}), {self.dead_letters} dead letters"]
+        lines += [f"  bad input: {e}" for e in self.errors]
+        if self.dead_letters > len(self.errors):
+            lines.append(f"  ... and {self.dead_letters - len(self.errors)} more (see the dlq topic)")
+        return "\n".join(lines)
+
+
+def exit_code(summaries: Iterable[ImportSummary], strict: bool) -> int:
+    """The process exit status of a multi-input import: 1 if `strict` and any input was bad."""
+    return max((s.exit_code(strict) for s in summaries), default=0)
+
+
+def summaries_text(summaries: Sequence[ImportSummary], as_json: bool) -> str:
+    """Per-input lines plus (for several inputs) a total line; JSON lines with `as_json`."""
+    if as_json:
+        return "\n".join(s.to_json() for s in summaries)
+    lines = [s.to_text() for s in summaries]
+    if len(summaries) > 1:
+        skipped = sum(s.skipped for s in summaries)
+        lines.append(f"total: {sum(s.total_events for s in summaries)} events, "
+                     f"{sum(s.dead_letters for s in summaries)} dead letters, "
+                     f"{skipped} of {len(summaries)} inputs skipped as already imported")
+    return "\n".join(lines)
+
+
+class ImportRun:
+    """One input's import: batched appends, dead letters and the bookmark, with a summary.
+
+    When the input was imported before (same `source_id`), `skipped` is True and `emit`/
+    `dead_letter` refuse to write; `finish()` then returns a skipped summary.
+    """
+
+    def __init__(self, tape: Tape, *, source: str, kind: str, name: str, source_id: str,
+                 clock: Clock | None = None, batch_size: int = DEFAULT_BATCH, force: bool = False) -> None:
+        self.tape = tape
+        self.kind = kind
+        self.name = name
+        self.source_id = source_id
+        self.clock = clock or WallClock()
+        self.appender = BatchAppender(tape, batch_size)
+        self.dlq = DeadLetterSink(self.appender, source, f"{source}:{name}", self.clock)
+        self.previous = None if force else find_import(tape, source_id)
+        self._finished: ImportSummary | None = None
+
+    @property
+    def skipped(self) -> bool:
+        """True when this exact input is already on the tape."""
+        return self.previous is not None
+
+    def _check(self) -> None:
+        if self.skipped:
+            raise RuntimeError(f"{self.name} was already imported; check ImportRun.skipped first")
+        if self._finished is not None:
+            raise RuntimeError(f"import of {self.name} already finished")
+
+    def emit(self, topic: str, event: Event) -> None:
+        """Queue one event for `topic`."""
+        self._check()
+        self.appender.add(topic, event)
+
+    def emit_many(self, topic: str, events: Sequence[Event]) -> None:
+        """Queue many events for `topic` (the column-wise fast path)."""
+        self._check()
+        self.appender.extend(topic, events)
+
+    def dead_letter(self, position: str, error: str, raw: bytes | str, ts_event: int | None = None) -> None:
+        """Keep one bad input (raw bytes, error, where) on `dlq.<source>`; the import goes on."""
+        self._check()
+        self.dlq.add(position, error, raw, ts_event)
+
+    def finish(self) -> ImportSummary:
+        """Flush everything, write the bookmark (only after all events are durable), summarise."""
+        if self._finished is not None:
+            return self._finished
+        if self.skipped:
+            self._finished = ImportSummary(self.name, self.kind, self.source_id, skipped=True)
+            return self._finished
+        self.appender.flush()
+        counts = {t: n for t, n in self.appender.counts.items() if t != self.dlq.topic}
+        recv = self.clock.now()
+        ts_event = self.appender.ts_max if self.appender.ts_max is not None else recv
+        self.tape.create_topic(IMPORTS_TOPIC, 1)
+        self.tape.append(IMPORTS_TOPIC, [SourceImported(
+            self.source_id, self.kind, self.name, ts_event, recv, sum(counts.values()), self.dlq.count,
+            tuple(sorted(self.appender.counts)))])
+        self._finished = ImportSummary(self.name, self.kind, self.source_id, counts, self.dlq.count,
+                                       errors=list(self.dlq.samples))
+        return self._finished
+
+    def __enter__(self) -> ImportRun:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        # On an error, keep what was parsed (flush) but write no bookmark: the input is not done.
+        if exc_type is not None:
+            if not self.skipped:
+                self.appender.flush()
+            return
+        self.finish()
+
+
+def path_name(path: str | os.PathLike[str]) -> str:
+    """How an input file is named in bookmarks and dead letters (the path as given)."""
+    return str(Path(path))
