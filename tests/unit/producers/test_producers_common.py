@@ -1,0 +1,111 @@
+"""The shared import machinery on every tape backend: batches, dead letters, bookmarks, summaries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from producers.common import (
+    IMPORTS_TOPIC,
+    BatchAppender,
+    ImportRun,
+    ImportSummary,
+    exit_code,
+    file_identity,
+    find_import,
+    query_identity,
+    summaries_text,
+)
+from tests.conftest import TapeFactory, make_trades
+from ticktape.events import DeadLetter, SourceImported
+from ticktape.timeutil import VirtualClock
+
+
+def _all(tape, topic):  # type: ignore[no-untyped-def]
+    return [r.event for p in range(tape.partitions(topic)) for r in tape.read(topic, p)]
+
+
+def test_batch_appender_appends_in_batches_and_flushes_the_rest(tape_factory: TapeFactory, topic: str) -> None:
+    tape = tape_factory()
+    trades = make_trades(25)
+    app = BatchAppender(tape, batch_size=10)
+    for t in trades[:7]:
+        app.add(topic, t)
+    assert app.pending == 7 and tape.partitions(topic) == 0
+    app.extend(topic, trades[7:])  # 18 more: two full batches go out, 5 stay pending
+    assert app.pending == 5
+    assert sum(tape.end_offsets(topic).values()) == 20
+    app.flush()
+    assert app.counts == {topic: 25} and app.pending == 0
+    assert sorted(_all(tape, topic), key=lambda e: int(e.trade_id)) == trades
+    assert app.ts_max == trades[-1].ts_event
+
+
+def test_import_run_dead_letters_bookmark_and_second_import_adds_nothing(tape_factory: TapeFactory,
+                                                                        topic: str) -> None:
+    tape = tape_factory()
+    source = topic.replace("t.", "src")
+    trades = make_trades(12)
+
+    def run_once() -> ImportSummary:
+        run = ImportRun(tape, source=source, kind="test.trades", name="trades.csv", source_id="sha256:abc" + topic,
+                        clock=VirtualClock(42), batch_size=5)
+        if not run.skipped:
+            run.emit_many(topic, trades[:10])
+            run.dead_letter("line 11", "price: not a number", b"x,y,z\n")
+            run.emit(topic, trades[10])
+        return run.finish()
+
+    first = run_once()
+    assert not first.skipped
+    assert first.events == {topic: 11} and first.dead_letters == 1
+    assert first.errors == ["line 11: price: not a number"]
+    dls = _all(tape, f"dlq.{source}")
+    assert dls == [DeadLetter(f"{source}:trades.csv", "line 11", "price: not a number", 42, 42, b"x,y,z\n")]
+    mark = find_import(tape, "sha256:abc" + topic)
+    assert isinstance(mark, SourceImported) and mark.events == 11 and mark.dead_letters == 1
+    assert mark.ts_event == trades[10].ts_event and set(mark.topics) == {topic, f"dlq.{source}"}
+
+    second = run_once()
+    assert second.skipped and second.total_events == 0
+    assert sum(tape.end_offsets(topic).values()) == 11
+    assert len(_all(tape, IMPORTS_TOPIC)) >= 1
+    assert exit_code([first, second], strict=True) == 1 and exit_code([first, second], strict=False) == 0
+    assert exit_code([second], strict=True) == 0
+
+
+def test_a_failed_import_keeps_its_events_but_writes_no_bookmark(tape_factory: TapeFactory, topic: str) -> None:
+    tape = tape_factory()
+    sid = "sha256:fail" + topic
+    try:
+        with ImportRun(tape, source="x", kind="k", name="n", source_id=sid) as run:
+            run.emit_many(topic, make_trades(3))
+            raise OSError("disk went away")
+    except OSError:
+        pass
+    assert sum(tape.end_offsets(topic).values()) == 3
+    assert find_import(tape, sid) is None
+
+
+def test_identities(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
+    a.write_bytes(b"1,2,3\n")
+    b.write_bytes(b"1,2,3\n")
+    c.write_bytes(b"1,2,4\n")
+    assert file_identity(a) == file_identity(b) != file_identity(c)
+    assert file_identity(a).startswith("sha256:")
+    assert query_identity("k", {"a": 1, "b": 2}) == query_identity("k", {"b": 2, "a": 1})
+    assert query_identity("k", {"a": 1}) != query_identity("k", {"a": 2})
+
+
+def test_summary_text_and_json() -> None:
+    s = ImportSummary("f.csv", "binance.klines", "sha256:0", {"md.binance.bar": 3}, 7, errors=["line 2: bad"])
+    text = s.to_text()
+    assert "3 events (md.binance.bar=3), 7 dead letters" in text
+    assert "line 2: bad" in text and "6 more" in text
+    data = json.loads(s.to_json())
+    assert data["outcome"] == "imported" and data["events_per_topic"] == {"md.binance.bar": 3}
+    skipped = ImportSummary("f.csv", "binance.klines", "sha256:0", skipped=True)
+    assert "already imported" in skipped.to_text()
+    total = summaries_text([s, skipped], as_json=False).splitlines()[-1]
+    assert total == "total: 3 events, 7 dead letters, 1 of 2 inputs skipped as already imported"
