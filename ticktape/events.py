@@ -338,6 +338,37 @@ class ReplaceOrder(NamedTuple):
     reason: str = ""
 
 
+class RunFinished(NamedTuple):
+    """A robot run ended: its summary and the hash of every intent it emitted, in order."""
+
+    run_id: str
+    ts_event: int
+    ts_recv: int
+    events: int
+    intents: int
+    intents_sha256: str
+    summary: str
+
+
+class RunStarted(NamedTuple):
+    """A robot run (backtest or live) began: everything needed to replay it from the tape alone."""
+
+    run_id: str
+    robot: str
+    robot_id: str
+    ts_event: int
+    ts_recv: int
+    params: str
+    source: str
+    topics: tuple[str, ...]
+    from_ts: int | None = None
+    to_ts: int | None = None
+    end_offsets: str = "{}"
+    venue: str = "{}"
+    controls: str = "{}"
+    mode: str = "backtest"
+
+
 class SourceImported(NamedTuple):
     """A bookmark: one input (file, REST range) fully imported, so importing it again adds nothing."""
 
@@ -395,6 +426,8 @@ Event: TypeAlias = (
     | PositionSnapshot
     | Quote
     | ReplaceOrder
+    | RunFinished
+    | RunStarted
     | SourceImported
     | Timer
     | Trade
@@ -422,6 +455,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     "PositionSnapshot": PositionSnapshot,
     "Quote": Quote,
     "ReplaceOrder": ReplaceOrder,
+    "RunFinished": RunFinished,
+    "RunStarted": RunStarted,
     "SourceImported": SourceImported,
     "Timer": Timer,
     "Trade": Trade,
@@ -452,6 +487,8 @@ RECORD_TYPES: dict[str, type[tuple[object, ...]]] = {
     "ticktape.PositionSnapshot": PositionSnapshot,
     "ticktape.Quote": Quote,
     "ticktape.ReplaceOrder": ReplaceOrder,
+    "ticktape.RunFinished": RunFinished,
+    "ticktape.RunStarted": RunStarted,
     "ticktape.SourceImported": SourceImported,
     "ticktape.Timer": Timer,
     "ticktape.Trade": Trade,
