@@ -43,6 +43,25 @@ class Bar(NamedTuple):
     volume: float
 
 
+class BetSettled(NamedTuple):
+    """A Betfair bet (one order's matched part) settled when its market closed: outcome and profit before commission."""
+
+    robot: str
+    client_order_id: str
+    venue_order_id: str | None
+    venue: str
+    instrument: str
+    market_id: str
+    selection_id: int
+    ts_event: int
+    ts_recv: int
+    side: Side
+    size_matched: float
+    average_price_matched: float
+    runner_status: str
+    profit: float
+
+
 class PriceSize(NamedTuple):
     """One ladder level."""
 
@@ -204,6 +223,21 @@ class MarketDefinition(NamedTuple):
     version: int
     timezone: str
     runners: tuple[RunnerDefinition, ...]
+
+
+class MarketSettled(NamedTuple):
+    """A robot's Betfair market settled: net profit over its bets in the market and the commission charged on it."""
+
+    robot: str
+    venue: str
+    market_id: str
+    ts_event: int
+    ts_recv: int
+    bets: int
+    profit: float
+    commission_rate: float
+    commission: float
+    net_profit: float
 
 
 class OrderAccepted(NamedTuple):
@@ -408,6 +442,7 @@ class Trade(NamedTuple):
 Event: TypeAlias = (
     Balance
     | Bar
+    | BetSettled
     | BookDelta
     | BookSnapshot
     | CancelOrder
@@ -417,6 +452,7 @@ Event: TypeAlias = (
     | FeedGap
     | MarketBook
     | MarketDefinition
+    | MarketSettled
     | OrderAccepted
     | OrderCancelled
     | OrderExpired
@@ -437,6 +473,7 @@ Event: TypeAlias = (
 EVENT_TYPES: dict[str, type[Event]] = {
     "Balance": Balance,
     "Bar": Bar,
+    "BetSettled": BetSettled,
     "BookDelta": BookDelta,
     "BookSnapshot": BookSnapshot,
     "CancelOrder": CancelOrder,
@@ -446,6 +483,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     "FeedGap": FeedGap,
     "MarketBook": MarketBook,
     "MarketDefinition": MarketDefinition,
+    "MarketSettled": MarketSettled,
     "OrderAccepted": OrderAccepted,
     "OrderCancelled": OrderCancelled,
     "OrderExpired": OrderExpired,
@@ -466,6 +504,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 RECORD_TYPES: dict[str, type[tuple[object, ...]]] = {
     "ticktape.Balance": Balance,
     "ticktape.Bar": Bar,
+    "ticktape.BetSettled": BetSettled,
     "ticktape.PriceSize": PriceSize,
     "ticktape.BookDelta": BookDelta,
     "ticktape.BookSnapshot": BookSnapshot,
@@ -478,6 +517,7 @@ RECORD_TYPES: dict[str, type[tuple[object, ...]]] = {
     "ticktape.MarketBook": MarketBook,
     "ticktape.RunnerDefinition": RunnerDefinition,
     "ticktape.MarketDefinition": MarketDefinition,
+    "ticktape.MarketSettled": MarketSettled,
     "ticktape.OrderAccepted": OrderAccepted,
     "ticktape.OrderCancelled": OrderCancelled,
     "ticktape.OrderExpired": OrderExpired,
