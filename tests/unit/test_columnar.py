@@ -1,0 +1,68 @@
+"""Columnar access: Arrow tables per type, Parquet copies of sealed segments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import make_trades
+from tests.strategies import strategy_for
+from ticktape.events import MarketBook, PriceSize, Quote, RunnerBook
+from ticktape.schemas import registry
+from ticktape.tape.columnar import arrow_schema, events_to_table, iter_events_columnar, read_columnar, table_to_events
+from ticktape.tape.file import FileTape
+
+
+def book(i: int) -> MarketBook:
+    runner = RunnerBook(i, 0.0, "ACTIVE", None if i % 2 else 2.5, 10.0 * i, (PriceSize(2.5, 10.0),),
+                        (PriceSize(2.6, 5.0), PriceSize(2.7, 1.0)), ())
+    return MarketBook("1.23", i, i, "OPEN", False, 0, 100.0, i, True, False, 1, (runner,))
+
+
+def test_schema_maps_nested_types() -> None:
+    schema = arrow_schema("MarketBook")
+    assert schema.names[:3] == ["_offset", "_key", "market_id"]
+    runners = schema.field("runners").type
+    assert pa.types.is_list(runners) and pa.types.is_struct(runners.value_type)
+    assert runners.value_type.field("last_price_traded").nullable
+    assert arrow_schema("Trade").field("aggressor_side").type == pa.string()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(strategy_for(registry().current["MarketBook"].schema), min_size=1, max_size=5))
+def test_nested_events_round_trip_through_arrow(events: list[MarketBook]) -> None:
+    table = events_to_table("MarketBook", list(range(len(events))), ["k"] * len(events), events)
+    assert list(table_to_events("MarketBook", table)) == events
+
+
+def test_sealed_segments_get_parquet_copies(tmp_path: Path) -> None:
+    tape = FileTape(tmp_path, segment_bytes=30_000)
+    events = make_trades(3_000)
+    for i in range(0, 3_000, 100):
+        tape.append("md.trade", events[i:i + 100])
+    segments = tape.segment_paths("md.trade")
+    assert len(segments) >= 3
+    tables = list(read_columnar(tape, "md.trade"))
+    assert sum(t.num_rows for _, t in tables) == 3_000
+    assert all(name == "Trade" for name, _ in tables)
+    offsets = [o for _, t in tables for o in t.column("_offset").to_pylist()]
+    assert offsets == list(range(3_000))
+    parquet = sorted(tmp_path.glob("md.trade/0/*.parquet"))
+    assert len(parquet) == len(segments) - 1  # every sealed segment, not the growing one
+    assert list(iter_events_columnar(tape, "md.trade")) == events
+    assert list(iter_events_columnar(tape, "md.trade", from_offset=2_345)) == events[2_345:]
+    from_mid = list(read_columnar(tape, "md.trade", from_offset=1_234))
+    assert from_mid[0][1].column("_offset")[0].as_py() == 1_234
+
+
+def test_mixed_types_come_in_offset_ordered_runs(tmp_path: Path) -> None:
+    tape = FileTape(tmp_path)
+    q = Quote("binance", "BTCUSDT", 1, 1, 1.0, 1.0, 2.0, 1.0)
+    trades = make_trades(3)
+    tape.append("md.mixed", [trades[0], trades[1], q, trades[2], book(1)])
+    runs = [(name, t.column("_offset").to_pylist()) for name, t in read_columnar(tape, "md.mixed")]
+    assert runs == [("Trade", [0, 1]), ("Quote", [2]), ("Trade", [3]), ("MarketBook", [4])]
+    assert list(iter_events_columnar(tape, "md.mixed")) == [trades[0], trades[1], q, trades[2], book(1)]
