@@ -1,0 +1,196 @@
+"""The Binance live recorder: one handler for every message, a thin python-binance shell around it.
+
+`RecorderCore.handle(message, ts_recv)` is everything the live path does with a message:
+parse (pure), append the events, keep each depth stream's continuity (`BookSync`), fetch a
+REST snapshot when one is needed, dead-letter what cannot be parsed. Tests feed it recorded
+payloads; `run_live` feeds it python-binance's websocket messages. Messages cross from the
+socket thread to the recording thread through a queue, so one thread owns the tape.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from producers.binance.book import BookSync, SyncStep
+from producers.binance.parsers import (
+    TOPIC_BOOK,
+    VENUE,
+    RobotOf,
+    no_robot,
+    parse_depth_snapshot,
+    parse_payload,
+    unwrap,
+)
+from producers.common import BatchAppender, DeadLetterSink
+from ticktape.events import BookDelta, FeedGap
+from ticktape.timeutil import Clock
+
+log = logging.getLogger(__name__)
+
+SnapshotFetcher = Callable[[str], Mapping[str, Any]]
+"""symbol -> the REST depth answer (`{"lastUpdateId", "bids", "asks"}`)."""
+
+STREAM_NAMES = {"trade": "trade", "aggTrade": "aggTrade", "bookTicker": "bookTicker", "depth": "depth@100ms"}
+
+
+def stream_names(symbols: Sequence[str], streams: Sequence[str]) -> list[str]:
+    """Binance combined-stream names: `btcusdt@trade`, `btcusdt@depth@100ms`, `btcusdt@kline_1m`."""
+    out = []
+    for sym in symbols:
+        for st in streams:
+            if st.startswith("kline_"):
+                out.append(f"{sym.lower()}@{st}")
+            elif st in STREAM_NAMES:
+                out.append(f"{sym.lower()}@{STREAM_NAMES[st]}")
+            else:
+                raise ValueError(f"unknown Binance stream {st!r}: use trade, aggTrade, bookTicker, depth, kline_<i>")
+    return out
+
+
+@dataclass
+class RecorderStats:
+    """Counts per outcome, for the operator."""
+
+    messages: int = 0
+    events: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    gaps: int = 0
+    snapshots: int = 0
+
+
+class RecorderCore:
+    """Message -> tape, with depth continuity. Single-threaded; no clock reads except via `clock`."""
+
+    def __init__(self, appender: BatchAppender, dlq: DeadLetterSink, *, depth_symbols: Sequence[str] = (),
+                 fetch_snapshot: SnapshotFetcher | None = None, futures: bool = False,
+                 robot_of: RobotOf = no_robot, account: str = "spot", clock: Clock) -> None:
+        self.appender = appender
+        self.dlq = dlq
+        self.fetch_snapshot = fetch_snapshot
+        self.clock = clock
+        self.robot_of = robot_of
+        self.account = account
+        self.syncs = {s.upper(): BookSync(s.upper(), futures=futures) for s in depth_symbols}
+        self.stats = RecorderStats()
+        self.position = 0  # messages seen, the dead letters' position
+
+    def handle(self, message: Mapping[str, Any] | str | bytes, ts_recv: int) -> None:
+        """Everything the live path does with one websocket message."""
+        self.position += 1
+        self.stats.messages += 1
+        try:
+            parsed = parse_payload(message, ts_recv, robot_of=self.robot_of, account=self.account)
+        except Exception as exc:  # any bad payload is kept, never raised into the socket thread
+            raw = message if isinstance(message, str | bytes) else _json_bytes(message)
+            if isinstance(message, Mapping) and message.get("e") == "error":
+                self.on_disconnect(ts_recv, f"websocket error: {message.get('m')}")
+            self.dlq.add(f"message {self.position}", str(exc), raw, ts_recv=ts_recv)
+            self.stats.dead_letters += 1
+            return
+        for topic, ev in parsed:
+            self._emit(topic, ev)
+            if isinstance(ev, BookDelta) and ev.instrument in self.syncs:
+                _, inner = unwrap(message) if isinstance(message, Mapping) else (None, {})
+                pu = inner.get("pu")
+                self._follow(self.syncs[ev.instrument], self.syncs[ev.instrument].on_delta(
+                    ev, None if pu is None else int(pu)))
+
+    def _emit(self, topic: str, ev: Any) -> None:
+        self.appender.add(topic, ev)
+        self.stats.events[topic] = self.stats.events.get(topic, 0) + 1
+
+    def _follow(self, sync: BookSync, step: SyncStep) -> None:
+        # A resync can itself need another snapshot (too old): bounded retries, each recorded.
+        for _ in range(3):
+            for gap in step.events:
+                self._emit(TOPIC_BOOK, gap)
+                self.stats.gaps += not gap.repaired
+            if not step.need_snapshot:
+                return
+            if self.fetch_snapshot is None:
+                return  # offline: snapshots come as messages, if at all
+            ts_recv = self.clock.now()
+            try:
+                answer = self.fetch_snapshot(sync.symbol)
+                snap = parse_depth_snapshot(answer, self.clock.now(), sync.symbol)
+            except Exception as exc:  # network or shape: record, retry at the next delta
+                self.dlq.add(f"snapshot {sync.symbol}", f"depth snapshot failed: {exc}", b"", ts_recv=ts_recv)
+                self.stats.dead_letters += 1
+                sync.snapshot_failed()
+                return
+            self._emit(TOPIC_BOOK, snap)
+            self.stats.snapshots += 1
+            step = sync.on_snapshot(snap)
+
+    def on_disconnect(self, ts_recv: int, reason: str = "connection lost") -> None:
+        """The socket dropped: a FeedGap per depth stream (and one for the whole connection)."""
+        self._emit(TOPIC_BOOK, FeedGap(VENUE, "*", ts_recv, ts_recv, "connection", reason, None, None, False))
+        self.stats.gaps += 1
+        # As at the start, the snapshot is fetched once the new socket has buffered a delta
+        # (Binance's procedure); fetching now would give a snapshot older than the stream.
+        for sync in self.syncs.values():
+            step = sync.on_disconnect(ts_recv, ts_recv, reason)
+            sync.snapshot_failed()
+            self._follow(sync, SyncStep(step.events))
+
+
+def _json_bytes(message: Mapping[str, Any]) -> bytes:
+    import json
+
+    return json.dumps(message, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api_secret: str | None,
+             user_data: bool, futures: bool, clock: Clock, flush_every: float = 0.25,
+             stop: threading.Event | None = None, max_backoff: float = 60.0) -> None:
+    """Subscribe with python-binance's ThreadedWebsocketManager and record until `stop` (or Ctrl-C).
+
+    python-binance reconnects a dropped socket itself (a few times, with backoff); when it
+    gives up it sends `{"e": "error"}`, which `handle` records as a gap; we then restart the
+    manager with our own exponential backoff and resync every book from a fresh snapshot.
+    """
+    from binance import ThreadedWebsocketManager
+
+    inbox: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=1_000_000)
+    stop = stop or threading.Event()
+
+    def on_message(msg: Any) -> None:
+        inbox.put((clock.now(), msg))  # ts_recv stamped at the edge, before any queueing delay
+
+    backoff = 1.0
+    while not stop.is_set():
+        twm = ThreadedWebsocketManager(api_key=api_key, api_secret=api_secret)
+        twm.start()
+        if futures:
+            twm.start_futures_multiplex_socket(callback=on_message, streams=streams)
+        else:
+            twm.start_multiplex_socket(callback=on_message, streams=streams)
+        if user_data:
+            (twm.start_futures_user_socket if futures else twm.start_user_socket)(callback=on_message)
+        failed = False
+        try:
+            while not stop.is_set() and not failed:
+                try:
+                    ts_recv, msg = inbox.get(timeout=flush_every)
+                except queue.Empty:
+                    core.appender.flush()
+                    continue
+                core.handle(msg, ts_recv)
+                failed = isinstance(msg, Mapping) and msg.get("e") == "error"
+                if inbox.empty() or core.appender.pending >= 1000:
+                    core.appender.flush()
+                backoff = 1.0 if not failed else backoff
+        finally:
+            twm.stop()
+            core.appender.flush()
+        if failed and not stop.is_set():
+            log.warning("binance websocket gave up; reconnecting in %.0f s", backoff)
+            stop.wait(backoff)
+            backoff = min(max_backoff, backoff * 2)
+            time.sleep(0)

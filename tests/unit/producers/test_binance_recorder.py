@@ -1,0 +1,147 @@
+"""The live recorder's handler on recorded payloads: events, dead letters, depth gaps and resyncs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from producers.binance.book import BookSync, OrderBook
+from producers.binance.parsers import parse_payload
+from producers.binance.recorder import RecorderCore, stream_names
+from producers.common import BatchAppender, DeadLetterSink
+from ticktape.events import BookDelta, BookSnapshot, DeadLetter, FeedGap, PriceSize
+from ticktape.tape import open_tape
+from ticktape.timeutil import VirtualClock
+
+FIX = Path(__file__).parents[2] / "fixtures" / "binance"
+
+
+class RecordedRest:
+    """Returns recorded REST depth answers in order (our resync logic under test, not Binance's)."""
+
+    def __init__(self, answers: list[Mapping[str, Any]]) -> None:
+        self.answers = list(answers)
+        self.calls: list[str] = []
+
+    def __call__(self, symbol: str) -> Mapping[str, Any]:
+        self.calls.append(symbol)
+        if not self.answers:
+            raise ConnectionError("no more recorded snapshots")
+        return self.answers.pop(0)
+
+
+def _record(tmp_path: Path, files: list[str], rest: RecordedRest | None) -> tuple[Any, RecorderCore]:
+    tape = open_tape(f"file:{tmp_path / 'tape'}")
+    clock = VirtualClock(1_700_000_100_000_000_000)
+    app = BatchAppender(tape, batch_size=3)
+    core = RecorderCore(app, DeadLetterSink(app, "binance", "binance:ws", clock), depth_symbols=["BTCUSDT"],
+                        fetch_snapshot=rest, clock=clock)
+    for name in files:
+        for line in (FIX / name).read_text().splitlines():
+            clock.advance(clock.now() + 1_000_000)
+            core.handle(json.loads(line) if line.startswith("{") else line, clock.now())
+    app.flush()
+    return tape, core
+
+
+def test_depth_gap_is_recorded_resynced_and_the_book_rebuilds_from_the_tape(tmp_path: Path) -> None:
+    rest = RecordedRest(json.loads((FIX / "depth_snapshots.json").read_text()))
+    tape, core = _record(tmp_path, ["depth_session.jsonl"], rest)
+    book_events = [r.event for r in tape.read("md.binance.book")]
+    deltas = [e for e in book_events if isinstance(e, BookDelta)]
+    snaps = [e for e in book_events if isinstance(e, BookSnapshot)]
+    gaps = [e for e in book_events if isinstance(e, FeedGap)]
+    assert len(deltas) == 8  # every delta received is on the tape, applied or not
+    assert [s.last_update_id for s in snaps] == [998, 1030]
+    assert [(g.expected, g.received, g.repaired) for g in gaps] == [(1011, 1020, False), (None, 1030, True)]
+    assert rest.calls == ["BTCUSDT", "BTCUSDT"]
+    assert core.stats.gaps == 1 and core.stats.snapshots == 2
+    # The gap is on the tape right after the delta that revealed it, before the resync snapshot.
+    kinds = [type(e).__name__ for e in book_events]
+    assert kinds[kinds.index("FeedGap") - 1:kinds.index("FeedGap") + 3] == [
+        "BookDelta", "FeedGap", "BookSnapshot", "FeedGap"]
+
+    book = OrderBook("BTCUSDT")
+    for ev in book_events:
+        if isinstance(ev, BookSnapshot):
+            book.apply_snapshot(ev)
+        elif isinstance(ev, BookDelta):
+            try:
+                book.apply_delta(ev)
+            except ValueError:
+                book.last_id = None  # wait for the next snapshot, as a consumer would
+    bids, asks = book.best(10)
+    assert bids == [PriceSize(100.2, 0.1), PriceSize(100.0, 1.25), PriceSize(99.9, 0.7), PriceSize(99.0, 4.0)]
+    assert asks == [PriceSize(100.6, 2.5), PriceSize(100.75, 0.5)]
+    assert book.last_id == 1040
+
+
+def test_a_failed_snapshot_is_recorded_and_retried_at_the_next_delta(tmp_path: Path) -> None:
+    snapshots = json.loads((FIX / "depth_snapshots.json").read_text())
+    rest = RecordedRest(snapshots[:1])
+    tape, core = _record(tmp_path, ["depth_session.jsonl"], rest)
+    # After the gap (5th delta) every following delta asks again: 1 good + 3 failed attempts.
+    assert len(rest.calls) == 4 and core.stats.dead_letters == 3
+    dls = [r.event for r in tape.read("dlq.binance")]
+    assert dls and all(isinstance(d, DeadLetter) and "depth snapshot failed" in d.error for d in dls)
+    gaps = [r.event for r in tape.read("md.binance.book") if isinstance(r.event, FeedGap)]
+    assert [g.repaired for g in gaps] == [False]  # never repaired: no snapshot came
+
+
+def test_bad_messages_go_to_the_dead_letter_topic_and_recording_goes_on(tmp_path: Path) -> None:
+    tape, core = _record(tmp_path, ["ws_bad.jsonl", "ws_messages.jsonl"], None)
+    dls = [r.event for r in tape.read("dlq.binance")]
+    raw_lines = (FIX / "ws_bad.jsonl").read_text().splitlines()
+    assert [d.position for d in dls] == ["message 1", "message 2", "message 3", "message 4"]
+    assert dls[3].raw == raw_lines[3].encode()
+    assert json.loads(dls[0].raw) == json.loads(raw_lines[0])  # the payload kept (as JSON) for forensics
+    assert "field 'p'" in dls[0].error
+    assert core.stats.events["md.binance.trade"] == 1 and core.stats.dead_letters == 4
+    assert sum(1 for _ in tape.read("orders.event")) == 5
+
+
+def test_disconnect_records_gaps_then_resyncs_on_the_new_socket(tmp_path: Path) -> None:
+    rest = RecordedRest(json.loads((FIX / "depth_snapshots.json").read_text()))
+    tape, core = _record(tmp_path, [], rest)
+    lines = [json.loads(x) for x in (FIX / "depth_session.jsonl").read_text().splitlines()]
+    for msg in lines[:4]:
+        core.handle(msg, 1)
+    core.handle({"e": "error", "type": "BinanceWebsocketClosed", "m": "Connection closed"}, 2)
+    for msg in lines[6:]:
+        core.handle(msg, 3)
+    core.appender.flush()
+    gaps = [r.event for r in tape.read("md.binance.book") if isinstance(r.event, FeedGap)]
+    assert [(g.instrument, g.stream, g.expected, g.repaired) for g in gaps] == [
+        ("*", "connection", None, False), ("BTCUSDT", "depth", 1011, False), ("BTCUSDT", "depth", None, True)]
+
+
+def test_book_sync_futures_uses_previous_final_id() -> None:
+    sync = BookSync("BTCUSDT", futures=True)
+    d = [BookDelta("binance", "BTCUSDT", i, i, u0, u1, (), ()) for i, (u0, u1) in
+         enumerate([(100, 110), (115, 120), (125, 130)])]
+    assert sync.on_delta(d[0], 90).need_snapshot
+    assert sync.on_snapshot(BookSnapshot("binance", "BTCUSDT", 0, 0, 105, (), ())).synced
+    assert sync.on_delta(d[1], 110).events == []  # pu == previous u: continuous though U jumps
+    step = sync.on_delta(d[2], 121)
+    assert step.need_snapshot and step.events[0].expected == 121 and step.events[0].received == 122
+
+
+def test_a_snapshot_older_than_the_stream_is_refetched() -> None:
+    sync = BookSync("X")
+    sync.on_delta(BookDelta("binance", "X", 0, 0, 500, 510, (), ()))
+    assert sync.on_snapshot(BookSnapshot("binance", "X", 0, 0, 400, (), ())).need_snapshot
+    assert sync.on_snapshot(BookSnapshot("binance", "X", 0, 0, 505, (), ())).synced
+    assert sync.last_id == 510
+
+
+def test_stream_names() -> None:
+    assert stream_names(["BTCUSDT"], ["trade", "depth", "kline_1m"]) == [
+        "btcusdt@trade", "btcusdt@depth@100ms", "btcusdt@kline_1m"]
+    with pytest.raises(ValueError, match="unknown Binance stream 'ticker'"):
+        stream_names(["BTCUSDT"], ["ticker"])
+    assert parse_payload({"stream": "btcusdt@depth5", "data": {"lastUpdateId": 5, "bids": [], "asks": []}}, 9)[0][1] \
+        == BookSnapshot("binance", "BTCUSDT", 9, 9, 5, (), ())
