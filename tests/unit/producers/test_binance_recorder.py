@@ -84,8 +84,8 @@ def test_a_failed_snapshot_is_recorded_and_retried_at_the_next_delta(tmp_path: P
     snapshots = json.loads((FIX / "depth_snapshots.json").read_text())
     rest = RecordedRest(snapshots[:1])
     tape, core = _record(tmp_path, ["depth_session.jsonl"], rest)
-    # After the gap (5th delta) every following delta asks again: 1 good + 3 failed attempts.
-    assert len(rest.calls) == 4 and core.stats.dead_letters == 3
+    # The 5th delta reveals a gap; it and each following delta ask again: 1 good + 4 failed attempts.
+    assert len(rest.calls) == 5 and core.stats.dead_letters == 4
     dls = [r.event for r in tape.read("dlq.binance")]
     assert dls and all(isinstance(d, DeadLetter) and "depth snapshot failed" in d.error for d in dls)
     gaps = [r.event for r in tape.read("md.binance.book") if isinstance(r.event, FeedGap)]
