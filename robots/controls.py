@@ -1,0 +1,570 @@
+"""Named pre-trade controls: the same objects guard backtests and live trading.
+
+A control is a small object with a `name` and `check(intent, view) -> reason | None`. The
+`Controls` object runs them in order on every intent the robot emits; the first that objects
+produces an `OrderRejected` whose `control` field names it and whose `reason` says why in
+words. `Controls.on_event` keeps the `ControlView` current: positions from fills, open orders
+from the intents that passed and the venue's answers, last trade and mid per instrument from
+market data, order times per robot (rate windows, event time), and the kill switch / pause
+from `Control` events.
+
+Conventions (documented because they are choices):
+- Cancels are never blocked: a kill switch must still let a robot pull its orders.
+- Position and exposure are *worst case*: the filled position plus every open order on the
+  same side, as if they all filled, plus the new order.
+- An intent that passes is counted at once as an open (pending) order and in the rate window,
+  before the venue acknowledges it, so orders sent within one latency cannot slip past a limit.
+  Feeding the same intent to `on_event` later is harmless (recorded once).
+- Exposure is priced at the order's limit price, or for market/stop orders at the reference
+  price (last trade, else mid); with no price known, the exposure controls reject the order.
+- The price band applies to limit and stop prices, not to market orders; with no reference
+  price it passes unless `require_reference` is set.
+- KILL is permanent for the session; PAUSE blocks new orders until RESUME. Target `*` = all robots.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+from robots.positions import SCALE, Ledger, from_units, to_units
+from robots.sim.base import Intent
+from ticktape.errors import ValidationError
+from ticktape.events import (
+    BookSnapshot,
+    CancelOrder,
+    Control,
+    Event,
+    MarketBook,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    PlaceOrder,
+    Quote,
+    ReplaceOrder,
+    Trade,
+)
+
+ALL_ROBOTS = "*"
+
+
+@dataclass(slots=True)
+class OpenOrder:
+    """An order the controls consider live (sent, accepted or partially filled)."""
+
+    robot: str
+    instrument: str
+    side: str
+    order_type: str
+    price: float
+    size_u: int
+    leaves_u: int
+    accepted: bool = False
+    previous: OpenOrder | None = None
+    """The version before a pending replace, restored if the venue rejects the replace."""
+
+
+class ControlView:
+    """What the controls know: the fold of fills, order events, market data and commands."""
+
+    def __init__(self) -> None:
+        self.ledger = Ledger()
+        self.open_orders: dict[tuple[str, str], OpenOrder] = {}
+        self.last_trade: dict[str, float] = {}
+        self.mid: dict[str, float] = {}
+        self.order_times: dict[str, deque[int]] = {}
+        self.killed: set[str] = set()
+        self.paused: set[str] = set()
+        self.kill_reasons: dict[str, str] = {}
+
+    # -- queries ---------------------------------------------------------------------------
+    def position_u(self, robot: str, instrument: str) -> int:
+        """Filled signed position of `robot` in `instrument`, in units (1e-9)."""
+        return self.ledger.position(robot, instrument).quantity
+
+    def open_u(self, robot: str, instrument: str, side: str, exclude: str | None = None) -> int:
+        """Sum of leaves of `robot`'s open orders on `side` of `instrument` (units)."""
+        return sum(
+            o.leaves_u
+            for (r, cid), o in self.open_orders.items()
+            if r == robot and o.instrument == instrument and o.side == side and cid != exclude
+        )
+
+    def reference_price(self, instrument: str) -> float | None:
+        """Last trade price, else mid, else None."""
+        price = self.last_trade.get(instrument)
+        return price if price is not None else self.mid.get(instrument)
+
+    def instruments_of(self, robot: str) -> set[str]:
+        """Instruments where `robot` has a position or an open order."""
+        out = {inst for (acc, inst), pos in self.ledger.items() if acc == robot and pos.quantity}
+        out.update(o.instrument for (r, _), o in self.open_orders.items() if r == robot)
+        return out
+
+    def halted(self, robot: str) -> str | None:
+        """Why `robot` may not send new orders (killed or paused), or None."""
+        for target in (robot, ALL_ROBOTS):
+            if target in self.killed:
+                return f"kill switch engaged for {target}: {self.kill_reasons.get(target) or 'no reason given'}"
+        for target in (robot, ALL_ROBOTS):
+            if target in self.paused:
+                return f"trading paused for {target}"
+        return None
+
+    def recent_orders(self, robot: str, now: int, window_ns: int) -> int:
+        """How many orders `robot` sent in (now - window_ns, now]."""
+        times = self.order_times.get(robot)
+        if not times:
+            return 0
+        while times and times[0] <= now - window_ns:
+            times.popleft()
+        return len(times)
+
+    # -- updates ---------------------------------------------------------------------------
+    def record_intent(self, intent: Intent) -> None:
+        """Count an intent that passed the controls (idempotent per order and version)."""
+        key = (intent.robot, intent.client_order_id)
+        if isinstance(intent, PlaceOrder):
+            if key in self.open_orders:
+                return
+            size_u = to_units(intent.size)
+            self.open_orders[key] = OpenOrder(
+                intent.robot, intent.instrument, intent.side, intent.order_type, intent.price, size_u, size_u
+            )
+        elif isinstance(intent, ReplaceOrder):
+            old = self.open_orders.get(key)
+            if old is None:
+                return
+            size_u = to_units(intent.size)
+            if old.previous is not None and old.size_u == size_u and old.price == intent.price:
+                return
+            filled = old.size_u - old.leaves_u
+            self.open_orders[key] = OpenOrder(
+                old.robot, old.instrument, intent.side, intent.order_type, intent.price, size_u,
+                max(0, size_u - filled), old.accepted, old,
+            )
+        else:
+            return
+        self.order_times.setdefault(intent.robot, deque()).append(intent.ts_event)
+
+    def on_fill(self, fill: OrderFilled) -> None:
+        """Book a fill: position, and the order's leaves."""
+        self.ledger.apply_fill(fill)
+        key = (fill.robot, fill.client_order_id)
+        order = self.open_orders.get(key)
+        if order is not None:
+            order.leaves_u = to_units(fill.leaves_size)
+            order.accepted = True
+            if order.leaves_u <= 0:
+                del self.open_orders[key]
+
+    def on_control(self, event: Control) -> None:
+        """Apply an operator command (KILL, PAUSE, RESUME; others are not the controls' business)."""
+        if event.command == "KILL":
+            self.killed.add(event.target)
+            self.kill_reasons[event.target] = event.reason
+        elif event.command == "PAUSE":
+            self.paused.add(event.target)
+        elif event.command == "RESUME":
+            self.paused.discard(event.target)
+            if event.target == ALL_ROBOTS:
+                self.paused.clear()
+
+
+class PreTradeControl(Protocol):
+    """One named check. Returns a human reason to reject, or None to pass."""
+
+    @property
+    def name(self) -> str:
+        """The control's name, carried by the rejections it causes."""
+
+    def check(self, intent: PlaceOrder | ReplaceOrder, view: ControlView) -> str | None:
+        """Judge `intent` against what `view` knows."""
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _limit_for(limits: Mapping[str, float], default: float | None, instrument: str) -> float | None:
+    return limits.get(instrument, default)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KillSwitch:
+    """Rejects every new order of a killed or paused robot (driven by `Control` events)."""
+
+    name: str = "kill_switch"
+
+    def check(self, intent: PlaceOrder | ReplaceOrder, view: ControlView) -> str | None:
+        """Reject while the robot (or every robot) is killed or paused."""
+        return view.halted(intent.robot)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaxOrderSize:
+    """Rejects an order larger than `limit` (per-instrument overrides in `per_instrument`)."""
+
+    limit: float | None = None
+    per_instrument: Mapping[str, float] = field(default_factory=dict)
+    name: str = "max_order_size"
+
+    def check(self, intent: PlaceOrder | ReplaceOrder, view: ControlView) -> str | None:
+        """Compare the order size with the limit for its instrument."""
+        limit = _limit_for(self.per_instrument, self.limit, intent.instrument)
+        if limit is not None and to_units(intent.size) > to_units(limit):
+            return f"order size {_fmt(intent.size)} exceeds max order size {_fmt(limit)} for {intent.instrument}"
+        return None
+
+
+def _worst_case_u(intent: PlaceOrder | ReplaceOrder, view: ControlView) -> int:
+    """Signed position if the robot's open orders on the intent's side and the intent all fill."""
+    exclude = intent.client_order_id if isinstance(intent, ReplaceOrder) else None
+    pos = view.position_u(intent.robot, intent.instrument)
+    same_side = view.open_u(intent.robot, intent.instrument, intent.side, exclude)
+    new = to_units(intent.size)
+    if isinstance(intent, ReplaceOrder):
+        old = view.open_orders.get((intent.robot, intent.client_order_id))
+        if old is not None:
+            new = max(0, new - (old.size_u - old.leaves_u))
+    return pos + same_side + new if intent.side == "BUY" else pos - same_side - new
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaxPosition:
+    """Rejects an order that could take the robot's position in an instrument beyond +/- limit."""
+
+    limit: float | None = None
+    per_instrument: Mapping[str, float] = field(default_factory=dict)
+    name: str = "max_position"
+
+    def check(self, intent: PlaceOrder | ReplaceOrder, view: ControlView) -> str | None:
+        """Worst-case position (fills + same-side open orders + this order) against the limit."""
+        limit = _limit_for(self.per_instrument, self.limit, intent.instrument)
+        if limit is None:
+            return None
+        worst = _worst_case_u(intent, view)
+        if abs(worst) > to_units(limit) and (worst > 0) == (intent.side == "BUY"):
+            return (
+                f"{intent.side} {_fmt(intent.size)} could take the position in {intent.instrument} to "
+                f"{_fmt(from_units(worst))}, beyond max position {_fmt(limit)}"
+            )
+        return None
+
+
+def _order_price(intent: PlaceOrder | ReplaceOrder, view: ControlView) -> float | None:
+    if intent.order_type == "LIMIT" and intent.price > 0:
+        return intent.price
+    return view.reference_price(intent.instrument)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaxExposure:
+    """Rejects an order whose worst-case notional in its instrument would exceed `limit`."""
+
+    limit: float | None = None
+    per_instrument: Mapping[str, float] = field(default_factory=dict)
+    name: str = "max_exposure"
+
+    def check(self, intent: PlaceOrder | ReplaceOrder, view: ControlView) -> str | None:
+        """Worst-case position x order (or reference) price against the notional limit."""
+        limit = _limit_for(self.per_instrument, self.limit, intent.instrument)
+        if limit is None:
+            return None
+        price = _order_price(intent, view)
+        if price is None:
+            return f"no price known for {intent.instrument} to value the exposure of a {intent.order_type} order"
+        worst = _worst_case_u(intent, view)
+        if (worst > 0) != (intent.side == "BUY"):
+            return None  # the order reduces exposure on its side
+        exposure = abs(worst) * to_units(price)
+        if exposure > to_units(limit) * SCALE:
+            return (
+                f"exposure in {intent.instrument} could reach {_fmt(exposure / SCALE / SCALE)}, "
+                f"beyond max exposure {_fmt(limit)}"
+            )
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaxRobotExposure:
+    """Rejects an order if the robot's worst-case notional over all instruments would exceed `limit`."""
+
+    limit: float
+    name: str = "max_robot_exposure"
+
+    def check(self, intent: PlaceOrder | ReplaceOrder, view: ControlView) -> str | None:
+        """Sum over instruments of |worst-case position| x price, with this order included."""
+        price = _order_price(intent, view)
+        if price is None:
+            return f"no price known for {intent.instrument} to value the exposure of a {intent.order_type} order"
+        total = abs(_worst_case_u(intent, view)) * to_units(price)
+        for inst in sorted(view.instruments_of(intent.robot) - {intent.instrument}):
+            ref = view.reference_price(inst)
+            if ref is None:
+                continue  # nothing to value it with; the per-instrument control guards it
+            pos = view.position_u(intent.robot, inst)
+            worst = max(
+                abs(pos + view.open_u(intent.robot, inst, "BUY")), abs(pos - view.open_u(intent.robot, inst, "SELL"))
+            )
+            total += worst * to_units(ref)
+        if total > to_units(self.limit) * SCALE:
+            reach = _fmt(total / SCALE / SCALE)
+            return f"robot exposure could reach {reach}, beyond max robot exposure {_fmt(self.limit)}"
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaxOrderRate:
+    """Rejects an order when the robot already sent `max_orders` within the last `window_ns` (event time)."""
+
+    max_orders: int
+    window_ns: int = 1_000_000_000
+    name: str = "max_order_rate"
+
+    def check(self, intent: PlaceOrder | ReplaceOrder, view: ControlView) -> str | None:
+        """Count places and replaces in (ts - window, ts]."""
+        sent = view.recent_orders(intent.robot, intent.ts_event, self.window_ns)
+        if sent >= self.max_orders:
+            return (
+                f"{sent} orders in the last {self.window_ns / 1e9:g}s reach max order rate "
+                f"{self.max_orders} per {self.window_ns / 1e9:g}s"
+            )
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriceBand:
+    """Rejects a limit/stop price more than `pct` percent away from the last trade (or the mid)."""
+
+    pct: float
+    reference: str = "last_trade"
+    """`last_trade` (falls back to mid) or `mid` (falls back to last trade)."""
+    require_reference: bool = False
+    name: str = "price_band"
+
+    def check(self, intent: PlaceOrder | ReplaceOrder, view: ControlView) -> str | None:
+        """Compare the order price with reference x (1 +/- pct/100)."""
+        if intent.order_type == "MARKET":
+            return None
+        inst = intent.instrument
+        if self.reference == "mid":
+            ref, label = (view.mid.get(inst), "mid") if inst in view.mid else (view.last_trade.get(inst), "last trade")
+        else:
+            ref, label = (
+                (view.last_trade.get(inst), "last trade") if inst in view.last_trade else (view.mid.get(inst), "mid")
+            )
+        if ref is None:
+            return f"no reference price for {inst} to check the price band" if self.require_reference else None
+        # Exact comparison in units: |price - ref| * 100 > ref * pct.
+        diff = abs(to_units(intent.price) - to_units(ref)) * 100
+        if diff > to_units(ref) * to_units(self.pct) // SCALE:
+            return (
+                f"price {_fmt(intent.price)} is more than {_fmt(self.pct)}% away from the {label} {_fmt(ref)} of {inst}"
+            )
+        return None
+
+
+class Controls:
+    """The ordered set of controls plus the view they share; the runner's single entry point."""
+
+    def __init__(self, controls: Iterable[PreTradeControl] = ()) -> None:
+        self.controls: tuple[PreTradeControl, ...] = tuple(controls)
+        names = [c.name for c in self.controls]
+        if len(names) != len(set(names)):
+            raise ValueError(f"control names must be unique, got {names}")
+        self.view = ControlView()
+        view = self.view
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            OrderFilled: view.on_fill,
+            OrderAccepted: self._on_accepted,
+            OrderCancelled: self._on_closed,
+            OrderExpired: self._on_closed,
+            OrderRejected: self._on_rejected,
+            Trade: self._on_trade,
+            Quote: self._on_quote,
+            BookSnapshot: self._on_book,
+            MarketBook: self._on_market_book,
+            Control: view.on_control,
+            PlaceOrder: view.record_intent,
+            ReplaceOrder: view.record_intent,
+        }
+
+    def check(self, intent: Intent) -> OrderRejected | None:
+        """Run every control on `intent`; the first objection becomes an `OrderRejected`.
+
+        A passing place/replace is recorded in the view at once (open order, rate window).
+        """
+        if isinstance(intent, CancelOrder):
+            return None
+        view = self.view
+        for control in self.controls:
+            reason = control.check(intent, view)
+            if reason is not None:
+                return OrderRejected(
+                    robot=intent.robot,
+                    client_order_id=intent.client_order_id,
+                    venue_order_id=None,
+                    venue=intent.venue,
+                    instrument=intent.instrument,
+                    ts_event=intent.ts_event,
+                    ts_recv=intent.ts_recv,
+                    reason=reason,
+                    control=control.name,
+                )
+        view.record_intent(intent)
+        return None
+
+    def on_event(self, event: Event) -> None:
+        """Keep the view current; any event type is accepted (unknown ones are ignored)."""
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    # -- handlers --------------------------------------------------------------------------
+    def _on_accepted(self, event: OrderAccepted) -> None:
+        order = self.view.open_orders.get((event.robot, event.client_order_id))
+        if order is not None:
+            order.accepted = True
+            order.previous = None
+
+    def _on_closed(self, event: OrderCancelled | OrderExpired) -> None:
+        self.view.open_orders.pop((event.robot, event.client_order_id), None)
+
+    def _on_rejected(self, event: OrderRejected) -> None:
+        key = (event.robot, event.client_order_id)
+        order = self.view.open_orders.get(key)
+        if order is None:
+            return
+        if order.previous is not None:  # a rejected replace leaves the original order live
+            self.view.open_orders[key] = order.previous
+        else:
+            del self.view.open_orders[key]
+
+    def _on_trade(self, event: Trade) -> None:
+        self.view.last_trade[event.instrument] = event.price
+        self.view.ledger.mark(event.instrument, to_units(event.price))
+
+    def _on_quote(self, event: Quote) -> None:
+        if event.bid_size > 0 and event.ask_size > 0:
+            self.view.mid[event.instrument] = (event.bid_price + event.ask_price) / 2
+
+    def _on_book(self, event: BookSnapshot) -> None:
+        bids = [lv.price for lv in event.bids if lv.size > 0]
+        asks = [lv.price for lv in event.asks if lv.size > 0]
+        if bids and asks:
+            self.view.mid[event.instrument] = (max(bids) + min(asks)) / 2
+
+    def _on_market_book(self, event: MarketBook) -> None:
+        # Betfair: instrument '<market_id>:<selection_id>'; mid between best back and best lay odds.
+        for runner in event.runners:
+            inst = f"{event.market_id}:{runner.selection_id}"
+            if runner.last_price_traded is not None:
+                self.view.last_trade[inst] = runner.last_price_traded
+            backs = [lv.price for lv in runner.available_to_back if lv.size > 0]
+            lays = [lv.price for lv in runner.available_to_lay if lv.size > 0]
+            if backs and lays:
+                self.view.mid[inst] = (max(backs) + min(lays)) / 2
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlsConfig:
+    """The `[controls]` table. Numbers apply to every instrument; a table gives per-instrument
+    limits with an optional `default`, e.g. `max_position = {default = 10, BTCUSDT = 1}`."""
+
+    max_order_size: float | Mapping[str, float] | None = None
+    max_position: float | Mapping[str, float] | None = None
+    max_exposure: float | Mapping[str, float] | None = None
+    max_robot_exposure: float | None = None
+    max_orders: int | None = None
+    orders_window_ns: int = 1_000_000_000
+    price_band_pct: float | None = None
+    price_band_reference: str = "last_trade"
+    price_band_require_reference: bool = False
+    kill_switch: bool = True
+
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, Any], *, where: str = "[controls]") -> ControlsConfig:
+        """Validate a dict (e.g. a parsed TOML table); unknown keys and bad values name the key."""
+        known = {f.name for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in table.items():
+            if key not in known:
+                raise ValidationError(f"unknown control setting (known: {', '.join(sorted(known))})", where=where,
+                                      field=key)
+            kwargs[key] = _validate(key, value, where)
+        if kwargs.get("price_band_reference", "last_trade") not in ("last_trade", "mid"):
+            raise ValidationError("must be 'last_trade' or 'mid'", where=where, field="price_band_reference")
+        return cls(**kwargs)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, *, section: str = "controls") -> ControlsConfig:
+        """Read the `[controls]` table of a TOML file (an absent table = no limits but the kill switch)."""
+        with open(path, "rb") as fh:
+            try:
+                doc = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValidationError(str(exc), where=str(path)) from exc
+        return cls.from_mapping(doc.get(section, {}), where=f"{path} [{section}]")
+
+    def build(self) -> Controls:
+        """The `Controls` these settings describe (kill switch first, then cheap to costly)."""
+        out: list[PreTradeControl] = []
+        if self.kill_switch:
+            out.append(KillSwitch())
+        for cls_, value in ((MaxOrderSize, self.max_order_size), (MaxPosition, self.max_position),
+                            (MaxExposure, self.max_exposure)):
+            if value is None:
+                continue
+            if isinstance(value, Mapping):
+                per = {k: float(v) for k, v in value.items() if k != "default"}
+                default = value.get("default")
+                out.append(cls_(limit=None if default is None else float(default), per_instrument=per))
+            else:
+                out.append(cls_(limit=float(value)))
+        if self.max_robot_exposure is not None:
+            out.append(MaxRobotExposure(limit=float(self.max_robot_exposure)))
+        if self.max_orders is not None:
+            out.append(MaxOrderRate(max_orders=self.max_orders, window_ns=self.orders_window_ns))
+        if self.price_band_pct is not None:
+            out.append(PriceBand(pct=self.price_band_pct, reference=self.price_band_reference,
+                                 require_reference=self.price_band_require_reference))
+        return Controls(out)
+
+
+def _validate(key: str, value: Any, where: str) -> Any:
+    if key in ("max_order_size", "max_position", "max_exposure") and isinstance(value, Mapping):
+        for inst, v in value.items():
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise ValidationError(f"limit for {inst!r} must be a non-negative number, got {v!r}", where=where,
+                                      field=key)
+        return dict(value)
+    if key in ("max_order_size", "max_position", "max_exposure", "max_robot_exposure", "price_band_pct"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValidationError(f"must be a non-negative number, got {value!r}", where=where, field=key)
+        return float(value)
+    if key in ("max_orders", "orders_window_ns"):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValidationError(f"must be a positive integer, got {value!r}", where=where, field=key)
+        return value
+    if key in ("price_band_require_reference", "kill_switch"):
+        if not isinstance(value, bool):
+            raise ValidationError(f"must be true or false, got {value!r}", where=where, field=key)
+        return value
+    if not isinstance(value, str):
+        raise ValidationError(f"must be a string, got {value!r}", where=where, field=key)
+    return value
+
+
+def controls_from_config(table: Mapping[str, Any] | None) -> Controls:
+    """Build `Controls` from a `[controls]` table (None or empty = kill switch only)."""
+    return ControlsConfig.from_mapping(table or {}).build()
