@@ -1,0 +1,53 @@
+"""Robots by name: built-ins (`ema_cross`) or any `module:Class` on the import path."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from robots.api import Robot, RobotError
+
+BUILTIN: dict[str, str] = {
+    "ema_cross": "robots.builtin.ema_cross:EmaCross",
+    "market_maker": "robots.builtin.market_maker:MarketMaker",
+    "betfair_lay_lowest": "robots.builtin.betfair_lay_lowest:BetfairLayLowest",
+    "betfair_back_favourite": "robots.builtin.betfair_back_favourite:BetfairBackFavourite",
+}
+"""Built-in name -> `module:Class`."""
+
+
+def robot_class(name: str) -> type[Robot[Any, Any]]:
+    """The class for a built-in name or a `module:Class` reference."""
+    ref = BUILTIN.get(name, name)
+    module_name, colon, cls_name = ref.partition(":")
+    if not colon or not module_name or not cls_name:
+        known = ", ".join(sorted(BUILTIN))
+        raise RobotError(f"unknown robot {name!r}: use a built-in name ({known}) or module:Class")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RobotError(f"robot {name!r}: cannot import {module_name!r}: {exc}") from exc
+    cls = getattr(module, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Robot)):
+        raise RobotError(f"robot {name!r}: {module_name}.{cls_name} is not a robots.api.Robot subclass")
+    return cls
+
+
+def get_robot(name: str, params: Mapping[str, object] | None = None, *, robot_id: str | None = None
+              ) -> Robot[Any, Any]:
+    """Load a robot by name with params (strings from `--param k=v`, or typed values)."""
+    cls = robot_class(name)
+    return cls(cls.params_type.parse(params or {}), robot_id=robot_id)
+
+
+def available() -> list[str]:
+    """Built-in names whose module is present."""
+    out = []
+    for name, ref in sorted(BUILTIN.items()):
+        try:
+            importlib.import_module(ref.partition(":")[0])
+        except ImportError:
+            continue
+        out.append(name)
+    return out

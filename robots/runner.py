@@ -1,0 +1,309 @@
+"""The deterministic runner: one merged input sequence -> robot -> controls -> simulated venue.
+
+Order of processing (it depends only on the data):
+- Inputs come in merged order (`ts_event`, topic order, partition, offset; see
+  `robots.sources`). Each input first goes to the venue (`on_market`: fills of resting orders,
+  suspensions, settlement), those answers go to the robot, then the input itself goes to the
+  robot when it passes the subscription filter and `check`.
+- An intent emitted at event time T is hashed and recorded, checked by the controls (a rejection
+  is an `OrderRejected` at T), and otherwise reaches the venue at T + `venue.latency_ns(intent)`.
+- Internal items (intent arrivals, control rejections, timers) at time A are processed after
+  every input with `ts_event <= A` and before the first input after A; equal times keep the
+  order they were created in. So the venue sees all market data up to an intent's arrival.
+- Every robot step has a sequence number `seq` (inputs and internal deliveries alike); client
+  order ids derive from it.
+
+`Runner.run(events)` is the fast path. `Runner.steps(events)` yields a `Step` per robot step,
+with the state as JSON when it changed, for the analyzer's replay and audit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, Protocol
+
+from robots.api import Context, Robot, RobotError, StateT, Subscription
+from robots.ledger import Ledger, LedgerLike
+from robots.sim.base import Intent, SimVenue
+from ticktape.codec import default_codec
+from ticktape.events import Control, Event, MarketBook, MarketDefinition, OrderFilled, OrderRejected, Timer
+from ticktape.timeutil import VirtualClock
+
+__all__ = ["RunStats", "Runner", "Step", "SubscriptionFilter"]
+
+
+class Step(NamedTuple):
+    """One robot step: its sequence number, the event it got, the state as JSON if the step
+    changed it (else None), and the intents it emitted."""
+
+    seq: int
+    event: Event
+    state_json: str | None
+    intents: tuple[Intent, ...]
+
+
+class ControlsLike(Protocol):
+    """What the runner needs from trading controls (`robots.controls.Controls`)."""
+
+    def check(self, intent: Intent) -> OrderRejected | None:
+        """None to let the intent through, else the rejection (naming the control)."""
+
+    def on_event(self, event: Event) -> None:
+        """Track market data, order events and commands (positions, rates, kill switch)."""
+
+
+@dataclass
+class RunStats:
+    """Counters of a run (the ledger has the money)."""
+
+    events: int = 0
+    robot_steps: int = 0
+    intents: int = 0
+    order_events: int = 0
+    rejected_by_controls: int = 0
+    out_of_order: int = 0
+    first_ts: int | None = None
+    last_ts: int | None = None
+    intents_sha256: str = ""
+
+
+class SubscriptionFilter:
+    """Decides whether an input reaches the robot (the venue sees every input)."""
+
+    def __init__(self, sub: Subscription) -> None:
+        self.sub = sub
+        self.instruments = frozenset(sub.instruments)
+        self.betfair = bool(sub.event_type_ids or sub.market_types or sub.countries)
+        self.markets: dict[str, bool] = {}  # market_id -> passes the Betfair definition filter
+
+    def __call__(self, event: Event) -> bool:
+        sub = self.sub
+        t = type(event)
+        if t is MarketDefinition:
+            md: MarketDefinition = event  # type: ignore[assignment]
+            self.markets[md.market_id] = ((not sub.event_type_ids or md.event_type_id in sub.event_type_ids)
+                                          and (not sub.market_types or md.market_type in sub.market_types)
+                                          and (not sub.countries or (md.country_code or "") in sub.countries))
+        market_id = getattr(event, "market_id", None)
+        if self.instruments:
+            key = market_id if market_id is not None else getattr(event, "instrument", None)
+            if key is not None and key not in self.instruments:
+                return False
+        if self.betfair and market_id is not None and not self.markets.get(market_id, False):
+            return False
+        return not (sub.in_play is not None and t is MarketBook and event.in_play != sub.in_play)  # type: ignore[union-attr]
+
+
+class Runner(Generic[StateT]):
+    """Runs one robot over a merged input sequence against a simulated venue.
+
+    `venue=None` runs the robot alone (intents recorded, nothing filled). `controls` is an
+    object with `check(intent) -> OrderRejected | None` and `on_event(event)` (see
+    `robots.controls.Controls`). `on_intent` / `on_order_event` receive every intent and venue
+    answer as they happen (the backtest writes them to the output tape). `horizon` bounds
+    timers after the inputs end (default: the last input's time).
+    """
+
+    def __init__(self, robot: Robot[Any, StateT], *, venue: SimVenue | None = None,
+                 controls: ControlsLike | None = None, ledger: LedgerLike | None = None, state: StateT | None = None,
+                 on_intent: Callable[[Intent], None] | None = None,
+                 on_order_event: Callable[[Event], None] | None = None,
+                 horizon: int | None = None, mark_to_market: bool = True) -> None:
+        self.robot = robot
+        self.venue = venue
+        self.controls = controls
+        venue_ledger = getattr(venue, "ledger", None)
+        self.ledger: LedgerLike = ledger or venue_ledger or Ledger()
+        self.state: StateT = robot.init_state() if state is None else state
+        try:
+            robot.state_to_json(self.state)
+        except (TypeError, ValueError) as exc:
+            raise RobotError(f"{type(robot).__name__}: the state must serialise to JSON: {exc}") from exc
+        self.on_intent = on_intent
+        self.on_order_event = on_order_event
+        self.horizon = horizon
+        self.mark_to_market = mark_to_market
+        self.clock = VirtualClock()
+        self.stats = RunStats()
+        self._sha = hashlib.sha256()
+        self._encode = default_codec().encode
+
+    # ------------------------------------------------------------------ public API
+    def run(self, events: Iterable[Event]) -> RunStats:
+        """Process every input; return the counters (intents_sha256 set)."""
+        for _ in self._drive(events, None):
+            pass
+        return self.stats
+
+    def steps(self, events: Iterable[Event]) -> Iterator[Step]:
+        """Like `run`, yielding every robot step with the state JSON when it changed."""
+        buf: list[Step] = []
+        to_json = self.robot.state_to_json
+        last = [to_json(self.state)]
+
+        def observe(seq: int, event: Event, intents: list[Intent]) -> None:
+            now = to_json(self.state)
+            changed = now if now != last[0] else None
+            last[0] = now
+            buf.append(Step(seq, event, changed, tuple(intents)))
+
+        for _ in self._drive(events, observe):
+            if buf:
+                yield from buf
+                buf.clear()
+        yield from buf
+
+    # ------------------------------------------------------------------ the loop
+    def _drive(self, events: Iterable[Event], observe: Callable[[int, Event, list[Intent]], None] | None
+               ) -> Iterator[None]:
+        robot = self.robot
+        venue = self.venue
+        controls = self.controls
+        ledger = self.ledger
+        stats = self.stats
+        clock = self.clock
+        sha_update = self._sha.update
+        encode = self._encode
+        sink_intent = self.on_intent
+        sink_event = self.on_order_event
+        handlers = robot.handlers()
+        gate = robot.gate()
+        sub = robot.subscriptions()
+        passes = SubscriptionFilter(sub) if sub.has_filter else None
+        ctx = Context(robot.robot_id, robot.venue)
+        venue_on_market = venue.on_market if venue is not None else None
+        controls_on_event = getattr(controls, "on_event", None)
+        mark = ledger.on_market if self.mark_to_market else None
+        heap: list[tuple[int, int, int, Any]] = []  # (time, creation order, kind, item)
+        push = heapq.heappush
+        pop = heapq.heappop
+        created = 0
+        seq = 0
+        now = clock.now()
+        order_handler = handlers.get(OrderFilled)
+        robot_id = robot.robot_id
+
+        def schedule(intents: list[Intent], timers: list[Any], ts: int) -> None:
+            """Record a step's intents (hash, sinks), apply controls, queue arrivals and timers."""
+            nonlocal created
+            for intent in intents:
+                stats.intents += 1
+                sha_update(encode(intent))
+                if sink_intent is not None:
+                    sink_intent(intent)
+                if controls is not None:
+                    rejection = controls.check(intent)
+                    if rejection is not None:
+                        stats.rejected_by_controls += 1
+                        push(heap, (ts, created, 1, rejection))
+                        created += 1
+                        continue
+                arrival = ts + (venue.latency_ns(intent) if venue is not None else 0)
+                push(heap, (arrival, created, 0, intent))
+                created += 1
+            for t in timers:
+                push(heap, (t.ts, created, 2, Timer(robot_id, t.name, t.ts, t.ts, t.payload)))
+                created += 1
+
+        def deliver(event: Event, ts: int) -> None:
+            """A venue answer, control rejection or timer: bookkeeping, then a robot step."""
+            nonlocal seq
+            t = type(event)
+            if t is not Timer:
+                stats.order_events += 1
+                if controls_on_event is not None:
+                    controls_on_event(event)
+                if t is OrderFilled:
+                    ledger.on_fill(event)  # type: ignore[arg-type]
+                else:
+                    ledger.on_event(event)
+                if sink_event is not None:
+                    sink_event(event)
+            handler = handlers.get(t)
+            if handler is None and t is not Timer:
+                handler = order_handler  # venue-specific answers (e.g. settlement) go to on_order_update
+            if handler is not None:
+                ctx.reset(seq, ts)
+                new = handler(self.state, event, ctx)
+                if new is not None:
+                    self.state = new
+                stats.robot_steps += 1
+                if ctx.intents or ctx.timers:
+                    schedule(ctx.intents, ctx.timers, ts)
+                if observe is not None:
+                    observe(seq, event, ctx.intents)
+            seq += 1
+
+        def process(item: tuple[int, int, int, Any]) -> None:
+            ts, _, kind, payload = item
+            if kind == 0:  # an intent reaches the venue
+                if venue is not None:
+                    for answer in venue.on_intent(payload, ts):
+                        deliver(answer, answer.ts_event)
+            else:  # a control rejection or a timer
+                deliver(payload, ts)
+
+        state_ref = self  # the handlers may replace the state object
+        first = True
+        for event in events:
+            ts = event.ts_event
+            while heap and heap[0][0] < ts:
+                process(pop(heap))
+                if observe is not None:
+                    yield None
+            if ts > now:
+                now = ts
+                clock.advance(ts)
+            elif ts < now:
+                stats.out_of_order += 1
+            if venue_on_market is not None:
+                answers = venue_on_market(event)
+                if answers:
+                    for answer in answers:
+                        deliver(answer, answer.ts_event)
+            if controls_on_event is not None:
+                controls_on_event(event)
+            if mark is not None and ledger.open:
+                mark(event)
+            handler = handlers.get(type(event))
+            if handler is not None and (passes is None or passes(event)) and (gate is None or gate(event)):
+                if type(event) is Control and event.target not in (robot_id, "*", ""):
+                    pass
+                else:
+                    ctx.reset(seq, ts)
+                    new = handler(state_ref.state, event, ctx)
+                    if new is not None:
+                        state_ref.state = new
+                    stats.robot_steps += 1
+                    if ctx.intents or ctx.timers:
+                        schedule(ctx.intents, ctx.timers, ts)
+                    if observe is not None:
+                        observe(seq, event, ctx.intents)
+            elif passes is not None and handler is None:
+                passes(event)  # keep the filter's market definitions current
+            seq += 1
+            stats.events += 1
+            if first:
+                first = False
+                stats.first_ts = ts
+            if observe is not None:
+                yield None
+        # inputs exhausted: let queued intents reach the venue; timers only up to the horizon
+        horizon = self.horizon if self.horizon is not None else now
+        while heap:
+            item = pop(heap)
+            if item[2] == 2 and item[0] > horizon:
+                continue
+            process(item)
+            if observe is not None:
+                yield None
+        stats.last_ts = now
+        stats.intents_sha256 = self._sha.hexdigest()
+
+    @property
+    def intents_sha256(self) -> str:
+        """sha256 over the single-object encoding of every intent so far, in order."""
+        return self._sha.hexdigest()
