@@ -1,34 +1,19 @@
-"""Positions, PnL, fees and drawdown of a run, in exact fixed point.
+"""A run's money: positions, PnL, fees and max drawdown, in exact fixed point.
 
-Prices and sizes are doubles on the tape; every venue decimal up to 9 decimal places is
-recovered exactly by `round(x * 1e9)`, so sums here are Python integers (quantities and prices
-in 1e-9 units, money in 1e-18 units) and never drift. Conversion to Decimal happens at report
-time only.
+The arithmetic is `robots.positions` (integers: quantities and prices in 1e-9 units, money in
+1e-18 units; Decimal only at report time). This module adds what a run needs on top: an equity
+curve kept current incrementally (a mark moves equity by quantity x price change, O(1) per
+event) so the max drawdown is sampled on every market event while a position is open.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Protocol
 
+from robots.positions import SCALE, DrawdownTracker, money_to_decimal, to_units
+from robots.positions import Ledger as Book
 from ticktape.events import Bar, Event, OrderFilled, Quote, Trade
-
-SCALE = 1_000_000_000
-MONEY = SCALE * SCALE
-
-
-def units(x: float) -> int:
-    """A price or size as an integer of 1e-9 units (exact for decimals with <= 9 places)."""
-    return round(x * SCALE)
-
-
-def money(value: int | Fraction) -> Decimal:
-    """1e-18 units -> Decimal (exact)."""
-    if isinstance(value, Fraction):
-        return Decimal(value.numerator) / Decimal(value.denominator) / Decimal(MONEY)
-    return Decimal(value) / Decimal(MONEY)
 
 
 class LedgerLike(Protocol):
@@ -47,30 +32,25 @@ class LedgerLike(Protocol):
     def positions(self) -> list[dict[str, Any]]: ...
 
 
-@dataclass
-class _Position:
-    qty: int = 0  # 1e-9 units, signed
-    cost: Fraction = Fraction(0)  # 1e-18 money units of the open quantity (average cost basis)
-    realized: Fraction = Fraction(0)
-    mark: int = 0  # last price, 1e-9 units
-    fees: int = 0  # 1e-9 units
-    bought: int = 0
-    sold: int = 0
-    fills: int = 0
+def exact(value: int | Fraction) -> str:
+    """Money units (1e-18) as a plain decimal string without trailing zeros ("-20.2", "0")."""
+    d = money_to_decimal(value)
+    text = format(d.normalize(), "f") if d else "0"
+    return text
 
 
-@dataclass
 class Ledger:
-    """Linear instruments (spot, perpetuals quoted in the quote asset): cash + position x mark."""
+    """Linear instruments (spot, perpetuals; money in the quote asset): cash + quantity x mark - fees."""
 
-    open: bool = False
-    cash: int = 0  # 1e-18 units
-    fees: int = 0  # 1e-9 units
-    fills: int = 0
-    equity: int = 0  # 1e-18 units, cash + sum(qty * mark) - fees
-    peak: int = 0
-    max_drawdown: int = 0
-    _pos: dict[str, _Position] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.book = Book()
+        self.open = False
+        self.fills = 0
+        self.equity = 0  # money units (1e-18): PnL net of fees at the current marks
+        self.drawdown = DrawdownTracker()
+        self.drawdown.update(0)
+        self._net: dict[str, int] = {}  # net quantity (units) per instrument over all accounts
+        self._mark: dict[str, int] = {}  # last mark (units) per traded instrument
 
     def on_event(self, event: Event) -> None:
         """Any venue answer; only fills move money."""
@@ -78,55 +58,32 @@ class Ledger:
             self.on_fill(event)
 
     def on_fill(self, fill: OrderFilled) -> None:
-        """Apply a fill: cash, position, average cost, realized PnL, fee."""
-        pos = self._pos.get(fill.instrument)
-        if pos is None:
-            pos = self._pos[fill.instrument] = _Position()
-        q = units(fill.size) if fill.side == "BUY" else -units(fill.size)
-        p = units(fill.price)
-        fee = units(fill.fee)
-        self.cash -= q * p
-        self.fees += fee
+        """Book a fill and recompute equity exactly (fills are rare next to market events)."""
+        self._sync_marks()
+        self.book.apply_fill(fill)
+        inst = fill.instrument
+        size = to_units(fill.size)
+        self._net[inst] = self._net.get(inst, 0) + (size if fill.side == "BUY" else -size)
+        self._mark[inst] = to_units(fill.price)
         self.fills += 1
-        pos.fees += fee
-        pos.fills += 1
-        if q > 0:
-            pos.bought += q
-        else:
-            pos.sold -= q
-        old = pos.qty
-        if old == 0 or (old > 0) == (q > 0):
-            pos.cost += q * p
-        else:
-            closing = min(abs(q), abs(old))
-            basis = pos.cost * Fraction(closing, abs(old))
-            sign = 1 if old > 0 else -1
-            pos.realized += sign * (closing * p) - basis
-            pos.cost -= basis
-            rest = abs(q) - closing
-            if rest:
-                pos.cost = Fraction((1 if q > 0 else -1) * rest * p)
-        # mark-to-market: the old quantity was valued at the old mark, the new one at the fill
-        # price until the market moves again
-        self.equity += -q * p - old * pos.mark + (old + q) * p - fee * SCALE
-        pos.mark = p
-        pos.qty = old + q
-        self.open = any(x.qty for x in self._pos.values())
-        self._drawdown()
+        self.open = any(self._net.values())
+        self.equity = self.book.equity()
+        self.drawdown.update(self.equity)
 
     def mark(self, instrument: str, price: float) -> None:
         """Revalue an open position at a new market price."""
-        pos = self._pos.get(instrument)
-        if pos is None or not pos.qty:
+        q = self._net.get(instrument)
+        if not q:
             return
-        p = units(price)
-        if p != pos.mark:
-            self.equity += pos.qty * (p - pos.mark)
-            pos.mark = p
-            self._drawdown()
+        p = to_units(price)
+        old = self._mark[instrument]
+        if p != old:
+            self.equity += q * (p - old)
+            self._mark[instrument] = p
+            self.drawdown.update(self.equity)
 
     def on_market(self, event: Event) -> None:
-        """Mark from a Trade price, a Quote mid or a Bar close (called only while a position is open)."""
+        """Mark from a Trade price, a Quote mid or a Bar close (the runner calls it while a position is open)."""
         t = type(event)
         if t is Trade:
             self.mark(event.instrument, event.price)  # type: ignore[union-attr]
@@ -135,31 +92,36 @@ class Ledger:
         elif t is Bar:
             self.mark(event.instrument, event.close)  # type: ignore[union-attr]
 
-    def _drawdown(self) -> None:
-        if self.equity > self.peak:
-            self.peak = self.equity
-        elif self.peak - self.equity > self.max_drawdown:
-            self.max_drawdown = self.peak - self.equity
+    def _sync_marks(self) -> None:
+        for inst, p in self._mark.items():
+            if self.book.mark_price(inst) != p:
+                self.book.mark(inst, p)
 
     def summary(self) -> dict[str, Any]:
-        """PnL (net of fees), fees, realized/unrealized, max drawdown: exact decimals as floats."""
-        realized = sum((p.realized for p in self._pos.values()), Fraction(0))
-        unrealized = sum((Fraction(p.qty * p.mark) - p.cost for p in self._pos.values()), Fraction(0))
-        fees = money(self.fees * SCALE)
-        pnl = money(realized + unrealized) - fees
-        return {"pnl": float(pnl), "pnl_exact": str(pnl), "fees": float(fees), "fees_exact": str(fees),
-                "realized_pnl": float(money(realized)), "unrealized_pnl": float(money(unrealized)),
-                "max_drawdown": float(money(self.max_drawdown)), "fills": self.fills}
+        """PnL (net of fees), fees, realized/unrealized, max drawdown: exact decimals (and floats)."""
+        self._sync_marks()
+        book = self.book
+        unrealized = sum((p.unrealized() for _, p in book.items()), Fraction(0))
+        pnl = book.equity()
+        fees = book.fees()
+        return {"pnl": float(money_to_decimal(pnl)), "pnl_exact": exact(pnl),
+                "fees": float(money_to_decimal(fees)), "fees_exact": exact(fees),
+                "realized_pnl": float(money_to_decimal(book.realized())),
+                "unrealized_pnl": float(money_to_decimal(unrealized)),
+                "max_drawdown": float(money_to_decimal(self.drawdown.max_drawdown)),
+                "max_drawdown_exact": exact(self.drawdown.max_drawdown), "fills": self.fills}
 
     def positions(self) -> list[dict[str, Any]]:
-        """One row per instrument traded."""
+        """One row per (robot, instrument) traded."""
+        self._sync_marks()
         rows = []
-        for name in sorted(self._pos):
-            p = self._pos[name]
-            avg = float(p.cost / p.qty / SCALE) if p.qty else 0.0
-            rows.append({"instrument": name, "quantity": p.qty / SCALE, "avg_price": avg,
-                         "realized_pnl": float(money(p.realized)),
-                         "unrealized_pnl": float(money(Fraction(p.qty * p.mark) - p.cost)),
-                         "fees": p.fees / SCALE, "bought": p.bought / SCALE, "sold": p.sold / SCALE,
-                         "fills": p.fills, "last_price": p.mark / SCALE})
+        for (account, inst), p in self.book.items():
+            avg = p.avg_price()
+            rows.append({"robot": account, "instrument": inst, "quantity": p.quantity / SCALE,
+                         "avg_price": float(avg / SCALE) if avg is not None else 0.0,
+                         "realized_pnl": float(money_to_decimal(p.realized)),
+                         "unrealized_pnl": float(money_to_decimal(p.unrealized())),
+                         "fees": float(money_to_decimal(p.fees)), "pnl": float(money_to_decimal(p.total_pnl())),
+                         "traded": p.traded / SCALE, "fills": p.fills,
+                         "last_price": (p.mark or 0) / SCALE})
         return rows
