@@ -1,0 +1,513 @@
+"""The crypto simulated venue: a deterministic matching engine over recorded trades, quotes and books.
+
+Inputs per instrument: `Trade`, `Quote`, `BookSnapshot`, `BookDelta` (market data, via
+`on_market`) and `PlaceOrder` / `CancelOrder` / `ReplaceOrder` (via `on_intent`, at their
+arrival time; the runner adds the configured latency). Outputs: `OrderAccepted`,
+`OrderRejected` (venue rejections have `control=None`), `OrderFilled` (deterministic
+`fill_id = "<client_order_id>-<n>"`, liquidity, fee, leaves), `OrderCancelled`, `OrderExpired`,
+each stamped with the event time at which it happens and, where the schema has one, a reason.
+
+The assumptions, each chosen so that nothing fills that the recorded market could not have filled:
+
+- **Taker liquidity** is the displayed book: the most recently updated of the depth book
+  (snapshots + deltas) and the top-of-book quote. Market orders and the crossing part of limit
+  orders walk it level by level (one fill per level, at the level's price). The simulated order's
+  own consumption is subtracted from the level until the recorded market next updates that level.
+  With neither book nor quote, and `trade_fallback` on, a market order may take up to the size
+  of the last trade at its price (each trade's size is used once); otherwise it is rejected.
+- **Market orders never rest.** Whatever the book cannot fill at arrival expires at once
+  (`OrderExpired`, reason says how much was missing), as do IOC and FOK remainders. FOK fills
+  completely or not at all. DAY is rejected (crypto has no session).
+- **Resting limit orders** join the back of their level: the queue ahead is the displayed size
+  at their price at arrival. It is *unknown* (treated as infinite) when the price lies beyond the
+  visible depth or no depth is known, until a book update or quote shows the level.
+  Trades at the order's price reduce the queue ahead first; only the excess fills the order.
+  A trade *through* the price (a sell printing below a resting buy) proves the level was
+  emptied, so the order fills from that trade's size. Each trade's size is shared once among all
+  simulated orders, in price then time priority; only trades whose aggressor is on the other side
+  (or unknown) fill a resting order. A book that merely crosses a resting order fills nothing.
+- **Level size decreases** (cancels by others) advance the queue according to `queue_model`:
+  `conservative` (default) assumes cancels come from behind the order, so the queue ahead only
+  shrinks when the level becomes smaller than it; `pro_rata` spreads the cancels (the decrease
+  minus the volume traded at the level since its last update) over the level, so the queue ahead
+  loses its proportional share. Increases never move the queue ahead (newcomers join behind).
+- **Stop-market orders** trigger on a trade printing at or through the stop price after the order
+  arrived (never on arrival), then execute as a market order against the book at that trade's time.
+- **Replace** carries the order's new total size (filled + leaves). It keeps queue priority only
+  when the price is unchanged and the size does not grow; otherwise it re-enters the queue (and
+  may cross, filling as taker). It is acknowledged by an `OrderAccepted` with the same ids.
+  Side and order type cannot change. A new size at or below the filled size cancels the rest.
+- **Fees**: maker and taker rates of notional (negative = rebate), computed exactly and
+  rounded to 1e-9 of the quote currency.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from robots.positions import fee_units, from_units, parse_rate, to_units
+from robots.sim.base import Intent
+from robots.sim.book import Book
+from ticktape.errors import ValidationError
+from ticktape.events import (
+    BookDelta,
+    BookSnapshot,
+    CancelOrder,
+    Event,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    PlaceOrder,
+    Quote,
+    ReplaceOrder,
+    Trade,
+)
+
+QUEUE_MODELS = ("conservative", "pro_rata")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CryptoVenueConfig:
+    """Latencies (ns, per intent kind), fee rates (fractions of notional) and the queue model."""
+
+    place_latency_ns: int = 0
+    cancel_latency_ns: int = 0
+    replace_latency_ns: int = 0
+    maker_fee: Fraction | Decimal | str | float = Fraction(1, 1000)
+    taker_fee: Fraction | Decimal | str | float = Fraction(1, 1000)
+    queue_model: str = "conservative"
+    trade_fallback: bool = True
+    order_id_prefix: str = "sim"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "maker_fee", parse_rate(self.maker_fee))
+        object.__setattr__(self, "taker_fee", parse_rate(self.taker_fee))
+        for name in ("place_latency_ns", "cancel_latency_ns", "replace_latency_ns"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValidationError(f"must be a non-negative integer of ns, got {value!r}", field=name)
+        if self.queue_model not in QUEUE_MODELS:
+            raise ValidationError(f"must be one of {', '.join(QUEUE_MODELS)}, got {self.queue_model!r}",
+                                  field="queue_model")
+
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, Any], *, where: str = "[venue]") -> CryptoVenueConfig:
+        """Build from a dict / TOML table; unknown keys are an error that names them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ValidationError(f"unknown venue setting(s) {unknown} (known: {', '.join(sorted(known))})",
+                                  where=where)
+        try:
+            return cls(**table)
+        except ValidationError as exc:
+            raise ValidationError(str(exc), where=where, field=exc.field) from exc
+        except (ValueError, ArithmeticError, TypeError) as exc:
+            raise ValidationError(f"bad value: {exc}", where=where) from exc
+
+    @property
+    def maker_rate(self) -> Fraction:
+        """The maker fee rate as an exact Fraction."""
+        return self.maker_fee  # type: ignore[return-value]  # normalised in __post_init__
+
+    @property
+    def taker_rate(self) -> Fraction:
+        """The taker fee rate as an exact Fraction."""
+        return self.taker_fee  # type: ignore[return-value]
+
+
+@dataclass(slots=True)
+class SimOrder:
+    """A live simulated order (resting limit or untriggered stop)."""
+
+    robot: str
+    client_order_id: str
+    venue: str
+    instrument: str
+    venue_order_id: str
+    side: str
+    order_type: str
+    tif: str
+    price_u: int
+    size_u: int
+    leaves_u: int
+    arrival_ts: int
+    priority: int = 0
+    queue_u: int | None = None
+    """Displayed size ahead at the order's level (units); None = unknown (treated as infinite)."""
+    n_fills: int = 0
+
+
+class _Market:
+    """Everything the venue knows about one instrument."""
+
+    __slots__ = ("book", "last_trade_left", "last_trade_u", "quote", "resting", "stops", "traded_at")
+
+    def __init__(self) -> None:
+        self.book = Book()
+        self.quote = Book()
+        self.last_trade_u: int | None = None
+        self.last_trade_left = 0
+        self.resting: list[SimOrder] = []
+        self.stops: list[SimOrder] = []
+        self.traded_at: dict[int, int] = {}
+
+    def source(self) -> Book | None:
+        """The displayed liquidity to take from: the most recent of depth book and quote."""
+        book, quote = self.book, self.quote
+        if book.ts is not None and (quote.ts is None or book.ts >= quote.ts):
+            return book
+        return quote if quote.ts is not None else None
+
+    def displayed(self, side: str, price_u: int) -> int | None:
+        """Displayed size at a resting price, or None when the level is not visible."""
+        levels = self.book.side(side)
+        if self.book.ts is not None and levels:
+            worst = min(levels) if side == "BUY" else max(levels)
+            if (price_u >= worst) if side == "BUY" else (price_u <= worst):
+                return levels.get(price_u, 0)
+        quote_levels = self.quote.side(side)
+        if self.quote.ts is not None and quote_levels:
+            (top, size), = quote_levels.items()
+            if price_u == top:
+                return size
+            if (price_u > top) if side == "BUY" else (price_u < top):
+                return 0  # better than the best: a new level, nobody ahead
+        return None
+
+
+def _fmt(units: int) -> str:
+    return f"{from_units(units):g}"
+
+
+class CryptoVenue:
+    """Simulated crypto exchange implementing `robots.sim.base.SimVenue` (see the module doc)."""
+
+    def __init__(self, config: CryptoVenueConfig | None = None) -> None:
+        self.config = config or CryptoVenueConfig()
+        self._markets: dict[str, _Market] = {}
+        self._orders: dict[tuple[str, str], SimOrder] = {}
+        self._seen: set[tuple[str, str]] = set()
+        self._next_id = 0
+        self._priority = 0
+        self._pro_rata = self.config.queue_model == "pro_rata"
+
+    # -- SimVenue ----------------------------------------------------------------------------
+    def latency_ns(self, intent: Intent) -> int:
+        """Place, cancel and replace latencies from the config."""
+        if isinstance(intent, PlaceOrder):
+            return self.config.place_latency_ns
+        if isinstance(intent, CancelOrder):
+            return self.config.cancel_latency_ns
+        return self.config.replace_latency_ns
+
+    def on_market(self, event: Event) -> Sequence[Event]:
+        """Update the recorded market; return fills of resting orders and triggered stops."""
+        if isinstance(event, Trade):
+            return self._on_trade(event)
+        if isinstance(event, BookDelta):
+            self._on_delta(event)
+        elif isinstance(event, BookSnapshot):
+            self._on_snapshot(event)
+        elif isinstance(event, Quote):
+            self._on_quote(event)
+        return ()
+
+    def on_intent(self, intent: Intent, arrival_ts: int) -> Sequence[Event]:
+        """Accept/reject, then match, an intent arriving at `arrival_ts`."""
+        if isinstance(intent, PlaceOrder):
+            return self._place(intent, arrival_ts)
+        if isinstance(intent, CancelOrder):
+            return self._cancel(intent, arrival_ts)
+        return self._replace(intent, arrival_ts)
+
+    # -- inspection --------------------------------------------------------------------------
+    def open_orders(self) -> list[SimOrder]:
+        """Live orders (resting limits and untriggered stops) in priority order."""
+        return sorted(self._orders.values(), key=lambda o: o.priority)
+
+    def market(self, instrument: str) -> _Market:
+        """The venue's view of one instrument (created empty if unseen)."""
+        m = self._markets.get(instrument)
+        if m is None:
+            m = self._markets[instrument] = _Market()
+        return m
+
+    # -- events ------------------------------------------------------------------------------
+    def _fill(self, o: SimOrder, price_u: int, size_u: int, liquidity: str, ts: int) -> OrderFilled:
+        o.leaves_u -= size_u
+        o.n_fills += 1
+        rate = self.config.maker_rate if liquidity == "MAKER" else self.config.taker_rate
+        fee = fee_units(price_u, size_u, rate)
+        return OrderFilled(
+            o.robot, o.client_order_id, o.venue_order_id, o.venue, o.instrument, ts, ts,
+            f"{o.client_order_id}-{o.n_fills}", o.side, from_units(price_u), from_units(size_u),  # type: ignore[arg-type]
+            from_units(fee), liquidity, from_units(o.leaves_u),  # type: ignore[arg-type]
+        )
+
+    def _expired(self, o: SimOrder, ts: int, reason: str) -> OrderExpired:
+        self._close(o)
+        return OrderExpired(o.robot, o.client_order_id, o.venue_order_id, o.venue, o.instrument, ts, ts, reason)
+
+    def _accepted(self, o: SimOrder, ts: int) -> OrderAccepted:
+        return OrderAccepted(o.robot, o.client_order_id, o.venue_order_id, o.venue, o.instrument, ts, ts)
+
+    @staticmethod
+    def _rejected(intent: Intent, ts: int, reason: str, venue_order_id: str | None = None) -> OrderRejected:
+        return OrderRejected(intent.robot, intent.client_order_id, venue_order_id, intent.venue, intent.instrument,
+                             ts, ts, reason, None)
+
+    def _close(self, o: SimOrder) -> None:
+        self._orders.pop((o.robot, o.client_order_id), None)
+        m = self._markets.get(o.instrument)
+        if m is not None:
+            if o in m.resting:
+                m.resting.remove(o)
+            if o in m.stops:
+                m.stops.remove(o)
+
+    # -- intents -----------------------------------------------------------------------------
+    def _validate(self, intent: PlaceOrder | ReplaceOrder) -> str | None:
+        if intent.side not in ("BUY", "SELL"):
+            return f"unknown side {intent.side!r}"
+        if intent.order_type not in ("MARKET", "LIMIT", "STOP_MARKET"):
+            return f"unknown order type {intent.order_type!r}"
+        if not (math.isfinite(intent.size) and intent.size > 0 and to_units(intent.size) > 0):
+            return f"size must be positive (at least 1e-9), got {intent.size!r}"
+        if intent.order_type != "MARKET" and not (math.isfinite(intent.price) and intent.price > 0):
+            return f"{intent.order_type} price must be positive, got {intent.price!r}"
+        if intent.time_in_force not in ("GTC", "IOC", "FOK"):
+            return f"time in force {intent.time_in_force} is not supported by the crypto venue (GTC, IOC, FOK)"
+        return None
+
+    def _place(self, intent: PlaceOrder, ts: int) -> list[Event]:
+        key = (intent.robot, intent.client_order_id)
+        if key in self._seen:
+            return [self._rejected(intent, ts, f"duplicate client order id {intent.client_order_id}")]
+        problem = self._validate(intent)
+        if problem is not None:
+            return [self._rejected(intent, ts, problem)]
+        m = self.market(intent.instrument)
+        if intent.order_type == "MARKET" and m.source() is None and (
+            not self.config.trade_fallback or m.last_trade_u is None
+        ):
+            why = f"no liquidity: no book, quote or trade seen yet for {intent.instrument}"
+            return [self._rejected(intent, ts, why)]
+        self._seen.add(key)
+        self._next_id += 1
+        size_u = to_units(intent.size)
+        o = SimOrder(
+            intent.robot, intent.client_order_id, intent.venue, intent.instrument,
+            f"{self.config.order_id_prefix}-{self._next_id}", intent.side, intent.order_type, intent.time_in_force,
+            to_units(intent.price) if intent.order_type != "MARKET" else 0, size_u, size_u, ts,
+        )
+        out: list[Event] = [self._accepted(o, ts)]
+        self._orders[key] = o
+        if o.order_type == "STOP_MARKET":
+            self._priority += 1
+            o.priority = self._priority
+            m.stops.append(o)
+            return out
+        self._execute(m, o, ts, out)
+        return out
+
+    def _execute(self, m: _Market, o: SimOrder, ts: int, out: list[Event]) -> None:
+        """Take what crosses now; rest or expire the rest by order type and time in force."""
+        limit = o.price_u if o.order_type == "LIMIT" else None
+        if o.tif == "FOK":
+            available = self._available(m, o.side, limit)
+            if available < o.leaves_u:
+                out.append(self._expired(o, ts, f"FOK: only {_fmt(available)} of {_fmt(o.leaves_u)} available"
+                                         + (f" at or better than {_fmt(limit)}" if limit is not None else "")))
+                return
+        self._take(m, o, limit, ts, out)
+        if o.leaves_u == 0:
+            self._close(o)
+        elif o.order_type != "LIMIT" or o.tif != "GTC":
+            kind = "market order" if o.order_type != "LIMIT" else o.tif
+            out.append(self._expired(o, ts, f"{kind}: {_fmt(o.leaves_u)} of {_fmt(o.size_u)} unfilled, "
+                                     "no more displayed liquidity" + (f" at or better than {_fmt(limit)}"
+                                                                       if limit is not None else "")))
+        else:
+            self._priority += 1
+            o.priority = self._priority
+            o.queue_u = m.displayed(o.side, o.price_u)
+            m.resting.append(o)
+
+    def _available(self, m: _Market, side: str, limit: int | None) -> int:
+        src = m.source()
+        if src is not None:
+            return sum(size for _, size in src.takeable(side, limit))
+        if self.config.trade_fallback and m.last_trade_u is not None and (
+            limit is None or (m.last_trade_u <= limit if side == "BUY" else m.last_trade_u >= limit)
+        ):
+            return m.last_trade_left
+        return 0
+
+    def _take(self, m: _Market, o: SimOrder, limit: int | None, ts: int, out: list[Event]) -> None:
+        src = m.source()
+        if src is not None:
+            for price, size in src.takeable(o.side, limit):
+                if o.leaves_u == 0:
+                    break
+                q = min(o.leaves_u, size)
+                src.consume(o.side, price, q)
+                out.append(self._fill(o, price, q, "TAKER", ts))
+            return
+        if self.config.trade_fallback and m.last_trade_u is not None and m.last_trade_left > 0:
+            price = m.last_trade_u
+            if limit is None or (price <= limit if o.side == "BUY" else price >= limit):
+                q = min(o.leaves_u, m.last_trade_left)
+                m.last_trade_left -= q
+                out.append(self._fill(o, price, q, "TAKER", ts))
+
+    def _cancel(self, intent: CancelOrder, ts: int) -> list[Event]:
+        key = (intent.robot, intent.client_order_id)
+        o = self._orders.get(key)
+        if o is None:
+            why = "is already closed (filled, cancelled or expired)" if key in self._seen else "is unknown"
+            return [self._rejected(intent, ts, f"cancel: order {intent.client_order_id} {why}")]
+        self._close(o)
+        return [OrderCancelled(o.robot, o.client_order_id, o.venue_order_id, o.venue, o.instrument, ts, ts,
+                               intent.reason or "cancelled by robot")]
+
+    def _replace(self, intent: ReplaceOrder, ts: int) -> list[Event]:
+        key = (intent.robot, intent.client_order_id)
+        o = self._orders.get(key)
+        if o is None:
+            why = "is already closed (filled, cancelled or expired)" if key in self._seen else "is unknown"
+            return [self._rejected(intent, ts, f"replace: order {intent.client_order_id} {why}")]
+        problem = self._validate(intent)
+        if problem is None and (intent.side != o.side or intent.order_type != o.order_type):
+            problem = "replace cannot change side or order type (cancel and place a new order)"
+        if problem is not None:
+            return [self._rejected(intent, ts, f"replace: {problem}", o.venue_order_id)]
+        new_size = to_units(intent.size)
+        filled = o.size_u - o.leaves_u
+        if new_size <= filled:
+            self._close(o)
+            return [OrderCancelled(o.robot, o.client_order_id, o.venue_order_id, o.venue, o.instrument, ts, ts,
+                                   f"replace to size {_fmt(new_size)} at or below the filled {_fmt(filled)}")]
+        new_price = to_units(intent.price)
+        keep_priority = new_price == o.price_u and new_size <= o.size_u
+        o.size_u, o.leaves_u, o.tif = new_size, new_size - filled, intent.time_in_force
+        out: list[Event] = [self._accepted(o, ts)]
+        if keep_priority or o.order_type == "STOP_MARKET":
+            o.price_u = new_price
+            return out
+        m = self.market(o.instrument)
+        m.resting.remove(o)
+        o.price_u = new_price
+        self._execute(m, o, ts, out)
+        return out
+
+    # -- market data -------------------------------------------------------------------------
+    def _on_trade(self, ev: Trade) -> list[Event]:
+        m = self.market(ev.instrument)
+        price_u = to_units(ev.price)
+        size_u = to_units(ev.size)
+        m.last_trade_u = price_u
+        m.last_trade_left = size_u
+        out: list[Event] = []
+        if m.resting:
+            self._fill_resting(m, ev, price_u, size_u, out)
+        if m.stops:
+            for o in [s for s in m.stops if (price_u >= s.price_u if s.side == "BUY" else price_u <= s.price_u)]:
+                m.stops.remove(o)
+                o.order_type = "MARKET"  # triggered: from now on a market order
+                self._execute(m, o, ev.ts_event, out)
+        return out
+
+    def _fill_resting(self, m: _Market, ev: Trade, price_u: int, size_u: int, out: list[Event]) -> None:
+        if self._pro_rata:
+            m.traded_at[price_u] = m.traded_at.get(price_u, 0) + size_u
+        agg = ev.aggressor_side
+        eligible = [
+            o for o in m.resting
+            if (o.side == "BUY" and agg != "BUY" and o.price_u >= price_u)
+            or (o.side == "SELL" and agg != "SELL" and o.price_u <= price_u)
+        ]
+        if not eligible:
+            return
+        # Price priority (those the trade went through first), then time priority.
+        eligible.sort(key=lambda o: (-o.price_u if o.side == "BUY" else o.price_u, o.priority))
+        pool = size_u
+        at_level: int | None = None  # the volume that reached the trade's own price level
+        for o in eligible:
+            if o.price_u != price_u:
+                o.queue_u = 0  # the level was emptied: the trade printed beyond it
+                q = min(o.leaves_u, pool)
+            else:
+                if at_level is None:
+                    at_level = pool
+                ahead = o.queue_u
+                if ahead is None:
+                    continue  # unknown queue: a print at the price does not prove it reached us
+                o.queue_u = max(0, ahead - at_level)
+                q = min(o.leaves_u, max(0, at_level - ahead), pool)
+            if q > 0:
+                pool -= q
+                out.append(self._fill(o, o.price_u, q, "MAKER", ev.ts_event))
+                if o.leaves_u == 0:
+                    self._close(o)
+
+    def _requeue(self, m: _Market, side: str, price_u: int, old: int, new: int) -> None:
+        """A recorded change of the level at `price_u` on `side` from `old` to `new` units."""
+        traded = m.traded_at.pop(price_u, 0) if self._pro_rata else 0
+        for o in m.resting:
+            if o.side != side or o.price_u != price_u:
+                continue
+            ahead = o.queue_u
+            if ahead is None:
+                o.queue_u = new  # the level became visible: everything shown is ahead (conservative)
+                continue
+            if self._pro_rata and old > new and old > 0:
+                cancels = max(0, old - new - traded)
+                ahead -= cancels * ahead // old
+            o.queue_u = min(ahead, new)
+
+    def _on_delta(self, ev: BookDelta) -> None:
+        m = self.market(ev.instrument)
+        m.book.ts = ev.ts_event
+        for side, levels in (("BUY", ev.bids), ("SELL", ev.asks)):
+            for price_u, old, new in m.book.update(side, levels):
+                if m.resting:
+                    self._requeue(m, side, price_u, old, new)
+
+    def _on_snapshot(self, ev: BookSnapshot) -> None:
+        m = self.market(ev.instrument)
+        levels = sorted({(o.side, o.price_u) for o in m.resting})
+        before = {lv: m.book.displayed(*lv) for lv in levels}
+        m.book.replace(ev.bids, ev.asks, ev.ts_event)
+        for side, price_u in levels:
+            book_side = m.book.side(side)
+            if not book_side:
+                continue
+            worst = min(book_side) if side == "BUY" else max(book_side)
+            if (price_u >= worst) if side == "BUY" else (price_u <= worst):  # within the visible depth
+                self._requeue(m, side, price_u, before[(side, price_u)], book_side.get(price_u, 0))
+        if self._pro_rata:
+            m.traded_at.clear()
+
+    def _on_quote(self, ev: Quote) -> None:
+        m = self.market(ev.instrument)
+        q = m.quote
+        q.bids = {to_units(ev.bid_price): to_units(ev.bid_size)} if ev.bid_size > 0 else {}
+        q.asks = {to_units(ev.ask_price): to_units(ev.ask_size)} if ev.ask_size > 0 else {}
+        q.ts = ev.ts_event
+        for o in m.resting:
+            levels = q.side(o.side)
+            if not levels:
+                continue
+            (top, size), = levels.items()
+            if o.price_u == top:
+                o.queue_u = size if o.queue_u is None else min(o.queue_u, size)
+            elif (o.price_u > top) if o.side == "BUY" else (o.price_u < top):
+                o.queue_u = 0  # the quote shows nothing at our price any more
