@@ -1,0 +1,305 @@
+"""The backtest API (notebooks, the CLI, sweeps) and replay of recorded runs.
+
+    from robots.backtest import backtest
+    res = backtest("ema_cross", tape="file:./tape", topics=["md.sim.trade"], params={"fast": 10, "slow": 50})
+    res.summary["pnl"], res.intents, res.fills, res.positions     # dict and pandas frames
+
+A run reads one merged input sequence (`robots.sources`), drives `robots.runner.Runner` with a
+simulated venue and the trading controls, and (with `out_tape`) writes under its run id: a
+`RunStarted` manifest on topic `runs`, every intent on `orders.intent`, every venue answer or
+control rejection on `orders.event`, then `RunFinished` with the summary. The manifest names the
+robot, its params, the venue and controls settings and the exact input offsets, so
+`replay_steps(tape, run_id)` re-runs it from the tape alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from robots.api import Intent, Robot, RobotError
+from robots.registry import get_robot
+from robots.runner import ControlsLike, Runner, Step
+from robots.sim.base import SimVenue
+from robots.sources import FrameSource, ListSource, TapeSource
+from robots.venues import default_venue, ledger_for, make_venue, venue_spec
+from ticktape.events import Event, OrderFilled, RunFinished, RunStarted
+from ticktape.tape import Tape, open_tape
+from ticktape.timeutil import format_time, parse_time
+
+__all__ = ["EVENT_TOPIC", "INTENT_TOPIC", "RUNS_TOPIC", "BacktestResult", "backtest", "find_run", "replay_steps",
+           "runner_for_run"]
+
+INTENT_TOPIC = "orders.intent"
+EVENT_TOPIC = "orders.event"
+RUNS_TOPIC = "runs"
+_BATCH = 10_000
+
+
+@dataclass
+class BacktestResult:
+    """A finished run: the summary dict, the intents and venue answers, positions, the final state."""
+
+    run_id: str
+    summary: dict[str, Any]
+    intent_events: list[Intent] = field(default_factory=list)
+    order_events: list[Event] = field(default_factory=list)
+    position_rows: list[dict[str, Any]] = field(default_factory=list)
+    state: Any = None
+
+    @cached_property
+    def intents(self) -> Any:
+        """pandas DataFrame: one row per intent (type + fields)."""
+        return _frame(self.intent_events)
+
+    @cached_property
+    def events(self) -> Any:
+        """pandas DataFrame: one row per venue answer or control rejection."""
+        return _frame(self.order_events)
+
+    @cached_property
+    def fills(self) -> Any:
+        """pandas DataFrame of the fills."""
+        return _frame([e for e in self.order_events if type(e) is OrderFilled])
+
+    @cached_property
+    def positions(self) -> Any:
+        """pandas DataFrame: one row per (robot, instrument) with quantity and PnL."""
+        import pandas as pd
+
+        return pd.DataFrame(self.position_rows)
+
+
+def _frame(events: Sequence[Event]) -> Any:
+    import pandas as pd
+
+    if not events:
+        return pd.DataFrame()
+    rows = [{"type": type(e).__name__, **e._asdict()} for e in events]
+    df = pd.DataFrame(rows)
+    if "ts_event" in df:
+        df["time"] = pd.to_datetime(df["ts_event"], unit="ns", utc=True)
+    return df
+
+
+class _TapeWriter:
+    """Buffers the run's output and appends it in batches, keyed by the run id."""
+
+    def __init__(self, tape: Tape, run_id: str) -> None:
+        self.tape = tape
+        self.run_id = run_id
+        self.buf: dict[str, list[Event]] = {INTENT_TOPIC: [], EVENT_TOPIC: []}
+        for topic in (INTENT_TOPIC, EVENT_TOPIC, RUNS_TOPIC):
+            if tape.partitions(topic) == 0:
+                tape.create_topic(topic)
+
+    def add(self, topic: str, event: Event) -> None:
+        buf = self.buf[topic]
+        buf.append(event)
+        if len(buf) >= _BATCH:
+            self.flush(topic)
+
+    def flush(self, topic: str | None = None) -> None:
+        for t in [topic] if topic else list(self.buf):
+            if self.buf[t]:
+                self.tape.append(t, self.buf[t], keys=[self.run_id] * len(self.buf[t]))
+                self.buf[t] = []
+
+    def write_run(self, event: RunStarted | RunFinished) -> None:
+        self.flush()
+        self.tape.append(RUNS_TOPIC, [event], keys=[self.run_id])
+
+
+def _ts(value: int | str | None) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    return parse_time(value)
+
+
+def _open(tape: Tape | str | None) -> tuple[Tape | None, bool]:
+    if tape is None or not isinstance(tape, str):
+        return tape, False
+    return open_tape(tape), True
+
+
+def backtest(robot: Robot[Any, Any] | str, *, tape: Tape | str | None = None, topics: Sequence[str] | None = None,
+             params: Mapping[str, object] | None = None, start: int | str | None = None,
+             end: int | str | None = None, frame: Any = None, frame_kind: str | None = None,
+             events: Iterable[Event] | None = None, venue: SimVenue | str | None = None,
+             venue_settings: Mapping[str, object] | None = None,
+             controls: ControlsLike | Mapping[str, Any] | None = None, out_tape: Tape | str | None = None,
+             run_id: str | None = None, robot_id: str | None = None,
+             end_offsets: Mapping[str, Mapping[int, int]] | None = None, keep: bool = True,
+             progress: bool = False, columnar: bool = True) -> BacktestResult:
+    """Backtest a robot (name, `module:Class` or instance) on a tape, a DataFrame or events.
+
+    `topics` default to the robot's subscriptions; `start`/`end` are ISO times or ns (`end`
+    exclusive); `venue` is a venue object or a name (`crypto`, `betfair`, `naive`) built with
+    `venue_settings`; `controls` is a `Controls` object or a `[controls]` table (default: the
+    kill switch only); `out_tape` receives the run's manifest, intents and order events.
+    """
+    robot_name = robot if isinstance(robot, str) else f"{type(robot).__module__}:{type(robot).__name__}"
+    bot = get_robot(robot, params, robot_id=robot_id) if isinstance(robot, str) else robot
+    if params and not isinstance(robot, str):
+        raise RobotError("pass params only with a robot name (an instance already has its params)")
+    t0, t1 = _ts(start), _ts(end)
+    in_tape, own_in = _open(tape)
+    source: TapeSource | ListSource
+    if in_tape is not None:
+        topic_list = tuple(topics or bot.subscriptions().topics)
+        source = TapeSource(in_tape, topic_list, start=t0, end=t1, end_offsets=end_offsets, columnar=columnar)
+    elif frame is not None:
+        source = FrameSource(frame, kind=frame_kind, start=t0, end=t1)
+    elif events is not None:
+        source = ListSource(events, start=t0, end=t1)
+    else:
+        raise RobotError("backtest needs a source: tape=, frame= or events=")
+    if isinstance(venue, str) or venue is None:
+        venue_name = venue or default_venue(bot)
+        sim = make_venue(venue_name, venue_settings)
+        spec = venue_spec(sim, venue_name, venue_settings or {})
+    else:
+        sim = venue
+        spec = venue_spec(sim)
+    if controls is None or isinstance(controls, Mapping):
+        from robots.controls import controls_from_config
+
+        controls_json = json.dumps(dict(controls or {}), sort_keys=True, separators=(",", ":"))
+        ctl: ControlsLike = controls_from_config(controls)
+    else:
+        ctl = controls
+        controls_json = json.dumps({"object": type(controls).__name__})
+    rid = run_id or f"{bot.robot_id}-{uuid.uuid4().hex[:12]}"
+    out, own_out = (in_tape, False) if (isinstance(out_tape, str) and in_tape is not None
+                                        and out_tape == in_tape.uri) else _open(out_tape)
+    writer = _TapeWriter(out, rid) if out is not None else None
+    intents: list[Intent] = []
+    answers: list[Event] = []
+    sink_i = sink_e = None
+    if writer is not None or keep:
+        def sink_i(i: Intent) -> None:
+            if keep:
+                intents.append(i)
+            if writer is not None:
+                writer.add(INTENT_TOPIC, i)
+
+        def sink_e(e: Event) -> None:
+            if keep:
+                answers.append(e)
+            if writer is not None:
+                writer.add(EVENT_TOPIC, e)
+
+    runner = Runner(bot, venue=sim, controls=ctl, ledger=ledger_for(sim), on_intent=sink_i, on_order_event=sink_e,
+                    horizon=t1)
+    manifest = RunStarted(rid, robot_name, bot.robot_id, 0, time.time_ns(), bot.params.to_json(), source.describe(),
+                          tuple(source.topics), t0, t1, source.end_offsets_json(), spec, controls_json, "backtest")
+    try:
+        inputs: Iterable[Event] = source
+        if progress:
+            from tqdm import tqdm
+
+            inputs = tqdm(source, total=source.count, unit="ev", unit_scale=True, mininterval=0.5, leave=False)
+        wall0 = time.perf_counter()
+        first_ts: int | None = None
+        if writer is not None:
+            first_ts = _first_ts(source, t0)
+            writer.write_run(manifest._replace(ts_event=first_ts or 0))
+        stats = runner.run(inputs)
+        wall = time.perf_counter() - wall0
+        summary = _summary(rid, robot_name, bot, source, t0, t1, stats, runner, wall)
+        if writer is not None:
+            summary["out"] = out.uri if out is not None else None
+            writer.write_run(RunFinished(rid, stats.last_ts or 0, time.time_ns(), stats.events, stats.intents,
+                                         stats.intents_sha256, json.dumps(summary, sort_keys=True)))
+    finally:
+        source_close = getattr(source, "close", None)
+        if own_in and in_tape is not None:
+            if out is in_tape and writer is not None:
+                writer.flush()
+            in_tape.close()
+        elif source_close is not None and not isinstance(source, TapeSource):
+            source_close()
+        if own_out and out is not None:
+            out.close()
+    return BacktestResult(rid, summary, intents, answers, runner.ledger.positions(), runner.state)
+
+
+def _first_ts(source: TapeSource | ListSource, start: int | None) -> int | None:
+    if start is not None:
+        return start
+    if isinstance(source, ListSource):
+        return source.events[0].ts_event if source.events else None
+    firsts: list[int] = []
+    for topic, parts in source.ranges.items():
+        for p, (lo, hi) in parts.items():
+            if hi > lo:
+                firsts.extend(r.event.ts_event for r in source.tape.read(topic, p, from_offset=lo, limit=1))
+    return min(firsts) if firsts else None
+
+
+def _summary(run_id: str, robot_name: str, bot: Robot[Any, Any], source: TapeSource | ListSource,
+             t0: int | None, t1: int | None, stats: Any, runner: Runner[Any], wall: float) -> dict[str, Any]:
+    money = runner.ledger.summary()
+    out: dict[str, Any] = {
+        "run_id": run_id, "robot": robot_name, "robot_id": bot.robot_id, "params": bot.params.to_dict(),
+        "source": source.describe(), "topics": list(source.topics),
+        "from": format_time(t0) or None, "to": format_time(t1) or None,
+        "first_event": format_time(stats.first_ts) or None, "last_event": format_time(stats.last_ts) or None,
+        "events": stats.events, "robot_steps": stats.robot_steps, "intents": stats.intents,
+        "order_events": stats.order_events, "rejected_by_controls": stats.rejected_by_controls,
+        "out_of_order_inputs": stats.out_of_order,
+    }
+    out.update(money)
+    out["wall_time_s"] = round(wall, 6)
+    out["events_per_s"] = round(stats.events / wall) if wall > 0 else None
+    out["intents_sha256"] = stats.intents_sha256
+    return out
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def find_run(tape: Tape, run_id: str) -> tuple[RunStarted, RunFinished | None]:
+    """The manifest (and the end record, if the run finished) of `run_id` on topic `runs`."""
+    started: RunStarted | None = None
+    finished: RunFinished | None = None
+    for p in range(tape.partitions(RUNS_TOPIC)):
+        for rec in tape.read(RUNS_TOPIC, p):
+            e = rec.event
+            if type(e) is RunStarted and e.run_id == run_id:
+                started = e
+            elif type(e) is RunFinished and e.run_id == run_id:
+                finished = e
+    if started is None:
+        raise RobotError(f"no run {run_id!r} on topic {RUNS_TOPIC!r} of {tape.uri}")
+    return started, finished
+
+
+def runner_for_run(tape: Tape, manifest: RunStarted) -> tuple[Runner[Any], TapeSource]:
+    """A fresh runner and the exact input source of a recorded run (robot, params, venue, controls)."""
+    from robots.controls import controls_from_config
+
+    robot = get_robot(manifest.robot, json.loads(manifest.params), robot_id=manifest.robot_id)
+    spec = json.loads(manifest.venue or "{}")
+    venue = make_venue(spec.get("name", default_venue(robot)), spec.get("settings", {}))
+    ctl_table = json.loads(manifest.controls or "{}")
+    if "object" in ctl_table:
+        raise RobotError(f"run {manifest.run_id}: its controls were a Python object, not a config; cannot rebuild")
+    ends = {t: {int(p): int(o) for p, o in parts.items()} for t, parts in json.loads(manifest.end_offsets).items()}
+    source_tape = tape if manifest.source == tape.uri else open_tape(manifest.source)
+    source = TapeSource(source_tape, manifest.topics, start=manifest.from_ts, end=manifest.to_ts, end_offsets=ends)
+    runner = Runner(robot, venue=venue, controls=controls_from_config(ctl_table), ledger=ledger_for(venue),
+                    horizon=manifest.to_ts)
+    return runner, source
+
+
+def replay_steps(tape: Tape, run_id: str) -> Iterator[Step]:
+    """Re-run a recorded run over its exact inputs, yielding every robot step (state JSON when changed)."""
+    manifest, _ = find_run(tape, run_id)
+    runner, source = runner_for_run(tape, manifest)
+    yield from runner.steps(source)

@@ -1,0 +1,218 @@
+"""Inputs of a run: one deterministic, time-merged event sequence from a tape or a DataFrame.
+
+A tape source fixes, when it is created, the exact offset range it reads per partition
+(`[offset_for_time(from), offset_for_time(to))`, or up to the partition's end offset), so the run
+manifest can name the inputs precisely and a replay reads the same events even after the tape
+has grown. Partitions are merged by (ts_event, topic order, partition, offset): the order
+depends only on the data. One partition of one topic needs no merge and reads through the
+columnar path (Parquet copies of sealed segments) when the tape is a file tape.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from ticktape.events import Bar, Event, Quote, Trade
+from ticktape.tape import Tape, open_tape
+from ticktape.tape.file import FileTape
+
+__all__ = ["FrameSource", "ListSource", "TapeSource", "frame_to_events"]
+
+Ranges = dict[str, dict[int, tuple[int, int]]]
+
+
+class TapeSource:
+    """The subscribed topics of a tape between two times (ns; `end` exclusive)."""
+
+    def __init__(self, tape: Tape | str, topics: Sequence[str], *, start: int | None = None, end: int | None = None,
+                 end_offsets: Mapping[str, Mapping[int, int]] | None = None, columnar: bool = True) -> None:
+        self.tape = open_tape(tape) if isinstance(tape, str) else tape
+        self._owns = isinstance(tape, str)
+        self.uri = self.tape.uri
+        self.topics = tuple(topics)
+        if not self.topics:
+            raise ValueError("a tape source needs at least one topic")
+        self.start = start
+        self.end = end
+        self.columnar = columnar
+        self.ranges: Ranges = {}
+        for topic in self.topics:
+            parts = self.tape.partitions(topic)
+            if parts == 0:
+                raise ValueError(f"topic {topic!r} does not exist on {self.uri}")
+            ends = self.tape.end_offsets(topic)
+            fixed = (end_offsets or {}).get(topic)
+            self.ranges[topic] = {}
+            for p in range(parts):
+                hi = int(fixed[p]) if fixed is not None and p in fixed else ends.get(p, 0)
+                lo = self.tape.offset_for_time(topic, p, start) if start is not None else 0
+                if end is not None:
+                    hi = min(hi, self.tape.offset_for_time(topic, p, end))
+                self.ranges[topic][p] = (lo, max(lo, hi))
+
+    @property
+    def count(self) -> int:
+        """How many input events the source will yield."""
+        return sum(hi - lo for parts in self.ranges.values() for lo, hi in parts.values())
+
+    def end_offsets_json(self) -> str:
+        """{topic: {partition: end offset}} as canonical JSON (the run manifest's `end_offsets`)."""
+        return json.dumps({t: {str(p): hi for p, (_, hi) in parts.items()} for t, parts in self.ranges.items()},
+                          sort_keys=True, separators=(",", ":"))
+
+    def describe(self) -> str:
+        """The source URI for the run manifest."""
+        return self.uri
+
+    def _partition(self, topic: str, p: int) -> Iterator[Event]:
+        lo, hi = self.ranges[topic][p]
+        if hi <= lo:
+            return iter(())
+        if isinstance(self.tape, FileTape):
+            if self.columnar:
+                from ticktape.tape.columnar import iter_events_columnar
+
+                return itertools.islice(iter_events_columnar(self.tape, topic, p, lo), hi - lo)
+            if lo == 0:
+                return itertools.islice(self.tape.read_events(topic, p), hi)
+        return (r.event for r in self.tape.read(topic, p, from_offset=lo, limit=hi - lo))
+
+    def __iter__(self) -> Iterator[Event]:
+        parts = [(rank, topic, p) for rank, topic in enumerate(self.topics) for p in sorted(self.ranges[topic])
+                 if self.ranges[topic][p][1] > self.ranges[topic][p][0]]
+        if len(parts) == 1:  # nothing to merge: no key tuples on the hot path
+            yield from self._partition(parts[0][1], parts[0][2])
+            return
+        streams = [_keyed(self._partition(topic, p), rank, p, self.ranges[topic][p][0]) for rank, topic, p in parts]
+        for item in heapq.merge(*streams):
+            yield item[4]
+
+    def close(self) -> None:
+        """Close the tape if this source opened it."""
+        if self._owns:
+            self.tape.close()
+
+
+def _keyed(events: Iterable[Event], rank: int, partition: int, first: int
+           ) -> Iterator[tuple[int, int, int, int, Event]]:
+    for offset, e in enumerate(events, start=first):
+        yield (e.ts_event, rank, partition, offset, e)
+
+
+class ListSource:
+    """Events already in memory (tests, notebooks): sorted stably by ts_event unless told not to."""
+
+    def __init__(self, events: Iterable[Event], *, name: str = "memory", sort: bool = True,
+                 start: int | None = None, end: int | None = None) -> None:
+        evs = list(events)
+        if sort:
+            evs.sort(key=lambda e: e.ts_event)
+        self.events = [e for e in evs if (start is None or e.ts_event >= start) and (end is None or e.ts_event < end)]
+        self.name = name
+        self.topics: tuple[str, ...] = (name,)
+        self.start = start
+        self.end = end
+
+    @property
+    def count(self) -> int:
+        return len(self.events)
+
+    def end_offsets_json(self) -> str:
+        return "{}"
+
+    def describe(self) -> str:
+        return self.name
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self.events)
+
+    def close(self) -> None:
+        pass
+
+
+_TS_COLUMNS = ("ts_event", "timestamp", "time", "ts", "date", "datetime")
+
+
+def _ns_column(frame: Any) -> list[int]:
+    import pandas as pd
+
+    for name in _TS_COLUMNS:
+        if name in frame.columns:
+            col = frame[name]
+            break
+    else:
+        if isinstance(frame.index, pd.DatetimeIndex):
+            col = frame.index.to_series()
+        else:
+            raise ValueError(f"the DataFrame needs a time column ({', '.join(_TS_COLUMNS)}) or a DatetimeIndex")
+    if pd.api.types.is_datetime64_any_dtype(col):
+        if getattr(col.dt, "tz", None) is None:
+            col = col.dt.tz_localize("UTC")
+        return [int(v) for v in col.dt.tz_convert("UTC").astype("int64")]
+    return [int(v) for v in col]
+
+
+def frame_to_events(frame: Any, *, kind: str | None = None, instrument: str = "", venue: str = "sim",
+                    interval: str = "") -> list[Event]:
+    """A pandas DataFrame of trades, quotes or bars -> events, in row order.
+
+    Kinds (guessed from the columns when not given): bars (`open, high, low, close[, volume]`),
+    quotes (`bid_price, ask_price[, bid_size, ask_size]`), trades (`price[, size]`). Time from
+    `ts_event` / `timestamp` / ... (ns integers or datetimes, naive = UTC) or a DatetimeIndex.
+    `instrument` / `venue` columns override the arguments per row.
+    """
+    cols = set(frame.columns)
+    if kind is None:
+        if {"open", "high", "low", "close"} <= cols:
+            kind = "bars"
+        elif {"bid_price", "ask_price"} <= cols:
+            kind = "quotes"
+        elif "price" in cols:
+            kind = "trades"
+        else:
+            raise ValueError("cannot tell the DataFrame's kind: need price, bid_price/ask_price or open/high/low/close")
+    ts = _ns_column(frame)
+    n = len(frame)
+
+    def col(name: str, default: Any) -> list[Any]:
+        return frame[name].tolist() if name in cols else [default] * n
+
+    insts = [str(x) for x in col("instrument", instrument)]
+    venues = [str(x) for x in col("venue", venue)]
+    out: list[Event] = []
+    if kind == "bars":
+        o, h, lo, c, v = col("open", 0.0), col("high", 0.0), col("low", 0.0), col("close", 0.0), col("volume", 0.0)
+        iv = [str(x) for x in col("interval", interval)]
+        for i in range(n):
+            out.append(Bar(venues[i], insts[i], ts[i], ts[i], iv[i], float(o[i]), float(h[i]), float(lo[i]),
+                           float(c[i]), float(v[i])))
+    elif kind == "quotes":
+        bp, bs, ap, az = col("bid_price", 0.0), col("bid_size", 0.0), col("ask_price", 0.0), col("ask_size", 0.0)
+        for i in range(n):
+            out.append(Quote(venues[i], insts[i], ts[i], ts[i], float(bp[i]), float(bs[i]), float(ap[i]),
+                             float(az[i])))
+    elif kind == "trades":
+        price, size = col("price", 0.0), col("size", 0.0)
+        side = [str(x).upper() for x in col("aggressor_side", "NONE")]
+        tid = col("trade_id", None)
+        for i in range(n):
+            out.append(Trade(venues[i], insts[i], ts[i], ts[i], float(price[i]), float(size[i]),
+                             side[i] if side[i] in ("BUY", "SELL") else "NONE",  # type: ignore[arg-type]
+                             str(tid[i]) if tid[i] is not None else str(i)))
+    else:
+        raise ValueError(f"unknown DataFrame kind {kind!r}: use trades, quotes or bars")
+    return out
+
+
+class FrameSource(ListSource):
+    """A DataFrame of trades, quotes or bars (see `frame_to_events`)."""
+
+    def __init__(self, frame: Any, *, kind: str | None = None, instrument: str = "", venue: str = "sim",
+                 interval: str = "", name: str = "dataframe", start: int | None = None,
+                 end: int | None = None) -> None:
+        super().__init__(frame_to_events(frame, kind=kind, instrument=instrument, venue=venue, interval=interval),
+                         name=name, start=start, end=end)
