@@ -63,6 +63,10 @@ RobotOf = Callable[[str], str]
 class BinanceParseError(ValidationError):
     """A Binance payload that does not have the documented shape; names the field."""
 
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)  # the message already names the field
+        self.field = field
+
 
 def to_ns(value: Any) -> int:
     """A Binance time (ms, or µs when requested; ns passes through) as integer ns since the epoch."""

@@ -1,0 +1,150 @@
+"""`ticktape import binance ...` and `ticktape record binance ...`."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import click
+
+from producers.binance.files import LAYOUTS, import_file, symbol_from_name
+from producers.binance.parsers import VENUE
+from producers.common import (
+    BatchAppender,
+    DeadLetterSink,
+    ImportRun,
+    ImportSummary,
+    file_identity,
+    query_identity,
+    report_and_exit,
+)
+from ticktape.timeutil import WallClock, parse_time
+
+
+def _tape(ctx: click.Context):  # type: ignore[no-untyped-def]
+    return ctx.find_root().obj.tape()
+
+
+def register(import_group: click.Group, record_group: click.Group) -> None:
+    """Attach `import binance` and `record binance`."""
+    import_group.add_command(import_binance)
+    record_group.add_command(record_binance)
+
+
+@click.command("binance")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--kind", type=click.Choice(list(LAYOUTS)), required=True, help="What the files (or --rest) hold.")
+@click.option("--symbol", default=None, help="Symbol, e.g. BTCUSDT (default: from each file's name).")
+@click.option("--interval", default=None, help="Kline interval (default: from the file name, e.g. -1m-).")
+@click.option("--rest", is_flag=True, help="Fetch history through the REST API instead of files.")
+@click.option("--start", default=None, help="--rest: start time (ISO or ns).")
+@click.option("--end", default=None, help="--rest: end time (ISO or ns; default now).")
+@click.option("--strict", is_flag=True, help="Exit 1 if any row was bad (it is still dead-lettered).")
+@click.option("--force", is_flag=True, help="Import even if this exact input was imported before.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON summary per input.")
+@click.pass_context
+def import_binance(ctx: click.Context, files: tuple[Path, ...], kind: str, symbol: str | None, interval: str | None,
+                   rest: bool, start: str | None, end: str | None, strict: bool, force: bool, as_json: bool) -> None:
+    """Import Binance public data files (data.binance.vision .csv/.zip) or REST history.
+
+    Bad rows go to `dlq.binance` (raw line, error, line number) and the import goes on;
+    importing the same file (same bytes) or the same REST range twice adds nothing.
+    """
+    tape = _tape(ctx)
+    summaries: list[ImportSummary] = []
+    if rest:
+        if files or not symbol or not start:
+            raise click.UsageError("--rest takes no FILES and needs --symbol and --start")
+        summaries.append(_import_rest(tape, kind, symbol, interval, start, end, force))
+    elif not files:
+        raise click.UsageError("give FILES, or --rest")
+    for path in files:
+        sym = symbol or symbol_from_name(path.name)
+        if not sym:
+            raise click.UsageError(f"{path}: cannot tell the symbol from the name; pass --symbol")
+        run = ImportRun(tape, source=VENUE, kind=f"binance.{kind}", name=str(path), source_id=file_identity(path),
+                        force=force)
+        if not run.skipped:
+            try:
+                import_file(run, path, kind=kind, symbol=sym, interval=interval)
+            except (ValueError, OSError) as exc:
+                run.appender.flush()
+                raise click.ClickException(f"{path}: {exc}") from exc
+        summaries.append(run.finish())
+    report_and_exit(summaries, as_json=as_json, strict=strict)
+
+
+def _import_rest(tape, kind: str, symbol: str, interval: str | None, start: str, end: str | None,  # type: ignore[no-untyped-def]
+                 force: bool) -> ImportSummary:
+    from binance import Client
+
+    from producers.binance.rest import import_agg_trades, import_klines
+
+    start_ms = parse_time(start) // 1_000_000
+    end_ms = (parse_time(end) if end else WallClock().now()) // 1_000_000
+    params = {"symbol": symbol, "interval": interval, "start_ms": start_ms, "end_ms": end_ms}
+    run = ImportRun(tape, source=VENUE, kind=f"binance.rest.{kind}", name=f"rest {kind} {symbol} {start}..{end}",
+                    source_id=query_identity(f"binance.rest.{kind}", params), force=force)
+    if run.skipped:
+        return run.finish()
+    client = Client(os.environ.get("BINANCE_API_KEY"), os.environ.get("BINANCE_API_SECRET"))
+    with run:
+        if kind == "klines":
+            if not interval:
+                raise click.UsageError("--rest --kind klines needs --interval")
+            import_klines(run, client, symbol, interval, start_ms, end_ms)
+        elif kind == "aggTrades":
+            import_agg_trades(run, client, symbol, start_ms, end_ms)
+        else:
+            raise click.UsageError("--rest supports --kind klines or aggTrades")
+    return run.finish()
+
+
+@click.command("binance")
+@click.option("--symbols", required=True, help="Comma-separated, e.g. BTCUSDT,ETHUSDT.")
+@click.option("--streams", default="trade,bookTicker,depth,kline_1m", show_default=True,
+              help="Comma-separated: trade, aggTrade, bookTicker, depth, kline_<interval>.")
+@click.option("--futures", is_flag=True, help="USD-M futures streams instead of spot.")
+@click.option("--user-data", is_flag=True, help="Also record the account's orders and balances (needs keys).")
+@click.option("--account", default="spot", show_default=True, help="Account name on Balance events.")
+@click.pass_context
+def record_binance(ctx: click.Context, symbols: str, streams: str, futures: bool, user_data: bool,
+                   account: str) -> None:
+    """Record live Binance streams until Ctrl-C (keys from BINANCE_API_KEY / BINANCE_API_SECRET).
+
+    Every message becomes events (bad ones go to dlq.binance); depth books are synced from
+    REST snapshots and every lost update range is recorded as a FeedGap.
+    """
+    from binance import Client
+
+    from producers.binance.recorder import RecorderCore, run_live, stream_names
+
+    syms = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    names = stream_names(syms, [s.strip() for s in streams.split(",") if s.strip()])
+    key, secret = os.environ.get("BINANCE_API_KEY"), os.environ.get("BINANCE_API_SECRET")
+    if user_data and not (key and secret):
+        raise click.UsageError("--user-data needs BINANCE_API_KEY and BINANCE_API_SECRET in the environment")
+    client = Client(key, secret)
+
+    def snapshot(symbol: str) -> dict[str, object]:
+        if futures:
+            return client.futures_order_book(symbol=symbol, limit=1000)  # type: ignore[no-any-return]
+        return client.get_order_book(symbol=symbol, limit=1000)  # type: ignore[no-any-return]
+
+    clock = WallClock()
+    appender = BatchAppender(_tape(ctx), batch_size=1000)
+    core = RecorderCore(appender, DeadLetterSink(appender, VENUE, "binance:ws", clock),
+                        depth_symbols=syms if "depth" in streams else (), fetch_snapshot=snapshot,
+                        futures=futures, account=account, clock=clock)
+    stop = threading.Event()
+    try:
+        run_live(core, streams=names, api_key=key, api_secret=secret, user_data=user_data, futures=futures,
+                 clock=clock, stop=stop)
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        appender.flush()
+        s = core.stats
+        click.echo(f"recorded {s.messages} messages: {sum(s.events.values())} events, {s.dead_letters} dead letters, "
+                   f"{s.gaps} gaps, {s.snapshots} snapshots", err=True)

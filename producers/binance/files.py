@@ -1,0 +1,327 @@
+"""Binance public historical data files (data.binance.vision): klines, aggTrades, trades.
+
+Column layouts as documented (spot files have no header row; USD-M futures files have one and
+drop the trailing `is_best_match`/`ignore` columns where the spot ones have them):
+
+* klines: open_time, open, high, low, close, volume, close_time, quote_volume, count,
+  taker_buy_volume, taker_buy_quote_volume, ignore -> `Bar` (ts_event = close_time + 1 unit,
+  the bar's close boundary) on `md.binance.bar`.
+* aggTrades: agg_trade_id, price, quantity, first_trade_id, last_trade_id, transact_time,
+  is_buyer_maker[, is_best_match] -> `Trade` on `md.binance.aggtrade`.
+* trades: id, price, qty, quote_qty, time, is_buyer_maker[, is_best_match] -> `Trade` on
+  `md.binance.trade`.
+
+Times are ms, or µs in spot files from 2025 on; each value's unit is told by its magnitude.
+Historical rows have no capture time: ts_recv = ts_event, so importing is deterministic.
+
+Speed: the file is read in blocks cut at line ends; each block is parsed column-wise by
+pyarrow's CSV reader and the events are built column-wise (`tuple.__new__` over zipped
+columns, no Python per-field work). A block with any bad row is re-parsed line by line so
+good rows are kept and each bad line becomes a dead letter with its line number and bytes.
+Memory is bounded by the block size, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from producers.binance.parsers import TOPIC_AGGTRADE, TOPIC_BAR, TOPIC_TRADE, VENUE
+from producers.common import ImportRun, gc_paused
+from ticktape.events import Bar, Event, Trade
+
+BLOCK_BYTES = 4 << 20
+INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1mo")
+TS_MIN, TS_MAX = 946_684_800 * 10**9, 4_102_444_800 * 10**9  # 2000-01-01 .. 2100-01-01: anything else is garbage
+
+_new_bar = partial(tuple.__new__, Bar)
+_new_trade = partial(tuple.__new__, Trade)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One file kind: column names by count, the columns used (index, arrow type)."""
+
+    kind: str
+    topic: str
+    widths: dict[int, tuple[str, ...]]
+    used: dict[str, pa.DataType]
+
+
+KLINE_COLS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
+              "taker_buy_volume", "taker_buy_quote_volume", "ignore")
+AGG_COLS = ("agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time",
+            "is_buyer_maker", "is_best_match")
+TRADE_COLS = ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match")
+
+F64, I64, BOOL = pa.float64(), pa.int64(), pa.bool_()
+LAYOUTS = {
+    "klines": Layout("klines", TOPIC_BAR, {12: KLINE_COLS, 11: KLINE_COLS[:11]},
+                     {"open": F64, "high": F64, "low": F64, "close": F64, "volume": F64, "close_time": I64}),
+    "aggTrades": Layout("aggTrades", TOPIC_AGGTRADE, {8: AGG_COLS, 7: AGG_COLS[:7]},
+                        {"agg_trade_id": I64, "price": F64, "quantity": F64, "transact_time": I64,
+                         "is_buyer_maker": BOOL}),
+    "trades": Layout("trades", TOPIC_TRADE, {7: TRADE_COLS, 6: TRADE_COLS[:6]},
+                     {"id": I64, "price": F64, "qty": F64, "time": I64, "is_buyer_maker": BOOL}),
+}
+
+Columns = dict[str, np.ndarray[Any, Any]]
+
+
+def interval_from_name(name: str) -> str | None:
+    """The kline interval in a data.binance.vision file name (`BTCUSDT-1m-2024-01.zip` -> `1m`)."""
+    m = re.search(r"-(" + "|".join(INTERVALS) + r")-", Path(name).name)
+    return m.group(1) if m else None
+
+
+def symbol_from_name(name: str) -> str | None:
+    """The symbol in a data.binance.vision file name (`BTCUSDT-aggTrades-2024-01-01.csv` -> `BTCUSDT`)."""
+    m = re.match(r"([A-Z0-9]+)-", Path(name).name)
+    return m.group(1) if m else None
+
+
+def _ts_ns(t: np.ndarray[Any, Any], plus_one_unit: bool = False) -> np.ndarray[Any, Any]:
+    """ms or µs (told by magnitude, per value) -> ns; optionally + 1 unit (kline close boundary)."""
+    ms = t < 100_000_000_000_000
+    ns = np.where(ms, t * 1_000_000, t * 1_000)
+    if plus_one_unit:
+        ns = ns + np.where(ms, 1_000_000, 1_000)
+    return ns
+
+
+def _problems(layout: Layout, cols: Columns) -> np.ndarray[Any, Any] | None:
+    """Per-row reason a parsed row is still wrong (None when all rows are good)."""
+    if layout.kind == "klines":
+        ts = cols["close_time"]
+        prices = np.stack([cols["open"], cols["high"], cols["low"], cols["close"]])
+        ok_price = np.isfinite(prices).all(axis=0) & (prices > 0).all(axis=0)
+        ok_size = np.isfinite(cols["volume"]) & (cols["volume"] >= 0)
+        ok_hl = cols["high"] >= cols["low"]
+    else:
+        ts = cols["transact_time" if layout.kind == "aggTrades" else "time"]
+        size = cols["quantity" if layout.kind == "aggTrades" else "qty"]
+        ok_price = np.isfinite(cols["price"]) & (cols["price"] > 0)
+        ok_size = np.isfinite(size) & (size >= 0)
+        ok_hl = np.ones(len(ts), dtype=bool)
+    ns = _ts_ns(ts)
+    ok_ts = (ns >= TS_MIN) & (ns <= TS_MAX)
+    if bool((ok_ts & ok_price & ok_size & ok_hl).all()):
+        return None
+    reasons = np.full(len(ts), "", dtype=object)
+    reasons[~ok_hl] = "high below low"
+    reasons[~ok_size] = "size not a finite number >= 0"
+    reasons[~ok_price] = "price not a finite number > 0"
+    reasons[~ok_ts] = "time out of range (expected ms or µs since 1970, year 2000-2100)"
+    return reasons
+
+
+def build_events(layout: Layout, cols: Columns, symbol: str, interval: str) -> list[Event]:
+    """Events from typed columns, column-wise (no per-field Python work)."""
+    n = len(next(iter(cols.values())))
+    if layout.kind == "klines":
+        ts = _ts_ns(cols["close_time"], plus_one_unit=True).tolist()
+        return list(map(_new_bar, zip(repeat(VENUE, n), repeat(symbol, n), ts, ts, repeat(interval, n),
+                                      cols["open"].tolist(), cols["high"].tolist(), cols["low"].tolist(),
+                                      cols["close"].tolist(), cols["volume"].tolist(), strict=True)))
+    agg = layout.kind == "aggTrades"
+    ts = _ts_ns(cols["transact_time" if agg else "time"]).tolist()
+    ids = list(map(str, cols["agg_trade_id" if agg else "id"].tolist()))
+    # The taker is the aggressor: buyer is maker -> a seller hit the bid. Indexing a tuple by
+    # bool reuses two interned strings instead of allocating one per row.
+    side = list(map(("BUY", "SELL").__getitem__, cols["is_buyer_maker"].tolist()))
+    return list(map(_new_trade, zip(repeat(VENUE, n), repeat(symbol, n), ts, ts, cols["price"].tolist(),
+                                    cols["quantity" if agg else "qty"].tolist(), side, ids, strict=True)))
+
+
+_TRUE = {"true": True, "false": False}
+
+
+def _convert(value: str, typ: pa.DataType) -> Any:
+    if typ == F64:
+        return float(value)
+    if typ == I64:
+        return int(value)
+    b = _TRUE.get(value.strip().lower())
+    if b is None:
+        raise ValueError("expected true or false")
+    return b
+
+
+class BlockImporter:
+    """Parses a CSV byte stream block by block into one `ImportRun`."""
+
+    def __init__(self, run: ImportRun, layout: Layout, symbol: str, interval: str, where: str = "") -> None:
+        self.run = run
+        self.layout = layout
+        self.symbol = symbol
+        self.interval = interval
+        self.where = where  # prefix of positions, e.g. the zip member
+        self.names: tuple[str, ...] | None = None
+        self.rows = 0
+
+    def _pos(self, line: int) -> str:
+        return f"{self.where}line {line}"
+
+    def feed(self, stream: IO[bytes], block_bytes: int = BLOCK_BYTES) -> None:
+        """Import a whole byte stream (a CSV file or zip member)."""
+        line_no = 1  # line number of the block's first line
+        rest = b""
+        first = True
+        while True:
+            chunk = stream.read(block_bytes)
+            data = rest + chunk
+            if not chunk:
+                if data.strip():
+                    self._block(data if data.endswith(b"\n") else data + b"\n", line_no, first)
+                return
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                rest = data
+                continue
+            block, rest = data[:cut], data[cut:]
+            line_no += self._block(block, line_no, first)
+            first = False
+
+    def _block(self, block: bytes, line_no: int, first: bool) -> int:
+        lines = block.count(b"\n")
+        body, body_line = block, line_no
+        if first:
+            first_line = block[:block.find(b"\n")]
+            self.names = self._detect(block, line_no)
+            header = first_line.split(b",", 1)[0].strip().decode("utf-8", "replace")
+            if header in {names[0] for names in self.layout.widths.values()}:  # a header row: skip it
+                body, body_line = block[len(first_line) + 1:], line_no + 1
+        if body.strip():
+            try:
+                self._fast(body)
+            except (pa.ArrowInvalid, ValueError):
+                self._slow(body, body_line)
+        return lines
+
+    def _detect(self, block: bytes, line_no: int) -> tuple[str, ...]:
+        """The layout's column names, by the width of the first of the first lines that has a known width
+        (a damaged first line alone must not make the file unreadable)."""
+        widths = [line.count(b",") + 1 for line in block.split(b"\n", 8)[:8] if line.strip()]
+        for width in widths:
+            if width in self.layout.widths:
+                return self.layout.widths[width]
+        expected = " or ".join(str(w) for w in sorted(self.layout.widths))
+        raise ValueError(f"{self.where}line {line_no}: {widths[0] if widths else 0} columns, a Binance "
+                         f"{self.layout.kind} file has {expected} (is --kind right?)")
+
+    def _fast(self, body: bytes) -> None:
+        assert self.names is not None
+        table = pacsv.read_csv(
+            pa.BufferReader(body),
+            read_options=pacsv.ReadOptions(column_names=list(self.names), use_threads=False,
+                                           block_size=max(len(body) + 1, 1 << 20)),
+            convert_options=pacsv.ConvertOptions(column_types=self.layout.used,
+                                                 include_columns=list(self.layout.used)))
+        if table.num_rows != body.count(b"\n") or any(c.null_count for c in table.columns):
+            raise ValueError("row count or nulls disagree: use the line-by-line path")
+        cols = {name: table.column(name).to_numpy() for name in self.layout.used}
+        if _problems(self.layout, cols) is not None:
+            raise ValueError("invalid values: use the line-by-line path")
+        self.run.emit_many(self.layout.topic, build_events(self.layout, cols, self.symbol, self.interval))
+        self.rows += table.num_rows
+
+    def _slow(self, body: bytes, line_no: int) -> None:
+        assert self.names is not None
+        index = {n: i for i, n in enumerate(self.names)}
+        good: list[list[Any]] = []
+        raw_good: list[tuple[int, bytes]] = []
+        bad: list[tuple[int, str, bytes]] = []  # dead-lettered in line order, whatever the reason
+        for i, raw in enumerate(body.split(b"\n")[:-1] if body.endswith(b"\n") else body.split(b"\n")):
+            if not raw.strip():
+                continue
+            fields = raw.rstrip(b"\r").decode("utf-8", "replace").split(",")
+            try:
+                if len(fields) != len(self.names):
+                    raise ValueError(f"{len(fields)} columns, expected {len(self.names)}")
+                row = []
+                for name, typ in self.layout.used.items():
+                    try:
+                        row.append(_convert(fields[index[name]], typ))
+                    except ValueError as exc:
+                        raise ValueError(f"column {name!r}={fields[index[name]]!r}: {exc}") from None
+            except ValueError as exc:
+                bad.append((line_no + i, str(exc), raw))
+                continue
+            good.append(row)
+            raw_good.append((line_no + i, raw))
+        names = list(self.layout.used)
+        if not good:
+            self._dead(bad)
+            return
+        cols = {n: np.array([r[j] for r in good], dtype=_np_type(self.layout.used[n])) for j, n in enumerate(names)}
+        reasons = _problems(self.layout, cols)
+        if reasons is not None:
+            keep = reasons == ""
+            bad += [(ln, str(why), raw) for (ln, raw), why in zip(raw_good, reasons, strict=True) if why]
+            cols = {n: c[keep] for n, c in cols.items()}
+        self._dead(bad)
+        if len(cols[names[0]]):
+            self.run.emit_many(self.layout.topic, build_events(self.layout, cols, self.symbol, self.interval))
+            self.rows += len(cols[names[0]])
+
+
+    def _dead(self, bad: list[tuple[int, str, bytes]]) -> None:
+        for line, error, raw in sorted(bad, key=lambda b: b[0]):
+            self.run.dead_letter(self._pos(line), error, raw)
+
+
+def _np_type(typ: pa.DataType) -> Any:
+    return np.float64 if typ == F64 else (np.int64 if typ == I64 else np.bool_)
+
+
+def csv_streams(path: Path) -> Iterator[tuple[str, IO[bytes]]]:
+    """(position prefix, byte stream) for a .csv file or each .csv member of a .zip."""
+    if path.suffix.lower() == ".zip":
+        with zipfile.ZipFile(path) as zf:
+            members = [m for m in zf.namelist() if m.lower().endswith(".csv")]
+            if not members:
+                raise ValueError(f"{path}: no .csv inside the zip")
+            for m in members:
+                with zf.open(m) as f:
+                    yield (f"{m} " if len(members) > 1 else ""), f
+    else:
+        with open(path, "rb") as f:
+            yield "", f
+
+
+def import_file(run: ImportRun, path: Path, *, kind: str, symbol: str, interval: str | None = None,
+                block_bytes: int = BLOCK_BYTES) -> int:
+    """Import one Binance data file into `run` (the caller finishes it); returns rows imported."""
+    layout = LAYOUTS.get(kind)
+    if layout is None:
+        raise ValueError(f"unknown --kind {kind!r}: use {', '.join(LAYOUTS)}")
+    if kind == "klines":
+        interval = interval or interval_from_name(path.name)
+        if not interval:
+            raise ValueError(f"{path}: cannot tell the kline interval from the name; pass --interval")
+    rows = 0
+    with gc_paused():
+        for where, stream in csv_streams(path):
+            imp = BlockImporter(run, layout, symbol, interval or "", where)
+            imp.feed(stream, block_bytes)
+            rows += imp.rows
+    return rows
+
+
+def import_bytes(run: ImportRun, data: bytes, *, kind: str, symbol: str, interval: str = "") -> int:
+    """Import CSV bytes already in memory (tests, small REST-like dumps)."""
+    imp = BlockImporter(run, LAYOUTS[kind], symbol, interval)
+    imp.feed(io.BytesIO(data))
+    return imp.rows
+
