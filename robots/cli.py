@@ -1,0 +1,147 @@
+"""`ticktape backtest` and `ticktape sweep` (attached to the main CLI by `register`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from typing import Any
+
+import click
+
+from robots.api import RobotError, parse_param_args
+from ticktape.errors import TicktapeError
+
+
+def _tape_uri(ctx: click.Context, tape: str | None) -> str:
+    if tape:
+        return tape
+    obj = ctx.find_object(object)
+    uri = getattr(ctx.obj, "tape_uri", None) if obj is not None else None
+    return uri or "file:./tape"
+
+
+def _topics(values: tuple[str, ...]) -> list[str] | None:
+    out = [t.strip() for v in values for t in v.split(",") if t.strip()]
+    return out or None
+
+
+def _controls(path: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:
+    from robots.venues import coerce_setting
+
+    table: dict[str, Any] = {}
+    if path:
+        with open(path, "rb") as fh:
+            table.update(tomllib.load(fh).get("controls", {}))
+    table.update({k: coerce_setting(v) for k, v in parse_param_args(pairs).items()})
+    return table
+
+
+def _common(f: Any) -> Any:
+    options = [
+        click.option("--tape", "tape", default=None, help="Input tape URI (default: the global --tape)."),
+        click.option("--topics", multiple=True, help="Input topics, in tie-break order (default: the robot's)."),
+        click.option("--from", "start", default=None, help="First event time (ISO 8601, UTC if naive, or ns)."),
+        click.option("--to", "end", default=None, help="End time, exclusive (ISO 8601 or ns)."),
+        click.option("--param", "params", multiple=True, help="Robot parameter k=v (repeatable)."),
+        click.option("--venue", default=None, help="Simulated venue: crypto, betfair or naive (default: the robot's)."),
+        click.option("--venue-param", "venue_params", multiple=True, help="Venue setting k=v (repeatable)."),
+        click.option("--controls", "controls_file", default=None, help="TOML file with a [controls] table."),
+        click.option("--control", "control_pairs", multiple=True, help="Control setting k=v (repeatable)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc)) from exc
+
+
+def _human(summary: dict[str, Any]) -> str:
+    lines = [
+        f"run {summary['run_id']}: {summary['robot']} on {summary['source']} {','.join(summary['topics'])}",
+        f"  events processed  {summary['events']:,}  ({summary['first_event']} .. {summary['last_event']})",
+        f"  intents           {summary['intents']:,}  (rejected by controls: {summary['rejected_by_controls']})",
+        f"  fills             {summary['fills']:,}",
+        f"  PnL               {summary['pnl_exact']}",
+        f"  fees              {summary['fees_exact']}",
+        f"  max drawdown      {summary['max_drawdown_exact']}",
+        f"  wall time         {summary['wall_time_s']:.3f} s  ({summary['events_per_s'] or 0:,} events/s)",
+        f"  intents_sha256    {summary['intents_sha256']}",
+    ]
+    if summary.get("out"):
+        lines.append(f"  written to        {summary['out']} (topics orders.intent, orders.event, runs;"
+                     f" key {summary['run_id']})")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("robot")
+@_common
+@click.option("--out", "out", default=None, help="Output tape URI for the run (default: the input tape).")
+@click.option("--no-out", is_flag=True, help="Do not write the run to any tape.")
+@click.option("--run-id", default=None, help="Run id (default: ROBOT_ID-<random>).")
+@click.option("--robot-id", default=None, help="Robot id carried by the intents (default: the robot's name).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.pass_context
+def backtest(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, ...], start: str | None,
+             end: str | None, params: tuple[str, ...], venue: str | None, venue_params: tuple[str, ...],
+             controls_file: str | None, control_pairs: tuple[str, ...], as_json: bool, out: str | None,
+             no_out: bool, run_id: str | None, robot_id: str | None, progress: bool | None) -> None:
+    """Backtest ROBOT (a built-in name or module:Class) on a tape and print the summary."""
+    from robots.backtest import backtest as run_backtest
+
+    uri = _tape_uri(ctx, tape)
+    try:
+        res = run_backtest(robot, tape=uri, topics=_topics(topics), params=parse_param_args(params), start=start,
+                           end=end, venue=venue, venue_settings=parse_param_args(venue_params),
+                           controls=_controls(controls_file, control_pairs), out_tape=None if no_out else (out or uri),
+                           run_id=run_id, robot_id=robot_id, keep=False,
+                           progress=sys.stderr.isatty() if progress is None else progress)
+    except (TicktapeError, RobotError, ValueError, OSError) as exc:
+        _fail(exc)
+        return
+    click.echo(json.dumps(res.summary, sort_keys=True) if as_json else _human(res.summary))
+
+
+@click.command()
+@click.argument("robot")
+@_common
+@click.option("--grid", "grids", multiple=True, required=True, help="Parameter values k=v1,v2,... (repeatable).")
+@click.option("--workers", default=1, show_default=True, help="Worker processes.")
+@click.option("--sort", "sort_by", default="pnl", show_default=True, help="Summary field to sort by.")
+@click.option("--ascending", is_flag=True, help="Sort ascending (default: descending).")
+@click.option("--save", "save", default=None, help="Also write the results as JSON to this file.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.pass_context
+def sweep(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, ...], start: str | None,
+          end: str | None, params: tuple[str, ...], venue: str | None, venue_params: tuple[str, ...],
+          controls_file: str | None, control_pairs: tuple[str, ...], as_json: bool, grids: tuple[str, ...],
+          workers: int, sort_by: str, ascending: bool, save: str | None, progress: bool | None) -> None:
+    """Backtest ROBOT over a parameter grid in WORKERS processes; print a sorted table (or JSON)."""
+    from robots.sweep import format_table, parse_grid
+    from robots.sweep import sweep as run_sweep
+
+    try:
+        grid = parse_grid(grids)
+        rows = run_sweep(robot, grid, fixed=parse_param_args(params), workers=workers, sort_by=sort_by,
+                         descending=not ascending, progress=sys.stderr.isatty() if progress is None else progress,
+                         tape=_tape_uri(ctx, tape), topics=_topics(topics), start=start, end=end, venue=venue,
+                         venue_settings=parse_param_args(venue_params),
+                         controls=_controls(controls_file, control_pairs))
+    except (TicktapeError, RobotError, ValueError, OSError) as exc:
+        _fail(exc)
+        return
+    text = json.dumps(rows, sort_keys=True)
+    if save:
+        with open(save, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    click.echo(text if as_json else format_table(rows, list(grid)))
+
+
+def register(cli: click.Group) -> None:
+    """Attach `backtest` and `sweep` to the CLI."""
+    cli.add_command(backtest)
+    cli.add_command(sweep)
