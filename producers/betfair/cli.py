@@ -1,0 +1,76 @@
+"""`ticktape import betfair` and `ticktape record betfair`: attached by `producers.cli`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from producers.common import exit_code, summaries_text
+
+
+def register(import_group: click.Group, record_group: click.Group) -> None:
+    """Add the Betfair commands to the shared `import` and `record` groups."""
+    import_group.add_command(import_betfair)
+    record_group.add_command(record_betfair)
+
+
+@click.command("betfair")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--strict", is_flag=True, help="Exit non-zero when any line went to the dead-letter topic.")
+@click.option("--force", is_flag=True, help="Import even if this exact file was imported before.")
+@click.option("--no-catalogue", is_flag=True, help="Ignore FILE.catalogue.json next to a stream file.")
+@click.option("--batch-size", default=1000, show_default=True, help="Events per tape append.")
+@click.option("--json", "as_json", is_flag=True, help="Summaries as JSON lines.")
+@click.pass_obj
+def import_betfair(obj: object, files: tuple[str, ...], strict: bool, force: bool, no_catalogue: bool,
+                   batch_size: int, as_json: bool) -> None:
+    """Import Betfair historical stream files (plain, .gz, .bz2, tar archives) and catalogue JSON.
+
+    Every market change becomes a MarketBook (full ladders) on md.betfair.market, definition
+    changes a MarketDefinition there too; order changes go to orders.betfair, race data to
+    md.betfair.race, bad lines to dlq.betfair.
+    """
+    from producers.betfair.historical import import_file
+
+    tape = obj.tape()  # type: ignore[attr-defined]
+    summaries = []
+    for path in files:
+        summary = import_file(tape, path, force=force, batch_size=batch_size, use_catalogue=not no_catalogue)
+        summaries.append(summary)
+        click.echo(summaries_text([summary], as_json))
+    if len(summaries) > 1 and not as_json:
+        click.echo(summaries_text(summaries, False).rsplit("\n", 1)[-1])
+    code = exit_code(summaries, strict)
+    if code:
+        sys.exit(code)
+
+
+@click.command("betfair")
+@click.option("--filter", "market_filter", default=None,
+              help='Streaming market filter as JSON, e.g. {"eventTypeIds":["7"],"marketTypes":["WIN"]}.')
+@click.option("--market-ids", default=None, help="Comma-separated market ids (alternative to --filter).")
+@click.option("--orders/--no-orders", default=True, show_default=True, help="Also record the order stream.")
+@click.option("--fields", default="EX_ALL_OFFERS,EX_TRADED,EX_TRADED_VOL,EX_LTP,EX_MARKET_DEF,SP_TRADED,SP_PROJECTED",
+              show_default=True, help="Market data fields.")
+@click.option("--conflate-ms", default=0, show_default=True, help="Betfair conflation (0 = every update).")
+@click.option("--heartbeat-ms", default=5000, show_default=True, help="Heartbeat interval (500..5000).")
+@click.option("--catalogue-interval", default=60.0, show_default=True,
+              help="Seconds between catalogue polls (0 = off).")
+@click.option("--raw/--no-raw", default=False, show_default=True, help="Also keep every raw payload on raw.betfair.")
+@click.option("--credentials", "credentials_file", default=None,
+              help="TOML file OUTSIDE the repository with username/password/app_key/certs "
+                   "(default: BETFAIR_USERNAME, BETFAIR_PASSWORD, BETFAIR_APP_KEY, BETFAIR_CERTS).")
+@click.pass_obj
+def record_betfair(obj: object, market_filter: str | None, market_ids: str | None, orders: bool, fields: str,
+                   conflate_ms: int, heartbeat_ms: int, catalogue_interval: float, raw: bool,
+                   credentials_file: str | None) -> None:
+    """Record Betfair's live market (and order) streams onto the tape; reconnects from the last clk."""
+    from producers.betfair.live import RecordOptions, load_credentials, market_filter_from, run_recorder
+
+    options = RecordOptions(
+        market_filter=market_filter_from(market_filter, market_ids), fields=tuple(fields.split(",")),
+        orders=orders, conflate_ms=conflate_ms or None, heartbeat_ms=heartbeat_ms,
+        catalogue_interval=catalogue_interval, keep_raw=raw)
+    credentials = load_credentials(credentials_file)
+    run_recorder(obj.tape(), credentials, options)  # type: ignore[attr-defined]

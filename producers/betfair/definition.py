@@ -1,0 +1,69 @@
+"""Betfair market definitions (stream `marketDefinition`, catalogue JSON) -> `MarketDefinition` events. Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ticktape.events import MarketDefinition, RunnerDefinition
+
+
+def iso_ns(text: str | None) -> int | None:
+    """Betfair's ISO time ('2022-04-19T18:26:00.000Z') as integer ns; None stays None."""
+    if not text:
+        return None
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    # Integer arithmetic: timestamp() is a float and would lose the sub-microsecond digits.
+    return (int(dt.replace(microsecond=0).timestamp()) * 1_000_000 + dt.microsecond) * 1000
+
+
+def _runner(rd: dict[str, Any], names: dict[int, str] | None) -> RunnerDefinition:
+    sid = int(rd["id"])
+    return RunnerDefinition(
+        sid, float(rd.get("hc", 0)), str(rd.get("status", "ACTIVE")), int(rd.get("sortPriority", 0)),
+        rd.get("name") or (names.get(sid) if names else None),
+        rd.get("adjustmentFactor"), rd.get("bsp"), iso_ns(rd.get("removalDate")))
+
+
+def from_stream(market_id: str, md: dict[str, Any], ts_event: int, ts_recv: int,
+                names: dict[int, str] | None = None, market_name: str | None = None) -> MarketDefinition:
+    """A stream `marketDefinition` (as in historical files and live `mcm`) as an event.
+
+    `names` (selection id -> runner name) and `market_name` come from the catalogue when known;
+    the stream itself carries `eventName`/`name` only in some files (Betfair PRO data).
+    """
+    return MarketDefinition(
+        market_id, ts_event, ts_recv, str(md.get("eventId", "")), str(md.get("eventTypeId", "")),
+        md.get("eventName"), md.get("name") or market_name, str(md.get("marketType", "")),
+        md.get("countryCode"), md.get("venue"), iso_ns(md.get("marketTime")) or 0, iso_ns(md.get("suspendTime")),
+        iso_ns(md.get("settledTime")), str(md.get("status", "UNKNOWN")), bool(md.get("inPlay")),
+        int(md.get("betDelay") or 0), bool(md.get("turnInPlayEnabled")), str(md.get("bettingType", "")),
+        int(md.get("numberOfWinners") or 0), int(md.get("version") or 0), str(md.get("timezone", "")),
+        tuple(_runner(rd, names) for rd in md.get("runners", ())))
+
+
+def from_catalogue(cat: dict[str, Any], ts_event: int, ts_recv: int) -> MarketDefinition:
+    """A `listMarketCatalogue` entry (the `*.catalogue.json` files, the catalogue poller) as an event.
+
+    The catalogue has no status, version or bet delay: they are reported as the catalogue
+    knows them (status 'CATALOGUE', version 0); the stream's definitions carry the live values.
+    """
+    desc = cat.get("description") or {}
+    event = cat.get("event") or {}
+    event_type = cat.get("eventType") or {}
+    runners = tuple(
+        RunnerDefinition(int(r["selectionId"]), float(r.get("handicap", 0)), "ACTIVE", int(r.get("sortPriority", 0)),
+                         r.get("runnerName"), None, None, None)
+        for r in cat.get("runners", ()))
+    return MarketDefinition(
+        str(cat["marketId"]), ts_event, ts_recv, str(event.get("id", "")), str(event_type.get("id", "")),
+        event.get("name"), cat.get("marketName"), str(desc.get("marketType", "")), event.get("countryCode"),
+        event.get("venue"), iso_ns(desc.get("marketTime") or cat.get("marketStartTime")) or 0,
+        iso_ns(desc.get("suspendTime")), iso_ns(desc.get("settleTime")), "CATALOGUE", False, 0,
+        bool(desc.get("turnInPlayEnabled")), str(desc.get("bettingType", "")), 0, 0,
+        str(event.get("timezone", "")), runners)
+
+
+def runner_names(cat: dict[str, Any]) -> dict[int, str]:
+    """Selection id -> runner name from a catalogue entry."""
+    return {int(r["selectionId"]): str(r["runnerName"]) for r in cat.get("runners", ()) if "runnerName" in r}

@@ -1,0 +1,130 @@
+"""Betfair Exchange Stream API messages -> ticktape events. Pure: no I/O, no clock.
+
+One `StreamDecoder` per connection (live) or per historical file: it holds the market and
+order caches and turns each message (`mcm`, `ocm`, `rcm`; `connection`/`status` carry no data)
+into `(topic, event)` pairs:
+
+* every market change (`mc` entry) -> one `MarketBook` on `md.betfair.market` with the full book
+  after that change (ts_event = the message's `pt` in ns), preceded by a `MarketDefinition` on
+  the same topic when the change carries a definition that differs from the last one recorded;
+* order changes (`oc`) -> `OrderAccepted`/`OrderFilled`/`OrderCancelled` on `orders.betfair`
+  (see `producers.betfair.orders`);
+* race changes (`rc` of an `rcm`, Betfair's race stream) -> `CustomData` named `betfair.race` on
+  `md.betfair.race`, keyed by market id, payload = the change as JSON.
+
+The same decoder serves `ticktape import betfair` (historical files, ts_recv = pt) and
+`ticktape record betfair` (live, ts_recv = the recorder's capture time).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from producers.betfair.cache import MarketCache
+from producers.betfair.definition import from_stream
+from producers.betfair.orders import OrderCache
+from ticktape.errors import ValidationError
+from ticktape.events import CustomData, Event, MarketBook, MarketDefinition
+
+MARKET_TOPIC = "md.betfair.market"
+ORDERS_TOPIC = "orders.betfair"
+RACE_TOPIC = "md.betfair.race"
+RAW_TOPIC = "raw.betfair"
+GAP_TOPIC = "md.betfair.gap"
+
+MS = 1_000_000  # Betfair times are ms since the epoch; ticktape's are ns
+
+
+class StreamDecoder:
+    """Stateful fold of one stream's messages into events (state: market and order caches).
+
+    `evict_closed` drops a market's cache once its definition says CLOSED (flat memory on
+    files holding many markets); a later change for that market would start a fresh cache.
+    """
+
+    def __init__(self, *, evict_closed: bool = True, runner_names: dict[str, dict[int, str]] | None = None,
+                 market_names: dict[str, str] | None = None) -> None:
+        self.markets: dict[str, MarketCache] = {}
+        self.orders = OrderCache()
+        self.evict_closed = evict_closed
+        self.runner_names = runner_names or {}
+        self.market_names = market_names or {}
+        self._last_definition: dict[str, MarketDefinition] = {}
+        self.market_updates = 0
+        self.last_pt: int | None = None
+
+    def decode_line(self, line: bytes | str, ts_recv: int | None = None) -> list[tuple[str, Event]]:
+        """Parse one JSON line and decode it; `ts_recv` None means 'use the message's pt' (historical)."""
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(f"not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
+        return self.decode(data, ts_recv)
+
+    def decode(self, data: dict[str, Any], ts_recv: int | None = None) -> list[tuple[str, Event]]:
+        """Events of one stream message (already parsed JSON)."""
+        op = data.get("op")
+        if op == "mcm":
+            pt = _pt(data)
+            return self.market_changes(data.get("mc") or (), pt, pt if ts_recv is None else ts_recv)
+        if op == "ocm":
+            pt = _pt(data)
+            recv = pt if ts_recv is None else ts_recv
+            out: list[tuple[str, Event]] = []
+            for oc in data.get("oc") or ():
+                out.extend((ORDERS_TOPIC, e) for e in self.orders.apply(oc, pt, recv))
+            return out
+        if op == "rcm":
+            pt = _pt(data)
+            recv = pt if ts_recv is None else ts_recv
+            return [(RACE_TOPIC, race_data(rc, pt, recv)) for rc in data.get("rc") or ()]
+        if op in ("connection", "status", "marketCatalogue"):
+            return []
+        raise ValidationError(f"unknown stream operation op={op!r}")
+
+    def market_changes(self, mcs: Any, pt: int, ts_recv: int) -> list[tuple[str, Event]]:
+        """Events of an `mcm`'s market changes, all published at `pt` (ns)."""
+        out: list[tuple[str, Event]] = []
+        markets = self.markets
+        for mc in mcs:
+            market_id = mc["id"]
+            cache = markets.get(market_id)
+            if cache is None or mc.get("img"):
+                # A full image replaces the cache, as betfairlightweight does (historical files have no img).
+                cache = markets[market_id] = MarketCache(market_id)
+            definition = mc.get("marketDefinition")
+            book: MarketBook = cache.apply(mc, pt, ts_recv)
+            if definition is not None:
+                md = from_stream(market_id, definition, pt, ts_recv, self.runner_names.get(market_id),
+                                 self.market_names.get(market_id))
+                last = self._last_definition.get(market_id)
+                if last is None or last[3:] != md[3:]:  # fields after the times: a real change
+                    self._last_definition[market_id] = md
+                    out.append((MARKET_TOPIC, md))
+                if self.evict_closed and cache.closed:
+                    del markets[market_id]
+            out.append((MARKET_TOPIC, book))
+            self.market_updates += 1
+        self.last_pt = pt
+        return out
+
+    def market(self, market_id: str) -> MarketCache | None:
+        """The live cache of a market (None when unknown or evicted after closing)."""
+        return self.markets.get(market_id)
+
+
+def _pt(data: dict[str, Any]) -> int:
+    pt = data.get("pt")
+    if not isinstance(pt, int):
+        raise ValidationError(f"message without a valid publish time pt: {pt!r}")
+    return pt * MS
+
+
+def race_data(rc: dict[str, Any], ts_event: int, ts_recv: int) -> CustomData:
+    """One race-stream change (positions `rpc`, runners `rrc`) as `CustomData` keyed by market id."""
+    key = str(rc.get("mid") or rc.get("id") or "")
+    return CustomData("betfair.race", key, ts_event, ts_recv, orjson.dumps(rc).decode(), "application/json")
