@@ -115,6 +115,26 @@ class EntryDecoder:
                               where=self.where)
         return entries  # type: ignore[no-any-return]
 
+    def decode_one(self, buf: bytes, pos: int, offset: int) -> tuple[tuple[str | None, Event], int]:
+        """The (key, event) starting at `pos` of a block's data, and the position after it.
+
+        Record-by-record access to a block that fails as a whole: the records before a
+        corrupt one can still be read (after it, record boundaries are unknown).
+        """
+        try:
+            if self.slow:
+                stream = io.BytesIO(buf)
+                stream.seek(pos)
+                rec: Any = fastavro.schemaless_reader(stream, self.writer, self.reader, return_record_name=True)
+                name, body = rec["event"]
+                return (rec["key"], self.converters[name](body, "")), stream.tell()
+            if VM is not None:
+                entries, end = VM.decode_many(self.prog, buf, pos, 1)
+                return entries[0], end
+            return self.py(buf, pos)
+        except Exception as exc:  # any library error here means this record cannot be read
+            raise DecodeError(f"corrupt record at offset {offset}: {exc}", where=self.where) from exc
+
     def _decode_slow(self, buf: bytes, count: int) -> list[tuple[str | None, Event]]:
         stream = io.BytesIO(buf)
         out = []
@@ -229,6 +249,11 @@ class Segment:
     def read_block(self, index: int) -> list[tuple[str | None, Event]]:
         """Decode the records of the `index`-th block."""
         info = self.blocks[index]
+        return self._decoder().decode(self.read_block_data(index), info.records, info.first_offset)
+
+    def read_block_data(self, index: int) -> bytes:
+        """The raw record bytes of the `index`-th block (e.g. to salvage a corrupt one record by record)."""
+        info = self.blocks[index]
         f = self.file()
         f.seek(info.pos)
         head = f.read(20)
@@ -239,7 +264,7 @@ class Segment:
         if len(data) != size or count != info.records:
             raise DecodeError(f"block at offset {info.first_offset} does not match its index",
                               where=self.where)
-        return self._decoder().decode(data, count, info.first_offset)
+        return data
 
 
 class PartitionLog:

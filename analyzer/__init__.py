@@ -1,0 +1,1 @@
+"""The analyzer: load tapes into DuckDB, metrics, reports, replay and audit of robot runs."""

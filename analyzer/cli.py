@@ -1,0 +1,98 @@
+"""The analyzer's subcommands: `load`, `sql`, `replay`, `audit`, `report` (attached by `register`)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ticktape.timeutil import parse_time
+
+
+def _tape_uri(ctx: click.Context, tape: str | None) -> str:
+    """`--tape` given to the subcommand, else the group's (`ticktape --tape ... load`)."""
+    if tape:
+        return tape
+    obj = ctx.find_object(object)
+    return getattr(obj, "tape_uri", None) or "file:./tape"
+
+
+@click.command("load")
+@click.option("--tape", "tape_uri", default=None, help="Tape URI (default: the global --tape).")
+@click.option("--db", required=True, help="DuckDB file to load into (created if missing).")
+@click.option("--topics", multiple=True, help="Topics to load (repeat or comma-separate; default: all).")
+@click.option("--from", "from_time", default=None, help="First load of a partition starts here (ISO or ns).")
+@click.option("--to", "to_time", default=None, help="Stop each partition before ts_event > this (ISO or ns).")
+@click.option("--skip-bad", is_flag=True, help="List undecodable records in load_errors and load the rest.")
+@click.option("--batch-rows", default=500_000, show_default=True, help="Rows per transaction.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.pass_context
+def load_cmd(ctx: click.Context, tape_uri: str | None, db: str, topics: tuple[str, ...], from_time: str | None,
+             to_time: str | None, skip_bad: bool, batch_rows: int, progress: bool | None) -> None:
+    """Load the tape into DuckDB: one table per event type, incremental and atomic per batch."""
+    from analyzer.load import connect, load
+    from ticktape.tape import open_tape
+
+    names = [t for group in topics for t in group.split(",") if t]
+    tape = open_tape(_tape_uri(ctx, tape_uri))
+    con = connect(db)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        ends = sum(sum(tape.end_offsets(t).values()) for t in (names or [i.name for i in tape.topics()]))
+        bar = tqdm(total=ends, unit="ev", unit_scale=True, file=sys.stderr, leave=False)
+    try:
+        summary = load(tape, con, topics=names or None,
+                       from_ns=parse_time(from_time) if from_time else None,
+                       to_ns=parse_time(to_time) if to_time else None, skip_bad=skip_bad, batch_rows=batch_rows,
+                       on_progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+        con.close()
+        tape.close()
+    click.echo(summary.line())
+
+
+@click.command("sql")
+@click.argument("db")
+@click.argument("query", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def sql_cmd(db: str, query: str | None, fmt: str) -> None:
+    """Run QUERY on the analyzer database DB, or read statements from stdin (a SQL shell).
+
+    The metric views and macros (fills, positions, pnl_summary, equity_curve, ...) are there.
+    """
+    import duckdb
+
+    from analyzer.sql import open_db, run_query, shell
+
+    con = open_db(db)
+    try:
+        if query is not None:
+            try:
+                run_query(con, query, fmt, sys.stdout)
+            except duckdb.Error as exc:
+                raise click.ClickException(str(exc)) from exc
+            return
+        failures = shell(con, fmt)
+    finally:
+        con.close()
+    if failures:
+        sys.exit(1)
+
+
+def register(cli: click.Group) -> None:
+    """Attach the analyzer's commands to the `ticktape` CLI."""
+    cli.add_command(load_cmd)
+    cli.add_command(sql_cmd)
+    for extra in ("analyzer.cli_runs",):
+        try:
+            mod = __import__(extra, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name and extra.startswith(exc.name):
+                continue
+            raise
+        mod.register(cli)

@@ -1,0 +1,204 @@
+"""Trading metrics as DuckDB views and table macros over the loaded event tables.
+
+Money is exact: prices, sizes and fees are cast to DECIMAL(38, 9) (the double's value rounded
+to 1e-9, like `robots.positions.to_units`) and every sum and product stays DECIMAL; only
+ratios (win rate, Sharpe, averages of prices) are doubles. Grain: run (the `key` of the
+`orders.*` records, which the runner sets to the run id), robot and instrument.
+
+Views (all time columns BIGINT ns):
+- `fills`: every fill with signed `qty`, `notional`, `cash_flow` (after fees), `latency_ns`.
+- `positions`: after each fill: `position`, `cash`, `fees`, `buy_volume`, `sell_volume`.
+- `marks`: mark prices per instrument: trade prices and quote mids.
+- `round_trips`: FIFO lot matching (the k-th unit bought closes against the k-th unit sold,
+  which is FIFO for longs and shorts alike): qty, entry/exit prices and times, `pnl` (gross).
+- `realized_pnl`: cumulative realized (FIFO) PnL per round-trip close.
+- `pnl_summary`: per run/robot/instrument: fills, volume, fees, position, realized,
+  unrealized (marked to the last trade or quote mid at the run's end, else the last fill),
+  total = cash + position x mark.
+- `trade_stats`: per run/robot/instrument: round trips, win rate, average win and loss,
+  average and max holding time.
+- `order_latency`: per order: intent -> accepted -> first fill -> last fill (ns).
+- `betfair_selection_pnl` / `betfair_market_pnl`: settled profit per selection and per
+  market (BUY = back, SELL = lay; result from the last MarketDefinition's runner status);
+  the market view takes commission on positive net market profit at `betfair_commission()`.
+
+Table macros:
+- `equity_curve(run, bucket_ns)`: per bucket end: cash, position value at the mark, equity
+  (= total PnL), running peak, drawdown.
+- `run_stats(run, bucket_ns)`: equity curve statistics: final equity, max drawdown, Sharpe
+  and Sortino of per-bucket PnL changes, annualised with sqrt(buckets per 365 days).
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from analyzer.load import ensure_table
+
+NEEDED_TYPES = ("Trade", "Quote", "OrderFilled", "PlaceOrder", "OrderAccepted", "OrderRejected",
+                "MarketDefinition", "RunStarted", "RunFinished")
+"""Tables the metrics read: created empty when the tape had none, so every view exists."""
+
+D = "DECIMAL(38, 9)"
+YEAR_NS = 365 * 86_400 * 1_000_000_000
+
+_VIEWS = [
+    f"""CREATE OR REPLACE VIEW fills AS
+    SELECT key AS run, robot, venue, instrument, ts_event, ts_recv, "offset", client_order_id, fill_id, side,
+           liquidity, price::{D} AS price, size::{D} AS size, fee::{D} AS fee,
+           CASE side WHEN 'BUY' THEN size::{D} ELSE -size::{D} END AS qty,
+           (price::{D} * size::{D})::{D} AS notional,
+           (CASE side WHEN 'BUY' THEN -1 ELSE 1 END * price::{D} * size::{D} - fee::{D})::{D} AS cash_flow,
+           ts_recv - ts_event AS latency_ns
+    FROM order_filled""",
+    f"""CREATE OR REPLACE VIEW positions AS
+    SELECT *, SUM(qty) OVER w AS position, SUM(cash_flow) OVER w AS cash, SUM(fee) OVER w AS fees,
+           SUM(CASE WHEN side = 'BUY' THEN size ELSE 0::{D} END) OVER w AS buy_volume,
+           SUM(CASE WHEN side = 'SELL' THEN size ELSE 0::{D} END) OVER w AS sell_volume
+    FROM fills
+    WINDOW w AS (PARTITION BY run, robot, instrument ORDER BY ts_event, "offset" ROWS UNBOUNDED PRECEDING)""",
+    f"""CREATE OR REPLACE VIEW marks AS
+    SELECT instrument, ts_event, price::{D} AS mark, 'trade' AS source FROM trade
+    UNION ALL
+    SELECT instrument, ts_event, ((bid_price::{D} + ask_price::{D}) / 2)::{D}, 'mid' FROM quote
+    WHERE bid_price > 0 AND ask_price > 0""",
+    f"""CREATE OR REPLACE VIEW round_trips AS
+    WITH legs AS (
+        SELECT run, robot, instrument, side, ts_event, "offset", price, size,
+               SUM(size) OVER (PARTITION BY run, robot, instrument, side ORDER BY ts_event, "offset"
+                               ROWS UNBOUNDED PRECEDING) AS hi
+        FROM fills),
+    b AS (SELECT *, hi - size AS lo FROM legs WHERE side = 'BUY'),
+    s AS (SELECT *, hi - size AS lo FROM legs WHERE side = 'SELL')
+    SELECT b.run, b.robot, b.instrument,
+           CASE WHEN b.ts_event < s.ts_event OR (b.ts_event = s.ts_event AND b."offset" <= s."offset")
+                THEN 'LONG' ELSE 'SHORT' END AS direction,
+           (LEAST(b.hi, s.hi) - GREATEST(b.lo, s.lo))::{D} AS qty,
+           b.price AS buy_price, s.price AS sell_price,
+           LEAST(b.ts_event, s.ts_event) AS open_ts, GREATEST(b.ts_event, s.ts_event) AS close_ts,
+           GREATEST(b.ts_event, s.ts_event) - LEAST(b.ts_event, s.ts_event) AS holding_ns,
+           ((s.price - b.price) * (LEAST(b.hi, s.hi) - GREATEST(b.lo, s.lo)))::{D} AS pnl
+    FROM b JOIN s ON b.run = s.run AND b.robot = s.robot AND b.instrument = s.instrument
+                 AND b.lo < s.hi AND s.lo < b.hi""",
+    """CREATE OR REPLACE VIEW realized_pnl AS
+    SELECT run, robot, instrument, close_ts AS ts_event, pnl,
+           SUM(pnl) OVER (PARTITION BY run, robot, instrument ORDER BY close_ts, open_ts
+                          ROWS UNBOUNDED PRECEDING) AS realized
+    FROM round_trips""",
+    """CREATE OR REPLACE VIEW run_bounds AS
+    SELECT run, MIN(t0) AS start_ts, MAX(t1) AS end_ts FROM (
+        SELECT key AS run, MIN(ts_event) AS t0, MAX(ts_event) AS t1 FROM order_filled GROUP BY key
+        UNION ALL SELECT key, MIN(ts_event), MAX(ts_event) FROM place_order GROUP BY key
+        UNION ALL SELECT run_id, MIN(ts_event), MAX(ts_event) FROM run_started GROUP BY run_id
+        UNION ALL SELECT run_id, MIN(ts_event), MAX(ts_event) FROM run_finished GROUP BY run_id)
+    GROUP BY run""",
+    f"""CREATE OR REPLACE VIEW pnl_summary AS
+    WITH last AS (
+        SELECT * FROM positions
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY run, robot, instrument ORDER BY ts_event DESC, "offset" DESC) = 1),
+    agg AS (
+        SELECT run, robot, instrument, COUNT(*) AS fills, SUM(size) AS volume, SUM(notional) AS notional,
+               SUM(fee) AS fees
+        FROM fills GROUP BY ALL),
+    rt AS (SELECT run, robot, instrument, SUM(pnl) AS realized FROM round_trips GROUP BY ALL),
+    mk AS (
+        SELECT l.run, l.robot, l.instrument, COALESCE(m.mark, l.price) AS mark
+        FROM (SELECT l.*, rb.end_ts FROM last l JOIN run_bounds rb USING (run)) l
+        ASOF LEFT JOIN marks m ON l.instrument = m.instrument AND l.end_ts >= m.ts_event)
+    SELECT a.run, a.robot, a.instrument, a.fills, a.volume, a.notional, a.fees, l.position, mk.mark,
+           COALESCE(rt.realized, 0::{D}) AS realized,
+           (l.cash + l.position * mk.mark)::{D} AS total_pnl,
+           (l.cash + l.position * mk.mark + a.fees - COALESCE(rt.realized, 0::{D}))::{D} AS unrealized
+    FROM agg a JOIN last l USING (run, robot, instrument) JOIN mk USING (run, robot, instrument)
+    LEFT JOIN rt USING (run, robot, instrument)""",
+    """CREATE OR REPLACE VIEW trade_stats AS
+    SELECT run, robot, instrument, COUNT(*) AS round_trips,
+           COUNT(*) FILTER (WHERE pnl > 0) AS wins, COUNT(*) FILTER (WHERE pnl < 0) AS losses,
+           COUNT(*) FILTER (WHERE pnl > 0)::DOUBLE / COUNT(*) AS win_rate,
+           AVG(pnl) FILTER (WHERE pnl > 0)::DOUBLE AS avg_win, AVG(pnl) FILTER (WHERE pnl < 0)::DOUBLE AS avg_loss,
+           SUM(pnl) AS gross_pnl, AVG(holding_ns)::DOUBLE AS avg_holding_ns, MAX(holding_ns) AS max_holding_ns
+    FROM round_trips GROUP BY ALL""",
+    """CREATE OR REPLACE VIEW order_latency AS
+    WITH f AS (SELECT robot, client_order_id, MIN(ts_event) AS first_fill_ts, MAX(ts_event) AS last_fill_ts,
+                      COUNT(*) AS fills FROM order_filled GROUP BY ALL),
+         a AS (SELECT robot, client_order_id, MIN(ts_event) AS accepted_ts FROM order_accepted GROUP BY ALL),
+         r AS (SELECT robot, client_order_id, MIN(ts_event) AS rejected_ts, ANY_VALUE(reason) AS reject_reason
+               FROM order_rejected GROUP BY ALL)
+    SELECT p.key AS run, p.robot, p.client_order_id, p.instrument, p.side, p.ts_event AS intent_ts,
+           a.accepted_ts, r.rejected_ts, r.reject_reason, f.first_fill_ts, f.last_fill_ts, f.fills,
+           a.accepted_ts - p.ts_event AS intent_to_accepted_ns, f.first_fill_ts - p.ts_event AS intent_to_fill_ns,
+           f.first_fill_ts - a.accepted_ts AS accepted_to_fill_ns
+    FROM place_order p LEFT JOIN a USING (robot, client_order_id) LEFT JOIN f USING (robot, client_order_id)
+    LEFT JOIN r USING (robot, client_order_id)""",
+    """CREATE OR REPLACE MACRO betfair_commission() AS 0.05""",
+    f"""CREATE OR REPLACE VIEW betfair_selection_pnl AS
+    WITH result AS (
+        SELECT market_id, r.selection_id, r.status AS result
+        FROM (SELECT * FROM market_definition
+              QUALIFY ROW_NUMBER() OVER (PARTITION BY market_id ORDER BY ts_event DESC, "offset" DESC) = 1) d,
+             UNNEST(d.runners) AS u(r)),
+    bets AS (
+        SELECT run, robot, split_part(instrument, ':', 1) AS market_id,
+               TRY_CAST(split_part(instrument, ':', 2) AS BIGINT) AS selection_id, side, price, size
+        FROM fills WHERE venue = 'betfair')
+    SELECT b.run, b.robot, b.market_id, b.selection_id, COALESCE(r.result, 'UNSETTLED') AS result,
+           COUNT(*) AS bets,
+           SUM(CASE WHEN b.side = 'BUY' THEN b.size ELSE 0::{D} END) AS back_stake,
+           SUM(CASE WHEN b.side = 'SELL' THEN b.size ELSE 0::{D} END) AS lay_stake,
+           SUM(CASE WHEN r.result = 'WINNER' THEN
+                    CASE WHEN b.side = 'BUY' THEN b.size * (b.price - 1) ELSE -b.size * (b.price - 1) END
+                    WHEN r.result IN ('LOSER', 'REMOVED', 'PLACED') THEN
+                    CASE WHEN b.side = 'BUY' THEN -b.size ELSE b.size END
+                    ELSE 0 END)::{D} AS profit
+    FROM bets b LEFT JOIN result r USING (market_id, selection_id)
+    GROUP BY ALL""",
+    f"""CREATE OR REPLACE VIEW betfair_market_pnl AS
+    SELECT run, robot, market_id, SUM(bets) AS bets, SUM(profit) AS gross_profit,
+           (GREATEST(SUM(profit), 0) * betfair_commission())::{D} AS commission,
+           (SUM(profit) - GREATEST(SUM(profit), 0) * betfair_commission())::{D} AS net_profit,
+           BOOL_AND(result <> 'UNSETTLED') AS settled
+    FROM betfair_selection_pnl GROUP BY ALL""",
+    f"""CREATE OR REPLACE MACRO equity_curve(which_run, bucket_ns) AS TABLE
+    WITH rb AS (SELECT * FROM run_bounds WHERE run = which_run),
+    grid AS (
+        SELECT UNNEST(generate_series((rb.start_ts // bucket_ns) * bucket_ns + bucket_ns,
+                                      (rb.end_ts // bucket_ns) * bucket_ns + bucket_ns, bucket_ns)) AS ts_event
+        FROM rb),
+    inst AS (SELECT DISTINCT robot, instrument FROM fills WHERE run = which_run),
+    pts AS (SELECT g.ts_event, i.robot, i.instrument FROM grid g CROSS JOIN inst i),
+    pos AS (SELECT * FROM positions WHERE run = which_run),
+    asof_pos AS (
+        SELECT p.ts_event, p.robot, p.instrument, COALESCE(q.position, 0::{D}) AS position,
+               COALESCE(q.cash, 0::{D}) AS cash, COALESCE(q.fees, 0::{D}) AS fees, q.price AS fill_price
+        FROM pts p ASOF LEFT JOIN pos q ON p.robot = q.robot AND p.instrument = q.instrument
+                                      AND p.ts_event >= q.ts_event),
+    valued AS (
+        SELECT a.*, COALESCE(m.mark, a.fill_price, 0::{D}) AS mark
+        FROM asof_pos a ASOF LEFT JOIN marks m ON a.instrument = m.instrument AND a.ts_event >= m.ts_event),
+    total AS (
+        SELECT ts_event, SUM(cash)::{D} AS cash, SUM(fees)::{D} AS fees,
+               SUM(position * mark)::{D} AS position_value, SUM(cash + position * mark)::{D} AS equity
+        FROM valued GROUP BY ts_event)
+    SELECT ts_event, cash, fees, position_value, equity,
+           MAX(equity) OVER (ORDER BY ts_event ROWS UNBOUNDED PRECEDING) AS peak,
+           (MAX(equity) OVER (ORDER BY ts_event ROWS UNBOUNDED PRECEDING) - equity)::{D} AS drawdown
+    FROM total ORDER BY ts_event""",
+    f"""CREATE OR REPLACE MACRO run_stats(which_run, bucket_ns) AS TABLE
+    WITH e AS (SELECT *, equity - COALESCE(LAG(equity) OVER (ORDER BY ts_event), 0) AS change
+               FROM equity_curve(which_run, bucket_ns))
+    SELECT which_run AS run, COUNT(*) AS buckets, LAST(equity ORDER BY ts_event) AS final_equity,
+           MAX(drawdown) AS max_drawdown, MAX(peak) AS peak_equity,
+           AVG(change::DOUBLE) AS mean_change, STDDEV_SAMP(change::DOUBLE) AS stddev_change,
+           AVG(change::DOUBLE) / NULLIF(STDDEV_SAMP(change::DOUBLE), 0) * SQRT({YEAR_NS} / bucket_ns) AS sharpe,
+           AVG(change::DOUBLE) / NULLIF(SQRT(AVG(POW(LEAST(change::DOUBLE, 0), 2))), 0)
+               * SQRT({YEAR_NS} / bucket_ns) AS sortino
+    FROM e""",
+]
+
+
+def install_metrics(con: duckdb.DuckDBPyConnection) -> None:
+    """Create (or refresh) every metric view and macro; missing source tables are created empty."""
+    for type_name in NEEDED_TYPES:
+        ensure_table(con, type_name)
+    for sql in _VIEWS:
+        con.execute(sql)

@@ -1,0 +1,185 @@
+"""Where the loader's Arrow batches come from, per topic-partition, in offset order.
+
+Three paths, fastest first:
+
+- file tape, columnar reader (`ticktape.tape.columnar.read_columnar`): Parquet copies of
+  sealed segments, on-the-fly conversion of the growing one;
+- file tape, block by block (`Segment.read_block`): used when the columnar reader is not
+  there, and to salvage a block that fails to decode (`--skip-bad`): the records before the
+  corrupt one are kept, the rest of that block is reported (Avro has no record boundaries, so
+  nothing after a corrupt record can be found);
+- any other backend (Kafka): `Tape.read`, converted in chunks.
+
+Every path yields `Chunk`s: one event type's rows (`_offset`, `_key`, fields) or the
+bad records found, plus the next offset to read, so the loader can commit a batch and its
+bookmark together.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import pyarrow as pa
+
+from analyzer.arrow_schema import events_to_table
+from ticktape.errors import DecodeError
+from ticktape.tape.base import Tape
+from ticktape.tape.file import FileTape
+
+log = logging.getLogger("ticktape.analyzer.source")
+
+try:  # the lead's columnar reader (Parquet-cached sealed segments), when present
+    from ticktape.tape.columnar import read_columnar as _read_columnar
+except ImportError:  # pragma: no cover - depends on the checkout
+    _read_columnar = None
+
+CHUNK_ROWS = 65_536
+
+
+class BadRecord(NamedTuple):
+    """A record that could not be decoded."""
+
+    offset: int
+    error: str
+
+
+class BadRecordError(DecodeError):
+    """A record that cannot be decoded, at a known offset (raised without `skip_bad`)."""
+
+    def __init__(self, bad: BadRecord) -> None:
+        self.offset = bad.offset
+        super().__init__(f"offset {bad.offset}: {bad.error}")
+
+
+class Chunk(NamedTuple):
+    """Rows of one event type (or none), bad records, and the next offset after them."""
+
+    type_name: str | None
+    table: pa.Table | None
+    bad: list[BadRecord]
+    next_offset: int
+
+
+def _runs(entries: list[tuple[int, str | None, Any]], next_offset: int) -> Iterator[Chunk]:
+    """Maximal runs of one event type as chunks; the last one carries `next_offset`."""
+    groups = [(name, list(run)) for name, run in itertools.groupby(entries, key=lambda e: type(e[2]).__name__)]
+    for i, (name, run) in enumerate(groups):
+        offsets, keys, events = zip(*run, strict=True)
+        nxt = next_offset if i == len(groups) - 1 else run[-1][0] + 1
+        yield Chunk(name, events_to_table(name, events, offsets, keys), [], nxt)
+
+
+def chunks(tape: Tape, topic: str, partition: int, from_offset: int, *, skip_bad: bool,
+           columnar: bool = True) -> Iterator[Chunk]:
+    """Chunks of one topic-partition from `from_offset`, in offset order.
+
+    Without `skip_bad`, a record that cannot be decoded raises DecodeError naming the topic,
+    partition and offset.
+    """
+    if isinstance(tape, FileTape):
+        offset = from_offset
+        if columnar and _read_columnar is not None:
+            try:
+                for name, table in _read_columnar(tape, topic, partition, offset):
+                    offset = int(table.column("_offset")[-1].as_py()) + 1
+                    yield Chunk(name, table, [], offset)
+                return
+            except DecodeError as exc:
+                # The columnar reader fails a whole segment; the block path finds the exact record.
+                log.warning("reading %s/%d from offset %d block by block: %s", topic, partition, offset, exc)
+        yield from _file_blocks(tape, topic, partition, offset, skip_bad=skip_bad)
+        return
+    yield from _generic(tape, topic, partition, from_offset, skip_bad=skip_bad)
+
+
+def _file_blocks(tape: FileTape, topic: str, partition: int, from_offset: int, *,
+                 skip_bad: bool) -> Iterator[Chunk]:
+    """Block by block through the file tape's segments; corrupt blocks salvaged when allowed."""
+    plog = tape._log(topic, partition)  # the partition's segments: the block-level view we need
+    si, bi = plog.locate(max(from_offset, plog.start_offset))
+    pending: list[tuple[int, str | None, Any]] = []
+    while si < len(plog.segments):
+        seg = plog.segments[si]
+        if bi >= len(seg.blocks):
+            si, bi = si + 1, 0
+            continue
+        info = seg.blocks[bi]
+        first = max(from_offset, info.first_offset)
+        end = info.first_offset + info.records
+        bad: list[BadRecord] = []
+        try:
+            entries = seg.read_block(bi)
+        except DecodeError as exc:
+            entries, bad = _salvage(seg, bi, exc)
+        pending.extend((info.first_offset + i, k, e) for i, (k, e) in enumerate(entries)
+                       if info.first_offset + i >= first)
+        bad = [b for b in bad if b.offset >= first]
+        if bad and not skip_bad:
+            yield from _runs(pending, bad[0].offset)  # the good records before it still load
+            raise BadRecordError(bad[0])
+        if bad:
+            # Flush the good rows before the bad ones, so each chunk's next_offset is exact.
+            yield from _runs(pending, bad[0].offset)
+            pending = []
+            yield Chunk(None, None, bad, end)
+        elif len(pending) >= CHUNK_ROWS:
+            yield from _runs(pending, end)
+            pending = []
+        bi += 1
+    if pending:
+        yield from _runs(pending, pending[-1][0] + 1)
+
+
+def _salvage(seg: Any, index: int, exc: DecodeError) -> tuple[list[tuple[str | None, Any]], list[BadRecord]]:
+    """Decode a failing block record by record: the good records before the first bad one, and the rest as bad."""
+    info = seg.blocks[index]
+    good: list[tuple[str | None, Any]] = []
+    try:
+        data = seg.read_block_data(index)
+    except DecodeError as inner:
+        return [], [BadRecord(info.first_offset + i, str(inner)) for i in range(info.records)]
+    decoder = seg._decoder()
+    pos = 0
+    for i in range(info.records):
+        offset = info.first_offset + i
+        try:
+            entry, pos = decoder.decode_one(data, pos, offset)
+        except DecodeError as err:
+            rest = [BadRecord(o, f"unreadable: follows the corrupt record at offset {offset} in its block")
+                    for o in range(offset + 1, info.first_offset + info.records)]
+            return good, [BadRecord(offset, str(err)), *rest]
+        good.append(entry)
+    # Every record decodes on its own: the block failed as a whole (e.g. stray bytes after its
+    # records). The records are intact, so they load; the anomaly is logged.
+    log.warning("block at offset %d decodes record by record despite: %s", info.first_offset, exc)
+    return good, []
+
+
+def _generic(tape: Tape, topic: str, partition: int, from_offset: int, *, skip_bad: bool) -> Iterator[Chunk]:
+    """Through `Tape.read`; a DecodeError ends the reader, so it restarts after the bad record."""
+    offset = from_offset
+    while True:
+        pending: list[tuple[int, str | None, Any]] = []
+        try:
+            for rec in tape.read(topic, partition, from_offset=offset):
+                pending.append((rec.offset, rec.key, rec.event))
+                if len(pending) >= CHUNK_ROWS:
+                    offset = pending[-1][0] + 1
+                    yield from _runs(pending, offset)
+                    pending = []
+        except DecodeError as exc:
+            if not skip_bad:
+                raise
+            if pending:
+                offset = pending[-1][0] + 1
+                yield from _runs(pending, offset)
+            # The backend stopped at the record after the last good one: that is the bad one.
+            yield Chunk(None, None, [BadRecord(offset, str(exc))], offset + 1)
+            offset += 1
+            continue
+        if pending:
+            yield from _runs(pending, pending[-1][0] + 1)
+        return

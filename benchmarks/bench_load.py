@@ -1,0 +1,73 @@
+"""`ticktape load` throughput: Trade events from the file tape into a DuckDB file.
+
+    python -m benchmarks.bench_load [N] [--segment-mb MB] [--stream N10]
+
+Reports the first load (Avro decode; sealed segments get their Parquet copy written), a
+second load of the same tape into a fresh database (sealed segments read from Parquet),
+an incremental re-run (nothing new), and the peak memory of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from analyzer.load import connect, load
+from benchmarks.common import machine, max_rss_mb, report
+from ticktape.events import Trade
+from ticktape.tape.file import FileTape
+
+
+def make_tape(root: Path, n: int, segment_mb: int) -> FileTape:
+    """N deterministic trades in batches of 10k (the producers' usual batch)."""
+    tape = FileTape(root, segment_bytes=segment_mb * 1024 * 1024)
+    ts0 = 1_700_000_000_000_000_000
+    batch = 10_000
+    for start in range(0, n, batch):
+        tape.append("md.binance.trade", [
+            Trade("binance", "BTCUSDT", ts0 + i * 1_000_000, ts0 + i * 1_000_000 + 5_000, 30_000.0 + (i % 100) * 0.5,
+                  0.001 * (1 + i % 7), "BUY" if i % 2 else "SELL", str(i))
+            for i in range(start, min(n, start + batch))])
+    return tape
+
+
+def timed_load(tape: FileTape, db: Path) -> tuple[float, int]:
+    db.unlink(missing_ok=True)
+    con = connect(str(db))
+    gc.collect()
+    t0 = time.perf_counter()
+    summary = load(tape, con)
+    seconds = time.perf_counter() - t0
+    con.close()
+    return seconds, summary.rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("n", type=int, nargs="?", default=1_000_000)
+    parser.add_argument("--segment-mb", type=int, default=64)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench_load_"))
+    try:
+        tape = make_tape(work / "tape", args.n, args.segment_mb)
+        first, rows = timed_load(tape, work / "a.duckdb")
+        report("load_first", machine=machine(), events=rows, seconds=round(first, 3),
+               events_per_s=round(rows / first), segments=len(tape.segment_paths("md.binance.trade")))
+        second, rows = timed_load(tape, work / "b.duckdb")
+        report("load_cached", events=rows, seconds=round(second, 3), events_per_s=round(rows / second))
+        con = connect(str(work / "b.duckdb"))
+        t0 = time.perf_counter()
+        again = load(tape, con)
+        report("load_incremental_nothing_new", events=again.rows, seconds=round(time.perf_counter() - t0, 4))
+        con.close()
+        report("load_memory", peak_rss_mb=round(max_rss_mb(), 1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
