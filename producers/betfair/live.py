@@ -1,0 +1,265 @@
+"""`ticktape record betfair`: the thin I/O shell around `StreamSession` (betfairlightweight sockets).
+
+Threads: one per stream (market, optionally order) running `run_stream` (connect, subscribe
+with the session's last clocks, read until the socket drops, back off, again), one catalogue
+poller, and the caller's thread appending everything to the tape from one queue (a tape has
+one writer). Nothing here decides what a message means: that is `StreamSession`, tested
+offline. Credentials come only from the environment or a TOML file outside the repository and
+are passed to betfairlightweight as they are, never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import subprocess
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import betfairlightweight
+import orjson
+
+from producers.betfair.catalogue import CataloguePoller
+from producers.betfair.session import StreamSession
+from producers.common import BatchAppender, dlq_topic
+from ticktape.errors import TicktapeError
+from ticktape.events import Event
+from ticktape.tape.base import Tape
+from ticktape.timeutil import Clock, WallClock
+
+log = logging.getLogger(__name__)
+
+SOURCE = "betfair"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Credentials:
+    """Betfair login: the secrets are `Secret`s (masked in repr/str/logs)."""
+
+    username: str
+    password: Any  # ticktape.config.Secret
+    app_key: Any  # ticktape.config.Secret
+    certs: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordOptions:
+    """What to subscribe to and how."""
+
+    market_filter: dict[str, Any]
+    fields: tuple[str, ...] = ("EX_ALL_OFFERS", "EX_TRADED", "EX_TRADED_VOL", "EX_LTP", "EX_MARKET_DEF")
+    orders: bool = True
+    conflate_ms: int | None = None
+    heartbeat_ms: int = 5000
+    catalogue_interval: float = 60.0
+    keep_raw: bool = False
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    flush_interval: float = 0.2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def market_filter_from(text: str | None, market_ids: str | None) -> dict[str, Any]:
+    """The streaming market filter from `--filter` JSON and/or `--market-ids`."""
+    flt: dict[str, Any] = {}
+    if text:
+        try:
+            flt = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise TicktapeError(f"--filter is not JSON: {exc}") from exc
+        if not isinstance(flt, dict):
+            raise TicktapeError("--filter must be a JSON object, e.g. '{\"eventTypeIds\": [\"7\"]}'")
+    if market_ids:
+        flt["marketIds"] = [m.strip() for m in market_ids.split(",") if m.strip()]
+    if not flt:
+        raise TicktapeError("give --filter or --market-ids: recording every market is not allowed by Betfair")
+    return flt
+
+
+def _inside_repo(path: Path) -> bool:
+    try:
+        top = subprocess.run(["git", "-C", str(path.parent), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return top.returncode == 0 and bool(top.stdout.strip())
+
+
+def load_credentials(path: str | None = None, env: dict[str, str] | None = None) -> Credentials:
+    """Credentials from a TOML file outside any git repository (`[betfair]` table), else the environment.
+
+    Environment: BETFAIR_USERNAME, BETFAIR_PASSWORD, BETFAIR_APP_KEY, BETFAIR_CERTS (a directory).
+    """
+    from ticktape.config import Secret
+
+    env = dict(os.environ) if env is None else env
+    values: dict[str, str] = {}
+    if path:
+        p = Path(path).expanduser().resolve()
+        if _inside_repo(p):
+            raise TicktapeError(f"{p} is inside a git repository: keep credentials outside it")
+        with open(p, "rb") as f:
+            data = tomllib.load(f)
+        values = {k: str(v) for k, v in data.get("betfair", data).items()}
+
+    def get(key: str) -> str | None:
+        return values.get(key) or env.get(f"BETFAIR_{key.upper()}")
+
+    missing = [k for k in ("username", "password", "app_key") if not get(k)]
+    if missing:
+        raise TicktapeError(f"Betfair credentials missing: {', '.join('BETFAIR_' + m.upper() for m in missing)} "
+                            "(environment) or the same keys in the --credentials file")
+    return Credentials(username=str(get("username")), password=Secret(str(get("password"))),
+                       app_key=Secret(str(get("app_key"))), certs=get("certs"))
+
+
+def backoff_delays(initial: float, maximum: float) -> Iterator[float]:
+    """1, 2, 4, ... seconds, capped: the wait before each reconnect attempt."""
+    delay = initial
+    while True:
+        yield delay
+        delay = min(delay * 2, maximum)
+
+
+Emit = Callable[[list[tuple[str, Event]]], None]
+Connect = Callable[[StreamSession, Callable[[str | bytes], bool]], None]
+"""Open a connection for a session and feed each raw line to the callback until it drops (raises)."""
+
+
+def pump(session: StreamSession, raw: str | bytes, clock: Clock, emit: Emit) -> bool:
+    """One raw line through the session; its events to `emit`. False = close the connection."""
+    out = session.on_message(raw, clock.now())
+    events = out.events + [(dlq_topic(SOURCE), dl) for dl in out.dead_letters]
+    if events:
+        emit(events)
+    if out.error:
+        log.error("betfair %s stream: %s", session.stream, out.error)
+    return not out.close
+
+
+def run_stream(session: StreamSession, connect: Connect, clock: Clock, emit: Emit, stop: threading.Event,
+               delays: Iterator[float], sleep: Callable[[float], None] = time.sleep) -> None:
+    """Connect, read until the connection drops, back off, reconnect from the last clk; until `stop`."""
+    while not stop.is_set():
+        try:
+            session.on_connected()
+            connect(session, lambda raw: pump(session, raw, clock, emit))
+            reason = "connection closed"
+        except Exception as exc:  # the socket layer's errors (SocketError, ListenerError, OSError ...)
+            reason = f"disconnected: {type(exc).__name__}: {exc}"
+        if stop.is_set():
+            break
+        session.on_disconnected(clock.now(), reason)
+        delay = next(delays)
+        log.warning("betfair %s stream %s; reconnecting in %.0f s", session.stream, reason, delay)
+        sleep(delay)
+    emit(session.close(clock.now()))
+
+
+class RawListener(betfairlightweight.StreamListener):  # type: ignore[misc]
+    """betfairlightweight listener handing each raw line to the recorder instead of building its caches.
+
+    `BetfairStream` calls `on_data` with every CRLF-delimited line it reads; returning False
+    makes it close the socket (raising `ListenerError`), which `run_stream` treats as a drop.
+    """
+
+    def __init__(self, on_raw: Callable[[str | bytes], bool], operation: str = "marketSubscription") -> None:
+        super().__init__(max_latency=None)
+        self._on_raw = on_raw
+        self._operation = operation
+
+    def on_data(self, raw_data: str) -> bool | None:
+        return None if self._on_raw(raw_data) else False
+
+    def update_unique_id(self, unique_id: int) -> None:
+        # A resubscription (initialClk + clk) on a fresh connection: betfairlightweight expects a
+        # registered stream here, which a new listener does not have yet.
+        if self.stream is None:
+            self.register_stream(unique_id, self._operation)
+        else:
+            super().update_unique_id(unique_id)
+
+
+def _betfairlightweight_connect(client: Any, options: RecordOptions) -> Connect:
+    """A `Connect` over betfairlightweight's `BetfairStream` (socket, authentication, subscribe)."""
+    from betfairlightweight.filters import streaming_market_data_filter, streaming_market_filter
+
+    def connect(session: StreamSession, on_raw: Callable[[str | bytes], bool]) -> None:
+        operation = "marketSubscription" if session.stream == "market" else "orderSubscription"
+        stream = client.streaming.create_stream(listener=RawListener(on_raw, operation))
+        initial_clk, clk = session.resubscribe_clocks()
+        if session.stream == "market":
+            stream.subscribe_to_markets(
+                market_filter=streaming_market_filter(**options.market_filter),
+                market_data_filter=streaming_market_data_filter(fields=list(options.fields)),
+                initial_clk=initial_clk, clk=clk, conflate_ms=options.conflate_ms, heartbeat_ms=options.heartbeat_ms)
+        else:
+            stream.subscribe_to_orders(initial_clk=initial_clk, clk=clk, conflate_ms=options.conflate_ms,
+                                       heartbeat_ms=options.heartbeat_ms)
+        try:
+            stream.start()
+        finally:
+            stream.stop()
+
+    return connect
+
+
+def run_recorder(tape: Tape, credentials: Credentials, options: RecordOptions, *, clock: Clock | None = None,
+                 client: Any = None) -> None:
+    """Record until interrupted (Ctrl-C): market (+ order) streams and the catalogue onto `tape`."""
+    clock = clock or WallClock()
+    if client is None:
+        client = betfairlightweight.APIClient(credentials.username, credentials.password.get(),
+                                              app_key=credentials.app_key.get(), certs=credentials.certs)
+        if credentials.certs:
+            client.login()
+        else:
+            client.login_interactive()
+    stop = threading.Event()
+    events: queue.Queue[list[tuple[str, Event]]] = queue.Queue()
+    connect = _betfairlightweight_connect(client, options)
+    sessions = [StreamSession("market", keep_raw=options.keep_raw)]
+    if options.orders:
+        sessions.append(StreamSession("order", keep_raw=options.keep_raw))
+    threads = [threading.Thread(target=run_stream, name=f"betfair-{s.stream}", daemon=True,
+                                args=(s, connect, clock, events.put, stop,
+                                      backoff_delays(options.backoff_initial, options.backoff_max)))
+               for s in sessions]
+    if options.catalogue_interval > 0:
+        poller = CataloguePoller(options.market_filter)
+        threads.append(threading.Thread(target=poller.run, name="betfair-catalogue", daemon=True,
+                                        args=(client, clock, events.put, stop, options.catalogue_interval)))
+    for t in threads:
+        t.start()
+    appender = BatchAppender(tape, batch_size=1000)
+    last_keep_alive = time.monotonic()
+    try:
+        while any(t.is_alive() for t in threads):
+            try:
+                batch = events.get(timeout=options.flush_interval)
+            except queue.Empty:
+                appender.flush()
+            else:
+                for topic, event in batch:
+                    appender.add(topic, event)
+                if events.empty():
+                    appender.flush()  # live: durable as soon as the queue is drained
+            if time.monotonic() - last_keep_alive > 15 * 60:  # Betfair sessions expire without it
+                client.keep_alive()
+                last_keep_alive = time.monotonic()
+    except KeyboardInterrupt:
+        log.info("stopping the Betfair recorder")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)
+        while not events.empty():
+            for topic, event in events.get_nowait():
+                appender.add(topic, event)
+        appender.flush()

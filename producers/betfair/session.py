@@ -1,0 +1,148 @@
+"""The live recorder's logic, pure: what to do with each raw stream message, and with a reconnect.
+
+A `StreamSession` is one subscription (market or order stream) across reconnects. The socket
+code (`producers.betfair.live`) hands it every raw line with the capture time and tells it when
+the connection dropped; the session answers with the events to append. It never reads a
+clock and never touches a socket, so it is tested offline on recorded payloads.
+
+Continuity (Betfair's own protocol): every change message carries `clk` (and the first ones
+`initialClk`); re-subscribing with both after a drop makes Betfair send the missed changes
+(`ct=RESUB_DELTA`). If it cannot, it sends a fresh full image (`ct=SUB_IMAGE`, `img=true`):
+the state is right again but the changes in between are lost. Each drop is recorded as a
+`FeedGap` on `md.betfair.gap` once the outcome is known: `repaired=True` for a resubscribe
+delta, `repaired=False` for a new image, or when the recorder stops while disconnected. A
+message with a non-null `status` (e.g. 503: Betfair's stream is lagging) is recorded too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from producers.betfair.parse import GAP_TOPIC, RAW_TOPIC, StreamDecoder
+from ticktape.errors import ValidationError
+from ticktape.events import CustomData, DeadLetter, Event, FeedGap
+
+VENUE = "betfair"
+BAD_INPUT = (ValidationError, KeyError, TypeError, ValueError, IndexError, AttributeError)
+
+
+@dataclass
+class SessionOutput:
+    """What one message produced: events per topic, dead letters, and whether to drop the connection."""
+
+    events: list[tuple[str, Event]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    close: bool = False
+    error: str | None = None
+
+
+class StreamSession:
+    """One Betfair stream subscription ("market" or "order") across reconnects.
+
+    `origin` names it in dead letters (e.g. `betfair:market-stream`).
+    """
+
+    def __init__(self, stream: str, *, keep_raw: bool = False, decoder: StreamDecoder | None = None) -> None:
+        self.stream = stream
+        self.keep_raw = keep_raw
+        self.decoder = decoder or StreamDecoder(evict_closed=False)
+        self.origin = f"{VENUE}:{stream}-stream"
+        self.initial_clk: str | None = None
+        self.clk: str | None = None
+        self.connection_id: str | None = None
+        self.connected = False
+        self.messages = 0
+        self.last_pt: int | None = None
+        self._dropped_at: int | None = None  # ts_recv of the drop, while a gap is unresolved
+        self._drop_reason = ""
+        self._status: int | None = None
+
+    # --- the socket's events -------------------------------------------------------------------
+
+    def on_connected(self) -> None:
+        """The socket is up (authenticated, subscription about to be sent)."""
+        self.connected = True
+
+    def on_disconnected(self, ts_recv: int, reason: str) -> None:
+        """The connection dropped; the gap is recorded once the resubscription shows its outcome."""
+        self.connected = False
+        if self._dropped_at is None:
+            self._dropped_at = ts_recv
+            self._drop_reason = reason
+
+    def resubscribe_clocks(self) -> tuple[str | None, str | None]:
+        """(initialClk, clk) to subscribe with: both set after the first data, so nothing is missed."""
+        if self.initial_clk and self.clk:
+            return self.initial_clk, self.clk
+        return None, None
+
+    def close(self, ts_recv: int) -> list[tuple[str, Event]]:
+        """The recorder stops: an unresolved drop becomes an unrepaired gap."""
+        if self._dropped_at is None:
+            return []
+        return [self._gap(ts_recv, f"{self._drop_reason}; recorder stopped before the stream resumed", False)]
+
+    # --- messages ------------------------------------------------------------------------------
+
+    def on_message(self, raw: bytes | str, ts_recv: int) -> SessionOutput:
+        """Everything one raw stream line means, stamped with its capture time `ts_recv` (ns)."""
+        out = SessionOutput()
+        self.messages += 1
+        raw_bytes = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+        if self.keep_raw:
+            out.events.append((RAW_TOPIC, CustomData("betfair.raw", self.stream, ts_recv, ts_recv,
+                                                     raw_bytes.decode("utf-8", "replace"), "application/json")))
+        try:
+            data = orjson.loads(raw_bytes)
+            if not isinstance(data, dict):
+                raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
+            self._control(data, ts_recv, out)
+            if data.get("op") in ("mcm", "ocm", "rcm"):
+                out.events.extend(self.decoder.decode(data, ts_recv))
+        except (orjson.JSONDecodeError, *BAD_INPUT) as exc:
+            out.dead_letters.append(DeadLetter(self.origin, f"message {self.messages}", f"{type(exc).__name__}: {exc}",
+                                               ts_recv, ts_recv, raw_bytes))
+        return out
+
+    def _control(self, data: dict[str, Any], ts_recv: int, out: SessionOutput) -> None:
+        op = data.get("op")
+        if op == "connection":
+            self.connection_id = data.get("connectionId")
+            return
+        if op == "status":
+            if data.get("statusCode") == "FAILURE":
+                out.error = f"{data.get('errorCode')}: {data.get('errorMessage')}"
+                out.close = bool(data.get("connectionClosed"))
+            return
+        if op not in ("mcm", "ocm", "rcm"):
+            return
+        # Sequence tokens: keep the latest, exactly as betfairlightweight's stream does.
+        if data.get("initialClk"):
+            self.initial_clk = data["initialClk"]
+        if data.get("clk"):
+            self.clk = data["clk"]
+        pt = data.get("pt")
+        if isinstance(pt, int):
+            self.last_pt = pt * 1_000_000
+        status = data.get("status")
+        if status != self._status:
+            if status is not None:
+                out.events.append(self._gap(ts_recv, f"Betfair stream status {status}: updates may be delayed or "
+                                            "missing until it clears", False))
+            self._status = status
+        ct = data.get("ct")
+        if self._dropped_at is not None and ct in ("RESUB_DELTA", "SUB_IMAGE", "UPDATE"):
+            if ct == "RESUB_DELTA":
+                out.events.append(self._gap(ts_recv, f"{self._drop_reason}; resubscribed from clk, Betfair resent "
+                                            "the missed changes", True))
+            else:
+                out.events.append(self._gap(ts_recv, f"{self._drop_reason}; Betfair sent a new full image: changes "
+                                            "between the drop and the image were not received", False))
+            self._dropped_at = None
+
+    def _gap(self, ts_recv: int, reason: str, repaired: bool) -> tuple[str, Event]:
+        ts = self.last_pt if self.last_pt is not None else ts_recv
+        return GAP_TOPIC, FeedGap(VENUE, "*", ts, ts_recv, self.stream, reason, None, None, repaired)
