@@ -6,6 +6,8 @@ then the two real recorded markets in /work/shared/data/betfair (skipped only wh
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from ticktape.events import (
     PlaceOrder,
     RunnerDefinition,
 )
+from ticktape.tape import Tape, open_tape
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -165,3 +168,77 @@ def test_params_are_typed_and_checked() -> None:
 def test_market_type_filter_skips_other_markets() -> None:
     res = backtest("betfair_back_favourite", events=race(), params={"market_types": "PLACE"})
     assert res.intent_events == []
+
+
+# ---------------------------------------------------------------- the real recorded markets
+
+DATA = Path("/work/shared/data/betfair")
+REAL = ("1.197931750", "1.197931751")  # greyhounds, Sheffield 2022-04-19 18:26 UTC: WIN and PLACE (2 winners)
+FAV = 39823721  # trap 6, the favourite in both; it lost the WIN market and placed in the PLACE market
+
+
+@pytest.fixture(scope="module")
+def real_tape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tape]:
+    if not DATA.is_dir():
+        pytest.skip(f"{DATA} is not here")
+    from producers.betfair.historical import import_file
+
+    tape = open_tape(f"file:{tmp_path_factory.mktemp('bf') / 'tape'}")
+    for market in REAL:
+        import_file(tape, DATA / market)
+    yield tape
+    tape.close()
+
+
+def test_back_favourite_on_the_real_markets(real_tape: Tape) -> None:
+    res = backtest("betfair_back_favourite", tape=real_tape, params={"stake": "2", "seconds_before_off": "60"})
+    # The window opens at 18:25:00; the first book after it is pt 1650392700473. Then (checked with
+    # betfairlightweight on the raw files) trap 6 has the lowest best back price in both markets:
+    # 1.54 (35.33 offered) in the WIN market, 1.27 (89.37) in the PLACE market.
+    assert [(i.instrument, i.side, i.price, i.size, i.ts_event) for i in res.intent_events] == [
+        (f"1.197931750:{FAV}", "BUY", 1.54, 2.0, 1650392700473 * 1_000_000),
+        (f"1.197931751:{FAV}", "BUY", 1.27, 2.0, 1650392700473 * 1_000_000),
+    ]
+    # They arrive 120 ms later, before the next update (pt ...701474): matched in full at once.
+    assert [(f.instrument, f.price, f.size, f.liquidity, f.ts_event) for f in of(res, OrderFilled)] == [
+        (f"1.197931750:{FAV}", 1.54, 2.0, "TAKER", 1650392700593 * 1_000_000),
+        (f"1.197931751:{FAV}", 1.27, 2.0, "TAKER", 1650392700593 * 1_000_000),
+    ]
+    # WIN: trap 6 lost, -2.00, no commission. PLACE: it placed, +2 x 0.27 = 0.54, commission 5% = 0.027 -> 0.03.
+    assert [(b.market_id, b.runner_status, b.profit) for b in of(res, BetSettled)] == [
+        ("1.197931750", "LOSER", -2.0), ("1.197931751", "WINNER", 0.54)]
+    assert [(m.market_id, m.profit, m.commission, m.net_profit) for m in of(res, MarketSettled)] == [
+        ("1.197931750", -2.0, 0.0, -2.0), ("1.197931751", 0.54, 0.03, 0.51)]
+    assert res.summary["pnl"] == pytest.approx(-1.49) and res.summary["fees"] == pytest.approx(0.03)
+    assert res.summary["events"] == 338  # 332 books + 6 definitions
+    again = backtest("betfair_back_favourite", tape=real_tape, params={"stake": "2", "seconds_before_off": "60"})
+    assert again.summary["intents_sha256"] == res.summary["intents_sha256"]
+
+
+def test_lay_lowest_on_the_real_markets_fills_the_rest_from_traded_volume(real_tape: Tape) -> None:
+    res = backtest("betfair_lay_lowest", tape=real_tape, params={"stake": "50", "max_price": "2"})
+    assert [(i.instrument, i.side, i.price, i.size) for i in res.intent_events] == [
+        (f"1.197931750:{FAV}", "SELL", 1.55, 50.0), (f"1.197931751:{FAV}", "SELL", 1.28, 50.0)]
+    ms = 1_000_000
+    # WIN market: 16.48 offered at 1.55 is taken; the other 33.52 rest at 1.55 with nobody queued ahead
+    # (nothing available to back at 1.55). The next update adds 66.84 traded at <= 1.55 (33.42 a side),
+    # the one after 59.31 (29.655 a side): 33.42 then the last 0.10.
+    # PLACE market: 6.73 taken at 1.28; +28.20 traded at <= 1.28 (14.10 a side), then +133.92 (66.96 a
+    # side) fills the last 29.17.
+    assert [(f.instrument[-1], f.price, f.size, f.liquidity, f.ts_event // ms) for f in of(res, OrderFilled)] == [
+        ("1", 1.55, 16.48, "TAKER", 1650392700593), ("1", 1.55, 33.42, "MAKER", 1650392701474),
+        ("1", 1.55, 0.1, "MAKER", 1650392702475),
+        ("1", 1.28, 6.73, "TAKER", 1650392700593), ("1", 1.28, 14.1, "MAKER", 1650392701474),
+        ("1", 1.28, 29.17, "MAKER", 1650392704478),
+    ]
+    # WIN: trap 6 lost, the lay wins 50, commission 2.50. PLACE: it placed, the lay pays 50 x 0.28 = 14.
+    assert [(m.market_id, m.profit, m.commission, m.net_profit) for m in of(res, MarketSettled)] == [
+        ("1.197931750", 50.0, 2.5, 47.5), ("1.197931751", -14.0, 0.0, -14.0)]
+    assert res.summary["pnl"] == pytest.approx(33.5)
+
+
+def test_lay_lowest_threshold_on_the_real_markets(real_tape: Tape) -> None:
+    # Only the PLACE market's lowest lay price (1.28) is under 1.4; the WIN market's (1.55 at 18:25:00)
+    # never comes down to 1.4 before the off.
+    res = backtest("betfair_lay_lowest", tape=real_tape, params={"max_price": "1.4"})
+    assert [(i.instrument, i.price) for i in res.intent_events] == [(f"1.197931751:{FAV}", 1.28)]
