@@ -1,0 +1,320 @@
+"""DataFrames onto the tape and back: the funhandler-style bar API, and any time-indexed data.
+
+    add_bars(df, venue="binance", base="BTC", quote="USDT", interval="1m", tape=tape)
+    add_data("tweets", df, tape=tape, key_column="author")
+    bars = load_bars("BTC", "USDT", "binance", start="2024-01-01", tape=tape)
+    while is_still_bars(bars):
+        bar = get_latest_bar(bars)
+
+Instrument naming: `f"{base}{quote}"` upper-cased (`BTC` + `USDT` -> `BTCUSDT`), the same as
+Binance's symbols, so bars from a DataFrame and from Binance's files or streams line up.
+Pass `instrument=` to use any other name (e.g. a Betfair `market:selection`).
+
+Bars go to topic `md.<venue>.bar` (Binance's own bars use `md.binance.bar` too); custom data
+to `custom.<name>`. Time: the DataFrame's DatetimeIndex, or a column (`time`, `timestamp`,
+`date`, `datetime`, `open_time`, `close_time`, `ts`, or `time_column=`); naive times are UTC;
+integers are s/ms/µs/ns told apart by magnitude. A `Bar`'s ts_event is its close: with
+`label="open"` (the default, as most OHLCV data is labelled) the close is open + interval.
+
+Where funhandler keeps a hidden global cursor, `load_bars` returns a `BarCursor` that
+`is_still_bars` / `get_latest_bar` advance: two loops over two instruments cannot collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from producers.common import ImportRun, ImportSummary, gc_paused
+from ticktape.errors import ValidationError
+from ticktape.events import Bar, CustomData
+from ticktape.tape.base import Tape
+from ticktape.timeutil import parse_time
+
+BAR_FIELDS = ("open", "high", "low", "close", "volume")
+TIME_COLUMNS = ("time", "timestamp", "date", "datetime", "open_time", "close_time", "ts", "ts_event")
+_UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
+
+
+def instrument_name(base: str, quote: str) -> str:
+    """`BTC`, `usdt` -> `BTCUSDT` (Binance's spelling; see the module doc)."""
+    return f"{base}{quote}".upper()
+
+
+def bar_topic(venue: str) -> str:
+    """Where bars of a venue live: `md.<venue>.bar`."""
+    return f"md.{venue}.bar"
+
+
+def interval_ns(interval: str) -> int | None:
+    """`1m` -> 60e9, `4h`, `1d`, `1w`...; None for calendar intervals (`1mo`) or unknown text."""
+    m = re.fullmatch(r"(\d+)([smhdw])", interval.strip())
+    return int(m.group(1)) * _UNIT_NS[m.group(2)] if m else None
+
+
+def _ints_to_ns(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    v = values.astype(np.int64)
+    return np.select([v < 10**11, v < 10**14, v < 10**17], [v * 10**9, v * 10**6, v * 10**3], v)
+
+
+def time_ns(df: pd.DataFrame, time_column: str | None = None) -> tuple[np.ndarray[Any, Any], str | None]:
+    """Integer ns since the epoch for every row, and the column it came from (None: the index)."""
+    if time_column is None:
+        if isinstance(df.index, pd.DatetimeIndex):
+            return _datetimes_ns(df.index, "the index"), None
+        lower = {str(c).lower(): c for c in df.columns}
+        found = next((lower[c] for c in TIME_COLUMNS if c in lower), None)
+        if found is None:
+            raise ValidationError(f"no time: use a DatetimeIndex, a column named one of {', '.join(TIME_COLUMNS)}, "
+                                  "or time_column=", field="time")
+        time_column = str(found)
+    if time_column not in df.columns:
+        raise ValidationError(f"time column {time_column!r} is missing (columns: {', '.join(map(str, df.columns))})",
+                              field=time_column)
+    col = df[time_column]
+    if pd.api.types.is_integer_dtype(col.dtype):
+        return _ints_to_ns(col.to_numpy()), time_column
+    try:
+        return _datetimes_ns(pd.DatetimeIndex(pd.to_datetime(col, utc=True)), time_column), time_column
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"column {time_column!r} is not a time: {exc}", field=time_column) from exc
+
+
+def _datetimes_ns(idx: pd.DatetimeIndex, what: str) -> np.ndarray[Any, Any]:
+    if idx.hasnans:
+        row = int(np.flatnonzero(idx.isna())[0])
+        raise ValidationError(f"{what} has a missing time at row {row}", field="time")
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    out: np.ndarray[Any, Any] = idx.as_unit("ns").asi8.copy()
+    return out
+
+
+@dataclass
+class RowProblem:
+    """A row that cannot become an event (CLI imports dead-letter these; the API raises)."""
+
+    row: int
+    error: str
+
+
+def _column(df: pd.DataFrame, name: str, problems: list[RowProblem] | None = None) -> np.ndarray[Any, Any]:
+    """A numeric column (case-insensitive name). Non-numbers raise, or with `problems` are
+    collected per row (and set to NaN)."""
+    lower = {str(c).lower(): c for c in df.columns}
+    if name not in lower:
+        raise ValidationError(f"column {name!r} is missing (columns: {', '.join(map(str, df.columns))})", field=name)
+    col = df[lower[name]]
+    values: np.ndarray[Any, Any] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64,
+                                                                                 na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any() and problems is not None:
+        problems += [RowProblem(int(r), f"column {name!r} is {col.iloc[r]!r}, not a finite number")
+                     for r in np.flatnonzero(bad)]
+    elif bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValidationError(f"column {name!r}: row {row} ({df.index[row]!r}) is {col.iloc[row]!r}, "
+                              "not a finite number", field=name)
+    return values
+
+
+def _bar_problems(ts: np.ndarray[Any, Any], cols: dict[str, np.ndarray[Any, Any]],
+                  problems: list[RowProblem]) -> list[RowProblem]:
+    """One problem per bad row, in row order; duplicates are looked for among the good rows only
+    (the first of equal timestamps is kept)."""
+    bad = np.zeros(len(ts), dtype=bool)
+    bad[[p.row for p in problems]] = True
+    out = list(problems)
+    hl = cols["high"] < cols["low"]
+    nonpositive = (cols["open"] <= 0) | (cols["close"] <= 0) | (cols["volume"] < 0)
+    for r in np.flatnonzero((hl | nonpositive) & ~bad):
+        why = f"high {cols['high'][r]} below low {cols['low'][r]}" if hl[r] else "open/close must be > 0, volume >= 0"
+        out.append(RowProblem(int(r), why))
+        bad[r] = True
+    good = np.flatnonzero(~bad)
+    order = good[np.argsort(ts[good], kind="stable")]
+    dup = order[1:][ts[order[1:]] == ts[order[:-1]]]
+    for r in sorted(dup.tolist()):
+        out.append(RowProblem(int(r), f"duplicate timestamp {pd.Timestamp(int(ts[r]), tz='UTC').isoformat()}"))
+    return sorted(out, key=lambda p: p.row)
+
+
+def bars_from_frame(df: pd.DataFrame, *, venue: str, instrument: str, interval: str, label: str = "open",
+                    time_column: str | None = None, per_row: bool = False) -> tuple[list[Bar], list[RowProblem]]:
+    """Validated bars in time order, and the rows that could not be bars.
+
+    A missing or non-numeric column raises `ValidationError` naming it (the whole frame is
+    wrong); row-level problems (high below low, duplicate timestamps, and with `per_row` also
+    non-numbers) are returned.
+    """
+    if label not in ("open", "close"):
+        raise ValueError("label must be 'open' or 'close'")
+    ts, _ = time_ns(df, time_column)
+    found: list[RowProblem] = []
+    cols = {name: _column(df, name, found if per_row else None) for name in BAR_FIELDS}
+    if label == "open":
+        step = interval_ns(interval)
+        if step is None:
+            raise ValidationError(f"interval {interval!r} has no fixed length: label the bars by their close "
+                                  "(label='close')", field="interval")
+        ts = ts + step
+    with np.errstate(invalid="ignore"):  # NaN rows are already problems
+        problems = _bar_problems(ts, cols, found)
+    keep = np.ones(len(ts), dtype=bool)
+    keep[[p.row for p in problems]] = False
+    order = np.argsort(ts[keep], kind="stable")
+    t = ts[keep][order].tolist()
+    vals = [cols[n][keep][order].tolist() for n in BAR_FIELDS]
+    n = len(t)
+    with gc_paused():
+        bars = [Bar(venue, instrument, a, a, interval, o, h, lo, c, v)
+                for a, o, h, lo, c, v in zip(t, *vals, strict=True)] if n else []
+    return bars, problems
+
+
+def frame_identity(kind: str, params: dict[str, Any], arrays: list[np.ndarray[Any, Any]]) -> str:
+    """sha256 of the content of a DataFrame import (parameters + the typed column bytes)."""
+    h = hashlib.sha256(json.dumps({"kind": kind, **params}, sort_keys=True, default=str).encode())
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def add_bars(df: pd.DataFrame, *, venue: str, base: str | None = None, quote: str | None = None,
+             instrument: str | None = None, interval: str, tape: Tape, label: str = "open",
+             time_column: str | None = None, name: str = "DataFrame") -> ImportSummary:
+    """Append a DataFrame of OHLCV bars (columns open, high, low, close, volume; any case).
+
+    Raises `ValidationError` naming the missing/bad column, a row with high below low, or a
+    duplicate timestamp; nothing is written then. Adding the same bars again adds nothing.
+    """
+    inst = instrument or (instrument_name(base, quote) if base and quote else None)
+    if not inst:
+        raise ValueError("give base= and quote=, or instrument=")
+    bars, problems = bars_from_frame(df, venue=venue, instrument=inst, interval=interval, label=label,
+                                     time_column=time_column)
+    if problems:
+        p = problems[0]
+        more = f" (and {len(problems) - 1} more rows)" if len(problems) > 1 else ""
+        raise ValidationError(f"row {p.row} ({df.index[p.row]!r}): {p.error}{more}", field="row")
+    return _append_bars(tape, bars, venue=venue, inst=inst, interval=interval, name=name)
+
+
+def _append_bars(tape: Tape, bars: list[Bar], *, venue: str, inst: str, interval: str, name: str,
+                 source_id: str | None = None, run: ImportRun | None = None) -> ImportSummary:
+    if run is None:
+        ts = np.array([b.ts_event for b in bars], dtype=np.int64)
+        vals = np.array([b[5:] for b in bars], dtype=np.float64)
+        sid = source_id or frame_identity("bars", {"venue": venue, "instrument": inst, "interval": interval},
+                                          [ts, vals])
+        run = ImportRun(tape, source="bars", kind="bars", name=name, source_id=sid)
+    if not run.skipped:
+        run.emit_many(bar_topic(venue), bars)
+    return run.finish()
+
+
+def add_data(name: str, df: pd.DataFrame, *, tape: Tape, key: str = "", key_column: str | None = None,
+             time_column: str | None = None) -> ImportSummary:
+    """Append any time-indexed DataFrame as `CustomData` on `custom.<name>`, one event per row.
+
+    The payload is the row (all columns but the time) as JSON; the key is `key_column`'s
+    value or `key`. Rows are appended in time order (equal times keep their order).
+    Adding the same frame again adds nothing.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValidationError(f"name {name!r}: use letters, digits, '_', '.', '-' (it names the topic)", field="name")
+    ts, tcol = time_ns(df, time_column)
+    body = df.drop(columns=[tcol]) if tcol is not None else df
+    if key_column is not None and key_column not in body.columns:
+        raise ValidationError(f"key column {key_column!r} is missing", field=key_column)
+    payloads = body.to_json(orient="records", lines=True, date_format="iso", date_unit="ns", double_precision=15,
+                            default_handler=str).splitlines() if len(body) else []
+    keys = body[key_column].astype(str).tolist() if key_column is not None else [key] * len(body)
+    order = np.argsort(ts, kind="stable").tolist()
+    t = ts.tolist()
+    events = [CustomData(name, keys[i], t[i], t[i], payloads[i]) for i in order]
+    sid = frame_identity("custom", {"name": name}, [ts, np.frombuffer("\n".join(payloads).encode(), np.uint8),
+                                                      np.frombuffer("\n".join(keys).encode(), np.uint8)])
+    run = ImportRun(tape, source="custom", kind=f"custom.{name}", name=name, source_id=sid)
+    if not run.skipped:
+        run.emit_many(f"custom.{name}", events)
+    return run.finish()
+
+
+def _bound(value: str | int | pd.Timestamp | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return int((value.tz_localize("UTC") if value.tz is None else value).value)
+    return parse_time(value) if isinstance(value, str) else int(value)
+
+
+@dataclass
+class BarCursor:
+    """Bars of one instrument in time order, consumed one at a time (funhandler's iteration)."""
+
+    bars: list[Bar]
+    position: int = 0
+    latest: Bar | None = field(default=None)
+
+    def is_still_bars(self) -> bool:
+        return self.position < len(self.bars)
+
+    def get_latest_bar(self) -> Bar:
+        """The next bar in time order (it becomes the latest); IndexError when there are none left."""
+        if self.position >= len(self.bars):
+            raise IndexError("no more bars")
+        self.latest = self.bars[self.position]
+        self.position += 1
+        return self.latest
+
+    def __iter__(self) -> Iterator[Bar]:
+        while self.is_still_bars():
+            yield self.get_latest_bar()
+
+    def __len__(self) -> int:
+        return len(self.bars)
+
+
+def load_bars(base: str, quote: str, venue: str, start: str | int | pd.Timestamp | None = None,
+              end: str | int | pd.Timestamp | None = None, *, tape: Tape, interval: str | None = None,
+              instrument: str | None = None) -> BarCursor:
+    """Bars of `base`+`quote` (or `instrument`) on `venue` with start <= ts_event < end, in time order.
+
+    Bars appended out of order (e.g. February imported before January) come back sorted.
+    """
+    inst = instrument or instrument_name(base, quote)
+    lo, hi = _bound(start), _bound(end)
+    topic = bar_topic(venue)
+    out: list[Bar] = []
+    for p in range(tape.partitions(topic)):
+        for r in tape.read(topic, p):
+            b = r.event
+            if (isinstance(b, Bar) and b.instrument == inst and (interval is None or b.interval == interval)
+                    and (lo is None or b.ts_event >= lo) and (hi is None or b.ts_event < hi)):
+                out.append(b)
+    out.sort(key=lambda b: b.ts_event)  # stable: equal times keep tape order
+    return BarCursor(out)
+
+
+def is_still_bars(cursor: BarCursor) -> bool:
+    """True while `get_latest_bar(cursor)` has a bar to give."""
+    return cursor.is_still_bars()
+
+
+def get_latest_bar(cursor: BarCursor) -> Bar:
+    """Advance `cursor` and return its next bar in time order."""
+    return cursor.get_latest_bar()
+
+
+def bars_to_frame(bars: list[Bar] | BarCursor) -> pd.DataFrame:
+    """Bars as a DataFrame indexed by close time (UTC), columns open..volume."""
+    rows = list(bars.bars if isinstance(bars, BarCursor) else bars)
+    idx = pd.to_datetime([b.ts_event for b in rows], unit="ns", utc=True)
+    return pd.DataFrame({n: [getattr(b, n) for b in rows] for n in BAR_FIELDS}, index=idx)
