@@ -1,0 +1,400 @@
+"""The `kafka:` tape: Apache Kafka topics behind the `Tape` interface.
+
+`kafka://HOST:PORT[,HOST:PORT...]` uses kafka-python (the default client);
+`kafka+rdkafka://...` uses confluent-kafka (librdkafka, several times faster; the
+`rdkafka` extra). Both go through the `KafkaClient` port and behave identically.
+
+Mapping onto Kafka:
+
+- one ticktape topic = one Kafka topic, created on first use with the configured
+  partition count and `retention.ms=-1` (an event-sourced log keeps everything);
+- record key = the event's key (instrument, market id), UTF-8; the partition is chosen
+  here with `partition_for` (Kafka's murmur2 default partitioner) and passed explicitly,
+  so both clients and the file tape agree;
+- record timestamp (CreateTime) = `ts_event` in ms; the full-ns `ts_event` is in the value;
+- headers `ticktape.type` (event type) and `ticktape.schema` (writer schema fingerprint, hex);
+- value = the Avro single-object encoding from the codec.
+
+Producing: `acks=all`, idempotent producer, retries until `delivery.timeout.ms`; an
+`append` returns only once every record is acknowledged (so it is durable on every in-sync
+replica), and returns each record's offset from the broker's acknowledgement.
+
+Reading: `read(follow=False)` stops at the end offset captured when it is called (end
+offsets, not poll timeouts, decide "the end"). Committed offsets are stored by Kafka's
+group coordinator under the consumer name as group id (visible to `kafka-consumer-groups`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+
+from ticktape.codec import Codec, default_codec
+from ticktape.errors import DecodeError, EncodeError, TapeError
+from ticktape.events import Event
+from ticktape.tape.base import PartitionInfo, Positions, Record, TopicInfo, partition_for
+from ticktape.tape.kafka_client import Fetched, Header, KafkaClient, ProduceBatch, Reader
+
+log = logging.getLogger("ticktape.tape.kafka")
+
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,248}$")
+_GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,248}$")
+TYPE_HEADER = "ticktape.type"
+SCHEMA_HEADER = "ticktape.schema"
+SCHEMES = {"kafka": "kafka-python", "kafka+rdkafka": "confluent-kafka"}
+_NS_PER_MS = 1_000_000
+
+
+def parse_servers(uri: str) -> tuple[str, list[str]]:
+    """`kafka://h1:p1,h2:p2?opts` -> (scheme, ["h1:p1", "h2:p2"]); the port defaults to 9092."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise TapeError(f"not a Kafka tape URI: {uri!r} (use kafka://HOST:PORT or kafka+rdkafka://HOST:PORT)")
+    rest = rest.partition("?")[0].rstrip("/")
+    servers = []
+    for part in filter(None, rest.split(",")):
+        host, _, port = part.rpartition(":") if ":" in part else (part, "", "9092")
+        if not host or not port.isdigit():
+            raise TapeError(f"bad Kafka server {part!r} in {uri!r}: expected HOST:PORT")
+        servers.append(f"{host}:{port}")
+    if not servers:
+        raise TapeError(f"no Kafka servers in {uri!r}")
+    return scheme, servers
+
+
+def _flag(value: object) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
+class KafkaTape:
+    """A tape on a Kafka cluster. `open_tape("kafka://127.0.0.1:9092?partitions=4")`.
+
+    Options (keyword arguments or URI query): `partitions` for new topics (default 1),
+    `replication` factor for new topics (default: the broker's), `timeout` in seconds for
+    metadata and admin calls (default 30), `linger_ms` (default 5), `compression`
+    (`none`, `lz4`, `zstd`, `gzip`, `snappy`; default none), `check_crcs` (kafka-python
+    consumer, default 1).
+    """
+
+    def __init__(self, uri: str, *, partitions: int | str = 1, replication: int | str = -1,
+                 timeout: float | str = 30.0, linger_ms: int | str = 5, compression: str = "none",
+                 check_crcs: bool | str = True, codec: Codec | None = None, **unknown: object) -> None:
+        if unknown:
+            raise TapeError(f"unknown Kafka tape options: {', '.join(sorted(unknown))}")
+        scheme, self.servers = parse_servers(uri)
+        self.uri = f"{scheme}://{','.join(self.servers)}"
+        self.default_partitions = int(partitions)
+        self.replication = int(replication)
+        self.timeout = float(timeout)
+        self.codec = codec or default_codec()
+        if self.default_partitions < 1:
+            raise TapeError(f"partitions must be >= 1, not {self.default_partitions}")
+        self.client = self._make_client(scheme, int(linger_ms), compression, _flag(check_crcs))
+        self._partitions: dict[str, int] = {}
+        self._idle: list[Reader] = []
+        self._headers: dict[type, list[Header]] = {}
+        self._closed = False
+
+    def _make_client(self, scheme: str, linger_ms: int, compression: str, check_crcs: bool) -> KafkaClient:
+        if compression not in ("none", "lz4", "zstd", "gzip", "snappy"):
+            raise TapeError(f"unknown compression {compression!r}")
+        if scheme == "kafka+rdkafka":
+            try:
+                from ticktape.tape.kafka_rdkafka_client import RdkafkaClient
+            except ImportError as exc:
+                raise TapeError("kafka+rdkafka:// needs confluent-kafka: pip install 'ticktape[rdkafka]'") from exc
+            return RdkafkaClient(self.servers, timeout=self.timeout, producer={
+                "acks": "all", "enable.idempotence": True, "linger.ms": linger_ms,
+                "batch.size": 1_000_000, "batch.num.messages": 100_000,
+                "queue.buffering.max.messages": 1_000_000, "compression.type": compression,
+                "delivery.timeout.ms": 120_000,
+            }, consumer={"fetch.wait.max.ms": 10, "fetch.message.max.bytes": 8 * 1024 * 1024,
+                         "queued.min.messages": 200_000})
+        from ticktape.tape.kafka_python_client import KafkaPythonClient
+
+        return KafkaPythonClient(self.servers, timeout=self.timeout, producer={
+            "acks": "all", "enable_idempotence": True, "linger_ms": linger_ms, "batch_size": 512 * 1024,
+            "compression_type": None if compression == "none" else compression,
+            "delivery_timeout_ms": 120_000, "max_block_ms": 120_000,
+        }, consumer={"max_poll_records": 10_000, "fetch_max_wait_ms": 100,
+                     "max_partition_fetch_bytes": 8 * 1024 * 1024, "check_crcs": check_crcs})
+
+    def __repr__(self) -> str:
+        return f"KafkaTape({self.uri!r}, client={self.client.name})"
+
+    # --- topics -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_topic(topic: str) -> None:
+        if not _TOPIC_RE.match(topic) or topic.startswith("__"):
+            raise TapeError(f"invalid topic name {topic!r}: use letters, digits, '.', '_', '-' (max 249)")
+
+    def create_topic(self, topic: str, partitions: int = 1) -> None:
+        """Create a topic with `partitions` and `retention.ms=-1`; a no-op when it exists with that count."""
+        self._check_topic(topic)
+        configs = {"retention.ms": "-1", "retention.bytes": "-1", "message.timestamp.type": "CreateTime"}
+        if not self.client.create_topic(topic, partitions, self.replication, configs):
+            existing = self.client.partitions(topic)
+            if existing != partitions:
+                raise TapeError(f"topic {topic} exists with {existing} partitions, not {partitions}")
+        self._partitions[topic] = partitions
+
+    def partitions(self, topic: str) -> int:
+        """How many partitions a topic has (0 if it does not exist)."""
+        self._check_topic(topic)
+        n = self._partitions.get(topic)
+        if n is None:
+            n = self.client.partitions(topic)
+            if n:  # cache only existing topics: a missing one may appear any time
+                self._partitions[topic] = n
+        return n
+
+    def topic_names(self) -> list[str]:
+        """Every topic except Kafka's internal ones (`__consumer_offsets`, ...)."""
+        return sorted(t for t in self.client.topic_names() if not t.startswith("__"))
+
+    def topics(self) -> list[TopicInfo]:
+        """Every topic with per-partition offsets and the ts_event of its first and last record."""
+        out = []
+        for name in self.topic_names():
+            n = self.partitions(name)
+            marks = self.client.watermarks(name, range(n))
+            parts = []
+            for p in range(n):
+                low, high = marks[p]
+                first = self._ts_at(name, p, low, high)
+                last = first if high - low <= 1 else self._ts_at(name, p, high - 1, high)
+                parts.append(PartitionInfo(p, low, high, first, last))
+            out.append(TopicInfo(name, tuple(parts)))
+        return out
+
+    def _ts_at(self, topic: str, partition: int, offset: int, end: int) -> int | None:
+        """ts_event of the record at `offset`; None if empty or not a ticktape record (foreign topic)."""
+        if offset >= end:
+            return None
+        for off, _, value in self._fetch_range(topic, partition, offset, end, limit=1):
+            if value is None or self.codec.type_name(value) is None:
+                log.debug("topic %s partition %d offset %d is not a ticktape record", topic, partition, off)
+                return None
+            return self._decode(value, topic, partition, off).ts_event
+        return None
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _header(self, cls: type) -> list[Header]:
+        h = self._headers.get(cls)
+        if h is None:
+            fp = self.codec.fingerprint(cls).hex().encode()
+            h = self._headers[cls] = [(TYPE_HEADER, cls.__name__.encode()), (SCHEMA_HEADER, fp)]
+        return h
+
+    def append(self, topic: str, events: Sequence[Event], keys: Sequence[str | None] | None = None,
+               partition: int | None = None) -> Positions:
+        """Produce a batch (acks=all) and wait until all of it is acknowledged; return its positions."""
+        if self._closed:
+            raise TapeError(f"{self.uri}: append after close")
+        if not events:
+            return Positions(0, range(0))
+        n = self.partitions(topic)
+        if n == 0:
+            self.create_topic(topic, self.default_partitions)
+            n = self.default_partitions
+        if keys is None:
+            keys = self.codec.keys_of(events)
+        elif len(keys) != len(events):
+            raise TapeError(f"{len(keys)} keys for {len(events)} events")
+        if partition is not None and not 0 <= partition < n:
+            raise TapeError(f"topic {topic} has no partition {partition} (it has {n})")
+        parts: int | list[int]
+        if partition is not None or n == 1:
+            parts = partition or 0
+        else:
+            cache: dict[str | None, int] = {}  # murmur2 in Python is per key: hash each key once
+            parts = []
+            for k in keys:
+                p = cache.get(k)
+                if p is None:
+                    p = cache[k] = partition_for(k, n)
+                parts.append(p)
+        encode = self.codec.encode
+        try:
+            values = [encode(e) for e in events]
+        except EncodeError:
+            for i, e in enumerate(events):
+                try:
+                    encode(e)
+                except EncodeError as exc:
+                    raise TapeError(f"append to {topic}: event {i} of the batch: {exc}") from exc
+            raise
+        header = self._header
+        batch = ProduceBatch(
+            parts,
+            [None if k is None else k.encode() for k in keys],
+            values,
+            # Kafka timestamps are ms and must not be negative; the exact ns stay in the value.
+            [max(e.ts_event, 0) // _NS_PER_MS for e in events],
+            [header(type(e)) for e in events],
+        )
+        offsets = self.client.produce(topic, batch)
+        return Positions(parts, list(offsets))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def _reader(self) -> Reader:
+        return self._idle.pop() if self._idle else self.client.new_reader()
+
+    def _release(self, reader: Reader) -> None:
+        try:
+            reader.release()
+        except Exception:  # a broken consumer is not worth keeping
+            log.debug("dropping a consumer that failed to release", exc_info=True)
+            reader.close()
+            return
+        if self._closed:
+            reader.close()
+        else:
+            self._idle.append(reader)
+
+    def _decode(self, value: bytes | None, topic: str, partition: int, offset: int) -> Event:
+        where = f"topic {topic} partition {partition} offset {offset}"
+        if value is None:
+            raise DecodeError("record has no value (a tombstone?)", where=where)
+        return self.codec.decode(value, where=where)
+
+    def _fetch_range(self, topic: str, partition: int, start: int, end: int | None,
+                     limit: int | None = None, poll: float = 0.1) -> Iterator[Fetched]:
+        """Raw records from `start` to `end` (exclusive; None = follow forever), in offset order."""
+        reader = self._reader()
+        try:
+            reader.assign(topic, partition, start)
+            position = start
+            produced = 0
+            last_progress = time.monotonic()
+            while end is None or position < end:
+                batch = reader.fetch(poll if end is None else 1.0, 10_000 if limit is None else min(limit, 10_000))
+                if not batch:
+                    if end is not None and time.monotonic() - last_progress > self.timeout:
+                        raise TapeError(f"topic {topic} partition {partition}: no records after offset {position} "
+                                        f"for {self.timeout:.0f} s although the end offset is {end}")
+                    continue
+                last_progress = time.monotonic()
+                for item in batch:
+                    off = item[0]
+                    if off < position:  # already seen (a re-fetch after a reassignment)
+                        continue
+                    if end is not None and off >= end:
+                        return
+                    position = off + 1
+                    yield item
+                    produced += 1
+                    if limit is not None and produced >= limit:
+                        return
+        finally:
+            self._release(reader)
+
+    def read(self, topic: str, partition: int = 0, *, from_offset: int | None = None,
+             from_time: int | None = None, follow: bool = False, limit: int | None = None,
+             poll_interval: float = 0.05) -> Iterator[Record]:
+        """Records of one partition in offset order; without `follow`, up to the end offset at call time."""
+        if limit is not None and limit <= 0:
+            return
+        while (n := self.partitions(topic)) == 0:
+            if not follow:
+                return
+            time.sleep(poll_interval)
+        if not 0 <= partition < n:
+            raise TapeError(f"topic {topic} has no partition {partition} (it has {n})")
+        low, high = self.client.watermarks(topic, [partition])[partition]
+        start = max(from_offset, low) if from_offset is not None else low
+        skip_before = None
+        if from_offset is None and from_time is not None:
+            start = self._time_floor(topic, partition, from_time, high)
+            skip_before = from_time
+        end = None if follow else high
+        if end is not None and start >= end:
+            return
+        decode = self.codec.decode
+        new_record = tuple.__new__
+        produced = 0
+        for off, key, value in self._fetch_range(topic, partition, start, end, poll=max(poll_interval, 0.1)):
+            try:
+                event = decode(value)  # type: ignore[arg-type]
+            except (DecodeError, TypeError):
+                event = self._decode(value, topic, partition, off)  # raises, naming the record
+            if skip_before is not None:
+                # Kafka's time index is in ms: skip the records of that ms before `from_time` (ns).
+                if event.ts_event < skip_before:
+                    continue
+                skip_before = None
+            # tuple.__new__ skips NamedTuple's Python-level __new__: this loop is per event.
+            yield new_record(Record, (topic, partition, off, None if key is None else key.decode(), event))
+            produced += 1
+            if limit is not None and produced >= limit:
+                return
+
+    def _time_floor(self, topic: str, partition: int, ts: int, end: int) -> int:
+        """Kafka's answer for ts's millisecond: a lower bound of the first offset with ts_event >= ts."""
+        found = self.client.offset_for_time_ms(topic, partition, max(ts, 0) // _NS_PER_MS)
+        return end if found is None else found
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """Next offset to be written, per partition ({} for a missing topic)."""
+        n = self.partitions(topic)
+        if n == 0:
+            return {}
+        return {p: high for p, (_, high) in self.client.watermarks(topic, range(n)).items()}
+
+    def offset_for_time(self, topic: str, partition: int, ts: int) -> int:
+        """The first offset whose ts_event >= ts (the end offset if none): Kafka's ms answer, refined."""
+        n = self.partitions(topic)
+        if n == 0:
+            return 0
+        if not 0 <= partition < n:
+            raise TapeError(f"topic {topic} has no partition {partition} (it has {n})")
+        _, high = self.client.watermarks(topic, [partition])[partition]
+        start = self._time_floor(topic, partition, ts, high)
+        for off, _, value in self._fetch_range(topic, partition, start, high):
+            if self._decode(value, topic, partition, off).ts_event >= ts:
+                return off
+        return high
+
+    # --- consumers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_group(consumer: str) -> None:
+        if not _GROUP_RE.match(consumer):
+            raise TapeError(f"invalid consumer name {consumer!r}")
+
+    def commit(self, consumer: str, topic: str, partition: int, offset: int) -> None:
+        """Commit `offset` (the next one to read) for the consumer group named `consumer`."""
+        self._check_group(consumer)
+        self.client.commit(consumer, topic, partition, offset)
+
+    def committed(self, consumer: str, topic: str, partition: int) -> int | None:
+        """The offset the consumer group `consumer` committed on the partition, or None."""
+        self._check_group(consumer)
+        return self.client.committed(consumer, topic, partition)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush the producer and close every connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.client.flush()
+        finally:
+            for reader in self._idle:
+                reader.close()
+            self._idle.clear()
+            self.client.close()
+
+    def __enter__(self) -> KafkaTape:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
