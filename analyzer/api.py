@@ -1,0 +1,113 @@
+"""Python API for notebooks: the analyzer's tables and metrics as pandas DataFrames.
+
+    from analyzer.api import Analyzer
+    a = Analyzer("runs.duckdb")
+    a.load("file:./tape")                       # incremental, like `ticktape load`
+    a.pnl_summary("ema-1a2b")                   # per robot and instrument
+    a.equity_curve("ema-1a2b", "1min")          # cash, position value, equity, drawdown
+    a.sql("SELECT * FROM fills WHERE side = 'SELL'")
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+from analyzer.load import LoadSummary, connect, load
+from analyzer.metrics import install_metrics
+from ticktape.tape import Tape, open_tape
+
+_UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "min": 60_000_000_000,
+          "h": 3_600_000_000_000, "d": 86_400_000_000_000}
+
+
+def bucket_ns(value: int | str) -> int:
+    """`60_000_000_000`, `"1min"`, `"5s"`, `"1h"`, `"1d"` -> nanoseconds."""
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*(\d+)\s*(ns|us|ms|s|min|h|d)\s*", value)
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 1s, 1min, 1h, 1d)")
+    return int(m[1]) * _UNITS[m[2]]
+
+
+class Analyzer:
+    """An analyzer database (DuckDB file or ':memory:') with the metric views installed."""
+
+    def __init__(self, db: str | duckdb.DuckDBPyConnection = ":memory:") -> None:
+        self.con = connect(db) if isinstance(db, str) else db
+        install_metrics(self.con)
+
+    def load(self, tape: Tape | str, *, topics: Sequence[str] | None = None, skip_bad: bool = False) -> LoadSummary:
+        """Load what is new on a tape (see `analyzer.load.load`), then refresh the views."""
+        t = open_tape(tape) if isinstance(tape, str) else tape
+        try:
+            summary = load(t, self.con, topics=topics, skip_bad=skip_bad)
+        finally:
+            if isinstance(tape, str):
+                t.close()
+        install_metrics(self.con)
+        return summary
+
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> Any:
+        """Any query as a pandas DataFrame; exact DECIMAL money columns arrive as `decimal.Decimal`."""
+        # Through Arrow rather than .df(), which would turn DECIMAL into float64.
+        return self.con.sql(query, params=list(params or [])).to_arrow_table().to_pandas()
+
+    def runs(self) -> Any:
+        """Every run on the database: id, robot, mode, start/end, input events, intents."""
+        return self.sql("""SELECT s.run_id AS run, s.robot, s.robot_id, s.mode, s.ts_event AS start_ts,
+                                  f.ts_event AS end_ts, f.events, f.intents, f.intents_sha256
+                           FROM run_started s LEFT JOIN run_finished f USING (run_id) ORDER BY s.ts_event""")
+
+    def _by_run(self, view: str, run: str | None) -> Any:
+        if run is None:
+            return self.sql(f"SELECT * FROM {view}")
+        return self.sql(f"SELECT * FROM {view} WHERE run = ?", [run])
+
+    def fills(self, run: str | None = None) -> Any:
+        """Fills with signed quantity, notional and cash flow (exact DECIMAL columns)."""
+        return self._by_run("fills", run)
+
+    def positions(self, run: str | None = None) -> Any:
+        """Position, cash and fees after every fill."""
+        return self._by_run("positions", run)
+
+    def pnl_summary(self, run: str | None = None) -> Any:
+        """Per run, robot and instrument: fills, volume, fees, position, realized/unrealized/total PnL."""
+        return self._by_run("pnl_summary", run)
+
+    def round_trips(self, run: str | None = None) -> Any:
+        """FIFO round trips (entry, exit, quantity, gross PnL, holding time)."""
+        return self._by_run("round_trips", run)
+
+    def trade_stats(self, run: str | None = None) -> Any:
+        """Round-trip count, win rate, average win/loss, holding times."""
+        return self._by_run("trade_stats", run)
+
+    def order_latency(self, run: str | None = None) -> Any:
+        """Per order: intent -> accepted -> filled times."""
+        return self._by_run("order_latency", run)
+
+    def betfair_markets(self, run: str | None = None) -> Any:
+        """Betfair profit per market with commission."""
+        return self._by_run("betfair_market_pnl", run)
+
+    def betfair_selections(self, run: str | None = None) -> Any:
+        """Betfair profit per selection."""
+        return self._by_run("betfair_selection_pnl", run)
+
+    def equity_curve(self, run: str, bucket: int | str = "1min") -> Any:
+        """Equity (total PnL), cash, position value, peak and drawdown at every bucket end."""
+        return self.sql("SELECT * FROM equity_curve(?, ?)", [run, bucket_ns(bucket)])
+
+    def run_stats(self, run: str, bucket: int | str = "1min") -> Any:
+        """Final equity, max drawdown, Sharpe and Sortino of per-bucket PnL changes."""
+        return self.sql("SELECT * FROM run_stats(?, ?)", [run, bucket_ns(bucket)])
+
+    def close(self) -> None:
+        """Close the database."""
+        self.con.close()
