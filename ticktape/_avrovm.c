@@ -14,7 +14,7 @@
  *   (6,)  (7,)                            bytes, string (UTF-8) <-> bytes, str
  *   (8, symbols: tuple[str], index: dict[str, int])   enum <-> str
  *   (9, size: int)                        fixed     <-> bytes
- *   (10, item_program)                    array     <-> list (encode: sequence)
+ *   (10, item_program)                    array     <-> tuple (encode: any sequence)
  *   (11, value_program)                   map       <-> dict[str, value]
  *   (12, branches: tuple, selector)       union (selector: None or
  *                                         dict[type, branch index])
@@ -22,10 +22,21 @@
  *                                         NamedTuple class) or tuple if
  *                                         cls is None
  *
+ * Value rules follow the pure-Python engine (ticktape/avro_program.py), so the
+ * two produce identical bytes and equal values: int/long take int (not bool),
+ * float/double take float or int (not bool), boolean takes bool (or int, by
+ * truthiness), bytes/fixed take any contiguous buffer, arrays take any
+ * sequence, maps any mapping with str keys, records any tuple of the right
+ * length (matched positionally).  Decoded records built from a NamedTuple
+ * class bypass its __new__, exactly like cls._make(values).
+ *
  * Decoding never reads outside the input buffer; malformed or truncated input
- * raises ValueError mentioning the byte position.  Encoding writes into a
- * private growable buffer, so nothing is appended to an output bytearray
- * unless the whole value (or batch) encoded successfully.
+ * raises ValueError mentioning the byte position.  Malformed programs raise
+ * TypeError.  Encode errors are TypeError / ValueError / OverflowError with the
+ * path to the offending value ("field 4 (runners): item 1: field 0 (price):
+ * expected float, got str").  Encoding writes into a private growable buffer,
+ * so nothing is appended to an output bytearray unless the whole value (or
+ * batch) encoded successfully.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -206,7 +217,7 @@ prefix_key(PyObject *key)
 {
     PyObject *type, *value, *tb, *prefix;
     PyErr_Fetch(&type, &value, &tb);
-    prefix = PyUnicode_FromFormat("map key %R", key);
+    prefix = PyUnicode_FromFormat("map key %.100R", key);
     if (prefix == NULL) {
         PyErr_Clear();
     }
@@ -369,12 +380,25 @@ dec_string(Dec *d)
     }
     s = PyUnicode_DecodeUTF8((const char *)d->buf + d->pos, n, "strict");
     if (s == NULL) {
-        PyObject *type, *value, *tb, *newexc = NULL;
+        PyObject *type, *value, *tb, *newexc = NULL, *reason = NULL;
+        Py_ssize_t bad = 0;
         PyErr_Fetch(&type, &value, &tb);
         PyErr_NormalizeException(&type, &value, &tb);
-        PyErr_Format(PyExc_ValueError,
-                     "invalid UTF-8 in string at byte %zd: %S", start,
-                     value ? value : Py_None);
+        if (value == NULL ||
+            PyUnicodeDecodeError_GetStart(value, &bad) < 0 ||
+            (reason = PyUnicodeDecodeError_GetReason(value)) == NULL) {
+            PyErr_Clear();
+        }
+        if (reason != NULL) {
+            PyErr_Format(PyExc_ValueError,
+                         "invalid UTF-8 in string at byte %zd (byte %zd: %U)",
+                         start, d->pos + bad, reason);
+            Py_DECREF(reason);
+        }
+        else {
+            PyErr_Format(PyExc_ValueError,
+                         "invalid UTF-8 in string at byte %zd", start);
+        }
         if (value != NULL) {
             PyObject *t2, *tb2;
             PyErr_Fetch(&t2, &newexc, &tb2);
@@ -1222,7 +1246,7 @@ enc_array(Enc *e, PyObject *item_prog, PyObject *v)
         for (i = 0; i < n; i++) {
             PyObject *item;
             int r;
-            /* a list may shrink while encoding (e.g. via __index__) */
+            /* a list may shrink while encoding (user __hash__/__eq__/__bool__) */
             if (i >= PySequence_Fast_GET_SIZE(seq)) {
                 PyErr_SetString(PyExc_RuntimeError,
                                 "list changed size during encoding");

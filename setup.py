@@ -1,0 +1,12 @@
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "ticktape._avrovm",
+            ["ticktape/_avrovm.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        )
+    ]
+)
