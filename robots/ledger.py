@@ -40,17 +40,32 @@ def exact(value: int | Fraction) -> str:
 
 
 class Ledger:
-    """Linear instruments (spot, perpetuals; money in the quote asset): cash + quantity x mark - fees."""
+    """Linear instruments (spot, perpetuals; money in the quote asset): cash + quantity x mark - fees.
+
+    Equity between two fills of a single open instrument is `K + q * price` with `K`, `q` fixed,
+    so the hot path (one call per market event) only compares float prices: it keeps the
+    segment's lowest and highest price and its largest adverse move. At the next fill (or the
+    summary) those few prices are converted to exact units and the drawdown is updated in exact
+    integers. With several instruments open at once every mark is applied exactly instead.
+    """
 
     def __init__(self) -> None:
         self.book = Book()
         self.open = False
         self.fills = 0
-        self.equity = 0  # money units (1e-18): PnL net of fees at the current marks
-        self.drawdown = DrawdownTracker()
-        self.drawdown.update(0)
+        self.peak = 0  # money units: the highest equity so far (the run starts at 0)
+        self.max_drawdown = 0  # money units
         self._net: dict[str, int] = {}  # net quantity (units) per instrument over all accounts
-        self._mark: dict[str, int] = {}  # last mark (units) per traded instrument
+        self._mark: dict[str, int] = {}  # last exact mark (units) per traded instrument
+        self._last: dict[str, float] = {}  # last mark as the float it came in as
+        # the single-instrument segment: equity = k + q * price
+        self._seg: str | None = None
+        self._k = 0
+        self._q = 0
+        self._hi = self._lo = 0.0
+        self._adverse = 0.0
+        self._adv_from = self._adv_to = 0.0
+        self._equity = 0  # exact equity when several instruments are open (else unused)
 
     def on_event(self, event: Event) -> None:
         """Any venue answer; only fills move money."""
@@ -58,29 +73,84 @@ class Ledger:
             self.on_fill(event)
 
     def on_fill(self, fill: OrderFilled) -> None:
-        """Book a fill and recompute equity exactly (fills are rare next to market events)."""
+        """Book a fill exactly and start a new mark segment (fills are rare next to market events)."""
+        self._close_segment()
         self._sync_marks()
         self.book.apply_fill(fill)
         inst = fill.instrument
         size = to_units(fill.size)
         self._net[inst] = self._net.get(inst, 0) + (size if fill.side == "BUY" else -size)
         self._mark[inst] = to_units(fill.price)
+        self._last[inst] = fill.price
         self.fills += 1
-        self.open = any(self._net.values())
-        self.equity = self.book.equity()
-        self.drawdown.update(self.equity)
+        equity = self.book.equity()
+        self._update(equity)
+        held = [i for i, q in self._net.items() if q]
+        self.open = bool(held)
+        self._seg = None
+        if len(held) == 1:
+            self._start_segment(held[0], equity)
+        self._equity = equity
+
+    def _start_segment(self, inst: str, equity: int) -> None:
+        self._seg = inst
+        self._q = self._net[inst]
+        self._k = equity - self._q * self._mark[inst]
+        self._hi = self._lo = self._adv_from = self._adv_to = self._last[inst]
+        self._adverse = 0.0
+
+    def _close_segment(self) -> None:
+        """Fold the segment's extremes into the exact peak and drawdown."""
+        inst = self._seg
+        if inst is None:
+            return
+        k, q = self._k, self._q
+        if q > 0:
+            worst, best = to_units(self._lo), to_units(self._hi)
+        else:
+            worst, best = to_units(self._hi), to_units(self._lo)
+        adverse = abs(q) * abs(to_units(self._adv_from) - to_units(self._adv_to))
+        dd = max(self.peak - (k + q * worst), adverse)
+        if dd > self.max_drawdown:
+            self.max_drawdown = dd
+        self.peak = max(self.peak, k + q * best)
+        last = self._last[inst]
+        self._mark[inst] = to_units(last)
+        self._hi = self._lo = self._adv_from = self._adv_to = last
+        self._adverse = 0.0
+
+    def _update(self, equity: int) -> None:
+        if equity > self.peak:
+            self.peak = equity
+        elif self.peak - equity > self.max_drawdown:
+            self.max_drawdown = self.peak - equity
 
     def mark(self, instrument: str, price: float) -> None:
         """Revalue an open position at a new market price."""
-        q = self._net.get(instrument)
-        if not q:
+        if instrument == self._seg:
+            self._last[instrument] = price
+            if price > self._hi:
+                self._hi = price
+            elif price < self._lo:
+                self._lo = price
+            if self._q > 0:
+                if self._hi - price > self._adverse:
+                    self._adverse = self._hi - price
+                    self._adv_from, self._adv_to = self._hi, price
+            elif price - self._lo > self._adverse:
+                self._adverse = price - self._lo
+                self._adv_from, self._adv_to = self._lo, price
             return
-        p = to_units(price)
+        q = self._net.get(instrument)
+        if not q or self._seg is not None:
+            return
+        p = to_units(price)  # several instruments open: exact per mark
         old = self._mark[instrument]
         if p != old:
-            self.equity += q * (p - old)
+            self._equity += q * (p - old)
             self._mark[instrument] = p
-            self.drawdown.update(self.equity)
+            self._last[instrument] = price
+            self._update(self._equity)
 
     def on_market(self, event: Event) -> None:
         """Mark from a Trade price, a Quote mid or a Bar close (the runner calls it while a position is open)."""
@@ -93,12 +163,16 @@ class Ledger:
             self.mark(event.instrument, event.close)  # type: ignore[union-attr]
 
     def _sync_marks(self) -> None:
+        if self._seg is not None:
+            self._mark[self._seg] = to_units(self._last[self._seg])
         for inst, p in self._mark.items():
             if self.book.mark_price(inst) != p:
                 self.book.mark(inst, p)
 
     def summary(self) -> dict[str, Any]:
         """PnL (net of fees), fees, realized/unrealized, max drawdown: exact decimals (and floats)."""
+        if self._seg is not None:
+            self._close_segment()
         self._sync_marks()
         book = self.book
         unrealized = sum((p.unrealized() for _, p in book.items()), Fraction(0))
@@ -108,8 +182,8 @@ class Ledger:
                 "fees": float(money_to_decimal(fees)), "fees_exact": exact(fees),
                 "realized_pnl": float(money_to_decimal(book.realized())),
                 "unrealized_pnl": float(money_to_decimal(unrealized)),
-                "max_drawdown": float(money_to_decimal(self.drawdown.max_drawdown)),
-                "max_drawdown_exact": exact(self.drawdown.max_drawdown), "fills": self.fills}
+                "max_drawdown": float(money_to_decimal(self.max_drawdown)),
+                "max_drawdown_exact": exact(self.max_drawdown), "fills": self.fills}
 
     def positions(self) -> list[dict[str, Any]]:
         """One row per (robot, instrument) traded."""
@@ -125,3 +199,61 @@ class Ledger:
                          "traded": p.traded / SCALE, "fills": p.fills,
                          "last_price": (p.mark or 0) / SCALE})
         return rows
+
+
+class SettlementLedger:
+    """Betfair-style money: PnL is booked when a market settles (`MarketSettled`), net of commission.
+
+    Fills are counted (and matched stake summed) but move no money until settlement, because a
+    bet's value depends on the outcome. Drawdown is taken over the settled-PnL curve.
+    """
+
+    def __init__(self) -> None:
+        self.open = False  # nothing to mark: bets are not marked to market
+        self.fills = 0
+        self.matched = 0  # units (1e-9) of stake matched
+        self.pnl = 0  # units (1e-9) of money, net of commission
+        self.commission = 0
+        self.drawdown = DrawdownTracker()
+        self.drawdown.update(0)
+        self._markets: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def on_fill(self, fill: OrderFilled) -> None:
+        """Count a matched (part of a) bet."""
+        self.fills += 1
+        self.matched += to_units(fill.size)
+
+    def on_event(self, event: Event) -> None:
+        """Fills and settlements (by type name, so the venue's own event types need no import here)."""
+        name = type(event).__name__
+        if name == "OrderFilled":
+            self.on_fill(event)  # type: ignore[arg-type]
+        elif name == "MarketSettled":
+            net = to_units(event.net_profit)  # type: ignore[union-attr]
+            fee = to_units(event.commission)  # type: ignore[union-attr]
+            self.pnl += net
+            self.commission += fee
+            self.drawdown.update(self.pnl)
+            row = self._markets.setdefault((event.robot, event.market_id),  # type: ignore[union-attr]
+                                           {"profit": 0, "commission": 0, "net": 0, "bets": 0})
+            row["profit"] += to_units(event.profit)  # type: ignore[union-attr]
+            row["commission"] += fee
+            row["net"] += net
+            row["bets"] += event.bets  # type: ignore[union-attr]
+
+    def on_market(self, event: Event) -> None:
+        """Nothing is marked to market."""
+
+    def summary(self) -> dict[str, Any]:
+        """PnL net of commission (fees = commission), matched stake, drawdown over settlements."""
+        dd = self.drawdown.max_drawdown * SCALE
+        return {"pnl": self.pnl / SCALE, "pnl_exact": exact(self.pnl * SCALE),
+                "fees": self.commission / SCALE, "fees_exact": exact(self.commission * SCALE),
+                "matched_stake": self.matched / SCALE, "markets_settled": len(self._markets),
+                "max_drawdown": float(money_to_decimal(dd)), "max_drawdown_exact": exact(dd), "fills": self.fills}
+
+    def positions(self) -> list[dict[str, Any]]:
+        """One row per (robot, market) settled."""
+        return [{"robot": robot, "instrument": market, "bets": r["bets"], "profit": r["profit"] / SCALE,
+                 "commission": r["commission"] / SCALE, "pnl": r["net"] / SCALE}
+                for (robot, market), r in sorted(self._markets.items())]

@@ -182,6 +182,8 @@ class Runner(Generic[StateT]):
         pop = heapq.heappop
         created = 0
         seq = 0
+        steps = 0
+        state = self.state
         now = clock.now()
         order_handler = handlers.get(OrderFilled)
         robot_id = robot.robot_id
@@ -210,7 +212,7 @@ class Runner(Generic[StateT]):
 
         def deliver(event: Event, ts: int) -> None:
             """A venue answer, control rejection or timer: bookkeeping, then a robot step."""
-            nonlocal seq
+            nonlocal seq, state, steps
             t = type(event)
             if t is not Timer:
                 stats.order_events += 1
@@ -225,15 +227,21 @@ class Runner(Generic[StateT]):
             handler = handlers.get(t)
             if handler is None and t is not Timer:
                 handler = order_handler  # venue-specific answers (e.g. settlement) go to on_order_update
+            if ts > clock.now():
+                clock.advance(ts)
             if handler is not None:
-                ctx.reset(seq, ts)
-                new = handler(self.state, event, ctx)
+                ctx.seq = seq
+                ctx.ts = ts
+                new = handler(state, event, ctx)
                 if new is not None:
-                    self.state = new
-                stats.robot_steps += 1
+                    state = self.state = new
+                steps += 1
                 if ctx.intents or ctx.timers:
                     schedule(ctx.intents, ctx.timers, ts)
-                if observe is not None:
+                    if observe is not None:
+                        observe(seq, event, ctx.intents)
+                    ctx.reset(seq, ts)
+                elif observe is not None:
                     observe(seq, event, ctx.intents)
             seq += 1
 
@@ -246,51 +254,70 @@ class Runner(Generic[StateT]):
             else:  # a control rejection or a timer
                 deliver(payload, ts)
 
-        state_ref = self  # the handlers may replace the state object
-        first = True
+        control_handler = handlers.get(Control)
+        if control_handler is not None:
+            def control_for_me(state: Any, event: Control, ctx: Context) -> Any:
+                # operator commands address one robot id, or every robot ("*" or "")
+                if event.target in (robot_id, "*", ""):
+                    return control_handler(state, event, ctx)
+                return None
+            handlers[Control] = control_for_me
+        get_handler = handlers.get
+        n_events = 0
+        disorder = 0
+        # The hot loop: one pass per input, nothing per-run done here (everything above is set-up).
         for event in events:
             ts = event.ts_event
-            while heap and heap[0][0] < ts:
-                process(pop(heap))
-                if observe is not None:
-                    yield None
+            if heap and heap[0][0] < ts:
+                clock.advance(max(now, clock.now()))
+                while heap and heap[0][0] < ts:
+                    process(pop(heap))
+                    if observe is not None:
+                        yield None
+                now = max(now, clock.now())
             if ts > now:
                 now = ts
-                clock.advance(ts)
             elif ts < now:
-                stats.out_of_order += 1
+                disorder += 1
             if venue_on_market is not None:
                 answers = venue_on_market(event)
                 if answers:
+                    clock.advance(now)
                     for answer in answers:
                         deliver(answer, answer.ts_event)
             if controls_on_event is not None:
                 controls_on_event(event)
             if mark is not None and ledger.open:
                 mark(event)
-            handler = handlers.get(type(event))
+            handler = get_handler(type(event))
             if handler is not None and (passes is None or passes(event)) and (gate is None or gate(event)):
-                if type(event) is Control and event.target not in (robot_id, "*", ""):
-                    pass
-                else:
-                    ctx.reset(seq, ts)
-                    new = handler(state_ref.state, event, ctx)
-                    if new is not None:
-                        state_ref.state = new
-                    stats.robot_steps += 1
-                    if ctx.intents or ctx.timers:
-                        schedule(ctx.intents, ctx.timers, ts)
+                ctx.seq = seq
+                ctx.ts = ts
+                new = handler(state, event, ctx)
+                if new is not None:
+                    state = self.state = new
+                steps += 1
+                if ctx.intents or ctx.timers:
+                    clock.advance(now)
+                    schedule(ctx.intents, ctx.timers, ts)
                     if observe is not None:
                         observe(seq, event, ctx.intents)
+                    ctx.reset(seq, ts)
+                elif observe is not None:
+                    observe(seq, event, ctx.intents)
             elif passes is not None and handler is None:
                 passes(event)  # keep the filter's market definitions current
             seq += 1
-            stats.events += 1
-            if first:
-                first = False
+            n_events += 1
+            if n_events == 1:
                 stats.first_ts = ts
             if observe is not None:
+                clock.advance(now)
+                stats.events = n_events
                 yield None
+        clock.advance(max(now, clock.now()))
+        stats.events = n_events
+        stats.out_of_order = disorder
         # inputs exhausted: let queued intents reach the venue; timers only up to the horizon
         horizon = self.horizon if self.horizon is not None else now
         while heap:
@@ -300,7 +327,8 @@ class Runner(Generic[StateT]):
             process(item)
             if observe is not None:
                 yield None
-        stats.last_ts = now
+        stats.robot_steps = steps
+        stats.last_ts = max(now, clock.now())
         stats.intents_sha256 = self._sha.hexdigest()
 
     @property

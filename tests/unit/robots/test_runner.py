@@ -156,3 +156,55 @@ def test_fill_events_reach_on_order_update_with_fill_details() -> None:
     s = runner.ledger.summary()
     assert s["fees_exact"] == "0.2" and s["pnl_exact"] == "-20.2"  # (90-100)*2 - 0.2
     assert s["max_drawdown"] == 20.2  # from the start (0) to -20.2, fee included
+
+
+class FlipRobot(Robot[Params, LogState]):
+    """Trades on a fixed schedule: buys 3 at step 5, sells 5 at step 40 (short 2), buys 2 at step 80."""
+
+    name = "flip"
+
+    def init_state(self) -> LogState:
+        return LogState()
+
+    def on_trade(self, state: LogState, event: Trade, ctx: Context) -> None:
+        i = int(event.trade_id)
+        if i == 5:
+            ctx.buy(event.instrument, 3.0)
+        elif i == 40:
+            ctx.sell(event.instrument, 5.0)
+        elif i == 80:
+            ctx.buy(event.instrument, 2.0)
+
+
+def test_max_drawdown_equals_a_brute_force_exact_equity_curve() -> None:
+    from fractions import Fraction
+
+    from robots.api import Rng
+
+    rng = Rng.from_seed(3)
+    price = 100.0
+    events = []
+    for i in range(120):
+        price = round(price + (rng.random() - 0.5) * 4, 2)
+        events.append(trade(i, price))
+    fills: list[OrderFilled] = []
+    runner = Runner(FlipRobot(), venue=NaiveVenue(latency=0, fee_bps=5),
+                    on_order_event=lambda e: fills.append(e) if isinstance(e, OrderFilled) else None)
+    runner.run(events)
+    assert len(fills) == 3
+    # brute force: exact equity after every event (fills at their trade), peak-to-trough
+    cash, qty, peak, dd = Fraction(0), Fraction(0), Fraction(0), Fraction(0)
+    by_ts = {f.ts_event: f for f in fills}
+    for e in events:
+        f = by_ts.get(e.ts_event)
+        if f is not None:
+            q = Fraction(str(f.size)) * (1 if f.side == "BUY" else -1)
+            cash -= q * Fraction(str(f.price)) + Fraction(str(f.fee))
+            qty += q
+            equity = cash + qty * Fraction(str(f.price))
+            peak, dd = max(peak, equity), max(dd, peak - equity)
+        equity = cash + qty * Fraction(str(e.price))
+        peak, dd = max(peak, equity), max(dd, peak - equity)
+    s = runner.ledger.summary()
+    assert Fraction(s["max_drawdown_exact"]) == dd
+    assert Fraction(s["pnl_exact"]) == cash + qty * Fraction(str(events[-1].price))
