@@ -229,9 +229,14 @@ def _commit(con: duckdb.DuckDBPyConnection, tape: Tape, part: PartitionLoad, bat
     bad: list[BadRecord] = [b for c in batch.chunks for b in c.bad]
     con.begin()
     try:
+        # One INSERT per type: topics that interleave types (orders.event) come in many small runs.
+        by_type: dict[str, list[pa.Table]] = {}
         for chunk in batch.chunks:
             if chunk.table is not None and chunk.table.num_rows:
-                _insert(con, chunk.type_name or "", chunk.table, part.topic, part.partition)
+                by_type.setdefault(chunk.type_name or "", []).append(chunk.table)
+        for type_name, tables in by_type.items():
+            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+            _insert(con, type_name, table, part.topic, part.partition)
         if bad:
             errors = pa.table({"topic": [part.topic] * len(bad), "partition": [part.partition] * len(bad),
                                "offset": [b.offset for b in bad], "error": [b.error for b in bad]})

@@ -1,0 +1,158 @@
+"""Replay a recorded run into DuckDB: the robot's state step by step and its recomputed intents.
+
+`replay(tape, run_id, con)` rebuilds the run from its `RunStarted` manifest (robot, params,
+venue, controls and the exact input offsets; see `robots.backtest.runner_for_run`), drives it
+through `Runner.steps`, and writes
+
+- `robot_state(run, input_offset, ts_event, event_type, intents, state)`: the state as JSON
+  after every step that changed it, after every step that emitted intents (changed or not),
+  and every `every` steps; `input_offset = -1` holds the initial state;
+- `replay_intents(run, input_offset, k, type, client_order_id, instrument, side, price, size,
+  ts_event, intent JSON, encoded BLOB)`: every recomputed intent, keyed by its step.
+
+`input_offset` is the runner's step sequence number (inputs and venue answers alike), the same
+number the robot's client order ids carry (`{robot_id}-{seq}-{k}`). "What did it know at that
+moment?" is then
+
+    SELECT state FROM robot_state WHERE run = ? AND input_offset <= ? ORDER BY input_offset DESC LIMIT 1
+
+Replaying a run again replaces its rows (one transaction).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ticktape.codec import default_codec, to_python
+from ticktape.tape.base import Tape
+
+_DDL = [
+    """CREATE TABLE IF NOT EXISTS robot_state (run VARCHAR NOT NULL, input_offset BIGINT NOT NULL,
+        ts_event BIGINT, event_type VARCHAR, intents INTEGER NOT NULL, state VARCHAR NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS replay_intents (run VARCHAR NOT NULL, input_offset BIGINT NOT NULL,
+        k INTEGER NOT NULL, type VARCHAR NOT NULL, client_order_id VARCHAR, instrument VARCHAR, side VARCHAR,
+        price DOUBLE, size DOUBLE, ts_event BIGINT, intent VARCHAR NOT NULL, encoded BLOB NOT NULL)""",
+]
+_FLUSH = 50_000
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay wrote."""
+
+    run_id: str
+    steps: int
+    states: int
+    intents: int
+    intents_sha256: str
+    seconds: float
+
+    def line(self) -> str:
+        return (f"replayed run {self.run_id}: {self.steps} robot steps, {self.intents} intents, "
+                f"{self.states} states written in {self.seconds:.2f} s (intents_sha256 {self.intents_sha256})")
+
+
+def build_runner(tape: Tape, run_id: str, robot: str | None = None) -> tuple[Any, Any, Any, Any]:
+    """(manifest, finished, runner, source) of a recorded run; `robot` overrides the manifest's robot."""
+    from robots.backtest import find_run, runner_for_run
+
+    manifest, finished = find_run(tape, run_id)
+    if robot is not None and robot != manifest.robot:
+        manifest = manifest._replace(robot=robot)
+    runner, source = runner_for_run(tape, manifest)
+    return manifest, finished, runner, source
+
+
+class _Rows:
+    """Column buffers for one table, flushed as Arrow."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, table: str, names: list[str]) -> None:
+        self.con = con
+        self.table = table
+        self.cols: dict[str, list[Any]] = {n: [] for n in names}
+
+    def add(self, *values: Any) -> None:
+        for col, v in zip(self.cols.values(), values, strict=True):
+            col.append(v)
+
+    def flush(self) -> None:
+        first = next(iter(self.cols.values()))
+        if not first:
+            return
+        batch = pa.table(self.cols)
+        self.con.register("_tt_rows", batch)
+        self.con.execute(f"INSERT INTO {self.table} BY NAME SELECT * FROM _tt_rows")
+        self.con.unregister("_tt_rows")
+        for col in self.cols.values():
+            col.clear()
+
+
+def replay(tape: Tape, run_id: str, con: duckdb.DuckDBPyConnection, *, robot: str | None = None,
+           every: int = 0) -> ReplaySummary:
+    """Re-run `run_id` over its recorded inputs; write `robot_state` and `replay_intents` (see module doc)."""
+    import hashlib
+
+    t0 = time.perf_counter()
+    _, _, runner, source = build_runner(tape, run_id, robot)
+    encode = default_codec().encode
+    sha = hashlib.sha256()
+    for ddl in _DDL:
+        con.execute(ddl)
+    con.begin()
+    try:
+        con.execute("DELETE FROM robot_state WHERE run = ?", [run_id])
+        con.execute("DELETE FROM replay_intents WHERE run = ?", [run_id])
+        states = _Rows(con, "robot_state", ["run", "input_offset", "ts_event", "event_type", "intents", "state"])
+        intents = _Rows(con, "replay_intents", ["run", "input_offset", "k", "type", "client_order_id", "instrument",
+                                                "side", "price", "size", "ts_event", "intent", "encoded"])
+        current = runner.robot.state_to_json(runner.state)
+        states.add(run_id, -1, None, None, 0, current)
+        n_steps = n_states = n_intents = 0
+        for step in runner.steps(source):
+            n_steps += 1
+            if step.state_json is not None:
+                current = step.state_json
+            if step.state_json is not None or step.intents or (every and step.seq % every == 0):
+                states.add(run_id, step.seq, step.event.ts_event, type(step.event).__name__, len(step.intents),
+                           current)
+                n_states += 1
+            for k, intent in enumerate(step.intents):
+                data = encode(intent)
+                sha.update(data)
+                intents.add(run_id, step.seq, k, type(intent).__name__, intent.client_order_id, intent.instrument,
+                            getattr(intent, "side", None), getattr(intent, "price", None),
+                            getattr(intent, "size", None), intent.ts_event, json.dumps(to_python(intent)), data)
+                n_intents += 1
+            if len(first_col(states)) >= _FLUSH:
+                states.flush()
+            if len(first_col(intents)) >= _FLUSH:
+                intents.flush()
+        states.flush()
+        intents.flush()
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None and source.tape is not tape:
+            close()
+    return ReplaySummary(run_id, n_steps, n_states + 1, n_intents, sha.hexdigest(), time.perf_counter() - t0)
+
+
+def first_col(rows: _Rows) -> list[Any]:
+    """The first column buffer (its length is the buffered row count)."""
+    return next(iter(rows.cols.values()))
+
+
+def state_at(con: duckdb.DuckDBPyConnection, run_id: str, input_offset: int) -> Any:
+    """The robot's state (parsed JSON) after step `input_offset` of a replayed run."""
+    row = con.execute("SELECT state FROM robot_state WHERE run = ? AND input_offset <= ? "
+                      "ORDER BY input_offset DESC LIMIT 1", [run_id, input_offset]).fetchone()
+    return json.loads(row[0]) if row else None
