@@ -33,15 +33,13 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+from ticktape.codec import default_codec
 from ticktape.events import DeadLetter, Event, SourceImported
 from ticktape.tape.base import Tape
 from ticktape.timeutil import Clock, WallClock
-
-_ts_event = attrgetter("ts_event")
 
 IMPORTS_TOPIC = "meta.imports"
 """Where import bookmarks (`SourceImported`) live."""
@@ -99,48 +97,59 @@ class BatchAppender:
         self.tape = tape
         self.batch_size = max(1, batch_size)
         self.counts: dict[str, int] = {}
-        self.ts_max: int | None = None
+        # Per topic: events, and their keys once any key was given (None: the schema keys).
         self._pending: dict[str, tuple[list[Event], list[str | None] | None]] = {}
+
+    def _keys(self, topic: str) -> tuple[list[Event], list[str | None]]:
+        """The topic's pending lists, with explicit keys (schema keys filled in for earlier events)."""
+        events, keys = self._pending.setdefault(topic, ([], None))
+        if keys is None:
+            keys = default_codec().keys_of(events) if events else []
+            self._pending[topic] = (events, keys)
+        return events, keys
 
     def add(self, topic: str, event: Event, key: str | None = None) -> None:
         """Queue one event; `key` overrides the schema key (rarely needed)."""
-        events, keys = self._pending.get(topic) or self._pending.setdefault(topic, ([], None))
-        if key is not None and keys is None:
-            keys = [None] * len(events)
-            self._pending[topic] = (events, keys)
-        events.append(event)
-        if keys is not None:
-            keys.append(key)
-        if len(events) >= self.batch_size:
-            self._flush_topic(topic)
-
-    def extend(self, topic: str, events: Sequence[Event]) -> None:
-        """Queue many events at once (schema keys); large lists are appended in slices."""
         pending = self._pending.get(topic)
-        if pending is not None and pending[1] is not None:
-            for e in events:
-                self.add(topic, e)
-            return
-        if pending is None:
-            pending = self._pending.setdefault(topic, ([], None))
-        buf = pending[0]
-        start = 0
-        while start < len(events):
-            room = self.batch_size - len(buf)
-            buf.extend(events[start:start + room])
-            start += room
-            if len(buf) >= self.batch_size:
-                self._flush_topic(topic)
-                buf = self._pending.setdefault(topic, ([], None))[0]
+        if key is None and (pending is None or pending[1] is None):
+            events = self._pending.setdefault(topic, ([], None))[0]
+            events.append(event)
+        else:
+            events, keys = self._keys(topic)
+            events.append(event)
+            keys.append(key if key is not None else default_codec().key_of(event))
+        if len(events) >= self.batch_size:
+            self._flush_full(topic)
+
+    def extend(self, topic: str, events: Sequence[Event], key: str | None = None) -> None:
+        """Queue many events at once; `key` is one key for all of them (it saves a per-event key
+        lookup when the caller knows it, e.g. one instrument per file)."""
+        pending = self._pending.get(topic)
+        if key is None and (pending is None or pending[1] is None):
+            self._pending.setdefault(topic, ([], None))[0].extend(events)
+        else:
+            buf, keys = self._keys(topic)
+            buf.extend(events)
+            keys.extend([key] * len(events) if key is not None else default_codec().keys_of(events))
+        self._flush_full(topic)
+
+    def _flush_full(self, topic: str) -> None:
+        events, keys = self._pending[topic]
+        n = self.batch_size
+        while len(events) >= n:
+            self._append(topic, events[:n], keys[:n] if keys is not None else None)
+            del events[:n]
+            if keys is not None:
+                del keys[:n]
+
+    def _append(self, topic: str, events: list[Event], keys: list[str | None] | None) -> None:
+        self.tape.append(topic, events, keys=keys)
+        self.counts[topic] = self.counts.get(topic, 0) + len(events)
 
     def _flush_topic(self, topic: str) -> None:
         events, keys = self._pending.pop(topic, ([], None))
-        if not events:
-            return
-        self.tape.append(topic, events, keys=keys)
-        self.counts[topic] = self.counts.get(topic, 0) + len(events)
-        ts = max(map(_ts_event, events))
-        self.ts_max = ts if self.ts_max is None else max(self.ts_max, ts)
+        if events:
+            self._append(topic, events, keys)
 
     def flush(self) -> None:
         """Append everything pending (topics in name order, so runs are reproducible)."""
@@ -311,10 +320,10 @@ class ImportRun:
         self._check()
         self.appender.add(topic, event)
 
-    def emit_many(self, topic: str, events: Sequence[Event]) -> None:
-        """Queue many events for `topic` (the column-wise fast path)."""
+    def emit_many(self, topic: str, events: Sequence[Event], key: str | None = None) -> None:
+        """Queue many events for `topic` (the column-wise fast path); `key`: one key for all."""
         self._check()
-        self.appender.extend(topic, events)
+        self.appender.extend(topic, events, key)
 
     def dead_letter(self, position: str, error: str, raw: bytes | str, ts_event: int | None = None) -> None:
         """Keep one bad input (raw bytes, error, where) on `dlq.<source>`; the import goes on."""
@@ -331,10 +340,9 @@ class ImportRun:
         self.appender.flush()
         counts = {t: n for t, n in self.appender.counts.items() if t != self.dlq.topic}
         recv = self.clock.now()
-        ts_event = self.appender.ts_max if self.appender.ts_max is not None else recv
         self.tape.create_topic(IMPORTS_TOPIC, 1)
         self.tape.append(IMPORTS_TOPIC, [SourceImported(
-            self.source_id, self.kind, self.name, ts_event, recv, sum(counts.values()), self.dlq.count,
+            self.source_id, self.kind, self.name, recv, recv, sum(counts.values()), self.dlq.count,
             tuple(sorted(self.appender.counts)))])
         self._finished = ImportSummary(self.name, self.kind, self.source_id, counts, self.dlq.count,
                                        errors=list(self.dlq.samples))

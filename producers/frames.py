@@ -215,7 +215,7 @@ def _append_bars(tape: Tape, bars: list[Bar], *, venue: str, inst: str, interval
                                           [ts, vals])
         run = ImportRun(tape, source="bars", kind="bars", name=name, source_id=sid)
     if not run.skipped:
-        run.emit_many(bar_topic(venue), bars)
+        run.emit_many(bar_topic(venue), bars, inst)
     return run.finish()
 
 

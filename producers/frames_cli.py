@@ -64,6 +64,6 @@ def import_bars(ctx: click.Context, files: tuple[Path, ...], venue: str, instrum
             for p in problems:
                 where = f"line {p.row + 2}" if csv else f"row {p.row}"  # CSV: line 1 is the header
                 run.dead_letter(where, p.error, df.iloc[p.row].to_json(date_format="iso", default_handler=str))
-            run.emit_many(bar_topic(venue), bars)
+            run.emit_many(bar_topic(venue), bars, instrument)
         summaries.append(run.finish())
     report_and_exit(summaries, as_json=as_json, strict=strict)

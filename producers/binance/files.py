@@ -195,16 +195,16 @@ class BlockImporter:
 
     def _block(self, block: bytes, line_no: int, first: bool) -> int:
         lines = block.count(b"\n")
-        body, body_line = block, line_no
+        body, body_line, body_lines = block, line_no, lines
         if first:
             first_line = block[:block.find(b"\n")]
             self.names = self._detect(block, line_no)
             header = first_line.split(b",", 1)[0].strip().decode("utf-8", "replace")
             if header in {names[0] for names in self.layout.widths.values()}:  # a header row: skip it
-                body, body_line = block[len(first_line) + 1:], line_no + 1
+                body, body_line, body_lines = block[len(first_line) + 1:], line_no + 1, lines - 1
         if body.strip():
             try:
-                self._fast(body)
+                self._fast(body, body_lines)
             except (pa.ArrowInvalid, ValueError):
                 self._slow(body, body_line)
         return lines
@@ -220,7 +220,7 @@ class BlockImporter:
         raise ValueError(f"{self.where}line {line_no}: {widths[0] if widths else 0} columns, a Binance "
                          f"{self.layout.kind} file has {expected} (is --kind right?)")
 
-    def _fast(self, body: bytes) -> None:
+    def _fast(self, body: bytes, lines: int) -> None:
         assert self.names is not None
         table = pacsv.read_csv(
             pa.BufferReader(body),
@@ -228,12 +228,13 @@ class BlockImporter:
                                            block_size=max(len(body) + 1, 1 << 20)),
             convert_options=pacsv.ConvertOptions(column_types=self.layout.used,
                                                  include_columns=list(self.layout.used)))
-        if table.num_rows != body.count(b"\n") or any(c.null_count for c in table.columns):
+        if table.num_rows != lines or any(c.null_count for c in table.columns):
             raise ValueError("row count or nulls disagree: use the line-by-line path")
         cols = {name: table.column(name).to_numpy() for name in self.layout.used}
         if _problems(self.layout, cols) is not None:
             raise ValueError("invalid values: use the line-by-line path")
-        self.run.emit_many(self.layout.topic, build_events(self.layout, cols, self.symbol, self.interval))
+        self.run.emit_many(self.layout.topic, build_events(self.layout, cols, self.symbol, self.interval),
+                               self.symbol)
         self.rows += table.num_rows
 
     def _slow(self, body: bytes, line_no: int) -> None:
@@ -272,7 +273,8 @@ class BlockImporter:
             cols = {n: c[keep] for n, c in cols.items()}
         self._dead(bad)
         if len(cols[names[0]]):
-            self.run.emit_many(self.layout.topic, build_events(self.layout, cols, self.symbol, self.interval))
+            self.run.emit_many(self.layout.topic, build_events(self.layout, cols, self.symbol, self.interval),
+                               self.symbol)
             self.rows += len(cols[names[0]])
 
 

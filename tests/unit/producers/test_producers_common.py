@@ -38,7 +38,13 @@ def test_batch_appender_appends_in_batches_and_flushes_the_rest(tape_factory: Ta
     app.flush()
     assert app.counts == {topic: 25} and app.pending == 0
     assert sorted(_all(tape, topic), key=lambda e: int(e.trade_id)) == trades
-    assert app.ts_max == trades[-1].ts_event
+    mixed = BatchAppender(tape, batch_size=4)  # an explicit key, then schema keys, on one topic
+    mixed.add(topic + "k", trades[0], key="custom")
+    mixed.extend(topic + "k", trades[1:3])
+    mixed.extend(topic + "k", trades[3:5], key="BTCUSDT")
+    mixed.flush()
+    keys = sorted(r.key or "" for p in range(tape.partitions(topic + "k")) for r in tape.read(topic + "k", p))
+    assert keys == ["BTCUSDT"] * 4 + ["custom"]
 
 
 def test_import_run_dead_letters_bookmark_and_second_import_adds_nothing(tape_factory: TapeFactory,
@@ -64,7 +70,7 @@ def test_import_run_dead_letters_bookmark_and_second_import_adds_nothing(tape_fa
     assert dls == [DeadLetter(f"{source}:trades.csv", "line 11", "price: not a number", 42, 42, b"x,y,z\n")]
     mark = find_import(tape, "sha256:abc" + topic)
     assert isinstance(mark, SourceImported) and mark.events == 11 and mark.dead_letters == 1
-    assert mark.ts_event == trades[10].ts_event and set(mark.topics) == {topic, f"dlq.{source}"}
+    assert mark.ts_event == mark.ts_recv == 42 and set(mark.topics) == {topic, f"dlq.{source}"}
 
     second = run_once()
     assert second.skipped and second.total_events == 0
