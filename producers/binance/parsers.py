@@ -26,6 +26,7 @@ superseded by the closed one and are not recorded as bars.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -186,12 +187,17 @@ def _unit_ns(value: Any) -> int:
     return to_ns(1) if int(value) < 100_000_000_000_000 else 1_000
 
 
-def no_robot(client_order_id: str) -> str:
-    """Default robot attribution: none (orders placed outside ticktape or before a robot id is known)."""
-    return ""
+_ROBOT_COID = re.compile(r"(.+)-\d+-\d+")
 
 
-def parse_execution_report(p: Mapping[str, Any], ts_recv: int, robot_of: RobotOf = no_robot) -> Parsed:
+def robot_of_client_order_id(client_order_id: str) -> str:
+    """Robot attribution by ticktape's client order ids, `{robot_id}-{seq}-{k}` (robots.api);
+    "" for orders placed outside ticktape (the Binance app, other programs)."""
+    m = _ROBOT_COID.fullmatch(client_order_id)
+    return m.group(1) if m else ""
+
+
+def parse_execution_report(p: Mapping[str, Any], ts_recv: int, robot_of: RobotOf = robot_of_client_order_id) -> Parsed:
     """User-data `executionReport` -> one order event by execution type `x`.
 
     NEW -> OrderAccepted, TRADE -> OrderFilled (fee in the commission asset `N`),
@@ -266,8 +272,8 @@ def unwrap(payload: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any]]:
     return None, payload
 
 
-def parse_payload(payload: Mapping[str, Any] | str | bytes, ts_recv: int, *, robot_of: RobotOf = no_robot,
-                  account: str = "spot") -> Parsed:
+def parse_payload(payload: Mapping[str, Any] | str | bytes, ts_recv: int, *,
+                  robot_of: RobotOf = robot_of_client_order_id, account: str = "spot") -> Parsed:
     """Any supported payload (dict or JSON text, wrapped or not) -> [(topic, event)].
 
     Raises `BinanceParseError` naming the field when the payload is not a documented shape

@@ -22,9 +22,9 @@ from producers.binance.parsers import (
     TOPIC_BOOK,
     VENUE,
     RobotOf,
-    no_robot,
     parse_depth_snapshot,
     parse_payload,
+    robot_of_client_order_id,
     unwrap,
 )
 from producers.common import BatchAppender, DeadLetterSink
@@ -69,7 +69,7 @@ class RecorderCore:
 
     def __init__(self, appender: BatchAppender, dlq: DeadLetterSink, *, depth_symbols: Sequence[str] = (),
                  fetch_snapshot: SnapshotFetcher | None = None, futures: bool = False,
-                 robot_of: RobotOf = no_robot, account: str = "spot", clock: Clock) -> None:
+                 robot_of: RobotOf = robot_of_client_order_id, account: str = "spot", clock: Clock) -> None:
         self.appender = appender
         self.dlq = dlq
         self.fetch_snapshot = fetch_snapshot

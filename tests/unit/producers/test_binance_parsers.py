@@ -68,6 +68,9 @@ def test_robot_attribution_hook_and_futures_fields() -> None:
     line = _messages("ws_messages.jsonl")[6]
     [(_, ev)] = parse_payload(line, RECV, robot_of=lambda cid: cid.split("-")[0])
     assert isinstance(ev, OrderAccepted) and ev.robot == "rb1"
+    # By default the robot comes from ticktape's own client order ids: {robot_id}-{seq}-{k}.
+    [(_, ev)] = parse_payload(line.replace('"rb1-000042"', '"ema-cross-17-0"'), RECV)
+    assert isinstance(ev, OrderAccepted) and (ev.robot, ev.client_order_id) == ("ema-cross", "ema-cross-17-0")
     futures_depth = {"e": "depthUpdate", "E": 1700000000500, "T": 1700000000498, "s": "BTCUSDT", "U": 7, "u": 9,
                      "pu": 6, "b": [], "a": [["1.5", "2"]]}
     [(_, delta)] = parse_payload(futures_depth, RECV)
