@@ -89,7 +89,7 @@ def trade(i: int, price: float = 10.0) -> Trade:
 def test_fold_ids_and_timers() -> None:
     bot = Echo(robot_id="r7")
     ctx = Context(bot.robot_id, bot.venue)
-    state, out = bot.step(bot.init_state(), trade(0), seq=12, ctx=ctx)
+    _, out = bot.step(bot.init_state(), trade(0), seq=12, ctx=ctx)
     assert [o.client_order_id for o in out] == ["r7-12-0", "r7-12-1"]
     assert [(o.order_type, o.side) for o in out] == [("LIMIT", "BUY"), ("MARKET", "SELL")]  # type: ignore[union-attr]
     assert all(o.ts_event == o.ts_recv == T0 for o in out)
@@ -150,5 +150,5 @@ def test_registry_loads_builtins_and_module_class() -> None:
     assert r.robot_id == "mine" and r.params.fast == 3  # type: ignore[attr-defined]
     with pytest.raises(RobotError, match="unknown robot"):
         robot_class("nope")
-    with pytest.raises(RobotError, match="not a robots.api.Robot"):
+    with pytest.raises(RobotError, match=r"not a robots\.api\.Robot"):
         robot_class("ticktape.events:Trade")
