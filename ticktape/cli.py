@@ -61,7 +61,14 @@ def record_json(record: Record) -> str:
     out: dict[str, Any] = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
                            "key": record.key, "type": type(record.event).__name__}
     out.update(to_python(record.event))
-    return json.dumps(out, allow_nan=True)
+    return json.dumps(out, allow_nan=True, default=_json_bytes)
+
+
+def _json_bytes(value: object) -> str:
+    """Avro's JSON form of `bytes` (one char per byte, latin-1), which `put` reads back."""
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 @cli.command()

@@ -121,6 +121,10 @@ def test_cli_import_twice_adds_nothing_and_strict_fails_on_bad_rows(tmp_path: Pa
     bad = runner.invoke(cli, [*args, "--interval", "1m", "--strict", str(FIX / "BTCUSDT-1m-bad.csv")])
     assert bad.exit_code == 1
     assert json.loads(bad.output.splitlines()[0])["dead_letters"] == 3
+    shown = runner.invoke(cli, ["--tape", f"file:{tmp_path / 'tape'}", "cat", "dlq.binance", "--limit", "1"])
+    assert shown.exit_code == 0, shown.output  # raw bytes print as Avro-JSON (latin-1) text
+    line2 = (FIX / "BTCUSDT-1m-bad.csv").read_bytes().splitlines()[1]
+    assert json.loads(shown.output)["raw"].encode("latin-1") == line2
     tape = open_tape(f"file:{tmp_path / 'tape'}")
     assert sum(1 for _ in tape.read("md.binance.bar")) == 5
     assert find_import(tape, file_identity(src)) is not None
