@@ -136,3 +136,37 @@ def test_a_missing_recorded_intent_is_a_divergence(run: dict[str, object], tmp_p
         result = audit(b, "run1")
     assert result.divergence is not None and result.divergence.index == total - 1
     assert result.divergence.expected is None and result.divergence.actual is not None
+
+
+def test_report_is_self_contained_html_with_the_plots(run: dict[str, object], tmp_path: Path) -> None:
+    db = tmp_path / "rep.duckdb"
+    a = Analyzer(str(db))
+    a.load(str(run["out"]))
+    a.load(str(run["md"]))
+    a.close()
+    out = tmp_path / "report.html"
+    r = subprocess.run([sys.executable, "-m", "ticktape", "report", "run1", "--db", str(db), "--out", str(out)],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    html = out.read_text()
+    summary: dict[str, object] = run["summary"]  # type: ignore[assignment]
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    for title in ("Equity (total PnL) and drawdown", "Position", "BTCUSDT: price with fills", "PnL by instrument"):
+        assert title in html
+    assert html.count("<svg") == 4
+    fills = summary["fills"]
+    assert html.count('class="marker-buy"') + html.count('class="marker-sell"') == fills
+    assert str(Decimal(str(summary["pnl_exact"])).normalize()) in html  # the headline total PnL, exact
+    assert str(summary["intents_sha256"]) in html
+    # nothing to fetch: no scripts, no external resources (the only URL is the SVG namespace)
+    assert "<script" not in html and "src=" not in html and "<link" not in html
+    assert set(re_urls(html)) == {"http://www.w3.org/2000/svg"}
+    missing = subprocess.run([sys.executable, "-m", "ticktape", "report", "nope", "--db", str(db)],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert missing.returncode != 0 and "no run 'nope'" in missing.stderr
+
+
+def re_urls(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"https?://[^\s\"'<>]+", text)
