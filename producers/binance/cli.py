@@ -132,11 +132,15 @@ def record_binance(ctx: click.Context, symbols: str, streams: str, futures: bool
             return client.futures_order_book(symbol=symbol, limit=1000)  # type: ignore[no-any-return]
         return client.get_order_book(symbol=symbol, limit=1000)  # type: ignore[no-any-return]
 
+    def agg_trades(symbol: str, from_id: int, limit: int) -> list[dict[str, object]]:
+        fetch = client.futures_aggregate_trades if futures else client.get_aggregate_trades
+        return fetch(symbol=symbol, fromId=from_id, limit=limit)  # type: ignore[no-any-return]
+
     clock = WallClock()
     appender = BatchAppender(_tape(ctx), batch_size=1000)
     core = RecorderCore(appender, DeadLetterSink(appender, VENUE, "binance:ws", clock),
                         depth_symbols=syms if "depth" in streams else (), fetch_snapshot=snapshot,
-                        futures=futures, account=account, clock=clock)
+                        futures=futures, account=account, clock=clock, fetch_agg_trades=agg_trades)
     stop = threading.Event()
     try:
         run_live(core, streams=names, api_key=key, api_secret=secret, user_data=user_data, futures=futures,

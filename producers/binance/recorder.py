@@ -9,6 +9,7 @@ socket thread to the recording thread through a queue, so one thread owns the ta
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 
 from producers.binance.book import BookSync, SyncStep
 from producers.binance.parsers import (
+    TOPIC_AGGTRADE,
     TOPIC_BOOK,
     VENUE,
     RobotOf,
@@ -28,13 +30,19 @@ from producers.binance.parsers import (
     unwrap,
 )
 from producers.common import BatchAppender, DeadLetterSink
-from ticktape.events import BookDelta, FeedGap
+from ticktape.events import BookDelta, FeedGap, Trade
 from ticktape.timeutil import Clock
 
 log = logging.getLogger(__name__)
 
 SnapshotFetcher = Callable[[str], Mapping[str, Any]]
 """symbol -> the REST depth answer (`{"lastUpdateId", "bids", "asks"}`)."""
+
+AggTradeFetcher = Callable[[str, int, int], list[Mapping[str, Any]]]
+"""(symbol, from_id, limit) -> REST aggregate trades from that id (`GET /api/v3/aggTrades?fromId=`)."""
+
+MAX_REPAIR = 5000
+"""Aggregate trades fetched at most to fill one gap (more is recorded as an unrepaired gap)."""
 
 STREAM_NAMES = {"trade": "trade", "aggTrade": "aggTrade", "bookTicker": "bookTicker", "depth": "depth@100ms"}
 
@@ -69,8 +77,11 @@ class RecorderCore:
 
     def __init__(self, appender: BatchAppender, dlq: DeadLetterSink, *, depth_symbols: Sequence[str] = (),
                  fetch_snapshot: SnapshotFetcher | None = None, futures: bool = False,
-                 robot_of: RobotOf = robot_of_client_order_id, account: str = "spot", clock: Clock) -> None:
+                 robot_of: RobotOf = robot_of_client_order_id, account: str = "spot", clock: Clock,
+                 fetch_agg_trades: AggTradeFetcher | None = None) -> None:
         self.appender = appender
+        self.fetch_agg_trades = fetch_agg_trades
+        self.last_trade_id: dict[tuple[str, str], int] = {}  # (topic, symbol) -> last trade/aggregate id
         self.dlq = dlq
         self.fetch_snapshot = fetch_snapshot
         self.clock = clock
@@ -85,6 +96,12 @@ class RecorderCore:
         self.position += 1
         self.stats.messages += 1
         try:
+            if isinstance(message, str | bytes):
+                raw_text = message
+                try:
+                    message = json.loads(message)
+                except ValueError:
+                    message = raw_text  # parse_payload names the JSON error
             parsed = parse_payload(message, ts_recv, robot_of=self.robot_of, account=self.account)
         except Exception as exc:  # any bad payload is kept, never raised into the socket thread
             raw = message if isinstance(message, str | bytes) else _json_bytes(message)
@@ -94,12 +111,66 @@ class RecorderCore:
             self.stats.dead_letters += 1
             return
         for topic, ev in parsed:
+            if isinstance(ev, Trade):
+                self._check_trade_ids(topic, ev)
             self._emit(topic, ev)
             if isinstance(ev, BookDelta) and ev.instrument in self.syncs:
                 _, inner = unwrap(message) if isinstance(message, Mapping) else (None, {})
                 pu = inner.get("pu")
                 self._follow(self.syncs[ev.instrument], self.syncs[ev.instrument].on_delta(
                     ev, None if pu is None else int(pu)))
+
+    def _check_trade_ids(self, topic: str, trade: Trade) -> None:
+        """Trade and aggregate-trade ids count up by one per symbol: a jump is lost trades.
+
+        Aggregate trades are fetched back over REST when a fetcher is given (appended before
+        the trade that revealed the gap, so the topic stays in time order); either way the
+        gap is recorded as a FeedGap on the stream's own topic.
+        """
+        key = (topic, trade.instrument)
+        tid = int(trade.trade_id)
+        last = self.last_trade_id.get(key)
+        self.last_trade_id[key] = tid if last is None else max(last, tid)
+        if last is None or tid <= last + 1:
+            return  # continuous, or a repeat after a reconnect (recorded as received)
+        expected = last + 1
+        filled = self._refill(trade, expected, tid) if topic == TOPIC_AGGTRADE else expected
+        stream = "aggTrade" if topic == TOPIC_AGGTRADE else "trade"
+        repaired = filled == tid
+        reason = "trade ids not continuous" + (f"; {filled - expected} refilled over REST" if filled > expected else "")
+        self._emit(topic, FeedGap(VENUE, trade.instrument, trade.ts_event, trade.ts_recv, stream, reason,
+                                  expected, tid, repaired))
+        self.stats.gaps += not repaired
+
+    def _refill(self, trade: Trade, expected: int, received: int) -> int:
+        """Fetch aggregate trades [expected, received) and emit them; returns the first id still missing."""
+        if self.fetch_agg_trades is None or received - expected > MAX_REPAIR:
+            return expected
+        nxt = expected
+        while nxt < received:
+            ts_recv = self.clock.now()
+            progressed = False
+            try:
+                for row in self.fetch_agg_trades(trade.instrument, nxt, min(1000, received - nxt)):
+                    [(_, ev)] = parse_payload({**row, "e": "aggTrade", "s": trade.instrument}, ts_recv)
+                    tid = int(ev.trade_id)  # type: ignore[union-attr]
+                    if tid < nxt:
+                        continue
+                    if tid != nxt:
+                        break  # the venue skipped an id: stop, the rest stays a gap
+                    self._emit(TOPIC_AGGTRADE, ev)
+                    nxt += 1
+                    progressed = True
+                    if nxt == received:
+                        break
+            except Exception as exc:  # network or shape: the rest stays a recorded gap
+                self.dlq.add(f"aggTrades {trade.instrument} from {nxt}", f"gap refill failed: {exc}", b"",
+                             ts_recv=ts_recv)
+                self.stats.dead_letters += 1
+                return nxt
+            if not progressed:
+                return nxt
+        return nxt
 
     def _emit(self, topic: str, ev: Any) -> None:
         self.appender.add(topic, ev)
@@ -141,8 +212,6 @@ class RecorderCore:
 
 
 def _json_bytes(message: Mapping[str, Any]) -> bytes:
-    import json
-
     return json.dumps(message, separators=(",", ":"), default=str).encode("utf-8")
 
 

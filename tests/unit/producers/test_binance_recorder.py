@@ -145,3 +145,36 @@ def test_stream_names() -> None:
         stream_names(["BTCUSDT"], ["ticker"])
     assert parse_payload({"stream": "btcusdt@depth5", "data": {"lastUpdateId": 5, "bids": [], "asks": []}}, 9)[0][1] \
         == BookSnapshot("binance", "BTCUSDT", 9, 9, 5, (), ())
+
+
+def _agg(a: int, t_ms: int) -> dict[str, Any]:
+    return {"e": "aggTrade", "E": t_ms, "s": "BTCUSDT", "a": a, "p": "100.5", "q": "0.1", "f": a * 2, "l": a * 2,
+            "T": t_ms, "m": False, "M": True}
+
+
+def test_trade_id_gaps_are_refilled_over_rest_in_order_or_recorded(tmp_path: Path) -> None:
+    history = [{k: v for k, v in _agg(a, 1_700_000_000_000 + a).items() if k not in ("e", "E", "s")}
+               for a in range(100, 120)]
+    calls: list[tuple[str, int, int]] = []
+
+    def fetch(symbol: str, from_id: int, limit: int) -> list[Mapping[str, Any]]:
+        calls.append((symbol, from_id, limit))
+        return [h for h in history if h["a"] >= from_id][:limit]
+
+    tape, core = _record(tmp_path, [], None)
+    core.fetch_agg_trades = fetch
+    for a in (100, 101, 102, 106, 106, 107):  # 103..105 lost, 106 repeated after a reconnect
+        core.handle({"stream": "btcusdt@aggTrade", "data": _agg(a, 1_700_000_000_000 + a)}, 5)
+    core.handle({"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "s": "BTCUSDT", "t": 7, "p": "1",
+                                                     "q": "1", "T": 1_700_000_000_000, "m": True}}, 6)
+    core.handle({"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "s": "BTCUSDT", "t": 9, "p": "1",
+                                                     "q": "1", "T": 1_700_000_000_001, "m": True}}, 7)
+    core.appender.flush()
+    agg = [r.event for r in tape.read("md.binance.aggtrade")]
+    ids = [int(e.trade_id) if not isinstance(e, FeedGap) else ("gap", e.expected, e.received, e.repaired) for e in agg]
+    assert ids == [100, 101, 102, 103, 104, 105, ("gap", 103, 106, True), 106, 106, 107]
+    assert calls == [("BTCUSDT", 103, 3)]
+    trades = [r.event for r in tape.read("md.binance.trade")]
+    gap = trades[1]
+    assert isinstance(gap, FeedGap) and (gap.stream, gap.expected, gap.received, gap.repaired) == ("trade", 8, 9, False)
+    assert core.stats.gaps == 1
