@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -132,7 +134,7 @@ def record_binance(ctx: click.Context, symbols: str, streams: str, futures: bool
             return client.futures_order_book(symbol=symbol, limit=1000)  # type: ignore[no-any-return]
         return client.get_order_book(symbol=symbol, limit=1000)  # type: ignore[no-any-return]
 
-    def agg_trades(symbol: str, from_id: int, limit: int) -> list[dict[str, object]]:
+    def agg_trades(symbol: str, from_id: int, limit: int) -> list[Mapping[str, Any]]:
         fetch = client.futures_aggregate_trades if futures else client.get_aggregate_trades
         return fetch(symbol=symbol, fromId=from_id, limit=limit)  # type: ignore[no-any-return]
 
