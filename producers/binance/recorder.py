@@ -13,7 +13,6 @@ import json
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +39,11 @@ SnapshotFetcher = Callable[[str], Mapping[str, Any]]
 
 AggTradeFetcher = Callable[[str, int, int], list[Mapping[str, Any]]]
 """(symbol, from_id, limit) -> REST aggregate trades from that id (`GET /api/v3/aggTrades?fromId=`)."""
+
+SELF_RECONNECTING = frozenset({"IncompleteReadError", "gaierror", "ConnectionClosedError", "ConnectionClosedOK",
+                               "BinanceWebsocketClosed"})
+"""python-binance error messages after which its socket reconnects by itself (others end the socket:
+we restart the manager). Every one of them is recorded as a gap: messages may have been lost."""
 
 MAX_REPAIR = 5000
 """Aggregate trades fetched at most to fill one gap (more is recorded as an unrepaired gap)."""
@@ -220,9 +224,10 @@ def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api
              stop: threading.Event | None = None, max_backoff: float = 60.0) -> None:
     """Subscribe with python-binance's ThreadedWebsocketManager and record until `stop` (or Ctrl-C).
 
-    python-binance reconnects a dropped socket itself (a few times, with backoff); when it
-    gives up it sends `{"e": "error"}`, which `handle` records as a gap; we then restart the
-    manager with our own exponential backoff and resync every book from a fresh snapshot.
+    python-binance reconnects a dropped socket itself (a few times, with backoff) and reports
+    each drop as `{"e": "error"}`, which `handle` records as gaps (books resync from a fresh
+    snapshot at the next delta). When it gives up (`SELF_RECONNECTING` does not name the
+    error), we restart the manager with our own exponential backoff.
     """
     from binance import ThreadedWebsocketManager
 
@@ -251,7 +256,8 @@ def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api
                     core.appender.flush()
                     continue
                 core.handle(msg, ts_recv)
-                failed = isinstance(msg, Mapping) and msg.get("e") == "error"
+                failed = (isinstance(msg, Mapping) and msg.get("e") == "error"
+                          and msg.get("type") not in SELF_RECONNECTING)
                 if inbox.empty() or core.appender.pending >= 1000:
                     core.appender.flush()
                 backoff = 1.0 if not failed else backoff
@@ -262,4 +268,3 @@ def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api
             log.warning("binance websocket gave up; reconnecting in %.0f s", backoff)
             stop.wait(backoff)
             backoff = min(max_backoff, backoff * 2)
-            time.sleep(0)
