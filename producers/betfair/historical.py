@@ -135,7 +135,7 @@ def _import_stream(run: ImportRun, decoder: StreamDecoder, stream: IO[bytes], wh
         if not line.strip():
             continue
         try:
-            if line.startswith(b'{"marketId"') or b'"op":"marketCatalogue"' in line[:4096]:
+            if line.startswith(b'{"marketId"') or b'"op":"marketCatalogue"' in line[:64]:
                 pairs = _catalogue_line(line, decoder, run.clock.now())
             else:
                 pairs = decode(line)

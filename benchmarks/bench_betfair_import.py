@@ -1,0 +1,159 @@
+"""Betfair historical import: market updates per second and peak memory.
+
+    python -m benchmarks.bench_betfair_import [COPIES] [--data DIR]
+
+Replicates the two recorded markets in `/work/shared/data/betfair/` COPIES times each (distinct
+market ids, one market after another, as one stream file in a temp dir), then measures, each in a
+fresh subprocess so peak RSS is its own:
+
+* `import`: `ticktape import betfair` end to end (read, decode, full-ladder MarketBooks, Avro
+  encode, append to a file tape, bookmark) — the number the >= 20k updates/s target is about;
+* `decode`: `StreamDecoder` alone (JSON -> events, no tape);
+* `append`: appending the already decoded events to a file tape (encode + write ceiling);
+* `betfairlightweight`: its historical generator stream (`max_latency=None`) building its
+  MarketBook resources, the reference the decoder is checked against;
+* memory flatness: the import at COPIES/4 and COPIES, peak RSS of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import machine, max_rss_mb, report
+
+DATA = Path("/work/shared/data/betfair")
+MARKETS = ("1.197931750", "1.197931751")
+
+
+def make_file(data: Path, copies: int, out: Path) -> int:
+    """Write `copies` of each market (ids 1.9xxxxxxxx) to `out`; the number of market updates."""
+    sources = [(m, (data / m).read_bytes().splitlines()) for m in MARKETS]
+    updates = 0
+    with open(out, "wb") as f:
+        for c in range(copies):
+            for k, (market, lines) in enumerate(sources):
+                new = f'"1.9{c:06d}{k:02d}"'.encode()
+                old = f'"{market}"'.encode()
+                for line in lines:
+                    f.write(line.replace(old, new) + b"\n")
+                updates += len(lines)  # one market change per line in these files
+    return updates
+
+
+def _child(mode: str, path: str, tape_dir: str) -> None:
+    from producers.betfair.historical import import_file
+    from producers.betfair.parse import StreamDecoder
+    from ticktape.events import MarketBook
+    from ticktape.tape import open_tape
+
+    t0 = time.perf_counter()
+    dt = None
+    if mode == "import":
+        tape = open_tape(f"file:{tape_dir}")
+        import_file(tape, path)
+        tape.close()
+        dt = time.perf_counter() - t0
+        n = sum(1 for _ in _books(tape_dir))  # counted from the tape, outside the timing
+    elif mode == "decode":
+        dec = StreamDecoder()
+        n = 0
+        with open(path, "rb") as f:
+            for line in f:
+                n += sum(1 for _, e in dec.decode_line(line) if type(e) is MarketBook)
+    elif mode == "append":
+        dec = StreamDecoder()
+        with open(path, "rb") as f:
+            events = [e for line in f for _, e in dec.decode_line(line)]
+        n = sum(1 for e in events if type(e) is MarketBook)
+        tape = open_tape(f"file:{tape_dir}")
+        t0 = time.perf_counter()
+        for i in range(0, len(events), 10_000):
+            tape.append("md.betfair.market", events[i:i + 10_000])
+        tape.close()
+    elif mode == "betfairlightweight":
+        import betfairlightweight
+
+        # One historical stream per market file, as Betfair ships them (its generator snaps every
+        # cached market on every line, so one stream over all copies would be quadratic). Here
+        # FILE is the data directory and TAPE the number of copies.
+        client = betfairlightweight.APIClient("user", "password", app_key="key")
+        n = 0
+        for _ in range(int(tape_dir)):
+            for market in MARKETS:
+                stream = client.streaming.create_historical_generator_stream(
+                    file_path=str(Path(path) / market), listener=betfairlightweight.StreamListener(max_latency=None))
+                n += sum(1 for _ in stream.get_generator()())  # one line = one market change in these files
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    if dt is None:
+        dt = time.perf_counter() - t0
+    print(json.dumps({"updates": n, "seconds": dt, "rss_mb": max_rss_mb()}))
+
+
+def _books(tape_dir: str):  # type: ignore[no-untyped-def]
+    from ticktape.events import MarketBook
+    from ticktape.tape.file import FileTape
+
+    tape = FileTape(tape_dir)
+    try:
+        yield from (e for e in tape.read_events("md.betfair.market") if type(e) is MarketBook)
+    finally:
+        tape.close()
+
+
+def _child_result(mode: str, path: str, tape: str) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_betfair_import", "--child", mode, path, tape],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _run(mode: str, path: Path, tmp: Path, repeat: int = 1) -> dict[str, float]:
+    best: dict[str, float] | None = None
+    for i in range(repeat):
+        res = _child_result(mode, str(path), str(tmp / f"tape-{mode}-{path.stem}-{i}"))
+        if best is None or res["seconds"] < best["seconds"]:
+            best = res
+    assert best is not None
+    return best
+
+
+def main() -> None:
+    """Build the replicated file, run every mode in its own process, print JSON result lines."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("copies", nargs="?", type=int, default=100)
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--child", nargs=3, metavar=("MODE", "FILE", "TAPE"))
+    args = ap.parse_args()
+    if args.child:
+        _child(*args.child)
+        return
+    print(f"# {machine()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-betfair-") as d:
+        tmp = Path(d)
+        small, big = tmp / "small.stream", tmp / "big.stream"
+        n_small = make_file(Path(args.data), max(1, args.copies // 4), small)
+        n_big = make_file(Path(args.data), args.copies, big)
+        size_mb = os.path.getsize(big) / 2**20
+        for mode in ("import", "decode", "append", "betfairlightweight"):
+            if mode == "betfairlightweight":
+                res = _child_result(mode, args.data, str(args.copies))
+            else:
+                res = _run(mode, big, tmp, repeat=args.repeat)
+            report(f"betfair.{mode}", copies=args.copies, file_mb=round(size_mb, 1), updates=int(res["updates"]),
+                   updates_per_s=round(res["updates"] / res["seconds"]), peak_rss_mb=round(res["rss_mb"], 1))
+        res_small = _run("import", small, tmp)
+        res_big = _run("import", big, tmp)
+        report("betfair.import.memory", updates_small=n_small, peak_rss_small_mb=round(res_small["rss_mb"], 1),
+               updates_big=n_big, peak_rss_big_mb=round(res_big["rss_mb"], 1))
+
+
+if __name__ == "__main__":
+    main()
