@@ -12,7 +12,8 @@ The assumptions, each chosen so that nothing fills that the recorded market coul
 - **Taker liquidity** is the displayed book: the most recently updated of the depth book
   (snapshots + deltas) and the top-of-book quote. Market orders and the crossing part of limit
   orders walk it level by level (one fill per level, at the level's price). The simulated order's
-  own consumption is subtracted from the level until the recorded market next updates that level.
+  own consumption is subtracted from the level (in book and quote alike, as both show the same
+  market) until the recorded market next updates that level.
   With neither book nor quote, and `trade_fallback` on, a market order may take up to the size
   of the last trade at its price (each trade's size is used once); otherwise it is rejected.
 - **Market orders never rest.** Whatever the book cannot fill at arrival expires at once
@@ -359,6 +360,10 @@ class CryptoVenue:
                     break
                 q = min(o.leaves_u, size)
                 src.consume(o.side, price, q)
+                # Book and quote show the same market: what was taken from one is gone from the other.
+                other = m.quote if src is m.book else m.book
+                if other.ts is not None:
+                    other.consume(o.side, price, q)
                 out.append(self._fill(o, price, q, "TAKER", ts))
             return
         if self.config.trade_fallback and m.last_trade_u is not None and m.last_trade_left > 0:
