@@ -221,15 +221,23 @@ def _json_bytes(message: Mapping[str, Any]) -> bytes:
 
 def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api_secret: str | None,
              user_data: bool, futures: bool, clock: Clock, flush_every: float = 0.25,
-             stop: threading.Event | None = None, max_backoff: float = 60.0) -> None:
+             stop: threading.Event | None = None, max_backoff: float = 60.0, first_backoff: float = 1.0,
+             manager_factory: Callable[..., Any] | None = None) -> None:
     """Subscribe with python-binance's ThreadedWebsocketManager and record until `stop` (or Ctrl-C).
 
     python-binance reconnects a dropped socket itself (a few times, with backoff) and reports
     each drop as `{"e": "error"}`, which `handle` records as gaps (books resync from a fresh
     snapshot at the next delta). When it gives up (`SELF_RECONNECTING` does not name the
     error), we restart the manager with our own exponential backoff.
+    `manager_factory(api_key=, api_secret=)` defaults to python-binance's ThreadedWebsocketManager.
     """
-    from binance import ThreadedWebsocketManager
+    factory: Callable[..., Any]
+    if manager_factory is None:
+        from binance import ThreadedWebsocketManager
+
+        factory = ThreadedWebsocketManager
+    else:
+        factory = manager_factory
 
     inbox: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=1_000_000)
     stop = stop or threading.Event()
@@ -237,9 +245,9 @@ def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api
     def on_message(msg: Any) -> None:
         inbox.put((clock.now(), msg))  # ts_recv stamped at the edge, before any queueing delay
 
-    backoff = 1.0
+    backoff = first_backoff
     while not stop.is_set():
-        twm = ThreadedWebsocketManager(api_key=api_key, api_secret=api_secret)
+        twm = factory(api_key=api_key, api_secret=api_secret)
         twm.start()
         if futures:
             twm.start_futures_multiplex_socket(callback=on_message, streams=streams)
@@ -260,9 +268,13 @@ def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api
                           and msg.get("type") not in SELF_RECONNECTING)
                 if inbox.empty() or core.appender.pending >= 1000:
                     core.appender.flush()
-                backoff = 1.0 if not failed else backoff
+                backoff = first_backoff if not failed else backoff
         finally:
             twm.stop()
+            if stop.is_set():  # what the socket delivered before it stopped is recorded too
+                while not inbox.empty():
+                    ts_recv, msg = inbox.get_nowait()
+                    core.handle(msg, ts_recv)
             core.appender.flush()
         if failed and not stop.is_set():
             log.warning("binance websocket gave up; reconnecting in %.0f s", backoff)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -178,3 +178,63 @@ def test_trade_id_gaps_are_refilled_over_rest_in_order_or_recorded(tmp_path: Pat
     gap = trades[1]
     assert isinstance(gap, FeedGap) and (gap.stream, gap.expected, gap.received, gap.repaired) == ("trade", 8, 9, False)
     assert core.stats.gaps == 1
+
+
+class ReplayManager:
+    """Stands in for python-binance's socket manager: replays recorded messages into the callback
+    from its own thread, like the real one. Tests our restart/backoff loop, not Binance's socket."""
+
+    scripts: ClassVar[list[list[Any]]] = []
+    started: ClassVar[list[ReplayManager]] = []
+
+    def __init__(self, api_key: str | None, api_secret: str | None) -> None:
+        self.script = ReplayManager.scripts.pop(0)
+        self.threads: list[Any] = []
+        ReplayManager.started.append(self)
+
+    def start(self) -> None:
+        pass
+
+    def start_multiplex_socket(self, callback: Any, streams: list[str]) -> str:
+        import threading
+
+        def play() -> None:
+            for msg in self.script:
+                if callable(msg):
+                    msg()
+                else:
+                    callback(msg)
+
+        t = threading.Thread(target=play)
+        t.start()
+        self.threads.append(t)
+        return "multiplex"
+
+    def stop(self) -> None:
+        for t in self.threads:
+            t.join()
+
+
+def test_live_loop_restarts_after_the_socket_gives_up_and_records_everything(tmp_path: Path) -> None:
+    import threading
+
+    from producers.binance.recorder import run_live
+
+    lines = [json.loads(x) for x in (FIX / "ws_messages.jsonl").read_text().splitlines()]
+    stop = threading.Event()
+    ReplayManager.started = []
+    ReplayManager.scripts = [
+        [*lines[:2], {"e": "error", "type": "BinanceWebsocketClosed", "m": "reconnecting"}, lines[2],
+         {"e": "error", "type": "BinanceWebsocketUnableToConnect", "m": "gave up"}],
+        [*lines[3:6], stop.set],
+    ]
+    tape, core = _record(tmp_path, [], None)
+    run_live(core, streams=["btcusdt@trade"], api_key=None, api_secret=None, user_data=False, futures=False,
+             clock=core.clock, stop=stop, first_backoff=0.01, flush_every=0.01, manager_factory=ReplayManager)
+    assert len(ReplayManager.started) == 2  # the self-reconnecting error did not restart; giving up did
+    assert core.stats.messages == 8 and core.stats.dead_letters == 2
+    assert [r.event.trade_id for r in tape.read("md.binance.trade")] == ["3245678901"]
+    assert sum(1 for _ in tape.read("md.binance.bar")) == 1  # the open kline is not a bar
+    gaps = [r.event for r in tape.read("md.binance.book") if isinstance(r.event, FeedGap)]
+    assert [(g.instrument, g.reason) for g in gaps] == [
+        (inst, f"websocket error: {why}") for why in ("reconnecting", "gave up") for inst in ("*", "BTCUSDT")]
