@@ -1,9 +1,9 @@
 """A price-level order book in integer units, as the simulated venue sees the recorded market.
 
-Levels map price units (1e-9) to size units (1e-9). The book is the *recorded* book with the
-simulated orders' own taker consumption subtracted: when a simulated order takes liquidity,
-the level shrinks here until the next recorded update of that level overwrites it (the
-recorded market never saw the simulated order, so its next word on the level wins).
+Levels map price units (1e-9) to size units (1e-9) exactly as recorded. The simulated orders'
+own taker consumption is kept beside them (`taken`) and subtracted from what can be taken,
+until the next recorded update of that level clears it (the recorded market never saw the
+simulated order, so its next word on the level wins). Queue estimates use the recorded size.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from ticktape.events import PriceSize
 class Book:
     """Bids and asks of one instrument: `price_u -> size_u`, plus the time of the last update."""
 
-    __slots__ = ("asks", "bids", "ts")
+    __slots__ = ("asks", "bids", "taken", "ts")
 
     def __init__(self) -> None:
         self.bids: dict[int, int] = {}
         self.asks: dict[int, int] = {}
+        self.taken: dict[tuple[str, int], int] = {}
+        """(resting side, price_u) -> units taken by simulated orders since the level's last update."""
         self.ts: int | None = None
 
     def side(self, side: str) -> dict[int, int]:
@@ -32,12 +34,21 @@ class Book:
         """Replace the whole book (a snapshot); zero-size levels are dropped."""
         self.bids = {to_units(lv.price): to_units(lv.size) for lv in bids if lv.size > 0}
         self.asks = {to_units(lv.price): to_units(lv.size) for lv in asks if lv.size > 0}
+        self.taken.clear()
+        self.ts = ts
+
+    def set_top(self, bid_u: int, bid_size_u: int, ask_u: int, ask_size_u: int, ts: int) -> None:
+        """Replace the book with one level per side (a top-of-book quote)."""
+        self.bids = {bid_u: bid_size_u} if bid_size_u > 0 else {}
+        self.asks = {ask_u: ask_size_u} if ask_size_u > 0 else {}
+        self.taken.clear()
         self.ts = ts
 
     def update(self, side: str, levels: Iterable[PriceSize]) -> list[tuple[int, int, int]]:
         """Apply delta levels on `side` (size 0 removes); returns `(price_u, old_u, new_u)` per level."""
         book = self.bids if side == "BUY" else self.asks
         changes = []
+        taken = self.taken
         for lv in levels:
             price = to_units(lv.price)
             old = book.get(price, 0)
@@ -46,6 +57,8 @@ class Book:
                 book[price] = new
             else:
                 book.pop(price, None)
+            if taken:
+                taken.pop((side, price), None)
             changes.append((price, old, new))
         return changes
 
@@ -64,21 +77,29 @@ class Book:
         return min(levels) if side == "BUY" else max(levels)
 
     def takeable(self, taker_side: str, limit_u: int | None) -> list[tuple[int, int]]:
-        """Levels a `taker_side` order may take, best first, within `limit_u` (None = any price)."""
+        """Levels a `taker_side` order may take, best first, within `limit_u` (None = any price),
+        net of what simulated orders already took."""
+        resting = "SELL" if taker_side == "BUY" else "BUY"
         if taker_side == "BUY":
             levels = sorted(self.asks.items())
-            return [lv for lv in levels if limit_u is None or lv[0] <= limit_u]
-        levels = sorted(self.bids.items(), reverse=True)
-        return [lv for lv in levels if limit_u is None or lv[0] >= limit_u]
+            levels = [lv for lv in levels if limit_u is None or lv[0] <= limit_u]
+        else:
+            levels = sorted(self.bids.items(), reverse=True)
+            levels = [lv for lv in levels if limit_u is None or lv[0] >= limit_u]
+        taken = self.taken
+        if not taken:
+            return levels
+        out = []
+        for price, size in levels:
+            left = size - taken.get((resting, price), 0)
+            if left > 0:
+                out.append((price, left))
+        return out
 
     def consume(self, taker_side: str, price_u: int, size_u: int) -> None:
-        """Remove `size_u` taken by a simulated `taker_side` order at `price_u`."""
-        levels = self.asks if taker_side == "BUY" else self.bids
-        left = levels.get(price_u, 0) - size_u
-        if left > 0:
-            levels[price_u] = left
-        else:
-            levels.pop(price_u, None)
+        """Record `size_u` taken by a simulated `taker_side` order at `price_u`."""
+        key = ("SELL" if taker_side == "BUY" else "BUY", price_u)
+        self.taken[key] = self.taken.get(key, 0) + size_u
 
     def displayed(self, side: str, price_u: int) -> int:
         """Displayed size at `price_u` on `side` (0 when the level is absent)."""

@@ -504,9 +504,8 @@ class CryptoVenue:
     def _on_quote(self, ev: Quote) -> None:
         m = self.market(ev.instrument)
         q = m.quote
-        q.bids = {to_units(ev.bid_price): to_units(ev.bid_size)} if ev.bid_size > 0 else {}
-        q.asks = {to_units(ev.ask_price): to_units(ev.ask_size)} if ev.ask_size > 0 else {}
-        q.ts = ev.ts_event
+        q.set_top(to_units(ev.bid_price), to_units(ev.bid_size), to_units(ev.ask_price), to_units(ev.ask_size),
+                  ev.ts_event)
         for o in m.resting:
             levels = q.side(o.side)
             if not levels:
