@@ -81,12 +81,17 @@ def fee_units(price_u: int, size_u: int, rate: Fraction) -> int:
 
 
 def parse_rate(value: str | float | int | Fraction | Decimal) -> Fraction:
-    """A fee rate from config: `"0.001"`, `0.001`, `Decimal("0.001")` or a Fraction, exactly."""
+    """A fee rate from config: `"0.001"`, `"1/1000"`, `0.001`, `Decimal("0.001")` or a Fraction, exactly.
+
+    Raises ValueError on text that is not a number.
+    """
     if isinstance(value, Fraction):
         return value
     if isinstance(value, float):
         return Fraction(Decimal(repr(value)))
-    return Fraction(Decimal(str(value)))
+    if isinstance(value, str):
+        return Fraction(value.strip())  # decimal, exponent or "p/q" text, exactly
+    return Fraction(value)
 
 
 @dataclass(slots=True)

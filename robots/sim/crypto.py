@@ -88,8 +88,11 @@ class CryptoVenueConfig:
     order_id_prefix: str = "sim"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "maker_fee", parse_rate(self.maker_fee))
-        object.__setattr__(self, "taker_fee", parse_rate(self.taker_fee))
+        for name in ("maker_fee", "taker_fee"):
+            try:
+                object.__setattr__(self, name, parse_rate(getattr(self, name)))
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                raise ValidationError(f"not a fee rate: {getattr(self, name)!r}", field=name) from exc
         for name in ("place_latency_ns", "cancel_latency_ns", "replace_latency_ns"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -274,6 +274,11 @@ def test_config_from_mapping() -> None:
     cfg = CryptoVenueConfig.from_mapping({"maker_fee": "-0.0001", "taker_fee": 0.00075, "place_latency_ns": 1000})
     assert cfg.maker_rate == Fraction(-1, 10_000)
     assert str(cfg.taker_rate) == "3/4000"
+    # the manifest stores the config's fields as text; they must rebuild the same venue
+    assert CryptoVenueConfig.from_mapping({"maker_fee": str(cfg.maker_rate), "taker_fee": str(cfg.taker_rate)}) \
+        == CryptoVenueConfig(maker_fee=cfg.maker_rate, taker_fee=cfg.taker_rate)
+    with pytest.raises(ValidationError, match="maker_fee"):
+        CryptoVenueConfig.from_mapping({"maker_fee": "ten bp"})
     with pytest.raises(ValidationError, match="queue_model"):
         CryptoVenueConfig.from_mapping({"queue_model": "optimistic"})
     with pytest.raises(ValidationError, match="unknown venue setting"):

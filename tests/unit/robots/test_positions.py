@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -64,6 +65,9 @@ def test_fee_is_rate_times_notional_rounded_to_1e9() -> None:
     assert fee_units(to_units(0.0000005), to_units(1.0), rate) == 0
     assert parse_rate(0.00075) == Fraction(75, 100_000)
     assert parse_rate("-0.0001") == Fraction(-1, 10_000)  # rebate
+    assert parse_rate("1/1000") == parse_rate("1e-3") == parse_rate(Decimal("0.001")) == Fraction(1, 1000)
+    with pytest.raises(ValueError):
+        parse_rate("ten bp")
 
 
 def test_round_trip_long_realizes_and_counts_fees() -> None:
