@@ -134,7 +134,11 @@ class KafkaTape:
     def create_topic(self, topic: str, partitions: int = 1) -> None:
         """Create a topic with `partitions` and `retention.ms=-1`; a no-op when it exists with that count."""
         self._check_topic(topic)
-        configs = {"retention.ms": "-1", "retention.bytes": "-1", "message.timestamp.type": "CreateTime"}
+        # Timestamps are ts_event (venue time): historical imports are years old, and a
+        # simulation may run ahead of the wall clock, so the broker must not judge them.
+        configs = {"retention.ms": "-1", "retention.bytes": "-1", "message.timestamp.type": "CreateTime",
+                   "message.timestamp.before.max.ms": str(2**63 - 1),
+                   "message.timestamp.after.max.ms": str(2**63 - 1)}
         if not self.client.create_topic(topic, partitions, self.replication, configs):
             existing = self.client.partitions(topic)
             if existing != partitions:

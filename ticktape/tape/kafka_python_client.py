@@ -17,6 +17,12 @@ from ticktape.tape.kafka_client import Fetched, ProduceBatch, describe
 
 log = logging.getLogger("ticktape.tape.kafka")
 
+# kafka-python logs every connection at INFO, and warns when its IO loop waits on the GIL
+# (which our encode loop holds): quiet both, unless the application set levels itself.
+for _name, _level in (("kafka", logging.WARNING), ("kafka.net.selector", logging.ERROR)):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(_level)
+
 T = TypeVar("T")
 
 

@@ -87,8 +87,10 @@ class RdkafkaClient:
                  consumer: dict[str, Any]) -> None:
         self.servers = servers
         self.timeout = timeout
+        # librdkafka logs through Python logging (not straight to stderr), served on poll/flush.
         self._common: dict[str, Any] = {"bootstrap.servers": ",".join(servers), "client.id": "ticktape",
-                        "socket.timeout.ms": int(timeout * 1000)}
+                                        "socket.timeout.ms": int(timeout * 1000),
+                                        "logger": logging.getLogger("ticktape.tape.kafka.rdkafka")}
         self._producer_config = producer
         self._consumer_config = consumer
         self._producer: Producer | None = None
