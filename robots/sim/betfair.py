@@ -69,6 +69,7 @@ SEC = 1_000_000_000
 _NONE: tuple[Event, ...] = ()
 
 OPEN, PENDING, DONE = 0, 1, 2  # order states
+_MARKET_STATES = frozenset(("OPEN", "SUSPENDED", "CLOSED", "INACTIVE"))
 RunnerKey: TypeAlias = tuple[int, float]  # (selection id, handicap)
 
 
@@ -273,8 +274,8 @@ class BetfairSimVenue:
         if m is None:
             m = self._markets[md.market_id] = _Market(md.market_id)
         m.definition = md
-        if m.settled or not (m.orders or m.pending):
-            return _NONE
+        if m.settled or not (m.orders or m.pending) or md.status not in _MARKET_STATES:
+            return _NONE  # (a catalogue snapshot, status CATALOGUE, says nothing about the market's state)
         out: list[Event] = []
         if m.pending:
             self._run_pending(m, md.ts_event, False, out)

@@ -422,3 +422,11 @@ def test_nothing_fills_that_the_recorded_market_could_not_have_filled(
             lays = sum(c for (pl, bk, p), c in maker.items() if pl == pool and not bk and p <= x)
             assert 2 * backs <= sum(g for p, g in growth.items() if p >= x)
             assert 2 * lays <= sum(g for p, g in growth.items() if p <= x)
+
+
+def test_a_catalogue_snapshot_does_not_count_as_a_market_version_change() -> None:
+    v = venue_with_book()
+    v.on_intent(place("b", "BUY", 3.5, 8), 1)
+    assert v.on_market(definition(2, "CATALOGUE", {11: "ACTIVE", 12: "ACTIVE"})) == ()
+    assert v.on_market(std_book(3, status="SUSPENDED", version=1)) == []  # same version as at placement
+    assert v.order("r1", "b").state == "OPEN"  # type: ignore[union-attr]
