@@ -148,3 +148,29 @@ def test_frame_kind_errors() -> None:
     with pytest.raises(ValueError, match="cannot tell the DataFrame's kind"):
         backtest("ema_cross", frame=pd.DataFrame({"ts_event": [1], "x": [1.0]}))
     assert Trade._fields[4] == "price"
+
+
+def test_demo_on_the_generated_betfair_sample(tmp_path: Path) -> None:
+    empty = tmp_path / "no-betfair-files"
+    empty.mkdir()
+    out = tmp_path / "demo"
+    text = invoke("demo", "--out", str(out), "--events", "5000", "--betfair-data", str(empty))
+    assert "imported 5,000 synthetic BTCUSDT trades" in text
+    assert "generated sample of 2 Betfair markets" in text
+    assert "intents identical" in text and f"tape file:{out / 'tape'}" in text
+    tape = open_tape(f"file:{out / 'tape'}")
+    runs = [r.event for r in tape.read(RUNS_TOPIC)]
+    assert [type(e).__name__ for e in runs] == ["RunStarted", "RunFinished"] * 2
+    assert {e.robot for e in runs if isinstance(e, RunStarted)} == {"ema_cross", "betfair_back_favourite"}
+    bf = json.loads(next(e.summary for e in runs if isinstance(e, RunFinished) and "betfair" in e.run_id))
+    # the favourite is backed once per market for 2.00; one loses (-2), one wins at 1.94 (+1.88, 5%
+    # commission on the market's net profit: 0.094 -> 0.09)
+    assert bf["intents"] == 2 and bf["fills"] == 2 and bf["markets_settled"] == 2
+    assert bf["pnl_exact"] == "-0.21" and bf["fees_exact"] == "0.09"
+    tape.close()
+    # running it again rebuilds the demo's own tape; a foreign directory is refused
+    invoke("demo", "--out", str(out), "--events", "5000", "--betfair-data", str(empty))
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    res = CliRunner().invoke(cli, ["demo", "--out", str(foreign), "--events", "100"])
+    assert res.exit_code != 0 and "was not made by `ticktape demo`" in res.output
