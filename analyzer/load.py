@@ -88,9 +88,7 @@ class LoadSummary:
 
 def connect(db: str) -> duckdb.DuckDBPyConnection:
     """Open (or create) an analyzer database with its bookmark and error tables."""
-    # One thread: the load is one core's work by design (the other core keeps decoding);
-    # measured faster for Arrow appends and the final checkpoint on this 2-core machine.
-    con = duckdb.connect(db, config={"threads": 1})
+    con = duckdb.connect(db)
     for ddl in _META_DDL:
         con.execute(ddl)
     return con
@@ -156,6 +154,21 @@ def load(tape: Tape, con: duckdb.DuckDBPyConnection, *, topics: Sequence[str] | 
     t0 = time.perf_counter()
     for ddl in _META_DDL:
         con.execute(ddl)
+    # One DuckDB thread while loading: the load is one core's work by design (decoding is Python),
+    # and on 2 cores a second DuckDB thread only contends with it. Restored afterwards for queries.
+    threads = con.execute("SELECT current_setting('threads')").fetchone()
+    con.execute("SET threads = 1")
+    try:
+        return _load(tape, con, t0, topics=topics, from_ns=from_ns, to_ns=to_ns, skip_bad=skip_bad,
+                     batch_rows=batch_rows, on_progress=on_progress)
+    finally:
+        if threads is not None:
+            con.execute(f"SET threads = {int(threads[0])}")
+
+
+def _load(tape: Tape, con: duckdb.DuckDBPyConnection, t0: float, *, topics: Sequence[str] | None,
+          from_ns: int | None, to_ns: int | None, skip_bad: bool, batch_rows: int,
+          on_progress: Callable[[int], None] | None) -> LoadSummary:
     summary = LoadSummary()
     marks = bookmarks(con)
     names = list(topics) if topics else [t.name for t in tape.topics()]
