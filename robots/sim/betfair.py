@@ -28,9 +28,13 @@ flumine/markets/middleware.py), re-derived in exact integers:
   a `BetSettled` per order with a matched part (WINNER / LOSER; REMOVED voids) and a
   `MarketSettled` per robot with commission on its positive net market profit.
 
-Every decision is an event with a reason. Not modelled: BSP/MARKET_ON_CLOSE orders, odds
-reduction factors after non-runners (bets on the removed runner are voided; others keep their
-prices), dead heats, each-way (PLACED) settlement, Betfair's minimum-stake rules (`min_stake`).
+* **Non-runners**: bets on a REMOVED runner are void; when its `MarketDefinition` gives an
+  adjustment factor >= `min_reduction_factor` (2.5%), the odds of bets on the other runners matched
+  before its removal are cut by that factor (price x (1 - factor/100), rounded to the cent, at
+  least 1.01) for settlement; `BetSettled.average_price_matched` shows the reduced odds.
+
+Every decision is an event with a reason. Not modelled: BSP/MARKET_ON_CLOSE orders, dead heats,
+each-way (PLACED) settlement, Betfair's minimum-stake rules (`min_stake` is a plain floor).
 """
 
 from __future__ import annotations
@@ -89,6 +93,9 @@ class BetfairSimConfig:
     """True: every order placed in-play waits `bet_delay`; False: only orders that would match at
     once do (flumine's behaviour, and Betfair's on markets without a passive delay)."""
     min_stake: float = 0.0
+    min_reduction_factor: float = 2.5
+    """A non-runner's adjustment factor (%) at or above which the matched odds on the other runners
+    are reduced (Betfair's rule for WIN markets; flumine applies the same threshold)."""
 
     def to_json(self) -> str:
         """Canonical JSON (for the run manifest)."""
@@ -98,7 +105,8 @@ class BetfairSimConfig:
 class _Order:
     """One order's mutable matching state (venue-internal)."""
 
-    __slots__ = ("back", "client_order_id", "eff_ts", "fills", "handicap", "instrument", "market_id", "matched_c",
+    __slots__ = ("back", "client_order_id", "eff_ts", "fill_ts", "fills", "handicap", "instrument", "market_id",
+                 "matched_c",
                  "n_fills", "open_c", "persist", "piq", "price", "price_h", "robot", "runner_key", "selection_id",
                  "size_c",
                  "state", "tif", "venue_order_id")
@@ -123,6 +131,7 @@ class _Order:
         self.open_c = self.size_c  # unmatched and still live
         self.piq = 0  # queue ahead, in half-cents (0.005): traded volume is halved
         self.fills: list[tuple[int, int]] = []  # (price hundredths, cents)
+        self.fill_ts: list[int] = []  # when each fill happened (for reduction factors)
         self.n_fills = 0
         self.state = PENDING
         self.eff_ts = 0
@@ -145,8 +154,8 @@ class OrderView:
 class _Market:
     """Per-market venue state; `live` means it has pending or resting orders or taken liquidity."""
 
-    __slots__ = ("book", "definition", "in_play", "market_id", "orders", "pending", "resting", "settled",
-                 "status", "taken", "tv", "version")
+    __slots__ = ("book", "definition", "in_play", "market_id", "orders", "pending", "removed", "resting",
+                 "settled", "status", "taken", "tv", "version")
 
     def __init__(self, market_id: str) -> None:
         self.market_id = market_id
@@ -161,6 +170,7 @@ class _Market:
         self.tv: dict[RunnerKey, tuple[object, dict[float, int]]] = {}  # runner -> (last tv, price -> cents)
         self.taken: dict[str, dict[tuple[RunnerKey, bool, float], int]] = {}  # pool -> (runner, back?, price) -> cents
         self.settled = False
+        self.removed: set[int] = set()  # non-runners whose reduction factor has been applied
 
 
 def _runner(book: MarketBook, selection_id: int, handicap: float) -> RunnerBook | None:
@@ -274,6 +284,12 @@ class BetfairSimVenue:
         if m is None:
             m = self._markets[md.market_id] = _Market(md.market_id)
         m.definition = md
+        if not m.settled:
+            for rd in md.runners:  # definitions are rare: the scan costs nothing
+                if rd.status == "REMOVED" and rd.selection_id not in m.removed:
+                    m.removed.add(rd.selection_id)
+                    if m.orders:
+                        self._reduce(m, rd.selection_id, rd.adjustment_factor, rd.removal_date or md.ts_event)
         if m.settled or not (m.orders or m.pending) or md.status not in _MARKET_STATES:
             return _NONE  # (a catalogue snapshot, status CATALOGUE, says nothing about the market's state)
         out: list[Event] = []
@@ -337,6 +353,20 @@ class BetfairSimVenue:
             commission = commission_cents(profit, self._rate)
             out.append(MarketSettled(robot, self.venue, m.market_id, ts, ts, bets, profit / 100,
                                      self.config.commission_rate, commission / 100, (profit - commission) / 100))
+
+    def _reduce(self, m: _Market, removed: int, factor: float | None, removed_at: int) -> None:
+        """A non-runner's reduction factor cuts the odds of bets on the others matched before it went."""
+        if factor is None or factor < self.config.min_reduction_factor:
+            return
+        keep = 1 - Fraction(str(factor)) / 100
+        for o in m.orders:
+            if o.selection_id == removed:
+                continue
+            for i, ts in enumerate(o.fill_ts):
+                if ts < removed_at:
+                    price_h, size_c = o.fills[i]
+                    cut = price_h * keep
+                    o.fills[i] = (max(101, round(cut.numerator / cut.denominator)), size_c)
 
     # ------------------------------------------------------------------ matching
 
@@ -446,6 +476,7 @@ class BetfairSimVenue:
         o.matched_c += size_c
         o.open_c -= size_c
         o.fills.append((price_h, size_c))
+        o.fill_ts.append(ts)
         o.n_fills += 1
         out.append(OrderFilled(o.robot, o.client_order_id, o.venue_order_id, self.venue, o.instrument, ts, ts,
                                f"{o.venue_order_id}-{o.n_fills}", "BUY" if o.back else "SELL", price_h / 100,

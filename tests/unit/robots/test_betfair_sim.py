@@ -430,3 +430,27 @@ def test_a_catalogue_snapshot_does_not_count_as_a_market_version_change() -> Non
     assert v.on_market(definition(2, "CATALOGUE", {11: "ACTIVE", 12: "ACTIVE"})) == ()
     assert v.on_market(std_book(3, status="SUSPENDED", version=1)) == []  # same version as at placement
     assert v.order("r1", "b").state == "OPEN"  # type: ignore[union-attr]
+
+
+def test_a_non_runners_reduction_factor_cuts_the_odds_of_bets_matched_before_it() -> None:
+    def removed(ts: int, status: str, factor: float, winner: int | None = None) -> MarketDefinition:
+        md = definition(ts, status, {11: "WINNER" if winner == 11 else "ACTIVE", 12: "REMOVED"})
+        runners = (md.runners[0], md.runners[1]._replace(adjustment_factor=factor, removal_date=2 * S))
+        return md._replace(runners=runners)
+
+    v = venue_with_book()
+    v.on_intent(place("early", "BUY", 3.0, 10), 1 * S)  # 10 @ 3.0 before the removal at 2 s
+    v.on_market(removed(int(2.5 * S), "OPEN", 20.0))
+    v.on_market(std_book(3 * S, version=2))
+    v.on_intent(place("late", "BUY", 2.9, 5), 3 * S)  # after it: 5 @ 2.9 (3.0 is ours already), not reduced
+    out = v.on_market(removed(9 * S, "CLOSED", 20.0, winner=11))
+    bets = {e.client_order_id: e for e in out if isinstance(e, BetSettled)}
+    # 3.0 x (1 - 20%) = 2.40: 10 x 1.40 = 14.00; the late bet wins 5 x 1.9 = 9.50.
+    assert (bets["early"].average_price_matched, bets["early"].profit) == (2.4, 14.0)
+    assert (bets["late"].average_price_matched, bets["late"].profit) == (2.9, 9.5)
+    # Under the 2.5% threshold nothing changes.
+    v2 = venue_with_book()
+    v2.on_intent(place("early", "BUY", 3.0, 10), 1 * S)
+    v2.on_market(removed(int(2.5 * S), "OPEN", 2.4))
+    out = v2.on_market(removed(9 * S, "CLOSED", 2.4, winner=11))
+    assert next(e for e in out if isinstance(e, BetSettled)).profit == 20.0
