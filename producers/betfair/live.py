@@ -127,6 +127,9 @@ def backoff_delays(initial: float, maximum: float) -> Iterator[float]:
         delay = min(delay * 2, maximum)
 
 
+RECONNECTABLE = (betfairlightweight.exceptions.BetfairError, OSError)
+"""Socket drops, listener errors (a FAILURE status), timeouts: reconnect. Anything else is a bug: raise."""
+
 Emit = Callable[[list[tuple[str, Event]]], None]
 Connect = Callable[[StreamSession, Callable[[str | bytes], bool]], None]
 """Open a connection for a session and feed each raw line to the callback until it drops (raises)."""
@@ -144,14 +147,18 @@ def pump(session: StreamSession, raw: str | bytes, clock: Clock, emit: Emit) -> 
 
 
 def run_stream(session: StreamSession, connect: Connect, clock: Clock, emit: Emit, stop: threading.Event,
-               delays: Iterator[float], sleep: Callable[[float], None] = time.sleep) -> None:
-    """Connect, read until the connection drops, back off, reconnect from the last clk; until `stop`."""
+               delays: Iterator[float], sleep: Callable[[float], object] | None = None) -> None:
+    """Connect, read until the connection drops, back off, reconnect from the last clk; until `stop`.
+
+    `sleep` waits between attempts (default: `stop.wait`, so stopping is not delayed by a backoff).
+    """
+    sleep = sleep or stop.wait
     while not stop.is_set():
         try:
             session.on_connected()
             connect(session, lambda raw: pump(session, raw, clock, emit))
             reason = "connection closed"
-        except Exception as exc:  # the socket layer's errors (SocketError, ListenerError, OSError ...)
+        except RECONNECTABLE as exc:
             reason = f"disconnected: {type(exc).__name__}: {exc}"
         if stop.is_set():
             break
@@ -188,7 +195,7 @@ class RawListener(betfairlightweight.StreamListener):  # type: ignore[misc]
 
 def _betfairlightweight_connect(client: Any, options: RecordOptions) -> Connect:
     """A `Connect` over betfairlightweight's `BetfairStream` (socket, authentication, subscribe)."""
-    from betfairlightweight.filters import streaming_market_data_filter, streaming_market_filter
+    from betfairlightweight.filters import streaming_market_data_filter
 
     def connect(session: StreamSession, on_raw: Callable[[str | bytes], bool]) -> None:
         operation = "marketSubscription" if session.stream == "market" else "orderSubscription"
@@ -196,7 +203,7 @@ def _betfairlightweight_connect(client: Any, options: RecordOptions) -> Connect:
         initial_clk, clk = session.resubscribe_clocks()
         if session.stream == "market":
             stream.subscribe_to_markets(
-                market_filter=streaming_market_filter(**options.market_filter),
+                market_filter=options.market_filter,  # already the Stream API's MarketFilter JSON
                 market_data_filter=streaming_market_data_filter(fields=list(options.fields)),
                 initial_clk=initial_clk, clk=clk, conflate_ms=options.conflate_ms, heartbeat_ms=options.heartbeat_ms)
         else:
@@ -210,26 +217,39 @@ def _betfairlightweight_connect(client: Any, options: RecordOptions) -> Connect:
     return connect
 
 
-def run_recorder(tape: Tape, credentials: Credentials, options: RecordOptions, *, clock: Clock | None = None,
-                 client: Any = None) -> None:
-    """Record until interrupted (Ctrl-C): market (+ order) streams and the catalogue onto `tape`."""
+def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOptions, *, clock: Clock | None = None,
+                 client: Any = None, stop: threading.Event | None = None) -> None:
+    """Record until interrupted (Ctrl-C) or `stop` is set: market (+ order) streams and the catalogue onto `tape`.
+
+    `client` is a logged-in betfairlightweight `APIClient` (made from `credentials` when None).
+    """
     clock = clock or WallClock()
     if client is None:
+        if credentials is None:
+            raise TicktapeError("no Betfair credentials and no client")
         client = betfairlightweight.APIClient(credentials.username, credentials.password.get(),
                                               app_key=credentials.app_key.get(), certs=credentials.certs)
         if credentials.certs:
             client.login()
         else:
             client.login_interactive()
-    stop = threading.Event()
+    stop = stop or threading.Event()
     events: queue.Queue[list[tuple[str, Event]]] = queue.Queue()
     connect = _betfairlightweight_connect(client, options)
     sessions = [StreamSession("market", keep_raw=options.keep_raw)]
     if options.orders:
         sessions.append(StreamSession("order", keep_raw=options.keep_raw))
-    threads = [threading.Thread(target=run_stream, name=f"betfair-{s.stream}", daemon=True,
-                                args=(s, connect, clock, events.put, stop,
-                                      backoff_delays(options.backoff_initial, options.backoff_max)))
+    failures: list[BaseException] = []
+
+    def guarded(session: StreamSession) -> None:
+        try:
+            run_stream(session, connect, clock, events.put, stop,
+                       backoff_delays(options.backoff_initial, options.backoff_max))
+        except BaseException as exc:  # reported by the main thread after shutdown
+            failures.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=guarded, name=f"betfair-{s.stream}", daemon=True, args=(s,))
                for s in sessions]
     if options.catalogue_interval > 0:
         poller = CataloguePoller(options.market_filter)
@@ -240,7 +260,7 @@ def run_recorder(tape: Tape, credentials: Credentials, options: RecordOptions, *
     appender = BatchAppender(tape, batch_size=1000)
     last_keep_alive = time.monotonic()
     try:
-        while any(t.is_alive() for t in threads):
+        while not stop.is_set() and any(t.is_alive() for t in threads):
             try:
                 batch = events.get(timeout=options.flush_interval)
             except queue.Empty:
@@ -263,3 +283,6 @@ def run_recorder(tape: Tape, credentials: Credentials, options: RecordOptions, *
             for topic, event in events.get_nowait():
                 appender.add(topic, event)
         appender.flush()
+    if failures:
+        raise TicktapeError(f"the Betfair recorder stopped: {type(failures[0]).__name__}: {failures[0]}") \
+            from failures[0]

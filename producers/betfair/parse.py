@@ -107,6 +107,7 @@ class StreamDecoder:
                     out.append((MARKET_TOPIC, md))
                 if self.evict_closed and cache.closed:
                     del markets[market_id]
+                    self._last_definition.pop(market_id, None)
             out.append((MARKET_TOPIC, book))
             self.market_updates += 1
         self.last_pt = pt

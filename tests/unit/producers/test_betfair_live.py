@@ -250,3 +250,106 @@ def test_catalogue_poller_asks_with_the_equivalent_betting_filter() -> None:
     assert calls[0]["filter"] == {"eventTypeIds": ["7"], "marketCountries": ["GB"], "marketTypeCodes": ["WIN"]}
     assert calls[0]["lightweight"] is True
     assert betting_filter({"marketIds": ["1.1"], "unknown": 1}) == {"marketIds": ["1.1"]}
+
+
+class ReplaySocketStream:
+    """betfairlightweight's real `BetfairStream` with only the socket replaced by recorded lines.
+
+    Its own subscribe (message building, listener registration), read loop (CRLF split) and
+    `_data` -> listener path run unchanged; `_connect`/`_send`/`_receive_all` stand in for TLS.
+    """
+
+    def __new__(cls, listener: object, plays: list[list[bytes]], sent: list[dict[str, object]],
+                stop: threading.Event) -> object:
+        from betfairlightweight.exceptions import SocketError
+        from betfairlightweight.streaming.betfairstream import BetfairStream
+
+        class Replay(BetfairStream):  # type: ignore[misc]
+            def _connect(self) -> None:
+                self._running = True
+                self._chunks = [b'{"op":"connection","connectionId":"002-1"}'] + (plays.pop(0) if plays else [])
+
+            def _send(self, message: dict[str, object]) -> None:
+                if not self._running:
+                    self._connect()
+                sent.append(message)
+
+            def _receive_all(self) -> str:
+                if not self._chunks:
+                    if not plays:
+                        stop.set()
+                    self.stop()
+                    raise SocketError("[Connect: 1]: Connection closed by server")
+                return self._chunks.pop(0).decode() + "\r\n"
+
+        return Replay(1, listener, "app-key", "session", 1.0, 1024, None)
+
+
+def test_run_recorder_end_to_end_with_only_the_socket_replaced(tmp_path: Path) -> None:
+    from producers.betfair.live import RecordOptions, run_recorder
+    from ticktape.tape import open_tape
+
+    lines = MARKET_LINES[:2]
+    first = [orjson.dumps(dict(orjson.loads(lines[0]), ct="SUB_IMAGE", initialClk="INIT", id=1)),
+             orjson.dumps(dict(orjson.loads(lines[1]), id=1))]
+    resumed = [_mcm("R1", "RESUB_DELTA", id=1)]
+    plays = [first, resumed]
+    sent: list[dict[str, object]] = []
+    stop = threading.Event()
+
+    class Streaming:
+        def create_stream(self, listener: object, **_: object) -> object:
+            return ReplaySocketStream(listener, plays, sent, stop)
+
+    class Client:
+        streaming = Streaming()
+
+        def keep_alive(self) -> None:
+            pass
+
+    tape = open_tape(f"file:{tmp_path / 'tape'}")
+    options = RecordOptions(market_filter={"marketIds": ["1.100"]}, orders=False, catalogue_interval=0,
+                            backoff_initial=0.01, backoff_max=0.02, flush_interval=0.01)
+    run_recorder(tape, None, options, clock=VirtualClock(RECV), client=Client(), stop=stop)
+    subs = [m for m in sent if m.get("op") == "marketSubscription"]
+    assert subs[0]["initialClk"] is None and subs[0]["marketFilter"] == {"marketIds": ["1.100"]}
+    assert (subs[1]["initialClk"], subs[1]["clk"]) == ("INIT", "2")  # resubscribed from the last clk
+    books = [r.event for r in tape.read(MARKET_TOPIC) if isinstance(r.event, MarketBook)]
+    assert len(books) == 3 and all(b.ts_recv == RECV for b in books)
+    gaps = [r.event for r in tape.read(GAP_TOPIC)]
+    assert len(gaps) == 1 and isinstance(gaps[0], FeedGap) and gaps[0].repaired
+    tape.close()
+
+
+def test_a_bug_in_the_stream_thread_stops_the_recorder_loudly(tmp_path: Path) -> None:
+    from producers.betfair.live import RecordOptions, run_recorder
+    from ticktape.tape import open_tape
+
+    class Streaming:
+        def create_stream(self, listener: object, **_: object) -> object:
+            raise ValueError("not a socket problem")
+
+    class Client:
+        streaming = Streaming()
+
+    tape = open_tape(f"file:{tmp_path / 'tape'}")
+    options = RecordOptions(market_filter={"marketIds": ["1.100"]}, orders=False, catalogue_interval=0,
+                            flush_interval=0.01)
+    with pytest.raises(TicktapeError, match="not a socket problem"):
+        run_recorder(tape, None, options, clock=VirtualClock(RECV), client=Client())
+    tape.close()
+
+
+def test_record_command_without_credentials_names_the_variables(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ticktape.cli import _register_plugins, cli
+
+    for var in ("BETFAIR_USERNAME", "BETFAIR_PASSWORD", "BETFAIR_APP_KEY", "BETFAIR_CERTS"):
+        monkeypatch.delenv(var, raising=False)
+    _register_plugins()
+    result = CliRunner().invoke(cli, ["--tape", f"file:{tmp_path / 'tape'}", "record", "betfair",
+                                      "--market-ids", "1.100"])
+    assert isinstance(result.exception, TicktapeError)
+    assert "BETFAIR_USERNAME" in str(result.exception) and "BETFAIR_APP_KEY" in str(result.exception)
