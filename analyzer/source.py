@@ -4,10 +4,10 @@ Three paths, fastest first:
 
 - file tape, columnar reader (`ticktape.tape.columnar.read_columnar`): Parquet copies of
   sealed segments, on-the-fly conversion of the growing one;
-- file tape, block by block (`Segment.read_block`): used when the columnar reader is not
-  there, and to salvage a block that fails to decode (`--skip-bad`): the records before the
-  corrupt one are kept, the rest of that block is reported (Avro has no record boundaries, so
-  nothing after a corrupt record can be found);
+- file tape, block by block (`Segment.read_block`), taken when the columnar reader hits a
+  block that fails to decode: it finds the exact bad record and (`--skip-bad`) salvages the
+  block: the records before the corrupt one are kept, the rest of that block is reported (Avro
+  has no record boundaries, so nothing after a corrupt record can be found);
 - any other backend (Kafka): `Tape.read`, converted in chunks.
 
 Every path yields `Chunk`s: one event type's rows (`_offset`, `_key`, fields) or the
@@ -27,14 +27,11 @@ import pyarrow as pa
 from analyzer.arrow_schema import events_to_table
 from ticktape.errors import DecodeError
 from ticktape.tape.base import Tape
+from ticktape.tape.columnar import read_columnar
 from ticktape.tape.file import FileTape
 
 log = logging.getLogger("ticktape.analyzer.source")
 
-try:  # the lead's columnar reader (Parquet-cached sealed segments), when present
-    from ticktape.tape.columnar import read_columnar as _read_columnar
-except ImportError:  # pragma: no cover - depends on the checkout
-    _read_columnar = None
 
 CHUNK_ROWS = 65_536
 
@@ -81,9 +78,9 @@ def chunks(tape: Tape, topic: str, partition: int, from_offset: int, *, skip_bad
     """
     if isinstance(tape, FileTape):
         offset = from_offset
-        if columnar and _read_columnar is not None:
+        if columnar:
             try:
-                for name, table in _read_columnar(tape, topic, partition, offset):
+                for name, table in read_columnar(tape, topic, partition, offset):
                     offset = int(table.column("_offset")[-1].as_py()) + 1
                     yield Chunk(name, table, [], offset)
                 return
