@@ -13,6 +13,7 @@ markets looks like), imports that stream once into a file tape, then times:
 * `in_memory` / `in_memory_no_controls`: the same on events already decoded in memory (runner +
   controls + venue + robot; without controls: runner + venue + robot only);
 * `tape_columnar` (with `--columnar`, once): the default read path (`columnar=True`);
+* `decode_only`: `FileTape.read_events` of the topic into a list (the floor of any run from the tape);
 * `flumine`: the same strategy in flumine 3.x (`FlumineSimulation`, SimulatedClient, default
   latency and matching) over the 200 files, when flumine is importable by `--flumine-python`
   (default: this interpreter, else /tmp/flumine_venv/bin/python). flumine is not a dependency.
@@ -89,8 +90,15 @@ def run_ticktape(tape_uri: str, repeat: int, updates: int, columnar: bool) -> di
 
     tape = open_tape(tape_uri)
     params = {"stake": str(STAKE), "seconds_before_off": str(WINDOW_S)}
-    events = list(tape.read_events("md.betfair.market", 0))
+    out: dict[str, Any] = {}
+    best = float("inf")
+    for _ in range(repeat):  # reading and decoding alone: the floor of any run from the tape
+        t0 = time.perf_counter()
+        events = list(tape.read_events("md.betfair.market", 0))
+        best = min(best, time.perf_counter() - t0)
     assert sum(1 for e in events if type(e) is MarketBook) == updates
+    out["decode_only"] = {"seconds": round(best, 3), "updates_per_s": round(updates / best),
+                          "events_per_s": round(len(events) / best)}
     variants: list[tuple[str, dict[str, Any], int]] = [
         ("tape", {"tape": tape, "columnar": False}, repeat),
         ("tape_no_controls", {"tape": tape, "columnar": False, "controls": _NoControls()}, repeat),
@@ -99,7 +107,6 @@ def run_ticktape(tape_uri: str, repeat: int, updates: int, columnar: bool) -> di
     ]
     if columnar:  # the default columnar read path, once (slow on this tape: see BENCHMARKS.md)
         variants.append(("tape_columnar", {"tape": tape}, 1))
-    out: dict[str, Any] = {}
     res = None
     for name, kwargs, n in variants:
         best = float("inf")
@@ -117,7 +124,7 @@ def run_ticktape(tape_uri: str, repeat: int, updates: int, columnar: bool) -> di
              "size_matched": e.size_matched, "average_price": round(e.average_price_matched, 2), "profit": e.profit}
             for e in res.order_events if type(e) is BetSettled]
     out["bets"] = sorted(bets, key=lambda b: b["market_id"])
-    out["variants"] = [v[0] for v in variants]
+    out["variants"] = ["decode_only"] + [v[0] for v in variants]
     tape.close()
     return out
 
@@ -258,8 +265,8 @@ def main() -> None:
             report(f"betfair_backtest_ticktape_{name}", **ours[name])
         py = None if args.no_flumine else flumine_python(args.flumine_python)
         if py is None:
-            report("betfair_backtest_flumine", skipped="flumine not importable (pip install flumine, or "
-                                                       "--flumine-python PATH)")
+            why = "--no-flumine" if args.no_flumine else "flumine not importable (--flumine-python PY)"
+            report("betfair_backtest_flumine", skipped=why)
             return
         fl = run_flumine(py, work / "markets", updates, args.repeat)
         diffs = compare(ours["bets"], fl["bets"])

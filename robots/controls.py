@@ -82,6 +82,10 @@ class ControlView:
         self.killed: set[str] = set()
         self.paused: set[str] = set()
         self.kill_reasons: dict[str, str] = {}
+        self.rate_window_ns: int | None = None
+        """Order times are kept only this long (set by `Controls` from its rate controls; None = not kept)."""
+        self._open_by: dict[tuple[str, str], dict[str, OpenOrder]] = {}
+        self._worst: tuple[object, int] | None = None
 
     # -- queries ---------------------------------------------------------------------------
     def position_u(self, robot: str, instrument: str) -> int:
@@ -90,11 +94,10 @@ class ControlView:
 
     def open_u(self, robot: str, instrument: str, side: str, exclude: str | None = None) -> int:
         """Sum of leaves of `robot`'s open orders on `side` of `instrument` (units)."""
-        return sum(
-            o.leaves_u
-            for (r, cid), o in self.open_orders.items()
-            if r == robot and o.instrument == instrument and o.side == side and cid != exclude
-        )
+        orders = self._open_by.get((robot, instrument))
+        if not orders:
+            return 0
+        return sum(o.leaves_u for cid, o in orders.items() if o.side == side and cid != exclude)
 
     def reference_price(self, instrument: str) -> float | None:
         """Last trade price, else mid, else None."""
@@ -103,9 +106,26 @@ class ControlView:
 
     def instruments_of(self, robot: str) -> set[str]:
         """Instruments where `robot` has a position or an open order."""
-        out = {inst for (acc, inst), pos in self.ledger.items() if acc == robot and pos.quantity}
-        out.update(o.instrument for (r, _), o in self.open_orders.items() if r == robot)
+        out = {inst for inst, pos in self.ledger.positions_of(robot).items() if pos.quantity}
+        out.update(inst for (r, inst), orders in self._open_by.items() if r == robot and orders)
         return out
+
+    def worst_case_u(self, intent: PlaceOrder | ReplaceOrder) -> int:
+        """Signed position if the robot's open orders on the intent's side and the intent all fill."""
+        cached = self._worst
+        if cached is not None and cached[0] is intent:
+            return cached[1]
+        exclude = intent.client_order_id if isinstance(intent, ReplaceOrder) else None
+        pos = self.position_u(intent.robot, intent.instrument)
+        same_side = self.open_u(intent.robot, intent.instrument, intent.side, exclude)
+        new = to_units(intent.size)
+        if isinstance(intent, ReplaceOrder):
+            old = self.open_orders.get((intent.robot, intent.client_order_id))
+            if old is not None:
+                new = max(0, new - (old.size_u - old.leaves_u))
+        worst = pos + same_side + new if intent.side == "BUY" else pos - same_side - new
+        self._worst = (intent, worst)
+        return worst
 
     def halted(self, robot: str) -> str | None:
         """Why `robot` may not send new orders (killed or paused), or None."""
@@ -134,9 +154,9 @@ class ControlView:
             if key in self.open_orders:
                 return
             size_u = to_units(intent.size)
-            self.open_orders[key] = OpenOrder(
+            self.set_open(key, OpenOrder(
                 intent.robot, intent.instrument, intent.side, intent.order_type, intent.price, size_u, size_u
-            )
+            ))
         elif isinstance(intent, ReplaceOrder):
             old = self.open_orders.get(key)
             if old is None:
@@ -145,13 +165,32 @@ class ControlView:
             if old.previous is not None and old.size_u == size_u and old.price == intent.price:
                 return
             filled = old.size_u - old.leaves_u
-            self.open_orders[key] = OpenOrder(
+            self.set_open(key, OpenOrder(
                 old.robot, old.instrument, intent.side, intent.order_type, intent.price, size_u,
                 max(0, size_u - filled), old.accepted, old,
-            )
+            ))
         else:
             return
-        self.order_times.setdefault(intent.robot, deque()).append(intent.ts_event)
+        if self.rate_window_ns is not None:
+            times = self.order_times.setdefault(intent.robot, deque())
+            times.append(intent.ts_event)
+            while times[0] <= intent.ts_event - self.rate_window_ns:  # keeps memory flat over a run
+                times.popleft()
+
+    def set_open(self, key: tuple[str, str], order: OpenOrder) -> None:
+        """Insert or replace an open order (keeps the per robot and instrument index)."""
+        self.open_orders[key] = order
+        self._open_by.setdefault((order.robot, order.instrument), {})[key[1]] = order
+
+    def drop_open(self, key: tuple[str, str]) -> None:
+        """Forget an open order (closed or rejected)."""
+        order = self.open_orders.pop(key, None)
+        if order is not None:
+            by = self._open_by.get((order.robot, order.instrument))
+            if by is not None:
+                by.pop(key[1], None)
+                if not by:
+                    del self._open_by[(order.robot, order.instrument)]
 
     def on_fill(self, fill: OrderFilled) -> None:
         """Book a fill: position, and the order's leaves."""
@@ -162,7 +201,7 @@ class ControlView:
             order.leaves_u = to_units(fill.leaves_size)
             order.accepted = True
             if order.leaves_u <= 0:
-                del self.open_orders[key]
+                self.drop_open(key)
 
     def on_control(self, event: Control) -> None:
         """Apply an operator command (KILL, PAUSE, RESUME; others are not the controls' business)."""
@@ -223,19 +262,6 @@ class MaxOrderSize:
         return None
 
 
-def _worst_case_u(intent: PlaceOrder | ReplaceOrder, view: ControlView) -> int:
-    """Signed position if the robot's open orders on the intent's side and the intent all fill."""
-    exclude = intent.client_order_id if isinstance(intent, ReplaceOrder) else None
-    pos = view.position_u(intent.robot, intent.instrument)
-    same_side = view.open_u(intent.robot, intent.instrument, intent.side, exclude)
-    new = to_units(intent.size)
-    if isinstance(intent, ReplaceOrder):
-        old = view.open_orders.get((intent.robot, intent.client_order_id))
-        if old is not None:
-            new = max(0, new - (old.size_u - old.leaves_u))
-    return pos + same_side + new if intent.side == "BUY" else pos - same_side - new
-
-
 @dataclass(frozen=True, kw_only=True)
 class MaxPosition:
     """Rejects an order that could take the robot's position in an instrument beyond +/- limit."""
@@ -249,7 +275,7 @@ class MaxPosition:
         limit = _limit_for(self.per_instrument, self.limit, intent.instrument)
         if limit is None:
             return None
-        worst = _worst_case_u(intent, view)
+        worst = view.worst_case_u(intent)
         if abs(worst) > to_units(limit) and (worst > 0) == (intent.side == "BUY"):
             return (
                 f"{intent.side} {_fmt(intent.size)} could take the position in {intent.instrument} to "
@@ -280,7 +306,7 @@ class MaxExposure:
         price = _order_price(intent, view)
         if price is None:
             return f"no price known for {intent.instrument} to value the exposure of a {intent.order_type} order"
-        worst = _worst_case_u(intent, view)
+        worst = view.worst_case_u(intent)
         if (worst > 0) != (intent.side == "BUY"):
             return None  # the order reduces exposure on its side
         exposure = abs(worst) * to_units(price)
@@ -304,7 +330,7 @@ class MaxRobotExposure:
         price = _order_price(intent, view)
         if price is None:
             return f"no price known for {intent.instrument} to value the exposure of a {intent.order_type} order"
-        total = abs(_worst_case_u(intent, view)) * to_units(price)
+        total = abs(view.worst_case_u(intent)) * to_units(price)
         for inst in sorted(view.instruments_of(intent.robot) - {intent.instrument}):
             ref = view.reference_price(inst)
             if ref is None:
@@ -381,6 +407,8 @@ class Controls:
             raise ValueError(f"control names must be unique, got {names}")
         self.view = ControlView()
         view = self.view
+        windows = [c.window_ns for c in self.controls if isinstance(c, MaxOrderRate)]
+        view.rate_window_ns = max(windows) if windows else None
         self._handlers: dict[type, Callable[[Any], None]] = {
             OrderFilled: view.on_fill,
             OrderAccepted: self._on_accepted,
@@ -404,6 +432,7 @@ class Controls:
         if isinstance(intent, CancelOrder):
             return None
         view = self.view
+        view._worst = None  # the view may have changed since the last check
         for control in self.controls:
             reason = control.check(intent, view)
             if reason is not None:
@@ -435,7 +464,7 @@ class Controls:
             order.previous = None
 
     def _on_closed(self, event: OrderCancelled | OrderExpired) -> None:
-        self.view.open_orders.pop((event.robot, event.client_order_id), None)
+        self.view.drop_open((event.robot, event.client_order_id))
 
     def _on_rejected(self, event: OrderRejected) -> None:
         key = (event.robot, event.client_order_id)
@@ -443,9 +472,9 @@ class Controls:
         if order is None:
             return
         if order.previous is not None:  # a rejected replace leaves the original order live
-            self.view.open_orders[key] = order.previous
+            self.view.set_open(key, order.previous)
         else:
-            del self.view.open_orders[key]
+            self.view.drop_open(key)
 
     def _on_trade(self, event: Trade) -> None:
         self.view.last_trade[event.instrument] = event.price

@@ -127,7 +127,7 @@ class CryptoVenueConfig:
         return self.taker_fee  # type: ignore[return-value]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class SimOrder:
     """A live simulated order (resting limit or untriggered stop)."""
 
@@ -152,13 +152,14 @@ class SimOrder:
 class _Market:
     """Everything the venue knows about one instrument."""
 
-    __slots__ = ("book", "last_trade_left", "last_trade_u", "quote", "resting", "stops", "traded_at")
+    __slots__ = ("book", "last_trade", "last_trade_taken", "quote", "resting", "stops", "traded_at")
 
     def __init__(self) -> None:
         self.book = Book()
         self.quote = Book()
-        self.last_trade_u: int | None = None
-        self.last_trade_left = 0
+        self.last_trade: Trade | None = None
+        self.last_trade_taken = 0
+        """Units of the last trade's size already taken by simulated market orders (fallback only)."""
         self.resting: list[SimOrder] = []
         self.stops: list[SimOrder] = []
         self.traded_at: dict[int, int] = {}
@@ -214,14 +215,15 @@ class CryptoVenue:
 
     def on_market(self, event: Event) -> Sequence[Event]:
         """Update the recorded market; return fills of resting orders and triggered stops."""
-        if isinstance(event, Trade):
-            return self._on_trade(event)
-        if isinstance(event, BookDelta):
-            self._on_delta(event)
-        elif isinstance(event, BookSnapshot):
-            self._on_snapshot(event)
-        elif isinstance(event, Quote):
-            self._on_quote(event)
+        kind = type(event)
+        if kind is Trade:
+            return self._on_trade(event)  # type: ignore[arg-type]
+        if kind is BookDelta:
+            self._on_delta(event)  # type: ignore[arg-type]
+        elif kind is BookSnapshot:
+            self._on_snapshot(event)  # type: ignore[arg-type]
+        elif kind is Quote:
+            self._on_quote(event)  # type: ignore[arg-type]
         return ()
 
     def on_intent(self, intent: Intent, arrival_ts: int) -> Sequence[Event]:
@@ -300,7 +302,7 @@ class CryptoVenue:
             return [self._rejected(intent, ts, problem)]
         m = self.market(intent.instrument)
         if intent.order_type == "MARKET" and m.source() is None and (
-            not self.config.trade_fallback or m.last_trade_u is None
+            not self.config.trade_fallback or m.last_trade is None
         ):
             why = f"no liquidity: no book, quote or trade seen yet for {intent.instrument}"
             return [self._rejected(intent, ts, why)]
@@ -349,10 +351,11 @@ class CryptoVenue:
         src = m.source()
         if src is not None:
             return sum(size for _, size in src.takeable(side, limit))
-        if self.config.trade_fallback and m.last_trade_u is not None and (
-            limit is None or (m.last_trade_u <= limit if side == "BUY" else m.last_trade_u >= limit)
-        ):
-            return m.last_trade_left
+        last = m.last_trade
+        if self.config.trade_fallback and last is not None:
+            price = to_units(last.price)
+            if limit is None or (price <= limit if side == "BUY" else price >= limit):
+                return max(0, to_units(last.size) - m.last_trade_taken)
         return 0
 
     def _take(self, m: _Market, o: SimOrder, limit: int | None, ts: int, out: list[Event]) -> None:
@@ -369,11 +372,13 @@ class CryptoVenue:
                     other.consume(o.side, price, q)
                 out.append(self._fill(o, price, q, "TAKER", ts))
             return
-        if self.config.trade_fallback and m.last_trade_u is not None and m.last_trade_left > 0:
-            price = m.last_trade_u
-            if limit is None or (price <= limit if o.side == "BUY" else price >= limit):
-                q = min(o.leaves_u, m.last_trade_left)
-                m.last_trade_left -= q
+        last = m.last_trade
+        if self.config.trade_fallback and last is not None:
+            price = to_units(last.price)
+            left = to_units(last.size) - m.last_trade_taken
+            if left > 0 and (limit is None or (price <= limit if o.side == "BUY" else price >= limit)):
+                q = min(o.leaves_u, left)
+                m.last_trade_taken += q
                 out.append(self._fill(o, price, q, "TAKER", ts))
 
     def _cancel(self, intent: CancelOrder, ts: int) -> list[Event]:
@@ -417,12 +422,14 @@ class CryptoVenue:
         return out
 
     # -- market data -------------------------------------------------------------------------
-    def _on_trade(self, ev: Trade) -> list[Event]:
-        m = self.market(ev.instrument)
+    def _on_trade(self, ev: Trade) -> Sequence[Event]:
+        m = self._markets.get(ev.instrument) or self.market(ev.instrument)
+        m.last_trade = ev
+        m.last_trade_taken = 0
+        if not m.resting and not m.stops:
+            return ()  # the hot path of a backtest with market orders only
         price_u = to_units(ev.price)
         size_u = to_units(ev.size)
-        m.last_trade_u = price_u
-        m.last_trade_left = size_u
         out: list[Event] = []
         if m.resting:
             self._fill_resting(m, ev, price_u, size_u, out)

@@ -155,3 +155,16 @@ def test_max_drawdown() -> None:
         tracker.update(v)
     assert tracker.max_drawdown == 4
     assert tracker.peak == 2
+
+
+@given(st.integers(1, 10**15), st.integers(1, 10**13), st.fractions(min_value=-1, max_value=1, max_denominator=10**6))
+def test_fee_units_rounds_half_even_like_exact_arithmetic(price_u: int, size_u: int, rate: Fraction) -> None:
+    assert fee_units(price_u, size_u, rate) == round(Fraction(price_u * size_u) * rate / SCALE)
+
+
+def test_fee_units_ties() -> None:
+    half = Fraction(1, 2)  # price p units * size SCALE units * 1/2 / SCALE -> exactly p/2 units
+    assert fee_units(1, SCALE, half) == 0
+    assert fee_units(3, SCALE, half) == 2  # 1.5 -> 2
+    assert fee_units(5, SCALE, half) == 2  # 2.5 -> 2
+    assert fee_units(5, SCALE, -half) == -2
