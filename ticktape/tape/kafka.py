@@ -26,12 +26,14 @@ group coordinator under the consumer name as group id (visible to `kafka-consume
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from ticktape.codec import Codec, default_codec
+from ticktape.codec import VM, Codec, default_codec
 from ticktape.errors import DecodeError, EncodeError, TapeError
 from ticktape.events import Event
 from ticktape.tape.base import PartitionInfo, Positions, Record, TopicInfo, partition_for
@@ -95,6 +97,7 @@ class KafkaTape:
         self._partitions: dict[str, int] = {}
         self._idle: list[Reader] = []
         self._headers: dict[type, list[Header]] = {}
+        self._decoders: dict[bytes, Callable[[bytes, int], tuple[Any, int]]] | None = None
         self._closed = False
 
     def _make_client(self, scheme: str, linger_ms: int, compression: str, check_crcs: bool) -> KafkaClient:
@@ -267,36 +270,43 @@ class KafkaTape:
             raise DecodeError("record has no value (a tombstone?)", where=where)
         return self.codec.decode(value, where=where)
 
-    def _fetch_range(self, topic: str, partition: int, start: int, end: int | None,
-                     limit: int | None = None, poll: float = 0.1) -> Iterator[Fetched]:
-        """Raw records from `start` to `end` (exclusive; None = follow forever), in offset order."""
+    def _fetch_batches(self, topic: str, partition: int, start: int, end: int | None, *,
+                       max_records: int = 10_000, poll: float = 0.1) -> Iterator[list[Fetched]]:
+        """Raw records from `start` to `end` (exclusive; None = follow forever), in offset order, by batch."""
         reader = self._reader()
         try:
             reader.assign(topic, partition, start)
             position = start
-            produced = 0
             last_progress = time.monotonic()
             while end is None or position < end:
-                batch = reader.fetch(poll if end is None else 1.0, 10_000 if limit is None else min(limit, 10_000))
+                batch = reader.fetch(poll if end is None else 1.0, max_records)
                 if not batch:
                     if end is not None and time.monotonic() - last_progress > self.timeout:
                         raise TapeError(f"topic {topic} partition {partition}: no records after offset {position} "
                                         f"for {self.timeout:.0f} s although the end offset is {end}")
                     continue
                 last_progress = time.monotonic()
-                for item in batch:
-                    off = item[0]
-                    if off < position:  # already seen (a re-fetch after a reassignment)
-                        continue
-                    if end is not None and off >= end:
-                        return
-                    position = off + 1
-                    yield item
-                    produced += 1
-                    if limit is not None and produced >= limit:
-                        return
+                if batch[0][0] < position:  # already seen (a re-fetch after a reassignment)
+                    batch = [item for item in batch if item[0] >= position]
+                if end is not None and batch and batch[-1][0] >= end:
+                    batch = [item for item in batch if item[0] < end]
+                if batch:
+                    position = batch[-1][0] + 1
+                    yield batch
         finally:
             self._release(reader)
+
+    def _fetch_range(self, topic: str, partition: int, start: int, end: int, limit: int | None = None
+                     ) -> Iterator[Fetched]:
+        """Raw records from `start` to `end`, one by one (for the few-record lookups)."""
+        produced = 0
+        for batch in self._fetch_batches(topic, partition, start, end,
+                                         max_records=10_000 if limit is None else min(limit, 10_000)):
+            for item in batch:
+                yield item
+                produced += 1
+                if limit is not None and produced >= limit:
+                    return
 
     def read(self, topic: str, partition: int = 0, *, from_offset: int | None = None,
              from_time: int | None = None, follow: bool = False, limit: int | None = None,
@@ -319,24 +329,42 @@ class KafkaTape:
         end = None if follow else high
         if end is not None and start >= end:
             return
-        decode = self.codec.decode
+        # The codec's decode inlined for the current-schema case (this loop is per event);
+        # anything unusual goes through `codec.decode`, which names the record in its error.
+        by_fingerprint = self._body_decoders()
         new_record = tuple.__new__
         produced = 0
-        for off, key, value in self._fetch_range(topic, partition, start, end, poll=max(poll_interval, 0.1)):
-            try:
-                event = decode(value)  # type: ignore[arg-type]
-            except (DecodeError, TypeError):
-                event = self._decode(value, topic, partition, off)  # raises, naming the record
-            if skip_before is not None:
-                # Kafka's time index is in ms: skip the records of that ms before `from_time` (ns).
-                if event.ts_event < skip_before:
-                    continue
-                skip_before = None
-            # tuple.__new__ skips NamedTuple's Python-level __new__: this loop is per event.
-            yield new_record(Record, (topic, partition, off, None if key is None else key.decode(), event))
-            produced += 1
-            if limit is not None and produced >= limit:
-                return
+        batches = self._fetch_batches(topic, partition, start, end, poll=max(poll_interval, 0.01),
+                                      max_records=10_000 if limit is None else min(limit, 10_000))
+        for batch in batches:
+            for off, key, value in batch:
+                try:
+                    event, stop = by_fingerprint[value[2:10]](value, 10)  # type: ignore[index,arg-type]
+                    if stop != len(value) or value[0] != 0xC3 or value[1] != 0x01:  # type: ignore[arg-type,index]
+                        raise ValueError("not a whole single-object encoding")
+                except (KeyError, ValueError, TypeError, EOFError, IndexError, StopIteration):
+                    event = self._decode(value, topic, partition, off)  # raises, naming the record
+                if skip_before is not None:
+                    # Kafka's time index is in ms: skip the records of that ms before `from_time` (ns).
+                    if event.ts_event < skip_before:
+                        continue
+                    skip_before = None
+                # tuple.__new__ skips NamedTuple's Python-level __new__.
+                yield new_record(Record, (topic, partition, off, None if key is None else key.decode(), event))
+                produced += 1
+                if limit is not None and produced >= limit:
+                    return
+
+    def _body_decoders(self) -> dict[bytes, Callable[[bytes, int], tuple[Any, int]]]:
+        """fingerprint -> `(buf, pos) -> (event, end)`, calling the C engine directly when it runs."""
+        if self._decoders is None:
+            self._decoders = {}
+            for fp, tc in self.codec.by_fingerprint.items():
+                if tc.is_current and VM is not None:
+                    self._decoders[fp] = functools.partial(VM.decode, tc.program)
+                else:
+                    self._decoders[fp] = tc.decode_body
+        return self._decoders
 
     def _time_floor(self, topic: str, partition: int, ts: int, end: int) -> int:
         """Kafka's answer for ts's millisecond: a lower bound of the first offset with ts_event >= ts."""

@@ -56,18 +56,17 @@ class RdkafkaReader:
             raise TapeError(f"reading topic {self._topic} partition {self._partition}: {exc}") from exc
         out: list[Fetched] = []
         append = out.append
-        topic, partition = self._topic, self._partition
+        # assign() purges what was fetched for a previous assignment, so every message here
+        # is of the assigned partition (the tape also drops offsets before its position).
         for m in messages:
             err = m.error()
-            if err is not None:
-                if err.code() in _TRANSIENT and not err.fatal():
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.debug("consumer: %s (retrying)", err)
-                    continue
-                raise TapeError(f"reading topic {topic} partition {partition}: {err.str()}")
-            # Belt and braces: a reused consumer must not hand out a previous assignment's records.
-            if m.partition() == partition and m.topic() == topic:
+            if err is None:
                 append((m.offset(), m.key(), m.value()))  # type: ignore[arg-type]
+            elif err.code() in _TRANSIENT and not err.fatal():
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.debug("consumer: %s (retrying)", err)
+            else:
+                raise TapeError(f"reading topic {self._topic} partition {self._partition}: {err.str()}")
         return out
 
     def release(self) -> None:
@@ -187,16 +186,26 @@ class RdkafkaClient:
         offsets = [-1] * n
         self._errors = []
         done = functools.partial(self._delivered, offsets)
+        partial = functools.partial
         parts = batch.partitions
         keys, values, stamps, headers = batch.keys, batch.values, batch.timestamps_ms, batch.headers
-        i = 0
+        i = resume = 0
         try:
-            while i < n:
+            while True:
                 try:
-                    produce(topic, values[i], keys[i], partition=parts if isinstance(parts, int) else parts[i],
-                            on_delivery=functools.partial(done, i), timestamp=stamps[i], headers=headers[i])  # type: ignore[arg-type]
-                    i += 1
-                except BufferError:  # local queue full: let librdkafka send some, then go on
+                    # One delivery callback per record, bound to its index: the offsets come
+                    # from the broker's acknowledgements, whatever other producers do.
+                    if isinstance(parts, int):
+                        for i in range(resume, n):
+                            produce(topic, values[i], keys[i], parts, on_delivery=partial(done, i),
+                                    timestamp=stamps[i], headers=headers[i])  # type: ignore[arg-type]
+                    else:
+                        for i in range(resume, n):
+                            produce(topic, values[i], keys[i], parts[i], on_delivery=partial(done, i),
+                                    timestamp=stamps[i], headers=headers[i])  # type: ignore[arg-type]
+                    break
+                except BufferError:  # local queue full: let librdkafka send some, then resume at i
+                    resume = i
                     producer.poll(0.05)
             self._flush(producer, topic)
         except KafkaException as exc:

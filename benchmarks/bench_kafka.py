@@ -1,0 +1,145 @@
+"""Kafka tape: produce and consume+decode throughput per client, and end-to-end latency.
+
+    python -m benchmarks.bench_kafka [--broker HOST:PORT] [--n 200000] [--batch 10000]
+
+Without --broker (or $TICKTAPE_KAFKA) a broker is started with scripts/kafka in a temporary
+directory and stopped at the end. One process: the producer and the consumer run in it.
+
+- produce: `tape.append` of N Trades in batches (acks=all, idempotent, each append waits for
+  its acknowledgements), on a fresh topic, best of `--repeat`;
+- consume+decode: `tape.read` of the whole topic from a fresh tape handle (decoded `Record`s);
+- latency: events are due at 1k/s for `--seconds`; a producer thread appends whatever is due
+  (one event, or the few that fell due while the previous append was being acknowledged) and
+  the consumer follows the partition; latency = time the consumer got the event - time it was
+  due. p50/p99/max over all events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from benchmarks.common import machine, report
+from ticktape.demo import synthetic_trades
+from ticktape.events import Trade
+from ticktape.tape import open_tape
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def produce_rate(uri: str, events: list[Trade], batch: int, repeat: int) -> tuple[float, str]:
+    """Best events/s of `repeat` runs, each on a fresh topic; returns (rate, last topic)."""
+    best = 0.0
+    topic = ""
+    tape = open_tape(uri)
+    tape.append(f"bench.warmup.{uuid.uuid4().hex[:8]}", events[:batch])  # connect, metadata
+    for _ in range(repeat):
+        topic = f"bench.{uuid.uuid4().hex[:10]}"
+        tape.create_topic(topic, 1)
+        t0 = time.perf_counter()
+        for i in range(0, len(events), batch):
+            tape.append(topic, events[i:i + batch])
+        best = max(best, len(events) / (time.perf_counter() - t0))
+    tape.close()
+    return best, topic
+
+
+def consume_rate(uri: str, topic: str, n: int, repeat: int) -> float:
+    """Best events/s reading (and decoding) the whole topic."""
+    best = 0.0
+    for _ in range(repeat):
+        tape = open_tape(uri)
+        tape.partitions(topic)  # metadata, outside the timing
+        t0 = time.perf_counter()
+        count = sum(1 for _ in tape.read(topic))
+        best = max(best, count / (time.perf_counter() - t0))
+        tape.close()
+        assert count == n, f"read {count} of {n}"
+    return best
+
+
+def latency(uri: str, seconds: float, rate: int = 1000) -> dict[str, float]:
+    """Producer -> consumer latency (ms) with events due at `rate`/s."""
+    topic = f"bench.latency.{uuid.uuid4().hex[:8]}"
+    n = int(seconds * rate)
+    events = synthetic_trades(n)
+    writer, reader = open_tape(uri), open_tape(uri)
+    writer.create_topic(topic, 1)
+    writer.append(f"{topic}.warmup", events[:10])
+    due = [0] * n
+    got = [0] * n
+    start = time.perf_counter_ns() + 200_000_000
+    for i in range(n):
+        due[i] = start + i * 1_000_000_000 // rate
+    appends = 0
+
+    def produce() -> None:
+        nonlocal appends
+        sent = 0
+        while sent < n:
+            now = time.perf_counter_ns()
+            if due[sent] > now:
+                time.sleep((due[sent] - now) / 1e9)
+                continue
+            upto = sent
+            while upto < n and due[upto] <= now:
+                upto += 1
+            writer.append(topic, events[sent:upto])
+            appends += 1
+            sent = upto
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    for i, _ in enumerate(reader.read(topic, 0, follow=True, limit=n, poll_interval=0.001)):
+        got[i] = time.perf_counter_ns()
+    thread.join()
+    writer.close()
+    reader.close()
+    lat = sorted((g - d) / 1e6 for g, d in zip(got, due, strict=True))
+    return {"p50_ms": round(statistics.median(lat), 2), "p99_ms": round(lat[int(0.99 * (n - 1))], 2),
+            "max_ms": round(lat[-1], 2), "events": n, "appends": appends}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--broker", default=os.environ.get("TICKTAPE_KAFKA"), help="HOST:PORT (default: start one)")
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=10.0, help="duration of the latency run")
+    ap.add_argument("--clients", default="kafka+rdkafka,kafka")
+    args = ap.parse_args()
+    run_dir = None
+    broker = args.broker
+    if not broker:
+        run_dir = Path(tempfile.mkdtemp(prefix="ticktape-bench-kafka-"))
+        broker = subprocess.run([sys.executable, str(REPO / "scripts" / "kafka"), "start", "--dir", str(run_dir)],
+                                check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    try:
+        events = synthetic_trades(args.n)
+        for scheme in args.clients.split(","):
+            uri = f"{scheme}://{broker}"
+            rate, topic = produce_rate(uri, events, args.batch, args.repeat)
+            report(f"kafka.produce[{scheme}]", batch=args.batch, events_per_s=round(rate))
+            report(f"kafka.consume+decode[{scheme}]", events_per_s=round(consume_rate(uri, topic, args.n,
+                                                                                       args.repeat)))
+            report(f"kafka.latency[{scheme}]", rate_per_s=1000, **latency(uri, args.seconds))
+        report("machine", machine=machine())
+    finally:
+        if run_dir is not None:
+            subprocess.run([sys.executable, str(REPO / "scripts" / "kafka"), "stop", "--dir", str(run_dir)],
+                           check=False, capture_output=True)
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
