@@ -156,7 +156,23 @@ class Ledger:
         """Mark from a Trade price, a Quote mid or a Bar close (the runner calls it while a position is open)."""
         t = type(event)
         if t is Trade:
-            self.mark(event.instrument, event.price)  # type: ignore[union-attr]
+            if event.instrument == self._seg:  # type: ignore[union-attr]
+                # the hot case, inlined: one open instrument, a trade print (see `mark`)
+                price: float = event.price  # type: ignore[union-attr]
+                self._last[event.instrument] = price  # type: ignore[union-attr]
+                if price > self._hi:
+                    self._hi = price
+                elif price < self._lo:
+                    self._lo = price
+                if self._q > 0:
+                    if self._hi - price > self._adverse:
+                        self._adverse = self._hi - price
+                        self._adv_from, self._adv_to = self._hi, price
+                elif price - self._lo > self._adverse:
+                    self._adverse = price - self._lo
+                    self._adv_from, self._adv_to = self._lo, price
+            else:
+                self.mark(event.instrument, event.price)  # type: ignore[union-attr]
         elif t is Quote:
             self.mark(event.instrument, (event.bid_price + event.ask_price) / 2)  # type: ignore[union-attr]
         elif t is Bar:

@@ -74,9 +74,9 @@ class TapeSource:
             return iter(())
         if isinstance(self.tape, FileTape):
             if self.columnar:
-                from ticktape.tape.columnar import iter_events_columnar
+                from robots.fastread import partition_events
 
-                return itertools.islice(iter_events_columnar(self.tape, topic, p, lo), hi - lo)
+                return partition_events(self.tape, topic, p, lo, hi)
             if lo == 0:
                 return itertools.islice(self.tape.read_events(topic, p), hi)
         return (r.event for r in self.tape.read(topic, p, from_offset=lo, limit=hi - lo))

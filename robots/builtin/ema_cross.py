@@ -67,21 +67,23 @@ class EmaCross(Robot[EmaCrossParams, EmaCrossState]):
         return EmaCrossState()
 
     def on_trade(self, state: EmaCrossState, event: Trade, ctx: Context) -> None:
-        self._on_price(state, event.price, event.instrument, ctx)
+        self.on_price(state, event.price, event.instrument, ctx)
 
     def on_bar(self, state: EmaCrossState, event: Bar, ctx: Context) -> None:
-        self._on_price(state, event.close, event.instrument, ctx)
+        self.on_price(state, event.close, event.instrument, ctx)
 
-    def _on_price(self, s: EmaCrossState, price: float, instrument: str, ctx: Context) -> None:
-        if s.seen == 0:
-            s.fast = s.slow = price
+    def on_price(self, s: EmaCrossState, price: float, instrument: str, ctx: Context) -> None:
+        """One price: update both EMAs, then act on a cross (see the module doc)."""
+        if s.seen:
+            fast = s.fast = s.fast + self._af * (price - s.fast)
+            slow = s.slow = s.slow + self._as * (price - s.slow)
         else:
-            s.fast += self._af * (price - s.fast)
-            s.slow += self._as * (price - s.slow)
+            fast = slow = s.fast = s.slow = price
         s.seen += 1
-        diff = s.fast - s.slow
-        sign = 1 if diff > 0 else (-1 if diff < 0 else 0)
+        sign = 1 if fast > slow else (-1 if fast < slow else 0)
         prev = s.above
+        if sign == prev:  # no cross: the common case
+            return
         s.above = sign
         if s.seen < self._warmup or s.pending:
             return
