@@ -152,7 +152,7 @@ class SimOrder:
 class _Market:
     """Everything the venue knows about one instrument."""
 
-    __slots__ = ("book", "last_trade", "last_trade_taken", "quote", "resting", "stops", "traded_at")
+    __slots__ = ("at", "book", "last_trade", "last_trade_taken", "quote", "resting", "stops", "traded_at")
 
     def __init__(self) -> None:
         self.book = Book()
@@ -161,8 +161,24 @@ class _Market:
         self.last_trade_taken = 0
         """Units of the last trade's size already taken by simulated market orders (fallback only)."""
         self.resting: list[SimOrder] = []
+        self.at: dict[tuple[str, int], list[SimOrder]] = {}
+        """Resting orders by (side, price_u): level updates touch only their own orders."""
         self.stops: list[SimOrder] = []
         self.traded_at: dict[int, int] = {}
+
+    def rest(self, o: SimOrder) -> None:
+        """Add a resting limit order."""
+        self.resting.append(o)
+        self.at.setdefault((o.side, o.price_u), []).append(o)
+
+    def unrest(self, o: SimOrder) -> None:
+        """Remove a resting limit order (before its price changes)."""
+        self.resting.remove(o)
+        key = (o.side, o.price_u)
+        level = self.at[key]
+        level.remove(o)
+        if not level:
+            del self.at[key]
 
     def source(self) -> Book | None:
         """The displayed liquidity to take from: the most recent of depth book and quote."""
@@ -275,7 +291,7 @@ class CryptoVenue:
         m = self._markets.get(o.instrument)
         if m is not None:
             if o in m.resting:
-                m.resting.remove(o)
+                m.unrest(o)
             if o in m.stops:
                 m.stops.remove(o)
 
@@ -345,7 +361,7 @@ class CryptoVenue:
             self._priority += 1
             o.priority = self._priority
             o.queue_u = m.displayed(o.side, o.price_u)
-            m.resting.append(o)
+            m.rest(o)
 
     def _available(self, m: _Market, side: str, limit: int | None) -> int:
         src = m.source()
@@ -416,7 +432,7 @@ class CryptoVenue:
             o.price_u = new_price
             return out
         m = self.market(o.instrument)
-        m.resting.remove(o)
+        m.unrest(o)
         o.price_u = new_price
         self._execute(m, o, ts, out)
         return out
@@ -441,7 +457,7 @@ class CryptoVenue:
         return out
 
     def _fill_resting(self, m: _Market, ev: Trade, price_u: int, size_u: int, out: list[Event]) -> None:
-        if self._pro_rata:
+        if self._pro_rata and (("BUY", price_u) in m.at or ("SELL", price_u) in m.at):
             m.traded_at[price_u] = m.traded_at.get(price_u, 0) + size_u
         agg = ev.aggressor_side
         eligible = [
@@ -476,9 +492,7 @@ class CryptoVenue:
     def _requeue(self, m: _Market, side: str, price_u: int, old: int, new: int) -> None:
         """A recorded change of the level at `price_u` on `side` from `old` to `new` units."""
         traded = m.traded_at.pop(price_u, 0) if self._pro_rata else 0
-        for o in m.resting:
-            if o.side != side or o.price_u != price_u:
-                continue
+        for o in m.at.get((side, price_u), ()):
             ahead = o.queue_u
             if ahead is None:
                 o.queue_u = new  # the level became visible: everything shown is ahead (conservative)
@@ -493,7 +507,7 @@ class CryptoVenue:
         m.book.ts = ev.ts_event
         for side, levels in (("BUY", ev.bids), ("SELL", ev.asks)):
             for price_u, old, new in m.book.update(side, levels):
-                if m.resting:
+                if m.at and (side, price_u) in m.at:
                     self._requeue(m, side, price_u, old, new)
 
     def _on_snapshot(self, ev: BookSnapshot) -> None:
