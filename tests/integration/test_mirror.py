@@ -141,3 +141,26 @@ def test_mirror_killed_mid_copy_then_rerun_copies_everything_once(kafka_tape_uri
     assert f"{topic}: copied {total - landed} records ({landed} already there, 2 partitions)" in rerun.stderr
     assert contents(dest, topic) == contents(src, topic)
     dest.close()
+
+
+def test_follow_keeps_copying_new_records(tmp_path: Path) -> None:
+    src_uri, dst_uri = f"file:{tmp_path / 'src'}", f"file:{tmp_path / 'dst'}"
+    src = open_tape(src_uri)
+    src.append("md.live", make_trades(100))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "ticktape", "mirror", "--from", src_uri, "--to", dst_uri,
+                             "--follow", "--interval", "0.1"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        dst = open_tape(dst_uri)
+        for expected in (100, 150, 400):
+            if expected > 100:
+                src.append("md.live", make_trades(expected - len(list(src.read("md.live"))), start=expected))
+            deadline = time.monotonic() + 60
+            while dst.end_offsets("md.live").get(0, 0) < expected:
+                assert proc.poll() is None, "mirror --follow exited"
+                assert time.monotonic() < deadline, f"mirror --follow did not reach {expected} records"
+                time.sleep(0.05)
+        assert contents(dst, "md.live") == contents(src, "md.live")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
