@@ -231,12 +231,15 @@ class PriceBand:
         if ref is None:
             return f"no reference price for {inst} to check the price band" if self.require_reference else None
         # Exact comparison in units: |price - ref| * 100 > ref * pct.
-        diff = abs(to_units(intent.price) - to_units(ref)) * 100
-        if diff > to_units(ref) * to_units(self.pct) // SCALE:
+        if abs(to_units(intent.price) - to_units(ref)) * 100 * SCALE > to_units(ref) * to_units(self.pct):
             return (
                 f"price {_fmt(intent.price)} is more than {_fmt(self.pct)}% away from the {label} {_fmt(ref)} of {inst}"
             )
         return None
+
+
+_NO_MARKET_DATA = (KillSwitch, MaxOrderSize, MaxPosition, MaxOrderRate)
+"""Built-in controls that never look at prices."""
 
 
 class Controls:
@@ -257,14 +260,20 @@ class Controls:
             OrderCancelled: self._on_closed,
             OrderExpired: self._on_closed,
             OrderRejected: self._on_rejected,
-            Trade: self._on_trade,
-            Quote: self._on_quote,
-            BookSnapshot: self._on_book,
-            MarketBook: self._on_market_book,
             Control: view.on_control,
             PlaceOrder: view.record_intent,
             ReplaceOrder: view.record_intent,
         }
+        # Market data is followed only when a control may price with it: the runner calls `on_event`
+        # on every input, so the size/position/rate/kill-only set costs nothing per market event.
+        # Controls of unknown classes are assumed to need it.
+        if any(not isinstance(c, _NO_MARKET_DATA) for c in self.controls):
+            self._handlers.update({
+                Trade: self._on_trade,
+                Quote: self._on_quote,
+                BookSnapshot: self._on_book,
+                MarketBook: self._on_market_book,
+            })
 
     def check(self, intent: Intent) -> OrderRejected | None:
         """Run every control on `intent`; the first objection becomes an `OrderRejected`.
@@ -320,7 +329,6 @@ class Controls:
 
     def _on_trade(self, event: Trade) -> None:
         self.view.last_trade[event.instrument] = event.price
-        self.view.ledger.mark(event.instrument, to_units(event.price))
 
     def _on_quote(self, event: Quote) -> None:
         if event.bid_size > 0 and event.ask_size > 0:

@@ -245,3 +245,22 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         ControlsConfig.from_toml(path)
     path.write_text('[controls]\nmax_order_size = 2\nprice_band_pct = 1\n')
     assert ControlsConfig.from_toml(path) == ControlsConfig(max_order_size=2.0, price_band_pct=1.0)
+
+
+def test_market_data_is_followed_only_when_a_control_prices_with_it() -> None:
+    plain = Controls([KillSwitch(), MaxOrderSize(limit=1.0), MaxPosition(limit=1.0), MaxOrderRate(max_orders=5)])
+    plain.on_event(trade(100.0))
+    assert plain.view.last_trade == {}
+
+    class LastTradeSeen:  # a user's own control: assumed to need prices
+        name = "last_trade_seen"
+
+        def check(self, intent: PlaceOrder | ReplaceOrder, view: object) -> str | None:
+            return None
+
+    custom = Controls([KillSwitch(), LastTradeSeen()])
+    custom.on_event(trade(101.0))
+    assert custom.view.last_trade == {"BTCUSDT": 101.0}
+    banded = Controls([PriceBand(pct=1.0)])
+    banded.on_event(trade(102.0))
+    assert banded.view.reference_price("BTCUSDT") == 102.0
