@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -53,8 +54,8 @@ class NullRobot(Robot[Params, _Count]):
         state.n += 1
 
 
-def write_tape(path: str, n: int) -> str:
-    uri = f"file:{path}"
+def write_tape(path: str, n: int, segment_bytes: int) -> str:
+    uri = f"file:{path}?segment_bytes={segment_bytes}"
     tape = open_tape(uri)
     if tape.partitions(TOPIC) and tape.end_offsets(TOPIC)[0] == n:
         tape.close()
@@ -67,22 +68,42 @@ def write_tape(path: str, n: int) -> str:
     return uri
 
 
+def rss_mb() -> float:
+    """Current resident memory of this process (not the peak), MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 class _Timed:
-    """Wraps the input iterator and records the wall time at every 100k events."""
+    """Wraps the input iterator; records CPU time and RSS at every 100k events."""
 
     def __init__(self, source: Any, every: int = 100_000) -> None:
         self.source = source
         self.every = every
         self.marks: list[float] = []
+        self.rss: list[float] = []
 
     def __iter__(self) -> Iterator[Event]:
         every = self.every
-        t = time.perf_counter()
-        self.marks.append(t)
+        self.marks.append(time.process_time())
+        self.rss.append(rss_mb())
         for i, e in enumerate(self.source, start=1):
             yield e
             if i % every == 0:
-                self.marks.append(time.perf_counter())
+                self.marks.append(time.process_time())
+                self.rss.append(rss_mb())
+
+
+def timed(fn: Any, repeat: int) -> tuple[float, float, Any]:
+    """Best wall and best CPU (process) seconds of `repeat` calls, and the last result."""
+    wall = cpu = float("inf")
+    out = None
+    for _ in range(repeat):
+        gc.collect()
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        wall, cpu = min(wall, time.perf_counter() - w0), min(cpu, time.process_time() - c0)
+    return wall, cpu, out
 
 
 def main() -> None:
@@ -90,46 +111,49 @@ def main() -> None:
     ap.add_argument("events", nargs="?", type=int, default=1_000_000)
     ap.add_argument("--dir", default=None, help="Tape directory (default: a temporary one).")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--segment-bytes", type=int, default=16_000_000,
+                    help="Tape segment size: sealed segments get Parquet copies (the columnar path).")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory() if args.dir is None else None
     path = args.dir or f"{tmp.name}/tape"  # type: ignore[union-attr]
-    uri = write_tape(path, args.events)
-    report("setup", machine=machine(), events=args.events, tape=uri)
+    uri = write_tape(path, args.events, args.segment_bytes)
+    n = args.events
+    report("setup", machine=machine(), events=n, tape=uri, load_avg=os.getloadavg())
     tape = open_tape(uri)
-    list(TapeSource(tape, [TOPIC]))  # first columnar read writes the Parquet copies of sealed segments
-    gc.collect()
+    list(TapeSource(tape, [TOPIC]))  # the first columnar read writes the Parquet copies of sealed segments
 
-    best = float("inf")
-    for _ in range(args.repeat):
+    wall, cpu, _ = timed(lambda: sum(1 for _ in TapeSource(tape, [TOPIC])), args.repeat)
+    report("read_only", events_per_s_wall=round(n / wall), events_per_s_cpu=round(n / cpu))
+
+    def data_path() -> Runner[Any]:
         runner = Runner(NullRobot())
-        t0 = time.perf_counter()
-        stats = runner.run(TapeSource(tape, [TOPIC]))
-        best = min(best, time.perf_counter() - t0)
-    assert runner.state.n == args.events == stats.events
-    report("data_path", events_per_s=round(args.events / best), seconds=round(best, 3), rss_mb=round(max_rss_mb()))
+        runner.run(TapeSource(tape, [TOPIC]))
+        return runner
 
-    best = float("inf")
-    summary: dict[str, Any] = {}
-    for _ in range(args.repeat):
-        res = backtest("ema_cross", tape=tape, topics=[TOPIC], params={"fast": 10, "slow": 50}, keep=False)
-        if res.summary["wall_time_s"] < best:
-            best = res.summary["wall_time_s"]
-            summary = res.summary
-    report("ema_cross", events_per_s=round(args.events / best), seconds=round(best, 3),
-           intents=summary["intents"], fills=summary["fills"], pnl=summary["pnl_exact"],
-           intents_sha256=summary["intents_sha256"], rss_mb=round(max_rss_mb()))
+    wall, cpu, runner = timed(data_path, args.repeat)
+    assert runner.state.n == n == runner.stats.events
+    report("data_path", events_per_s_wall=round(n / wall), events_per_s_cpu=round(n / cpu),
+           seconds_wall=round(wall, 3), seconds_cpu=round(cpu, 3))
 
-    # per-100k timing of one full run (same work as above, the input wrapped by a timer)
+    def ema() -> dict[str, Any]:
+        return backtest("ema_cross", tape=tape, topics=[TOPIC], params={"fast": 10, "slow": 50}, keep=False).summary
+
+    wall, cpu, summary = timed(ema, args.repeat)
+    report("ema_cross", events_per_s_wall=round(n / wall), events_per_s_cpu=round(n / cpu),
+           seconds_wall=round(wall, 3), seconds_cpu=round(cpu, 3), intents=summary["intents"],
+           fills=summary["fills"], pnl=summary["pnl_exact"], intents_sha256=summary["intents_sha256"])
+
+    # per-100k CPU time and current RSS through one full run (the same work as `ema`)
     from robots.controls import controls_from_config
     from robots.registry import get_robot
     from robots.venues import ledger_for, make_venue
 
     venue = make_venue("crypto")
-    timed = _Timed(TapeSource(tape, [TOPIC]))
-    Runner(get_robot("ema_cross"), venue=venue, controls=controls_from_config({}), ledger=ledger_for(venue)).run(timed)
-    per = [round(b - a, 4) for a, b in zip(timed.marks, timed.marks[1:], strict=False)]
-    report("ema_cross_per_100k", seconds=per, first=per[0] if per else None, last=per[-1] if per else None,
-           rss_mb=round(max_rss_mb()))
+    t = _Timed(TapeSource(tape, [TOPIC]))
+    gc.collect()
+    Runner(get_robot("ema_cross"), venue=venue, controls=controls_from_config({}), ledger=ledger_for(venue)).run(t)
+    per = [round(b - a, 3) for a, b in zip(t.marks, t.marks[1:], strict=False)]
+    report("ema_cross_cpu_s_per_100k", seconds=per, rss_mb=[round(r) for r in t.rss], peak_rss_mb=round(max_rss_mb()))
     tape.close()
     if tmp is not None:
         tmp.cleanup()

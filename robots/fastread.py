@@ -12,7 +12,7 @@ more CPU than it saves.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -31,10 +31,37 @@ def _parquet_tables(seg: Segment) -> list[tuple[str, pa.Table]]:
     """The segment's (type, table) pieces from its Parquet copy (made now if missing)."""
     size = str(seg.path.stat().st_size)
     for path in sorted(seg.path.parent.glob(f"{seg.path.stem}.*.parquet")):
-        meta = pq.read_schema(path).metadata or {}
-        if meta.get(b"ticktape.segment_size", b"").decode() == size:
-            return [(path.name.split(".")[1], pq.read_table(path, use_threads=False))]
+        meta = pq.read_metadata(path)
+        if (meta.schema.to_arrow_schema().metadata or {}).get(b"ticktape.segment_size", b"").decode() == size:
+            return [(path.name.split(".")[1], pq.read_table(path, use_threads=False, read_dictionary=_few(meta)))]
     return _cached_segment(seg, True)
+
+
+def _few(meta: pq.FileMetaData) -> list[str]:
+    """String columns with few distinct values (venue, instrument, enums): read as dictionaries, so
+    each row's value is one shared str object instead of a new one."""
+    if meta.num_row_groups == 0 or meta.num_rows == 0:
+        return []
+    rg = meta.row_group(0)
+    schema = meta.schema.to_arrow_schema()
+    out = []
+    for i in range(rg.num_columns):
+        col = rg.column(i)
+        name = col.path_in_schema
+        if (name in schema.names and pa.types.is_string(schema.field(name).type)
+                and col.total_uncompressed_size < rg.num_rows):  # < 1 byte per row: dictionary pages
+            out.append(name)
+    return out
+
+
+def _pylist(column: pa.Array) -> Sequence[Any]:
+    out: Sequence[Any]
+    if pa.types.is_dictionary(column.type) and len(column) > 1 and column.null_count == 0:
+        values = column.dictionary.to_pylist()
+        out = itemgetter(*column.indices.to_numpy(zero_copy_only=False).tolist())(values)
+    else:
+        out = column.to_pylist()
+    return out
 
 
 def _table_events(type_name: str, table: pa.Table) -> Iterator[Event]:
@@ -47,7 +74,7 @@ def _table_events(type_name: str, table: pa.Table) -> Iterator[Event]:
 
     def batches() -> Iterator[Iterator[Event]]:
         for batch in table.select(names).to_batches(max_chunksize=_BATCH):
-            yield map(new, cls_rep, zip(*[c.to_pylist() for c in batch.columns], strict=True))
+            yield map(new, cls_rep, zip(*[_pylist(c) for c in batch.columns], strict=True))
 
     return itertools.chain.from_iterable(batches())
 

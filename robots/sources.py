@@ -14,6 +14,7 @@ import heapq
 import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from ticktape.events import Bar, Event, Quote, Trade
@@ -82,19 +83,23 @@ class TapeSource:
         return (r.event for r in self.tape.read(topic, p, from_offset=lo, limit=hi - lo))
 
     def __iter__(self) -> Iterator[Event]:
+        # Not a generator: the returned iterator is consumed directly (no Python frame per event).
         parts = [(rank, topic, p) for rank, topic in enumerate(self.topics) for p in sorted(self.ranges[topic])
                  if self.ranges[topic][p][1] > self.ranges[topic][p][0]]
+        if not parts:
+            return iter(())
         if len(parts) == 1:  # nothing to merge: no key tuples on the hot path
-            yield from self._partition(parts[0][1], parts[0][2])
-            return
+            return self._partition(parts[0][1], parts[0][2])
         streams = [_keyed(self._partition(topic, p), rank, p, self.ranges[topic][p][0]) for rank, topic, p in parts]
-        for item in heapq.merge(*streams):
-            yield item[4]
+        return map(_event_of, heapq.merge(*streams))
 
     def close(self) -> None:
         """Close the tape if this source opened it."""
         if self._owns:
             self.tape.close()
+
+
+_event_of = itemgetter(4)
 
 
 def _keyed(events: Iterable[Event], rank: int, partition: int, first: int

@@ -1,6 +1,6 @@
 """The crypto simulated venue: a deterministic matching engine over recorded trades, quotes and books.
 
-Inputs per instrument: `Trade`, `Quote`, `BookSnapshot`, `BookDelta` (market data, via
+Inputs per instrument: `Trade`, `Quote`, `BookSnapshot`, `BookDelta`, or `Bar` (market data, via
 `on_market`) and `PlaceOrder` / `CancelOrder` / `ReplaceOrder` (via `on_intent`, at their
 arrival time; the runner adds the configured latency). Outputs: `OrderAccepted`,
 `OrderRejected` (venue rejections have `control=None`), `OrderFilled` (deterministic
@@ -32,6 +32,10 @@ The assumptions, each chosen so that nothing fills that the recorded market coul
   shrinks when the level becomes smaller than it; `pro_rata` spreads the cancels (the decrease
   minus the volume traded at the level since its last update) over the level, so the queue ahead
   loses its proportional share. Increases never move the queue ahead (newcomers join behind).
+- **Bars** (when a run has no trades, book or quote): a bar counts as one print of its whole
+  volume at its close for market orders (the trade fallback), resting buys fill at their limit when
+  the bar's low went below it and sells when its high went above it (one volume pool for both),
+  stops trigger on the high/low and then execute at the close.
 - **Stop-market orders** trigger on a trade printing at or through the stop price after the order
   arrived (never on arrival), then execute as a market order against the book at that trade's time.
 - **Replace** carries the order's new total size (filled + leaves). It keeps queue priority only
@@ -56,6 +60,7 @@ from robots.sim.base import Intent
 from robots.sim.book import Book
 from ticktape.errors import ValidationError
 from ticktape.events import (
+    Bar,
     BookDelta,
     BookSnapshot,
     CancelOrder,
@@ -234,6 +239,8 @@ class CryptoVenue:
         kind = type(event)
         if kind is Trade:
             return self._on_trade(event)  # type: ignore[arg-type]
+        if kind is Bar:
+            return self._on_bar(event)  # type: ignore[arg-type]
         if kind is BookDelta:
             self._on_delta(event)  # type: ignore[arg-type]
         elif kind is BookSnapshot:
@@ -448,25 +455,47 @@ class CryptoVenue:
         size_u = to_units(ev.size)
         out: list[Event] = []
         if m.resting:
-            self._fill_resting(m, ev, price_u, size_u, out)
+            self._fill_resting(m, ev.aggressor_side, price_u, size_u, ev.ts_event, out)
         if m.stops:
-            for o in [s for s in m.stops if (price_u >= s.price_u if s.side == "BUY" else price_u <= s.price_u)]:
-                m.stops.remove(o)
-                o.order_type = "MARKET"  # triggered: from now on a market order
-                self._execute(m, o, ev.ts_event, out)
+            self._trigger_stops(m, price_u, price_u, ev.ts_event, out)
         return out
 
-    def _fill_resting(self, m: _Market, ev: Trade, price_u: int, size_u: int, out: list[Event]) -> None:
+    def _on_bar(self, ev: Bar) -> Sequence[Event]:
+        m = self._markets.get(ev.instrument) or self.market(ev.instrument)
+        # Bars only (no trades, book or quote): the bar is taken as one print of its whole volume at
+        # its close for market orders; resting orders fill only from prices the bar went *through*.
+        m.last_trade = Trade(ev.venue, ev.instrument, ev.ts_event, ev.ts_recv, ev.close, ev.volume, "NONE", "")
+        m.last_trade_taken = 0
+        if not m.resting and not m.stops:
+            return ()
+        out: list[Event] = []
+        volume = to_units(ev.volume)
+        if m.resting:  # buys fill from the low, sells from the high, out of one volume pool
+            used = self._fill_resting(m, "SELL", to_units(ev.low), volume, ev.ts_event, out)
+            used += self._fill_resting(m, "BUY", to_units(ev.high), volume - used, ev.ts_event, out)
+            m.last_trade_taken = used
+        if m.stops:
+            self._trigger_stops(m, to_units(ev.high), to_units(ev.low), ev.ts_event, out)
+        return out
+
+    def _trigger_stops(self, m: _Market, high_u: int, low_u: int, ts: int, out: list[Event]) -> None:
+        """Buy stops at or below `high_u` and sell stops at or above `low_u` become market orders."""
+        for o in [s for s in m.stops if (high_u >= s.price_u if s.side == "BUY" else low_u <= s.price_u)]:
+            m.stops.remove(o)
+            o.order_type = "MARKET"  # triggered: from now on a market order
+            self._execute(m, o, ts, out)
+
+    def _fill_resting(self, m: _Market, agg: str, price_u: int, size_u: int, ts: int, out: list[Event]) -> int:
+        """Fill resting orders from a print of `size_u` at `price_u` by aggressor `agg`; returns the size used."""
         if self._pro_rata and (("BUY", price_u) in m.at or ("SELL", price_u) in m.at):
             m.traded_at[price_u] = m.traded_at.get(price_u, 0) + size_u
-        agg = ev.aggressor_side
         eligible = [
             o for o in m.resting
             if (o.side == "BUY" and agg != "BUY" and o.price_u >= price_u)
             or (o.side == "SELL" and agg != "SELL" and o.price_u <= price_u)
         ]
-        if not eligible:
-            return
+        if not eligible or size_u <= 0:
+            return 0
         # Price priority (those the trade went through first), then time priority.
         eligible.sort(key=lambda o: (-o.price_u if o.side == "BUY" else o.price_u, o.priority))
         pool = size_u
@@ -485,9 +514,10 @@ class CryptoVenue:
                 q = min(o.leaves_u, max(0, at_level - ahead), pool)
             if q > 0:
                 pool -= q
-                out.append(self._fill(o, o.price_u, q, "MAKER", ev.ts_event))
+                out.append(self._fill(o, o.price_u, q, "MAKER", ts))
                 if o.leaves_u == 0:
                     self._close(o)
+        return size_u - pool
 
     def _requeue(self, m: _Market, side: str, price_u: int, old: int, new: int) -> None:
         """A recorded change of the level at `price_u` on `side` from `old` to `new` units."""

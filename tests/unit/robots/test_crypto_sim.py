@@ -12,6 +12,7 @@ from robots.sim.base import SimVenue
 from robots.sim.crypto import CryptoVenue, CryptoVenueConfig
 from ticktape.errors import ValidationError
 from ticktape.events import (
+    Bar,
     BookDelta,
     BookSnapshot,
     CancelOrder,
@@ -299,3 +300,28 @@ def test_same_inputs_same_outputs() -> None:
 
     assert run() == run()
     assert len(run()) == 4
+
+
+def bar(ts: int, o: float, h: float, lo: float, c: float, v: float) -> Bar:
+    return Bar("sim", INST, ts, ts, "1m", o, h, lo, c, v)
+
+
+def test_bars_market_orders_at_the_close_and_resting_orders_from_the_range() -> None:
+    v = CryptoVenue(CryptoVenueConfig(taker_fee=0, maker_fee=0))
+    assert v.on_market(bar(1, 10.0, 11.0, 9.0, 10.5, 3.0)) == ()
+    out = v.on_intent(place("m", "BUY", 2.0, order_type="MARKET"), 2)
+    assert fills(out) == [("BUY", 10.5, 2.0, "TAKER")]
+    out = v.on_intent(place("m2", "BUY", 2.0, order_type="MARKET"), 2)  # 1 of the bar's 3 left
+    assert fills(out) == [("BUY", 10.5, 1.0, "TAKER")] and isinstance(out[-1], OrderExpired)
+    v.on_intent(place("b", "BUY", 2.0, price=9.5), 3)
+    v.on_intent(place("s", "SELL", 2.0, price=12.0), 3)
+    v.on_intent(place("st", "SELL", 1.0, price=9.2, order_type="STOP_MARKET"), 3)
+    # low 9.5 touches the bid without going through: unknown queue, no fill; high 11.9 < 12
+    assert list(v.on_market(bar(4, 10.0, 11.9, 9.5, 10.0, 5.0))) == []
+    # low 9.0 goes through 9.5 and 9.2: the buy fills 2 of the volume 2.5, the sell at 12 does not;
+    # the stop triggers and sells 0.5 (what is left of the bar) at the close 9.1
+    out = v.on_market(bar(5, 10.0, 11.0, 9.0, 9.1, 2.5))
+    assert fills(out) == [("BUY", 9.5, 2.0, "MAKER"), ("SELL", 9.1, 0.5, "TAKER")]
+    assert isinstance(out[-1], OrderExpired) and out[-1].client_order_id == "st"
+    out = v.on_market(bar(6, 11.0, 12.5, 11.0, 12.0, 0.5))
+    assert fills(out) == [("SELL", 12.0, 0.5, "MAKER")]
