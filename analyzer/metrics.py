@@ -8,7 +8,7 @@ ratios (win rate, Sharpe, averages of prices) are doubles. Grain: run (the `key`
 Views (all time columns BIGINT ns):
 - `fills`: every fill with signed `qty`, `notional`, `cash_flow` (after fees), `latency_ns`.
 - `positions`: after each fill: `position`, `cash`, `fees`, `buy_volume`, `sell_volume`.
-- `marks`: mark prices per instrument: trade prices and quote mids.
+- `marks`: mark prices per instrument: trade prices, quote mids, Betfair runners' last traded price.
 - `round_trips`: FIFO lot matching (the k-th unit bought closes against the k-th unit sold,
   which is FIFO for longs and shorts alike): qty, entry/exit prices and times, `pnl` (gross).
 - `realized_pnl`: cumulative realized (FIFO) PnL per round-trip close.
@@ -19,8 +19,11 @@ Views (all time columns BIGINT ns):
   average and max holding time.
 - `order_latency`: per order: intent -> accepted -> first fill -> last fill (ns).
 - `betfair_selection_pnl` / `betfair_market_pnl`: settled profit per selection and per
-  market (BUY = back, SELL = lay; result from the last MarketDefinition's runner status);
-  the market view takes commission on positive net market profit at `betfair_commission()`.
+  market (BUY = back, SELL = lay; result from the last MarketDefinition's runner status: a
+  WINNER's back wins stake x (price - 1), a LOSER's back loses the stake, lays the mirror image,
+  any other status voids the bet; each bet settled to the cent); the market view takes
+  commission, to the cent, on a positive net market profit at the run's venue
+  `commission_rate` (from `RunStarted.venue`), else `betfair_commission()` (5%).
 
 Table macros:
 - `equity_curve(run, bucket_ns)`: per bucket end: cash, position value at the mark, equity
@@ -35,7 +38,7 @@ import duckdb
 
 from analyzer.load import ensure_table
 
-NEEDED_TYPES = ("Trade", "Quote", "OrderFilled", "PlaceOrder", "OrderAccepted", "OrderRejected",
+NEEDED_TYPES = ("Trade", "Quote", "MarketBook", "OrderFilled", "PlaceOrder", "OrderAccepted", "OrderRejected",
                 "MarketDefinition", "RunStarted", "RunFinished")
 """Tables the metrics read: created empty when the tape had none, so every view exists."""
 
@@ -61,7 +64,10 @@ _VIEWS = [
     SELECT instrument, ts_event, price::{D} AS mark, 'trade' AS source FROM trade
     UNION ALL
     SELECT instrument, ts_event, ((bid_price::{D} + ask_price::{D}) / 2)::{D}, 'mid' FROM quote
-    WHERE bid_price > 0 AND ask_price > 0""",
+    WHERE bid_price > 0 AND ask_price > 0
+    UNION ALL  -- Betfair: each runner's last traded price, instrument '<market_id>:<selection_id>'
+    SELECT market_id || ':' || r.selection_id, ts_event, r.last_price_traded::{D}, 'ltp'
+    FROM market_book, UNNEST(runners) AS u(r) WHERE r.last_price_traded IS NOT NULL""",
     f"""CREATE OR REPLACE VIEW round_trips AS
     WITH legs AS (
         SELECT run, robot, instrument, side, ts_event, "offset", price, size,
@@ -137,27 +143,38 @@ _VIEWS = [
         FROM (SELECT * FROM market_definition
               QUALIFY ROW_NUMBER() OVER (PARTITION BY market_id ORDER BY ts_event DESC, "offset" DESC) = 1) d,
              UNNEST(d.runners) AS u(r)),
-    bets AS (
-        SELECT run, robot, split_part(instrument, ':', 1) AS market_id,
-               TRY_CAST(split_part(instrument, ':', 2) AS BIGINT) AS selection_id, side, price, size
-        FROM fills WHERE venue = 'betfair')
-    SELECT b.run, b.robot, b.market_id, b.selection_id, COALESCE(r.result, 'UNSETTLED') AS result,
+    bets AS (  -- one row per bet (order): Betfair settles each bet to the cent
+        SELECT run, robot, client_order_id, split_part(instrument, ':', 1) AS market_id,
+               TRY_CAST(split_part(instrument, ':', 2) AS BIGINT) AS selection_id, side,
+               SUM(size) AS size, SUM(price * size) AS price_x_size
+        FROM fills WHERE venue = 'betfair' GROUP BY ALL)
+    SELECT b.run, b.robot, b.market_id, b.selection_id,
+           CASE WHEN r.result IS NULL OR r.result = 'ACTIVE' THEN 'UNSETTLED' ELSE r.result END AS result,
            COUNT(*) AS bets,
            SUM(CASE WHEN b.side = 'BUY' THEN b.size ELSE 0::{D} END) AS back_stake,
            SUM(CASE WHEN b.side = 'SELL' THEN b.size ELSE 0::{D} END) AS lay_stake,
-           SUM(CASE WHEN r.result = 'WINNER' THEN
-                    CASE WHEN b.side = 'BUY' THEN b.size * (b.price - 1) ELSE -b.size * (b.price - 1) END
-                    WHEN r.result IN ('LOSER', 'REMOVED', 'PLACED') THEN
-                    CASE WHEN b.side = 'BUY' THEN -b.size ELSE b.size END
-                    ELSE 0 END)::{D} AS profit
+           SUM(CASE r.result
+                 WHEN 'WINNER' THEN ROUND(CASE WHEN b.side = 'BUY' THEN 1 ELSE -1 END * (b.price_x_size - b.size), 2)
+                 WHEN 'LOSER' THEN CASE WHEN b.side = 'BUY' THEN -b.size ELSE b.size END
+                 ELSE 0 END)::{D} AS profit  -- REMOVED (and anything else) voids the bet
     FROM bets b LEFT JOIN result r USING (market_id, selection_id)
     GROUP BY ALL""",
     f"""CREATE OR REPLACE VIEW betfair_market_pnl AS
-    SELECT run, robot, market_id, SUM(bets) AS bets, SUM(profit) AS gross_profit,
-           (GREATEST(SUM(profit), 0) * betfair_commission())::{D} AS commission,
-           (SUM(profit) - GREATEST(SUM(profit), 0) * betfair_commission())::{D} AS net_profit,
-           BOOL_AND(result <> 'UNSETTLED') AS settled
-    FROM betfair_selection_pnl GROUP BY ALL""",
+    WITH rate AS (
+        SELECT run_id AS run, COALESCE(TRY_CAST(json_extract_string(venue, '$.settings.commission_rate')
+                                                AS {D}), betfair_commission()::{D}) AS commission_rate
+        FROM run_started),
+    m AS (SELECT run, robot, market_id, SUM(bets) AS bets, SUM(profit) AS gross_profit,
+                 BOOL_AND(result <> 'UNSETTLED') AS settled
+          FROM betfair_selection_pnl GROUP BY ALL)
+    SELECT m.run, m.robot, m.market_id, m.bets, m.gross_profit,
+           COALESCE(rate.commission_rate, betfair_commission()::{D}) AS commission_rate,
+           ROUND(GREATEST(m.gross_profit, 0) * COALESCE(rate.commission_rate, betfair_commission()), 2)::{D}
+               AS commission,
+           (m.gross_profit - ROUND(GREATEST(m.gross_profit, 0)
+                                   * COALESCE(rate.commission_rate, betfair_commission()), 2))::{D} AS net_profit,
+           m.settled
+    FROM m LEFT JOIN rate USING (run)""",
     f"""CREATE OR REPLACE MACRO equity_curve(which_run, bucket_ns) AS TABLE
     WITH rb AS (SELECT * FROM run_bounds WHERE run = which_run),
     grid AS (

@@ -138,8 +138,15 @@ def build_report(a: Analyzer, run: str) -> str:
     r = rs.iloc[0] if len(rs) else None
     trips = int(stats["round_trips"].sum()) if len(stats) else 0
     wins = int(stats["wins"].sum()) if len(stats) else 0
-    cards = [
-        _card("Total PnL", total, signed=True), _card("Realized (FIFO)", realized, signed=True),
+    betfair = len(markets) > 0
+    cards = []
+    if betfair:  # the settled result is the headline; marking to the last traded price is only an estimate
+        cards.append(_card("Betfair net (settled, after commission)",
+                           sum((v for v in markets["net_profit"]), Decimal(0)), signed=True))
+        cards.append(_card("Commission", sum((v for v in markets["commission"]), Decimal(0))))
+    cards += [
+        _card("Mark-to-market PnL (before settlement)" if betfair else "Total PnL", total, signed=True),
+        _card("Realized (FIFO)", realized, signed=True),
         _card("Unrealized", unrealized, signed=True), _card("Fees", fees),
         _card("Max drawdown", r["max_drawdown"] if r is not None else None),
         _card("Sharpe", None if r is None or r["sharpe"] != r["sharpe"] else round(float(r["sharpe"]), 3)),
@@ -147,13 +154,12 @@ def build_report(a: Analyzer, run: str) -> str:
         _card("Fills", len(fills)), _card("Round trips", trips),
         _card("Win rate", f"{wins / trips:.1%}" if trips else None),
     ]
-    if len(markets):
-        net = sum((v for v in markets["net_profit"]), Decimal(0))
-        cards.append(_card("Betfair net (after commission)", net, signed=True))
 
     charts = []
     ex = [float(t) for t in eq["ts_event"]]
-    charts.append(line_chart(Chart("Equity (total PnL) and drawdown", [
+    title = ("Equity marked to last traded prices (before settlement) and drawdown" if betfair
+             else "Equity (total PnL) and drawdown")
+    charts.append(line_chart(Chart(title, [
         Series("equity", ex, [_f(v) for v in eq["equity"]], color="#1f77b4"),
         Series("drawdown", ex, [-_f(v) for v in eq["drawdown"]], color="#d62728", fill=True),
     ], y_label="quote currency")))
@@ -183,10 +189,15 @@ def build_report(a: Analyzer, run: str) -> str:
             [Markers("buy", [float(t) for t in buys["ts_event"]], [_f(v) for v in buys["price"]], True, "#2ca02c"),
              Markers("sell", [float(t) for t in sells["ts_event"]], [_f(v) for v in sells["price"]], False,
                      "#d62728")], y_label="price")))
-    if len(pnl):
+    if betfair:
+        sel = a.betfair_selections(run)
+        charts.append(bar_chart("Betfair profit by selection (settled, before commission)",
+                                [f"{r_.market_id}:{r_.selection_id} {r_.result}" for r_ in sel.itertuples()],
+                                [_f(v) for v in sel["profit"]]))
+    elif len(pnl):
         charts.append(bar_chart("PnL by instrument", [f"{r_.robot} {r_.instrument}" for r_ in pnl.itertuples()],
                                 [_f(v) for v in pnl["total_pnl"]]))
-    if len(markets):
+    if betfair:
         charts.append(bar_chart("Betfair net profit by market", markets["market_id"].tolist(),
                                 [_f(v) for v in markets["net_profit"]]))
 

@@ -67,6 +67,8 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 
 def _fmt_num(v: float) -> str:
+    if v == 0:
+        return "0"  # not "-0" from a tick computed as -0.0
     a = abs(v)
     if a >= 1e6:
         return f"{v / 1e6:.3g}M"
@@ -117,12 +119,12 @@ def line_chart(chart: Chart, width: int = W, height: int = H) -> str:
         out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#888">no data</text></svg>')
         return "".join(out)
     x0, x1 = min(xs), max(xs)
-    if x1 == x0:
-        x1 = x0 + 1
+    if x1 <= x0:  # one instant: widen by a visible amount (ns times are ~1e18, where +1 is lost)
+        x0, x1 = x0 - max(abs(x0) * 1e-9, 1.0), x1 + max(abs(x1) * 1e-9, 1.0)
     yt = nice_ticks(min(ys), max(ys))
     y0, y1 = min(yt[0], min(ys)), max(yt[-1], max(ys))
-    if y1 == y0:
-        y1 = y0 + 1
+    if y1 <= y0:
+        y0, y1 = y0 - max(abs(y0) * 1e-6, 1.0), y1 + max(abs(y1) * 1e-6, 1.0)
     pw, ph = width - PAD_L - PAD_R, height - PAD_T - PAD_B
 
     def px(v: float) -> float:
