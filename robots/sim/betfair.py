@@ -67,6 +67,7 @@ from ticktape.events import (
     PlaceOrder,
     ReplaceOrder,
     RunnerBook,
+    RunnerDefinition,
 )
 
 SEC = 1_000_000_000
@@ -275,8 +276,7 @@ class BetfairSimVenue:
         if m.resting:
             # Volume that shows up in a SUSPENDED book traded before the suspension: match it (as flumine).
             self._match_traded(m, book, out)
-        self._on_state(m, book.ts_event, book.status, book.in_play, book.version,
-                       {r.selection_id: r.status for r in book.runners}, out)
+        self._on_state(m, book.ts_event, book.status, book.in_play, book.version, book.runners, out)
         return out
 
     def _on_definition(self, md: MarketDefinition) -> tuple[Event, ...] | list[Event]:
@@ -295,19 +295,19 @@ class BetfairSimVenue:
         out: list[Event] = []
         if m.pending:
             self._run_pending(m, md.ts_event, False, out)
-        self._on_state(m, md.ts_event, md.status, md.in_play, md.version,
-                       {r.selection_id: r.status for r in md.runners}, out)
+        self._on_state(m, md.ts_event, md.status, md.in_play, md.version, md.runners, out)
         return out
 
     def _on_state(self, m: _Market, ts: int, status: str, in_play: bool, version: int,
-                  runner_status: dict[int, str], out: list[Event]) -> None:
+                  runners: tuple[RunnerBook, ...] | tuple[RunnerDefinition, ...], out: list[Event]) -> None:
         if status == "CLOSED":
             if not m.settled:
-                self._close(m, ts, runner_status, out)
+                self._close(m, ts, {r.selection_id: r.status for r in runners}, out)
             return
         if m.resting:
+            removed = {r.selection_id for r in runners if r.status == "REMOVED"}
             for (sel, _), orders in list(m.resting.items()):
-                if runner_status.get(sel, "ACTIVE") == "REMOVED":
+                if sel in removed:
                     for o in list(orders):
                         self._finish(m, o, ts, "cancelled: runner removed", out)
             if in_play and not m.in_play:

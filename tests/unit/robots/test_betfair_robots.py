@@ -242,3 +242,12 @@ def test_lay_lowest_threshold_on_the_real_markets(real_tape: Tape) -> None:
     # never comes down to 1.4 before the off.
     res = backtest("betfair_lay_lowest", tape=real_tape, params={"max_price": "1.4"})
     assert [(i.instrument, i.price) for i in res.intent_events] == [(f"1.197931751:{FAV}", 1.28)]
+
+
+def test_state_round_trips_through_json() -> None:
+    robot = get_robot("betfair_back_favourite", {"stake": "8"})
+    res = backtest(robot, events=race())
+    text = robot.state_to_json(res.state)
+    back = robot.state_from_json(text)
+    assert back == res.state and back.bets == {MKT: res.intent_events[0].client_order_id}
+    assert back.settled == 1 and back.market_time == {}  # the start time is dropped once the bet is placed

@@ -454,3 +454,13 @@ def test_a_non_runners_reduction_factor_cuts_the_odds_of_bets_matched_before_it(
     v2.on_market(removed(int(2.5 * S), "OPEN", 2.4))
     out = v2.on_market(removed(9 * S, "CLOSED", 2.4, winner=11))
     assert next(e for e in out if isinstance(e, BetSettled)).profit == 20.0
+
+
+def test_resting_orders_on_a_removed_runner_are_cancelled() -> None:
+    v = venue_with_book()
+    v.on_intent(place("b", "BUY", 3.5, 8), 1)
+    v.on_intent(place("other", "BUY", 1.6, 8, instrument=f"{MKT}:12"), 1)  # runner 12 stays
+    out = v.on_market(std_book(2, runner_status="REMOVED"))
+    assert kinds(out) == ["OrderCancelled"] and (out[0].client_order_id, out[0].reason) == (
+        "b", "cancelled: runner removed")
+    assert v.order("r1", "other").state == "OPEN"  # type: ignore[union-attr]
