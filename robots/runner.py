@@ -176,6 +176,8 @@ class Runner(Generic[StateT]):
         ctx = Context(robot.robot_id, robot.venue)
         venue_on_market = venue.on_market if venue is not None else None
         controls_on_event = getattr(controls, "on_event", None)
+        # controls that use no prices (size, position, rate, kill switch) may say so and skip market data
+        controls_on_market = controls_on_event if getattr(controls, "needs_market_data", True) else None
         mark = ledger.on_market if self.mark_to_market else None
         heap: list[tuple[int, int, int, Any]] = []  # (time, creation order, kind, item)
         push = heapq.heappush
@@ -285,8 +287,10 @@ class Runner(Generic[StateT]):
                     clock.advance(now)
                     for answer in answers:
                         deliver(answer, answer.ts_event)
-            if controls_on_event is not None:
-                controls_on_event(event)
+            if controls_on_market is not None:
+                controls_on_market(event)
+            elif controls_on_event is not None and type(event) is Control:
+                controls_on_event(event)  # operator commands (kill switch) always reach the controls
             if mark is not None and ledger.open:
                 mark(event)
             handler = get_handler(type(event))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from robots.api import Context, Params, Robot, Subscription
 from robots.runner import Runner
 from robots.sim.base import Intent
@@ -208,3 +210,32 @@ def test_max_drawdown_equals_a_brute_force_exact_equity_curve() -> None:
     s = runner.ledger.summary()
     assert Fraction(s["max_drawdown_exact"]) == dd
     assert Fraction(s["pnl_exact"]) == cash + qty * Fraction(str(events[-1].price))
+
+
+class EveryTradeBuyer(Robot[Params, LogState]):
+    name = "buyer"
+
+    def init_state(self) -> LogState:
+        return LogState()
+
+    def on_trade(self, state: LogState, event: Trade, ctx: Context) -> None:
+        ctx.buy(event.instrument, 1.0)
+
+
+@pytest.mark.parametrize("needs_market_data", [True, False])
+def test_kill_switch_from_an_input_control_event(needs_market_data: bool) -> None:
+    from robots.controls import controls_from_config
+    from ticktape.events import Control
+
+    controls = controls_from_config({})
+    controls.needs_market_data = needs_market_data  # type: ignore[attr-defined]
+    kill = Control("*", T0 + 2 * MS, T0 + 2 * MS, "KILL", reason="test")
+    events: list[Event] = [trade(0, 100.0), trade(1, 101.0), kill, trade(3, 102.0), trade(4, 103.0)]
+    answers: list[Event] = []
+    stats = Runner(EveryTradeBuyer(), venue=NaiveVenue(), controls=controls, on_order_event=answers.append).run(events)
+    rejected = [e for e in answers if isinstance(e, OrderRejected)]
+    assert stats.intents == 4 and stats.rejected_by_controls == 2
+    # seq counts every robot step: trade 0 (seq 0), its accepted/filled (1, 2), trade 1 (3, then 4, 5),
+    # the kill (6), trade 3 (7), its rejection (8), trade 4 (9)
+    assert [(e.client_order_id, e.control) for e in rejected] == [("buyer-7-0", "kill_switch"),
+                                                                   ("buyer-9-0", "kill_switch")]
