@@ -301,6 +301,11 @@ class Controls:
         view.record_intent(intent)
         return None
 
+    @property
+    def event_types(self) -> frozenset[type]:
+        """The event types `on_event` looks at (a caller may skip the others)."""
+        return frozenset(self._handlers)
+
     def on_event(self, event: Event) -> None:
         """Keep the view current; any event type is accepted (unknown ones are ignored)."""
         handler = self._handlers.get(type(event))

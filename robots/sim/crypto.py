@@ -238,6 +238,11 @@ class CryptoVenue:
         """Update the recorded market; return fills of resting orders and triggered stops."""
         kind = type(event)
         if kind is Trade:
+            m = self._markets.get(event.instrument)  # type: ignore[union-attr]
+            if m is not None and not m.resting and not m.stops:  # the hot path: nothing resting
+                m.last_trade = event  # type: ignore[assignment]
+                m.last_trade_taken = 0
+                return ()
             return self._on_trade(event)  # type: ignore[arg-type]
         if kind is Bar:
             return self._on_bar(event)  # type: ignore[arg-type]

@@ -251,6 +251,7 @@ def test_market_data_is_followed_only_when_a_control_prices_with_it() -> None:
     plain = Controls([KillSwitch(), MaxOrderSize(limit=1.0), MaxPosition(limit=1.0), MaxOrderRate(max_orders=5)])
     plain.on_event(trade(100.0))
     assert plain.view.last_trade == {}
+    assert Trade not in plain.event_types and OrderFilled in plain.event_types and Control in plain.event_types
 
     class LastTradeSeen:  # a user's own control: assumed to need prices
         name = "last_trade_seen"
@@ -264,3 +265,4 @@ def test_market_data_is_followed_only_when_a_control_prices_with_it() -> None:
     banded = Controls([PriceBand(pct=1.0)])
     banded.on_event(trade(102.0))
     assert banded.view.reference_price("BTCUSDT") == 102.0
+    assert {Trade, Quote, BookSnapshot} <= banded.event_types
