@@ -177,3 +177,32 @@ def test_old_and_future_timestamps_are_kept(backend: str, kafka_tape_uri: UriFor
     assert [r.event for r in tape.read(topic)] == old + future
     assert tape.offset_for_time(topic, 0, future[0].ts_event) == 2
     tape.close()
+
+
+def test_sasl_password_comes_only_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(TapeError, match="TICKTAPE_KAFKA_SASL_PASSWORD"):
+        open_tape("kafka://127.0.0.1:1?security_protocol=SASL_SSL&sasl_password=hunter2")
+    monkeypatch.setenv("TICKTAPE_KAFKA_SASL_PASSWORD", "hunter2")
+    for backend in KAFKA_BACKENDS:
+        tape = open_tape(f"{backend}://127.0.0.1:1?security_protocol=SASL_SSL&sasl_mechanism=SCRAM-SHA-512"
+                         "&sasl_username=robot&ssl_cafile=/etc/ca.pem")
+        assert isinstance(tape, KafkaTape)
+        assert "hunter2" not in repr(tape.security) and "hunter2" not in repr(tape)
+        config = tape.security.rdkafka() if backend == "kafka+rdkafka" else tape.security.kafka_python()
+        assert "hunter2" in config.values() and "SCRAM-SHA-512" in config.values() and "robot" in config.values()
+        tape.close()
+    with pytest.raises(TapeError, match="security_protocol"):
+        open_tape("kafka://127.0.0.1:1?security_protocol=TLS")
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("backend", KAFKA_BACKENDS)
+def test_sasl_against_a_plaintext_broker_is_a_tape_error(backend: str, kafka_tape_uri: UriFor,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # The settings reach the client: it speaks SASL, which this broker does not understand.
+    monkeypatch.setenv("TICKTAPE_KAFKA_SASL_PASSWORD", "x")
+    tape = open_tape(kafka_tape_uri(backend) + "?security_protocol=SASL_PLAINTEXT&sasl_mechanism=PLAIN"
+                     "&sasl_username=u&timeout=3")
+    with pytest.raises(TapeError):
+        tape.partitions("md.x")
+    tape.close()

@@ -28,16 +28,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ticktape.codec import VM, Codec, default_codec
+from ticktape.config import Secret
 from ticktape.errors import DecodeError, EncodeError, TapeError
 from ticktape.events import Event
 from ticktape.tape.base import PartitionInfo, Positions, Record, TopicInfo, partition_for
-from ticktape.tape.kafka_client import Fetched, Header, KafkaClient, ProduceBatch, Reader
+from ticktape.tape.kafka_client import Fetched, Header, KafkaClient, ProduceBatch, Reader, Security
 
 log = logging.getLogger("ticktape.tape.kafka")
 
@@ -47,6 +49,7 @@ TYPE_HEADER = "ticktape.type"
 SCHEMA_HEADER = "ticktape.schema"
 SCHEMES = {"kafka": "kafka-python", "kafka+rdkafka": "confluent-kafka"}
 _NS_PER_MS = 1_000_000
+PASSWORD_ENV = "TICKTAPE_KAFKA_SASL_PASSWORD"
 
 
 def parse_servers(uri: str) -> tuple[str, list[str]]:
@@ -77,14 +80,28 @@ class KafkaTape:
     `replication` factor for new topics (default: the broker's), `timeout` in seconds for
     metadata and admin calls (default 30), `linger_ms` (default 5), `compression`
     (`none`, `lz4`, `zstd`, `gzip`, `snappy`; default none), `check_crcs` (kafka-python
-    consumer, default 1).
+    consumer, default 1). Secured clusters: `security_protocol` (`SSL`, `SASL_SSL`, ...),
+    `sasl_mechanism` (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`), `sasl_username`,
+    `ssl_cafile`, `ssl_certfile`, `ssl_keyfile`; the SASL password is read from the
+    environment variable TICKTAPE_KAFKA_SASL_PASSWORD, never from options.
     """
 
     def __init__(self, uri: str, *, partitions: int | str = 1, replication: int | str = -1,
                  timeout: float | str = 30.0, linger_ms: int | str = 5, compression: str = "none",
-                 check_crcs: bool | str = True, codec: Codec | None = None, **unknown: object) -> None:
+                 check_crcs: bool | str = True, security_protocol: str = "PLAINTEXT",
+                 sasl_mechanism: str | None = None, sasl_username: str | None = None,
+                 ssl_cafile: str | None = None, ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+                 codec: Codec | None = None, **unknown: object) -> None:
+        if "sasl_password" in unknown:
+            raise TapeError(f"the SASL password is never an option (URIs get logged): set ${PASSWORD_ENV}")
         if unknown:
             raise TapeError(f"unknown Kafka tape options: {', '.join(sorted(unknown))}")
+        if security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise TapeError(f"unknown security_protocol {security_protocol!r}")
+        password = os.environ.get(PASSWORD_ENV)
+        self.security = Security(security_protocol, sasl_mechanism, sasl_username,
+                                 Secret(password) if password and security_protocol.startswith("SASL") else None,
+                                 ssl_cafile, ssl_certfile, ssl_keyfile)
         scheme, self.servers = parse_servers(uri)
         self.uri = f"{scheme}://{','.join(self.servers)}"
         self.default_partitions = int(partitions)
@@ -106,9 +123,11 @@ class KafkaTape:
         if scheme == "kafka+rdkafka":
             try:
                 from ticktape.tape.kafka_rdkafka_client import RdkafkaClient
-            except ImportError as exc:
+            except ModuleNotFoundError as exc:
+                if exc.name != "confluent_kafka":
+                    raise
                 raise TapeError("kafka+rdkafka:// needs confluent-kafka: pip install 'ticktape[rdkafka]'") from exc
-            return RdkafkaClient(self.servers, timeout=self.timeout, producer={
+            return RdkafkaClient(self.servers, timeout=self.timeout, security=self.security, producer={
                 "acks": "all", "enable.idempotence": True, "linger.ms": linger_ms,
                 "batch.size": 1_000_000, "batch.num.messages": 100_000,
                 "queue.buffering.max.messages": 1_000_000, "compression.type": compression,
@@ -117,7 +136,7 @@ class KafkaTape:
                          "queued.min.messages": 200_000})
         from ticktape.tape.kafka_python_client import KafkaPythonClient
 
-        return KafkaPythonClient(self.servers, timeout=self.timeout, producer={
+        return KafkaPythonClient(self.servers, timeout=self.timeout, security=self.security, producer={
             "acks": "all", "enable_idempotence": True, "linger_ms": linger_ms, "batch_size": 512 * 1024,
             "compression_type": None if compression == "none" else compression,
             "delivery_timeout_ms": 120_000, "max_block_ms": 120_000,

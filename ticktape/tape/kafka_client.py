@@ -11,7 +11,9 @@ Library exceptions never cross this port: adapters raise `TapeError` (`from` the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
+
+from ticktape.config import Secret
 
 Header = tuple[str, bytes]
 
@@ -92,3 +94,39 @@ class KafkaClient(Protocol):
 def describe(servers: Sequence[str]) -> str:
     """How error messages name the cluster."""
     return ",".join(servers)
+
+
+class Security(NamedTuple):
+    """How to reach a secured cluster (SSL, SASL); the password only ever comes from the environment."""
+
+    protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def kafka_python(self) -> dict[str, Any]:
+        """The kafka-python spelling (common to its producer, consumer and admin client)."""
+        out: dict[str, Any] = {"security_protocol": self.protocol}
+        for key, value in (("sasl_mechanism", self.sasl_mechanism), ("sasl_plain_username", self.sasl_username),
+                           ("ssl_cafile", self.ssl_cafile), ("ssl_certfile", self.ssl_certfile),
+                           ("ssl_keyfile", self.ssl_keyfile)):
+            if value is not None:
+                out[key] = value
+        if self.sasl_password is not None:
+            out["sasl_plain_password"] = self.sasl_password.get()
+        return out
+
+    def rdkafka(self) -> dict[str, Any]:
+        """The librdkafka spelling."""
+        out: dict[str, Any] = {"security.protocol": self.protocol}
+        for key, value in (("sasl.mechanisms", self.sasl_mechanism), ("sasl.username", self.sasl_username),
+                           ("ssl.ca.location", self.ssl_cafile), ("ssl.certificate.location", self.ssl_certfile),
+                           ("ssl.key.location", self.ssl_keyfile)):
+            if value is not None:
+                out[key] = value
+        if self.sasl_password is not None:
+            out["sasl.password"] = self.sasl_password.get()
+        return out

@@ -13,7 +13,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPart
 from kafka.structs import OffsetAndMetadata
 
 from ticktape.errors import TapeError
-from ticktape.tape.kafka_client import Fetched, ProduceBatch, describe
+from ticktape.tape.kafka_client import Fetched, ProduceBatch, Security, describe
 
 log = logging.getLogger("ticktape.tape.kafka")
 
@@ -65,12 +65,12 @@ class KafkaPythonClient:
 
     name = "kafka-python"
 
-    def __init__(self, servers: list[str], *, timeout: float, producer: dict[str, Any],
+    def __init__(self, servers: list[str], *, timeout: float, security: Security, producer: dict[str, Any],
                  consumer: dict[str, Any]) -> None:
         self.servers = servers
         self.timeout = timeout
         self._common = {"bootstrap_servers": servers, "client_id": "ticktape",
-                        "request_timeout_ms": int(timeout * 1000)}
+                        "request_timeout_ms": int(timeout * 1000), **security.kafka_python()}
         self._producer_config = producer
         self._consumer_config = consumer
         self._admin: KafkaAdminClient | None = None

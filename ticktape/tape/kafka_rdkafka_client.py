@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from ticktape.errors import TapeError
-from ticktape.tape.kafka_client import Fetched, ProduceBatch, describe
+from ticktape.tape.kafka_client import Fetched, ProduceBatch, Security, describe
 
 log = logging.getLogger("ticktape.tape.kafka")
 
@@ -82,14 +82,15 @@ class RdkafkaClient:
 
     name = "confluent-kafka"
 
-    def __init__(self, servers: list[str], *, timeout: float, producer: dict[str, Any],
+    def __init__(self, servers: list[str], *, timeout: float, security: Security, producer: dict[str, Any],
                  consumer: dict[str, Any]) -> None:
         self.servers = servers
         self.timeout = timeout
         # librdkafka logs through Python logging (not straight to stderr), served on poll/flush.
         self._common: dict[str, Any] = {"bootstrap.servers": ",".join(servers), "client.id": "ticktape",
                                         "socket.timeout.ms": int(timeout * 1000),
-                                        "logger": logging.getLogger("ticktape.tape.kafka.rdkafka")}
+                                        "logger": logging.getLogger("ticktape.tape.kafka.rdkafka"),
+                                        **security.rdkafka()}
         self._producer_config = producer
         self._consumer_config = consumer
         self._producer: Producer | None = None
