@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from producers.binance.files import LAYOUTS, import_file, symbol_from_name
+from producers.binance.files import LAYOUTS, import_file, symbol_from_name, verify_checksum
 from producers.binance.parsers import VENUE
 from producers.common import (
     BatchAppender,
@@ -51,7 +51,8 @@ def import_binance(ctx: click.Context, files: tuple[Path, ...], kind: str, symbo
     """Import Binance public data files (data.binance.vision .csv/.zip) or REST history.
 
     Bad rows go to `dlq.binance` (raw line, error, line number) and the import goes on;
-    importing the same file (same bytes) or the same REST range twice adds nothing.
+    importing the same file (same bytes) or the same REST range twice adds nothing. A
+    `FILE.CHECKSUM` next to a file (as data.binance.vision publishes) is verified first.
     """
     tape = _tape(ctx)
     summaries: list[ImportSummary] = []
@@ -65,10 +66,11 @@ def import_binance(ctx: click.Context, files: tuple[Path, ...], kind: str, symbo
         sym = symbol or symbol_from_name(path.name)
         if not sym:
             raise click.UsageError(f"{path}: cannot tell the symbol from the name; pass --symbol")
-        run = ImportRun(tape, source=VENUE, kind=f"binance.{kind}", name=str(path), source_id=file_identity(path),
-                        force=force)
+        identity = file_identity(path)
+        run = ImportRun(tape, source=VENUE, kind=f"binance.{kind}", name=str(path), source_id=identity, force=force)
         if not run.skipped:
             try:
+                verify_checksum(path, identity)
                 import_file(run, path, kind=kind, symbol=sym, interval=interval)
             except (ValueError, OSError) as exc:
                 run.appender.flush()

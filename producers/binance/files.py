@@ -287,6 +287,21 @@ def _np_type(typ: pa.DataType) -> Any:
     return np.float64 if typ == F64 else (np.int64 if typ == I64 else np.bool_)
 
 
+def verify_checksum(path: Path, identity: str) -> bool | None:
+    """Check a download against data.binance.vision's `FILE.CHECKSUM` (`<sha256>  <name>`) next to it.
+
+    `identity` is `file_identity(path)` (computed anyway for the bookmark). None when there is
+    no checksum file; raises ValueError when it does not match (a corrupt or partial download).
+    """
+    check = path.with_name(path.name + ".CHECKSUM")
+    if not check.exists():
+        return None
+    expected = check.read_text().split()[0].strip().lower() if check.read_text().strip() else ""
+    if identity.removeprefix("sha256:") != expected:
+        raise ValueError(f"sha256 does not match {check.name} (corrupt or partial download?)")
+    return True
+
+
 def csv_streams(path: Path) -> Iterator[tuple[str, IO[bytes]]]:
     """(position prefix, byte stream) for a .csv file or each .csv member of a .zip."""
     if path.suffix.lower() == ".zip":

@@ -128,6 +128,16 @@ def test_cli_import_twice_adds_nothing_and_strict_fails_on_bad_rows(tmp_path: Pa
     tape = open_tape(f"file:{tmp_path / 'tape'}")
     assert sum(1 for _ in tape.read("md.binance.bar")) == 5
     assert find_import(tape, file_identity(src)) is not None
+    tape.close()
+    zipped = tmp_path / "BTCUSDT-aggTrades-2024-01-01.zip"
+    shutil.copy(FIX / zipped.name, zipped)
+    checksum = zipped.with_name(zipped.name + ".CHECKSUM")
+    checksum.write_text(f"{'0' * 64}  {zipped.name}\n")
+    corrupt = runner.invoke(cli, [*args[:-2], "aggTrades", str(zipped)])
+    assert corrupt.exit_code != 0 and "sha256 does not match" in corrupt.output
+    checksum.write_text(f"{file_identity(zipped).removeprefix('sha256:')}  {zipped.name}\n")
+    ok = runner.invoke(cli, [*args[:-2], "aggTrades", str(zipped)])
+    assert ok.exit_code == 0 and "3 events" in ok.output
 
 
 class RecordedPages:
