@@ -66,8 +66,18 @@ class EmaCross(Robot[EmaCrossParams, EmaCrossState]):
     def init_state(self) -> EmaCrossState:
         return EmaCrossState()
 
-    def on_trade(self, state: EmaCrossState, event: Trade, ctx: Context) -> None:
-        self.on_price(state, event.price, event.instrument, ctx)
+    def on_trade(self, s: EmaCrossState, event: Trade, ctx: Context) -> None:
+        # the per-trade hot path: `on_price` inlined (same arithmetic, same order)
+        price = event.price
+        if s.seen:
+            fast = s.fast = s.fast + self._af * (price - s.fast)
+            slow = s.slow = s.slow + self._as * (price - s.slow)
+        else:
+            fast = slow = s.fast = s.slow = price
+        s.seen += 1
+        sign = 1 if fast > slow else (-1 if fast < slow else 0)
+        if sign != s.above:
+            self._cross(s, sign, event.instrument, ctx)
 
     def on_bar(self, state: EmaCrossState, event: Bar, ctx: Context) -> None:
         self.on_price(state, event.close, event.instrument, ctx)
@@ -81,9 +91,11 @@ class EmaCross(Robot[EmaCrossParams, EmaCrossState]):
             fast = slow = s.fast = s.slow = price
         s.seen += 1
         sign = 1 if fast > slow else (-1 if fast < slow else 0)
+        if sign != s.above:
+            self._cross(s, sign, instrument, ctx)
+
+    def _cross(self, s: EmaCrossState, sign: int, instrument: str, ctx: Context) -> None:
         prev = s.above
-        if sign == prev:  # no cross: the common case
-            return
         s.above = sign
         if s.seen < self._warmup or s.pending:
             return
