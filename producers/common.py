@@ -206,6 +206,20 @@ def find_import(tape: Tape, source_id: str) -> SourceImported | None:
     return None
 
 
+class ImportIndex:
+    """Every bookmark on the tape, read once: a command importing many files asks this instead
+    of re-reading `meta.imports` per file (on Kafka each read costs a consumer)."""
+
+    def __init__(self, tape: Tape) -> None:
+        self._marks = {m.source_id: m for m in imported_sources(tape)}
+
+    def get(self, source_id: str) -> SourceImported | None:
+        return self._marks.get(source_id)
+
+    def add(self, mark: SourceImported) -> None:
+        self._marks[mark.source_id] = mark
+
+
 def imported_sources(tape: Tape) -> list[SourceImported]:
     """Every import bookmark on the tape, in append order per partition."""
     out: list[SourceImported] = []
@@ -293,7 +307,8 @@ class ImportRun:
     """
 
     def __init__(self, tape: Tape, *, source: str, kind: str, name: str, source_id: str,
-                 clock: Clock | None = None, batch_size: int = DEFAULT_BATCH, force: bool = False) -> None:
+                 clock: Clock | None = None, batch_size: int = DEFAULT_BATCH, force: bool = False,
+                 index: ImportIndex | None = None) -> None:
         self.tape = tape
         self.kind = kind
         self.name = name
@@ -301,7 +316,11 @@ class ImportRun:
         self.clock = clock or WallClock()
         self.appender = BatchAppender(tape, batch_size)
         self.dlq = DeadLetterSink(self.appender, source, f"{source}:{name}", self.clock)
-        self.previous = None if force else find_import(tape, source_id)
+        self.index = index
+        if force:
+            self.previous = None
+        else:
+            self.previous = index.get(source_id) if index is not None else find_import(tape, source_id)
         self._finished: ImportSummary | None = None
 
     @property
@@ -340,10 +359,12 @@ class ImportRun:
         self.appender.flush()
         counts = {t: n for t, n in self.appender.counts.items() if t != self.dlq.topic}
         recv = self.clock.now()
+        mark = SourceImported(self.source_id, self.kind, self.name, recv, recv, sum(counts.values()),
+                              self.dlq.count, tuple(sorted(self.appender.counts)))
         self.tape.create_topic(IMPORTS_TOPIC, 1)
-        self.tape.append(IMPORTS_TOPIC, [SourceImported(
-            self.source_id, self.kind, self.name, recv, recv, sum(counts.values()), self.dlq.count,
-            tuple(sorted(self.appender.counts)))])
+        self.tape.append(IMPORTS_TOPIC, [mark])
+        if self.index is not None:
+            self.index.add(mark)
         self._finished = ImportSummary(self.name, self.kind, self.source_id, counts, self.dlq.count,
                                        errors=list(self.dlq.samples))
         return self._finished

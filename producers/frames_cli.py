@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from producers.common import ImportRun, ImportSummary, file_identity, query_identity, report_and_exit
+from producers.common import ImportIndex, ImportRun, ImportSummary, file_identity, query_identity, report_and_exit
 from producers.frames import bar_topic, bars_from_frame
 from ticktape.errors import ValidationError
 
@@ -47,12 +47,13 @@ def import_bars(ctx: click.Context, files: tuple[Path, ...], venue: str, instrum
     number; a missing column stops the file. Importing the same file twice adds nothing.
     """
     tape = ctx.find_root().obj.tape()
+    index = ImportIndex(tape)
     summaries: list[ImportSummary] = []
     for path in files:
         params = {"file": file_identity(path), "venue": venue, "instrument": instrument, "interval": interval,
                   "label": label}
         run = ImportRun(tape, source="bars", kind="bars", name=str(path), source_id=query_identity("bars", params),
-                        force=force)
+                        force=force, index=index)
         if not run.skipped:
             df = read_frame(path)
             try:

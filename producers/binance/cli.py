@@ -15,6 +15,7 @@ from producers.binance.parsers import VENUE
 from producers.common import (
     BatchAppender,
     DeadLetterSink,
+    ImportIndex,
     ImportRun,
     ImportSummary,
     file_identity,
@@ -55,6 +56,7 @@ def import_binance(ctx: click.Context, files: tuple[Path, ...], kind: str, symbo
     `FILE.CHECKSUM` next to a file (as data.binance.vision publishes) is verified first.
     """
     tape = _tape(ctx)
+    index = ImportIndex(tape)
     summaries: list[ImportSummary] = []
     if rest:
         if files or not symbol or not start:
@@ -63,12 +65,13 @@ def import_binance(ctx: click.Context, files: tuple[Path, ...], kind: str, symbo
     elif not files:
         raise click.UsageError("give FILES, or --rest")
     for path in files:
-        sym = symbol or symbol_from_name(path.name)
-        if not sym:
-            raise click.UsageError(f"{path}: cannot tell the symbol from the name; pass --symbol")
         identity = file_identity(path)
-        run = ImportRun(tape, source=VENUE, kind=f"binance.{kind}", name=str(path), source_id=identity, force=force)
+        run = ImportRun(tape, source=VENUE, kind=f"binance.{kind}", name=str(path), source_id=identity, force=force,
+                        index=index)
         if not run.skipped:
+            sym = symbol or symbol_from_name(path.name)
+            if not sym:
+                raise click.UsageError(f"{path}: cannot tell the symbol from the name; pass --symbol")
             try:
                 verify_checksum(path, identity)
                 import_file(run, path, kind=kind, symbol=sym, interval=interval)

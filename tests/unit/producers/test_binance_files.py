@@ -118,6 +118,9 @@ def test_cli_import_twice_adds_nothing_and_strict_fails_on_bad_rows(tmp_path: Pa
     assert json.loads(first.output)["events"] == 3
     again = runner.invoke(cli, [*args, "--symbol", "BTCUSDT", "--interval", "1m", str(copy)])  # same bytes
     assert again.exit_code == 0 and json.loads(again.output)["outcome"] == "skipped"
+    other = ["--tape", f"file:{tmp_path / 'other'}", *args[2:]]
+    both = runner.invoke(cli, [*other, str(src), str(copy)])  # one command: the second is a repeat
+    assert [json.loads(x)["outcome"] for x in both.output.splitlines()] == ["imported", "skipped"]
     bad = runner.invoke(cli, [*args, "--interval", "1m", "--strict", str(FIX / "BTCUSDT-1m-bad.csv")])
     assert bad.exit_code == 1
     assert json.loads(bad.output.splitlines()[0])["dead_letters"] == 3

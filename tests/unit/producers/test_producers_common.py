@@ -115,3 +115,17 @@ def test_summary_text_and_json() -> None:
     assert "already imported" in skipped.to_text()
     total = summaries_text([s, skipped], as_json=False).splitlines()[-1]
     assert total == "total: 3 events, 7 dead letters, 1 of 2 inputs skipped as already imported"
+
+
+def test_an_import_index_sees_bookmarks_written_through_it(tape_factory: TapeFactory, topic: str) -> None:
+    from producers.common import ImportIndex
+
+    tape = tape_factory()
+    index = ImportIndex(tape)
+    sid = "sha256:idx" + topic
+    first = ImportRun(tape, source="x", kind="k", name="a.csv", source_id=sid, index=index)
+    first.emit_many(topic, make_trades(2))
+    first.finish()
+    second = ImportRun(tape, source="x", kind="k", name="copy-of-a.csv", source_id=sid, index=index)
+    assert second.skipped and second.previous is not None and second.previous.name == "a.csv"
+    assert ImportIndex(tape).get(sid) == second.previous  # and it is on the tape for the next command
