@@ -143,6 +143,16 @@ def main() -> None:
            seconds_wall=round(wall, 3), seconds_cpu=round(cpu, 3), intents=summary["intents"],
            fills=summary["fills"], pnl=summary["pnl_exact"], intents_sha256=summary["intents_sha256"])
 
+    # the same with market orders filled in full at the last trade (the peers' fill model; ~29k orders)
+    def ema_naive() -> dict[str, Any]:
+        return backtest("ema_cross", tape=tape, topics=[TOPIC], params={"fast": 10, "slow": 50}, venue="naive",
+                        keep=False).summary
+
+    wall, cpu, summary = timed(ema_naive, args.repeat)
+    report("ema_cross_naive_venue", events_per_s_wall=round(n / wall), events_per_s_cpu=round(n / cpu),
+           seconds_wall=round(wall, 3), seconds_cpu=round(cpu, 3), intents=summary["intents"],
+           fills=summary["fills"], pnl=summary["pnl_exact"])
+
     # per-100k CPU time and current RSS through one full run (the same work as `ema`)
     from robots.controls import controls_from_config
     from robots.registry import get_robot
