@@ -36,35 +36,68 @@ from ticktape.tape import open_tape
 REPO = Path(__file__).resolve().parent.parent
 
 
-def produce_rate(uri: str, events: list[Trade], batch: int, repeat: int) -> tuple[float, str]:
-    """Best events/s of `repeat` runs, each on a fresh topic; returns (rate, last topic)."""
-    best = 0.0
+BROKER_PID: int | None = None  # set when this benchmark started the broker: its CPU is measured too
+
+
+def broker_cpu() -> float:
+    """CPU seconds the broker's JVM has used so far (0 when the broker is not ours)."""
+    if BROKER_PID is None:
+        return 0.0
+    fields = Path(f"/proc/{BROKER_PID}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+class Rates:
+    """Best wall-clock rate, and the rate per CPU-second of this (client) process.
+
+    The second says what the client costs whatever else the machine is doing (a shared
+    2-core VM: the broker's JVM and other processes compete for the same cores).
+    """
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+        self.broker = 0.0
+
+    def add(self, n: int, wall_s: float, cpu_s: float, broker_s: float) -> None:
+        self.wall = max(self.wall, n / wall_s)
+        self.cpu = max(self.cpu, n / cpu_s)
+        self.broker = max(self.broker, n / broker_s) if broker_s else 0.0
+
+    def report(self, name: str, **extra: object) -> None:
+        broker = {"events_per_broker_cpu_s": round(self.broker)} if self.broker else {}
+        report(name, **extra, events_per_s=round(self.wall), events_per_client_cpu_s=round(self.cpu), **broker)
+
+
+def produce_rate(uri: str, events: list[Trade], batch: int, repeat: int) -> tuple[Rates, str]:
+    """Rates of `repeat` runs, each on a fresh topic; returns (rates, last topic)."""
+    rates = Rates()
     topic = ""
     tape = open_tape(uri)
     tape.append(f"bench.warmup.{uuid.uuid4().hex[:8]}", events[:batch])  # connect, metadata
     for _ in range(repeat):
         topic = f"bench.{uuid.uuid4().hex[:10]}"
         tape.create_topic(topic, 1)
-        t0 = time.perf_counter()
+        t0, c0, b0 = time.perf_counter(), time.process_time(), broker_cpu()
         for i in range(0, len(events), batch):
             tape.append(topic, events[i:i + batch])
-        best = max(best, len(events) / (time.perf_counter() - t0))
+        rates.add(len(events), time.perf_counter() - t0, time.process_time() - c0, broker_cpu() - b0)
     tape.close()
-    return best, topic
+    return rates, topic
 
 
-def consume_rate(uri: str, topic: str, n: int, repeat: int) -> float:
-    """Best events/s reading (and decoding) the whole topic."""
-    best = 0.0
+def consume_rate(uri: str, topic: str, n: int, repeat: int) -> Rates:
+    """Rates reading (and decoding) the whole topic."""
+    rates = Rates()
     for _ in range(repeat):
         tape = open_tape(uri)
         tape.partitions(topic)  # metadata, outside the timing
-        t0 = time.perf_counter()
+        t0, c0, b0 = time.perf_counter(), time.process_time(), broker_cpu()
         count = sum(1 for _ in tape.read(topic))
-        best = max(best, count / (time.perf_counter() - t0))
+        rates.add(count, time.perf_counter() - t0, time.process_time() - c0, broker_cpu() - b0)
         tape.close()
         assert count == n, f"read {count} of {n}"
-    return best
+    return rates
 
 
 def latency(uri: str, seconds: float, rate: int = 1000) -> dict[str, float]:
@@ -124,16 +157,17 @@ def main() -> None:
         run_dir = Path(tempfile.mkdtemp(prefix="ticktape-bench-kafka-"))
         broker = subprocess.run([sys.executable, str(REPO / "scripts" / "kafka"), "start", "--dir", str(run_dir)],
                                 check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        global BROKER_PID
+        BROKER_PID = int((run_dir / "kafka.pid").read_text())
     try:
         events = synthetic_trades(args.n)
         for scheme in args.clients.split(","):
             uri = f"{scheme}://{broker}"
-            rate, topic = produce_rate(uri, events, args.batch, args.repeat)
-            report(f"kafka.produce[{scheme}]", batch=args.batch, events_per_s=round(rate))
-            report(f"kafka.consume+decode[{scheme}]", events_per_s=round(consume_rate(uri, topic, args.n,
-                                                                                       args.repeat)))
+            rates, topic = produce_rate(uri, events, args.batch, args.repeat)
+            rates.report(f"kafka.produce[{scheme}]", batch=args.batch)
+            consume_rate(uri, topic, args.n, args.repeat).report(f"kafka.consume+decode[{scheme}]")
             report(f"kafka.latency[{scheme}]", rate_per_s=1000, **latency(uri, args.seconds))
-        report("machine", machine=machine())
+        report("machine", machine=machine(), load_average=os.getloadavg())
     finally:
         if run_dir is not None:
             subprocess.run([sys.executable, str(REPO / "scripts" / "kafka"), "stop", "--dir", str(run_dir)],
