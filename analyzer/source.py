@@ -22,6 +22,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 
 from analyzer.arrow_schema import events_to_table
@@ -92,42 +93,73 @@ def chunks(tape: Tape, topic: str, partition: int, from_offset: int, *, skip_bad
     yield from _generic(tape, topic, partition, from_offset, skip_bad=skip_bad)
 
 
+class _RunBuilder:
+    """Accumulates consecutive records of one type as column-ready lists (no per-record tuples)."""
+
+    def __init__(self) -> None:
+        self.type_name: str | None = None
+        self.start = 0
+        self.keys: list[str | None] = []
+        self.events: list[Any] = []
+
+    def add(self, first_offset: int, keys: tuple[str | None, ...], events: tuple[Any, ...]) -> Iterator[Chunk]:
+        """Append contiguous records starting at `first_offset`; yield a chunk when the type changes."""
+        kinds = set(map(type, events))  # C-level: a block is almost always one type
+        if len(kinds) > 1:
+            i = 0
+            for name, group in itertools.groupby(events, key=lambda e: type(e).__name__):
+                n = len(list(group))
+                yield from self._extend(name, first_offset + i, keys[i:i + n], events[i:i + n])
+                i += n
+            return
+        yield from self._extend(type(events[0]).__name__, first_offset, keys, events)
+
+    def _extend(self, name: str, first_offset: int, keys: Any, events: Any) -> Iterator[Chunk]:
+        if name != self.type_name or first_offset != self.start + len(self.events) or len(self.events) >= CHUNK_ROWS:
+            yield from self.flush(first_offset)
+            self.type_name, self.start = name, first_offset
+        self.keys.extend(keys)
+        self.events.extend(events)
+
+    def flush(self, next_offset: int) -> Iterator[Chunk]:
+        """The pending run as one chunk (if any)."""
+        if self.events and self.type_name is not None:
+            offsets = np.arange(self.start, self.start + len(self.events), dtype=np.int64)
+            table = events_to_table(self.type_name, self.events, offsets, self.keys)
+            self.keys, self.events = [], []
+            yield Chunk(self.type_name, table, [], next_offset)
+
+
 def _file_blocks(tape: FileTape, topic: str, partition: int, from_offset: int, *,
                  skip_bad: bool) -> Iterator[Chunk]:
     """Block by block through the file tape's segments; corrupt blocks salvaged when allowed."""
     plog = tape._log(topic, partition)  # the partition's segments: the block-level view we need
     si, bi = plog.locate(max(from_offset, plog.start_offset))
-    pending: list[tuple[int, str | None, Any]] = []
+    run = _RunBuilder()
     while si < len(plog.segments):
         seg = plog.segments[si]
         if bi >= len(seg.blocks):
             si, bi = si + 1, 0
             continue
         info = seg.blocks[bi]
-        first = max(from_offset, info.first_offset)
+        skip = max(from_offset - info.first_offset, 0)
         end = info.first_offset + info.records
         bad: list[BadRecord] = []
         try:
             entries = seg.read_block(bi)
         except DecodeError as exc:
             entries, bad = _salvage(seg, bi, exc)
-        pending.extend((info.first_offset + i, k, e) for i, (k, e) in enumerate(entries)
-                       if info.first_offset + i >= first)
-        bad = [b for b in bad if b.offset >= first]
-        if bad and not skip_bad:
-            yield from _runs(pending, bad[0].offset)  # the good records before it still load
-            raise BadRecordError(bad[0])
+        if len(entries) > skip:
+            keys, events = zip(*entries[skip:], strict=True)
+            yield from run.add(info.first_offset + skip, keys, events)
+        bad = [b for b in bad if b.offset >= info.first_offset + skip]
         if bad:
-            # Flush the good rows before the bad ones, so each chunk's next_offset is exact.
-            yield from _runs(pending, bad[0].offset)
-            pending = []
+            yield from run.flush(bad[0].offset)  # the good records before it still load
+            if not skip_bad:
+                raise BadRecordError(bad[0])
             yield Chunk(None, None, bad, end)
-        elif len(pending) >= CHUNK_ROWS:
-            yield from _runs(pending, end)
-            pending = []
         bi += 1
-    if pending:
-        yield from _runs(pending, pending[-1][0] + 1)
+    yield from run.flush(run.start + len(run.events))
 
 
 def _salvage(seg: Any, index: int, exc: DecodeError) -> tuple[list[tuple[str | None, Any]], list[BadRecord]]:

@@ -2,9 +2,10 @@
 
     python -m benchmarks.bench_load [N] [--segment-mb MB] [--stream N10]
 
-Reports the first load (Avro decode; sealed segments get their Parquet copy written), a
-second load of the same tape into a fresh database (sealed segments read from Parquet),
-an incremental re-run (nothing new), and the peak memory of the process.
+Reports a load through the block reader (Avro decode, no Parquet), the first load through
+the columnar reader (Avro decode; sealed segments get their Parquet copy written), a second
+load of the same tape into a fresh database (sealed segments read from Parquet), an
+incremental re-run (nothing new), and the peak memory of the process.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ def make_tape(root: Path, n: int, segment_mb: int) -> FileTape:
     return tape
 
 
-def timed_load(tape: FileTape, db: Path) -> tuple[float, float, int]:
+def timed_load(tape: FileTape, db: Path, columnar: bool = True) -> tuple[float, float, int]:
     """(wall s, CPU s, rows) of a load into a fresh database, including its final checkpoint."""
     db.unlink(missing_ok=True)
     con = connect(str(db))
     gc.collect()
     c0, t0 = time.process_time(), time.perf_counter()
-    summary = load(tape, con)
+    summary = load(tape, con, columnar=columnar)
     con.close()
     return time.perf_counter() - t0, time.process_time() - c0, summary.rows
 
@@ -54,8 +55,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_load_"))
     try:
         tape = make_tape(work / "tape", args.n, args.segment_mb)
+        blocks, cpu, rows = timed_load(tape, work / "a.duckdb", columnar=False)
+        report("load_blocks", machine=machine(), events=rows, wall_s=round(blocks, 3), cpu_s=round(cpu, 3),
+               events_per_cpu_s=round(rows / cpu))
         first, cpu, rows = timed_load(tape, work / "a.duckdb")
-        report("load_first", machine=machine(), events=rows, wall_s=round(first, 3), cpu_s=round(cpu, 3),
+        report("load_first_columnar", events=rows, wall_s=round(first, 3), cpu_s=round(cpu, 3),
                events_per_cpu_s=round(rows / cpu), segments=len(tape.segment_paths("md.binance.trade")))
         second, cpu, rows = timed_load(tape, work / "b.duckdb")
         report("load_cached", events=rows, wall_s=round(second, 3), cpu_s=round(cpu, 3),
