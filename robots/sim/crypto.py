@@ -459,8 +459,8 @@ class CryptoVenue:
         price_u = to_units(ev.price)
         size_u = to_units(ev.size)
         out: list[Event] = []
-        if m.resting:
-            self._fill_resting(m, ev.aggressor_side, price_u, size_u, ev.ts_event, out)
+        if m.resting:  # what resting orders took of this trade is not there for market orders
+            m.last_trade_taken = self._fill_resting(m, ev.aggressor_side, price_u, size_u, ev.ts_event, out)
         if m.stops:
             self._trigger_stops(m, price_u, price_u, ev.ts_event, out)
         return out

@@ -325,3 +325,15 @@ def test_bars_market_orders_at_the_close_and_resting_orders_from_the_range() -> 
     assert isinstance(out[-1], OrderExpired) and out[-1].client_order_id == "st"
     out = v.on_market(bar(6, 11.0, 12.5, 11.0, 12.0, 0.5))
     assert fills(out) == [("SELL", 12.0, 0.5, "MAKER")]
+
+
+def test_a_trade_used_by_resting_orders_is_not_used_again_by_a_market_order() -> None:
+    v = CryptoVenue()
+    v.on_market(trade(1, 100.0, 1.0))
+    v.on_intent(place("b", "BUY", 0.75, price=101.0), 2)  # crosses the last trade: takes 0.75 of its 1.0
+    (o,) = [e for e in v.on_intent(place("b2", "BUY", 1.0, price=101.0), 2) if isinstance(e, OrderFilled)]
+    assert o.size == 0.25
+    out = v.on_market(trade(3, 100.0, 1.0, "SELL"))  # through 101: b2's 0.75 left fills from it
+    assert fills(out) == [("BUY", 101.0, 0.75, "MAKER")]
+    out = v.on_intent(place("m", "BUY", 1.0, order_type="MARKET"), 3)
+    assert fills(out) == [("BUY", 100.0, 0.25, "TAKER")]
