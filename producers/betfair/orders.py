@@ -18,6 +18,11 @@ matched on arrival), MAKER when it matched later while resting. Commission is ch
 settlement, so `fee` is 0. Identity: `robot` = `rfs` (customer strategy ref), `client_order_id` =
 `rfo` (customer order ref) or the bet id, `venue_order_id` = bet id, `instrument` =
 `<market_id>:<selection_id>` (`:<handicap>` appended when the handicap is not 0).
+
+Not events of their own: a partial cancellation (size reduced while the order stays
+executable) and price/size replacements (Betfair gives the replacement a new bet id, which then
+shows up as a new order); the final `OrderCancelled` reason carries the total cancelled.
+The fill price is rounded to 6 decimals (the Decimal division can have more).
 """
 
 from __future__ import annotations
