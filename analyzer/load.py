@@ -158,7 +158,8 @@ def load(tape: Tape, con: duckdb.DuckDBPyConnection, *, topics: Sequence[str] | 
         con.execute(ddl)
     # One DuckDB thread while loading: the load is one core's work by design (decoding is Python),
     # and on 2 cores a second DuckDB thread only contends with it. Restored afterwards for queries.
-    threads = con.execute("SELECT current_setting('threads')").fetchone()
+    # fetchall, not fetchone: a half-read result blocks the connection's next `con.sql` in duckdb 2
+    threads = con.execute("SELECT current_setting('threads')").fetchall()[0]
     con.execute("SET threads = 1")
     # Decoding creates millions of short-lived, acyclic tuples: the cyclic GC's repeated scans of
     # them cost as much as the decoding itself (measured 2x on Trade). Refcounting frees them.

@@ -153,6 +153,6 @@ def first_col(rows: _Rows) -> list[Any]:
 
 def state_at(con: duckdb.DuckDBPyConnection, run_id: str, input_offset: int) -> Any:
     """The robot's state (parsed JSON) after step `input_offset` of a replayed run."""
-    row = con.execute("SELECT state FROM robot_state WHERE run = ? AND input_offset <= ? "
-                      "ORDER BY input_offset DESC LIMIT 1", [run_id, input_offset]).fetchone()
-    return json.loads(row[0]) if row else None
+    rows = con.execute("SELECT state FROM robot_state WHERE run = ? AND input_offset <= ? "
+                       "ORDER BY input_offset DESC LIMIT 1", [run_id, input_offset]).fetchall()
+    return json.loads(rows[0][0]) if rows else None
