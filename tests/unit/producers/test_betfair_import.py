@@ -175,3 +175,29 @@ def test_real_catalogue_file_imports_as_a_definition(tape: Tape) -> None:
     assert isinstance(d, MarketDefinition) and d.status == "CATALOGUE" and d.ts_event == 5
     assert (d.market_name, d.venue, d.event_type_id) == ("OR 280m", "Sheffield", "4339")
     assert d.runners[0].name == "1. Paradise Mission"
+
+
+@needs_shared
+def test_two_real_markets_interleaved_in_one_stream_match_betfairlightweight(tmp_path: Path) -> None:
+    """Like a live stream carrying several markets: lines of both files merged by publish time."""
+    import orjson
+
+    lines = [line for m in REAL_MARKETS for line in (SHARED / m).read_bytes().splitlines()]
+    lines.sort(key=lambda line: orjson.loads(line)["pt"])  # stable: ties keep file order
+    merged = tmp_path / "merged.stream"
+    merged.write_bytes(b"\n".join(lines) + b"\n")
+    tape = open_tape(f"file:{tmp_path / 'tape'}")
+    import_file(tape, merged, clock=VirtualClock(1))
+    ours = [e for e in _events(tape, MARKET_TOPIC) if isinstance(e, MarketBook)]
+    theirs = reference_books(merged)
+    assert len(ours) == len(theirs) == 332
+    assert {b.market_id for b in ours[:2]} == set(REAL_MARKETS)
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert (a.market_id, a.status, a.in_play, a.total_matched) == (b.market_id, b.status, b.inplay,
+                                                                       b.total_matched), i
+        for ra, rb in zip(a.runners, b.runners, strict=True):
+            assert (ra.status, ra.last_price_traded, ra.total_matched) == (rb.status, rb.last_price_traded,
+                                                                           rb.total_matched), i
+            assert ladder(ra.available_to_back) == ladder(rb.ex.available_to_back), i
+            assert ladder(ra.available_to_lay) == ladder(rb.ex.available_to_lay), i
+            assert ladder(ra.traded_volume) == ladder(rb.ex.traded_volume), i
