@@ -115,9 +115,10 @@ def _import_rest(tape, kind: str, symbol: str, interval: str | None, start: str,
 @click.option("--futures", is_flag=True, help="USD-M futures streams instead of spot.")
 @click.option("--user-data", is_flag=True, help="Also record the account's orders and balances (needs keys).")
 @click.option("--account", default="spot", show_default=True, help="Account name on Balance events.")
+@click.option("--raw/--no-raw", default=False, show_default=True, help="Also keep every raw message on raw.binance.")
 @click.pass_context
 def record_binance(ctx: click.Context, symbols: str, streams: str, futures: bool, user_data: bool,
-                   account: str) -> None:
+                   account: str, raw: bool) -> None:
     """Record live Binance streams until Ctrl-C (keys from BINANCE_API_KEY / BINANCE_API_SECRET).
 
     Every message becomes events (bad ones go to dlq.binance); depth books are synced from
@@ -147,7 +148,8 @@ def record_binance(ctx: click.Context, symbols: str, streams: str, futures: bool
     appender = BatchAppender(_tape(ctx), batch_size=1000)
     core = RecorderCore(appender, DeadLetterSink(appender, VENUE, "binance:ws", clock),
                         depth_symbols=syms if "depth" in streams else (), fetch_snapshot=snapshot,
-                        futures=futures, account=account, clock=clock, fetch_agg_trades=agg_trades)
+                        futures=futures, account=account, clock=clock, fetch_agg_trades=agg_trades,
+                        keep_raw=raw)
     stop = threading.Event()
     try:
         run_live(core, streams=names, api_key=key, api_secret=secret, user_data=user_data, futures=futures,

@@ -29,7 +29,7 @@ from producers.binance.parsers import (
     unwrap,
 )
 from producers.common import BatchAppender, DeadLetterSink
-from ticktape.events import BookDelta, FeedGap, Trade
+from ticktape.events import BookDelta, CustomData, FeedGap, Trade
 from ticktape.timeutil import Clock
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ SELF_RECONNECTING = frozenset({"IncompleteReadError", "gaierror", "ConnectionClo
                                "BinanceWebsocketClosed"})
 """python-binance error messages after which its socket reconnects by itself (others end the socket:
 we restart the manager). Every one of them is recorded as a gap: messages may have been lost."""
+
+TOPIC_RAW = "raw.binance"
+"""With `keep_raw`, every websocket message as received (CustomData `binance.raw`, key = stream)."""
 
 MAX_REPAIR = 5000
 """Aggregate trades fetched at most to fill one gap (more is recorded as an unrepaired gap)."""
@@ -82,8 +85,9 @@ class RecorderCore:
     def __init__(self, appender: BatchAppender, dlq: DeadLetterSink, *, depth_symbols: Sequence[str] = (),
                  fetch_snapshot: SnapshotFetcher | None = None, futures: bool = False,
                  robot_of: RobotOf = robot_of_client_order_id, account: str = "spot", clock: Clock,
-                 fetch_agg_trades: AggTradeFetcher | None = None) -> None:
+                 fetch_agg_trades: AggTradeFetcher | None = None, keep_raw: bool = False) -> None:
         self.appender = appender
+        self.keep_raw = keep_raw
         self.fetch_agg_trades = fetch_agg_trades
         self.last_trade_id: dict[tuple[str, str], int] = {}  # (topic, symbol) -> last trade/aggregate id
         self.dlq = dlq
@@ -99,6 +103,11 @@ class RecorderCore:
         """Everything the live path does with one websocket message."""
         self.position += 1
         self.stats.messages += 1
+        if self.keep_raw:  # forensics: every message as received, before any parsing
+            text = message.decode("utf-8", "replace") if isinstance(message, bytes) else (
+                message if isinstance(message, str) else _json_bytes(message).decode("utf-8"))
+            stream = str(message.get("stream", "")) if isinstance(message, Mapping) else ""
+            self._emit(TOPIC_RAW, CustomData("binance.raw", stream, ts_recv, ts_recv, text))
         try:
             if isinstance(message, str | bytes):
                 raw_text = message

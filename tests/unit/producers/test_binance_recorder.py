@@ -34,12 +34,13 @@ class RecordedRest:
         return self.answers.pop(0)
 
 
-def _record(tmp_path: Path, files: list[str], rest: RecordedRest | None) -> tuple[Any, RecorderCore]:
+def _record(tmp_path: Path, files: list[str], rest: RecordedRest | None,
+            keep_raw: bool = False) -> tuple[Any, RecorderCore]:
     tape = open_tape(f"file:{tmp_path / 'tape'}")
     clock = VirtualClock(1_700_000_100_000_000_000)
     app = BatchAppender(tape, batch_size=3)
     core = RecorderCore(app, DeadLetterSink(app, "binance", "binance:ws", clock), depth_symbols=["BTCUSDT"],
-                        fetch_snapshot=rest, clock=clock)
+                        fetch_snapshot=rest, clock=clock, keep_raw=keep_raw)
     for name in files:
         for line in (FIX / name).read_text().splitlines():
             clock.advance(clock.now() + 1_000_000)
@@ -93,7 +94,9 @@ def test_a_failed_snapshot_is_recorded_and_retried_at_the_next_delta(tmp_path: P
 
 
 def test_bad_messages_go_to_the_dead_letter_topic_and_recording_goes_on(tmp_path: Path) -> None:
-    tape, core = _record(tmp_path, ["ws_bad.jsonl", "ws_messages.jsonl"], None)
+    tape, core = _record(tmp_path, ["ws_bad.jsonl", "ws_messages.jsonl"], None, keep_raw=True)
+    raw = [r.event for r in tape.read("raw.binance")]
+    assert len(raw) == 16 and raw[3].payload == "this is not json" and raw[4].key == "btcusdt@trade"
     dls = [r.event for r in tape.read("dlq.binance")]
     raw_lines = (FIX / "ws_bad.jsonl").read_text().splitlines()
     assert [d.position for d in dls] == ["message 1", "message 2", "message 3", "message 4"]
