@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 import fastavro
+from fastavro.read import SchemaResolutionError
 
 from ticktape import avro_program as ap
 from ticktape.codec import VM, Codec, default_codec, make_converter
@@ -108,6 +109,9 @@ class EntryDecoder:
                     entry, pos = self.py(buf, pos)
                     entries.append(entry)
                 end = pos
+        except SchemaResolutionError as exc:
+            raise DecodeError(f"block at offset {first_offset} holds a record the current schemas cannot read "
+                              f"(unknown type or incompatible version): {str(exc)[:200]}", where=self.where) from exc
         except (ValueError, TypeError, EOFError, IndexError, KeyError) as exc:
             raise DecodeError(f"corrupt block at offset {first_offset}: {exc}", where=self.where) from exc
         if end != len(buf):
@@ -132,6 +136,9 @@ class EntryDecoder:
                 entries, end = VM.decode_many(self.prog, buf, pos, 1)
                 return entries[0], end
             return self.py(buf, pos)
+        except SchemaResolutionError as exc:
+            raise DecodeError(f"record at offset {offset} cannot be read with the current schemas "
+                              f"(unknown type or incompatible version): {str(exc)[:200]}", where=self.where) from exc
         except Exception as exc:  # any library error here means this record cannot be read
             raise DecodeError(f"corrupt record at offset {offset}: {exc}", where=self.where) from exc
 

@@ -192,3 +192,53 @@ def test_a_load_killed_midway_leaves_a_consistent_database(tmp_path: Path) -> No
     assert con.execute("SELECT sum(size) FROM trade").fetchone()[0] == pytest.approx(
         sum(t.size for t in make_trades(n)))
     tape.close()
+
+
+def _segment_with_unknown_type(root: Path) -> None:
+    """A second segment whose writer union has a type no schema in schemas/ knows (a newer writer's).
+
+    Records: a Trade (offset 1), a `ticktape.Mystery` (offset 2), a Trade (offset 3).
+    """
+    import copy
+    import io
+    import os
+
+    import fastavro
+
+    from ticktape.codec import default_codec
+    from ticktape.tape.container import encode_block, encode_header
+    from ticktape.tape.file import _IDX
+
+    schema = copy.deepcopy(default_codec().registry.entry_schema())
+    schema["fields"][1]["type"].append({"type": "record", "name": "Mystery", "namespace": "ticktape",
+                                        "fields": [{"name": "a", "type": "long"}]})
+    parsed = fastavro.parse_schema(copy.deepcopy(schema))
+    trades = make_trades(3, start=1)
+    body = io.BytesIO()
+    for rec in ({"key": "BTCUSDT", "event": ("ticktape.Trade", to_python(trades[0]))},
+                {"key": "k", "event": ("ticktape.Mystery", {"a": 5})},
+                {"key": "BTCUSDT", "event": ("ticktape.Trade", to_python(trades[2]))}):
+        fastavro.schemaless_writer(body, parsed, rec)
+    sync = os.urandom(16)
+    header = encode_header(schema, {"ticktape.topic": "x"}, sync)
+    seg = root / "x" / "0" / f"{1:020d}.avro"
+    seg.write_bytes(header + encode_block(3, body.getvalue(), sync))
+    seg.with_suffix(".idx").write_bytes(_IDX.pack(1, len(header), 3, trades[0].ts_event, trades[2].ts_event,
+                                                  trades[2].ts_event))
+
+
+def test_unknown_schema_stops_the_load_naming_the_record(tmp_path: Path) -> None:
+    root = tmp_path / "tape"
+    with FileTape(root) as t:
+        t.append("x", make_trades(1))
+    _segment_with_unknown_type(root)
+    tape = FileTape(root)
+    con = duckdb.connect()
+    with pytest.raises(LoadError, match=r"topic x partition 0 offset 2") as info:
+        load(tape, con)
+    assert "cannot be read with the current schemas" in str(info.value)
+    assert con.execute('SELECT count(*) FROM trade').fetchone() == (2,)  # offsets 0 and 1
+    s = load(tape, con, skip_bad=True)
+    assert (s.rows, s.bad) == (0, 2)
+    assert [r[0] for r in con.execute('SELECT "offset" FROM load_errors ORDER BY 1').fetchall()] == [2, 3]
+    tape.close()
