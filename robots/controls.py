@@ -18,7 +18,8 @@ Conventions (documented because they are choices):
 - Exposure is priced at the order's limit price, or for market/stop orders at the reference
   price (last trade, else mid); with no price known, the exposure controls reject the order.
 - The price band applies to limit and stop prices, not to market orders; with no reference
-  price it passes unless `require_reference` is set.
+  price it passes unless `require_reference` is set. The mid comes from quotes, book snapshots
+  and Betfair market books (best back/lay); book deltas alone do not move it.
 - KILL is permanent for the session; PAUSE blocks new orders until RESUME. Target `*` = all robots.
 """
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
-from ticktape.events import OrderFilled
+from ticktape.events import OrderFilled, PositionSnapshot
 
 SCALE = 1_000_000_000
 """Units per 1.0 of price or quantity (1e-9 resolution)."""
@@ -240,6 +240,16 @@ class Ledger:
     def realized(self, account: str | None = None) -> int | Fraction:
         """Total realized PnL before fees (money units)."""
         return sum(p.realized for (acc, _), p in self._positions.items() if account is None or acc == account)
+
+
+def snapshot(account: str, venue: str, instrument: str, pos: Position, ts: int) -> PositionSnapshot:
+    """A `PositionSnapshot` event of `pos` at event time `ts` (doubles for the tape; the ledger stays exact)."""
+    avg = pos.avg_price()
+    return PositionSnapshot(
+        account, venue, instrument, ts, ts, from_units(pos.quantity),
+        float(avg / SCALE) if avg is not None else 0.0,
+        money_to_float(pos.realized), money_to_float(pos.unrealized()),
+    )
 
 
 def max_drawdown(equity: Iterable[int]) -> int:

@@ -21,9 +21,10 @@ from robots.positions import (
     money_to_decimal,
     money_to_float,
     parse_rate,
+    snapshot,
     to_units,
 )
-from ticktape.events import OrderFilled
+from ticktape.events import OrderFilled, PositionSnapshot
 
 
 def fill(side: str, price: float, size: float, fee: float = 0.0, robot: str = "r",
@@ -168,3 +169,15 @@ def test_fee_units_ties() -> None:
     assert fee_units(3, SCALE, half) == 2  # 1.5 -> 2
     assert fee_units(5, SCALE, half) == 2  # 2.5 -> 2
     assert fee_units(5, SCALE, -half) == -2
+
+
+def test_position_snapshot_event() -> None:
+    pos = Position()
+    pos.apply("BUY", to_units(100.0), to_units(2.0), 0)
+    pos.apply("BUY", to_units(101.0), to_units(1.0), 0)
+    pos.apply("SELL", to_units(103.0), to_units(1.0), 0)
+    avg = Fraction(301, 3)  # (2 x 100 + 101) / 3
+    pos.mark = to_units(102.0)
+    snap = snapshot("r1", "sim", "BTCUSDT", pos, 42)
+    assert snap == PositionSnapshot("r1", "sim", "BTCUSDT", 42, 42, 2.0, float(avg), float(103 - avg),
+                                    float((102 - avg) * 2))
