@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
+from tqdm import tqdm
 
 from producers.common import exit_code, summaries_text
 
@@ -36,7 +38,13 @@ def import_betfair(obj: object, files: tuple[str, ...], strict: bool, force: boo
     tape = obj.tape()  # type: ignore[attr-defined]
     summaries = []
     for path in files:
-        summary = import_file(tape, path, force=force, batch_size=batch_size, use_catalogue=not no_catalogue)
+        with tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc=os.path.basename(path), leave=False,
+                  disable=not sys.stderr.isatty()) as bar:
+            def advance(done: int, bar: tqdm = bar) -> None:
+                bar.update(done - bar.n)
+
+            summary = import_file(tape, path, force=force, batch_size=batch_size, use_catalogue=not no_catalogue,
+                                  progress=advance)
         summaries.append(summary)
         click.echo(summaries_text([summary], as_json))
     if len(summaries) > 1 and not as_json:

@@ -21,7 +21,7 @@ import bz2
 import gzip
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,6 +36,9 @@ from ticktape.timeutil import Clock
 
 SOURCE = "betfair"
 KIND = "betfair.stream"
+MAX_JSON_DOCUMENT = 64 << 20
+"""A `.json` input up to this size is first tried as one catalogue document (else read as stream lines)."""
+PROGRESS_EVERY = 4096
 BATCH = 1000
 """Events per append: MarketBooks with full ladders are ~8 KB each, so 1000 keeps memory flat (~60 MB)."""
 CATALOGUE_SUFFIX = ".catalogue.json"
@@ -52,15 +55,16 @@ def _decompressed(name: str, raw: IO[bytes]) -> IO[bytes]:
     return raw
 
 
-def open_members(path: str | os.PathLike[str]) -> Iterator[tuple[str, IO[bytes]]]:
-    """(member name, binary line stream) for a file or each regular member of a tar archive.
+def open_members(raw: IO[bytes], name: str) -> Iterator[tuple[str, IO[bytes]]]:
+    """(member name, binary line stream) for an open file or each regular member of a tar archive.
 
     The member name is '' for a plain/compressed file. Archive members are read one at a time
-    (streamed), never extracted to disk.
+    (streamed), never extracted to disk. `raw.tell()` tells how far into the input we are.
     """
-    p = str(path)
-    if tarfile.is_tarfile(p):
-        with tarfile.open(p, "r:*") as tar:
+    is_tar = tarfile.is_tarfile(raw)
+    raw.seek(0)
+    if is_tar:
+        with tarfile.open(fileobj=raw, mode="r:*") as tar:
             for info in tar:
                 if not info.isfile():
                     continue
@@ -70,8 +74,12 @@ def open_members(path: str | os.PathLike[str]) -> Iterator[tuple[str, IO[bytes]]
                 with f, _decompressed(info.name, f) as stream:
                     yield info.name, stream
         return
-    with open(p, "rb") as f, _decompressed(p, f) as stream:
+    stream = _decompressed(name, raw)
+    try:
         yield "", stream
+    finally:
+        if stream is not raw:  # the caller owns (and closes) the raw file
+            stream.close()
 
 
 def sibling_catalogue(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -87,8 +95,13 @@ def sibling_catalogue(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def import_file(tape: Tape, path: str | os.PathLike[str], *, clock: Clock | None = None, force: bool = False,
-                batch_size: int = BATCH, use_catalogue: bool = True) -> ImportSummary:
-    """Import one input (stream file, compressed file, tar archive, catalogue JSON); its summary."""
+                batch_size: int = BATCH, use_catalogue: bool = True,
+                progress: Callable[[int], None] | None = None) -> ImportSummary:
+    """Import one input (stream file, compressed file, tar archive, catalogue JSON); its summary.
+
+    `progress(bytes_read)` is called every few thousand lines with how far into the file the
+    import is (compressed bytes for compressed inputs).
+    """
     name = path_name(path)
     run = ImportRun(tape, source=SOURCE, kind=KIND, name=name, source_id=file_identity(path), clock=clock,
                     batch_size=batch_size, force=force)
@@ -98,12 +111,17 @@ def import_file(tape: Tape, path: str | os.PathLike[str], *, clock: Clock | None
         cat = sibling_catalogue(path) if use_catalogue else None
         names = {str(cat["marketId"]): runner_names(cat)} if cat else None
         market_names = {str(cat["marketId"]): str(cat.get("marketName"))} if cat and cat.get("marketName") else None
-        if name.endswith(".json") and _import_catalogue_file(run, path):
+        if (name.endswith(".json") and os.path.getsize(path) <= MAX_JSON_DOCUMENT
+                and _import_catalogue_file(run, path)):
             return run.finish()
         try:
-            for member, stream in open_members(path):
-                decoder = StreamDecoder(runner_names=names, market_names=market_names)
-                _import_stream(run, decoder, stream, f"{member} " if member else "")
+            with open(path, "rb") as raw:
+                tick = (lambda: progress(raw.tell())) if progress else None
+                for member, stream in open_members(raw, name):
+                    decoder = StreamDecoder(runner_names=names, market_names=market_names)
+                    _import_stream(run, decoder, stream, f"{member} " if member else "", tick)
+                if progress:
+                    progress(os.fstat(raw.fileno()).st_size)  # done (a tar's padding is never read)
         except (OSError, EOFError, tarfile.TarError) as exc:
             # A truncated or corrupt archive: keep what was read, say where it stopped, no bookmark.
             raise TicktapeError(f"{name}: cannot read: {exc}") from exc
@@ -128,10 +146,13 @@ def _import_catalogue_file(run: ImportRun, path: str | os.PathLike[str]) -> bool
     return True
 
 
-def _import_stream(run: ImportRun, decoder: StreamDecoder, stream: IO[bytes], where: str) -> None:
+def _import_stream(run: ImportRun, decoder: StreamDecoder, stream: IO[bytes], where: str,
+                   tick: Callable[[], None] | None = None) -> None:
     emit = run.appender.add  # the per-event hot path; ImportRun.emit only adds a state check
     decode = decoder.decode_line
     for lineno, line in enumerate(stream, 1):
+        if tick is not None and not lineno % PROGRESS_EVERY:
+            tick()
         if not line.strip():
             continue
         try:

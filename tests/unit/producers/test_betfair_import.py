@@ -201,3 +201,17 @@ def test_two_real_markets_interleaved_in_one_stream_match_betfairlightweight(tmp
             assert ladder(ra.available_to_back) == ladder(rb.ex.available_to_back), i
             assert ladder(ra.available_to_lay) == ladder(rb.ex.available_to_lay), i
             assert ladder(ra.traded_volume) == ladder(rb.ex.traded_volume), i
+
+
+def test_progress_reports_bytes_read_up_to_the_file_size(tmp_path: Path) -> None:
+    big = tmp_path / "big.stream"
+    lines = (FIXTURES / "market.stream").read_bytes().splitlines()
+    # 5000 copies of the second line (a delta) after the first: enough lines for intermediate reports
+    big.write_bytes(b"\n".join([lines[0]] + [lines[1]] * 5000) + b"\n")
+    for path in [big, *_compressed_variants(tmp_path)]:
+        seen: list[int] = []
+        import_file(open_tape(f"file:{tmp_path / ('t-' + path.name)}"), path, clock=VirtualClock(1),
+                    progress=seen.append)
+        assert seen and seen == sorted(seen) and seen[-1] == path.stat().st_size, path.name
+        if path == big:
+            assert len(seen) > 1  # intermediate reports, not only the final one
