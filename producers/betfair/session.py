@@ -48,7 +48,9 @@ class StreamSession:
     def __init__(self, stream: str, *, keep_raw: bool = False, decoder: StreamDecoder | None = None) -> None:
         self.stream = stream
         self.keep_raw = keep_raw
-        self.decoder = decoder or StreamDecoder(evict_closed=False)
+        # Closed markets are dropped (flat memory over days of recording); betfairlightweight keeps
+        # them 8 h, but Betfair sends nothing for a market after its CLOSED definition.
+        self.decoder = decoder or StreamDecoder()
         self.origin = f"{VENUE}:{stream}-stream"
         self.initial_clk: str | None = None
         self.clk: str | None = None

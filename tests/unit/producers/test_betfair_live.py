@@ -49,7 +49,7 @@ def _gaps(events: list[tuple[str, Event]]) -> list[FeedGap]:
 
 def test_session_decodes_like_the_importer_but_stamps_capture_time() -> None:
     session = StreamSession("market")
-    dec = StreamDecoder(evict_closed=False)
+    dec = StreamDecoder()
     for i, line in enumerate(MARKET_LINES):
         out = session.on_message(line, RECV + i)
         expected = dec.decode_line(line, RECV + i)
@@ -140,7 +140,7 @@ def test_betfairlightweight_stream_feeds_the_session_through_our_listener() -> N
     stream = client.streaming.create_stream(unique_id=2, listener=listener)
     for line in MARKET_LINES:
         stream._data(line.decode())  # what BetfairStream._read_loop does with each CRLF-split line
-    dec = StreamDecoder(evict_closed=False)
+    dec = StreamDecoder()
     expected = [pair for line in MARKET_LINES for pair in dec.decode_line(line, RECV)]
     assert emitted == expected and len(expected) == 9
     with pytest.raises(betfairlightweight.exceptions.ListenerError):  # FAILURE + connectionClosed closes it
