@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from robots.controls import (
     Controls,
@@ -266,3 +268,54 @@ def test_market_data_is_followed_only_when_a_control_prices_with_it() -> None:
     banded.on_event(trade(102.0))
     assert banded.view.reference_price("BTCUSDT") == 102.0
     assert {Trade, Quote, BookSnapshot} <= banded.event_types
+
+
+actions = st.lists(st.one_of(
+    st.tuples(st.just("place"), st.sampled_from(["BUY", "SELL"]), st.integers(1, 16)),
+    st.tuples(st.just("fill"), st.integers(0, 30), st.integers(1, 4)),
+    st.tuples(st.just("cancel"), st.integers(0, 30), st.just(0)),
+    st.tuples(st.just("reject"), st.integers(0, 30), st.just(0)),
+), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(actions)
+def test_position_limit_holds_whatever_fills_and_rejects_only_when_needed(seq: list[tuple[str, object, int]]) -> None:
+    limit_q = 20  # quarters: max position 5.0
+    c = Controls([MaxOrderSize(limit=3.0), MaxPosition(limit=limit_q / 4)])
+    open_q: dict[str, tuple[str, int]] = {}  # cid -> (side, leaves in quarters)
+    position_q = 0
+    for n, (kind, a, b) in enumerate(seq):
+        if kind == "place":
+            side, size_q = str(a), b
+            cid = f"o{n}"
+            same = sum(q for s, q in open_q.values() if s == side)
+            worst = position_q + same + size_q if side == "BUY" else position_q - same - size_q
+            rej = c.check(place(cid, side=side, size=size_q / 4, ts=n))
+            if size_q > 12:
+                assert rej is not None and rej.control == "max_order_size"
+            elif abs(worst) > limit_q and (worst > 0) == (side == "BUY"):
+                assert rej is not None and rej.control == "max_position"
+            else:
+                assert rej is None
+                open_q[cid] = (side, size_q)
+                c.on_event(OrderAccepted("r1", cid, None, "sim", "BTCUSDT", n, n))
+        elif open_q:
+            cid = sorted(open_q)[int(str(a)) % len(open_q)]
+            side, leaves = open_q[cid]
+            if kind == "fill":
+                q = min(leaves, b)
+                position_q += q if side == "BUY" else -q
+                c.on_event(filled(cid, side, 100.0, q / 4, leaves=(leaves - q) / 4))
+                open_q[cid] = (side, leaves - q)
+                if leaves == q:
+                    del open_q[cid]
+            elif kind == "cancel":
+                c.on_event(OrderCancelled("r1", cid, None, "sim", "BTCUSDT", n, n))
+                del open_q[cid]
+            else:
+                c.on_event(OrderRejected("r1", cid, None, "sim", "BTCUSDT", n, n, "venue said no"))
+                del open_q[cid]
+        assert abs(position_q) <= limit_q
+        assert c.view.position_u("r1", "BTCUSDT") == position_q * 250_000_000
+        assert c.view.open_u("r1", "BTCUSDT", "BUY") == sum(q for s, q in open_q.values() if s == "BUY") * 250_000_000
