@@ -121,7 +121,8 @@ def audit_cmd(ctx: click.Context, tape_uri: str | None, run_id: str, robot: str 
     """Recompute a run's intents from its recorded inputs and compare them byte for byte with the recorded ones.
 
     Exit 0 with a one-line summary when identical; exit 1 with the first divergence (input
-    position, expected and actual intent, the robot's state just before).
+    position, expected and actual intent, the robot's state just before); exit 2 when the run
+    cannot be rebuilt (no such run, unknown robot).
     """
     from analyzer.audit import audit
     from ticktape.tape import open_tape

@@ -30,6 +30,7 @@ import duckdb
 import pyarrow as pa
 
 from ticktape.codec import default_codec, to_python
+from ticktape.errors import TicktapeError
 from ticktape.tape.base import Tape
 
 _DDL = [
@@ -58,14 +59,22 @@ class ReplaySummary:
                 f"{self.states} states written in {self.seconds:.2f} s (intents_sha256 {self.intents_sha256})")
 
 
+class RunError(TicktapeError):
+    """A recorded run cannot be rebuilt or re-run (no such run, unknown robot, the robot failed)."""
+
+
 def build_runner(tape: Tape, run_id: str, robot: str | None = None) -> tuple[Any, Any, Any, Any]:
     """(manifest, finished, runner, source) of a recorded run; `robot` overrides the manifest's robot."""
+    from robots.api import RobotError
     from robots.backtest import find_run, runner_for_run
 
-    manifest, finished = find_run(tape, run_id)
-    if robot is not None and robot != manifest.robot:
-        manifest = manifest._replace(robot=robot)
-    runner, source = runner_for_run(tape, manifest)
+    try:
+        manifest, finished = find_run(tape, run_id)
+        if robot is not None and robot != manifest.robot:
+            manifest = manifest._replace(robot=robot)
+        runner, source = runner_for_run(tape, manifest)
+    except (RobotError, ValueError) as exc:
+        raise RunError(f"run {run_id}: {exc}") from exc
     return manifest, finished, runner, source
 
 

@@ -126,6 +126,9 @@ def test_an_altered_recorded_intent_fails_the_audit_at_exactly_that_position(run
     assert fail.returncode == 1
     assert f"first divergence at intent #{index}, input position {d.input_offset}" in fail.stdout
     assert "expected (recorded)" in fail.stdout and "robot state before" in fail.stdout
+    unknown = subprocess.run([sys.executable, "-m", "ticktape", "audit", "--tape", str(run["out"]), "--run", "nope"],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert unknown.returncode == 2 and "no run 'nope'" in unknown.stderr  # an error, not a divergence
 
 
 def test_a_missing_recorded_intent_is_a_divergence(run: dict[str, object], tmp_path: Path) -> None:
