@@ -29,7 +29,7 @@ import orjson
 
 from producers.betfair.definition import from_catalogue, runner_names
 from producers.betfair.parse import MARKET_TOPIC, StreamDecoder
-from producers.common import ImportRun, ImportSummary, file_identity, path_name
+from producers.common import ImportRun, ImportSummary, file_identity, gc_paused, path_name
 from ticktape.errors import TicktapeError, ValidationError
 from ticktape.tape.base import Tape
 from ticktape.timeutil import Clock
@@ -115,7 +115,9 @@ def import_file(tape: Tape, path: str | os.PathLike[str], *, clock: Clock | None
                 and _import_catalogue_file(run, path)):
             return run.finish()
         try:
-            with open(path, "rb") as raw:
+            # No reference cycles are made here; the cyclic GC's passes over the pending batch's
+            # ladders cost ~30% of the import (measured), so it is paused.
+            with open(path, "rb") as raw, gc_paused():
                 tick = (lambda: progress(raw.tell())) if progress else None
                 for member, stream in open_members(raw, name):
                     decoder = StreamDecoder(runner_names=names, market_names=market_names)
