@@ -476,8 +476,9 @@ class CryptoVenue:
         out: list[Event] = []
         volume = to_units(ev.volume)
         if m.resting:  # buys fill from the low, sells from the high, out of one volume pool
-            used = self._fill_resting(m, "SELL", to_units(ev.low), volume, ev.ts_event, out)
-            used += self._fill_resting(m, "BUY", to_units(ev.high), volume - used, ev.ts_event, out)
+            used = self._fill_resting(m, "SELL", to_units(ev.low), volume, ev.ts_event, out, through_only=True)
+            used += self._fill_resting(m, "BUY", to_units(ev.high), volume - used, ev.ts_event, out,
+                                       through_only=True)
             m.last_trade_taken = used
         if m.stops:
             self._trigger_stops(m, to_units(ev.high), to_units(ev.low), ev.ts_event, out)
@@ -490,8 +491,12 @@ class CryptoVenue:
             o.order_type = "MARKET"  # triggered: from now on a market order
             self._execute(m, o, ts, out)
 
-    def _fill_resting(self, m: _Market, agg: str, price_u: int, size_u: int, ts: int, out: list[Event]) -> int:
-        """Fill resting orders from a print of `size_u` at `price_u` by aggressor `agg`; returns the size used."""
+    def _fill_resting(self, m: _Market, agg: str, price_u: int, size_u: int, ts: int, out: list[Event],
+                      through_only: bool = False) -> int:
+        """Fill resting orders from a print of `size_u` at `price_u` by aggressor `agg`; returns the size used.
+
+        `through_only`: only orders the print went through (a bar's low/high says nothing of the
+        volume traded exactly there)."""
         if self._pro_rata and (("BUY", price_u) in m.at or ("SELL", price_u) in m.at):
             m.traded_at[price_u] = m.traded_at.get(price_u, 0) + size_u
         eligible = [
@@ -510,6 +515,8 @@ class CryptoVenue:
                 o.queue_u = 0  # the level was emptied: the trade printed beyond it
                 q = min(o.leaves_u, pool)
             else:
+                if through_only:
+                    continue
                 if at_level is None:
                     at_level = pool
                 ahead = o.queue_u

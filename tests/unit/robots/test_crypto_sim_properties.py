@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from robots.positions import to_units
 from robots.sim.crypto import CryptoVenue, CryptoVenueConfig
 from ticktape.events import (
+    Bar,
     BookDelta,
     BookSnapshot,
     CancelOrder,
@@ -42,7 +43,9 @@ place = st.tuples(st.just("place"), st.sampled_from(["BUY", "SELL"]),
                   st.sampled_from(["GTC", "GTC", "IOC", "FOK"]))
 cancel = st.tuples(st.just("cancel"), st.integers(0, 20))
 replace = st.tuples(st.just("replace"), st.integers(0, 20), prices, sizes)
+bar = st.tuples(st.just("bar"), prices, st.integers(0, 4).map(float), sizes)
 steps = st.lists(st.one_of(snapshot, delta, quote, trade, trade, place, place, cancel, replace), max_size=60)
+bar_steps = st.lists(st.one_of(bar, bar, quote, place, place, cancel, replace), max_size=40)
 
 # A narrower market around resting orders, so that queues are built and eaten often.
 near = st.integers(98, 102).map(float)
@@ -99,7 +102,8 @@ def run(seq: list[tuple], model: str) -> None:  # type: ignore[type-arg]
             if o.side == side and to_units(o.price) == price_u:
                 q[1] = min(q[1], size_u)
 
-    def check_answers(out: list[Event] | tuple[Event, ...], ts: int, by_trade: Trade | None) -> None:
+    def check_answers(out: list[Event] | tuple[Event, ...], ts: int, by_trade: Trade | None,
+                      by_bar: Bar | None = None) -> None:
         maker_from_trade = 0
         for e in out:
             assert e.ts_event == ts
@@ -117,7 +121,12 @@ def run(seq: list[tuple], model: str) -> None:  # type: ignore[type-arg]
                 assert to_units(e.leaves_size) == total_size[cid] - filled[cid]
                 if e.leaves_size == 0:
                     closed.add(cid)
-                if e.liquidity == "MAKER":
+                if e.liquidity == "MAKER" and by_bar is not None:
+                    # a bar fills a resting order only when its range went through the price
+                    assert ts >= arrival[cid]
+                    assert (to_units(by_bar.low) < price_u) if e.side == "BUY" else (to_units(by_bar.high) > price_u)
+                    maker_from_trade += size_u
+                elif e.liquidity == "MAKER":
                     # only a trade at or through the order's price, after its arrival, by the other side
                     assert by_trade is not None
                     assert ts >= arrival[cid]
@@ -146,6 +155,8 @@ def run(seq: list[tuple], model: str) -> None:  # type: ignore[type-arg]
                 assert isinstance(e, OrderRejected) and e.control is None
         if by_trade is not None:
             assert maker_from_trade <= to_units(by_trade.size)
+        if by_bar is not None:
+            assert maker_from_trade <= to_units(by_bar.volume)
 
     for ts, step in enumerate(seq, start=1):
         kind = step[0]
@@ -204,6 +215,15 @@ def run(seq: list[tuple], model: str) -> None:  # type: ignore[type-arg]
                 o = orders[cid]
                 if (t_u < to_units(o.price)) if o.side == "BUY" else (t_u > to_units(o.price)):
                     del queue[cid]
+        elif kind == "bar":
+            _, low, width, volume = step
+            b = Bar("sim", INST, ts, ts, "1m", low + width / 2, low + width, low, low + width / 2, volume)
+            # for market orders a bar is a print of its volume at its close
+            rec.trade = (to_units(b.close), to_units(b.volume))
+            for side in ("BUY", "SELL"):
+                rec.taken.pop((side, to_units(b.close)), None)
+            queue.clear()  # the queue bound is about prints at the price; bars end it
+            check_answers(venue.on_market(b), ts, None, b)
         elif kind == "place":
             _, side, otype, price, size, tif = step
             cid = f"c{len(orders)}"
@@ -260,6 +280,13 @@ def test_nothing_fills_that_the_market_could_not_fill_pro_rata(seq: list[tuple])
 @given(focused_steps, st.sampled_from(["conservative", "pro_rata"]))
 def test_queue_positions_are_never_optimistic(seq: list[tuple], model: str) -> None:  # type: ignore[type-arg]
     run(seq, model)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bar_steps)
+@example([("quote", 100.0, 0.25, 101.0, 1.0), ("place", "BUY", "LIMIT", 100.0, 1.0, "GTC"), ("bar", 100.0, 2.0, 1.0)])
+def test_bars_fill_nothing_their_range_and_volume_could_not(seq: list[tuple]) -> None:  # type: ignore[type-arg]
+    run(seq, "conservative")
 
 
 @settings(max_examples=50, deadline=None)
