@@ -20,6 +20,8 @@ Conventions (documented because they are choices):
 - The price band applies to limit and stop prices, not to market orders; with no reference
   price it passes unless `require_reference` is set. The mid comes from quotes, book snapshots
   and Betfair market books (best back/lay); book deltas alone do not move it.
+- On Betfair (BUY = back, SELL = lay, size = stake, price = odds) position is net stake on a
+  runner and "notional" is stake x odds: the payout, an upper bound of a lay's liability.
 - KILL is permanent for the session; PAUSE blocks new orders until RESUME. Target `*` = all robots.
 """
 
