@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 import click
 
 from ticktape.timeutil import parse_time
+
+T = TypeVar("T")
+
+
+def open_database(open_fn: Callable[[str], T], db: str) -> T:
+    """Open an analyzer database, turning DuckDB's errors (file locked by another process, not a
+    database) into a one-line CLI error."""
+    import duckdb
+
+    try:
+        return open_fn(db)
+    except duckdb.Error as exc:
+        raise click.ClickException(f"cannot open database {db}: {exc}") from exc
 
 
 def _tape_uri(ctx: click.Context, tape: str | None) -> str:
@@ -35,7 +50,7 @@ def load_cmd(ctx: click.Context, tape_uri: str | None, db: str, topics: tuple[st
 
     names = [t for group in topics for t in group.split(",") if t]
     tape = open_tape(_tape_uri(ctx, tape_uri))
-    con = connect(db)
+    con = open_database(connect, db)
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
     if show:
@@ -69,7 +84,7 @@ def sql_cmd(db: str, query: str | None, fmt: str) -> None:
 
     from analyzer.sql import open_db, run_query, shell
 
-    con = open_db(db)
+    con = open_database(open_db, db)
     try:
         if query is not None:
             try:
@@ -103,7 +118,7 @@ def replay_cmd(ctx: click.Context, robot: str | None, tape_uri: str | None, run_
     from ticktape.tape import open_tape
 
     tape = open_tape(_tape_uri(ctx, tape_uri))
-    con = connect(db)
+    con = open_database(connect, db)
     try:
         summary = replay(tape, run_id, con, robot=robot, every=every)
     finally:

@@ -263,7 +263,9 @@ def build_report(a: Analyzer, run: str) -> str:
 @click.option("--out", "out", default=None, help="HTML file to write (default: report-RUN_ID.html).")
 def report_cmd(run_id: str, db: str, out: str | None) -> None:
     """Write a self-contained HTML report of RUN_ID: equity, drawdown, positions, prices with fills, PnL."""
-    a = Analyzer(db)
+    from analyzer.cli import open_database
+
+    a = open_database(Analyzer, db)
     try:
         html = build_report(a, run_id)
     finally:
