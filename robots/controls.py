@@ -326,13 +326,19 @@ class Controls:
         self.view.drop_open((event.robot, event.client_order_id))
 
     def _on_rejected(self, event: OrderRejected) -> None:
+        # A control's own rejection changed nothing in the view (only passing intents are recorded);
+        # a venue rejection undoes what the rejected intent did: a place is forgotten, a replace
+        # restores the version before it, and a rejected cancel (or replace) leaves an accepted
+        # order live. (A cancel that overtakes its place and is rejected is taken for the place.)
+        if event.control is not None:
+            return
         key = (event.robot, event.client_order_id)
         order = self.view.open_orders.get(key)
         if order is None:
             return
-        if order.previous is not None:  # a rejected replace leaves the original order live
+        if order.previous is not None:
             self.view.set_open(key, order.previous)
-        else:
+        elif not order.accepted:
             self.view.drop_open(key)
 
     def _on_trade(self, event: Trade) -> None:

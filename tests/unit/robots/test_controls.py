@@ -272,6 +272,7 @@ def test_market_data_is_followed_only_when_a_control_prices_with_it() -> None:
 
 actions = st.lists(st.one_of(
     st.tuples(st.just("place"), st.sampled_from(["BUY", "SELL"]), st.integers(1, 16)),
+    st.tuples(st.just("accept"), st.integers(0, 30), st.just(0)),
     st.tuples(st.just("fill"), st.integers(0, 30), st.integers(1, 4)),
     st.tuples(st.just("cancel"), st.integers(0, 30), st.just(0)),
     st.tuples(st.just("reject"), st.integers(0, 30), st.just(0)),
@@ -283,13 +284,13 @@ actions = st.lists(st.one_of(
 def test_position_limit_holds_whatever_fills_and_rejects_only_when_needed(seq: list[tuple[str, object, int]]) -> None:
     limit_q = 20  # quarters: max position 5.0
     c = Controls([MaxOrderSize(limit=3.0), MaxPosition(limit=limit_q / 4)])
-    open_q: dict[str, tuple[str, int]] = {}  # cid -> (side, leaves in quarters)
+    open_q: dict[str, tuple[str, int, bool]] = {}  # cid -> (side, leaves in quarters, accepted)
     position_q = 0
     for n, (kind, a, b) in enumerate(seq):
         if kind == "place":
             side, size_q = str(a), b
             cid = f"o{n}"
-            same = sum(q for s, q in open_q.values() if s == side)
+            same = sum(q for s, q, _ in open_q.values() if s == side)
             worst = position_q + same + size_q if side == "BUY" else position_q - same - size_q
             rej = c.check(place(cid, side=side, size=size_q / 4, ts=n))
             if size_q > 12:
@@ -298,24 +299,49 @@ def test_position_limit_holds_whatever_fills_and_rejects_only_when_needed(seq: l
                 assert rej is not None and rej.control == "max_position"
             else:
                 assert rej is None
-                open_q[cid] = (side, size_q)
-                c.on_event(OrderAccepted("r1", cid, None, "sim", "BTCUSDT", n, n))
+                open_q[cid] = (side, size_q, False)
+            if rej is not None:
+                c.on_event(rej)  # the runner feeds control rejections back too
         elif open_q:
             cid = sorted(open_q)[int(str(a)) % len(open_q)]
-            side, leaves = open_q[cid]
-            if kind == "fill":
+            side, leaves, accepted = open_q[cid]
+            if kind == "accept":
+                c.on_event(OrderAccepted("r1", cid, None, "sim", "BTCUSDT", n, n))
+                open_q[cid] = (side, leaves, True)
+            elif kind == "fill":
                 q = min(leaves, b)
                 position_q += q if side == "BUY" else -q
                 c.on_event(filled(cid, side, 100.0, q / 4, leaves=(leaves - q) / 4))
-                open_q[cid] = (side, leaves - q)
+                open_q[cid] = (side, leaves - q, True)
                 if leaves == q:
                     del open_q[cid]
             elif kind == "cancel":
                 c.on_event(OrderCancelled("r1", cid, None, "sim", "BTCUSDT", n, n))
                 del open_q[cid]
-            else:
+            else:  # the venue refuses the place (or, for an accepted order, a cancel: it stays live)
                 c.on_event(OrderRejected("r1", cid, None, "sim", "BTCUSDT", n, n, "venue said no"))
-                del open_q[cid]
+                if not accepted:
+                    del open_q[cid]
         assert abs(position_q) <= limit_q
         assert c.view.position_u("r1", "BTCUSDT") == position_q * 250_000_000
-        assert c.view.open_u("r1", "BTCUSDT", "BUY") == sum(q for s, q in open_q.values() if s == "BUY") * 250_000_000
+        for side in ("BUY", "SELL"):
+            expected = sum(q for s, q, _ in open_q.values() if s == side) * 250_000_000
+            assert c.view.open_u("r1", "BTCUSDT", side) == expected
+
+
+def test_rejections_of_cancels_and_control_refused_replaces_keep_the_live_order() -> None:
+    c = Controls([MaxOrderSize(limit=5.0), MaxPosition(limit=10.0)])
+    assert c.check(place("a", size=4.0)) is None
+    c.on_event(OrderAccepted("r1", "a", "v1", "sim", "BTCUSDT", 1, 1))
+    # a replace the controls refuse: the rejection comes back through on_event, the order stays
+    rej = c.check(ReplaceOrder("r1", "a", "sim", "BTCUSDT", 2, 2, "BUY", "LIMIT", 100.0, 6.0, "GTC"))
+    assert rej is not None and rej.control == "max_order_size"
+    c.on_event(rej)
+    assert c.view.open_u("r1", "BTCUSDT", "BUY") == 4_000_000_000
+    # the venue refuses a cancel (e.g. it raced a fill): the accepted order stays
+    c.on_event(OrderRejected("r1", "a", "v1", "sim", "BTCUSDT", 3, 3, "cancel: too late"))
+    assert c.view.open_u("r1", "BTCUSDT", "BUY") == 4_000_000_000
+    # the venue refuses a place: forgotten
+    assert c.check(place("b", size=1.0)) is None
+    c.on_event(OrderRejected("r1", "b", None, "sim", "BTCUSDT", 4, 4, "no liquidity"))
+    assert c.view.open_u("r1", "BTCUSDT", "BUY") == 4_000_000_000
