@@ -5,9 +5,9 @@ The class form (`on_trade`, `on_quote`, `on_book`, `on_bar`, `on_market_book`,
 one fold: `Robot.step` dispatches on the event's type to the handler, which reads and updates
 `state` (in place, or by returning a new state) and emits intents through the `Context`.
 
-Rules a robot follows (enforced where they can be: `robots.purity` rejects robot modules that
-import I/O or clock modules; the runner serialises the state at start so non-JSON state fails
-early):
+Rules a robot follows (enforced where they can be: `robots.purity`, run by the registry, refuses
+robot modules that import I/O, clock or randomness modules or call `open`, `hash`, `.now()`...;
+the runner serialises the state at start so non-JSON state fails early):
 - All mutable data lives in `state`, never on `self` (the robot object holds only params).
 - Time is the event's `ts_event` (`ctx.ts`); timers are scheduled in event time (`ctx.set_timer`).
 - Randomness only from `Rng` seeded by a parameter and kept in the state.

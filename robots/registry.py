@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from robots import purity
 from robots.api import Robot, RobotError
 
 BUILTIN: dict[str, str] = {
@@ -17,8 +18,12 @@ BUILTIN: dict[str, str] = {
 """Built-in name -> `module:Class`."""
 
 
-def robot_class(name: str) -> type[Robot[Any, Any]]:
-    """The class for a built-in name or a `module:Class` reference."""
+def robot_class(name: str, *, allow_impure: bool = False) -> type[Robot[Any, Any]]:
+    """The class for a built-in name or a `module:Class` reference.
+
+    Its module is checked by `robots.purity` (no I/O, clock or randomness imports or calls);
+    a finding is a RobotError naming the line, unless `allow_impure`.
+    """
     ref = BUILTIN.get(name, name)
     module_name, colon, cls_name = ref.partition(":")
     if not colon or not module_name or not cls_name:
@@ -31,13 +36,18 @@ def robot_class(name: str) -> type[Robot[Any, Any]]:
     cls = getattr(module, cls_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Robot)):
         raise RobotError(f"robot {name!r}: {module_name}.{cls_name} is not a robots.api.Robot subclass")
+    if not allow_impure:
+        found = purity.problems(cls)
+        if found:
+            raise RobotError(f"robot {name!r} is not pure (robots do no I/O, read no clock, use no unseeded "
+                             f"randomness): {'; '.join(found[:5])}")
     return cls
 
 
-def get_robot(name: str, params: Mapping[str, object] | None = None, *, robot_id: str | None = None
-              ) -> Robot[Any, Any]:
+def get_robot(name: str, params: Mapping[str, object] | None = None, *, robot_id: str | None = None,
+              allow_impure: bool = False) -> Robot[Any, Any]:
     """Load a robot by name with params (strings from `--param k=v`, or typed values)."""
-    cls = robot_class(name)
+    cls = robot_class(name, allow_impure=allow_impure)
     return cls(cls.params_type.parse(params or {}), robot_id=robot_id)
 
 

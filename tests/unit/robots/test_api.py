@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -144,7 +144,8 @@ def test_betfair_subscription_filter_uses_market_definitions() -> None:
 
 def test_registry_loads_builtins_and_module_class() -> None:
     assert robot_class("ema_cross").name == "ema_cross"
-    loaded = robot_class("tests.unit.robots.test_api:Echo")  # pytest may import this file under another name
+    # this test module must stay importable as a robot module (pure): pytest may import it under another name
+    loaded = robot_class("tests.unit.robots.test_api:Echo")
     assert loaded.__name__ == "Echo" and loaded.name == "echo" and issubclass(loaded, Robot)
     r = get_robot("ema_cross", {"fast": "3", "slow": "7"}, robot_id="mine")
     assert r.robot_id == "mine" and r.params.fast == 3  # type: ignore[attr-defined]
@@ -152,3 +153,23 @@ def test_registry_loads_builtins_and_module_class() -> None:
         robot_class("nope")
     with pytest.raises(RobotError, match=r"not a robots\.api\.Robot"):
         robot_class("ticktape.events:Trade")
+
+
+def test_purity_check_refuses_io_clock_and_randomness(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robots.purity import problems_in_source
+
+    found = problems_in_source("import time\nfrom os.path import join\nimport datetime\n"
+                               "x = datetime.datetime.now()\nopen('f')\nh = hash('a')\nimport ticktape.events\n"
+                               "from ticktape.tape import open_tape\nimport random\n", "bot.py")
+    assert found == ["bot.py:1: imports time", "bot.py:2: imports from os.path", "bot.py:8: imports from ticktape.tape",
+                     "bot.py:9: imports random", "bot.py:4: calls .now() (wall clock)", "bot.py:5: calls open()",
+                     "bot.py:6: calls hash()"]
+    (tmp_path / "impure_bot.py").write_text(
+        "import random\nfrom robots.api import Params, Robot\n\n\n"
+        "class Coin(Robot[Params, dict]):\n    def init_state(self) -> dict:\n        return {'x': random.random()}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RobotError, match=r"not pure .*impure_bot.py:1: imports random"):
+        robot_class("impure_bot:Coin")
+    assert robot_class("impure_bot:Coin", allow_impure=True).__name__ == "Coin"
+    for name in ("ema_cross", "market_maker", "betfair_back_favourite", "betfair_lay_lowest"):
+        robot_class(name)  # the built-ins are pure
