@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
+from tqdm import tqdm
 
-from producers.binance.files import LAYOUTS, import_file, symbol_from_name, verify_checksum
+from producers.binance.files import LAYOUTS, data_size, import_file, symbol_from_name, verify_checksum
 from producers.binance.parsers import VENUE
 from producers.common import (
     BatchAppender,
@@ -74,7 +76,9 @@ def import_binance(ctx: click.Context, files: tuple[Path, ...], kind: str, symbo
                 raise click.UsageError(f"{path}: cannot tell the symbol from the name; pass --symbol")
             try:
                 verify_checksum(path, identity)
-                import_file(run, path, kind=kind, symbol=sym, interval=interval)
+                with tqdm(total=data_size(path), unit="B", unit_scale=True, desc=path.name, leave=False,
+                          disable=not sys.stderr.isatty()) as bar:
+                    import_file(run, path, kind=kind, symbol=sym, interval=interval, progress=bar.update)
             except (ValueError, OSError) as exc:
                 run.appender.flush()
                 raise click.ClickException(f"{path}: {exc}") from exc

@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from itertools import repeat
@@ -173,13 +173,16 @@ class BlockImporter:
     def _pos(self, line: int) -> str:
         return f"{self.where}line {line}"
 
-    def feed(self, stream: IO[bytes], block_bytes: int = BLOCK_BYTES) -> None:
+    def feed(self, stream: IO[bytes], block_bytes: int = BLOCK_BYTES,
+             progress: Callable[[int], object] | None = None) -> None:
         """Import a whole byte stream (a CSV file or zip member)."""
         line_no = 1  # line number of the block's first line
         rest = b""
         first = True
         while True:
             chunk = stream.read(block_bytes)
+            if progress is not None:
+                progress(len(chunk))
             data = rest + chunk
             if not chunk:
                 if data.strip():
@@ -302,6 +305,14 @@ def verify_checksum(path: Path, identity: str) -> bool | None:
     return True
 
 
+def data_size(path: Path) -> int:
+    """Bytes `import_file` will read: the file, or the uncompressed CSVs inside a zip."""
+    if path.suffix.lower() == ".zip":
+        with zipfile.ZipFile(path) as zf:
+            return sum(i.file_size for i in zf.infolist() if i.filename.lower().endswith(".csv"))
+    return path.stat().st_size
+
+
 def csv_streams(path: Path) -> Iterator[tuple[str, IO[bytes]]]:
     """(position prefix, byte stream) for a .csv file or each .csv member of a .zip."""
     if path.suffix.lower() == ".zip":
@@ -318,8 +329,11 @@ def csv_streams(path: Path) -> Iterator[tuple[str, IO[bytes]]]:
 
 
 def import_file(run: ImportRun, path: Path, *, kind: str, symbol: str, interval: str | None = None,
-                block_bytes: int = BLOCK_BYTES) -> int:
-    """Import one Binance data file into `run` (the caller finishes it); returns rows imported."""
+                block_bytes: int = BLOCK_BYTES, progress: Callable[[int], object] | None = None) -> int:
+    """Import one Binance data file into `run` (the caller finishes it); returns rows imported.
+
+    `progress(n)` is called with the number of (uncompressed) bytes read, block by block.
+    """
     layout = LAYOUTS.get(kind)
     if layout is None:
         raise ValueError(f"unknown --kind {kind!r}: use {', '.join(LAYOUTS)}")
@@ -331,7 +345,7 @@ def import_file(run: ImportRun, path: Path, *, kind: str, symbol: str, interval:
     with gc_paused():
         for where, stream in csv_streams(path):
             imp = BlockImporter(run, layout, symbol, interval or "", where)
-            imp.feed(stream, block_bytes)
+            imp.feed(stream, block_bytes, progress)
             rows += imp.rows
     return rows
 
