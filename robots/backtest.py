@@ -135,16 +135,18 @@ def backtest(robot: Robot[Any, Any] | str, *, tape: Tape | str | None = None, to
              controls: ControlsLike | Mapping[str, Any] | None = None, out_tape: Tape | str | None = None,
              run_id: str | None = None, robot_id: str | None = None,
              end_offsets: Mapping[str, Mapping[int, int]] | None = None, keep: bool = True,
-             progress: bool = False, columnar: bool = True) -> BacktestResult:
+             progress: bool = False, columnar: bool = True, allow_impure: bool = False) -> BacktestResult:
     """Backtest a robot (name, `module:Class` or instance) on a tape, a DataFrame or events.
 
     `topics` default to the robot's subscriptions; `start`/`end` are ISO times or ns (`end`
     exclusive); `venue` is a venue object or a name (`crypto`, `betfair`, `naive`) built with
     `venue_settings`; `controls` is a `Controls` object or a `[controls]` table (default: the
-    kill switch only); `out_tape` receives the run's manifest, intents and order events.
+    kill switch only); `out_tape` receives the run's manifest, intents and order events;
+    `allow_impure` skips the registry's purity check of the robot's module.
     """
     robot_name = robot if isinstance(robot, str) else f"{type(robot).__module__}:{type(robot).__name__}"
-    bot = get_robot(robot, params, robot_id=robot_id) if isinstance(robot, str) else robot
+    bot = (get_robot(robot, params, robot_id=robot_id, allow_impure=allow_impure) if isinstance(robot, str)
+           else robot)
     if params and not isinstance(robot, str):
         raise RobotError("pass params only with a robot name (an instance already has its params)")
     t0, t1 = _ts(start), _ts(end)

@@ -26,6 +26,18 @@ def _topics(values: tuple[str, ...]) -> list[str] | None:
     return out or None
 
 
+def _params(path: str | None, pairs: tuple[str, ...]) -> dict[str, object]:
+    """Robot params: typed values from a TOML file, then `--param k=v` strings over them."""
+    out: dict[str, object] = {}
+    if path:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+        table = doc.get("params", doc)
+        out.update({k: v for k, v in table.items() if not isinstance(v, dict)})
+    out.update(parse_param_args(pairs))
+    return out
+
+
 def _controls(path: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:
     from robots.venues import coerce_setting
 
@@ -44,6 +56,9 @@ def _common(f: Any) -> Any:
         click.option("--from", "start", default=None, help="First event time (ISO 8601, UTC if naive, or ns)."),
         click.option("--to", "end", default=None, help="End time, exclusive (ISO 8601 or ns)."),
         click.option("--param", "params", multiple=True, help="Robot parameter k=v (repeatable)."),
+        click.option("--params", "params_file", default=None,
+                     help="TOML file of robot parameters (a [params] table, or top-level keys); --param wins."),
+        click.option("--allow-impure", is_flag=True, help="Skip the purity check of a module:Class robot."),
         click.option("--venue", default=None, help="Simulated venue: crypto, betfair or naive (default: the robot's)."),
         click.option("--venue-param", "venue_params", multiple=True, help="Venue setting k=v (repeatable)."),
         click.option("--controls", "controls_file", default=None, help="TOML file with a [controls] table."),
@@ -87,7 +102,8 @@ def _human(summary: dict[str, Any]) -> str:
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.pass_context
 def backtest(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, ...], start: str | None,
-             end: str | None, params: tuple[str, ...], venue: str | None, venue_params: tuple[str, ...],
+             end: str | None, params: tuple[str, ...], params_file: str | None, allow_impure: bool,
+             venue: str | None, venue_params: tuple[str, ...],
              controls_file: str | None, control_pairs: tuple[str, ...], as_json: bool, out: str | None,
              no_out: bool, run_id: str | None, robot_id: str | None, progress: bool | None) -> None:
     """Backtest ROBOT (a built-in name or module:Class) on a tape and print the summary."""
@@ -95,10 +111,10 @@ def backtest(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str
 
     uri = _tape_uri(ctx, tape)
     try:
-        res = run_backtest(robot, tape=uri, topics=_topics(topics), params=parse_param_args(params), start=start,
+        res = run_backtest(robot, tape=uri, topics=_topics(topics), params=_params(params_file, params), start=start,
                            end=end, venue=venue, venue_settings=parse_param_args(venue_params),
                            controls=_controls(controls_file, control_pairs), out_tape=None if no_out else (out or uri),
-                           run_id=run_id, robot_id=robot_id, keep=False,
+                           run_id=run_id, robot_id=robot_id, keep=False, allow_impure=allow_impure,
                            progress=sys.stderr.isatty() if progress is None else progress)
     except (TicktapeError, RobotError, ValueError, OSError) as exc:
         _fail(exc)
@@ -117,7 +133,8 @@ def backtest(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.pass_context
 def sweep(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, ...], start: str | None,
-          end: str | None, params: tuple[str, ...], venue: str | None, venue_params: tuple[str, ...],
+          end: str | None, params: tuple[str, ...], params_file: str | None, allow_impure: bool,
+          venue: str | None, venue_params: tuple[str, ...],
           controls_file: str | None, control_pairs: tuple[str, ...], as_json: bool, grids: tuple[str, ...],
           workers: int, sort_by: str, ascending: bool, save: str | None, progress: bool | None) -> None:
     """Backtest ROBOT over a parameter grid in WORKERS processes; print a sorted table (or JSON)."""
@@ -126,11 +143,11 @@ def sweep(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, .
 
     try:
         grid = parse_grid(grids)
-        rows = run_sweep(robot, grid, fixed=parse_param_args(params), workers=workers, sort_by=sort_by,
+        rows = run_sweep(robot, grid, fixed=_params(params_file, params), workers=workers, sort_by=sort_by,
                          descending=not ascending, progress=sys.stderr.isatty() if progress is None else progress,
                          tape=_tape_uri(ctx, tape), topics=_topics(topics), start=start, end=end, venue=venue,
                          venue_settings=parse_param_args(venue_params),
-                         controls=_controls(controls_file, control_pairs))
+                         controls=_controls(controls_file, control_pairs), allow_impure=allow_impure)
     except (TicktapeError, RobotError, ValueError, OSError) as exc:
         _fail(exc)
         return

@@ -174,3 +174,23 @@ def test_demo_on_the_generated_betfair_sample(tmp_path: Path) -> None:
     foreign.mkdir()
     res = CliRunner().invoke(cli, ["demo", "--out", str(foreign), "--events", "100"])
     assert res.exit_code != 0 and "was not made by `ticktape demo`" in res.output
+
+
+def test_params_file_and_param_override(tape_uri: str, tmp_path: Path) -> None:
+    f = tmp_path / "ema.toml"
+    f.write_text("[params]\nfast = 5\nslow = 20\nsize = 0.5\n")
+    out = json.loads(invoke("backtest", "ema_cross", "--tape", tape_uri, "--params", str(f), "--param", "slow=30",
+                            "--no-out", "--json", "--no-progress"))
+    assert out["params"]["fast"] == 5 and out["params"]["slow"] == 30 and out["params"]["size"] == 0.5
+
+
+def test_impure_module_robot_needs_allow_impure(tape_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "clocky.py").write_text(
+        "import time\nfrom robots.builtin.ema_cross import EmaCross\n\n\nclass Clocky(EmaCross):\n"
+        "    name = 'clocky'\n\n    def stamp(self) -> float:\n        return time.time()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    refused = CliRunner().invoke(cli, ["backtest", "clocky:Clocky", "--tape", tape_uri, "--no-out"])
+    assert refused.exit_code != 0 and "clocky.py:1: imports time" in refused.output
+    ok = json.loads(invoke("backtest", "clocky:Clocky", "--tape", tape_uri, "--param", "slow=20", "--allow-impure",
+                           "--no-out", "--json", "--no-progress"))
+    assert ok["events"] == N and ok["intents"] > 0
