@@ -345,12 +345,13 @@ PRICES = [2.0, 2.02, 2.04, 2.06, 2.08, 2.1]
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[list[MarketBook], list[list[PlaceOrder]], bool]:
+def scenarios(draw: st.DrawFn) -> tuple[list[MarketBook], list[list[PlaceOrder | CancelOrder]], bool]:
     n = draw(st.integers(2, 10))
     size = st.one_of(st.just(0.0), st.integers(1, 3000).map(lambda c: c / 100))
     tv = dict.fromkeys(PRICES, 0)
     books: list[MarketBook] = []
-    orders: list[list[PlaceOrder]] = []
+    orders: list[list[PlaceOrder | CancelOrder]] = []
+    placed: list[PlaceOrder] = []
     for i in range(n):
         cut = draw(st.integers(1, len(PRICES) - 1))
         back = [(p, draw(size)) for p in PRICES[:cut]]
@@ -361,11 +362,17 @@ def scenarios(draw: st.DrawFn) -> tuple[list[MarketBook], list[list[PlaceOrder]]
         books.append(book(MKT, (i + 1) * S, [runner(SEL, back=[x for x in back if x[1]], lay=[x for x in lay if x[1]],
                                                     traded=[(p, c / 100) for p, c in tv.items() if c])],
                           status=status, version=1))
-        step = []
+        step: list[PlaceOrder | CancelOrder] = []
         for k in range(draw(st.integers(0, 4))):
-            step.append(place(f"{i}-{k}", draw(st.sampled_from(["BUY", "SELL"])), draw(st.sampled_from(PRICES)),
-                              draw(st.integers(1, 4000)) / 100, robot=draw(st.sampled_from(["r1", "r2"])),
-                              tif=draw(st.sampled_from(["GTC", "GTC", "IOC", "FOK"]))))
+            if placed and draw(st.integers(0, 4)) == 0:  # now and then cancel an earlier order
+                o = draw(st.sampled_from(placed))
+                step.append(CancelOrder(o.robot, o.client_order_id, "betfair", o.instrument, 0, 0))
+                continue
+            new = place(f"{i}-{k}", draw(st.sampled_from(["BUY", "SELL"])), draw(st.sampled_from(PRICES)),
+                        draw(st.integers(1, 4000)) / 100, robot=draw(st.sampled_from(["r1", "r2"])),
+                        tif=draw(st.sampled_from(["GTC", "GTC", "IOC", "FOK"])))
+            placed.append(new)
+            step.append(new)
         orders.append(step)
     return books, orders, draw(st.booleans())
 
@@ -373,10 +380,10 @@ def scenarios(draw: st.DrawFn) -> tuple[list[MarketBook], list[list[PlaceOrder]]
 @settings(max_examples=150, deadline=None)
 @given(scenarios())
 def test_nothing_fills_that_the_recorded_market_could_not_have_filled(
-        scenario: tuple[list[MarketBook], list[list[PlaceOrder]], bool]) -> None:
+        scenario: tuple[list[MarketBook], list[list[PlaceOrder | CancelOrder]], bool]) -> None:
     books, orders, shared = scenario
     v = BetfairSimVenue(BetfairSimConfig(shared_liquidity=shared))
-    sizes = {o.client_order_id: o.size for step in orders for o in step}
+    sizes = {o.client_order_id: o.size for step in orders for o in step if isinstance(o, PlaceOrder)}
     events: list[tuple[MarketBook, Event]] = []
     for b, step in zip(books, orders, strict=True):
         events.extend((b, e) for e in v.on_market(b))
@@ -386,12 +393,17 @@ def test_nothing_fills_that_the_recorded_market_could_not_have_filled(
     taker: dict[tuple[str, bool, float], int] = defaultdict(int)
     maker: dict[tuple[str, bool, float], int] = defaultdict(int)
     matched: dict[str, int] = defaultdict(int)
+    closed: set[str] = set()
     for b, e in events:
+        if isinstance(e, OrderCancelled):
+            closed.add(e.client_order_id)
         if not isinstance(e, OrderFilled):
             continue
+        assert e.client_order_id not in closed, "a fill after the order was cancelled or lapsed"
         back = e.side == "BUY"
         c = round(e.size * 100)
         matched[e.client_order_id] += c
+        assert round(e.leaves_size * 100) == round(sizes[e.client_order_id] * 100) - matched[e.client_order_id]
         if e.liquidity == "TAKER":
             assert b.status == "OPEN", "no matching against a suspended market"
             ladder = b.runners[0].available_to_back if back else b.runners[0].available_to_lay
