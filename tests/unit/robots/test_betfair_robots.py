@@ -251,3 +251,13 @@ def test_state_round_trips_through_json() -> None:
     back = robot.state_from_json(text)
     assert back == res.state and back.bets == {MKT: res.intent_events[0].client_order_id}
     assert back.settled == 1 and back.market_time == {}  # the start time is dropped once the bet is placed
+
+
+def test_no_bet_once_the_market_is_in_play() -> None:
+    # Same race, but every book from t=50s on is in-play (a market that went off early): the gate
+    # lets none of them through, so the robot never bets although the window is open.
+    events = [e._replace(in_play=True) if isinstance(e, MarketBook) and e.ts_event >= T0 + 50 * S else e
+              for e in race()]
+    assert backtest("betfair_back_favourite", events=events).intent_events == []
+    robot = get_robot("betfair_back_favourite")
+    assert robot.check(events[2]) is False and robot.check(events[1]) is True
