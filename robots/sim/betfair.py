@@ -39,10 +39,8 @@ each-way (PLACED) settlement, Betfair's minimum-stake rules (`min_stake` is a pl
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Literal, TypeAlias
+from typing import Literal
 
 from robots.sim.base import Intent
 from robots.sim.betfair_money import (
@@ -52,6 +50,18 @@ from robots.sim.betfair_money import (
     commission_cents,
     hundredths,
     is_valid_price,
+)
+from robots.sim.betfair_state import (
+    DONE,
+    OPEN,
+    PENDING,
+    SEC,
+    BetfairSimConfig,
+    OrderView,
+    SimMarket,
+    SimOrder,
+    find_runner,
+    parse_instrument,
 )
 from ticktape.events import (
     BetSettled,
@@ -70,129 +80,13 @@ from ticktape.events import (
     RunnerDefinition,
 )
 
-SEC = 1_000_000_000
 _NONE: tuple[Event, ...] = ()
-
-OPEN, PENDING, DONE = 0, 1, 2  # order states
 _MARKET_STATES = frozenset(("OPEN", "SUSPENDED", "CLOSED", "INACTIVE"))
-RunnerKey: TypeAlias = tuple[int, float]  # (selection id, handicap)
+
+__all__ = ["BetfairSimConfig", "BetfairSimVenue", "OrderView", "parse_instrument"]
 
 
-@dataclass(frozen=True, kw_only=True)
-class BetfairSimConfig:
-    """Settings of the simulated Betfair venue (latencies default to flumine's simulated ones)."""
-
-    venue: str = "betfair"
-    place_latency_ns: int = 120_000_000
-    cancel_latency_ns: int = 170_000_000
-    replace_latency_ns: int = 280_000_000
-    commission_rate: float = 0.05
-    shared_liquidity: bool = False
-    persistence: Literal["LAPSE", "PERSIST"] = "LAPSE"
-    lapse_on_suspension: bool = True
-    delay_passive_in_play: bool = True
-    """True: every order placed in-play waits `bet_delay`; False: only orders that would match at
-    once do (flumine's behaviour, and Betfair's on markets without a passive delay)."""
-    min_stake: float = 0.0
-    min_reduction_factor: float = 2.5
-    """A non-runner's adjustment factor (%) at or above which the matched odds on the other runners
-    are reduced (Betfair's rule for WIN markets; flumine applies the same threshold)."""
-
-    def to_json(self) -> str:
-        """Canonical JSON (for the run manifest)."""
-        return json.dumps({"name": "betfair", **asdict(self)}, sort_keys=True, separators=(",", ":"))
-
-
-class _Order:
-    """One order's mutable matching state (venue-internal)."""
-
-    __slots__ = ("back", "client_order_id", "eff_ts", "fill_ts", "fills", "handicap", "instrument", "market_id",
-                 "matched_c",
-                 "n_fills", "open_c", "persist", "piq", "price", "price_h", "robot", "runner_key", "selection_id",
-                 "size_c",
-                 "state", "tif", "venue_order_id")
-
-    def __init__(self, intent: PlaceOrder | ReplaceOrder, market_id: str, selection_id: int, handicap: float,
-                 persist: bool) -> None:
-        self.robot = intent.robot
-        self.client_order_id = intent.client_order_id
-        self.venue_order_id: str | None = None
-        self.instrument = intent.instrument
-        self.market_id = market_id
-        self.selection_id = selection_id
-        self.handicap = handicap
-        self.runner_key: RunnerKey = (selection_id, handicap)
-        self.back = intent.side == "BUY"
-        self.price = intent.price
-        self.price_h = hundredths(intent.price)
-        self.size_c = cents(intent.size)
-        self.tif = intent.time_in_force
-        self.persist = persist
-        self.matched_c = 0
-        self.open_c = self.size_c  # unmatched and still live
-        self.piq = 0  # queue ahead, in half-cents (0.005): traded volume is halved
-        self.fills: list[tuple[int, int]] = []  # (price hundredths, cents)
-        self.fill_ts: list[int] = []  # when each fill happened (for reduction factors)
-        self.n_fills = 0
-        self.state = PENDING
-        self.eff_ts = 0
-
-
-@dataclass(frozen=True)
-class OrderView:
-    """A read-only look at one simulated order (tests, reports)."""
-
-    client_order_id: str
-    venue_order_id: str | None
-    state: str
-    size: float
-    matched: float
-    remaining: float
-    queue_ahead: float
-    average_price: float
-
-
-class _Market:
-    """Per-market venue state; `live` means it has pending or resting orders or taken liquidity."""
-
-    __slots__ = ("book", "definition", "in_play", "market_id", "orders", "pending", "removed", "resting",
-                 "settled", "status", "taken", "tv", "version")
-
-    def __init__(self, market_id: str) -> None:
-        self.market_id = market_id
-        self.book: MarketBook | None = None
-        self.definition: MarketDefinition | None = None
-        self.status = ""
-        self.in_play = False
-        self.version = -1
-        self.orders: list[_Order] = []  # every accepted order, for settlement
-        self.pending: list[_Order] = []  # waiting for the in-play bet delay
-        self.resting: dict[RunnerKey, list[_Order]] = {}  # runner -> open orders, in placement order
-        self.tv: dict[RunnerKey, tuple[object, dict[float, int]]] = {}  # runner -> (last tv, price -> cents)
-        self.taken: dict[str, dict[tuple[RunnerKey, bool, float], int]] = {}  # pool -> (runner, back?, price) -> cents
-        self.settled = False
-        self.removed: set[int] = set()  # non-runners whose reduction factor has been applied
-
-
-def _runner(book: MarketBook, selection_id: int, handicap: float) -> RunnerBook | None:
-    for r in book.runners:
-        if r.selection_id == selection_id and r.handicap == handicap:
-            return r
-    return None
-
-
-def parse_instrument(instrument: str) -> tuple[str, int, float] | None:
-    """`"1.23:456"` or `"1.23:456:-1.5"` -> (market id, selection id, handicap); None if malformed."""
-    parts = instrument.split(":")
-    if len(parts) not in (2, 3) or not parts[0]:
-        return None
-    try:
-        return parts[0], int(parts[1]), float(parts[2]) if len(parts) == 3 else 0.0
-    except ValueError:
-        return None
-
-
-def _flumine_order(o: _Order) -> tuple[int, int]:
+def _flumine_order(o: SimOrder) -> tuple[int, int]:
     # flumine's middleware matches lays by descending price, then backs by ascending price.
     return (1, o.price_h) if o.back else (0, -o.price_h)
 
@@ -204,8 +98,8 @@ class BetfairSimVenue:
         self.config = config or BetfairSimConfig()
         self.venue = self.config.venue
         self._rate = Fraction(str(self.config.commission_rate))
-        self._markets: dict[str, _Market] = {}
-        self._orders: dict[tuple[str, str], _Order] = {}
+        self._markets: dict[str, SimMarket] = {}
+        self._orders: dict[tuple[str, str], SimOrder] = {}
         self._next_bet_id = 1
 
     # ------------------------------------------------------------------ SimVenue
@@ -223,7 +117,7 @@ class BetfairSimVenue:
         if type(event) is MarketBook:
             m = self._markets.get(event.market_id)
             if m is None:
-                m = self._markets[event.market_id] = _Market(event.market_id)
+                m = self._markets[event.market_id] = SimMarket(event.market_id)
             if not (m.pending or m.resting or m.taken):
                 # The hot path: a market where nothing of ours is live only needs its latest book.
                 m.book = event
@@ -266,7 +160,7 @@ class BetfairSimVenue:
 
     # ------------------------------------------------------------------ market events
 
-    def _on_live_book(self, m: _Market, book: MarketBook) -> list[Event]:
+    def _on_live_book(self, m: SimMarket, book: MarketBook) -> list[Event]:
         out: list[Event] = []
         if m.pending:
             self._run_pending(m, book.ts_event, False, out)
@@ -282,7 +176,7 @@ class BetfairSimVenue:
     def _on_definition(self, md: MarketDefinition) -> tuple[Event, ...] | list[Event]:
         m = self._markets.get(md.market_id)
         if m is None:
-            m = self._markets[md.market_id] = _Market(md.market_id)
+            m = self._markets[md.market_id] = SimMarket(md.market_id)
         m.definition = md
         if not m.settled:
             for rd in md.runners:  # definitions are rare: the scan costs nothing
@@ -298,7 +192,7 @@ class BetfairSimVenue:
         self._on_state(m, md.ts_event, md.status, md.in_play, md.version, md.runners, out)
         return out
 
-    def _on_state(self, m: _Market, ts: int, status: str, in_play: bool, version: int,
+    def _on_state(self, m: SimMarket, ts: int, status: str, in_play: bool, version: int,
                   runners: tuple[RunnerBook, ...] | tuple[RunnerDefinition, ...], out: list[Event]) -> None:
         if status == "CLOSED":
             if not m.settled:
@@ -316,13 +210,13 @@ class BetfairSimVenue:
                 self._lapse(m, ts, "lapsed at suspension (new market version)", out)
         m.status, m.in_play, m.version = status, in_play, version
 
-    def _lapse(self, m: _Market, ts: int, reason: str, out: list[Event]) -> None:
+    def _lapse(self, m: SimMarket, ts: int, reason: str, out: list[Event]) -> None:
         for orders in list(m.resting.values()):
             for o in list(orders):
                 if not o.persist:
                     self._finish(m, o, ts, reason, out)
 
-    def _close(self, m: _Market, ts: int, runner_status: dict[int, str], out: list[Event]) -> None:
+    def _close(self, m: SimMarket, ts: int, runner_status: dict[int, str], out: list[Event]) -> None:
         """Lapse everything still open, then settle every robot's bets in the market."""
         for o in list(m.pending):
             o.state = DONE
@@ -354,7 +248,7 @@ class BetfairSimVenue:
             out.append(MarketSettled(robot, self.venue, m.market_id, ts, ts, bets, profit / 100,
                                      self.config.commission_rate, commission / 100, (profit - commission) / 100))
 
-    def _reduce(self, m: _Market, removed: int, factor: float | None, removed_at: int) -> None:
+    def _reduce(self, m: SimMarket, removed: int, factor: float | None, removed_at: int) -> None:
         """A non-runner's reduction factor cuts the odds of bets on the others matched before it went."""
         if factor is None or factor < self.config.min_reduction_factor:
             return
@@ -370,7 +264,7 @@ class BetfairSimVenue:
 
     # ------------------------------------------------------------------ matching
 
-    def _forget_taken(self, m: _Market, book: MarketBook) -> None:
+    def _forget_taken(self, m: SimMarket, book: MarketBook) -> None:
         """What a pool took at a level can only be taken again once the displayed size shows it gone.
 
         Each book caps a pool's taken size at the size now displayed: a level that shrank (others took
@@ -380,7 +274,7 @@ class BetfairSimVenue:
         for pool, taken in list(m.taken.items()):
             for key in list(taken):
                 (sel, handicap), back, price = key
-                r = _runner(book, sel, handicap)
+                r = find_runner(book, sel, handicap)
                 shown = 0
                 if r is not None:
                     for ps in (r.available_to_back if back else r.available_to_lay):
@@ -394,11 +288,11 @@ class BetfairSimVenue:
             if not taken:
                 del m.taken[pool]
 
-    def _match_traded(self, m: _Market, book: MarketBook, out: list[Event]) -> None:
+    def _match_traded(self, m: SimMarket, book: MarketBook, out: list[Event]) -> None:
         """Fill resting orders from the traded volume added since the previous book (flumine's rule)."""
         ts = book.ts_event
         for runner_key, orders in list(m.resting.items()):
-            r = _runner(book, *runner_key)
+            r = find_runner(book, *runner_key)
             if r is None:
                 continue
             tv = r.traded_volume
@@ -419,7 +313,7 @@ class BetfairSimVenue:
             if self.config.shared_liquidity or len(orders) == 1:
                 pools = [orders]
             else:
-                by_robot: dict[str, list[_Order]] = {}
+                by_robot: dict[str, list[SimOrder]] = {}
                 for o in orders:
                     by_robot.setdefault(o.robot, []).append(o)
                 pools = list(by_robot.values())
@@ -446,7 +340,7 @@ class BetfairSimVenue:
                         if not o.open_c:
                             self._remove_resting(m, o)
 
-    def _take(self, m: _Market, o: _Order, r: RunnerBook, ts: int, dry: bool, out: list[Event]) -> int:
+    def _take(self, m: SimMarket, o: SimOrder, r: RunnerBook, ts: int, dry: bool, out: list[Event]) -> int:
         """Match `o` at arrival against the opposite offers at or better than its price; return cents matched."""
         pool_key = "" if self.config.shared_liquidity else o.robot
         taken = m.taken.get(pool_key)
@@ -471,7 +365,7 @@ class BetfairSimVenue:
                 break
         return got
 
-    def _fill(self, o: _Order, price_h: int, size_c: int, liquidity: Literal["MAKER", "TAKER"], ts: int,
+    def _fill(self, o: SimOrder, price_h: int, size_c: int, liquidity: Literal["MAKER", "TAKER"], ts: int,
               out: list[Event]) -> None:
         o.matched_c += size_c
         o.open_c -= size_c
@@ -484,7 +378,7 @@ class BetfairSimVenue:
         if not o.open_c:
             o.state = DONE
 
-    def _remove_resting(self, m: _Market, o: _Order) -> None:
+    def _remove_resting(self, m: SimMarket, o: SimOrder) -> None:
         orders = m.resting.get(o.runner_key)
         if orders is None:
             return
@@ -493,7 +387,7 @@ class BetfairSimVenue:
             del m.resting[o.runner_key]
             m.tv.pop(o.runner_key, None)
 
-    def _finish(self, m: _Market, o: _Order, ts: int, reason: str, out: list[Event]) -> None:
+    def _finish(self, m: SimMarket, o: SimOrder, ts: int, reason: str, out: list[Event]) -> None:
         """Take the unmatched rest of a resting order off the book (cancel, lapse)."""
         o.open_c = 0
         o.state = DONE
@@ -522,7 +416,7 @@ class BetfairSimVenue:
             return f"size {intent.size} below the minimum stake {self.config.min_stake}"
         return None
 
-    def _place(self, intent: PlaceOrder | ReplaceOrder, parsed: tuple[str, int, float] | None, m: _Market | None,
+    def _place(self, intent: PlaceOrder | ReplaceOrder, parsed: tuple[str, int, float] | None, m: SimMarket | None,
                ts: int, out: list[Event]) -> None:
         key = (intent.robot, intent.client_order_id)
         if type(intent) is PlaceOrder and key in self._orders:
@@ -535,18 +429,18 @@ class BetfairSimVenue:
             self._reject(intent, ts, problem, out)
             return
         assert parsed is not None and m is not None and m.book is not None
-        o = _Order(intent, parsed[0], parsed[1], parsed[2], self.config.persistence == "PERSIST")
+        o = SimOrder(intent, parsed[0], parsed[1], parsed[2], self.config.persistence == "PERSIST")
         self._orders[key] = o
         book = m.book
         if book.in_play and book.bet_delay > 0 and book.status == "OPEN":
-            r = _runner(book, o.selection_id, o.handicap)
+            r = find_runner(book, o.selection_id, o.handicap)
             if self.config.delay_passive_in_play or (r is not None and self._take(m, o, r, ts, True, out)):
                 o.eff_ts = ts + book.bet_delay * SEC
                 m.pending.append(o)
                 return
         self._execute(m, o, ts, out)
 
-    def _run_pending(self, m: _Market, now: int, inclusive: bool, out: list[Event]) -> None:
+    def _run_pending(self, m: SimMarket, now: int, inclusive: bool, out: list[Event]) -> None:
         """Execute the in-play orders whose bet delay ended before `now` (at `now` too if `inclusive`)."""
         due = [o for o in m.pending if o.eff_ts < now or (inclusive and o.eff_ts == now)]
         if not due:
@@ -555,12 +449,12 @@ class BetfairSimVenue:
         for o in due:
             self._execute(m, o, o.eff_ts, out)
 
-    def _execute(self, m: _Market, o: _Order, ts: int, out: list[Event]) -> None:
+    def _execute(self, m: SimMarket, o: SimOrder, ts: int, out: list[Event]) -> None:
         """Accept or reject `o` against the market as it is at `ts`, take what it can, rest the rest."""
         book = m.book
         assert book is not None
         reason = None
-        r = _runner(book, o.selection_id, o.handicap)
+        r = find_runner(book, o.selection_id, o.handicap)
         if book.status != "OPEN":
             reason = f"market {book.status.lower()}" if o.eff_ts == 0 else \
                 f"market {book.status.lower()} during the in-play bet delay"
@@ -610,7 +504,7 @@ class BetfairSimVenue:
         else:
             orders.append(o)
 
-    def _cancel(self, intent: CancelOrder, m: _Market | None, ts: int, out: list[Event]) -> None:
+    def _cancel(self, intent: CancelOrder, m: SimMarket | None, ts: int, out: list[Event]) -> None:
         o = self._orders.get((intent.robot, intent.client_order_id))
         if o is None:
             self._reject(intent, ts, "cancel rejected: unknown order", out)
@@ -623,7 +517,7 @@ class BetfairSimVenue:
         else:
             self._finish(m, o, ts, intent.reason or "cancelled by request", out)
 
-    def _replace(self, intent: ReplaceOrder, parsed: tuple[str, int, float] | None, m: _Market | None, ts: int,
+    def _replace(self, intent: ReplaceOrder, parsed: tuple[str, int, float] | None, m: SimMarket | None, ts: int,
                  out: list[Event]) -> None:
         """Betfair's replace: cancel the unmatched rest, then place a new bet (new bet id, new queue place)."""
         o = self._orders.get((intent.robot, intent.client_order_id))

@@ -1,0 +1,130 @@
+"""State of the simulated Betfair venue: its settings, orders and markets (see `robots.sim.betfair`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal, TypeAlias
+
+from robots.sim.betfair_money import cents, hundredths
+from ticktape.events import MarketBook, MarketDefinition, PlaceOrder, ReplaceOrder, RunnerBook
+
+SEC = 1_000_000_000
+
+OPEN, PENDING, DONE = 0, 1, 2  # order states
+RunnerKey: TypeAlias = tuple[int, float]  # (selection id, handicap)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BetfairSimConfig:
+    """Settings of the simulated Betfair venue (latencies default to flumine's simulated ones)."""
+
+    venue: str = "betfair"
+    place_latency_ns: int = 120_000_000
+    cancel_latency_ns: int = 170_000_000
+    replace_latency_ns: int = 280_000_000
+    commission_rate: float = 0.05
+    shared_liquidity: bool = False
+    persistence: Literal["LAPSE", "PERSIST"] = "LAPSE"
+    lapse_on_suspension: bool = True
+    delay_passive_in_play: bool = True
+    """True: every order placed in-play waits `bet_delay`; False: only orders that would match at
+    once do (flumine's behaviour, and Betfair's on markets without a passive delay)."""
+    min_stake: float = 0.0
+    min_reduction_factor: float = 2.5
+    """A non-runner's adjustment factor (%) at or above which the matched odds on the other runners
+    are reduced (Betfair's rule for WIN markets; flumine applies the same threshold)."""
+
+    def to_json(self) -> str:
+        """Canonical JSON (for the run manifest)."""
+        return json.dumps({"name": "betfair", **asdict(self)}, sort_keys=True, separators=(",", ":"))
+
+
+class SimOrder:
+    """One order's mutable matching state (venue-internal)."""
+
+    __slots__ = ("back", "client_order_id", "eff_ts", "fill_ts", "fills", "handicap", "instrument", "market_id",
+                 "matched_c",
+                 "n_fills", "open_c", "persist", "piq", "price", "price_h", "robot", "runner_key", "selection_id",
+                 "size_c",
+                 "state", "tif", "venue_order_id")
+
+    def __init__(self, intent: PlaceOrder | ReplaceOrder, market_id: str, selection_id: int, handicap: float,
+                 persist: bool) -> None:
+        self.robot = intent.robot
+        self.client_order_id = intent.client_order_id
+        self.venue_order_id: str | None = None
+        self.instrument = intent.instrument
+        self.market_id = market_id
+        self.selection_id = selection_id
+        self.handicap = handicap
+        self.runner_key: RunnerKey = (selection_id, handicap)
+        self.back = intent.side == "BUY"
+        self.price = intent.price
+        self.price_h = hundredths(intent.price)
+        self.size_c = cents(intent.size)
+        self.tif = intent.time_in_force
+        self.persist = persist
+        self.matched_c = 0
+        self.open_c = self.size_c  # unmatched and still live
+        self.piq = 0  # queue ahead, in half-cents (0.005): traded volume is halved
+        self.fills: list[tuple[int, int]] = []  # (price hundredths, cents)
+        self.fill_ts: list[int] = []  # when each fill happened (for reduction factors)
+        self.n_fills = 0
+        self.state = PENDING
+        self.eff_ts = 0
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """A read-only look at one simulated order (tests, reports)."""
+
+    client_order_id: str
+    venue_order_id: str | None
+    state: str
+    size: float
+    matched: float
+    remaining: float
+    queue_ahead: float
+    average_price: float
+
+
+class SimMarket:
+    """Per-market venue state; the market is "live" while it has pending or resting orders or taken liquidity."""
+
+    __slots__ = ("book", "definition", "in_play", "market_id", "orders", "pending", "removed", "resting",
+                 "settled", "status", "taken", "tv", "version")
+
+    def __init__(self, market_id: str) -> None:
+        self.market_id = market_id
+        self.book: MarketBook | None = None
+        self.definition: MarketDefinition | None = None
+        self.status = ""
+        self.in_play = False
+        self.version = -1
+        self.orders: list[SimOrder] = []  # every accepted order, for settlement
+        self.pending: list[SimOrder] = []  # waiting for the in-play bet delay
+        self.resting: dict[RunnerKey, list[SimOrder]] = {}  # runner -> open orders, in placement order
+        self.tv: dict[RunnerKey, tuple[object, dict[float, int]]] = {}  # runner -> (last tv, price -> cents)
+        self.taken: dict[str, dict[tuple[RunnerKey, bool, float], int]] = {}  # pool -> (runner, back?, price) -> cents
+        self.settled = False
+        self.removed: set[int] = set()  # non-runners whose reduction factor has been applied
+
+
+def find_runner(book: MarketBook, selection_id: int, handicap: float) -> RunnerBook | None:
+    """The runner of `book` with this selection id and handicap (a scan: books hold a few runners)."""
+    for r in book.runners:
+        if r.selection_id == selection_id and r.handicap == handicap:
+            return r
+    return None
+
+
+def parse_instrument(instrument: str) -> tuple[str, int, float] | None:
+    """`"1.23:456"` or `"1.23:456:-1.5"` -> (market id, selection id, handicap); None if malformed."""
+    parts = instrument.split(":")
+    if len(parts) not in (2, 3) or not parts[0]:
+        return None
+    try:
+        return parts[0], int(parts[1]), float(parts[2]) if len(parts) == 3 else 0.0
+    except ValueError:
+        return None
