@@ -27,6 +27,8 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,7 @@ from ticktape.tape.base import Tape
 from ticktape.timeutil import parse_time
 
 BAR_FIELDS = ("open", "high", "low", "close", "volume")
+_new_bar = partial(tuple.__new__, Bar)
 TIME_COLUMNS = ("time", "timestamp", "date", "datetime", "open_time", "close_time", "ts", "ts_event")
 _UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
 
@@ -153,6 +156,14 @@ def bars_from_frame(df: pd.DataFrame, *, venue: str, instrument: str, interval: 
     wrong); row-level problems (high below low, duplicate timestamps, and with `per_row` also
     non-numbers) are returned.
     """
+    bars, problems, _, _ = _bars_and_arrays(df, venue=venue, instrument=instrument, interval=interval, label=label,
+                                            time_column=time_column, per_row=per_row)
+    return bars, problems
+
+
+def _bars_and_arrays(df: pd.DataFrame, *, venue: str, instrument: str, interval: str, label: str,
+                     time_column: str | None, per_row: bool
+                     ) -> tuple[list[Bar], list[RowProblem], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     if label not in ("open", "close"):
         raise ValueError("label must be 'open' or 'close'")
     ts, _ = time_ns(df, time_column)
@@ -169,13 +180,19 @@ def bars_from_frame(df: pd.DataFrame, *, venue: str, instrument: str, interval: 
     keep = np.ones(len(ts), dtype=bool)
     keep[[p.row for p in problems]] = False
     order = np.argsort(ts[keep], kind="stable")
-    t = ts[keep][order].tolist()
-    vals = [cols[n][keep][order].tolist() for n in BAR_FIELDS]
+    t = ts[keep][order]
+    vals = np.stack([cols[n][keep][order] for n in BAR_FIELDS]) if len(t) else np.zeros((5, 0))
+    return _make_bars(venue, instrument, interval, t, vals), problems, t, vals
+
+
+def _make_bars(venue: str, instrument: str, interval: str, t: np.ndarray[Any, Any],
+               vals: np.ndarray[Any, Any]) -> list[Bar]:
+    """Bars column-wise (tuple.__new__ over zipped columns: no per-field Python work)."""
     n = len(t)
+    ts = t.tolist()
     with gc_paused():
-        bars = [Bar(venue, instrument, a, a, interval, o, h, lo, c, v)
-                for a, o, h, lo, c, v in zip(t, *vals, strict=True)] if n else []
-    return bars, problems
+        return list(map(_new_bar, zip(repeat(venue, n), repeat(instrument, n), ts, ts, repeat(interval, n),
+                                      *vals.tolist(), strict=True)))
 
 
 def frame_identity(kind: str, params: dict[str, Any], arrays: list[np.ndarray[Any, Any]]) -> str:
@@ -197,23 +214,14 @@ def add_bars(df: pd.DataFrame, *, venue: str, base: str | None = None, quote: st
     inst = instrument or (instrument_name(base, quote) if base and quote else None)
     if not inst:
         raise ValueError("give base= and quote=, or instrument=")
-    bars, problems = bars_from_frame(df, venue=venue, instrument=inst, interval=interval, label=label,
-                                     time_column=time_column)
+    bars, problems, t, vals = _bars_and_arrays(df, venue=venue, instrument=inst, interval=interval, label=label,
+                                               time_column=time_column, per_row=False)
     if problems:
         p = problems[0]
         more = f" (and {len(problems) - 1} more rows)" if len(problems) > 1 else ""
         raise ValidationError(f"row {p.row} ({df.index[p.row]!r}): {p.error}{more}", field="row")
-    return _append_bars(tape, bars, venue=venue, inst=inst, interval=interval, name=name)
-
-
-def _append_bars(tape: Tape, bars: list[Bar], *, venue: str, inst: str, interval: str, name: str,
-                 source_id: str | None = None, run: ImportRun | None = None) -> ImportSummary:
-    if run is None:
-        ts = np.array([b.ts_event for b in bars], dtype=np.int64)
-        vals = np.array([b[5:] for b in bars], dtype=np.float64)
-        sid = source_id or frame_identity("bars", {"venue": venue, "instrument": inst, "interval": interval},
-                                          [ts, vals])
-        run = ImportRun(tape, source="bars", kind="bars", name=name, source_id=sid)
+    sid = frame_identity("bars", {"venue": venue, "instrument": inst, "interval": interval}, [t, vals])
+    run = ImportRun(tape, source="bars", kind="bars", name=name, source_id=sid)
     if not run.skipped:
         run.emit_many(bar_topic(venue), bars, inst)
     return run.finish()
