@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DATA = Path("/work/shared/data/betfair")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "betfair"  # shared/ beside the repo
 MARKETS = ("1.197931750", "1.197931751")
 STAKE = 2.0
 WINDOW_S = 60.0

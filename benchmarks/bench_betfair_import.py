@@ -31,7 +31,7 @@ from pathlib import Path
 
 from benchmarks.common import machine, max_rss_mb, report
 
-DATA = Path("/work/shared/data/betfair")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "betfair"  # shared/ beside the repo
 MARKETS = ("1.197931750", "1.197931751")
 
 

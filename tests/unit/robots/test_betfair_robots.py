@@ -172,7 +172,7 @@ def test_market_type_filter_skips_other_markets() -> None:
 
 # ---------------------------------------------------------------- the real recorded markets
 
-DATA = Path("/work/shared/data/betfair")
+DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "betfair"  # shared/ beside the repo
 REAL = ("1.197931750", "1.197931751")  # greyhounds, Sheffield 2022-04-19 18:26 UTC: WIN and PLACE (2 winners)
 FAV = 39823721  # trap 6, the favourite in both; it lost the WIN market and placed in the PLACE market
 
