@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import shutil
@@ -228,6 +229,11 @@ def demo(out_dir: str, events: int, betfair_data: str | None) -> None:
     click.echo(f"  ticktape --tape {uri} topics")
     click.echo(f"  ticktape --tape {uri} cat orders.intent --limit 3")
     click.echo(f"  ticktape --tape {uri} audit --run {ema['run_id']}")
+    if importlib.util.find_spec("analyzer") is not None:  # the SQL/report commands, when that part is installed
+        db = root / "demo.duckdb"
+        click.echo(f"  ticktape load --tape {uri} --db {db}")
+        click.echo(f"  ticktape sql {db} \"SELECT * FROM pnl_summary\"")
+        click.echo(f"  ticktape report {ema['run_id']} --db {db} --out {root / 'report.html'}")
     click.echo(f"  ticktape --tape {uri} backtest ema_cross --param fast=5 --param slow=30")
     click.echo(f"  ticktape --tape {uri} sweep ema_cross --grid fast=5,10,20 --grid slow=50,100 --workers 2")
     if not same:
