@@ -8,6 +8,7 @@ consumer groups, positions from the broker's acknowledgements, errors that name 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -205,4 +206,29 @@ def test_sasl_against_a_plaintext_broker_is_a_tape_error(backend: str, kafka_tap
                      "&sasl_username=u&timeout=3")
     with pytest.raises(TapeError):
         tape.partitions("md.x")
+    tape.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("backend", KAFKA_BACKENDS)
+def test_topic_written_by_a_transactional_producer(backend: str, kafka_tape_uri: UriFor, kafka_broker: str) -> None:
+    # Commit markers take offsets but are never delivered: the end offset lies past the last
+    # record, and reading must still stop there at once (not wait for records that never come).
+    topic = new_topic()
+    codec = default_codec()
+    events = make_trades(5)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker, transactional_id=f"tx-{topic}")
+    producer.init_transactions()
+    producer.begin_transaction()
+    for e in events:
+        producer.send(topic, value=codec.encode(e), key=e.instrument.encode(), partition=0)
+    producer.commit_transaction()
+    producer.close()
+    tape = open_tape(kafka_tape_uri(backend))
+    assert tape.end_offsets(topic) == {0: 6}  # 5 records + the commit marker
+    started = time.monotonic()
+    assert [r.event for r in tape.read(topic)] == events
+    assert time.monotonic() - started < 10
+    info = next(t for t in tape.topics() if t.name == topic)
+    assert info.first_ts == events[0].ts_event and info.last_ts == events[-1].ts_event
     tape.close()

@@ -191,10 +191,19 @@ class KafkaTape:
             for p in range(n):
                 low, high = marks[p]
                 first = self._ts_at(name, p, low, high)
-                last = first if high - low <= 1 else self._ts_at(name, p, high - 1, high)
+                last = first if high - low <= 1 else self._last_ts(name, p, low, high)
                 parts.append(PartitionInfo(p, low, high, first, last))
             out.append(TopicInfo(name, tuple(parts)))
         return out
+
+    def _last_ts(self, topic: str, partition: int, low: int, end: int) -> int | None:
+        """ts_event of the partition's last record (the end offset may sit past a transaction marker)."""
+        ts = self._ts_at(topic, partition, end - 1, end)
+        if ts is None:
+            for off, _, value in self._fetch_range(topic, partition, max(low, end - 16), end):
+                if value is not None and self.codec.type_name(value) is not None:
+                    ts = self._decode(value, topic, partition, off).ts_event
+        return ts
 
     def _ts_at(self, topic: str, partition: int, offset: int, end: int) -> int | None:
         """ts_event of the record at `offset`; None if empty or not a ticktape record (foreign topic)."""
@@ -300,6 +309,10 @@ class KafkaTape:
             while end is None or position < end:
                 batch = reader.fetch(poll if end is None else 1.0, max_records)
                 if not batch:
+                    # Transaction markers (a transactional producer's topic) take offsets but
+                    # are never delivered: the consumer's position tells when the end is reached.
+                    if end is not None and (reader.position() or 0) >= end:
+                        return
                     if end is not None and time.monotonic() - last_progress > self.timeout:
                         raise TapeError(f"topic {topic} partition {partition}: no records after offset {position} "
                                         f"for {self.timeout:.0f} s although the end offset is {end}")

@@ -45,6 +45,9 @@ class Reader(Protocol):
     def fetch(self, timeout: float, max_records: int = 10_000) -> list[Fetched]:
         """The next records of the assigned partition (maybe none), waiting up to `timeout` s."""
 
+    def position(self) -> int | None:
+        """The next offset the consumer will fetch (past control records), None if unknown."""
+
     def release(self) -> None:
         """Stop fetching (the reader goes back to the pool)."""
 

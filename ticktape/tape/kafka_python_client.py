@@ -52,6 +52,14 @@ class KafkaPythonReader:
             return []
         return [(r.offset, r.key, r.value) for r in records]
 
+    def position(self) -> int | None:
+        if self._tp is None:
+            return None
+        try:
+            return int(self._consumer.position(self._tp))
+        except KafkaError:
+            return None
+
     def release(self) -> None:
         self._tp = None
         self._consumer.assign([])

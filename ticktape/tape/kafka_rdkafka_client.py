@@ -69,6 +69,15 @@ class RdkafkaReader:
                 raise TapeError(f"reading topic {self._topic} partition {self._partition}: {err.str()}")
         return out
 
+    def position(self) -> int | None:
+        if self._partition < 0:
+            return None
+        try:
+            [tp] = self._consumer.position([TopicPartition(self._topic, self._partition)])
+        except KafkaException:
+            return None
+        return int(tp.offset) if tp.offset >= 0 else None
+
     def release(self) -> None:
         self._topic, self._partition = "", -1
         self._consumer.unassign()
