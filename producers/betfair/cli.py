@@ -18,7 +18,7 @@ def register(import_group: click.Group, record_group: click.Group) -> None:
 
 
 @click.command("betfair")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--strict", is_flag=True, help="Exit non-zero when any line went to the dead-letter topic.")
 @click.option("--force", is_flag=True, help="Import even if this exact file was imported before.")
 @click.option("--no-catalogue", is_flag=True, help="Ignore FILE.catalogue.json next to a stream file.")
@@ -29,15 +29,18 @@ def import_betfair(obj: object, files: tuple[str, ...], strict: bool, force: boo
                    batch_size: int, as_json: bool) -> None:
     """Import Betfair historical stream files (plain, .gz, .bz2, tar archives) and catalogue JSON.
 
+    A directory means every file under it (Betfair's unpacked PRO/BASIC trees), in name order;
+    FILE.catalogue.json files there name the runners of FILE rather than being imported alone.
+
     Every market change becomes a MarketBook (full ladders) on md.betfair.market, definition
     changes a MarketDefinition there too; order changes go to orders.betfair, race data to
     md.betfair.race, bad lines to dlq.betfair.
     """
-    from producers.betfair.historical import import_file
+    from producers.betfair.historical import expand_inputs, import_file
 
     tape = obj.tape()  # type: ignore[attr-defined]
     summaries = []
-    for path in files:
+    for path in expand_inputs(files):
         with tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc=os.path.basename(path), leave=False,
                   disable=not sys.stderr.isatty()) as bar:
             def advance(done: int, bar: tqdm = bar) -> None:

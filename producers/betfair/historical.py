@@ -21,7 +21,7 @@ import bz2
 import gzip
 import os
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -80,6 +80,24 @@ def open_members(raw: IO[bytes], name: str) -> Iterator[tuple[str, IO[bytes]]]:
     finally:
         if stream is not raw:  # the caller owns (and closes) the raw file
             stream.close()
+
+
+def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Files to import: files as given, directories walked (name order), sibling catalogues left out.
+
+    A `FILE.catalogue.json` next to its `FILE` is read by that file's import (runner names), so
+    it is not imported on its own from a directory; a catalogue without its stream file is.
+    """
+    out: list[str] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            out.append(str(p))
+            continue
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        names = {str(f) for f in files}
+        out.extend(str(f) for f in files
+                   if not (f.name.endswith(CATALOGUE_SUFFIX) and str(f)[:-len(CATALOGUE_SUFFIX)] in names))
+    return out
 
 
 def sibling_catalogue(path: str | os.PathLike[str]) -> dict[str, Any] | None:

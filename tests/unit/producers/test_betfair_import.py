@@ -215,3 +215,21 @@ def test_progress_reports_bytes_read_up_to_the_file_size(tmp_path: Path) -> None
         assert seen and seen == sorted(seen) and seen[-1] == path.stat().st_size, path.name
         if path == big:
             assert len(seen) > 1  # intermediate reports, not only the final one
+
+
+def test_a_directory_imports_every_stream_file_and_uses_catalogues_for_names(tmp_path: Path) -> None:
+    tree = tmp_path / "PRO" / "2023" / "Nov" / "14" / "31"
+    tree.mkdir(parents=True)
+    shutil.copy(FIXTURES / "market.stream", tree / "1.100")
+    (tree / "1.100.catalogue.json").write_text(
+        '{"marketId":"1.100","marketName":"R1","runners":[{"selectionId":11,"runnerName":"1. Fast"}]}')
+    shutil.copy(FIXTURES / "orders.stream", tree / "orders")
+    _register_plugins()
+    uri = f"file:{tmp_path / 'tape'}"
+    result = CliRunner().invoke(cli, ["--tape", uri, "import", "betfair", str(tmp_path / "PRO")])
+    assert result.exit_code == 0, result.output
+    assert "1.100: 9 events" in result.output and "orders: 7 events" in result.output  # 6 order events + 1 race
+    assert "catalogue.json" not in result.output  # read for names, not imported on its own
+    tape = open_tape(uri)
+    first = _events(tape, MARKET_TOPIC)[0]
+    assert isinstance(first, MarketDefinition) and first.runners[0].name == "1. Fast"
