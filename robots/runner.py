@@ -332,7 +332,7 @@ class Runner(Generic[StateT]):
             if observe is not None:
                 yield None
         stats.robot_steps = steps
-        stats.last_ts = max(now, clock.now())
+        stats.last_ts = max(now, clock.now()) if n_events else None
         stats.intents_sha256 = self._sha.hexdigest()
 
     @property

@@ -83,6 +83,10 @@ def test_from_to_bound_the_inputs(tape_uri: str) -> None:
     assert first == 1_700_000_000_000_000_000 and out["events"] == 300
     assert out["first_event"] == "2023-11-14T22:13:30.000000000Z"
     assert out["last_event"] == "2023-11-14T22:13:59.900000000Z"
+    after = json.loads(invoke("backtest", "ema_cross", "--tape", tape_uri, "--from", "2030-01-01", "--no-out",
+                              "--json", "--no-progress"))
+    assert after["events"] == 0 and after["intents"] == 0 and after["first_event"] is None
+    assert after["last_event"] is None and after["pnl_exact"] == "0"
 
 
 def test_controls_reject_and_name_the_control(tape_uri: str) -> None:
