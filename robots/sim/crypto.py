@@ -49,16 +49,12 @@ The assumptions, each chosen so that nothing fills that the recorded market coul
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
-from decimal import Decimal
-from fractions import Fraction
-from typing import Any
+from collections.abc import Sequence
 
-from robots.positions import fee_units, from_units, parse_rate, to_units
+from robots.positions import fee_units, from_units, to_units
 from robots.sim.base import Intent
-from robots.sim.book import Book
-from ticktape.errors import ValidationError
+from robots.sim.crypto_config import QUEUE_MODELS, CryptoVenueConfig
+from robots.sim.crypto_state import MarketState, SimOrder
 from ticktape.events import (
     Bar,
     BookDelta,
@@ -76,137 +72,7 @@ from ticktape.events import (
     Trade,
 )
 
-QUEUE_MODELS = ("conservative", "pro_rata")
-
-
-@dataclass(frozen=True, kw_only=True)
-class CryptoVenueConfig:
-    """Latencies (ns, per intent kind), fee rates (fractions of notional) and the queue model."""
-
-    place_latency_ns: int = 0
-    cancel_latency_ns: int = 0
-    replace_latency_ns: int = 0
-    maker_fee: Fraction | Decimal | str | float = Fraction(1, 1000)
-    taker_fee: Fraction | Decimal | str | float = Fraction(1, 1000)
-    queue_model: str = "conservative"
-    trade_fallback: bool = True
-    order_id_prefix: str = "sim"
-
-    def __post_init__(self) -> None:
-        for name in ("maker_fee", "taker_fee"):
-            try:
-                object.__setattr__(self, name, parse_rate(getattr(self, name)))
-            except (ValueError, TypeError, ArithmeticError) as exc:
-                raise ValidationError(f"not a fee rate: {getattr(self, name)!r}", field=name) from exc
-        for name in ("place_latency_ns", "cancel_latency_ns", "replace_latency_ns"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValidationError(f"must be a non-negative integer of ns, got {value!r}", field=name)
-        if self.queue_model not in QUEUE_MODELS:
-            raise ValidationError(f"must be one of {', '.join(QUEUE_MODELS)}, got {self.queue_model!r}",
-                                  field="queue_model")
-
-    @classmethod
-    def from_mapping(cls, table: Mapping[str, Any], *, where: str = "[venue]") -> CryptoVenueConfig:
-        """Build from a dict / TOML table; unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise ValidationError(f"unknown venue setting(s) {unknown} (known: {', '.join(sorted(known))})",
-                                  where=where)
-        try:
-            return cls(**table)
-        except ValidationError as exc:
-            raise ValidationError(str(exc), where=where, field=exc.field) from exc
-        except (ValueError, ArithmeticError, TypeError) as exc:
-            raise ValidationError(f"bad value: {exc}", where=where) from exc
-
-    @property
-    def maker_rate(self) -> Fraction:
-        """The maker fee rate as an exact Fraction."""
-        return self.maker_fee  # type: ignore[return-value]  # normalised in __post_init__
-
-    @property
-    def taker_rate(self) -> Fraction:
-        """The taker fee rate as an exact Fraction."""
-        return self.taker_fee  # type: ignore[return-value]
-
-
-@dataclass(slots=True, eq=False)
-class SimOrder:
-    """A live simulated order (resting limit or untriggered stop)."""
-
-    robot: str
-    client_order_id: str
-    venue: str
-    instrument: str
-    venue_order_id: str
-    side: str
-    order_type: str
-    tif: str
-    price_u: int
-    size_u: int
-    leaves_u: int
-    arrival_ts: int
-    priority: int = 0
-    queue_u: int | None = None
-    """Displayed size ahead at the order's level (units); None = unknown (treated as infinite)."""
-    n_fills: int = 0
-
-
-class _Market:
-    """Everything the venue knows about one instrument."""
-
-    __slots__ = ("at", "book", "last_trade", "last_trade_taken", "quote", "resting", "stops", "traded_at")
-
-    def __init__(self) -> None:
-        self.book = Book()
-        self.quote = Book()
-        self.last_trade: Trade | None = None
-        self.last_trade_taken = 0
-        """Units of the last trade's size already taken by simulated market orders (fallback only)."""
-        self.resting: list[SimOrder] = []
-        self.at: dict[tuple[str, int], list[SimOrder]] = {}
-        """Resting orders by (side, price_u): level updates touch only their own orders."""
-        self.stops: list[SimOrder] = []
-        self.traded_at: dict[int, int] = {}
-
-    def rest(self, o: SimOrder) -> None:
-        """Add a resting limit order."""
-        self.resting.append(o)
-        self.at.setdefault((o.side, o.price_u), []).append(o)
-
-    def unrest(self, o: SimOrder) -> None:
-        """Remove a resting limit order (before its price changes)."""
-        self.resting.remove(o)
-        key = (o.side, o.price_u)
-        level = self.at[key]
-        level.remove(o)
-        if not level:
-            del self.at[key]
-
-    def source(self) -> Book | None:
-        """The displayed liquidity to take from: the most recent of depth book and quote."""
-        book, quote = self.book, self.quote
-        if book.ts is not None and (quote.ts is None or book.ts >= quote.ts):
-            return book
-        return quote if quote.ts is not None else None
-
-    def displayed(self, side: str, price_u: int) -> int | None:
-        """Displayed size at a resting price, or None when the level is not visible."""
-        levels = self.book.side(side)
-        if self.book.ts is not None and levels:
-            worst = min(levels) if side == "BUY" else max(levels)
-            if (price_u >= worst) if side == "BUY" else (price_u <= worst):
-                return levels.get(price_u, 0)
-        quote_levels = self.quote.side(side)
-        if self.quote.ts is not None and quote_levels:
-            (top, size), = quote_levels.items()
-            if price_u == top:
-                return size
-            if (price_u > top) if side == "BUY" else (price_u < top):
-                return 0  # better than the best: a new level, nobody ahead
-        return None
+__all__ = ["QUEUE_MODELS", "CryptoVenue", "CryptoVenueConfig", "MarketState", "SimOrder"]
 
 
 def _fmt(units: int) -> str:
@@ -218,7 +84,7 @@ class CryptoVenue:
 
     def __init__(self, config: CryptoVenueConfig | None = None) -> None:
         self.config = config or CryptoVenueConfig()
-        self._markets: dict[str, _Market] = {}
+        self._markets: dict[str, MarketState] = {}
         self._orders: dict[tuple[str, str], SimOrder] = {}
         self._seen: set[tuple[str, str]] = set()
         self._next_id = 0
@@ -267,11 +133,11 @@ class CryptoVenue:
         """Live orders (resting limits and untriggered stops) in priority order."""
         return sorted(self._orders.values(), key=lambda o: o.priority)
 
-    def market(self, instrument: str) -> _Market:
+    def market(self, instrument: str) -> MarketState:
         """The venue's view of one instrument (created empty if unseen)."""
         m = self._markets.get(instrument)
         if m is None:
-            m = self._markets[instrument] = _Market()
+            m = self._markets[instrument] = MarketState()
         return m
 
     # -- events ------------------------------------------------------------------------------
@@ -352,7 +218,7 @@ class CryptoVenue:
         self._execute(m, o, ts, out)
         return out
 
-    def _execute(self, m: _Market, o: SimOrder, ts: int, out: list[Event]) -> None:
+    def _execute(self, m: MarketState, o: SimOrder, ts: int, out: list[Event]) -> None:
         """Take what crosses now; rest or expire the rest by order type and time in force."""
         limit = o.price_u if o.order_type == "LIMIT" else None
         if o.tif == "FOK":
@@ -375,7 +241,7 @@ class CryptoVenue:
             o.queue_u = m.displayed(o.side, o.price_u)
             m.rest(o)
 
-    def _available(self, m: _Market, side: str, limit: int | None) -> int:
+    def _available(self, m: MarketState, side: str, limit: int | None) -> int:
         src = m.source()
         if src is not None:
             return sum(size for _, size in src.takeable(side, limit))
@@ -386,7 +252,7 @@ class CryptoVenue:
                 return max(0, to_units(last.size) - m.last_trade_taken)
         return 0
 
-    def _take(self, m: _Market, o: SimOrder, limit: int | None, ts: int, out: list[Event]) -> None:
+    def _take(self, m: MarketState, o: SimOrder, limit: int | None, ts: int, out: list[Event]) -> None:
         src = m.source()
         if src is not None:
             for price, size in src.takeable(o.side, limit):
@@ -484,14 +350,14 @@ class CryptoVenue:
             self._trigger_stops(m, to_units(ev.high), to_units(ev.low), ev.ts_event, out)
         return out
 
-    def _trigger_stops(self, m: _Market, high_u: int, low_u: int, ts: int, out: list[Event]) -> None:
+    def _trigger_stops(self, m: MarketState, high_u: int, low_u: int, ts: int, out: list[Event]) -> None:
         """Buy stops at or below `high_u` and sell stops at or above `low_u` become market orders."""
         for o in [s for s in m.stops if (high_u >= s.price_u if s.side == "BUY" else low_u <= s.price_u)]:
             m.stops.remove(o)
             o.order_type = "MARKET"  # triggered: from now on a market order
             self._execute(m, o, ts, out)
 
-    def _fill_resting(self, m: _Market, agg: str, price_u: int, size_u: int, ts: int, out: list[Event],
+    def _fill_resting(self, m: MarketState, agg: str, price_u: int, size_u: int, ts: int, out: list[Event],
                       through_only: bool = False) -> int:
         """Fill resting orders from a print of `size_u` at `price_u` by aggressor `agg`; returns the size used.
 
@@ -531,7 +397,7 @@ class CryptoVenue:
                     self._close(o)
         return size_u - pool
 
-    def _requeue(self, m: _Market, side: str, price_u: int, old: int, new: int) -> None:
+    def _requeue(self, m: MarketState, side: str, price_u: int, old: int, new: int) -> None:
         """A recorded change of the level at `price_u` on `side` from `old` to `new` units."""
         traded = m.traded_at.pop(price_u, 0) if self._pro_rata else 0
         for o in m.at.get((side, price_u), ()):
