@@ -11,6 +11,7 @@ for a research notebook); the message names the line.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import sys
 from typing import Any
@@ -49,8 +50,9 @@ def problems_in_source(source: str, filename: str = "<robot>") -> list[str]:
     return out
 
 
+@functools.cache
 def problems(cls: type[Any]) -> list[str]:
-    """Impurities in the module defining `cls` (empty when its source is not available)."""
+    """Impurities in the module defining `cls` (empty when its source is not available); cached."""
     module = sys.modules.get(cls.__module__)
     if module is None:
         return []
