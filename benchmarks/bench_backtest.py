@@ -5,6 +5,8 @@
 Measures, one core, input read from the file tape (the columnar path):
 - `data_path`: the runner feeding every trade to a robot that subscribes but does nothing
   (no venue, no controls, no orders) - the cost of reading, merging, clocking and dispatching;
+- `ema_cross_no_orders`: the full backtest (crypto venue, default controls, ledger) with
+  ema_cross computing its EMAs on every trade but never trading;
 - `ema_cross`: the full backtest as `ticktape backtest` runs it (crypto venue, default
   controls, exact ledger), writing nothing;
 - `ema_cross_per_100k`: wall time of each successive 100k events of that run (flat = no slowdown);
@@ -133,6 +135,17 @@ def main() -> None:
     wall, cpu, runner = timed(data_path, args.repeat)
     assert runner.state.n == n == runner.stats.events
     report("data_path", events_per_s_wall=round(n / wall), events_per_s_cpu=round(n / cpu),
+           seconds_wall=round(wall, 3), seconds_cpu=round(cpu, 3))
+
+    # the whole backtest pipeline without orders: ema_cross computing its EMAs on every trade but
+    # never trading (warmup longer than the run), crypto venue and default controls on every event
+    def quiet() -> dict[str, Any]:
+        return backtest("ema_cross", tape=tape, topics=[TOPIC], params={"fast": 10, "slow": 50, "warmup": n + 1},
+                        keep=False).summary
+
+    wall, cpu, summary = timed(quiet, args.repeat)
+    assert summary["intents"] == 0
+    report("ema_cross_no_orders", events_per_s_wall=round(n / wall), events_per_s_cpu=round(n / cpu),
            seconds_wall=round(wall, 3), seconds_cpu=round(cpu, 3))
 
     def ema() -> dict[str, Any]:
