@@ -16,6 +16,7 @@ The assumptions, each chosen so that nothing fills that the recorded market coul
   market) until the recorded market next updates that level.
   With neither book nor quote, and `trade_fallback` on, a market order may take up to the size
   of the last trade at its price (each trade's size is used once); otherwise it is rejected.
+  `unlimited_trade_fallback` (off by default, optimistic) fills such orders in full at that price.
 - **Market orders never rest.** Whatever the book cannot fill at arrival expires at once
   (`OrderExpired`, reason says how much was missing), as do IOC and FOK remainders. FOK fills
   completely or not at all. DAY is rejected (crypto has no session).
@@ -73,6 +74,10 @@ from ticktape.events import (
 )
 
 __all__ = ["QUEUE_MODELS", "CryptoVenue", "CryptoVenueConfig", "MarketState", "SimOrder"]
+
+
+_UNLIMITED = 1 << 62
+"""Size available at the last trade under `unlimited_trade_fallback` (more than any order)."""
 
 
 def _fmt(units: int) -> str:
@@ -249,6 +254,8 @@ class CryptoVenue:
         if self.config.trade_fallback and last is not None:
             price = to_units(last.price)
             if limit is None or (price <= limit if side == "BUY" else price >= limit):
+                if self.config.unlimited_trade_fallback:
+                    return _UNLIMITED
                 return max(0, to_units(last.size) - m.last_trade_taken)
         return 0
 
@@ -269,7 +276,7 @@ class CryptoVenue:
         last = m.last_trade
         if self.config.trade_fallback and last is not None:
             price = to_units(last.price)
-            left = to_units(last.size) - m.last_trade_taken
+            left = _UNLIMITED if self.config.unlimited_trade_fallback else to_units(last.size) - m.last_trade_taken
             if left > 0 and (limit is None or (price <= limit if o.side == "BUY" else price >= limit)):
                 q = min(o.leaves_u, left)
                 m.last_trade_taken += q

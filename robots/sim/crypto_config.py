@@ -25,6 +25,11 @@ class CryptoVenueConfig:
     taker_fee: Fraction | Decimal | str | float = Fraction(1, 1000)
     queue_model: str = "conservative"
     trade_fallback: bool = True
+    """With no book or quote, market orders take up to the last trade's size at its price."""
+    unlimited_trade_fallback: bool = False
+    """Optimistic, off by default: with no book or quote, fill market orders *in full* at the last
+    trade price (what tick/bar backtesters commonly assume). It breaks the rule that nothing fills
+    beyond what the recorded market traded, so runs that use it say so in their manifest."""
     order_id_prefix: str = "sim"
 
     def __post_init__(self) -> None:

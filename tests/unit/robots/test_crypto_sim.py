@@ -337,3 +337,15 @@ def test_a_trade_used_by_resting_orders_is_not_used_again_by_a_market_order() ->
     assert fills(out) == [("BUY", 101.0, 0.75, "MAKER")]
     out = v.on_intent(place("m", "BUY", 1.0, order_type="MARKET"), 3)
     assert fills(out) == [("BUY", 100.0, 0.25, "TAKER")]
+
+
+def test_unlimited_trade_fallback_is_an_explicit_optimistic_switch() -> None:
+    v = CryptoVenue(CryptoVenueConfig(unlimited_trade_fallback=True, taker_fee=0))
+    v.on_market(trade(1, 50.0, 0.01))
+    assert fills(v.on_intent(place("a", "BUY", 3.0, order_type="MARKET"), 2)) == [("BUY", 50.0, 3.0, "TAKER")]
+    assert fills(v.on_intent(place("b", "SELL", 2.0, order_type="MARKET", tif="FOK"), 2)) == [
+        ("SELL", 50.0, 2.0, "TAKER")]
+    v.on_market(book(3, [(49.0, 0.5)], [(51.0, 0.5)]))  # with a book the book rules again
+    out = v.on_intent(place("c", "BUY", 3.0, order_type="MARKET"), 4)
+    assert fills(out) == [("BUY", 51.0, 0.5, "TAKER")] and isinstance(out[-1], OrderExpired)
+    assert CryptoVenueConfig.from_mapping({"unlimited_trade_fallback": True}).unlimited_trade_fallback
