@@ -18,8 +18,10 @@ Everything goes through the `Tape` protocol only, so it works on every backend.
 * Bookmarks: a `SourceImported` event on `meta.imports` once an input is fully imported;
   identity is the sha256 of the file bytes (`file_identity`) or of a canonical query
   (`query_identity`), so importing the same input twice adds nothing the second time.
-  An import that dies half-way writes no bookmark: re-running it appends again (what it
-  appended before the crash stays; the bookmark is only a guard against re-imports).
+  An import that dies half-way writes no bookmark, but each appended batch is checkpointed on
+  `meta.imports.progress`; running it again re-parses the input and appends only what the
+  checkpoint does not cover (parsing is deterministic). A crash between a batch and its
+  checkpoint repeats that one batch.
 * `BatchAppender`: appends per topic in batches (10k by default) so memory stays flat.
 * `ImportSummary`: counts per outcome, as text or JSON; `exit_code(strict=...)`.
 """
@@ -30,7 +32,7 @@ import gc
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,10 @@ from ticktape.timeutil import Clock, WallClock
 
 IMPORTS_TOPIC = "meta.imports"
 """Where import bookmarks (`SourceImported`) live."""
+
+PROGRESS_TOPIC = "meta.imports.progress"
+"""Checkpoints of imports under way: after each appended batch, a `SourceImported` whose `topics`
+are `topic=count` (events of this input appended so far, per topic)."""
 
 DEFAULT_BATCH = 10_000
 MAX_ERROR_SAMPLES = 5
@@ -96,7 +102,9 @@ class BatchAppender:
     def __init__(self, tape: Tape, batch_size: int = DEFAULT_BATCH) -> None:
         self.tape = tape
         self.batch_size = max(1, batch_size)
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # per topic, including events skipped by `skip`
+        self.skip: dict[str, int] = {}  # per topic: leading events not to append again (resume)
+        self.on_append: Callable[[str], None] | None = None  # called after each durable append
         # Per topic: events, and their keys once any key was given (None: the schema keys).
         self._pending: dict[str, tuple[list[Event], list[str | None] | None]] = {}
 
@@ -143,8 +151,17 @@ class BatchAppender:
                 del keys[:n]
 
     def _append(self, topic: str, events: list[Event], keys: list[str | None] | None) -> None:
-        self.tape.append(topic, events, keys=keys)
-        self.counts[topic] = self.counts.get(topic, 0) + len(events)
+        n = len(events)
+        drop = min(self.skip.get(topic, 0), n)
+        if drop:  # already on the tape from an interrupted run of the same input
+            self.skip[topic] -= drop
+            events = events[drop:]
+            keys = keys[drop:] if keys is not None else None
+        if events:
+            self.tape.append(topic, events, keys=keys)
+        self.counts[topic] = self.counts.get(topic, 0) + n
+        if events and self.on_append is not None:
+            self.on_append(topic)
 
     def _flush_topic(self, topic: str) -> None:
         events, keys = self._pending.pop(topic, ([], None))
@@ -196,6 +213,25 @@ class DeadLetterSink:
         return dl
 
 
+def find_progress(tape: Tape, source_id: str) -> SourceImported | None:
+    """The last checkpoint of an unfinished import of `source_id` (on `meta.imports.progress`), or None."""
+    last = None
+    for partition in range(tape.partitions(PROGRESS_TOPIC)):
+        for record in tape.read(PROGRESS_TOPIC, partition):
+            if isinstance(record.event, SourceImported) and record.event.source_id == source_id:
+                last = record.event
+    return last
+
+
+def progress_counts(mark: SourceImported) -> dict[str, int]:
+    """Events per topic in a checkpoint (its `topics` are `topic=count`)."""
+    out = {}
+    for item in mark.topics:
+        topic, _, n = item.rpartition("=")
+        out[topic] = int(n)
+    return out
+
+
 def find_import(tape: Tape, source_id: str) -> SourceImported | None:
     """The bookmark of an input imported before, or None (reads `meta.imports` via the Tape API)."""
     for partition in range(tape.partitions(IMPORTS_TOPIC)):
@@ -212,9 +248,18 @@ class ImportIndex:
 
     def __init__(self, tape: Tape) -> None:
         self._marks = {m.source_id: m for m in imported_sources(tape)}
+        self._progress: dict[str, SourceImported] = {}
+        for partition in range(tape.partitions(PROGRESS_TOPIC)):
+            for record in tape.read(PROGRESS_TOPIC, partition):
+                if isinstance(record.event, SourceImported):
+                    self._progress[record.event.source_id] = record.event
 
     def get(self, source_id: str) -> SourceImported | None:
         return self._marks.get(source_id)
+
+    def progress(self, source_id: str) -> SourceImported | None:
+        """The last checkpoint of an unfinished import of `source_id`."""
+        return None if source_id in self._marks else self._progress.get(source_id)
 
     def add(self, mark: SourceImported) -> None:
         self._marks[mark.source_id] = mark
@@ -239,6 +284,8 @@ class ImportSummary:
     dead_letters: int = 0
     skipped: bool = False
     errors: list[str] = field(default_factory=list)
+    resumed: int = 0
+    """Events an interrupted earlier run had already appended (counted in `events`, not appended again)."""
 
     @property
     def total_events(self) -> int:
@@ -252,7 +299,7 @@ class ImportSummary:
         return {"name": self.name, "kind": self.kind, "source_id": self.source_id,
                 "outcome": "skipped" if self.skipped else "imported", "events": self.total_events,
                 "events_per_topic": dict(sorted(self.events.items())), "dead_letters": self.dead_letters,
-                "errors": list(self.errors)}
+                "errors": list(self.errors), "resumed": self.resumed}
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict())
@@ -261,7 +308,8 @@ class ImportSummary:
         if self.skipped:
             return f"{self.name}: skipped, already imported ({self.kind}, {self.source_id[:19]})"
         topics = ", ".join(f"{t}={n}" for t, n in sorted(self.events.items())) or "none"
-        lines = [f"{self.name}: {self.total_events} events ({topics}), {self.dead_letters} dead letters"]
+        resumed = f", resumed after {self.resumed} already on the tape" if self.resumed else ""
+        lines = [f"{self.name}: {self.total_events} events ({topics}), {self.dead_letters} dead letters{resumed}"]
         lines += [f"  bad input: {e}" for e in self.errors]
         if self.dead_letters > len(self.errors):
             lines.append(f"  ... and {self.dead_letters - len(self.errors)} more (see the dlq topic)")
@@ -317,11 +365,29 @@ class ImportRun:
         self.appender = BatchAppender(tape, batch_size)
         self.dlq = DeadLetterSink(self.appender, source, f"{source}:{name}", self.clock)
         self.index = index
-        if force:
-            self.previous = None
-        else:
+        self.resumed = 0
+        self.previous: SourceImported | None = None
+        if not force:
             self.previous = index.get(source_id) if index is not None else find_import(tape, source_id)
+        if self.previous is None:
+            checkpoint = None
+            if not force:
+                checkpoint = index.progress(source_id) if index is not None else find_progress(tape, source_id)
+            if checkpoint is not None:  # an interrupted run: what it appended is not appended again
+                self.appender.skip = progress_counts(checkpoint)
+                self.resumed = sum(n for t, n in self.appender.skip.items() if t != self.dlq.topic)
+            self.appender.on_append = self._checkpoint
         self._finished: ImportSummary | None = None
+
+    def _checkpoint(self, topic: str) -> None:
+        # After the batch is durable: a crash from here on repeats nothing of it. (A crash between
+        # the batch and this record repeats that one batch on the next run.)
+        counts = self.appender.counts
+        recv = self.clock.now()
+        self.tape.append(PROGRESS_TOPIC, [SourceImported(
+            self.source_id, self.kind, self.name, recv, recv,
+            sum(n for t, n in counts.items() if t != self.dlq.topic), counts.get(self.dlq.topic, 0),
+            tuple(f"{t}={n}" for t, n in sorted(counts.items())))])
 
     @property
     def skipped(self) -> bool:
@@ -366,7 +432,7 @@ class ImportRun:
         if self.index is not None:
             self.index.add(mark)
         self._finished = ImportSummary(self.name, self.kind, self.source_id, counts, self.dlq.count,
-                                       errors=list(self.dlq.samples))
+                                       errors=list(self.dlq.samples), resumed=self.resumed)
         return self._finished
 
     def __enter__(self) -> ImportRun:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from producers.common import (
     IMPORTS_TOPIC,
     BatchAppender,
@@ -129,3 +131,34 @@ def test_an_import_index_sees_bookmarks_written_through_it(tape_factory: TapeFac
     second = ImportRun(tape, source="x", kind="k", name="copy-of-a.csv", source_id=sid, index=index)
     assert second.skipped and second.previous is not None and second.previous.name == "a.csv"
     assert ImportIndex(tape).get(sid) == second.previous  # and it is on the tape for the next command
+
+
+def test_an_interrupted_import_resumes_without_appending_anything_twice(tape_factory: TapeFactory,
+                                                                        topic: str) -> None:
+    tape = tape_factory()
+    sid = "sha256:resume" + topic
+    source = topic.replace("t.", "res")
+    trades = make_trades(23)
+
+    def run(crash_after: int | None) -> ImportSummary:
+        r = ImportRun(tape, source=source, kind="k", name="big.csv", source_id=sid, batch_size=5)
+        for i, t in enumerate(trades):
+            if i == 7:
+                r.dead_letter("line 8", "bad", b"junk")
+            if crash_after is not None and i == crash_after:
+                raise KeyboardInterrupt  # killed: nothing flushed, no bookmark
+            r.emit(topic, t)
+        return r.finish()
+
+    with pytest.raises(KeyboardInterrupt):
+        run(crash_after=17)  # batches of 5: 15 trades are durable, 2 trades and the dead letter were pending
+    assert find_import(tape, sid) is None
+    assert sum(tape.end_offsets(topic).values()) == 15
+    summary = run(crash_after=None)
+    assert summary.resumed == 15 and summary.events == {topic: 23} and summary.dead_letters == 1
+    on_tape = sorted(int(e.trade_id) for e in _all(tape, topic))
+    assert on_tape == list(range(23))  # every trade once
+    assert len(_all(tape, f"dlq.{source}")) == 1
+    mark = find_import(tape, sid)
+    assert mark is not None and mark.events == 23
+    assert ImportRun(tape, source=source, kind="k", name="big.csv", source_id=sid).skipped
