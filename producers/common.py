@@ -373,7 +373,7 @@ class ImportRun:
             checkpoint = None
             if not force:
                 checkpoint = index.progress(source_id) if index is not None else find_progress(tape, source_id)
-            if checkpoint is not None:  # an interrupted run: what it appended is not appended again
+            if checkpoint is not None and checkpoint.kind == kind:  # an interrupted run: not appended again
                 self.appender.skip = progress_counts(checkpoint)
                 self.resumed = sum(n for t, n in self.appender.skip.items() if t != self.dlq.topic)
             self.appender.on_append = self._checkpoint
