@@ -167,9 +167,10 @@ def line_chart(chart: Chart, width: int = W, height: int = H) -> str:
                     f"{cx - 4:.1f},{cy - 4:.1f} {cx + 4:.1f},{cy - 4:.1f} {cx:.1f},{cy + 4:.1f}")
             out.append(f'<polygon class="marker-{"buy" if m.up else "sell"}" points="{pts3}" fill="{m.color}"/>')
         tip, base = (10, 18) if m.up else (18, 10)
+        label = f"{m.name} ({len(m.x)})"
         out.append(f'<polygon points="{legend_x:.0f},{base} {legend_x + 8:.0f},{base} {legend_x + 4:.0f},{tip}" '
-                   f'fill="{m.color}"/><text x="{legend_x + 12:.0f}" y="18">{escape(m.name)} ({len(m.x)})</text>')
-        legend_x += 40 + 7 * len(m.name)
+                   f'fill="{m.color}"/><text x="{legend_x + 12:.0f}" y="18">{escape(label)}</text>')
+        legend_x += 24 + 7 * len(label)
     if chart.y_label:
         out.append(f'<text x="14" y="{PAD_T + ph / 2}" transform="rotate(-90 14 {PAD_T + ph / 2})" '
                    f'text-anchor="middle">{escape(chart.y_label)}</text>')
