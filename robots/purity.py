@@ -50,15 +50,19 @@ def problems_in_source(source: str, filename: str = "<robot>") -> list[str]:
     return out
 
 
-@functools.cache
 def problems(cls: type[Any]) -> list[str]:
     """Impurities in the module defining `cls` (empty when its source is not available); cached."""
-    module = sys.modules.get(cls.__module__)
+    return _module_problems(cls.__module__)
+
+
+@functools.cache
+def _module_problems(name: str) -> list[str]:
+    module = sys.modules.get(name)
     if module is None:
         return []
     try:
         source = inspect.getsource(module)
-        filename = inspect.getsourcefile(module) or cls.__module__
+        filename = inspect.getsourcefile(module) or name
     except (OSError, TypeError):
         return []
     return problems_in_source(source, filename)

@@ -198,3 +198,13 @@ def test_impure_module_robot_needs_allow_impure(tape_uri: str, tmp_path: Path, m
     ok = json.loads(invoke("backtest", "clocky:Clocky", "--tape", tape_uri, "--param", "slow=20", "--allow-impure",
                            "--no-out", "--json", "--no-progress"))
     assert ok["events"] == N and ok["intents"] > 0
+
+
+def test_controls_without_price_limits_skip_market_data() -> None:
+    from robots.backtest import _build_controls
+    from robots.controls import controls_from_config
+
+    quiet = _build_controls(controls_from_config, {"max_position": 2, "kill_switch": True})
+    assert getattr(quiet, "needs_market_data", True) is False
+    priced = _build_controls(controls_from_config, {"max_position": 2, "price_band_pct": 5.0})
+    assert getattr(priced, "needs_market_data", True) is True
