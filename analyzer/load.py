@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -114,6 +115,22 @@ def bookmarks(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], tuple[int
     return {(t, int(p)): (int(o), int(e), int(b)) for t, p, o, e, b in rows}
 
 
+def tape_of_bookmarks(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], str | None]:
+    """(topic, partition) -> URI of the tape its bookmark counts offsets of."""
+    rows = con.execute('SELECT topic, "partition", tape FROM load_bookmarks').fetchall()
+    return {(t, int(p)): u for t, p, u in rows}
+
+
+def same_tape_key(uri: str) -> str:
+    """A URI normalised for comparison: file tapes by their real path (relative or not)."""
+    scheme, sep, rest = uri.partition(":")
+    if not sep:
+        scheme, rest = "file", uri
+    if scheme == "file":
+        return "file:" + os.path.realpath(rest.partition("?")[0])
+    return uri
+
+
 class _Batch:
     """Chunks gathered for one transaction."""
 
@@ -181,6 +198,11 @@ def _load(tape: Tape, con: duckdb.DuckDBPyConnection, t0: float, *, topics: Sequ
     summary = LoadSummary()
     marks = bookmarks(con)
     names = list(topics) if topics else [t.name for t in tape.topics()]
+    here = same_tape_key(tape.uri)
+    for (topic, partition), uri in tape_of_bookmarks(con).items():
+        if topic in names and uri is not None and same_tape_key(uri) != here:
+            raise LoadError(f"{topic} partition {partition} of this database was loaded from {uri}, not "
+                            f"{tape.uri}: offsets of two tapes cannot share bookmarks; use another --db")
     ensured: set[str] = set()
     for topic in names:
         n = tape.partitions(topic)

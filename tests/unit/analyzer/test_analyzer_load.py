@@ -242,3 +242,16 @@ def test_unknown_schema_stops_the_load_naming_the_record(tmp_path: Path) -> None
     assert (s.rows, s.bad) == (0, 2)
     assert [r[0] for r in con.execute('SELECT "offset" FROM load_errors ORDER BY 1').fetchall()] == [2, 3]
     tape.close()
+
+
+def test_a_database_refuses_the_same_topic_from_another_tape(tmp_path: Path) -> None:
+    with FileTape(tmp_path / "a") as a, FileTape(tmp_path / "b") as b:
+        a.append("md.trade", make_trades(10))
+        b.append("md.trade", make_trades(20))
+        b.append("other", make_trades(3))
+        con = duckdb.connect()
+        assert load(a, con).rows == 10
+        assert load(open_tape(f"file:{tmp_path / 'x' / '..' / 'a'}"), con).rows == 0  # same tape, other spelling
+        with pytest.raises(LoadError, match="was loaded from"):
+            load(b, con)
+        assert load(b, con, topics=["other"]).rows == 3  # a topic it does not share is fine
