@@ -104,8 +104,8 @@ def sql_cmd(db: str, query: str | None, fmt: str) -> None:
 @click.option("--tape", "tape_uri", default=None, help="Tape holding the run (default: the global --tape).")
 @click.option("--run", "run_id", required=True, help="Run id (its RunStarted manifest is on topic `runs`).")
 @click.option("--db", required=True, help="DuckDB file to write robot_state and replay_intents into.")
-@click.option("--every", default=0, show_default=True, help="Also store the state every N steps (0: only "
-              "when it changed or the step emitted intents).")
+@click.option("--every", default=0, show_default=True,
+              help="Store the state every N steps and at each intent instead of at every change (0: every change).")
 @click.pass_context
 def replay_cmd(ctx: click.Context, robot: str | None, tape_uri: str | None, run_id: str, db: str, every: int) -> None:
     """Re-run a recorded run over its exact inputs; store the robot's state per step and its intents.

@@ -5,8 +5,10 @@ venue, controls and the exact input offsets; see `robots.backtest.runner_for_run
 through `Runner.steps`, and writes
 
 - `robot_state(run, input_offset, ts_event, event_type, intents, state)`: the state as JSON
-  after every step that changed it, after every step that emitted intents (changed or not),
-  and every `every` steps; `input_offset = -1` holds the initial state;
+  after every step that changed it and after every step that emitted intents (changed or
+  not); with `every=N` instead only every N steps and at each intent (far fewer rows for a
+  robot whose state changes at every input; a state between two rows is then the earlier
+  row's, exactly right only at those steps); `input_offset = -1` holds the initial state;
 - `replay_intents(run, input_offset, k, type, client_order_id, instrument, side, price, size,
   ts_event, intent JSON, encoded BLOB)`: every recomputed intent, keyed by its step.
 
@@ -127,7 +129,8 @@ def replay(tape: Tape, run_id: str, con: duckdb.DuckDBPyConnection, *, robot: st
             n_steps += 1
             if step.state_json is not None:
                 current = step.state_json
-            if step.state_json is not None or step.intents or (every and step.seq % every == 0):
+            keep = step.seq % every == 0 if every else step.state_json is not None
+            if keep or step.intents:
                 states.add(run_id, step.seq, step.event.ts_event, type(step.event).__name__, len(step.intents),
                            current)
                 n_states += 1
