@@ -277,6 +277,9 @@ class Controls:
                 BookSnapshot: self._on_book,
                 MarketBook: self._on_market_book,
             })
+        self.needs_market_data: bool = Trade in self._handlers
+        """Whether any control prices with market data (trades, quotes, books); when False the runner
+        may skip feeding market events to `on_event` (order events and commands still count)."""
 
     def check(self, intent: Intent) -> OrderRejected | None:
         """Run every control on `intent`; the first objection becomes an `OrderRejected`.

@@ -254,6 +254,7 @@ def test_market_data_is_followed_only_when_a_control_prices_with_it() -> None:
     plain.on_event(trade(100.0))
     assert plain.view.last_trade == {}
     assert Trade not in plain.event_types and OrderFilled in plain.event_types and Control in plain.event_types
+    assert not plain.needs_market_data
 
     class LastTradeSeen:  # a user's own control: assumed to need prices
         name = "last_trade_seen"
@@ -268,6 +269,7 @@ def test_market_data_is_followed_only_when_a_control_prices_with_it() -> None:
     banded.on_event(trade(102.0))
     assert banded.view.reference_price("BTCUSDT") == 102.0
     assert {Trade, Quote, BookSnapshot} <= banded.event_types
+    assert banded.needs_market_data and custom.needs_market_data
 
 
 actions = st.lists(st.one_of(
