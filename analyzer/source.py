@@ -79,7 +79,12 @@ def chunks(tape: Tape, topic: str, partition: int, from_offset: int, *, skip_bad
     """
     if isinstance(tape, FileTape):
         offset = from_offset
-        if columnar:
+        segments = tape._log(topic, partition).segments
+        # The columnar reader converts the growing last segment whole on every call; an
+        # incremental load that starts inside it only needs its new blocks, which the block
+        # reader seeks to directly.
+        in_live_segment = bool(segments) and from_offset >= segments[-1].base
+        if columnar and not in_live_segment:
             try:
                 for name, table in read_columnar(tape, topic, partition, offset):
                     offset = int(table.column("_offset")[-1].as_py()) + 1
