@@ -68,6 +68,11 @@ def main() -> None:
         t0 = time.perf_counter()
         again = load(tape, con)
         report("load_incremental_nothing_new", events=again.rows, seconds=round(time.perf_counter() - t0, 4))
+        tape.append("md.binance.trade", [Trade("binance", "BTCUSDT", 1_800_000_000_000_000_000 + i, 0, 1.0, 1.0, "BUY",
+                                               f"new{i}") for i in range(10)])
+        t0 = time.perf_counter()
+        more = load(tape, con)
+        report("load_incremental_10_new", events=more.rows, seconds=round(time.perf_counter() - t0, 4))
         con.close()
         report("load_memory", peak_rss_mb=round(max_rss_mb(), 1))
     finally:
