@@ -46,6 +46,7 @@ def load_cmd(ctx: click.Context, tape_uri: str | None, db: str, topics: tuple[st
              to_time: str | None, skip_bad: bool, batch_rows: int, progress: bool | None) -> None:
     """Load the tape into DuckDB: one table per event type, incremental and atomic per batch."""
     from analyzer.load import connect, load
+    from analyzer.metrics import install_metrics
     from ticktape.tape import open_tape
 
     names = [t for group in topics for t in group.split(",") if t]
@@ -63,6 +64,7 @@ def load_cmd(ctx: click.Context, tape_uri: str | None, db: str, topics: tuple[st
                        from_ns=parse_time(from_time) if from_time else None,
                        to_ns=parse_time(to_time) if to_time else None, skip_bad=skip_bad, batch_rows=batch_rows,
                        on_progress=bar.update if bar is not None else None)
+        install_metrics(con)  # so any DuckDB client opening the file finds the metric views too
     finally:
         if bar is not None:
             bar.close()
