@@ -156,12 +156,7 @@ def audit_cmd(ctx: click.Context, tape_uri: str | None, run_id: str, robot: str 
 
 def register(cli: click.Group) -> None:
     """Attach the analyzer's commands to the `ticktape` CLI."""
-    for command in (load_cmd, sql_cmd, replay_cmd, audit_cmd):
+    from analyzer.report import report_cmd
+
+    for command in (load_cmd, sql_cmd, replay_cmd, audit_cmd, report_cmd):
         cli.add_command(command)
-    try:
-        from analyzer.report import report_cmd
-    except ModuleNotFoundError as exc:  # the report needs nothing optional today; keep the CLI usable regardless
-        if not (exc.name and exc.name.startswith("analyzer")):
-            raise
-    else:
-        cli.add_command(report_cmd)
