@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from ticktape.events import ENUM_SYMBOLS
@@ -175,7 +176,7 @@ def _needs_plain(typ: pa.DataType) -> bool:
     return False
 
 
-def events_to_table(type_name: str, events: Sequence[Any], offsets: Sequence[int],
+def events_to_table(type_name: str, events: Sequence[Any], offsets: Sequence[int] | np.ndarray[Any, Any],
                     keys: Sequence[str | None]) -> pa.Table:
     """`_offset`, `_key` + the event's fields, from events of ONE type (the columnar reader's layout).
 
