@@ -104,7 +104,8 @@ class Runner(Generic[StateT]):
     object with `check(intent) -> OrderRejected | None` and `on_event(event)` (see
     `robots.controls.Controls`). `on_intent` / `on_order_event` receive every intent and venue
     answer as they happen (the backtest writes them to the output tape). `horizon` bounds
-    timers after the inputs end (default: the last input's time).
+    timers after the inputs end (default: the last input's time). A Runner does one run
+    (`run` or `steps`, once): the intents in flight and the hash belong to that run.
     """
 
     def __init__(self, robot: Robot[Any, StateT], *, venue: SimVenue | None = None,
@@ -130,6 +131,7 @@ class Runner(Generic[StateT]):
         self.stats = RunStats()
         self._sha = hashlib.sha256()
         self._encode = default_codec().encode
+        self._started = False
 
     # ------------------------------------------------------------------ public API
     def run(self, events: Iterable[Event]) -> RunStats:
@@ -159,6 +161,9 @@ class Runner(Generic[StateT]):
     # ------------------------------------------------------------------ the loop
     def _drive(self, events: Iterable[Event], observe: Callable[[int, Event, list[Intent]], None] | None
                ) -> Iterator[None]:
+        if self._started:
+            raise RobotError("a Runner does one run; make a new Runner (with `state=` to continue from a state)")
+        self._started = True
         robot = self.robot
         venue = self.venue
         controls = self.controls

@@ -239,3 +239,16 @@ def test_kill_switch_from_an_input_control_event(needs_market_data: bool) -> Non
     # the kill (6), trade 3 (7), its rejection (8), trade 4 (9)
     assert [(e.client_order_id, e.control) for e in rejected] == [("buyer-7-0", "kill_switch"),
                                                                    ("buyer-9-0", "kill_switch")]
+
+
+def test_a_runner_does_one_run() -> None:
+    from robots.api import RobotError
+
+    runner = Runner(BuyOnceRobot(), venue=NaiveVenue())
+    runner.run([trade(0, 100.0)])
+    with pytest.raises(RobotError, match="one run"):
+        runner.run([trade(1, 101.0)])
+    # continuing from a state is a new runner
+    again = Runner(BuyOnceRobot(), venue=NaiveVenue(), state=runner.state)
+    again.run([trade(1, 101.0)])
+    assert again.state.seen[-1] == "trade@1" and again.stats.intents == 0  # already bought
