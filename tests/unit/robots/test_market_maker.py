@@ -75,3 +75,23 @@ def test_state_round_trips_through_json() -> None:
     s, _ = bot.step(s, q(0, 99.9, 100.1), seq=0)
     text = bot.state_to_json(s)
     assert bot.state_from_json(text) == s
+
+
+def test_on_the_crypto_venue_a_partial_maker_fill_then_the_inventory_limit() -> None:
+    from robots.venues import make_venue
+    from ticktape.events import Trade
+
+    events = [q(0, 99.9, 100.1),  # displayed: 1 at 99.9, 1 at 100.1 -> our orders queue behind them
+              Trade("sim", "X", T0 + MS, T0 + MS, 99.9, 1.5, "SELL", "t1"),  # 1 clears the queue, 0.5 fills us
+              q(2, 99.9, 100.1)]
+    answers: list[object] = []
+    runner = Runner(mm(), venue=make_venue("crypto"), on_order_event=answers.append)
+    steps = list(runner.steps(events))
+    intents = [i for s in steps for i in s.intents]
+    assert [(type(i).__name__, getattr(i, "side", ""), getattr(i, "price", None)) for i in intents] == [
+        ("PlaceOrder", "BUY", 99.9), ("PlaceOrder", "SELL", 100.1), ("CancelOrder", "", None)]
+    fills = [a for a in answers if isinstance(a, OrderFilled)]
+    assert [(f.side, f.price, f.size, f.leaves_size, f.liquidity) for f in fills] == [("BUY", 99.9, 0.5, 0.5, "MAKER")]
+    assert fills[0].fee == 0.04995  # 0.1% maker fee on 49.95
+    assert runner.state.inventory == 0.5 and not runner.state.bid.live and runner.state.ask.live
+    assert any(isinstance(a, OrderCancelled) and a.client_order_id == intents[0].client_order_id for a in answers)
