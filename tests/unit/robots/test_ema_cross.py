@@ -94,3 +94,22 @@ def test_full_loop_with_venue_on_bars() -> None:
 def test_params_are_validated() -> None:
     with pytest.raises(RobotError, match="fast < slow"):
         get_robot("ema_cross", {"fast": "50", "slow": "10"})
+
+
+def test_on_the_crypto_venue_market_orders_take_the_quote() -> None:
+    from robots.venues import make_venue
+    from ticktape.events import Quote
+
+    prices = [10.0, 10.0, 10.0, 10.0, 13.0, 14.0, 9.0, 8.0]
+    events: list[object] = []
+    for i, p in enumerate(prices):  # the quote first, then the trade, at the same time
+        events.append(Quote("sim", "BTCUSDT", T0 + i * S, T0 + i * S, p - 0.1, 10.0, p + 0.1, 10.0))
+        events.append(tr(i, p))
+    fills: list[OrderFilled] = []
+    runner = Runner(robot(), venue=make_venue("crypto"),
+                    on_order_event=lambda e: fills.append(e) if isinstance(e, OrderFilled) else None)
+    runner.run(events)  # type: ignore[arg-type]
+    # cross up at trade 4: buy 2 at the ask 13.1; cross down at trade 6: sell 2 at the bid 8.9; taker fee 0.1%
+    assert [(f.side, f.price, f.size, f.liquidity, f.fee) for f in fills] == [
+        ("BUY", 13.1, 2.0, "TAKER", 0.0262), ("SELL", 8.9, 2.0, "TAKER", 0.0178)]
+    assert runner.ledger.summary()["pnl_exact"] == "-8.444"  # (8.9 - 13.1) * 2 - 0.044
