@@ -4,7 +4,8 @@ Three paths, fastest first:
 
 - file tape, columnar reader (`ticktape.tape.columnar.read_columnar`): Parquet copies of
   sealed segments, on-the-fly conversion of the growing one;
-- file tape, block by block (`Segment.read_block`), taken when the columnar reader hits a
+- file tape, block by block (`block_table`: flat one-type blocks straight to Arrow in C, others
+  through `Segment`'s record decoder), taken when the columnar reader hits a
   block that fails to decode: it finds the exact bad record and (`--skip-bad`) salvages the
   block: the records before the corrupt one are kept, the rest of that block is reported (Avro
   has no record boundaries, so nothing after a corrupt record can be found);
@@ -28,7 +29,7 @@ import pyarrow as pa
 from analyzer.arrow_schema import events_to_table
 from ticktape.errors import DecodeError
 from ticktape.tape.base import Tape
-from ticktape.tape.columnar import read_columnar
+from ticktape.tape.columnar import block_table, read_columnar
 from ticktape.tape.file import FileTape
 
 log = logging.getLogger("ticktape.analyzer.source")
@@ -99,13 +100,39 @@ def chunks(tape: Tape, topic: str, partition: int, from_offset: int, *, skip_bad
 
 
 class _RunBuilder:
-    """Accumulates consecutive records of one type as column-ready lists (no per-record tuples)."""
+    """Accumulates consecutive records of one type: block tables from the C column decoder, and
+    column-ready lists (no per-record tuples) for blocks decoded record by record."""
 
     def __init__(self) -> None:
         self.type_name: str | None = None
         self.start = 0
+        self.tables: list[pa.Table] = []  # the run's first `rows` rows, in order; then `events`
+        self.rows = 0
         self.keys: list[str | None] = []
         self.events: list[Any] = []
+
+    @property
+    def size(self) -> int:
+        """Rows in the pending run."""
+        return self.rows + len(self.events)
+
+    def add_table(self, name: str, first_offset: int, table: pa.Table) -> Iterator[Chunk]:
+        """Append a block's table (the columnar reader's layout) starting at `first_offset`."""
+        if name != self.type_name or first_offset != self.start + self.size or self.size >= CHUNK_ROWS:
+            yield from self.flush(first_offset)
+            self.type_name, self.start = name, first_offset
+        self._events_to_table()
+        # Same columns as `events_to_table` makes (all nullable, no metadata), so runs concatenate.
+        self.tables.append(pa.Table.from_arrays(table.columns, names=table.column_names))
+        self.rows += table.num_rows
+
+    def _events_to_table(self) -> None:
+        if self.events and self.type_name is not None:
+            first = self.start + self.rows
+            offsets = np.arange(first, first + len(self.events), dtype=np.int64)
+            self.tables.append(events_to_table(self.type_name, self.events, offsets, self.keys))
+            self.rows += len(self.events)
+            self.keys, self.events = [], []
 
     def add(self, first_offset: int, keys: tuple[str | None, ...], events: tuple[Any, ...]) -> Iterator[Chunk]:
         """Append contiguous records starting at `first_offset`; yield a chunk when the type changes."""
@@ -120,7 +147,7 @@ class _RunBuilder:
         yield from self._extend(type(events[0]).__name__, first_offset, keys, events)
 
     def _extend(self, name: str, first_offset: int, keys: Any, events: Any) -> Iterator[Chunk]:
-        if name != self.type_name or first_offset != self.start + len(self.events) or len(self.events) >= CHUNK_ROWS:
+        if name != self.type_name or first_offset != self.start + self.size or self.size >= CHUNK_ROWS:
             yield from self.flush(first_offset)
             self.type_name, self.start = name, first_offset
         self.keys.extend(keys)
@@ -128,10 +155,10 @@ class _RunBuilder:
 
     def flush(self, next_offset: int) -> Iterator[Chunk]:
         """The pending run as one chunk (if any)."""
-        if self.events and self.type_name is not None:
-            offsets = np.arange(self.start, self.start + len(self.events), dtype=np.int64)
-            table = events_to_table(self.type_name, self.events, offsets, self.keys)
-            self.keys, self.events = [], []
+        if self.size and self.type_name is not None:
+            self._events_to_table()
+            table = self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
+            self.tables, self.rows = [], 0
             yield Chunk(self.type_name, table, [], next_offset)
 
 
@@ -151,9 +178,16 @@ def _file_blocks(tape: FileTape, topic: str, partition: int, from_offset: int, *
         end = info.first_offset + info.records
         bad: list[BadRecord] = []
         try:
-            entries = seg.read_block(bi)
+            got = block_table(seg, bi)  # flat one-type blocks come as a table (C column decoder)
         except DecodeError as exc:
-            entries, bad = _salvage(seg, bi, exc)
+            got, bad = _salvage(seg, bi, exc)
+        if isinstance(got, tuple):
+            name, table = got
+            if table.num_rows > skip:
+                yield from run.add_table(name, info.first_offset + skip, table.slice(skip))
+            entries: list[tuple[str | None, Any]] = []
+        else:
+            entries = got
         if len(entries) > skip:
             keys, events = zip(*entries[skip:], strict=True)
             yield from run.add(info.first_offset + skip, keys, events)
@@ -164,7 +198,7 @@ def _file_blocks(tape: FileTape, topic: str, partition: int, from_offset: int, *
                 raise BadRecordError(bad[0])
             yield Chunk(None, None, bad, end)
         bi += 1
-    yield from run.flush(run.start + len(run.events))
+    yield from run.flush(run.start + run.size)
 
 
 def _salvage(seg: Any, index: int, exc: DecodeError) -> tuple[list[tuple[str | None, Any]], list[BadRecord]]:

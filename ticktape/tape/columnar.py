@@ -3,7 +3,9 @@
 Per-record Avro decoding tops out near 2M events/s; analytics (DuckDB loads) and the backtest's
 data path want more. A sealed file-tape segment never changes, so the first columnar read of it
 writes `<segment>.<Type>.parquet` beside it (atomically) and later reads come from Parquet.
-The last segment of a partition (still growing) is converted on the fly. Other backends (Kafka)
+The last segment of a partition (still growing) is converted on the fly. Blocks of one flat
+event type are converted by the C extension straight from Avro to Arrow buffers
+(`decode_block_table`); other blocks go through Python objects (`events_to_table`). Other backends (Kafka)
 are read record by record and converted in chunks, so callers use one API everywhere.
 
 Tables have the event's fields as columns (nested records as STRUCT, arrays as LIST, enums as
@@ -17,17 +19,23 @@ from collections.abc import Iterator, Sequence
 from functools import cache
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ticktape.codec import make_converter
+from ticktape import avro_program as ap
+from ticktape.codec import VM, make_converter
+from ticktape.errors import DecodeError
 from ticktape.events import EVENT_TYPES, Event
 from ticktape.schemas import NAMESPACE, registry
 from ticktape.tape.base import Tape
-from ticktape.tape.file import FileTape, Segment
+from ticktape.tape.file import EntryDecoder, FileTape, Segment
 
 CHUNK = 65_536
+# Blocks with fewer records go through the record decoder and are batched: assembling an Arrow
+# table per block costs ~100 us, more than decoding a handful of records as Python objects.
+FAST_MIN_RECORDS = 32
 _PRIMITIVES: dict[str, pa.DataType] = {
     "long": pa.int64(), "int": pa.int32(), "double": pa.float64(), "float": pa.float32(),
     "string": pa.string(), "boolean": pa.bool_(), "bytes": pa.binary(), "null": pa.null(),
@@ -138,6 +146,101 @@ def _segment_entries(seg: Segment) -> list[tuple[int, str | None, Event]]:
     return out
 
 
+@cache
+def _symbols(symbols: tuple[str, ...]) -> pa.Array:
+    return pa.array(symbols, pa.string())
+
+
+def _column(typ: pa.DataType, node: Any, n: int, col: tuple[Any, ...]) -> pa.Array:
+    """An Arrow array over the C decoder's buffers for one field (program `node`), without copying."""
+    validity = None if col[0] is None else pa.py_buffer(col[0])
+    if len(col) == 3:  # string / bytes: offsets + payload
+        return pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(col[1]), pa.py_buffer(col[2])])
+    if node[0] == ap.UNION:
+        node = next(b for b in node[1] if b[0] != ap.NULL)
+    if node[0] == ap.ENUM:  # int32 symbol indices; a null index takes to a null string
+        indices = pa.Array.from_buffers(pa.int32(), n, [validity, pa.py_buffer(col[1])])
+        return _symbols(node[1]).take(indices)
+    return pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(col[1])])
+
+
+def decode_block_table(decoder: EntryDecoder, data: bytes, count: int,
+                       first_offset: int) -> tuple[str, pa.Table] | None:
+    """A block's records as one (type, table) straight from the Avro bytes, or None.
+
+    The C decoder (`VM.decode_columns`) fills Arrow buffers directly when every record of the
+    block is the same flat event type (primitive, enum and nullable-primitive fields) and the
+    segment needs no schema resolution; None means "use the record decoder". The table equals
+    what `events_to_table` makes of the same records. Corrupt data raises DecodeError.
+    """
+    if VM is None or decoder.slow or count == 0:
+        return None
+    try:
+        res = VM.decode_columns(decoder.prog, data, 0, count)
+    except (ValueError, TypeError) as exc:
+        raise DecodeError(f"corrupt block at offset {first_offset}: {exc}", where=decoder.where) from exc
+    if res is None:
+        return None
+    branch, key, columns, end = res
+    if end != len(data):
+        raise DecodeError(f"block at offset {first_offset} has {len(data) - end} stray bytes", where=decoder.where)
+    record = decoder.prog[2][1][1][branch]  # entry record -> event union -> branch
+    cls = record[1]
+    type_name = getattr(cls, "__name__", "")
+    if type_name not in registry().current or EVENT_TYPES.get(type_name) is not cls:
+        return None
+    schema = arrow_schema(type_name)
+    if len(schema) != len(columns) + 2:
+        return None
+    arrays = [pa.array(np.arange(first_offset, first_offset + count, dtype=np.int64)),
+              _column(pa.string(), None, count, key)]
+    arrays += [_column(schema.field(i + 2).type, node, count, col)
+               for i, (node, col) in enumerate(zip(record[2], columns, strict=True))]
+    return type_name, pa.Table.from_arrays(arrays, schema=schema)
+
+
+def block_table(seg: Segment, index: int) -> tuple[str, pa.Table] | list[tuple[str | None, Event]]:
+    """The `index`-th block of a segment: a (type, table) on the C fast path, else its (key, event) records.
+
+    Reads the block's bytes once either way; corrupt blocks raise DecodeError.
+    """
+    info = seg.blocks[index]
+    decoder = seg._decoder()
+    data = seg.read_block_data(index)
+    if info.records >= FAST_MIN_RECORDS:
+        fast = decode_block_table(decoder, data, info.records, info.first_offset)
+        if fast is not None:
+            return fast
+    return decoder.decode(data, info.records, info.first_offset)
+
+
+def _segment_tables(seg: Segment) -> list[tuple[str, pa.Table]]:
+    """A segment as maximal same-type runs of tables; flat blocks skip the Python objects."""
+    runs: list[tuple[str, list[pa.Table]]] = []
+    pending: list[tuple[int, str | None, Event]] = []
+
+    def add(name: str, table: pa.Table) -> None:
+        if runs and runs[-1][0] == name:
+            runs[-1][1].append(table)
+        else:
+            runs.append((name, [table]))
+
+    def flush() -> None:
+        for name, table in _tables(pending):
+            add(name, table)
+        pending.clear()
+
+    for bi, info in enumerate(seg.blocks):
+        got = block_table(seg, bi)
+        if isinstance(got, tuple):
+            flush()
+            add(*got)
+        else:
+            pending.extend((info.first_offset + i, key, event) for i, (key, event) in enumerate(got))
+    flush()
+    return [(name, tables[0] if len(tables) == 1 else pa.concat_tables(tables)) for name, tables in runs]
+
+
 def _cached_segment(seg: Segment, write_cache: bool) -> list[tuple[str, pa.Table]]:
     """A sealed segment's tables: from its Parquet copy, or decoded (and cached if one type)."""
     size = str(seg.path.stat().st_size)
@@ -146,7 +249,7 @@ def _cached_segment(seg: Segment, write_cache: bool) -> list[tuple[str, pa.Table
         if meta.get(b"ticktape.segment_size", b"").decode() == size:
             type_name = path.name.split(".")[1]
             return [(type_name, pq.read_table(path))]
-    tables = list(_tables(_segment_entries(seg)))
+    tables = _segment_tables(seg)
     if write_cache and len(tables) == 1:
         type_name, table = tables[0]
         target = seg.path.with_name(f"{seg.path.stem}.{type_name}.parquet")
@@ -168,7 +271,7 @@ def read_columnar(tape: Tape, topic: str, partition: int = 0, from_offset: int =
             if seg.end_offset <= from_offset or not seg.blocks:
                 continue
             sealed = i < len(segments) - 1
-            tables = _cached_segment(seg, cache_sealed) if sealed else list(_tables(_segment_entries(seg)))
+            tables = _cached_segment(seg, cache_sealed) if sealed else _segment_tables(seg)
             for type_name, table in tables:
                 if from_offset > 0:
                     table = table.filter(pc.greater_equal(table.column("_offset"), from_offset))
