@@ -37,6 +37,10 @@
  * expected float, got str").  Encoding writes into a private growable buffer,
  * so nothing is appended to an output bytearray unless the whole value (or
  * batch) encoded successfully.
+ *
+ * decode_columns is a second decoder for the file tape's blocks of flat
+ * records: it writes Arrow column buffers instead of Python objects (see the
+ * "decode_columns" section below).
  */
 
 #define PY_SSIZE_T_CLEAN
