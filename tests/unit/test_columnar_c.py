@@ -18,11 +18,11 @@ from ticktape.events import Event, OrderFilled, Quote
 from ticktape.schemas import registry
 from ticktape.tape.columnar import (
     FAST_MIN_RECORDS,
-    _flat,
-    _tables,
     block_table,
     decode_block_table,
+    entries_to_tables,
     events_to_table,
+    is_flat,
     read_columnar,
 )
 from ticktape.tape.container import Header
@@ -30,7 +30,7 @@ from ticktape.tape.file import EntryDecoder, FileTape
 
 pytestmark = pytest.mark.skipif(VM is None, reason="the C extension is not built")
 
-FLAT_TYPES = [n for n in registry().names() if _flat(n)]
+FLAT_TYPES = [n for n in registry().names() if is_flat(n)]
 NAMED = ["Trade", "Quote", "Bar", "OrderFilled", "PlaceOrder", "CustomData", "Balance"]
 
 
@@ -52,7 +52,7 @@ def encode_block(entries: list[tuple[str | None, Event]]) -> bytes:
 def record_path(data: bytes, count: int, first: int) -> list[tuple[str, pa.Table]]:
     """The existing path: records as Python objects, then `events_to_table` per run."""
     entries = DEC.decode(data, count, first)
-    return list(_tables([(first + i, k, e) for i, (k, e) in enumerate(entries)]))
+    return list(entries_to_tables([(first + i, k, e) for i, (k, e) in enumerate(entries)]))
 
 
 def column_path(data: bytes, count: int, first: int) -> list[tuple[str, pa.Table]]:

@@ -14,9 +14,11 @@ strings, nullable unions as nullable columns) plus `_offset` (int64) and `_key` 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -94,7 +96,8 @@ def events_to_table(type_name: str, offsets: Sequence[int], keys: Sequence[str |
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _flat(type_name: str) -> bool:
+def is_flat(type_name: str) -> bool:
+    """True when every column is a scalar (no STRUCT/LIST): such tables rebuild events fastest."""
     return not any(pa.types.is_nested(f.type) for f in arrow_schema(type_name))
 
 
@@ -103,24 +106,30 @@ def _converter(type_name: str) -> Any:
     return make_converter(registry().current[type_name].schema)
 
 
+def _pylist(column: pa.Array) -> Sequence[Any]:
+    """A column as Python values; dictionary columns share one str object per distinct value."""
+    if pa.types.is_dictionary(column.type) and len(column) > 1 and column.null_count == 0:
+        values = column.dictionary.to_pylist()
+        return itemgetter(*column.indices.to_numpy(zero_copy_only=False).tolist())(values)  # type: ignore[no-any-return]
+    return column.to_pylist()  # type: ignore[no-any-return]
+
+
 def table_to_events(type_name: str, table: pa.Table) -> Iterator[Event]:
-    """Events back from a table made by `events_to_table` (flat types take a fast path)."""
+    """Events back from a table made by `events_to_table` (flat types take a fast path).
+
+    Flat types are rebuilt in slices with `map(tuple.__new__, ...)` over zipped columns, so no
+    Python frame runs per event; small slices keep the number of live objects low (converting
+    a whole segment at once makes the cyclic GC traverse millions of young tuples).
+    """
     cls = EVENT_TYPES[type_name]
-    names = list(cls._fields)
-    # Small slices keep the number of live Python objects low: converting a whole segment at
-    # once makes the cyclic GC traverse millions of young tuples and runs 2-3x slower.
-    batches = table.select(names).to_batches(max_chunksize=8192)
-    if _flat(type_name):
+    batches = table.select(list(cls._fields)).to_batches(max_chunksize=8192)
+    if is_flat(type_name):
         new = tuple.__new__
-        for batch in batches:
-            columns = [c.to_pylist() for c in batch.columns]
-            for row in zip(*columns, strict=True):
-                yield new(cls, row)
-        return
+        classes = itertools.repeat(cls)
+        return itertools.chain.from_iterable(
+            map(new, classes, zip(*[_pylist(c) for c in batch.columns], strict=True)) for batch in batches)
     convert = _converter(type_name)
-    for batch in batches:
-        for row in batch.to_pylist():
-            yield convert(row, "")
+    return (convert(row, "") for batch in batches for row in batch.to_pylist())
 
 
 def _runs(entries: list[tuple[int, str | None, Event]]) -> Iterator[tuple[str, list[tuple[int, str | None, Event]]]]:
@@ -132,13 +141,15 @@ def _runs(entries: list[tuple[int, str | None, Event]]) -> Iterator[tuple[str, l
             start = i
 
 
-def _tables(entries: list[tuple[int, str | None, Event]]) -> Iterator[tuple[str, pa.Table]]:
+def entries_to_tables(entries: list[tuple[int, str | None, Event]]) -> Iterator[tuple[str, pa.Table]]:
+    """(offset, key, event) entries as one table per maximal same-type run."""
     for type_name, run in _runs(entries):
         offsets, keys, events = zip(*run, strict=True)
         yield type_name, events_to_table(type_name, offsets, keys, events)
 
 
-def _segment_entries(seg: Segment) -> list[tuple[int, str | None, Event]]:
+def segment_entries(seg: Segment) -> list[tuple[int, str | None, Event]]:
+    """Every (offset, key, event) of a segment, decoded by the C decoder."""
     out: list[tuple[int, str | None, Event]] = []
     for bi, info in enumerate(seg.blocks):
         for i, (key, event) in enumerate(seg.read_block(bi)):
@@ -226,7 +237,7 @@ def _segment_tables(seg: Segment) -> list[tuple[str, pa.Table]]:
             runs.append((name, [table]))
 
     def flush() -> None:
-        for name, table in _tables(pending):
+        for name, table in entries_to_tables(pending):
             add(name, table)
         pending.clear()
 
@@ -241,23 +252,56 @@ def _segment_tables(seg: Segment) -> list[tuple[str, pa.Table]]:
     return [(name, tables[0] if len(tables) == 1 else pa.concat_tables(tables)) for name, tables in runs]
 
 
-def _cached_segment(seg: Segment, write_cache: bool) -> list[tuple[str, pa.Table]]:
-    """A sealed segment's tables: from its Parquet copy, or decoded (and cached if one type)."""
+def _few_distinct(meta: pq.FileMetaData) -> list[str]:
+    """String columns with dictionary-sized pages (venue, instrument, enums)."""
+    if meta.num_row_groups == 0 or meta.num_rows == 0:
+        return []
+    group = meta.row_group(0)
+    schema = meta.schema.to_arrow_schema()
+    out = []
+    for i in range(group.num_columns):
+        col = group.column(i)
+        name = col.path_in_schema
+        if (name in schema.names and pa.types.is_string(schema.field(name).type)
+                and col.total_uncompressed_size < group.num_rows):  # < 1 byte per row: dictionary pages
+            out.append(name)
+    return out
+
+
+def parquet_copy(seg: Segment, *, dictionary: bool = False) -> tuple[str, pa.Table] | None:
+    """The sealed segment's Parquet copy as (type, table), if a current one exists.
+
+    `dictionary=True` reads low-cardinality string columns as dictionaries (for rebuilding
+    events: one shared str per value); the default gives exactly `arrow_schema(type)`.
+    Reads are single-threaded: on a small shared machine the thread pool costs more than it saves.
+    """
     size = str(seg.path.stat().st_size)
     for path in sorted(seg.path.parent.glob(f"{seg.path.stem}.*.parquet")):
-        meta = pq.read_schema(path).metadata or {}
-        if meta.get(b"ticktape.segment_size", b"").decode() == size:
-            type_name = path.name.split(".")[1]
-            return [(type_name, pq.read_table(path))]
+        meta = pq.read_metadata(path)
+        if (meta.schema.to_arrow_schema().metadata or {}).get(b"ticktape.segment_size", b"").decode() == size:
+            columns = _few_distinct(meta) if dictionary else None
+            return path.name.split(".")[1], pq.read_table(path, use_threads=False, read_dictionary=columns)
+    return None
+
+
+def write_parquet_copy(seg: Segment, type_name: str, table: pa.Table) -> None:
+    """Write a sealed one-type segment's Parquet copy (atomically; tagged with the segment's size)."""
+    target = seg.path.with_name(f"{seg.path.stem}.{type_name}.parquet")
+    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    meta = dict(table.schema.metadata or {})
+    meta[b"ticktape.segment_size"] = str(seg.path.stat().st_size).encode()
+    pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
+    os.replace(tmp, target)
+
+
+def _cached_segment(seg: Segment, write_cache: bool) -> list[tuple[str, pa.Table]]:
+    """A sealed segment's tables: from its Parquet copy, or decoded (and cached if one type)."""
+    copy = parquet_copy(seg)
+    if copy is not None:
+        return [copy]
     tables = _segment_tables(seg)
     if write_cache and len(tables) == 1:
-        type_name, table = tables[0]
-        target = seg.path.with_name(f"{seg.path.stem}.{type_name}.parquet")
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        meta = dict(table.schema.metadata or {})
-        meta[b"ticktape.segment_size"] = size.encode()
-        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
-        os.replace(tmp, target)
+        write_parquet_copy(seg, *tables[0])
     return tables
 
 
@@ -282,10 +326,10 @@ def read_columnar(tape: Tape, topic: str, partition: int = 0, from_offset: int =
     for r in tape.read(topic, partition, from_offset=from_offset):
         chunk.append((r.offset, r.key, r.event))
         if len(chunk) >= CHUNK:
-            yield from _tables(chunk)
+            yield from entries_to_tables(chunk)
             chunk = []
     if chunk:
-        yield from _tables(chunk)
+        yield from entries_to_tables(chunk)
 
 
 def iter_events_columnar(tape: Tape, topic: str, partition: int = 0, from_offset: int = 0) -> Iterator[Event]:

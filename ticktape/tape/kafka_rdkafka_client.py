@@ -16,6 +16,10 @@ from ticktape.tape.kafka_client import Fetched, ProduceBatch, Security, describe
 
 log = logging.getLogger("ticktape.tape.kafka")
 
+# Errors of offsets queries that mean "the cluster is still settling": wait and ask again.
+_SETTLING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                       KafkaError.UNKNOWN_TOPIC_OR_PART})
+
 # Errors a consumer reports while it keeps retrying by itself (a broker restarting, ...).
 _TRANSIENT = {KafkaError._PARTITION_EOF, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
               KafkaError._RESOLVE, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
@@ -242,22 +246,36 @@ class RdkafkaClient:
 
     # --- offsets -------------------------------------------------------------------------------
 
+    def _retrying(self, what: str, call: Any) -> Any:
+        """Run an offsets query, retrying errors the broker reports while it settles.
+
+        Right after a topic is created (or a broker restarts) its partitions may have no leader
+        yet (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE): that is a wait, not a failure.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return call()
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                settling = isinstance(err, KafkaError) and (err.retriable() or err.code() in _SETTLING)
+                if not settling or time.monotonic() > deadline:
+                    raise self._fail(what, exc) from exc
+                log.debug("retrying %s after %s", what, err)
+                time.sleep(0.1)
+
     def watermarks(self, topic: str, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
         out = {}
         meta = self.meta()
         for p in partitions:
-            try:
-                low, high = meta.get_watermark_offsets(TopicPartition(topic, p), timeout=self.timeout, cached=False)
-            except KafkaException as exc:
-                raise self._fail(f"offsets of {topic} partition {p}", exc) from exc
+            low, high = self._retrying(f"offsets of {topic} partition {p}", lambda p=p: meta.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=self.timeout, cached=False))
             out[p] = (int(low), int(high))
         return out
 
     def offset_for_time_ms(self, topic: str, partition: int, ts_ms: int) -> int | None:
-        try:
-            [found] = self.meta().offsets_for_times([TopicPartition(topic, partition, ts_ms)], timeout=self.timeout)
-        except KafkaException as exc:
-            raise self._fail(f"offset for time in {topic} partition {partition}", exc) from exc
+        [found] = self._retrying(f"offset for time in {topic} partition {partition}", lambda: self.meta(
+        ).offsets_for_times([TopicPartition(topic, partition, ts_ms)], timeout=self.timeout))
         if found.error is not None:
             raise TapeError(f"offset for time in {topic} partition {partition}: {found.error}")
         return int(found.offset) if found.offset >= 0 else None
