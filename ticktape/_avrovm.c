@@ -284,6 +284,8 @@ typedef struct {
 } Dec;
 
 static PyObject *dec_value(Dec *d, PyObject *prog);
+static inline int is_double_pair(PyObject *cls, PyObject *fields);
+static PyObject *dec_double_pair(Dec *d, PyObject *cls);
 
 static int
 dec_truncated(Dec *d, Py_ssize_t need, const char *what)
@@ -559,8 +561,17 @@ dec_array(Dec *d, PyObject *item_prog)
      * ticktape/avro_program.py).  The common single-block case fills a tuple
      * directly; further blocks spill into a list converted at the end. */
     PyObject *tup = NULL, *list = NULL, *res;
+    PyObject *pair_cls = NULL;  /* set when items are two-double records */
     int64_t total = 0;
     int untrack = 1;
+
+    if (PyTuple_Check(item_prog) && PyTuple_GET_SIZE(item_prog) >= 3 &&
+        PyLong_Check(PyTuple_GET_ITEM(item_prog, 0)) &&
+        PyLong_AsLong(PyTuple_GET_ITEM(item_prog, 0)) == OP_RECORD &&
+        PyTuple_Check(PyTuple_GET_ITEM(item_prog, 2)) &&
+        is_double_pair(PyTuple_GET_ITEM(item_prog, 1), PyTuple_GET_ITEM(item_prog, 2))) {
+        pair_cls = PyTuple_GET_ITEM(item_prog, 1);
+    }
 
     for (;;) {
         Py_ssize_t at = d->pos, i, n;
@@ -581,13 +592,14 @@ dec_array(Dec *d, PyObject *item_prog)
                 return NULL;
             }
             for (i = 0; i < n; i++) {
-                PyObject *v = dec_value(d, item_prog);
+                /* ladders: skip the generic dispatch, items are untracked */
+                PyObject *v = pair_cls != NULL ? dec_double_pair(d, pair_cls) : dec_value(d, item_prog);
                 if (v == NULL) {
                     prefix_index("item", i);
                     goto fail;
                 }
                 PyTuple_SET_ITEM(tup, i, v);
-                untrack &= gc_safe_item(v);
+                untrack &= pair_cls != NULL || gc_safe_item(v);
             }
         }
         else {
@@ -717,6 +729,113 @@ alloc_record(PyTypeObject *tp, Py_ssize_t n)
     return (PyObject *)op;
 }
 
+/* Two-double records (ladder levels: PriceSize {price, size}) repeat from one
+ * order-book update to the next: a Betfair MarketBook carries ~380 of them and
+ * an update changes only a third.  Decoding hands out an already built,
+ * immutable instance when the same class and the same 16 bytes were seen
+ * recently, instead of allocating a tuple and two floats.  Equal bytes give an
+ * equal value (bit for bit), and NamedTuples of floats are immutable and
+ * untracked by the GC, so sharing one is invisible to callers.  The cache is
+ * direct-mapped, fixed size, and keeps a strong reference to each entry. */
+#define PAIR_CACHE_BITS 16
+#define PAIR_CACHE_SIZE (1u << PAIR_CACHE_BITS)
+
+typedef struct {
+    PyObject *cls;  /* borrowed: the entry's instance holds its type */
+    uint64_t a, b;
+    PyObject *obj;  /* strong reference, or NULL */
+} PairEntry;
+
+static PairEntry pair_cache[PAIR_CACHE_SIZE];
+
+/* MurmurHash3's 64-bit finaliser: every input bit reaches the low bits (a
+ * double's information sits in its high bits: 1.5 is 0x3FF8000000000000). */
+static inline uint64_t
+fmix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+static inline size_t
+pair_slot(PyObject *cls, uint64_t a, uint64_t b)
+{
+    uint64_t h = fmix64(a ^ fmix64(b ^ (uint64_t)(uintptr_t)cls));
+    return (size_t)(h & (PAIR_CACHE_SIZE - 1));
+}
+
+/* A plain tuple subclass record of exactly two doubles, on a little-endian
+ * machine: eligible for the pair cache. */
+static inline int
+is_double_pair(PyObject *cls, PyObject *fields)
+{
+#if PY_BIG_ENDIAN
+    (void)cls;
+    (void)fields;
+    return 0;
+#else
+    PyObject *f0, *f1;
+    if (PyTuple_GET_SIZE(fields) != 2 || cls == Py_None) {
+        return 0;
+    }
+    f0 = PyTuple_GET_ITEM(fields, 0);
+    f1 = PyTuple_GET_ITEM(fields, 1);
+    return PyTuple_Check(f0) && PyTuple_GET_SIZE(f0) >= 1 && PyTuple_Check(f1) && PyTuple_GET_SIZE(f1) >= 1 &&
+           PyLong_Check(PyTuple_GET_ITEM(f0, 0)) && PyLong_AsLong(PyTuple_GET_ITEM(f0, 0)) == OP_DOUBLE &&
+           PyLong_Check(PyTuple_GET_ITEM(f1, 0)) && PyLong_AsLong(PyTuple_GET_ITEM(f1, 0)) == OP_DOUBLE &&
+           is_plain_tuple_subclass(cls);
+#endif
+}
+
+static PyObject *
+dec_double_pair(Dec *d, PyObject *cls)
+{
+    uint64_t a, b;
+    double x, y;
+    size_t slot;
+    PairEntry *e;
+    PyObject *res, *fx, *fy;
+
+    if (d->len - d->pos < 16) {
+        dec_truncated(d, 16, "record of two doubles");
+        return NULL;
+    }
+    memcpy(&a, d->buf + d->pos, 8);
+    memcpy(&b, d->buf + d->pos + 8, 8);
+    slot = pair_slot(cls, a, b);
+    e = &pair_cache[slot];
+    if (e->obj != NULL && e->cls == cls && e->a == a && e->b == b) {
+        d->pos += 16;
+        Py_INCREF(e->obj);
+        return e->obj;
+    }
+    memcpy(&x, &a, 8);
+    memcpy(&y, &b, 8);
+    res = alloc_record((PyTypeObject *)cls, 2);
+    if (res == NULL) {
+        return NULL;
+    }
+    fx = PyFloat_FromDouble(x);
+    fy = fx == NULL ? NULL : PyFloat_FromDouble(y);
+    if (fy == NULL) {
+        Py_XDECREF(fx);
+        Py_DECREF(res);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(res, 0, fx);
+    PyTuple_SET_ITEM(res, 1, fy);  /* floats only: stays untracked */
+    d->pos += 16;
+    Py_XSETREF(e->obj, Py_NewRef(res));
+    e->cls = cls;
+    e->a = a;
+    e->b = b;
+    return res;
+}
+
 static PyObject *
 dec_record(Dec *d, PyObject *prog)
 {
@@ -730,6 +849,9 @@ dec_record(Dec *d, PyObject *prog)
         return NULL;
     }
     n = PyTuple_GET_SIZE(fields);
+    if (is_double_pair(cls, fields)) {
+        return dec_double_pair(d, cls);
+    }
     direct = (cls == Py_None);
     if (!direct && is_plain_tuple_subclass(cls)) {
         /* Equivalent to tuple.__new__(cls, values), i.e. cls._make(values):

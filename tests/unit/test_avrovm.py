@@ -923,6 +923,11 @@ def test_no_refcount_leaks_on_borrowed_objects() -> None:
     # session (Kafka clients' I/O threads) move their counts a little. A leak per call would move
     # them by >= 20,000 here, so they get a tolerance instead of exact equality.
     singletons = [None, True, False]
+    # Warm up: the decoder keeps recently decoded two-double records (ladder levels) in a
+    # fixed-size cache, which holds a reference to each (and so to its class). After one round
+    # the cache holds these values; further rounds must not move any count.
+    vm.decode(BOOK.program, book_data)
+    vm.decode_many(TRADE.program, data * 100, 0, 100)
     singletons_before = [sys.getrefcount(o) for o in singletons]
     before = [sys.getrefcount(o) for o in watched]
     for _ in range(20_000):
@@ -986,3 +991,24 @@ def test_rss_stable_over_one_million_decodes() -> None:
     gc.collect()
     assert sys.getallocatedblocks() - blocks < 1000
     assert _rss_kb() - rss_before < 4096  # a leak of even 8 bytes/decode would show 8 MB
+
+
+def test_two_double_records_are_shared_but_equal() -> None:
+    """Ladder levels (records of two doubles) come from a cache: same bytes, same value, even for
+    NaN and signed zeros, and a different class or different bytes never share an entry."""
+    prog = (ARRAY, (RECORD, PriceSize, ((DOUBLE,), (DOUBLE,))))
+    levels = [PriceSize(1.5, 2.0), PriceSize(-0.0, 0.0), PriceSize(float("nan"), 1.0), PriceSize(1.5, 2.0)]
+    data = vm.encode(prog, levels)
+    first, _ = vm.decode(prog, data)
+    again, _ = vm.decode(prog, data)
+    assert first[0] is first[3] and again[0] is first[0]  # shared
+    assert type(first[0]) is PriceSize and first[0] == PriceSize(1.5, 2.0)
+    assert str(first[1].price) == "-0.0" and str(first[1].size) == "0.0"
+    assert math.isnan(first[2].price)
+    other = (ARRAY, (RECORD, None, ((DOUBLE,), (DOUBLE,))))
+    plain, _ = vm.decode(other, data)
+    assert type(plain[0]) is tuple and plain[0] == (1.5, 2.0)
+    changed, _ = vm.decode(prog, vm.encode(prog, [PriceSize(1.5, 2.5)]))
+    assert changed[0] == PriceSize(1.5, 2.5)
+    with pytest.raises(ValueError, match="byte"):
+        vm.decode(prog, data[:-3])
