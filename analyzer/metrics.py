@@ -14,7 +14,8 @@ Views (all time columns BIGINT ns):
 - `realized_pnl`: cumulative realized (FIFO) PnL per round-trip close.
 - `pnl_summary`: per run/robot/instrument: fills, volume, fees, position, realized,
   unrealized (marked to the last trade or quote mid at the run's end, else the last fill),
-  total = cash + position x mark.
+  total = cash + position x mark; for a settled Betfair selection, its settled profit
+  (`pnl_basis` says which: mark or settled).
 - `trade_stats`: per run/robot/instrument: round trips, win rate, average win and loss,
   average and max holding time.
 - `order_latency`: per order: intent -> accepted -> first fill -> last fill (ns).
@@ -98,44 +99,6 @@ _VIEWS = [
         UNION ALL SELECT run_id, MIN(ts_event), MAX(ts_event) FROM run_started GROUP BY run_id
         UNION ALL SELECT run_id, MIN(ts_event), MAX(ts_event) FROM run_finished GROUP BY run_id)
     GROUP BY run""",
-    f"""CREATE OR REPLACE VIEW pnl_summary AS
-    WITH last AS (
-        SELECT * FROM positions
-        QUALIFY ROW_NUMBER() OVER (PARTITION BY run, robot, instrument ORDER BY ts_event DESC, "offset" DESC) = 1),
-    agg AS (
-        SELECT run, robot, instrument, COUNT(*) AS fills, SUM(size) AS volume, SUM(notional) AS notional,
-               SUM(fee) AS fees
-        FROM fills GROUP BY ALL),
-    rt AS (SELECT run, robot, instrument, SUM(pnl) AS realized FROM round_trips GROUP BY ALL),
-    mk AS (
-        SELECT l.run, l.robot, l.instrument, COALESCE(m.mark, l.price) AS mark
-        FROM (SELECT l.*, rb.end_ts FROM last l JOIN run_bounds rb USING (run)) l
-        ASOF LEFT JOIN marks m ON l.instrument = m.instrument AND l.end_ts >= m.ts_event)
-    SELECT a.run, a.robot, a.instrument, a.fills, a.volume, a.notional, a.fees, l.position, mk.mark,
-           COALESCE(rt.realized, 0::{D}) AS realized,
-           (l.cash + l.position * mk.mark)::{D} AS total_pnl,
-           (l.cash + l.position * mk.mark + a.fees - COALESCE(rt.realized, 0::{D}))::{D} AS unrealized
-    FROM agg a JOIN last l USING (run, robot, instrument) JOIN mk USING (run, robot, instrument)
-    LEFT JOIN rt USING (run, robot, instrument)""",
-    """CREATE OR REPLACE VIEW trade_stats AS
-    SELECT run, robot, instrument, COUNT(*) AS round_trips,
-           COUNT(*) FILTER (WHERE pnl > 0) AS wins, COUNT(*) FILTER (WHERE pnl < 0) AS losses,
-           COUNT(*) FILTER (WHERE pnl > 0)::DOUBLE / COUNT(*) AS win_rate,
-           AVG(pnl) FILTER (WHERE pnl > 0)::DOUBLE AS avg_win, AVG(pnl) FILTER (WHERE pnl < 0)::DOUBLE AS avg_loss,
-           SUM(pnl) AS gross_pnl, AVG(holding_ns)::DOUBLE AS avg_holding_ns, MAX(holding_ns) AS max_holding_ns
-    FROM round_trips GROUP BY ALL""",
-    """CREATE OR REPLACE VIEW order_latency AS
-    WITH f AS (SELECT robot, client_order_id, MIN(ts_event) AS first_fill_ts, MAX(ts_event) AS last_fill_ts,
-                      COUNT(*) AS fills FROM order_filled GROUP BY ALL),
-         a AS (SELECT robot, client_order_id, MIN(ts_event) AS accepted_ts FROM order_accepted GROUP BY ALL),
-         r AS (SELECT robot, client_order_id, MIN(ts_event) AS rejected_ts, ANY_VALUE(reason) AS reject_reason
-               FROM order_rejected GROUP BY ALL)
-    SELECT p.key AS run, p.robot, p.client_order_id, p.instrument, p.side, p.ts_event AS intent_ts,
-           a.accepted_ts, r.rejected_ts, r.reject_reason, f.first_fill_ts, f.last_fill_ts, f.fills,
-           a.accepted_ts - p.ts_event AS intent_to_accepted_ns, f.first_fill_ts - p.ts_event AS intent_to_fill_ns,
-           f.first_fill_ts - a.accepted_ts AS accepted_to_fill_ns
-    FROM place_order p LEFT JOIN a USING (robot, client_order_id) LEFT JOIN f USING (robot, client_order_id)
-    LEFT JOIN r USING (robot, client_order_id)""",
     """CREATE OR REPLACE MACRO betfair_commission() AS 0.05""",
     f"""CREATE OR REPLACE VIEW betfair_selection_pnl AS
     WITH result AS (
@@ -159,6 +122,54 @@ _VIEWS = [
                  ELSE 0 END)::{D} AS profit  -- REMOVED (and anything else) voids the bet
     FROM bets b LEFT JOIN result r USING (market_id, selection_id)
     GROUP BY ALL""",
+    f"""CREATE OR REPLACE VIEW pnl_summary AS
+    WITH last AS (
+        SELECT * FROM positions
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY run, robot, instrument ORDER BY ts_event DESC, "offset" DESC) = 1),
+    agg AS (
+        SELECT run, robot, instrument, COUNT(*) AS fills, SUM(size) AS volume, SUM(notional) AS notional,
+               SUM(fee) AS fees
+        FROM fills GROUP BY ALL),
+    rt AS (SELECT run, robot, instrument, SUM(pnl) AS realized FROM round_trips GROUP BY ALL),
+    mk AS (
+        SELECT l.run, l.robot, l.instrument, COALESCE(m.mark, l.price) AS mark
+        FROM (SELECT l.*, rb.end_ts FROM last l JOIN run_bounds rb USING (run)) l
+        ASOF LEFT JOIN marks m ON l.instrument = m.instrument AND l.end_ts >= m.ts_event),
+    -- Betfair bets are not linear positions: once the market has settled, a selection's PnL is its
+    -- settled profit (betfair_selection_pnl); before that it is marked to the last traded price.
+    settled AS (SELECT run, robot, market_id || ':' || selection_id AS instrument, profit
+                FROM betfair_selection_pnl WHERE result <> 'UNSETTLED'),
+    linear AS (
+        SELECT a.run, a.robot, a.instrument, a.fills, a.volume, a.notional, a.fees, l.position, mk.mark,
+               COALESCE(rt.realized, 0::{D}) AS realized,
+               (l.cash + l.position * mk.mark)::{D} AS total_pnl
+        FROM agg a JOIN last l USING (run, robot, instrument) JOIN mk USING (run, robot, instrument)
+        LEFT JOIN rt USING (run, robot, instrument))
+    SELECT x.run, x.robot, x.instrument, x.fills, x.volume, x.notional, x.fees, x.position, x.mark,
+           COALESCE(s.profit, x.realized)::{D} AS realized,
+           COALESCE(s.profit, x.total_pnl)::{D} AS total_pnl,
+           CASE WHEN s.profit IS NULL THEN (x.total_pnl + x.fees - x.realized)::{D} ELSE 0::{D} END AS unrealized,
+           CASE WHEN s.profit IS NULL THEN 'mark' ELSE 'settled' END AS pnl_basis
+    FROM linear x LEFT JOIN settled s USING (run, robot, instrument)""",
+    """CREATE OR REPLACE VIEW trade_stats AS
+    SELECT run, robot, instrument, COUNT(*) AS round_trips,
+           COUNT(*) FILTER (WHERE pnl > 0) AS wins, COUNT(*) FILTER (WHERE pnl < 0) AS losses,
+           COUNT(*) FILTER (WHERE pnl > 0)::DOUBLE / COUNT(*) AS win_rate,
+           AVG(pnl) FILTER (WHERE pnl > 0)::DOUBLE AS avg_win, AVG(pnl) FILTER (WHERE pnl < 0)::DOUBLE AS avg_loss,
+           SUM(pnl) AS gross_pnl, AVG(holding_ns)::DOUBLE AS avg_holding_ns, MAX(holding_ns) AS max_holding_ns
+    FROM round_trips GROUP BY ALL""",
+    """CREATE OR REPLACE VIEW order_latency AS
+    WITH f AS (SELECT robot, client_order_id, MIN(ts_event) AS first_fill_ts, MAX(ts_event) AS last_fill_ts,
+                      COUNT(*) AS fills FROM order_filled GROUP BY ALL),
+         a AS (SELECT robot, client_order_id, MIN(ts_event) AS accepted_ts FROM order_accepted GROUP BY ALL),
+         r AS (SELECT robot, client_order_id, MIN(ts_event) AS rejected_ts, ANY_VALUE(reason) AS reject_reason
+               FROM order_rejected GROUP BY ALL)
+    SELECT p.key AS run, p.robot, p.client_order_id, p.instrument, p.side, p.ts_event AS intent_ts,
+           a.accepted_ts, r.rejected_ts, r.reject_reason, f.first_fill_ts, f.last_fill_ts, f.fills,
+           a.accepted_ts - p.ts_event AS intent_to_accepted_ns, f.first_fill_ts - p.ts_event AS intent_to_fill_ns,
+           f.first_fill_ts - a.accepted_ts AS accepted_to_fill_ns
+    FROM place_order p LEFT JOIN a USING (robot, client_order_id) LEFT JOIN f USING (robot, client_order_id)
+    LEFT JOIN r USING (robot, client_order_id)""",
     f"""CREATE OR REPLACE VIEW betfair_market_pnl AS
     WITH rate AS (
         SELECT run_id AS run, COALESCE(TRY_CAST(json_extract_string(venue, '$.settings.commission_rate')

@@ -49,6 +49,11 @@ def test_betfair_run_settles_like_the_venue(tmp_path: Path) -> None:
         assert m["commission"] == Decimal(str(v["commission"]))
         assert m["net_profit"] == Decimal(str(v["net_profit"]))
     assert sum(mine["net_profit"]) == Decimal(str(res.summary["pnl_exact"]))
+    # pnl_summary values settled selections at their settled profit, not as linear positions
+    summary = a.pnl_summary("bf1")
+    assert set(summary["pnl_basis"]) == {"settled"}
+    assert sum(summary["total_pnl"]) == sum(mine["gross_profit"])
+    assert all(summary["unrealized"] == 0)
     html = build_report(a, "bf1")
     assert "Betfair net profit by market" in html and all(m in html for m in MARKETS)
     # nested real ladders are queryable
