@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from robots.sim.base import Intent
+from ticktape.errors import TicktapeError
 from ticktape.events import (
     Bar,
     BookDelta,
@@ -61,8 +62,11 @@ ORDER_EVENT_TYPES: tuple[type[Event], ...] = (OrderAccepted, OrderRejected, Orde
 """Venue answers a robot gets in `on_order_update` (venues may add their own types)."""
 
 
-class RobotError(ValueError):
-    """A robot, its parameters or its state break the API's rules (message says which)."""
+class RobotError(TicktapeError, ValueError):
+    """A robot, its parameters or its state break the API's rules (message says which).
+
+    A TicktapeError, so the CLI prints it as one clear line (exit 2) instead of a traceback.
+    """
 
 
 # --------------------------------------------------------------------------- parameters
