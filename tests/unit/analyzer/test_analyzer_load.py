@@ -207,7 +207,7 @@ def _segment_with_unknown_type(root: Path) -> None:
 
     from ticktape.codec import default_codec
     from ticktape.tape.container import encode_block, encode_header
-    from ticktape.tape.file import _IDX
+    from ticktape.tape.segment import IDX
 
     schema = copy.deepcopy(default_codec().registry.entry_schema())
     schema["fields"][1]["type"].append({"type": "record", "name": "Mystery", "namespace": "ticktape",
@@ -223,7 +223,7 @@ def _segment_with_unknown_type(root: Path) -> None:
     header = encode_header(schema, {"ticktape.topic": "x"}, sync)
     seg = root / "x" / "0" / f"{1:020d}.avro"
     seg.write_bytes(header + encode_block(3, body.getvalue(), sync))
-    seg.with_suffix(".idx").write_bytes(_IDX.pack(1, len(header), 3, trades[0].ts_event, trades[2].ts_event,
+    seg.with_suffix(".idx").write_bytes(IDX.pack(1, len(header), 3, trades[0].ts_event, trades[2].ts_event,
                                                   trades[2].ts_event))
 
 
