@@ -225,6 +225,9 @@ def test_topic_written_by_a_transactional_producer(backend: str, kafka_tape_uri:
     producer.commit_transaction()
     producer.close()
     tape = open_tape(kafka_tape_uri(backend))
+    deadline = time.monotonic() + 30  # another client auto-created the topic: let metadata catch up
+    while tape.partitions(topic) == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert tape.end_offsets(topic) == {0: 6}  # 5 records + the commit marker
     started = time.monotonic()
     assert [r.event for r in tape.read(topic)] == events

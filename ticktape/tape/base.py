@@ -7,9 +7,10 @@ speak only to it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, Protocol, overload, runtime_checkable
 
+from ticktape.errors import TapeError
 from ticktape.events import Event
 
 
@@ -186,6 +187,37 @@ def murmur2(data: bytes) -> int:
     h = (h * m) & 0xFFFFFFFF
     h ^= h >> 15
     return h
+
+
+def route_batch(tape: Tape, key_of: Callable[[Sequence[Event]], list[str | None]], topic: str,
+                events: Sequence[Event], keys: Sequence[str | None] | None, partition: int | None,
+                default_partitions: int) -> tuple[Sequence[str | None], int | list[int]]:
+    """What every backend's `append` does first: the batch's keys and where each event goes.
+
+    Creates the topic (with `default_partitions`) on first use, takes each event's schema key
+    unless `keys` are given, and returns one partition for the whole batch (an explicit
+    `partition`, or a one-partition topic) or a partition per event from its key.
+    """
+    n = tape.partitions(topic)
+    if n == 0:
+        tape.create_topic(topic, default_partitions)
+        n = default_partitions
+    if keys is None:
+        keys = key_of(events)
+    elif len(keys) != len(events):
+        raise TapeError(f"{len(keys)} keys for {len(events)} events")
+    if partition is not None and not 0 <= partition < n:
+        raise TapeError(f"topic {topic} has no partition {partition} (it has {n})")
+    if partition is not None or n == 1:
+        return keys, partition or 0
+    cache: dict[str | None, int] = {}  # murmur2 in Python costs per call: hash each distinct key once
+    parts = []
+    for k in keys:
+        p = cache.get(k)
+        if p is None:
+            p = cache[k] = partition_for(k, n)
+        parts.append(p)
+    return keys, parts
 
 
 def partition_for(key: str | None, partitions: int) -> int:

@@ -30,7 +30,7 @@ from ticktape import avro_program as ap
 from ticktape.codec import VM, Codec, default_codec
 from ticktape.errors import TapeError, WriterLockedError
 from ticktape.events import RECORD_TYPES, Event
-from ticktape.tape.base import Positions, Record, TopicInfo, partition_for
+from ticktape.tape.base import Positions, Record, TopicInfo, route_batch
 from ticktape.tape.container import encode_block, encode_header, fsync_dir
 from ticktape.tape.segment import IDX, BlockInfo, EntryDecoder, PartitionLog, Segment
 
@@ -256,29 +256,17 @@ class FileTape:
                partition: int | None = None) -> Positions:
         if not events:
             return Positions(0, range(0))
-        n = self.partitions(topic)
-        if n == 0:
-            self.create_topic(topic, self.default_partitions)
-            n = self.default_partitions
-        if keys is None:
-            keys = self.codec.keys_of(events)
-        elif len(keys) != len(events):
-            raise TapeError(f"{len(keys)} keys for {len(events)} events")
-        if partition is not None and not 0 <= partition < n:
-            raise TapeError(f"topic {topic} has no partition {partition} (it has {n})")
-        if partition is not None or n == 1:
-            p = partition or 0
-            first = self._append_block(topic, p, list(zip(keys, events, strict=True)))
-            return Positions(p, range(first, first + len(events)))
+        keys, parts = route_batch(self, self.codec.keys_of, topic, events, keys, partition, self.default_partitions)
+        if isinstance(parts, int):
+            first = self._append_block(topic, parts, list(zip(keys, events, strict=True)))
+            return Positions(parts, range(first, first + len(events)))
         groups: dict[int, list[int]] = {}
-        for i, k in enumerate(keys):
-            groups.setdefault(partition_for(k, n), []).append(i)
-        parts = [0] * len(events)
+        for i, p in enumerate(parts):
+            groups.setdefault(p, []).append(i)
         offsets = [0] * len(events)
         for p, indices in sorted(groups.items()):
             first = self._append_block(topic, p, [(keys[i], events[i]) for i in indices])
             for j, i in enumerate(indices):
-                parts[i] = p
                 offsets[i] = first + j
         return Positions(parts, offsets)
 

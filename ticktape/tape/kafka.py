@@ -38,7 +38,7 @@ from ticktape.codec import VM, Codec, default_codec
 from ticktape.config import Secret
 from ticktape.errors import DecodeError, EncodeError, TapeError
 from ticktape.events import Event
-from ticktape.tape.base import PartitionInfo, Positions, Record, TopicInfo, partition_for
+from ticktape.tape.base import PartitionInfo, Positions, Record, TopicInfo, route_batch
 from ticktape.tape.kafka_client import Fetched, Header, KafkaClient, ProduceBatch, Reader, Security
 
 log = logging.getLogger("ticktape.tape.kafka")
@@ -232,27 +232,7 @@ class KafkaTape:
             raise TapeError(f"{self.uri}: append after close")
         if not events:
             return Positions(0, range(0))
-        n = self.partitions(topic)
-        if n == 0:
-            self.create_topic(topic, self.default_partitions)
-            n = self.default_partitions
-        if keys is None:
-            keys = self.codec.keys_of(events)
-        elif len(keys) != len(events):
-            raise TapeError(f"{len(keys)} keys for {len(events)} events")
-        if partition is not None and not 0 <= partition < n:
-            raise TapeError(f"topic {topic} has no partition {partition} (it has {n})")
-        parts: int | list[int]
-        if partition is not None or n == 1:
-            parts = partition or 0
-        else:
-            cache: dict[str | None, int] = {}  # murmur2 in Python is per key: hash each key once
-            parts = []
-            for k in keys:
-                p = cache.get(k)
-                if p is None:
-                    p = cache[k] = partition_for(k, n)
-                parts.append(p)
+        keys, parts = route_batch(self, self.codec.keys_of, topic, events, keys, partition, self.default_partitions)
         encode = self.codec.encode
         try:
             values = [encode(e) for e in events]

@@ -173,11 +173,22 @@ class KafkaPythonClient:
     def watermarks(self, topic: str, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
         tps = [TopicPartition(topic, p) for p in partitions]
         admin = self.admin()
-        low = self._call(f"offsets of {topic}", lambda: admin.list_partition_offsets(
-            {tp: OffsetSpec.EARLIEST for tp in tps}))
-        high = self._call(f"offsets of {topic}", lambda: admin.list_partition_offsets(
-            {tp: OffsetSpec.LATEST for tp in tps}))
-        return {tp.partition: (low[tp].offset, high[tp].offset) for tp in tps}
+        deadline = time.monotonic() + self.timeout
+        while True:
+            low = self._call(f"offsets of {topic}", lambda: admin.list_partition_offsets(
+                {tp: OffsetSpec.EARLIEST for tp in tps}))
+            high = self._call(f"offsets of {topic}", lambda: admin.list_partition_offsets(
+                {tp: OffsetSpec.LATEST for tp in tps}))
+            if all(tp in low and tp in high for tp in tps) or time.monotonic() > deadline:
+                break
+            # A topic another client just created may not be in this client's metadata yet: the
+            # admin call then answers without it. Ask again until the metadata catches up.
+            log.debug("offsets of %s: partitions missing from the answer, retrying", topic)
+            time.sleep(0.1)
+        try:
+            return {tp.partition: (low[tp].offset, high[tp].offset) for tp in tps}
+        except KeyError as exc:
+            raise TapeError(f"Kafka at {describe(self.servers)}: offsets of {topic}: no answer for {exc}") from None
 
     def offset_for_time_ms(self, topic: str, partition: int, ts_ms: int) -> int | None:
         tp = TopicPartition(topic, partition)
