@@ -21,12 +21,8 @@ import numpy as np
 import pyarrow as pa
 
 from ticktape.events import ENUM_SYMBOLS
-from ticktape.schemas import NAMESPACE, registry
-
-_PRIMITIVES: dict[str, pa.DataType] = {
-    "long": pa.int64(), "int": pa.int32(), "double": pa.float64(), "float": pa.float32(),
-    "boolean": pa.bool_(), "string": pa.string(), "bytes": pa.binary(),
-}
+from ticktape.schemas import registry
+from ticktape.tape import columnar
 
 POSITION_FIELDS = [pa.field("topic", pa.string(), nullable=False), pa.field("partition", pa.int32(), nullable=False),
                    pa.field("offset", pa.int64(), nullable=False), pa.field("key", pa.string())]
@@ -43,49 +39,14 @@ def is_time_field(name: str) -> bool:
     return name.startswith("ts_") or name.endswith(("_time", "_date"))
 
 
-def _arrow_type(schema: Any, named: dict[str, pa.DataType], ns: str) -> tuple[pa.DataType, bool]:
-    """(arrow type, nullable) of an Avro schema node; `named` collects named types by full name."""
-    if isinstance(schema, str):
-        if schema in _PRIMITIVES:
-            return _PRIMITIVES[schema], False
-        full = schema if "." in schema else f"{ns}.{schema}"
-        return named[full], False
-    if isinstance(schema, list):
-        branches = [b for b in schema if b != "null"]
-        if len(branches) != 1:
-            raise ValueError(f"only [null, X] unions map to a column, not {schema!r}")
-        typ, _ = _arrow_type(branches[0], named, ns)
-        return typ, "null" in schema
-    kind = schema["type"]
-    if kind == "enum":
-        named[f"{schema.get('namespace', ns)}.{schema['name']}"] = pa.string()
-        return pa.string(), False
-    if kind == "array":
-        item, item_null = _arrow_type(schema["items"], named, ns)
-        return pa.list_(pa.field("item", item, nullable=item_null)), False
-    if kind == "map":
-        value, _ = _arrow_type(schema["values"], named, ns)
-        return pa.map_(pa.string(), value), False
-    if kind == "record":
-        rns = schema.get("namespace", ns)
-        fields = []
-        for f in schema["fields"]:
-            typ, nullable = _arrow_type(f["type"], named, rns)
-            fields.append(pa.field(f["name"], typ, nullable=nullable))
-        struct = pa.struct(fields)
-        named[f"{rns}.{schema['name']}"] = struct
-        return struct, False
-    if isinstance(kind, dict | list | str):
-        return _arrow_type(kind, named, ns)
-    raise ValueError(f"unsupported Avro schema {schema!r}")
-
-
 @cache
 def event_schema(type_name: str) -> pa.Schema:
-    """The Arrow schema of an event type's fields (current schema version), in schema order."""
-    avro = registry().current[type_name].schema
-    struct, _ = _arrow_type(avro, {}, NAMESPACE)
-    return pa.schema(list(struct))
+    """The Arrow schema of an event type's fields (current schema version), in schema order.
+
+    The mapping is the columnar reader's (`ticktape.tape.columnar.arrow_schema`, minus its
+    `_offset`/`_key` columns), so tables from either path concatenate.
+    """
+    return pa.schema(list(columnar.arrow_schema(type_name))[2:])
 
 
 @cache
@@ -95,7 +56,7 @@ def table_schema(type_name: str) -> pa.Schema:
 
 
 def duckdb_type(typ: pa.DataType) -> str:
-    """The DuckDB type spelling of an Arrow type (as produced by `_arrow_type`)."""
+    """The DuckDB type spelling of an Arrow type (as produced by `event_schema`)."""
     if pa.types.is_int64(typ):
         return "BIGINT"
     if pa.types.is_int32(typ):
@@ -157,37 +118,13 @@ def low_cardinality_columns(type_name: str) -> frozenset[str]:
 
 # --- events -> Arrow -------------------------------------------------------------------------
 
-def _to_plain(value: Any, typ: pa.DataType) -> Any:
-    """Nested NamedTuples -> what pyarrow accepts for the type (it takes tuples for structs)."""
-    if value is None:
-        return None
-    if pa.types.is_map(typ):
-        return list(value.items())
-    return value
-
-
-def _needs_plain(typ: pa.DataType) -> bool:
-    if pa.types.is_map(typ):
-        return True
-    if pa.types.is_list(typ):
-        return _needs_plain(typ.value_type)
-    if pa.types.is_struct(typ):
-        return any(_needs_plain(f.type) for f in typ)
-    return False
-
-
 def events_to_table(type_name: str, events: Sequence[Any], offsets: Sequence[int] | np.ndarray[Any, Any],
                     keys: Sequence[str | None]) -> pa.Table:
     """`_offset`, `_key` + the event's fields, from events of ONE type (the columnar reader's layout).
 
-    The generic (row to column) path, used where no columnar reader applies: one
-    `zip(*events)` transposes the batch in C, then one `pa.array` per column.
+    The generic (row to column) path, used where no columnar reader applies. Built by
+    `ticktape.tape.columnar.events_to_table`, then normalised like the loader's block tables
+    (all columns nullable, no schema metadata) so the two kinds concatenate in one batch.
     """
-    fields = list(event_schema(type_name))
-    columns: list[pa.Array] = [pa.array(offsets, pa.int64()), pa.array(keys, pa.string())]
-    transposed = list(zip(*events, strict=True)) if events else [() for _ in fields]
-    for field, col in zip(fields, transposed, strict=True):
-        values = [_to_plain(v, field.type) for v in col] if _needs_plain(field.type) else col
-        columns.append(pa.array(values, field.type))
-    names = ["_offset", "_key", *(f.name for f in fields)]
-    return pa.Table.from_arrays(columns, names=names)
+    table = columnar.events_to_table(type_name, offsets, keys, events)
+    return pa.Table.from_arrays(table.columns, names=table.column_names)

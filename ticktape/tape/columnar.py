@@ -86,7 +86,7 @@ def arrow_schema(type_name: str) -> pa.Schema:
     return pa.schema(fields, metadata={"ticktape.type": type_name})
 
 
-def events_to_table(type_name: str, offsets: Sequence[int], keys: Sequence[str | None],
+def events_to_table(type_name: str, offsets: Sequence[int] | np.ndarray[Any, Any], keys: Sequence[str | None],
                     events: Sequence[Event]) -> pa.Table:
     """Events of one type (in offset order) as an Arrow table."""
     schema = arrow_schema(type_name)
