@@ -121,6 +121,20 @@ class PreOffBetfairRobot(Robot[BetfairParams, BetfairState]):
         return ""
 
 
+def lowest_priced(book: MarketBook, ladder: str) -> tuple[RunnerBook, float] | None:
+    """The ACTIVE runner whose best price on `ladder` (available_to_back or available_to_lay)
+    is lowest, with that price; ties go to the first in the book's runner order."""
+    best: RunnerBook | None = None
+    best_price = 0.0
+    for r in book.runners:
+        levels = getattr(r, ladder)
+        if r.status == "ACTIVE" and levels:
+            price = levels[0].price
+            if best is None or price < best_price:
+                best, best_price = r, price
+    return None if best is None else (best, best_price)
+
+
 class BetfairBackFavourite(PreOffBetfairRobot):
     """Backs the runner with the lowest best back price at that price, once per market."""
 
@@ -128,14 +142,7 @@ class BetfairBackFavourite(PreOffBetfairRobot):
     side = "BUY"
 
     def pick(self, book: MarketBook) -> tuple[RunnerBook, float] | None:
-        best: RunnerBook | None = None
-        best_price = 0.0
-        for r in book.runners:
-            if r.status == "ACTIVE" and r.available_to_back:
-                price = r.available_to_back[0].price
-                if best is None or price < best_price:
-                    best, best_price = r, price
-        return None if best is None else (best, best_price)
+        return lowest_priced(book, "available_to_back")
 
     def reason(self, runner: RunnerBook, price: float) -> str:
         return f"back favourite {runner.selection_id} at {price}"

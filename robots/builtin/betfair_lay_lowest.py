@@ -11,7 +11,7 @@ next book; one attempt per market (a rejected or lapsed bet is not retried).
 
 from __future__ import annotations
 
-from robots.builtin.betfair_back_favourite import BetfairParams, PreOffBetfairRobot
+from robots.builtin.betfair_back_favourite import BetfairParams, PreOffBetfairRobot, lowest_priced
 from ticktape.events import MarketBook, RunnerBook
 
 __all__ = ["BetfairLayLowest", "BetfairParams"]
@@ -24,14 +24,7 @@ class BetfairLayLowest(PreOffBetfairRobot):
     side = "SELL"
 
     def pick(self, book: MarketBook) -> tuple[RunnerBook, float] | None:
-        best: RunnerBook | None = None
-        best_price = 0.0
-        for r in book.runners:
-            if r.status == "ACTIVE" and r.available_to_lay:
-                price = r.available_to_lay[0].price
-                if best is None or price < best_price:
-                    best, best_price = r, price
-        return None if best is None else (best, best_price)
+        return lowest_priced(book, "available_to_lay")
 
     def reason(self, runner: RunnerBook, price: float) -> str:
         return f"lay lowest-priced runner {runner.selection_id} at {price}"
