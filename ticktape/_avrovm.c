@@ -1340,6 +1340,39 @@ enc_string(Enc *e, PyObject *v)
     return enc_raw(e, s, n);
 }
 
+/* True when a record program has exactly two double fields (PriceSize): its
+ * items encode as 16 raw little-endian bytes (see enc_array). */
+static int
+is_double_pair_prog(PyObject *item_prog)
+{
+#if PY_BIG_ENDIAN
+    (void)item_prog;
+    return 0;
+#else
+    PyObject *fields, *f;
+    Py_ssize_t i;
+    if (!PyTuple_Check(item_prog) || PyTuple_GET_SIZE(item_prog) < 3 ||
+        !PyLong_Check(PyTuple_GET_ITEM(item_prog, 0)) ||
+        PyLong_AsLong(PyTuple_GET_ITEM(item_prog, 0)) != OP_RECORD) {
+        PyErr_Clear();
+        return 0;
+    }
+    fields = PyTuple_GET_ITEM(item_prog, 2);
+    if (!PyTuple_Check(fields) || PyTuple_GET_SIZE(fields) != 2) {
+        return 0;
+    }
+    for (i = 0; i < 2; i++) {
+        f = PyTuple_GET_ITEM(fields, i);
+        if (!PyTuple_Check(f) || PyTuple_GET_SIZE(f) < 1 || !PyLong_Check(PyTuple_GET_ITEM(f, 0)) ||
+            PyLong_AsLong(PyTuple_GET_ITEM(f, 0)) != OP_DOUBLE) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    return 1;
+#endif
+}
+
 static int
 enc_array(Enc *e, PyObject *item_prog, PyObject *v)
 {
@@ -1366,12 +1399,31 @@ enc_array(Enc *e, PyObject *item_prog, PyObject *v)
     }
     n = PySequence_Fast_GET_SIZE(seq);
     if (n > 0) {
+        int pairs = is_double_pair_prog(item_prog);
         if (enc_long(e, n) < 0) {
             goto fail;
         }
         for (i = 0; i < n; i++) {
             PyObject *item;
             int r;
+            if (pairs && i < PySequence_Fast_GET_SIZE(seq)) {
+                /* Fast path for ladder levels (PriceSize): a 2-tuple of two
+                 * floats is 16 little-endian bytes, written in one go.  Any
+                 * other item (ints, wrong shapes) takes the general path,
+                 * which converts or reports it. */
+                item = PySequence_Fast_GET_ITEM(seq, i);
+                if (PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2 &&
+                    PyFloat_CheckExact(PyTuple_GET_ITEM(item, 0)) &&
+                    PyFloat_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+                    double xy[2];
+                    xy[0] = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(item, 0));
+                    xy[1] = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(item, 1));
+                    if (enc_raw(e, xy, 16) < 0) {
+                        goto fail;
+                    }
+                    continue;
+                }
+            }
             /* a list may shrink while encoding (user __hash__/__eq__/__bool__) */
             if (i >= PySequence_Fast_GET_SIZE(seq)) {
                 PyErr_SetString(PyExc_RuntimeError,

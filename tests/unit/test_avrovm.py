@@ -1012,3 +1012,24 @@ def test_two_double_records_are_shared_but_equal() -> None:
     assert changed[0] == PriceSize(1.5, 2.5)
     with pytest.raises(ValueError, match="byte"):
         vm.decode(prog, data[:-3])
+
+
+def test_two_double_record_arrays_encode_fast_path_like_the_general_path() -> None:
+    """Arrays of two-double records (ladders) are written 16 bytes at a time when both fields are
+    floats; ints, float subclasses and wrong shapes take the general path: same bytes, same errors."""
+
+    class MyFloat(float):
+        pass
+
+    prog = (ARRAY, (RECORD, PriceSize, ((DOUBLE,), (DOUBLE,))))
+    levels = [PriceSize(1.5, 2.0), PriceSize(1000, 13002), PriceSize(-0.0, float("inf")),
+              (MyFloat(2.5), 1.0), PriceSize(float("nan"), 1)]
+    data = vm.encode(prog, levels)
+    expected = b"\x0a" + b"".join(struct.pack("<dd", float(p), float(s)) for p, s in levels) + b"\x00"
+    assert data == expected
+    decoded, _ = vm.decode(prog, data)
+    assert [tuple(lv) for lv in decoded[:2]] == [(1.5, 2.0), (1000.0, 13002.0)]
+    with pytest.raises(ValueError, match=r"item 1: record expects a tuple of 2 fields, got 3"):
+        vm.encode(prog, [PriceSize(1.5, 2.0), (1.0, 2.0, 3.0)])
+    with pytest.raises(TypeError, match=r"item 0: field 1 \(size\): expected float, got str"):
+        vm.encode(prog, [PriceSize(1.5, "2")])
