@@ -1,18 +1,30 @@
 """File tape: batched append, sequential decoded read, and flat memory over a long stream.
 
-    python -m benchmarks.bench_file_tape [N] [--stream 10000000]
+    python -m benchmarks.bench_file_tape [N] [--stream 10000000] [--encoded [--books 10000]]
+
+`--encoded` compares `append` of event objects with `append_encoded` of the same events
+already encoded (`Codec.encode`, not timed), on N/10 small Trades and on `--books`
+MarketBooks of ~7.8 KB (10 runners, full traded-volume ladders, as the Betfair importer
+builds them); plus encode-then-`append_encoded`, what a producer that encodes pays in all.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import machine, max_rss_mb, report
+from ticktape.codec import default_codec
 from ticktape.demo import synthetic_trades
+from ticktape.events import Event, MarketBook, PriceSize, RunnerBook
+from ticktape.tape import Encoded
 from ticktape.tape.file import FileTape
 
 
@@ -21,9 +33,17 @@ def main() -> None:
     ap.add_argument("n", nargs="?", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument("--stream", type=int, default=0, help="also stream this many events to check memory")
+    ap.add_argument("--encoded", action="store_true", help="only compare append with append_encoded")
+    ap.add_argument("--books", type=int, default=10_000, help="MarketBooks for --encoded")
+    ap.add_argument("--book-batch", type=int, default=1_000)
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ticktape-bench-"))
     try:
+        if args.encoded:
+            encoded_vs_objects(root, "trades", synthetic_trades(args.n // 10), args.batch)
+            encoded_vs_objects(root, "market_books", market_books(args.books), args.book_batch)
+            report("machine", machine=machine())
+            return
         events = synthetic_trades(args.n)
         tape = FileTape(root)
         t0 = time.perf_counter()
@@ -66,6 +86,63 @@ def stream(root: Path, total: int, batch: int) -> None:
         if n % (total // 10) == 0:
             samples.append(round(max_rss_mb()))
     report("file_tape.stream.read", events=total, peak_rss_mb_samples=samples)
+
+
+def market_books(n: int, runners: int = 10, traded_levels: int = 40) -> list[Event]:
+    """MarketBooks the size of a busy Betfair market's (~7.8 KB encoded), over 50 markets."""
+    rng = random.Random(7)
+    ts0 = 1_700_000_000_000_000_000
+    out: list[Event] = []
+    for i in range(n):
+        book = tuple(RunnerBook(
+            1000 + r, 0.0, "ACTIVE", 2.0 + r, 1000.0 + i,
+            tuple(PriceSize(round(2.0 + r + k * 0.02, 2), round(rng.random() * 100, 2)) for k in range(3)),
+            tuple(PriceSize(round(2.1 + r + k * 0.02, 2), round(rng.random() * 100, 2)) for k in range(3)),
+            tuple(PriceSize(round(1.5 + k * 0.01, 2), round(rng.random() * 1000, 2)) for k in range(traded_levels)))
+            for r in range(runners))
+        ts = ts0 + i * 50_000_000
+        out.append(MarketBook(f"1.{230_000_000 + i % 50}", ts, ts + 20_000_000, "OPEN", False, 0,
+                              12_345.6 + i, i, True, False, runners, book))
+    return out
+
+
+def encoded_vs_objects(root: Path, name: str, events: list[Event], batch: int, repeat: int = 5) -> None:
+    """`append` vs `append_encoded` of the same events into fresh tapes, best of `repeat` each."""
+    codec = default_codec()
+    items = [Encoded(codec.key_of(e), e.ts_event, codec.encode(e)) for e in events]
+    size = sum(len(i.data) for i in items) / len(items)
+
+    def encode_then_append(tape: FileTape, chunk: Sequence[Any]) -> None:
+        key_of, encode = codec.key_of, codec.encode
+        tape.append_encoded("bench", [Encoded(key_of(e), e.ts_event, encode(e)) for e in chunk])
+
+    # Millions of live objects (a MarketBook is ~500): keep full collections out of the timings.
+    gc.collect()
+    gc.freeze()
+    try:
+        for mode, data, fn in (
+                ("append", events, lambda tape, chunk: tape.append("bench", chunk)),
+                ("append_encoded", items, lambda tape, chunk: tape.append_encoded("bench", chunk)),
+                ("encode+append_encoded", events, encode_then_append)):
+            best = min(_fill(root, data, batch, fn) for _ in range(repeat))
+            report(f"file_tape.{mode}", events=name, batch=batch, bytes_per_event=round(size),
+                   events_per_s=round(len(data) / best), mb_per_s=round(len(data) * size / best / 1e6))
+    finally:
+        gc.unfreeze()
+
+
+def _fill(root: Path, data: Sequence[Any], batch: int, append: Callable[[FileTape, Sequence[Any]], None]) -> float:
+    """Seconds to append `data` in batches to a fresh tape (opening and removing it not counted)."""
+    path = Path(tempfile.mkdtemp(dir=root))
+    tape = FileTape(path)
+    tape.create_topic("bench")
+    t0 = time.perf_counter()
+    for i in range(0, len(data), batch):
+        append(tape, data[i:i + batch])
+    elapsed = time.perf_counter() - t0
+    tape.close()
+    shutil.rmtree(path)
+    return elapsed
 
 
 if __name__ == "__main__":

@@ -80,6 +80,7 @@ class SchemaRegistry:
                 raise SchemaError(f"{v.path} has the same fingerprint as {other.path}: duplicate schema")
             self.by_fingerprint[v.fingerprint] = v
             self.current[v.name] = v  # sorted by version: the last one wins
+        self._current_entry: Schema | None = None
 
     @classmethod
     def load(cls, directory: Path | None = None) -> SchemaRegistry:
@@ -115,8 +116,19 @@ class SchemaRegistry:
         return sorted(self.current)
 
     def entry_schema(self, versions: list[SchemaVersion] | None = None) -> Schema:
-        """The record stored in a file-tape segment: `{key, event: union of every type}`."""
-        chosen = versions if versions is not None else [self.current[n] for n in self.names()]
+        """The record stored in a file-tape segment: `{key, event: union of every type}`.
+
+        With the current versions (no argument) the answer is built once and shared: every new
+        segment and every segment reader asks for it (~4 ms each to build). Do not mutate it.
+        """
+        if versions is None:
+            if self._current_entry is None:
+                self._current_entry = self._entry_schema([self.current[n] for n in self.names()])
+            return self._current_entry
+        return self._entry_schema(versions)
+
+    @staticmethod
+    def _entry_schema(chosen: list[SchemaVersion]) -> Schema:
         return {
             "type": "record",
             "name": "TapeEntry",

@@ -21,7 +21,7 @@ from tests.kafka_fixtures import KAFKA_BACKENDS
 from ticktape.codec import default_codec
 from ticktape.errors import DecodeError, TapeError
 from ticktape.events import Quote
-from ticktape.tape import Position, open_tape, partition_for
+from ticktape.tape import Encoded, Position, open_tape, partition_for
 from ticktape.tape.kafka import KafkaTape, parse_servers
 
 UriFor = Callable[[str], str]
@@ -83,6 +83,39 @@ def test_records_as_other_kafka_clients_see_them(backend: str, kafka_tape_uri: U
     configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])["topic"][topic]
     assert configs["retention.ms"]["value"] == "-1"  # an event log keeps everything
     admin.close()
+    tape.close()
+
+
+def _raw_records(broker: str, topic: str, partitions: int, count: int) -> dict[tuple[int, int], tuple[object, ...]]:
+    """(partition, offset) -> (key, value, timestamp, timestamp type, headers) as a plain Kafka consumer sees them."""
+    consumer = KafkaConsumer(bootstrap_servers=broker, group_id=None, enable_auto_commit=False)
+    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+    consumer.seek_to_beginning()
+    raw: dict[tuple[int, int], tuple[object, ...]] = {}
+    while len(raw) < count:
+        for recs in consumer.poll(timeout_ms=2000).values():
+            for r in recs:
+                raw[(r.partition, r.offset)] = (r.key, r.value, r.timestamp, r.timestamp_type, list(r.headers))
+    consumer.close()
+    return raw
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("backend", KAFKA_BACKENDS)
+def test_append_encoded_produces_the_records_append_produces(backend: str, kafka_tape_uri: UriFor,
+                                                             kafka_broker: str) -> None:
+    plain, pre = new_topic(), new_topic()
+    tape = open_tape(kafka_tape_uri(backend) + "?partitions=3")
+    codec = default_codec()
+    events = [*[t for i in range(9) for t in make_trades(1, start=i, instrument=f"SYM{i % 4}")],
+              Quote("binance", "SYM1", 1_700_000_000_123_456_789, 1_700_000_000_223_456_789, 1.0, 2.0, 1.5, 3.0),
+              make_trades(1, ts0=946_684_800_123_999_999)[0]]  # 2000-01-01, ns truncated to ms
+    keys = [None if i == 4 else codec.key_of(e) for i, e in enumerate(events)]
+    expected = tape.append(plain, events, keys=keys)
+    positions = tape.append_encoded(pre, [Encoded(k, e.ts_event, codec.encode(e)) for k, e in zip(keys, events,
+                                                                                                     strict=True)])
+    assert positions == expected
+    assert _raw_records(kafka_broker, pre, 3, len(events)) == _raw_records(kafka_broker, plain, 3, len(events))
     tape.close()
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from ticktape.errors import TapeError
-from ticktape.tape.base import PartitionInfo, Position, Positions, Record, Tape, TopicInfo, partition_for
+from ticktape.tape.base import Encoded, PartitionInfo, Position, Positions, Record, Tape, TopicInfo, partition_for
 
-__all__ = ["PartitionInfo", "Position", "Positions", "Record", "Tape", "TopicInfo", "open_tape", "partition_for"]
+__all__ = ["Encoded", "PartitionInfo", "Position", "Positions", "Record", "Tape", "TopicInfo", "open_tape",
+           "partition_for"]
 
 
 def open_tape(uri: str, **options: Any) -> Tape:
     """Open a tape by URI: `file:PATH` (embedded, the default), `kafka://HOST:PORT[,...]`.
 
     A bare path means `file:PATH`. Query options (`file:PATH?partitions=4&fsync=1`) are
-    merged into `options`.
+    merged into `options`; `codec=` (a `Codec` over another schema registry) works on every backend.
     """
     scheme, _, rest = uri.partition(":") if ":" in uri else ("file", "", uri)
     rest, _, query = rest.partition("?")
@@ -27,9 +28,10 @@ def open_tape(uri: str, **options: Any) -> Tape:
         parts = int(options.pop("partitions", 1))
         fsync = str(options.pop("fsync", "0")).lower() in ("1", "true", "yes")
         seg = int(options.pop("segment_bytes", 64 * 1024 * 1024))
+        codec = options.pop("codec", None)
         if options:
             raise TapeError(f"unknown file tape options: {', '.join(options)}")
-        return FileTape(rest, partitions=parts, fsync=fsync, segment_bytes=seg)
+        return FileTape(rest, partitions=parts, fsync=fsync, segment_bytes=seg, codec=codec)
     if scheme in ("kafka", "kafka+rdkafka"):
         try:
             from ticktape.tape.kafka import KafkaTape  # type: ignore[import-not-found,unused-ignore]

@@ -7,11 +7,16 @@ speak only to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple, Protocol, overload, runtime_checkable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar, overload, runtime_checkable
 
 from ticktape.errors import TapeError
 from ticktape.events import Event
+
+if TYPE_CHECKING:
+    from ticktape.codec import Codec
+
+T = TypeVar("T")
 
 
 class Record(NamedTuple):
@@ -79,6 +84,14 @@ class Positions(Sequence[Position]):
         return f"Positions({list(self)!r})"
 
 
+class Encoded(NamedTuple):
+    """One event already in its single-object encoding, with what a tape needs to route and index it."""
+
+    key: str | None  # the partition key, what codec.key_of(event) gives for the event
+    ts_event: int  # the event's ts_event (ns)
+    data: bytes  # Codec.encode(event): C3 01 + 8-byte schema fingerprint + Avro body
+
+
 class PartitionInfo(NamedTuple):
     """What `topics` reports per partition."""
 
@@ -125,6 +138,16 @@ class Tape(Protocol):
 
         Keys default to each event's schema key (instrument, market id). The partition is
         the stable hash of the key unless given.
+        """
+
+    def append_encoded(self, topic: str, items: Sequence[Encoded], partition: int | None = None) -> Positions:
+        """Append events given in their single-object encoding; the same as `append` of the decoded events
+        with `keys=[i.key for i in items]`: same positions, same bytes stored.
+
+        Each item's header is checked (C3 01 marker, the fingerprint of the current version of a
+        known schema), its key and ts_event too; its Avro body is trusted, not decoded, and so is
+        its ts_event's agreement with the body. A bad item raises `TapeError` naming the topic and
+        its index in the batch, and nothing of the batch is appended.
         """
 
     def read(self, topic: str, partition: int = 0, *, from_offset: int | None = None,
@@ -189,10 +212,12 @@ def murmur2(data: bytes) -> int:
     return h
 
 
-def route_batch(tape: Tape, key_of: Callable[[Sequence[Event]], list[str | None]], topic: str,
-                events: Sequence[Event], keys: Sequence[str | None] | None, partition: int | None,
+def route_batch(tape: Tape, key_of: Callable[[Sequence[T]], Sequence[str | None]], topic: str,
+                events: Sequence[T], keys: Sequence[str | None] | None, partition: int | None,
                 default_partitions: int) -> tuple[Sequence[str | None], int | list[int]]:
     """What every backend's `append` does first: the batch's keys and where each event goes.
+
+    `events` may be events or `Encoded` items (whose keys are then given).
 
     Creates the topic (with `default_partitions`) on first use, takes each event's schema key
     unless `keys` are given, and returns one partition for the whole batch (an explicit
@@ -225,3 +250,107 @@ def partition_for(key: str | None, partitions: int) -> int:
     if partitions <= 1 or key is None:
         return 0
     return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+# --- appending pre-encoded events -------------------------------------------------------------
+
+SINGLE_OBJECT_HEADER = 10
+"""C3 01 + the 8-byte fingerprint (`codec.HEADER_SIZE`, not imported: the port stays free of fastavro):
+`data[:10]` finds an `Encoded` item's schema and checks its marker in one dict lookup."""
+
+
+def encoded_keys(items: Sequence[Encoded]) -> list[str | None]:
+    """The keys of a batch of `Encoded` items (`route_batch`'s `key_of` for them)."""
+    return [item.key for item in items]
+
+
+def split_encoded(topic: str, items: Sequence[Encoded]) -> tuple[Sequence[str | None], Sequence[int],
+                                                                   Sequence[bytes], dict[str | None, bytes | None]]:
+    """Check an `Encoded` batch's keys, timestamps and data types and take it apart (columns).
+
+    Returns (keys, ts_events, datas) and `utf8_keys(keys)`. Keys must be str or None,
+    ts_events ints, datas bytes: each would otherwise fail late (in a Kafka client, in a
+    segment index) or not at all. The datas' headers are checked by `header_index`; bodies
+    are not looked at.
+    """
+    if not items:
+        return (), (), (), {}
+    try:
+        keys, ts, datas = zip(*items, strict=True)
+    except (TypeError, ValueError):
+        for i, item in enumerate(items):
+            if not isinstance(item, tuple) or len(item) != 3:
+                raise bad_item(topic, i, f"expected an Encoded(key, ts_event, data), got {item!r:.80}") from None
+        raise
+    utf8 = utf8_keys(topic, keys)
+    # One C-level pass each: a Python loop per item would cost more than the rest of the checks.
+    if not set(map(type, ts)) <= {int}:
+        i = next(i for i, t in enumerate(ts) if type(t) is not int)
+        raise bad_item(topic, i, f"ts_event must be an int (ns), not {type(ts[i]).__name__}")
+    if not set(map(type, datas)) <= {bytes}:
+        i = next(i for i, d in enumerate(datas) if type(d) is not bytes)
+        raise bad_item(topic, i, f"data must be bytes, not {type(datas[i]).__name__}")
+    return keys, ts, datas, utf8
+
+
+def utf8_keys(topic: str, keys: Sequence[str | None]) -> dict[str | None, bytes | None]:
+    """Each distinct key's UTF-8 (None stays None), encoded once; `TapeError` naming a bad key's index."""
+    try:
+        return {k: None if k is None else k.encode() for k in set(keys)}
+    except (AttributeError, TypeError, UnicodeEncodeError):
+        for i, k in enumerate(keys):
+            why = _key_problem(k)
+            if why is not None:
+                raise bad_item(topic, i, why) from None
+        raise
+
+
+def _key_problem(key: object) -> str | None:
+    """Why `key` cannot be a record key, or None."""
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        return f"the key must be a str or None, not {type(key).__name__}"
+    try:
+        key.encode()
+    except UnicodeEncodeError as exc:
+        return f"the key {key!r:.80} cannot be encoded as UTF-8 ({exc})"
+    return None
+
+
+def header_index(topic: str, datas: Sequence[bytes], by_header: Mapping[bytes, T], codec: Codec) -> list[T]:
+    """`by_header[data[:10]]` for each item, where `by_header` has the header of every current schema.
+
+    One dict lookup checks the marker and that the fingerprint is a current one; a miss is
+    explained (too short, no marker, an old version, unknown) with the item's index.
+    """
+    try:
+        return [by_header[d[:SINGLE_OBJECT_HEADER]] for d in datas]
+    except (KeyError, TypeError):
+        for i, d in enumerate(datas):
+            if not isinstance(d, bytes) or d[:SINGLE_OBJECT_HEADER] not in by_header:
+                raise bad_item(topic, i, encoded_problem(d, codec)) from None
+        raise
+
+
+def encoded_problem(data: object, codec: Codec) -> str:
+    """Why `data` is not the single-object encoding of an event in its current schema."""
+    if not isinstance(data, bytes):
+        return f"data must be bytes, not {type(data).__name__}"
+    if len(data) < SINGLE_OBJECT_HEADER:
+        return f"{len(data)} bytes of data is too short for a single-object encoding (10-byte header)"
+    if data[:2] != b"\xc3\x01":
+        return f"data does not start with the C3 01 marker of Avro single-object encoding (it starts {data[:2].hex()})"
+    fp = data[2:SINGLE_OBJECT_HEADER]
+    tc = codec.by_fingerprint.get(fp)
+    if tc is None:
+        return f"unknown schema fingerprint {fp.hex()}: no schema in schemas/ has it"
+    if not tc.is_current:
+        return (f"schema fingerprint {fp.hex()} is {tc.version.name} v{tc.version.version}, not its current "
+                f"v{tc.current.version}: decode the event and append it instead")
+    return "bad data"  # not reached: the header is a current one
+
+
+def bad_item(topic: str, index: int, why: str) -> TapeError:
+    """The error for item `index` of a batch appended to `topic`."""
+    return TapeError(f"append to {topic}: item {index} of the batch: {why}")

@@ -86,9 +86,18 @@ def read_header(f: BinaryIO, where: str) -> Header:
     return Header(schema, meta, sync, pos + SYNC_SIZE)
 
 
-def encode_block(count: int, body: bytes | bytearray, sync: bytes) -> bytes:
-    """One data block: record count, byte size, the records, the sync marker."""
-    return _long(count) + _long(len(body)) + bytes(body) + sync
+Body = bytes | bytearray | list[bytes | memoryview]
+"""A block's encoded records: one buffer, or the pieces to join (joined once, with the framing)."""
+
+
+def encode_block(count: int, body: Body, sync: bytes) -> bytes:
+    """One data block: record count, byte size, the records, the sync marker.
+
+    The records are copied once, straight into the block (blocks run to megabytes).
+    """
+    if isinstance(body, list):
+        return b"".join([_long(count), _long(sum(map(len, body))), *body, sync])
+    return b"".join((_long(count), _long(len(body)), body, sync))
 
 
 class BlockHeader(NamedTuple):

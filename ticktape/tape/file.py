@@ -22,7 +22,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -30,8 +31,18 @@ from ticktape import avro_program as ap
 from ticktape.codec import VM, Codec, default_codec
 from ticktape.errors import TapeError, WriterLockedError
 from ticktape.events import RECORD_TYPES, Event
-from ticktape.tape.base import Positions, Record, TopicInfo, route_batch
-from ticktape.tape.container import encode_block, encode_header, fsync_dir
+from ticktape.tape.base import (
+    SINGLE_OBJECT_HEADER,
+    Encoded,
+    Positions,
+    Record,
+    TopicInfo,
+    encoded_keys,
+    header_index,
+    route_batch,
+    split_encoded,
+)
+from ticktape.tape.container import Body, encode_block, encode_header, fsync_dir
 from ticktape.tape.segment import IDX, BlockInfo, EntryDecoder, PartitionLog, Segment
 
 __all__ = ["BlockInfo", "EntryDecoder", "FileTape", "PartitionLog", "PartitionWriter", "Segment", "TornTail"]
@@ -40,6 +51,36 @@ log = logging.getLogger("ticktape.tape.file")
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+
+BlockEncoder = Callable[[Sequence[int] | None], tuple[Body, Sequence[int]]]
+"""`(indices of the batch, None = all) -> (their encoded entries, their ts_events)`."""
+_VIEW_FROM = 1024
+"""`append_encoded` slices bodies out of single-object bytes this long on average, views longer ones."""
+_BODY = slice(SINGLE_OBJECT_HEADER, None)
+
+
+def _splice(keys: Sequence[str | None], prefixes: Sequence[bytes], datas: Sequence[bytes],
+            key_entries: dict[str | None, bytes]) -> list[bytes | memoryview]:
+    """`TapeEntry` records from single-object encodings, as pieces for `encode_block` to join.
+
+    Per item: its encoded key, its union branch, its body without the 10-byte header. The
+    lists are filled by `map` (no Python bytecode per item); the bodies are sliced when small
+    and viewed when big (~1 KB and up on average: a memoryview costs more than a short copy),
+    so each byte is copied once, into the block.
+    """
+    n = len(datas)
+    chunks: list[bytes | memoryview] = [b""] * (3 * n)
+    chunks[0::3] = map(key_entries.__getitem__, keys)
+    chunks[1::3] = prefixes
+    if sum(map(len, datas)) < _VIEW_FROM * n:
+        chunks[2::3] = map(bytes.__getitem__, datas, repeat(_BODY))
+    else:
+        chunks[2::3] = map(_body_view, datas)
+    return chunks
+
+
+def _body_view(data: bytes) -> memoryview:
+    return memoryview(data)[SINGLE_OBJECT_HEADER:]
 
 
 class TornTail(NamedTuple):
@@ -76,6 +117,7 @@ class PartitionWriter:
         self.lock_file.flush()
         self.data: BinaryIO | None = None
         self.idx: BinaryIO | None = None
+        self._current_entries_seg: Segment | None = None  # the last segment checked to hold today's union
         self._repair(torn_tails)
 
     def _repair(self, torn_tails: list[TornTail]) -> None:
@@ -112,13 +154,26 @@ class PartitionWriter:
     def _open_current(self) -> Segment:
         log_ = self.log
         seg = log_.segments[-1] if log_.segments else None
-        if seg is None or seg.valid_end >= self.segment_bytes:
+        if seg is None or seg.valid_end >= self.segment_bytes or not self._takes_current_entries(seg):
             seg = self._new_segment(log_.end_offset)
         if self.data is None or self.data.name != str(seg.path):
             self._close_files()
             self.data = open(seg.path, "ab")  # noqa: SIM115
             self.idx = open(seg.idx_path, "ab")  # noqa: SIM115
         return seg
+
+    def _takes_current_entries(self, seg: Segment) -> bool:
+        """Whether `seg` was written with today's entry union, the one appends encode with.
+
+        A segment from before a type was added numbers its union's branches differently:
+        entries appended to it would decode as the wrong types, so a new segment starts.
+        """
+        if seg is not self._current_entries_seg:
+            assert seg.header is not None
+            if seg.header.schema != self.log.codec.registry.entry_schema():
+                return False
+            self._current_entries_seg = seg
+        return True
 
     def _new_segment(self, base: int) -> Segment:
         log_ = self.log
@@ -144,7 +199,7 @@ class PartitionWriter:
         log_.segments.append(seg)
         return seg
 
-    def append(self, body: bytes | bytearray, count: int, ts_first: int, ts_last: int, ts_max: int) -> int:
+    def append(self, body: Body, count: int, ts_first: int, ts_last: int, ts_max: int) -> int:
         """Write one block of `count` encoded entries; return the first offset."""
         seg = self._open_current()
         assert self.data is not None and self.idx is not None and seg.header is not None
@@ -191,7 +246,25 @@ class FileTape:
         self._writers: dict[tuple[str, int], PartitionWriter] = {}
         self._entry_prog = ap.compile_schema(self.codec.registry.entry_schema(), RECORD_TYPES)
         self._entry_encode = None if VM is not None else ap.make_encoder(self._entry_prog)
+        key_prog, union_prog = self._entry_prog[2]
+        self._key_encode = ap.make_encoder(key_prog)
+        self._union_heads = self._branch_prefixes(union_prog)
         self.root.mkdir(parents=True, exist_ok=True)
+
+    def _branch_prefixes(self, union_prog: ap.Program) -> dict[bytes, bytes]:
+        """Single-object header of each current schema -> its branch of the entry's event union, encoded.
+
+        An entry is `key, branch index, event body`: with this map `append_encoded` turns
+        single-object bytes into an entry without decoding them (built once per tape).
+        """
+        branch = {b[1]: i for i, b in enumerate(union_prog[1])}  # every branch is a record: [1] is its class
+        write_index = ap.make_encoder((ap.LONG,))  # a union's branch index is written as a long
+        prefixes = {}
+        for tc in self.codec.by_class.values():
+            out = bytearray()
+            write_index(branch[tc.cls], out)
+            prefixes[tc.header] = bytes(out)
+        return prefixes
 
     # --- topics -------------------------------------------------------------------------------
 
@@ -254,28 +327,73 @@ class FileTape:
 
     def append(self, topic: str, events: Sequence[Event], keys: Sequence[str | None] | None = None,
                partition: int | None = None) -> Positions:
+        """Append a batch as one block per partition it goes to; see `Tape.append`."""
         if not events:
             return Positions(0, range(0))
         keys, parts = route_batch(self, self.codec.keys_of, topic, events, keys, partition, self.default_partitions)
+
+        def encode(indices: Sequence[int] | None) -> tuple[bytearray, list[int]]:
+            if indices is None:
+                return (self._encode_entries(topic, list(zip(keys, events, strict=True)), indices),
+                        [e.ts_event for e in events])
+            return (self._encode_entries(topic, [(keys[i], events[i]) for i in indices], indices),
+                    [events[i].ts_event for i in indices])
+
+        return self._append_blocks(topic, parts, len(events), encode)
+
+    def append_encoded(self, topic: str, items: Sequence[Encoded], partition: int | None = None) -> Positions:
+        """Append events given in their single-object encoding; see `Tape.append_encoded`.
+
+        The entries are spliced from the given bytes (key, the union branch of the item's
+        schema, its body), so the segment holds exactly what `append` of the decoded events
+        would write. Headers, keys and ts_events are checked; bodies are trusted, not decoded.
+        """
+        if not items:
+            return Positions(0, range(0))
+        keys, ts, datas, utf8 = split_encoded(topic, items)
+        prefixes = header_index(topic, datas, self._union_heads, self.codec)
+        key_entries = {}
+        for k in utf8:
+            out = bytearray()
+            self._key_encode(k, out)
+            key_entries[k] = bytes(out)
+        _, parts = route_batch(self, encoded_keys, topic, items, keys, partition, self.default_partitions)
+
+        def encode(indices: Sequence[int] | None) -> tuple[Body, Sequence[int]]:
+            if indices is None:
+                return _splice(keys, prefixes, datas, key_entries), ts
+            return (_splice([keys[i] for i in indices], [prefixes[i] for i in indices],
+                            [datas[i] for i in indices], key_entries), [ts[i] for i in indices])
+
+        return self._append_blocks(topic, parts, len(items), encode)
+
+    def _append_blocks(self, topic: str, parts: int | list[int], count: int, encode: BlockEncoder) -> Positions:
+        """Write a routed batch: one block per partition, all encoded before any is written.
+
+        `parts` is `route_batch`'s answer; a batch that fails to encode writes nothing.
+        """
         if isinstance(parts, int):
-            first = self._append_block(topic, parts, list(zip(keys, events, strict=True)))
-            return Positions(parts, range(first, first + len(events)))
+            body, ts = encode(None)
+            first = self._write_block(topic, parts, body, ts)
+            return Positions(parts, range(first, first + count))
         groups: dict[int, list[int]] = {}
         for i, p in enumerate(parts):
             groups.setdefault(p, []).append(i)
-        offsets = [0] * len(events)
-        for p, indices in sorted(groups.items()):
-            first = self._append_block(topic, p, [(keys[i], events[i]) for i in indices])
+        blocks = [(p, indices, *encode(indices)) for p, indices in sorted(groups.items())]
+        offsets = [0] * count
+        for p, indices, body, ts in blocks:
+            first = self._write_block(topic, p, body, ts)
             for j, i in enumerate(indices):
                 offsets[i] = first + j
         return Positions(parts, offsets)
 
-    def _append_block(self, topic: str, partition: int, entries: list[tuple[str | None, Event]]) -> int:
-        body = self._encode_entries(topic, entries)
-        ts = [e.ts_event for _, e in entries]
-        return self._writer(topic, partition).append(body, len(entries), ts[0], ts[-1], max(ts))
+    def _write_block(self, topic: str, partition: int, body: Body, ts: Sequence[int]) -> int:
+        """Write one block of encoded entries with their ts_events; return its first offset."""
+        return self._writer(topic, partition).append(body, len(ts), ts[0], ts[-1], max(ts))
 
-    def _encode_entries(self, topic: str, entries: list[tuple[str | None, Event]]) -> bytearray:
+    def _encode_entries(self, topic: str, entries: list[tuple[str | None, Event]],
+                        indices: Sequence[int] | None) -> bytearray:
+        """`TapeEntry` records of (key, event) pairs, which are the batch's events at `indices` (None: all)."""
         out = bytearray()
         try:
             if VM is not None:
@@ -291,7 +409,8 @@ class FileTape:
                 try:
                     self.codec.encode(event)
                 except Exception as inner:
-                    raise TapeError(f"append to {topic}: event {i} of the batch: {inner}") from exc
+                    where = i if indices is None else indices[i]
+                    raise TapeError(f"append to {topic}: event {where} of the batch: {inner}") from exc
             raise TapeError(f"append to {topic}: {exc}") from exc
         return out
 

@@ -13,7 +13,7 @@ Mapping onto Kafka:
   so both clients and the file tape agree;
 - record timestamp (CreateTime) = `ts_event` in ms; the full-ns `ts_event` is in the value;
 - headers `ticktape.type` (event type) and `ticktape.schema` (writer schema fingerprint, hex);
-- value = the Avro single-object encoding from the codec.
+- value = the Avro single-object encoding from the codec (`append_encoded` takes it as given).
 
 Producing: `acks=all`, idempotent producer, retries until `delivery.timeout.ms`; an
 `append` returns only once every record is acknowledged (so it is durable on every in-sync
@@ -38,7 +38,18 @@ from ticktape.codec import VM, Codec, default_codec
 from ticktape.config import Secret
 from ticktape.errors import DecodeError, EncodeError, TapeError
 from ticktape.events import Event
-from ticktape.tape.base import PartitionInfo, Positions, Record, TopicInfo, route_batch
+from ticktape.tape.base import (
+    Encoded,
+    PartitionInfo,
+    Positions,
+    Record,
+    TopicInfo,
+    encoded_keys,
+    header_index,
+    route_batch,
+    split_encoded,
+    utf8_keys,
+)
 from ticktape.tape.kafka_client import Fetched, Header, KafkaClient, ProduceBatch, Reader, Security
 
 log = logging.getLogger("ticktape.tape.kafka")
@@ -114,6 +125,7 @@ class KafkaTape:
         self._partitions: dict[str, int] = {}
         self._idle: list[Reader] = []
         self._headers: dict[type, list[Header]] = {}
+        self._headers_by_prefix: dict[bytes, list[Header]] | None = None
         self._decoders: dict[bytes, Callable[[bytes, int], tuple[Any, int]]] | None = None
         self._closed = False
 
@@ -225,11 +237,16 @@ class KafkaTape:
             h = self._headers[cls] = [(TYPE_HEADER, cls.__name__.encode()), (SCHEMA_HEADER, fp)]
         return h
 
+    def _prefix_headers(self) -> dict[bytes, list[Header]]:
+        """Single-object header of each current schema -> the record headers of its type (built once)."""
+        if self._headers_by_prefix is None:
+            self._headers_by_prefix = {tc.header: self._header(tc.cls) for tc in self.codec.by_class.values()}
+        return self._headers_by_prefix
+
     def append(self, topic: str, events: Sequence[Event], keys: Sequence[str | None] | None = None,
                partition: int | None = None) -> Positions:
         """Produce a batch (acks=all) and wait until all of it is acknowledged; return its positions."""
-        if self._closed:
-            raise TapeError(f"{self.uri}: append after close")
+        self._check_open()
         if not events:
             return Positions(0, range(0))
         keys, parts = route_batch(self, self.codec.keys_of, topic, events, keys, partition, self.default_partitions)
@@ -243,15 +260,34 @@ class KafkaTape:
                 except EncodeError as exc:
                     raise TapeError(f"append to {topic}: event {i} of the batch: {exc}") from exc
             raise
+        utf8 = utf8_keys(topic, keys)
         header = self._header
-        batch = ProduceBatch(
-            parts,
-            [None if k is None else k.encode() for k in keys],
-            values,
-            # Kafka timestamps are ms and must not be negative; the exact ns stay in the value.
-            [max(e.ts_event, 0) // _NS_PER_MS for e in events],
-            [header(type(e)) for e in events],
-        )
+        return self._produce(topic, parts, [utf8[k] for k in keys], values, [e.ts_event for e in events],
+                             [header(type(e)) for e in events])
+
+    def append_encoded(self, topic: str, items: Sequence[Encoded], partition: int | None = None) -> Positions:
+        """Produce events given in their single-object encoding; see `Tape.append_encoded`.
+
+        The data is the record value as is, so the records are those `append` of the decoded
+        events produces. Headers, keys and ts_events are checked; bodies are trusted, not decoded.
+        """
+        self._check_open()
+        if not items:
+            return Positions(0, range(0))
+        keys, ts, datas, utf8 = split_encoded(topic, items)
+        headers = header_index(topic, datas, self._prefix_headers(), self.codec)
+        _, parts = route_batch(self, encoded_keys, topic, items, keys, partition, self.default_partitions)
+        return self._produce(topic, parts, [utf8[k] for k in keys], list(datas), ts, headers)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TapeError(f"{self.uri}: append after close")
+
+    def _produce(self, topic: str, parts: int | list[int], keys: list[bytes | None], values: list[bytes],
+                 ts_events: Sequence[int], headers: list[list[Header]]) -> Positions:
+        """Produce a routed, encoded batch and wait until all of it is acknowledged."""
+        # Kafka timestamps are ms and must not be negative; the exact ns stay in the value.
+        batch = ProduceBatch(parts, keys, values, [max(t, 0) // _NS_PER_MS for t in ts_events], headers)
         offsets = self.client.produce(topic, batch)
         return Positions(parts, list(offsets))
 
