@@ -7,6 +7,12 @@ setup(
             ["ticktape/_avrovm.c"],
             optional=True,
             extra_compile_args=["-O2"],
-        )
+        ),
+        Extension(
+            "producers.betfair._ladders",
+            ["producers/betfair/_ladders.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
     ]
 )

@@ -8,8 +8,9 @@ fresh subprocess so peak RSS is its own:
 
 * `import`: `ticktape import betfair` end to end (read, decode, full-ladder MarketBooks, Avro
   encode, append to a file tape, bookmark) — the number the >= 20k updates/s target is about;
-* `decode`: `StreamDecoder` alone (JSON -> events, no tape);
-* `append`: appending the already decoded events to a file tape (encode + write ceiling);
+* `decode`: `StreamDecoder(encode_books=True)` alone, what the import runs (JSON -> encoded books);
+* `decode_objects`: `StreamDecoder()` building `MarketBook` objects (the live recorder's and the API's path);
+* `append`: appending the already encoded books to a file tape (the write ceiling);
 * `betfairlightweight`: its historical generator stream (`max_latency=None`) building its
   MarketBook resources, the reference the decoder is checked against;
 * memory flatness: the import at COPIES/4 and COPIES, peak RSS of each.
@@ -53,8 +54,10 @@ def make_file(data: Path, copies: int, out: Path) -> int:
 def _child(mode: str, path: str, tape_dir: str) -> None:
     from producers.betfair.historical import import_file
     from producers.betfair.parse import StreamDecoder
+    from producers.common import as_encoded
     from ticktape.events import MarketBook
     from ticktape.tape import open_tape
+    from ticktape.tape.base import Encoded
 
     t0, c0 = time.perf_counter(), time.process_time()
     dt = cpu = None
@@ -64,21 +67,21 @@ def _child(mode: str, path: str, tape_dir: str) -> None:
         tape.close()
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         n = sum(1 for _ in _books(tape_dir))  # counted from the tape, outside the timing
-    elif mode == "decode":
-        dec = StreamDecoder()
+    elif mode in ("decode", "decode_objects"):
+        dec = StreamDecoder(encode_books=mode == "decode")
         n = 0
         with open(path, "rb") as f:
             for line in f:
-                n += sum(1 for _, e in dec.decode_line(line) if type(e) is MarketBook)
+                n += sum(1 for _, e in dec.decode_line(line) if type(e) in (MarketBook, Encoded))
     elif mode == "append":
-        dec = StreamDecoder()
+        dec = StreamDecoder(encode_books=True)
         with open(path, "rb") as f:
-            events = [e for line in f for _, e in dec.decode_line(line)]
-        n = sum(1 for e in events if type(e) is MarketBook)
+            encoded = as_encoded([e for line in f for _, e in dec.decode_line(line)])
+        n = sum(1 for e in encoded if e.data[2:10] == encoded[-1].data[2:10])  # the books (the last is one)
         tape = open_tape(f"file:{tape_dir}")
         t0, c0 = time.perf_counter(), time.process_time()
-        for i in range(0, len(events), 1000):
-            tape.append("md.betfair.market", events[i:i + 1000])
+        for i in range(0, len(encoded), 1000):
+            tape.append_encoded("md.betfair.market", encoded[i:i + 1000])
         tape.close()
     elif mode == "betfairlightweight":
         import betfairlightweight
@@ -145,7 +148,7 @@ def main() -> None:
         n_small = make_file(Path(args.data), max(1, args.copies // 4), small)
         n_big = make_file(Path(args.data), args.copies, big)
         size_mb = os.path.getsize(big) / 2**20
-        for mode in ("import", "decode", "append", "betfairlightweight"):
+        for mode in ("import", "decode", "decode_objects", "append", "betfairlightweight"):
             if mode == "betfairlightweight":
                 res = _child_result(mode, args.data, str(args.copies))
             else:

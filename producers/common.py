@@ -40,7 +40,7 @@ from typing import Any
 
 from ticktape.codec import default_codec
 from ticktape.events import DeadLetter, Event, SourceImported
-from ticktape.tape.base import Tape
+from ticktape.tape.base import Encoded, Tape
 from ticktape.timeutil import Clock, WallClock
 
 IMPORTS_TOPIC = "meta.imports"
@@ -97,6 +97,9 @@ class BatchAppender:
 
     Memory stays flat whatever the input size; `flush()` writes what is pending (call it at
     the end, or use the appender as a context manager). Counts per topic are kept.
+
+    Events may come already encoded (`Encoded`, e.g. the Betfair importer's MarketBooks): a batch
+    holding any goes through `Tape.append_encoded`, its other events encoded by the codec then.
     """
 
     def __init__(self, tape: Tape, batch_size: int = DEFAULT_BATCH) -> None:
@@ -106,17 +109,17 @@ class BatchAppender:
         self.skip: dict[str, int] = {}  # per topic: leading events not to append again (resume)
         self.on_append: Callable[[str], None] | None = None  # called after each durable append
         # Per topic: events, and their keys once any key was given (None: the schema keys).
-        self._pending: dict[str, tuple[list[Event], list[str | None] | None]] = {}
+        self._pending: dict[str, tuple[list[Event | Encoded], list[str | None] | None]] = {}
 
-    def _keys(self, topic: str) -> tuple[list[Event], list[str | None]]:
+    def _keys(self, topic: str) -> tuple[list[Event | Encoded], list[str | None]]:
         """The topic's pending lists, with explicit keys (schema keys filled in for earlier events)."""
         events, keys = self._pending.setdefault(topic, ([], None))
         if keys is None:
-            keys = default_codec().keys_of(events) if events else []
+            keys = [_key_of(e) for e in events]
             self._pending[topic] = (events, keys)
         return events, keys
 
-    def add(self, topic: str, event: Event, key: str | None = None) -> None:
+    def add(self, topic: str, event: Event | Encoded, key: str | None = None) -> None:
         """Queue one event; `key` overrides the schema key (rarely needed)."""
         pending = self._pending.get(topic)
         if key is None and (pending is None or pending[1] is None):
@@ -125,7 +128,7 @@ class BatchAppender:
         else:
             events, keys = self._keys(topic)
             events.append(event)
-            keys.append(key if key is not None else default_codec().key_of(event))
+            keys.append(key if key is not None else _key_of(event))
         if len(events) >= self.batch_size:
             self._flush_full(topic)
 
@@ -150,15 +153,17 @@ class BatchAppender:
             if keys is not None:
                 del keys[:n]
 
-    def _append(self, topic: str, events: list[Event], keys: list[str | None] | None) -> None:
+    def _append(self, topic: str, events: list[Event | Encoded], keys: list[str | None] | None) -> None:
         n = len(events)
         drop = min(self.skip.get(topic, 0), n)
         if drop:  # already on the tape from an interrupted run of the same input
             self.skip[topic] -= drop
             events = events[drop:]
             keys = keys[drop:] if keys is not None else None
-        if events:
-            self.tape.append(topic, events, keys=keys)
+        if any(type(e) is Encoded for e in events):
+            self.tape.append_encoded(topic, as_encoded(events, keys))
+        elif events:
+            self.tape.append(topic, events, keys=keys)  # type: ignore[arg-type]  # no Encoded in it
         self.counts[topic] = self.counts.get(topic, 0) + n
         if events and self.on_append is not None:
             self.on_append(topic)
@@ -183,6 +188,23 @@ class BatchAppender:
 
     def __exit__(self, *exc: object) -> None:
         self.flush()
+
+
+def _key_of(event: Event | Encoded) -> str | None:
+    return event.key if isinstance(event, Encoded) else default_codec().key_of(event)
+
+
+def as_encoded(events: Sequence[Event | Encoded], keys: Sequence[str | None] | None = None) -> list[Encoded]:
+    """Every event as `Encoded` (objects through the codec); `keys[i]`, when given, is event i's key."""
+    codec = default_codec()
+    out: list[Encoded] = []
+    for i, e in enumerate(events):
+        key = keys[i] if keys is not None else None
+        if isinstance(e, Encoded):
+            out.append(e if key is None or key == e.key else e._replace(key=key))
+        else:
+            out.append(Encoded(key if key is not None else codec.key_of(e), e.ts_event, codec.encode(e)))
+    return out
 
 
 class DeadLetterSink:

@@ -40,7 +40,7 @@ MAX_JSON_DOCUMENT = 64 << 20
 """A `.json` input up to this size is first tried as one catalogue document (else read as stream lines)."""
 PROGRESS_EVERY = 4096
 BATCH = 1000
-"""Events per append: MarketBooks with full ladders are ~8 KB each, so 1000 keeps memory flat (~60 MB)."""
+"""Events per append: MarketBooks with full ladders are ~8 KB each (held encoded), so ~8 MB a batch."""
 CATALOGUE_SUFFIX = ".catalogue.json"
 
 # What a malformed payload can raise inside the decoder: all become dead letters.
@@ -138,7 +138,7 @@ def import_file(tape: Tape, path: str | os.PathLike[str], *, clock: Clock | None
             with open(path, "rb") as raw, gc_paused():
                 tick = (lambda: progress(raw.tell())) if progress else None
                 for member, stream in open_members(raw, name):
-                    decoder = StreamDecoder(runner_names=names, market_names=market_names)
+                    decoder = StreamDecoder(runner_names=names, market_names=market_names, encode_books=True)
                     _import_stream(run, decoder, stream, f"{member} " if member else "", tick)
                 if progress:
                     progress(os.fstat(raw.fileno()).st_size)  # done (a tar's padding is never read)

@@ -13,7 +13,9 @@ into `(topic, event)` pairs:
   `md.betfair.race`, keyed by market id, payload = the change as JSON.
 
 The same decoder serves `ticktape import betfair` (historical files, ts_recv = pt) and
-`ticktape record betfair` (live, ts_recv = the recorder's capture time).
+`ticktape record betfair` (live, ts_recv = the recorder's capture time). With `encode_books` the
+MarketBooks come already encoded (`Encoded`: the codec's bytes, written straight from the ladders
+without building the book's objects; ~2x faster end to end), for producers that only append them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from producers.betfair.cache import MarketCache
 from producers.betfair.definition import from_stream
 from producers.betfair.orders import OrderCache
 from ticktape.errors import ValidationError
-from ticktape.events import CustomData, Event, MarketBook, MarketDefinition
+from ticktape.events import CustomData, Event, MarketDefinition
+from ticktape.tape.base import Encoded
 
 MARKET_TOPIC = "md.betfair.market"
 ORDERS_TOPIC = "orders.betfair"
@@ -45,7 +48,7 @@ class StreamDecoder:
     """
 
     def __init__(self, *, evict_closed: bool = True, runner_names: dict[str, dict[int, str]] | None = None,
-                 market_names: dict[str, str] | None = None) -> None:
+                 market_names: dict[str, str] | None = None, encode_books: bool = False) -> None:
         self.markets: dict[str, MarketCache] = {}
         self.orders = OrderCache()
         self.evict_closed = evict_closed
@@ -54,8 +57,9 @@ class StreamDecoder:
         self._last_definition: dict[str, MarketDefinition] = {}
         self.market_updates = 0
         self.last_pt: int | None = None
+        self.encode_books = encode_books
 
-    def decode_line(self, line: bytes | str, ts_recv: int | None = None) -> list[tuple[str, Event]]:
+    def decode_line(self, line: bytes | str, ts_recv: int | None = None) -> list[tuple[str, Event | Encoded]]:
         """Parse one JSON line and decode it; `ts_recv` None means 'use the message's pt' (historical)."""
         try:
             data = orjson.loads(line)
@@ -65,7 +69,7 @@ class StreamDecoder:
             raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
         return self.decode(data, ts_recv)
 
-    def decode(self, data: dict[str, Any], ts_recv: int | None = None) -> list[tuple[str, Event]]:
+    def decode(self, data: dict[str, Any], ts_recv: int | None = None) -> list[tuple[str, Event | Encoded]]:
         """Events of one stream message (already parsed JSON)."""
         op = data.get("op")
         if op == "mcm":
@@ -74,7 +78,7 @@ class StreamDecoder:
         if op == "ocm":
             pt = _pt(data)
             recv = pt if ts_recv is None else ts_recv
-            out: list[tuple[str, Event]] = []
+            out: list[tuple[str, Event | Encoded]] = []
             for oc in data.get("oc") or ():
                 out.extend((ORDERS_TOPIC, e) for e in self.orders.apply(oc, pt, recv))
             return out
@@ -86,9 +90,9 @@ class StreamDecoder:
             return []
         raise ValidationError(f"unknown stream operation op={op!r}")
 
-    def market_changes(self, mcs: Any, pt: int, ts_recv: int) -> list[tuple[str, Event]]:
+    def market_changes(self, mcs: Any, pt: int, ts_recv: int) -> list[tuple[str, Event | Encoded]]:
         """Events of an `mcm`'s market changes, all published at `pt` (ns)."""
-        out: list[tuple[str, Event]] = []
+        out: list[tuple[str, Event | Encoded]] = []
         markets = self.markets
         for mc in mcs:
             market_id = mc["id"]
@@ -97,7 +101,7 @@ class StreamDecoder:
                 # A full image replaces the cache, as betfairlightweight does (historical files have no img).
                 cache = markets[market_id] = MarketCache(market_id)
             definition = mc.get("marketDefinition")
-            book: MarketBook = cache.apply(mc, pt, ts_recv)
+            cache.fold(mc)
             if definition is not None:
                 md = from_stream(market_id, definition, pt, ts_recv, self.runner_names.get(market_id),
                                  self.market_names.get(market_id))
@@ -108,7 +112,10 @@ class StreamDecoder:
                 if self.evict_closed and cache.closed:
                     del markets[market_id]
                     self._last_definition.pop(market_id, None)
-            out.append((MARKET_TOPIC, book))
+            if self.encode_books:
+                out.append((MARKET_TOPIC, Encoded(market_id, pt, cache.encoded_book(pt, ts_recv))))
+            else:
+                out.append((MARKET_TOPIC, cache.book(pt, ts_recv)))
             self.market_updates += 1
         self.last_pt = pt
         return out

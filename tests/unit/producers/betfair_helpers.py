@@ -40,3 +40,4 @@ def ladder(levels: Any, n: int | None = None) -> list[tuple[float, float]]:
     """(price, size) pairs of ticktape PriceSize levels or betfairlightweight PriceSize objects."""
     out = [(lv.price, lv.size) for lv in levels]
     return out if n is None else out[:n]
+

@@ -129,6 +129,7 @@ needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="no ../shared/data
 
 
 @needs_shared
+@pytest.mark.usefixtures("runner_impl")
 @pytest.mark.parametrize("market", REAL_MARKETS)
 def test_real_market_matches_betfairlightweight_update_by_update(market: str, tmp_path: Path) -> None:
     """The issue's check: every update, read back from the tape, equals betfairlightweight's book."""
@@ -178,6 +179,7 @@ def test_real_catalogue_file_imports_as_a_definition(tape: Tape) -> None:
 
 
 @needs_shared
+@pytest.mark.usefixtures("runner_impl")
 def test_two_real_markets_interleaved_in_one_stream_match_betfairlightweight(tmp_path: Path) -> None:
     """Like a live stream carrying several markets: lines of both files merged by publish time."""
     import orjson

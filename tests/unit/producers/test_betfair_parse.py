@@ -1,4 +1,6 @@
-"""Betfair stream decoding on hand-written stream lines: books, definitions, orders, race data."""
+"""Betfair stream decoding on hand-written stream lines: books, definitions, orders, race data.
+
+Every test runs twice: on the C runner state and on its pure-Python twin (`runner_impl`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from betfair_helpers import FIXTURES, ladder, reference_books
 
 from producers.betfair.definition import iso_ns
 from producers.betfair.parse import MARKET_TOPIC, ORDERS_TOPIC, RACE_TOPIC, StreamDecoder
+from ticktape.codec import default_codec
 from ticktape.errors import ValidationError
 from ticktape.events import (
     CustomData,
@@ -16,8 +19,11 @@ from ticktape.events import (
     OrderCancelled,
     OrderFilled,
 )
+from ticktape.tape.base import Encoded
 
 S = 1_000_000_000
+
+pytestmark = pytest.mark.usefixtures("runner_impl")
 
 
 def _decode(name: str) -> list[tuple[str, object]]:
@@ -115,6 +121,22 @@ def test_fixture_matches_betfairlightweight_update_by_update() -> None:
             assert ladder(ra.available_to_back) == ladder(rb.ex.available_to_back)
             assert ladder(ra.available_to_lay) == ladder(rb.ex.available_to_lay)
             assert ladder(ra.traded_volume) == ladder(rb.ex.traded_volume)
+
+
+def test_encode_books_gives_the_codecs_bytes_of_the_same_books() -> None:
+    lines = (FIXTURES / "market.stream").read_bytes().splitlines()
+    plain, encoding = StreamDecoder(), StreamDecoder(encode_books=True)
+    codec = default_codec()
+    n = 0
+    for line in lines:
+        for (t1, e1), (t2, e2) in zip(plain.decode_line(line), encoding.decode_line(line), strict=True):
+            assert t1 == t2
+            if isinstance(e1, MarketBook):
+                assert isinstance(e2, Encoded) and e2 == Encoded(e1.market_id, e1.ts_event, codec.encode(e1))
+                n += 1
+            else:
+                assert e1 == e2  # definitions stay events
+    assert n == 6
 
 
 def test_best_offers_ladders_by_position_are_used_when_no_full_depth() -> None:

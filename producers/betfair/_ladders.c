@@ -1,0 +1,1059 @@
+/*
+ * producers.betfair._ladders: one Betfair runner's book state, in C.
+ *
+ * `Runner` is the C twin of `producers.betfair.cache.RunnerCache` (read that
+ * file first: it states the rules, taken from betfairlightweight).  It exists
+ * because applying ladder deltas level by level in Python was ~70% of the
+ * historical import: Betfair's recorded files change ~126 levels per update.
+ *
+ * A ladder is a sorted array of levels (key, ready PriceSize).  A delta row
+ * replaces its level (binary search; insert or delete with memmove); size 0
+ * deletes.  Price ladders (atb, atl, trd, spb, spl) are keyed by price, best
+ * offers (batb, batl, bdatb, bdatl) by position.  Each level keeps the
+ * PriceSize built when it last changed, and each ladder the tuple of them
+ * built when it was last asked for, so an unchanged level or ladder is never
+ * rebuilt.  PriceSize values are always floats (a JSON 1000 becomes 1000.0):
+ * that encodes to the same Avro bytes as the int the Python twin keeps.
+ *
+ * Pure: no I/O, no clock; the same rows give the same state.  Tests check it
+ * against the Python twin (random deltas) and against betfairlightweight
+ * (the real recorded markets).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Set once by configure(): the event classes the books are made of. */
+static PyObject *PriceSize_cls = NULL;  /* ticktape.events.PriceSize */
+static PyObject *RunnerBook_cls = NULL; /* ticktape.events.RunnerBook */
+static PyObject *unknown_status = NULL; /* "UNKNOWN" */
+
+typedef struct {
+    double key;      /* price, or position for best-offer ladders */
+    double price;
+    double size;
+    PyObject *level; /* PriceSize(price, size) once asked for, owned; NULL until then */
+} Level;
+
+/* enc_ladder copies (price, size) as one 16-byte run. */
+_Static_assert(offsetof(Level, size) == offsetof(Level, price) + sizeof(double), "price and size adjacent");
+
+typedef struct {
+    Level *v;
+    Py_ssize_t n, cap;
+    PyObject *levels; /* cached tuple of the PriceSizes, or NULL */
+    char reverse;     /* best = highest key first (back ladders) */
+    char triple;      /* rows are [position, price, size] */
+    char clear_on_empty; /* traded volume: an empty list clears it */
+} Ladder;
+
+enum { ATB, ATL, TRD, SPB, SPL, BATB, BATL, BDATB, BDATL, N_LADDERS };
+
+static const char *const ladder_names[N_LADDERS] = {
+    "atb", "atl", "trd", "spb", "spl", "batb", "batl", "bdatb", "bdatl"};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *selection_id;
+    PyObject *handicap;
+    PyObject *status; /* None until a definition says otherwise */
+    PyObject *ltp;
+    PyObject *tv;
+    PyObject *spn;
+    PyObject *spf;
+    PyObject *book; /* cached RunnerBook, or NULL after a change */
+    char *enc;      /* cached Avro encoding of the RunnerBook (valid when enc_len >= 0) */
+    Py_ssize_t enc_len, enc_cap;
+    Ladder lad[N_LADDERS];
+} Runner;
+
+/* ------------------------------------------------------------------------ */
+/* Ladders                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void
+ladder_clear(Ladder *l)
+{
+    Py_ssize_t i;
+    for (i = 0; i < l->n; i++) {
+        Py_CLEAR(l->v[i].level);
+    }
+    l->n = 0;  /* (a NULL level is fine: Py_CLEAR skips it) */
+    Py_CLEAR(l->levels);
+}
+
+static void
+ladder_free(Ladder *l)
+{
+    ladder_clear(l);
+    PyMem_Free(l->v);
+    l->v = NULL;
+    l->cap = 0;
+}
+
+/* Index of `key` if present (*found = 1), else where it would be inserted. */
+static inline Py_ssize_t
+ladder_find(const Ladder *l, double key, int *found)
+{
+    Py_ssize_t lo = 0, hi = l->n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        double k = l->v[mid].key;
+        if (k == key) {
+            *found = 1;
+            return mid;
+        }
+        if (l->reverse ? k > key : k < key) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    *found = 0;
+    return lo;
+}
+
+static int
+as_number(PyObject *v, double *out, const char *ladder, Py_ssize_t row, const char *what)
+{
+    if (PyFloat_CheckExact(v)) {
+        *out = PyFloat_AS_DOUBLE(v);
+        return 0;
+    }
+    if (PyLong_Check(v) || PyFloat_Check(v)) {
+        *out = PyFloat_AsDouble(v);
+        return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s row %zd: %s must be a number, got %.100s", ladder, row, what,
+                 Py_TYPE(v)->tp_name);
+    return -1;
+}
+
+static PyObject *
+new_price_size(double price, double size)
+{
+    PyTypeObject *tp = (PyTypeObject *)PriceSize_cls;
+    PyObject *p, *sz, *ps;
+    p = PyFloat_FromDouble(price);
+    sz = p ? PyFloat_FromDouble(size) : NULL;
+    ps = sz ? tp->tp_alloc(tp, 2) : NULL;
+    if (ps == NULL) {
+        Py_XDECREF(p);
+        Py_XDECREF(sz);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(ps, 0, p);
+    PyTuple_SET_ITEM(ps, 1, sz);
+    return ps;
+}
+
+static int
+ladder_set(Ladder *l, double key, double price, double size)
+{
+    int found;
+    Py_ssize_t i = ladder_find(l, key, &found);
+    if (size == 0.0) {
+        if (found) {
+            Py_XDECREF(l->v[i].level);
+            memmove(&l->v[i], &l->v[i + 1], (size_t)(l->n - i - 1) * sizeof(Level));
+            l->n--;
+        }
+        return 0;
+    }
+    if (found) {
+        l->v[i].price = price;
+        l->v[i].size = size;
+        Py_CLEAR(l->v[i].level);
+        return 0;
+    }
+    if (l->n == l->cap) {
+        Py_ssize_t cap = l->cap ? l->cap * 2 : 16;
+        Level *v = PyMem_Realloc(l->v, (size_t)cap * sizeof(Level));
+        if (v == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    memmove(&l->v[i + 1], &l->v[i], (size_t)(l->n - i) * sizeof(Level));
+    l->v[i].key = key;
+    l->v[i].price = price;
+    l->v[i].size = size;
+    l->v[i].level = NULL;
+    l->n++;
+    return 0;
+}
+
+/* Apply a ladder delta (a list of rows); see RunnerCache / Ladder.update. */
+static int
+ladder_update(Ladder *l, PyObject *rows, const char *name)
+{
+    PyObject *seq;
+    Py_ssize_t n, i, width = l->triple ? 3 : 2;
+    int truth = PyObject_IsTrue(rows);
+    if (truth < 0) {
+        return -1;
+    }
+    if (!truth) {
+        if (l->clear_on_empty) {
+            ladder_clear(l);
+        }
+        return 0;
+    }
+    seq = PySequence_Fast(rows, "");
+    if (seq == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a list of rows, got %.100s", name, Py_TYPE(rows)->tp_name);
+        return -1;
+    }
+    Py_CLEAR(l->levels); /* changed from here on, even if a row fails half-way */
+    n = PySequence_Fast_GET_SIZE(seq);
+    for (i = 0; i < n; i++) {
+        PyObject *row = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject **f;
+        double key, price, size;
+        if (PyList_Check(row) && PyList_GET_SIZE(row) == width) {
+            f = ((PyListObject *)row)->ob_item;
+        }
+        else if (PyTuple_Check(row) && PyTuple_GET_SIZE(row) == width) {
+            f = ((PyTupleObject *)row)->ob_item;
+        }
+        else {
+            if (PyList_Check(row) || PyTuple_Check(row)) {
+                PyErr_Format(PyExc_ValueError, "%s row %zd: expected %zd values, got %zd", name, i, width,
+                             Py_SIZE(row));
+            }
+            else {
+                PyErr_Format(PyExc_TypeError, "%s row %zd: expected a list, got %.100s", name, i,
+                             Py_TYPE(row)->tp_name);
+            }
+            goto fail;
+        }
+        if (as_number(f[0], &key, name, i, l->triple ? "position" : "price") < 0 ||
+            as_number(f[width - 1], &size, name, i, "size") < 0) {
+            goto fail;
+        }
+        if (l->triple) {
+            if (as_number(f[1], &price, name, i, "price") < 0) {
+                goto fail;
+            }
+        }
+        else {
+            price = key;
+        }
+        if (ladder_set(l, key, price, size) < 0) {
+            goto fail;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+fail:
+    Py_DECREF(seq);
+    return -1;
+}
+
+/* The ladder's levels, best first, as a tuple of PriceSize (new reference). */
+static PyObject *
+ladder_levels(Ladder *l)
+{
+    PyObject *t;
+    Py_ssize_t i;
+    if (l->levels == NULL) {
+        t = PyTuple_New(l->n);
+        if (t == NULL) {
+            return NULL;
+        }
+        for (i = 0; i < l->n; i++) {
+            Level *lv = &l->v[i];
+            if (lv->level == NULL && (lv->level = new_price_size(lv->price, lv->size)) == NULL) {
+                Py_DECREF(t);
+                return NULL;
+            }
+            Py_INCREF(lv->level);
+            PyTuple_SET_ITEM(t, i, lv->level);
+        }
+        l->levels = t;
+    }
+    Py_INCREF(l->levels);
+    return l->levels;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Runner                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int
+check_configured(void)
+{
+    if (PriceSize_cls == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "producers.betfair._ladders.configure() was not called");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+Runner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"selection_id", "handicap", NULL};
+    PyObject *selection_id, *handicap;
+    Runner *self;
+    int i;
+    if (check_configured() < 0 ||
+        !PyArg_ParseTupleAndKeywords(args, kwds, "OO:Runner", kwlist, &selection_id, &handicap)) {
+        return NULL;
+    }
+    self = (Runner *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_INCREF(selection_id);
+    self->selection_id = selection_id;
+    Py_INCREF(handicap);
+    self->handicap = handicap;
+    self->status = Py_NewRef(Py_None);
+    self->ltp = Py_NewRef(Py_None);
+    self->tv = PyLong_FromLong(0);
+    self->spn = Py_NewRef(Py_None);
+    self->spf = Py_NewRef(Py_None);
+    self->enc_len = -1;
+    if (self->tv == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    for (i = 0; i < N_LADDERS; i++) {
+        self->lad[i].reverse = (i == ATB || i == SPB);
+        self->lad[i].triple = (i >= BATB);
+        self->lad[i].clear_on_empty = (i == TRD);
+    }
+    return (PyObject *)self;
+}
+
+static int
+Runner_traverse(Runner *self, visitproc visit, void *arg)
+{
+    int i;
+    Py_ssize_t j;
+    Py_VISIT(self->selection_id);
+    Py_VISIT(self->handicap);
+    Py_VISIT(self->status);
+    Py_VISIT(self->ltp);
+    Py_VISIT(self->tv);
+    Py_VISIT(self->spn);
+    Py_VISIT(self->spf);
+    Py_VISIT(self->book);
+    for (i = 0; i < N_LADDERS; i++) {
+        Py_VISIT(self->lad[i].levels);
+        for (j = 0; j < self->lad[i].n; j++) {
+            Py_VISIT(self->lad[i].v[j].level); /* NULL is skipped */
+        }
+    }
+    return 0;
+}
+
+static int
+Runner_clear(Runner *self)
+{
+    int i;
+    Py_CLEAR(self->selection_id);
+    Py_CLEAR(self->handicap);
+    Py_CLEAR(self->status);
+    Py_CLEAR(self->ltp);
+    Py_CLEAR(self->tv);
+    Py_CLEAR(self->spn);
+    Py_CLEAR(self->spf);
+    Py_CLEAR(self->book);
+    for (i = 0; i < N_LADDERS; i++) {
+        ladder_free(&self->lad[i]);
+    }
+    PyMem_Free(self->enc);
+    self->enc = NULL;
+    self->enc_len = -1;
+    self->enc_cap = 0;
+    return 0;
+}
+
+static void
+Runner_dealloc(Runner *self)
+{
+    PyObject_GC_UnTrack(self);
+    Runner_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Which field of a runner change a key names: a ladder index, or one of these. */
+enum { F_LTP = N_LADDERS, F_TV, F_SPN, F_SPF, F_OTHER };
+
+static int
+field_of(PyObject *key)
+{
+    Py_ssize_t n;
+    const char *s;
+    int i;
+    if (!PyUnicode_Check(key) || !PyUnicode_IS_COMPACT_ASCII(key)) {
+        return F_OTHER;
+    }
+    s = (const char *)PyUnicode_DATA(key);
+    n = PyUnicode_GET_LENGTH(key);
+    if (n == 3) {
+        if (s[0] == 'a' && s[1] == 't') {
+            return s[2] == 'b' ? ATB : s[2] == 'l' ? ATL : F_OTHER;
+        }
+        if (memcmp(s, "trd", 3) == 0) {
+            return TRD;
+        }
+        if (memcmp(s, "ltp", 3) == 0) {
+            return F_LTP;
+        }
+        if (s[0] == 's' && s[1] == 'p') {
+            switch (s[2]) {
+            case 'b': return SPB;
+            case 'l': return SPL;
+            case 'n': return F_SPN;
+            case 'f': return F_SPF;
+            default: return F_OTHER;
+            }
+        }
+        return F_OTHER;
+    }
+    if (n == 2) {
+        return (s[0] == 't' && s[1] == 'v') ? F_TV : F_OTHER;
+    }
+    for (i = BATB; i < N_LADDERS; i++) {
+        if ((Py_ssize_t)strlen(ladder_names[i]) == n && memcmp(s, ladder_names[i], (size_t)n) == 0) {
+            return i;
+        }
+    }
+    return F_OTHER;
+}
+
+PyDoc_STRVAR(Runner_apply_doc,
+"apply(rc) -> None\n\n"
+"Apply one runner change (an `rc` entry of a market change, parsed JSON).\n"
+"Ladder fields replace their levels; ltp/tv/spn/spf replace the value;\n"
+"id, hc and unknown fields are ignored, as betfairlightweight does.");
+
+static PyObject *
+Runner_apply(Runner *self, PyObject *rc)
+{
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    if (!PyDict_Check(rc)) {
+        PyErr_Format(PyExc_TypeError, "runner change must be a JSON object, got %.100s", Py_TYPE(rc)->tp_name);
+        return NULL;
+    }
+    Py_CLEAR(self->book);
+    self->enc_len = -1;
+    while (PyDict_Next(rc, &pos, &key, &value)) {
+        int f = field_of(key);
+        if (f < N_LADDERS) {
+            if (ladder_update(&self->lad[f], value, ladder_names[f]) < 0) {
+                return NULL;
+            }
+            continue;
+        }
+        switch (f) {
+        case F_LTP: Py_SETREF(self->ltp, Py_NewRef(value)); break;
+        case F_TV: Py_SETREF(self->tv, Py_NewRef(value)); break;
+        case F_SPN: Py_SETREF(self->spn, Py_NewRef(value)); break;
+        case F_SPF: Py_SETREF(self->spf, Py_NewRef(value)); break;
+        default: break;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Runner_set_status_doc,
+"set_status(status) -> None\n\nThe runner's status from a market definition (None = not known yet).");
+
+static PyObject *
+Runner_set_status(Runner *self, PyObject *status)
+{
+    Py_CLEAR(self->book);
+    self->enc_len = -1;
+    Py_SETREF(self->status, Py_NewRef(status));
+    Py_RETURN_NONE;
+}
+
+/* The first non-empty of three ladders' levels (new reference). */
+static PyObject *
+first_levels(Runner *self, int a, int b, int c)
+{
+    int order[3] = {a, b, c};
+    int i;
+    for (i = 0; i < 2; i++) {
+        if (self->lad[order[i]].n > 0) {
+            return ladder_levels(&self->lad[order[i]]);
+        }
+    }
+    return ladder_levels(&self->lad[order[2]]);
+}
+
+PyDoc_STRVAR(Runner_runner_book_doc,
+"runner_book() -> RunnerBook\n\n"
+"The runner's book now (the same object until the next change).  Back and lay\n"
+"are the full-depth ladder when it has levels, else best display offers, else\n"
+"best offers.");
+
+static PyObject *
+Runner_runner_book(Runner *self, PyObject *Py_UNUSED(ignored))
+{
+    PyTypeObject *tp = (PyTypeObject *)RunnerBook_cls;
+    PyObject *book, *status, *back, *lay, *traded;
+    int truth;
+    if (self->book != NULL) {
+        return Py_NewRef(self->book);
+    }
+    truth = PyObject_IsTrue(self->status);
+    if (truth < 0) {
+        return NULL;
+    }
+    status = truth ? self->status : unknown_status;
+    back = first_levels(self, ATB, BDATB, BATB);
+    lay = back ? first_levels(self, ATL, BDATL, BATL) : NULL;
+    traded = lay ? ladder_levels(&self->lad[TRD]) : NULL;
+    book = traded ? tp->tp_alloc(tp, 8) : NULL;
+    if (book == NULL) {
+        Py_XDECREF(back);
+        Py_XDECREF(lay);
+        Py_XDECREF(traded);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(book, 0, Py_NewRef(self->selection_id));
+    PyTuple_SET_ITEM(book, 1, Py_NewRef(self->handicap));
+    PyTuple_SET_ITEM(book, 2, Py_NewRef(status));
+    PyTuple_SET_ITEM(book, 3, Py_NewRef(self->ltp));
+    PyTuple_SET_ITEM(book, 4, Py_NewRef(self->tv));
+    PyTuple_SET_ITEM(book, 5, back);
+    PyTuple_SET_ITEM(book, 6, lay);
+    PyTuple_SET_ITEM(book, 7, traded);
+    self->book = Py_NewRef(book);
+    return book;
+}
+
+PyDoc_STRVAR(Runner_ladder_doc, "ladder(name) -> tuple[PriceSize, ...]\n\nOne ladder's levels by its stream name (atb, batl, ...).");
+
+static PyObject *
+Runner_ladder(Runner *self, PyObject *name)
+{
+    int f = field_of(name);
+    if (f >= N_LADDERS) {
+        PyErr_Format(PyExc_KeyError, "no ladder named %R", name);
+        return NULL;
+    }
+    return ladder_levels(&self->lad[f]);
+}
+
+static PyMethodDef Runner_methods[] = {
+    {"apply", (PyCFunction)Runner_apply, METH_O, Runner_apply_doc},
+    {"set_status", (PyCFunction)Runner_set_status, METH_O, Runner_set_status_doc},
+    {"runner_book", (PyCFunction)Runner_runner_book, METH_NOARGS, Runner_runner_book_doc},
+    {"ladder", (PyCFunction)Runner_ladder, METH_O, Runner_ladder_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+#define GETTER(field)                                                      \
+    static PyObject *Runner_get_##field(Runner *self, void *Py_UNUSED(c)) \
+    {                                                                      \
+        return Py_NewRef(self->field);                                     \
+    }
+GETTER(selection_id)
+GETTER(handicap)
+GETTER(status)
+GETTER(ltp)
+GETTER(tv)
+GETTER(spn)
+GETTER(spf)
+
+static PyGetSetDef Runner_getset[] = {
+    {"selection_id", (getter)Runner_get_selection_id, NULL, "the runner's selection id", NULL},
+    {"handicap", (getter)Runner_get_handicap, NULL, "the runner's handicap", NULL},
+    {"status", (getter)Runner_get_status, NULL, "status from the last definition (None before one)", NULL},
+    {"ltp", (getter)Runner_get_ltp, NULL, "last traded price (None before one)", NULL},
+    {"tv", (getter)Runner_get_tv, NULL, "total matched on the runner", NULL},
+    {"spn", (getter)Runner_get_spn, NULL, "starting price near", NULL},
+    {"spf", (getter)Runner_get_spf, NULL, "starting price far", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject Runner_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "producers.betfair._ladders.Runner",
+    .tp_basicsize = sizeof(Runner),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = PyDoc_STR("Runner(selection_id, handicap): one runner's ladders and its last RunnerBook."),
+    .tp_new = Runner_new,
+    .tp_dealloc = (destructor)Runner_dealloc,
+    .tp_traverse = (traverseproc)Runner_traverse,
+    .tp_clear = (inquiry)Runner_clear,
+    .tp_methods = Runner_methods,
+    .tp_getset = Runner_getset,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Avro encoding of books (the import's fast path)                          */
+/* ------------------------------------------------------------------------ */
+
+/* The importer writes books straight from the ladders, never building the
+ * PriceSize objects: Avro binary as the schema MarketBook.v1 lays it out
+ * (the same bytes ticktape.codec writes for the MarketBook event; a start-up
+ * self-check in producers.betfair.cache compares the two and turns this path
+ * off if they ever differ, e.g. after a schema change). */
+
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+} Buf;
+
+static int
+buf_reserve(Buf *b, Py_ssize_t need)
+{
+    Py_ssize_t cap;
+    char *p;
+    if (b->cap - b->len >= need) {
+        return 0;
+    }
+    cap = b->cap ? b->cap : 256;
+    while (cap - b->len < need) {
+        cap *= 2;
+    }
+    p = PyMem_Realloc(b->data, (size_t)cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int
+buf_raw(Buf *b, const void *src, Py_ssize_t n)
+{
+    if (buf_reserve(b, n) < 0) {
+        return -1;
+    }
+    memcpy(b->data + b->len, src, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+static inline int
+buf_varlong(Buf *b, int64_t v)
+{
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    unsigned char *p;
+    if (buf_reserve(b, 10) < 0) {
+        return -1;
+    }
+    p = (unsigned char *)b->data + b->len;
+    while (z >= 0x80) {
+        *p++ = (unsigned char)(z | 0x80);
+        z >>= 7;
+    }
+    *p++ = (unsigned char)z;
+    b->len = (Py_ssize_t)((char *)p - b->data);
+    return 0;
+}
+
+static inline int
+buf_double(Buf *b, double x)
+{
+#if PY_BIG_ENDIAN
+    unsigned char le[8], *src = (unsigned char *)&x;
+    int i;
+    for (i = 0; i < 8; i++) {
+        le[i] = src[7 - i];
+    }
+    return buf_raw(b, le, 8);
+#else
+    return buf_raw(b, &x, 8);
+#endif
+}
+
+static int
+enc_long_field(Buf *b, PyObject *v, const char *field, int bits)
+{
+    long long x;
+    int overflow = 0;
+    if (!PyLong_Check(v) || PyBool_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "%s: expected an int, got %.100s", field, Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (x == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow || (bits == 32 && (x < INT32_MIN || x > INT32_MAX))) {
+        PyErr_Format(PyExc_ValueError, "%s: %R is out of range for a %d-bit int", field, v, bits);
+        return -1;
+    }
+    return buf_varlong(b, (int64_t)x);
+}
+
+static int
+enc_double_field(Buf *b, PyObject *v, const char *field)
+{
+    double x;
+    if (PyFloat_Check(v)) {
+        x = PyFloat_AS_DOUBLE(v);
+    }
+    else if (PyLong_Check(v) && !PyBool_Check(v)) {
+        x = PyLong_AsDouble(v);
+        if (x == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "%s: expected a number, got %.100s", field, Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    return buf_double(b, x);
+}
+
+static int
+enc_string_field(Buf *b, PyObject *v, const char *field)
+{
+    const char *s;
+    Py_ssize_t n;
+    if (!PyUnicode_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a str, got %.100s", field, Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    s = PyUnicode_AsUTF8AndSize(v, &n);
+    if (s == NULL || buf_varlong(b, n) < 0) {
+        return -1;
+    }
+    return buf_raw(b, s, n);
+}
+
+static int
+enc_bool_field(Buf *b, PyObject *v)
+{
+    int t = PyObject_IsTrue(v);
+    char c;
+    if (t < 0) {
+        return -1;
+    }
+    c = (char)t;
+    return buf_raw(b, &c, 1);
+}
+
+/* array<PriceSize>: one block of n levels (16 bytes each), then the end marker. */
+static int
+enc_ladder(Buf *b, const Ladder *l)
+{
+    Py_ssize_t i;
+    if (l->n > 0) {
+        if (buf_varlong(b, l->n) < 0) {
+            return -1;
+        }
+#if PY_BIG_ENDIAN
+        for (i = 0; i < l->n; i++) {
+            if (buf_double(b, l->v[i].price) < 0 || buf_double(b, l->v[i].size) < 0) {
+                return -1;
+            }
+        }
+#else
+        if (buf_reserve(b, 16 * l->n) < 0) {
+            return -1;
+        }
+        for (i = 0; i < l->n; i++) {
+            memcpy(b->data + b->len, &l->v[i].price, 16); /* price, size: adjacent doubles */
+            b->len += 16;
+        }
+#endif
+    }
+    return buf_varlong(b, 0);
+}
+
+static const Ladder *
+first_ladder(const Runner *self, int a, int b, int c)
+{
+    return self->lad[a].n > 0 ? &self->lad[a] : self->lad[b].n > 0 ? &self->lad[b] : &self->lad[c];
+}
+
+/* The runner's RunnerBook in Avro (cached until the next change). */
+static int
+runner_encode(Runner *self)
+{
+    Buf b;
+    int truth;
+    if (self->enc_len >= 0) {
+        return 0;
+    }
+    b.data = self->enc;
+    b.cap = self->enc_cap;
+    b.len = 0;
+    truth = PyObject_IsTrue(self->status);
+    if (truth < 0 ||
+        enc_long_field(&b, self->selection_id, "runner selection_id", 64) < 0 ||
+        enc_double_field(&b, self->handicap, "runner handicap") < 0 ||
+        enc_string_field(&b, truth ? self->status : unknown_status, "runner status") < 0) {
+        goto fail;
+    }
+    if (self->ltp == Py_None) {
+        if (buf_varlong(&b, 0) < 0) {
+            goto fail;
+        }
+    }
+    else if (buf_varlong(&b, 1) < 0 || enc_double_field(&b, self->ltp, "runner ltp") < 0) {
+        goto fail;
+    }
+    if (enc_double_field(&b, self->tv, "runner tv") < 0 ||
+        enc_ladder(&b, first_ladder(self, ATB, BDATB, BATB)) < 0 ||
+        enc_ladder(&b, first_ladder(self, ATL, BDATL, BATL)) < 0 ||
+        enc_ladder(&b, &self->lad[TRD]) < 0) {
+        goto fail;
+    }
+    self->enc = b.data;
+    self->enc_cap = b.cap;
+    self->enc_len = b.len;
+    return 0;
+fail:
+    self->enc = b.data;
+    self->enc_cap = b.cap;
+    return -1;
+}
+
+PyDoc_STRVAR(encode_book_doc,
+"encode_book(header, market_id, ts_event, ts_recv, status, in_play, bet_delay,\n"
+"            total_matched, version, complete, cross_matching,\n"
+"            number_of_active_runners, runners) -> bytes\n\n"
+"The single-object encoding of the MarketBook with these fields (header =\n"
+"C3 01 + MarketBook's schema fingerprint) and these Runner objects' books,\n"
+"without building the book's Python objects.  The same bytes as\n"
+"ticktape.codec encoding the equal MarketBook event.");
+
+static PyObject *
+encode_book(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Buf b = {NULL, 0, 0};
+    PyObject *runners, *out;
+    const char *hdr;
+    Py_ssize_t hdr_len, n, i;
+    if (nargs != 13) {
+        PyErr_Format(PyExc_TypeError, "encode_book() takes 13 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "encode_book(): header must be bytes");
+        return NULL;
+    }
+    runners = args[12];
+    if (!PyList_Check(runners)) {
+        PyErr_SetString(PyExc_TypeError, "encode_book(): runners must be a list of Runner");
+        return NULL;
+    }
+    hdr = PyBytes_AS_STRING(args[0]);
+    hdr_len = PyBytes_GET_SIZE(args[0]);
+    n = PyList_GET_SIZE(runners);
+    for (i = 0; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(runners, i);
+        if (!PyObject_TypeCheck(r, &Runner_Type)) {
+            PyErr_SetString(PyExc_TypeError, "encode_book(): runners must be a list of Runner");
+            return NULL;
+        }
+        if (runner_encode((Runner *)r) < 0) {
+            return NULL;
+        }
+    }
+    if (buf_raw(&b, hdr, hdr_len) < 0 ||
+        enc_string_field(&b, args[1], "market_id") < 0 ||
+        enc_long_field(&b, args[2], "ts_event", 64) < 0 ||
+        enc_long_field(&b, args[3], "ts_recv", 64) < 0 ||
+        enc_string_field(&b, args[4], "status") < 0 ||
+        enc_bool_field(&b, args[5]) < 0 ||
+        enc_long_field(&b, args[6], "bet_delay", 32) < 0 ||
+        enc_double_field(&b, args[7], "total_matched") < 0 ||
+        enc_long_field(&b, args[8], "version", 64) < 0 ||
+        enc_bool_field(&b, args[9]) < 0 ||
+        enc_bool_field(&b, args[10]) < 0 ||
+        enc_long_field(&b, args[11], "number_of_active_runners", 32) < 0) {
+        goto fail;
+    }
+    if (n > 0 && buf_varlong(&b, n) < 0) {
+        goto fail;
+    }
+    for (i = 0; i < n; i++) {
+        Runner *r = (Runner *)PyList_GET_ITEM(runners, i);
+        if (buf_raw(&b, r->enc, r->enc_len) < 0) {
+            goto fail;
+        }
+    }
+    if (buf_varlong(&b, 0) < 0) {
+        goto fail;
+    }
+    out = PyBytes_FromStringAndSize(b.data, b.len);
+    PyMem_Free(b.data);
+    return out;
+fail:
+    PyMem_Free(b.data);
+    return NULL;
+}
+
+PyDoc_STRVAR(apply_changes_doc,
+"apply_changes(runners, runner_list, rcs) -> None\n\n"
+"Apply a market change's runner changes (`rc`, a list of JSON objects): each\n"
+"goes to runners[(id, hc)] (hc defaults to 0), a new Runner being created,\n"
+"added to the dict and appended to runner_list when the key is new.  The\n"
+"loop of MarketCache.fold, in C.");
+
+static PyObject *
+apply_changes(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    static PyObject *id_str = NULL, *hc_str = NULL, *zero = NULL;
+    PyObject *runners, *runner_list, *rcs;
+    Py_ssize_t i;
+    if (nargs != 3 || !PyDict_Check(args[0]) || !PyList_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "apply_changes(runners: dict, runner_list: list, rcs: list)");
+        return NULL;
+    }
+    runners = args[0];
+    runner_list = args[1];
+    rcs = args[2];
+    if (id_str == NULL) {
+        id_str = PyUnicode_InternFromString("id");
+        hc_str = PyUnicode_InternFromString("hc");
+        zero = PyLong_FromLong(0);
+        if (id_str == NULL || hc_str == NULL || zero == NULL) {
+            return NULL;
+        }
+    }
+    for (i = 0; i < PyList_GET_SIZE(rcs); i++) {
+        PyObject *rc = PyList_GET_ITEM(rcs, i), *id, *hc, *key, *runner, *res;
+        if (!PyDict_Check(rc)) {
+            PyErr_Format(PyExc_TypeError, "runner change must be a JSON object, got %.100s", Py_TYPE(rc)->tp_name);
+            return NULL;
+        }
+        Py_INCREF(rc); /* the list could drop it */
+        id = PyDict_GetItemWithError(rc, id_str);
+        if (id == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetObject(PyExc_KeyError, id_str);
+            }
+            Py_DECREF(rc);
+            return NULL;
+        }
+        hc = PyDict_GetItemWithError(rc, hc_str);
+        if (hc == NULL && PyErr_Occurred()) {
+            Py_DECREF(rc);
+            return NULL;
+        }
+        key = PyTuple_Pack(2, id, hc != NULL ? hc : zero);
+        if (key == NULL) {
+            Py_DECREF(rc);
+            return NULL;
+        }
+        runner = PyDict_GetItemWithError(runners, key); /* borrowed */
+        if (runner == NULL) {
+            if (PyErr_Occurred()) {
+                goto fail;
+            }
+            runner = PyObject_CallFunctionObjArgs((PyObject *)&Runner_Type, PyTuple_GET_ITEM(key, 0),
+                                                  PyTuple_GET_ITEM(key, 1), NULL);
+            if (runner == NULL) {
+                goto fail;
+            }
+            if (PyDict_SetItem(runners, key, runner) < 0 || PyList_Append(runner_list, runner) < 0) {
+                Py_DECREF(runner);
+                goto fail;
+            }
+            Py_DECREF(runner); /* the dict holds it */
+        }
+        if (!PyObject_TypeCheck(runner, &Runner_Type)) {
+            PyErr_SetString(PyExc_TypeError, "apply_changes(): runners must hold Runner objects");
+            goto fail;
+        }
+        Py_INCREF(runner);
+        res = Runner_apply((Runner *)runner, rc);
+        Py_DECREF(runner);
+        Py_DECREF(key);
+        Py_DECREF(rc);
+        if (res == NULL) {
+            return NULL;
+        }
+        Py_DECREF(res);
+        continue;
+    fail:
+        Py_DECREF(key);
+        Py_DECREF(rc);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Module                                                                   */
+/* ------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(configure_doc,
+"configure(PriceSize, RunnerBook, unknown) -> None\n\n"
+"The NamedTuple classes books are built of, and the status of a runner no\n"
+"definition has named yet.  Called once by producers.betfair.cache.");
+
+static int
+is_plain_tuple_subclass(PyObject *cls)
+{
+    PyTypeObject *tp;
+    if (!PyType_Check(cls)) {
+        return 0;
+    }
+    tp = (PyTypeObject *)cls;
+    return PyType_FastSubclass(tp, Py_TPFLAGS_TUPLE_SUBCLASS) && tp->tp_basicsize == PyTuple_Type.tp_basicsize &&
+           tp->tp_itemsize == PyTuple_Type.tp_itemsize && tp->tp_dictoffset == 0 && tp->tp_weaklistoffset == 0;
+}
+
+static PyObject *
+configure(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *price_size, *runner_book, *unknown;
+    if (!PyArg_ParseTuple(args, "OOU:configure", &price_size, &runner_book, &unknown)) {
+        return NULL;
+    }
+    if (!is_plain_tuple_subclass(price_size) || !is_plain_tuple_subclass(runner_book)) {
+        PyErr_SetString(PyExc_TypeError, "configure() needs two NamedTuple classes");
+        return NULL;
+    }
+    Py_XSETREF(PriceSize_cls, Py_NewRef(price_size));
+    Py_XSETREF(RunnerBook_cls, Py_NewRef(runner_book));
+    Py_XSETREF(unknown_status, Py_NewRef(unknown));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_VARARGS, configure_doc},
+    {"encode_book", (PyCFunction)(void (*)(void))encode_book, METH_FASTCALL, encode_book_doc},
+    {"apply_changes", (PyCFunction)(void (*)(void))apply_changes, METH_FASTCALL, apply_changes_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef ladders_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "producers.betfair._ladders",
+    .m_doc = "Betfair runner ladders in C: the twin of producers.betfair.cache.RunnerCache.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__ladders(void)
+{
+    PyObject *m;
+    if (PyType_Ready(&Runner_Type) < 0) {
+        return NULL;
+    }
+    m = PyModule_Create(&ladders_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "Runner", (PyObject *)&Runner_Type) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
