@@ -15,6 +15,10 @@
  * rebuilt.  PriceSize values are always floats (a JSON 1000 becomes 1000.0):
  * that encodes to the same Avro bytes as the int the Python twin keeps.
  *
+ * The importer also parses each line's runner ladders here (split_market_line)
+ * and writes each book's Avro bytes straight from the ladders (encode_book),
+ * so the ~380 levels of a book never become Python objects.
+ *
  * Pure: no I/O, no clock; the same rows give the same state.  Tests check it
  * against the Python twin (random deltas) and against betfairlightweight
  * (the real recorded markets).
@@ -24,6 +28,7 @@
 #include <Python.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Set once by configure(): the event classes the books are made of. */
@@ -896,36 +901,692 @@ fail:
     return NULL;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Stream lines parsed in C (the import's fast path)                        */
+/* ------------------------------------------------------------------------ */
+
+/* Most of a recorded `mcm` line is runner ladders (~250 numbers in ~2 KB).
+ * Parsing them with orjson builds (and frees) ~400 Python objects a line.
+ * split_market_line() parses each market change's `rc` array here instead,
+ * into a Changes object of plain doubles, and hands back the line with each
+ * such array replaced by its index ("rc":0) for orjson to parse the rest.
+ *
+ * It takes only what it fully understands and otherwise returns None, so
+ * the caller parses the original line with orjson, as the Python path does:
+ * numbers are taken only when the exact fast path applies (at most 15
+ * significant digits and a power of ten up to 22: one correctly rounded
+ * IEEE operation, the same double any correct parser gives), ladder rows
+ * must be arrays of 2 (or 3) numbers, a runner change may hold only the
+ * stream's documented keys, once each, and keys with escapes are refused.
+ * Everything outside the rc arrays is copied byte for byte: the shortened
+ * line is valid JSON exactly when the original is. */
+
+typedef struct {
+    PyObject *id, *hc;                /* hc NULL when absent (means 0) */
+    PyObject *values[4];              /* ltp, tv, spn, spf (owned; NULL when absent) */
+    Py_ssize_t start[N_LADDERS];      /* first row in Changes.rows; -1 when absent */
+    Py_ssize_t count[N_LADDERS];
+} RunnerChange;
+
+typedef struct {
+    PyObject_HEAD
+    RunnerChange *rc;
+    Py_ssize_t n, cap;
+    double *rows; /* (key, price, size) triples */
+    Py_ssize_t nrows, rows_cap;
+} Changes;
+
+static void
+Changes_dealloc(Changes *self)
+{
+    Py_ssize_t i;
+    int k;
+    for (i = 0; i < self->n; i++) {
+        Py_XDECREF(self->rc[i].id);
+        Py_XDECREF(self->rc[i].hc);
+        for (k = 0; k < 4; k++) {
+            Py_XDECREF(self->rc[i].values[k]);
+        }
+    }
+    PyMem_Free(self->rc);
+    PyMem_Free(self->rows);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t
+Changes_len(Changes *self)
+{
+    return self->n;
+}
+
+static PySequenceMethods Changes_as_sequence = {.sq_length = (lenfunc)Changes_len};
+
+static PyTypeObject Changes_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "producers.betfair._ladders.Changes",
+    .tp_basicsize = sizeof(Changes),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR("A market change's runner changes (`rc`), parsed in C by split_market_line()."),
+    .tp_dealloc = (destructor)Changes_dealloc,
+    .tp_as_sequence = &Changes_as_sequence,
+};
+
+/* Cursor over a line; `ok` turns 0 at the first thing the fast path does not take. */
+typedef struct {
+    const char *p, *end;
+} Scan;
+
+static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                       1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static inline void
+skip_ws(Scan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r')) {
+        s->p++;
+    }
+}
+
+static inline int
+expect(Scan *s, char c)
+{
+    skip_ws(s);
+    if (s->p < s->end && *s->p == c) {
+        s->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A JSON number on the exact fast path: *x its value, *is_int whether it was
+ * written as an integer (orjson then gives an int).  0 when not taken. */
+static int
+scan_number(Scan *s, double *x, int *is_int, long long *ival)
+{
+    const char *p, *end = s->end;
+    uint64_t m = 0;
+    int neg = 0, digits = 0, frac = 0, e = 0, eneg = 0, edigits = 0;
+    skip_ws(s);
+    p = s->p;
+    if (p < end && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p >= end || *p < '0' || *p > '9') {
+        return 0;
+    }
+    if (*p == '0') {
+        p++;
+        if (p < end && *p >= '0' && *p <= '9') {
+            return 0; /* leading zero: invalid JSON */
+        }
+    }
+    else {
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (++digits > 15) {
+                return 0;
+            }
+            m = m * 10 + (uint64_t)(*p++ - '0');
+        }
+    }
+    *is_int = 1;
+    if (p < end && *p == '.') {
+        *is_int = 0;
+        p++;
+        if (p >= end || *p < '0' || *p > '9') {
+            return 0;
+        }
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (m == 0 && *p == '0') { /* leading zeros of 0.00x are not significant */
+                frac++;
+                p++;
+                continue;
+            }
+            if (++digits > 15) {
+                return 0;
+            }
+            m = m * 10 + (uint64_t)(*p++ - '0');
+            frac++;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        *is_int = 0;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) {
+            eneg = *p++ == '-';
+        }
+        if (p >= end || *p < '0' || *p > '9') {
+            return 0;
+        }
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (++edigits > 3) {
+                return 0;
+            }
+            e = e * 10 + (*p++ - '0');
+        }
+        if (eneg) {
+            e = -e;
+        }
+    }
+    e -= frac;
+    if (*is_int) {
+        *ival = neg ? -(long long)m : (long long)m;
+        *x = (double)*ival; /* "-0" is the int 0: 0.0, as the Python path converts it */
+    }
+    else {
+        double v;
+        if (e < -22 || e > 22) {
+            return 0;
+        }
+        v = e < 0 ? (double)m / pow10_exact[-e] : (double)m * pow10_exact[e];
+        *x = neg ? -v : v;
+    }
+    s->p = p;
+    return 1;
+}
+
+/* A key without escapes: [*k, *k + *n).  0 when not taken. */
+static int
+scan_key(Scan *s, const char **k, Py_ssize_t *n)
+{
+    const char *p;
+    if (!expect(s, '"')) {
+        return 0;
+    }
+    p = s->p;
+    while (p < s->end && *p != '"') {
+        if (*p == '\\' || (unsigned char)*p < 0x20) {
+            return 0;
+        }
+        p++;
+    }
+    if (p >= s->end) {
+        return 0;
+    }
+    *k = s->p;
+    *n = p - s->p;
+    s->p = p + 1;
+    return expect(s, ':');
+}
+
+/* Skip any JSON value (strings escape-aware, nesting counted); 0 if the line ends first. */
+static int
+skip_value(Scan *s)
+{
+    int depth = 0;
+    skip_ws(s);
+    do {
+        if (s->p >= s->end) {
+            return 0;
+        }
+        switch (*s->p) {
+        case '"':
+            s->p++;
+            while (s->p < s->end && *s->p != '"') {
+                s->p += (*s->p == '\\') ? 2 : 1;
+            }
+            if (s->p >= s->end) {
+                return 0;
+            }
+            s->p++;
+            break;
+        case '{':
+        case '[':
+            depth++;
+            s->p++;
+            break;
+        case '}':
+        case ']':
+            if (depth == 0) {
+                return 1; /* the end of the enclosing container: an empty value, let orjson say so */
+            }
+            depth--;
+            s->p++;
+            break;
+        default:
+            s->p++;
+            if (depth == 0) {
+                /* a literal or number: up to the next delimiter */
+                while (s->p < s->end && *s->p != ',' && *s->p != '}' && *s->p != ']') {
+                    s->p++;
+                }
+            }
+            break;
+        }
+    } while (depth > 0);
+    return 1;
+}
+
+static int
+changes_reserve_rows(Changes *c, Py_ssize_t more)
+{
+    if (c->nrows + more > c->rows_cap) {
+        Py_ssize_t cap = c->rows_cap ? c->rows_cap * 2 : 256;
+        double *r;
+        while (cap < c->nrows + more) {
+            cap *= 2;
+        }
+        r = PyMem_Realloc(c->rows, (size_t)cap * 3 * sizeof(double));
+        if (r == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        c->rows = r;
+        c->rows_cap = cap;
+    }
+    return 0;
+}
+
+/* A number or null as orjson gives it (int, float, None); NULL + no error when not taken. */
+static PyObject *
+scan_scalar(Scan *s)
+{
+    double x;
+    int is_int;
+    long long iv;
+    skip_ws(s);
+    if (s->end - s->p >= 4 && memcmp(s->p, "null", 4) == 0) {
+        s->p += 4;
+        Py_RETURN_NONE;
+    }
+    if (!scan_number(s, &x, &is_int, &iv)) {
+        return NULL;
+    }
+    return is_int ? PyLong_FromLongLong(iv) : PyFloat_FromDouble(x);
+}
+
+/* A ladder's rows: [[k, (p,) s], ...].  1 taken, 0 not taken, -1 error. */
+static int
+scan_ladder(Scan *s, Changes *c, int ladder, RunnerChange *rc)
+{
+    int width = ladder >= BATB ? 3 : 2, is_int;
+    long long iv;
+    rc->start[ladder] = c->nrows;
+    rc->count[ladder] = 0;
+    if (!expect(s, '[')) {
+        return 0;
+    }
+    if (expect(s, ']')) {
+        return 1;
+    }
+    do {
+        double v[3];
+        int i;
+        if (!expect(s, '[')) {
+            return 0;
+        }
+        for (i = 0; i < width; i++) {
+            if ((i > 0 && !expect(s, ',')) || !scan_number(s, &v[i], &is_int, &iv)) {
+                return 0;
+            }
+        }
+        if (!expect(s, ']') || changes_reserve_rows(c, 1) < 0) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        c->rows[3 * c->nrows] = v[0];
+        c->rows[3 * c->nrows + 1] = width == 3 ? v[1] : v[0];
+        c->rows[3 * c->nrows + 2] = v[width - 1];
+        c->nrows++;
+        rc->count[ladder]++;
+    } while (expect(s, ','));
+    return expect(s, ']');
+}
+
+/* One runner change object into c->rc[c->n].  1 taken, 0 not taken, -1 error. */
+static int
+scan_runner_change(Scan *s, Changes *c)
+{
+    RunnerChange *rc;
+    unsigned seen = 0;
+    int k;
+    if (c->n == c->cap) {
+        Py_ssize_t cap = c->cap ? c->cap * 2 : 8;
+        RunnerChange *r = PyMem_Realloc(c->rc, (size_t)cap * sizeof(RunnerChange));
+        if (r == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        c->rc = r;
+        c->cap = cap;
+    }
+    rc = &c->rc[c->n++]; /* counted now so dealloc frees what is filled in */
+    memset(rc, 0, sizeof(*rc));
+    for (k = 0; k < N_LADDERS; k++) {
+        rc->start[k] = -1;
+    }
+    if (!expect(s, '{')) {
+        return 0;
+    }
+    if (expect(s, '}')) {
+        return 0; /* no id: the Python path reports it */
+    }
+    do {
+        const char *key;
+        Py_ssize_t n;
+        int f;
+        PyObject *v, **slot;
+        if (!scan_key(s, &key, &n)) {
+            return 0;
+        }
+        if (n == 2 && key[0] == 'i' && key[1] == 'd') {
+            f = N_LADDERS + 4;
+        }
+        else if (n == 2 && key[0] == 'h' && key[1] == 'c') {
+            f = N_LADDERS + 5;
+        }
+        else {
+            PyObject *name = PyUnicode_FromStringAndSize(key, n);
+            if (name == NULL) {
+                return -1;
+            }
+            f = field_of(name);
+            Py_DECREF(name);
+            if (f == F_OTHER) {
+                return 0;
+            }
+        }
+        if (seen & (1u << f)) {
+            return 0; /* a key twice: orjson keeps the last one; leave that to it */
+        }
+        seen |= 1u << f;
+        if (f < N_LADDERS) {
+            int r = scan_ladder(s, c, f, rc);
+            if (r <= 0) {
+                return r;
+            }
+            continue;
+        }
+        slot = f == N_LADDERS + 4 ? &rc->id : f == N_LADDERS + 5 ? &rc->hc : &rc->values[f - F_LTP];
+        v = scan_scalar(s);
+        if (v == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        *slot = v;
+        if (f == N_LADDERS + 4 && !PyLong_CheckExact(v)) {
+            return 0; /* ids are ints; anything else is the Python path's to report */
+        }
+    } while (expect(s, ','));
+    return expect(s, '}') && rc->id != NULL;
+}
+
+/* An `rc` array into a new Changes: 1 taken (*out set), 0 not taken, -1 error. */
+static int
+scan_changes(Scan *s, PyObject **out)
+{
+    Changes *c = PyObject_New(Changes, &Changes_Type);
+    int r = 1;
+    if (c == NULL) {
+        return -1;
+    }
+    c->rc = NULL;
+    c->n = c->cap = 0;
+    c->rows = NULL;
+    c->nrows = c->rows_cap = 0;
+    if (!expect(s, '[')) {
+        r = 0;
+    }
+    else if (!expect(s, ']')) {
+        do {
+            r = scan_runner_change(s, c);
+        } while (r == 1 && expect(s, ','));
+        if (r == 1 && !expect(s, ']')) {
+            r = 0;
+        }
+    }
+    if (r == 1) {
+        *out = (PyObject *)c;
+    }
+    else {
+        Py_DECREF(c);
+    }
+    return r;
+}
+
+static int
+out_append(Buf *b, const char *from, const char *to)
+{
+    return buf_raw(b, from, to - from);
+}
+
+PyDoc_STRVAR(split_market_line_doc,
+"split_market_line(line) -> (bytes, list[Changes]) | None\n\n"
+"The line with each market change's `rc` array replaced by its index into the\n"
+"list (\"rc\":0, ...), and those arrays parsed; None when the line has none or\n"
+"holds anything the fast path does not take (parse the line with orjson then).");
+
+static PyObject *
+split_market_line(PyObject *Py_UNUSED(module), PyObject *line)
+{
+    Scan s;
+    Buf out = {NULL, 0, 0};
+    PyObject *changes = NULL, *res = NULL;
+    const char *copied;
+    int seen_mc = 0, r;
+    if (!PyBytes_Check(line)) {
+        PyErr_SetString(PyExc_TypeError, "split_market_line() takes bytes");
+        return NULL;
+    }
+    s.p = copied = PyBytes_AS_STRING(line);
+    s.end = s.p + PyBytes_GET_SIZE(line);
+    changes = PyList_New(0);
+    if (changes == NULL) {
+        return NULL;
+    }
+    if (!expect(&s, '{') || expect(&s, '}')) {
+        goto not_taken;
+    }
+    do { /* top-level keys */
+        const char *key;
+        Py_ssize_t n;
+        if (!scan_key(&s, &key, &n)) {
+            goto not_taken;
+        }
+        if (!(n == 2 && key[0] == 'm' && key[1] == 'c')) {
+            if (!skip_value(&s)) {
+                goto not_taken;
+            }
+            continue;
+        }
+        if (seen_mc++ || !expect(&s, '[')) {
+            goto not_taken;
+        }
+        if (expect(&s, ']')) {
+            continue;
+        }
+        do { /* market changes */
+            int seen_rc = 0;
+            if (!expect(&s, '{')) {
+                goto not_taken;
+            }
+            if (expect(&s, '}')) {
+                continue;
+            }
+            do { /* a market change's keys */
+                if (!scan_key(&s, &key, &n)) {
+                    goto not_taken;
+                }
+                if (!(n == 2 && key[0] == 'r' && key[1] == 'c')) {
+                    if (!skip_value(&s)) {
+                        goto not_taken;
+                    }
+                    continue;
+                }
+                if (seen_rc++) {
+                    goto not_taken;
+                }
+                {
+                    PyObject *c = NULL;
+                    char index[24];
+                    skip_ws(&s);
+                    if (out_append(&out, copied, s.p) < 0) {
+                        goto error;
+                    }
+                    r = scan_changes(&s, &c);
+                    if (r < 0) {
+                        goto error;
+                    }
+                    if (r == 0) {
+                        goto not_taken;
+                    }
+                    snprintf(index, sizeof(index), "%zd", PyList_GET_SIZE(changes));
+                    if (PyList_Append(changes, c) < 0) {
+                        Py_DECREF(c);
+                        goto error;
+                    }
+                    Py_DECREF(c);
+                    if (buf_raw(&out, index, (Py_ssize_t)strlen(index)) < 0) {
+                        goto error;
+                    }
+                    copied = s.p;
+                }
+            } while (expect(&s, ','));
+            if (!expect(&s, '}')) {
+                goto not_taken;
+            }
+        } while (expect(&s, ','));
+        if (!expect(&s, ']')) {
+            goto not_taken;
+        }
+    } while (expect(&s, ','));
+    if (!expect(&s, '}') || PyList_GET_SIZE(changes) == 0) {
+        goto not_taken;
+    }
+    if (out_append(&out, copied, s.end) < 0) {
+        goto error;
+    }
+    {
+        PyObject *reduced = PyBytes_FromStringAndSize(out.data, out.len);
+        if (reduced != NULL) {
+            res = PyTuple_Pack(2, reduced, changes);
+            Py_DECREF(reduced);
+        }
+    }
+    PyMem_Free(out.data);
+    Py_DECREF(changes);
+    return res;
+not_taken:
+    PyMem_Free(out.data);
+    Py_DECREF(changes);
+    Py_RETURN_NONE;
+error:
+    PyMem_Free(out.data);
+    Py_DECREF(changes);
+    return NULL;
+}
+
+/* The runner for (id, hc) in the market's dict, made and listed when new (borrowed). */
+static Runner *
+market_runner(PyObject *runners, PyObject *runner_list, PyObject *id, PyObject *hc)
+{
+    static PyObject *zero = NULL;
+    PyObject *key, *runner;
+    if (zero == NULL && (zero = PyLong_FromLong(0)) == NULL) {
+        return NULL;
+    }
+    key = PyTuple_Pack(2, id, hc != NULL ? hc : zero);
+    if (key == NULL) {
+        return NULL;
+    }
+    runner = PyDict_GetItemWithError(runners, key); /* borrowed */
+    if (runner == NULL && !PyErr_Occurred()) {
+        runner = PyObject_CallFunctionObjArgs((PyObject *)&Runner_Type, PyTuple_GET_ITEM(key, 0),
+                                              PyTuple_GET_ITEM(key, 1), NULL);
+        if (runner != NULL) {
+            if (PyDict_SetItem(runners, key, runner) < 0 || PyList_Append(runner_list, runner) < 0) {
+                Py_CLEAR(runner);
+            }
+            else {
+                Py_DECREF(runner); /* the dict holds it */
+            }
+        }
+    }
+    Py_DECREF(key);
+    if (runner != NULL && !PyObject_TypeCheck(runner, &Runner_Type)) {
+        PyErr_SetString(PyExc_TypeError, "apply_changes(): runners must hold Runner objects");
+        return NULL;
+    }
+    return (Runner *)runner;
+}
+
+/* Apply one parsed runner change (see Runner_apply for the rules). */
+static int
+runner_apply_parsed(Runner *self, const Changes *c, const RunnerChange *rc)
+{
+    int k;
+    Py_ssize_t i;
+    Py_CLEAR(self->book);
+    self->enc_len = -1;
+    for (k = 0; k < N_LADDERS; k++) {
+        Ladder *l = &self->lad[k];
+        const double *row;
+        if (rc->start[k] < 0) {
+            continue;
+        }
+        if (rc->count[k] == 0) {
+            if (l->clear_on_empty) {
+                ladder_clear(l);
+            }
+            continue;
+        }
+        Py_CLEAR(l->levels);
+        row = &c->rows[3 * rc->start[k]];
+        for (i = 0; i < rc->count[k]; i++, row += 3) {
+            if (ladder_set(l, row[0], row[1], row[2]) < 0) {
+                return -1;
+            }
+        }
+    }
+    for (k = 0; k < 4; k++) {
+        if (rc->values[k] != NULL) {
+            PyObject **slot = k == 0 ? &self->ltp : k == 1 ? &self->tv : k == 2 ? &self->spn : &self->spf;
+            Py_SETREF(*slot, Py_NewRef(rc->values[k]));
+        }
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(apply_changes_doc,
 "apply_changes(runners, runner_list, rcs) -> None\n\n"
-"Apply a market change's runner changes (`rc`, a list of JSON objects): each\n"
-"goes to runners[(id, hc)] (hc defaults to 0), a new Runner being created,\n"
-"added to the dict and appended to runner_list when the key is new.  The\n"
-"loop of MarketCache.fold, in C.");
+"Apply a market change's runner changes (`rc`: a list of JSON objects, or\n"
+"the Changes split_market_line() parsed): each goes to runners[(id, hc)]\n"
+"(hc defaults to 0), a new Runner being created, added to the dict and\n"
+"appended to runner_list when the key is new.  The loop of\n"
+"MarketCache.fold, in C.");
 
 static PyObject *
 apply_changes(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    static PyObject *id_str = NULL, *hc_str = NULL, *zero = NULL;
+    static PyObject *id_str = NULL, *hc_str = NULL;
     PyObject *runners, *runner_list, *rcs;
     Py_ssize_t i;
-    if (nargs != 3 || !PyDict_Check(args[0]) || !PyList_Check(args[1]) || !PyList_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "apply_changes(runners: dict, runner_list: list, rcs: list)");
+    if (nargs != 3 || !PyDict_Check(args[0]) || !PyList_Check(args[1]) ||
+        !(PyList_Check(args[2]) || Py_IS_TYPE(args[2], &Changes_Type))) {
+        PyErr_SetString(PyExc_TypeError, "apply_changes(runners: dict, runner_list: list, rcs: list | Changes)");
         return NULL;
     }
     runners = args[0];
     runner_list = args[1];
     rcs = args[2];
+    if (Py_IS_TYPE(rcs, &Changes_Type)) {
+        const Changes *c = (const Changes *)rcs;
+        for (i = 0; i < c->n; i++) {
+            Runner *runner = market_runner(runners, runner_list, c->rc[i].id, c->rc[i].hc);
+            if (runner == NULL || runner_apply_parsed(runner, c, &c->rc[i]) < 0) {
+                return NULL;
+            }
+        }
+        Py_RETURN_NONE;
+    }
     if (id_str == NULL) {
         id_str = PyUnicode_InternFromString("id");
         hc_str = PyUnicode_InternFromString("hc");
-        zero = PyLong_FromLong(0);
-        if (id_str == NULL || hc_str == NULL || zero == NULL) {
+        if (id_str == NULL || hc_str == NULL) {
             return NULL;
         }
     }
     for (i = 0; i < PyList_GET_SIZE(rcs); i++) {
-        PyObject *rc = PyList_GET_ITEM(rcs, i), *id, *hc, *key, *runner, *res;
+        PyObject *rc = PyList_GET_ITEM(rcs, i), *id, *hc, *res;
+        Runner *runner;
         if (!PyDict_Check(rc)) {
             PyErr_Format(PyExc_TypeError, "runner change must be a JSON object, got %.100s", Py_TYPE(rc)->tp_name);
             return NULL;
@@ -940,49 +1601,19 @@ apply_changes(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
             return NULL;
         }
         hc = PyDict_GetItemWithError(rc, hc_str);
-        if (hc == NULL && PyErr_Occurred()) {
-            Py_DECREF(rc);
-            return NULL;
-        }
-        key = PyTuple_Pack(2, id, hc != NULL ? hc : zero);
-        if (key == NULL) {
-            Py_DECREF(rc);
-            return NULL;
-        }
-        runner = PyDict_GetItemWithError(runners, key); /* borrowed */
+        runner = (hc == NULL && PyErr_Occurred()) ? NULL : market_runner(runners, runner_list, id, hc);
         if (runner == NULL) {
-            if (PyErr_Occurred()) {
-                goto fail;
-            }
-            runner = PyObject_CallFunctionObjArgs((PyObject *)&Runner_Type, PyTuple_GET_ITEM(key, 0),
-                                                  PyTuple_GET_ITEM(key, 1), NULL);
-            if (runner == NULL) {
-                goto fail;
-            }
-            if (PyDict_SetItem(runners, key, runner) < 0 || PyList_Append(runner_list, runner) < 0) {
-                Py_DECREF(runner);
-                goto fail;
-            }
-            Py_DECREF(runner); /* the dict holds it */
-        }
-        if (!PyObject_TypeCheck(runner, &Runner_Type)) {
-            PyErr_SetString(PyExc_TypeError, "apply_changes(): runners must hold Runner objects");
-            goto fail;
+            Py_DECREF(rc);
+            return NULL;
         }
         Py_INCREF(runner);
-        res = Runner_apply((Runner *)runner, rc);
+        res = Runner_apply(runner, rc);
         Py_DECREF(runner);
-        Py_DECREF(key);
         Py_DECREF(rc);
         if (res == NULL) {
             return NULL;
         }
         Py_DECREF(res);
-        continue;
-    fail:
-        Py_DECREF(key);
-        Py_DECREF(rc);
-        return NULL;
     }
     Py_RETURN_NONE;
 }
@@ -1029,6 +1660,7 @@ static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS, configure_doc},
     {"encode_book", (PyCFunction)(void (*)(void))encode_book, METH_FASTCALL, encode_book_doc},
     {"apply_changes", (PyCFunction)(void (*)(void))apply_changes, METH_FASTCALL, apply_changes_doc},
+    {"split_market_line", (PyCFunction)split_market_line, METH_O, split_market_line_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1044,7 +1676,7 @@ PyMODINIT_FUNC
 PyInit__ladders(void)
 {
     PyObject *m;
-    if (PyType_Ready(&Runner_Type) < 0) {
+    if (PyType_Ready(&Runner_Type) < 0 || PyType_Ready(&Changes_Type) < 0) {
         return NULL;
     }
     m = PyModule_Create(&ladders_module);

@@ -150,3 +150,101 @@ def test_the_c_twins_are_in_use_when_built() -> None:
         market.fold({"id": "1.1", "rc": [{"atb": [[2, 1]]}]})
     with pytest.raises(TypeError, match="runner change must be a JSON object"):
         market.fold({"id": "1.1", "rc": [[1]]})
+
+
+# --- stream lines parsed in C: split_market_line ---------------------------------------------------
+
+def _number_texts() -> Any:
+    """JSON numbers as Betfair writes them and as other writers might: ints, decimals, exponents,
+    signed zeros, long mantissas (beyond the fast path: the line goes to orjson)."""
+    floats = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
+    return st.one_of(
+        st.integers(-10**6, 10**6).map(str),
+        floats.map(repr),
+        floats.map(lambda x: f"{x:.2f}"),
+        st.sampled_from(["0", "-0", "-0.0", "0.0", "1e2", "1.5E-3", "2.50", "0.000123", "1000",
+                         "1.0000000000000002", "12345678901234567", "9007199254740993", "1e400", "1e-400"]),
+    )
+
+
+@st.composite
+def market_lines(draw: Any) -> bytes:
+    """An mcm line with random runner changes, written with random spacing."""
+    n = draw(_number_texts())
+    rcs = []
+    for rc in draw(st.lists(runner_changes(), min_size=1, max_size=3)):
+        parts = [f'"id":{rc["id"] + draw(st.integers(0, 2))}']
+        if draw(st.booleans()):
+            parts.append(f'"hc":{draw(_number_texts())}')
+        for key, value in rc.items():
+            if key == "id":
+                continue
+            if isinstance(value, list):
+                rows = ",".join("[" + ",".join(draw(st.sampled_from([repr(v), n]))
+                                               if isinstance(v, float) else str(v) for v in row) + "]"
+                                for row in value)
+                parts.append(f'"{key}":[{rows}]')
+            else:
+                parts.append(f'"{key}":{draw(st.sampled_from([str(value), "null", n]))}')
+        rcs.append("{" + ",".join(parts) + "}")
+    space = draw(st.sampled_from(["", " ", "\n "]))
+    mc = f'{{"id":"1.5",{space}"rc":[{(","+space).join(rcs)}],"tv":{n}}}'
+    return f'{{"op":"mcm","clk":"AB\\"C","pt":1700000000000,"mc":[{mc}]}}'.encode()
+
+
+def _fold_both(line: bytes) -> tuple[Any, Any]:
+    """(outcome with orjson parsing the whole line, outcome with split_market_line); an outcome is
+    the book's bytes, or the exception's type when the line is refused."""
+    import orjson
+
+    from producers.betfair.parse import _join_split
+
+    outcomes = []
+    for split in (None, _ladders.split_market_line(line)):
+        market = MarketCache("1.5")
+        try:
+            data = orjson.loads(line) if split is None else _join_split(split[0], split[1], line)
+            for mc in data["mc"]:
+                market.fold(mc)
+            outcomes.append(market.encoded_book(1, 1))
+        except Exception as exc:  # the outcome compared is which exception
+            outcomes.append(type(exc))
+    return outcomes[0], outcomes[1]
+
+
+@settings(max_examples=400, deadline=None)
+@given(market_lines())
+def test_lines_parsed_in_c_give_the_books_orjson_parsing_gives(line: bytes) -> None:
+    whole, split = _fold_both(line)
+    assert split == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(market_lines(), st.data())
+def test_damaged_lines_are_refused_or_taken_alike(line: bytes, data: Any) -> None:
+    """Cut, or a byte changed anywhere: the fast path refuses what orjson refuses (same error), and
+    takes only what gives the same book."""
+    i = data.draw(st.integers(0, len(line) - 1))
+    damaged = data.draw(st.sampled_from([line[:i], line[:i] + data.draw(st.sampled_from(
+        [b"x", b"[", b"]", b"{", b"}", b",", b'"', b"\\", b"-", b"0", b".", b"e", b" "])) + line[i + 1:]]))
+    whole, split = _fold_both(damaged)
+    assert split == whole
+
+
+def test_split_market_line_takes_ladders_and_leaves_the_rest_to_orjson() -> None:
+    line = b'{"op":"mcm","pt":1,"mc":[{"id":"1.5","rc":[{"id":7,"atb":[[2.5,1]]}],"tv":3},{"id":"1.6"}]}'
+    reduced, changes = _ladders.split_market_line(line)
+    assert reduced == b'{"op":"mcm","pt":1,"mc":[{"id":"1.5","rc":0,"tv":3},{"id":"1.6"}]}'
+    assert len(changes) == 1 and len(changes[0]) == 1
+    for not_taken in (
+        b'{"op":"mcm","pt":1,"mc":[{"id":"1.5"}]}',                              # no ladders: orjson alone
+        b'{"op":"ocm","pt":1,"oc":[]}',
+        b'{"op":"mcm","mc":[{"rc":[{"id":7,"atb":[[2.5,1]],"atb":[]}]}]}',       # a key twice
+        b'{"op":"mcm","mc":[{"rc":[{"id":7,"xyz":1}]}]}',                        # an unknown key
+        b'{"op":"mcm","mc":[{"rc":[{"id":"7"}]}]}',                              # an id not an int
+        b'{"op":"mcm","mc":[{"rc":[{"id":7,"atb":[[2.5,1,3]]}]}]}',              # a row of 3
+        b'{"op":"mcm","mc":[{"rc":[{"id":7,"ltp":1.00000000000000001}]}]}',      # beyond the exact path
+        b'{"op":"mcm","mc":[{"r\\u0063":[{"id":7}]}]}',                          # an escaped key
+        b'{"op":"mcm","mc":[{"rc":[{"id":7}]}]',                                 # cut short
+    ):
+        assert _ladders.split_market_line(not_taken) is None, not_taken
