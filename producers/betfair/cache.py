@@ -23,9 +23,9 @@ C twin: `FAST` is `producers/betfair/_ladders.c` when it is built and `TICKTAPE_
 its `Runner` replaces `RunnerCache` (same rules; ~5x faster, the per-level work was most of an
 import), `apply_changes` the runner loop of `fold`, `encode_book` writes a book's Avro bytes
 straight from the ladders for `encoded_book`, and `split_market_line` parses a line's runner
-ladders into plain doubles (`StreamDecoder.decode_line`; orjson parses the rest). Both twins are checked against each other and
-against betfairlightweight; a start-up self-check turns the C twin off should its book bytes ever
-differ from the codec's (a schema change).
+ladders into plain doubles (`StreamDecoder.decode_line`; orjson parses the rest). Both twins
+are checked against each other and against betfairlightweight; a start-up self-check turns the
+C twin off should its book bytes ever differ from the codec's (a schema change).
 """
 
 from __future__ import annotations
