@@ -15,6 +15,7 @@ Payloads handled (spot and USD-M futures field layouts):
 | `kline` (closed only)     | Bar                           | md.binance.bar       |
 | `executionReport`         | OrderAccepted/Filled/...      | orders.event         |
 | `outboundAccountPosition` | Balance per asset             | account.balance      |
+| `balanceUpdate`           | CustomData (a delta)          | account.balance_update |
 
 Times: Binance sends ms, or µs when a stream/file asks for microseconds; `to_ns` tells them
 apart by magnitude. Spot `bookTicker` carries no venue time, so its ts_event is ts_recv.
@@ -37,6 +38,7 @@ from ticktape.events import (
     Bar,
     BookDelta,
     BookSnapshot,
+    CustomData,
     Event,
     OrderAccepted,
     OrderCancelled,
@@ -56,6 +58,7 @@ TOPIC_BOOK = "md.binance.book"
 TOPIC_BAR = "md.binance.bar"
 TOPIC_ORDERS = "orders.event"
 TOPIC_BALANCE = "account.balance"
+TOPIC_BALANCE_UPDATE = "account.balance_update"
 
 Parsed = list[tuple[str, Event]]
 RobotOf = Callable[[str], str]
@@ -202,8 +205,9 @@ def parse_execution_report(p: Mapping[str, Any], ts_recv: int, robot_of: RobotOf
 
     NEW -> OrderAccepted, TRADE -> OrderFilled (fee in the commission asset `N`),
     CANCELED -> OrderCancelled (the original client id is `C`), REJECTED -> OrderRejected,
-    EXPIRED / TRADE_PREVENTION -> OrderExpired. REPLACED (amend) has no event type and is
-    refused so it lands in the dead-letter topic rather than vanishing.
+    EXPIRED / TRADE_PREVENTION -> OrderExpired. REPLACED (an order amended in place, e.g.
+    "amend keep priority" reducing its quantity) -> OrderAccepted of the order as it now stands,
+    as the simulated venue answers a ReplaceOrder. Any other type is refused (dead letter).
     """
     w = "executionReport"
     x = _field(p, "x", str, w)
@@ -215,7 +219,7 @@ def parse_execution_report(p: Mapping[str, Any], ts_recv: int, robot_of: RobotOf
     ts = _field(p, "T", to_ns, w) if "T" in p else _field(p, "E", to_ns, w)
     robot = robot_of(cid)
     ev: Event
-    if x == "NEW":
+    if x in ("NEW", "REPLACED"):
         ev = OrderAccepted(robot, cid, vid, VENUE, symbol, ts, ts_recv)
     elif x == "TRADE":
         qty = _field(p, "q", _num, w)
@@ -251,6 +255,20 @@ def parse_account_position(p: Mapping[str, Any], ts_recv: int, account: str = "s
     return out
 
 
+def parse_balance_update(p: Mapping[str, Any], ts_recv: int) -> Parsed:
+    """User-data `balanceUpdate` (a deposit, withdrawal or transfer: the change `d` of asset `a`) ->
+    CustomData `binance.balance_update` keyed by asset, payload `{"asset", "delta"}` (ts_event =
+    clear time `T`). `Balance` events hold totals; the next `outboundAccountPosition` gives them."""
+    w = "balanceUpdate"
+    asset = _field(p, "a", str, w)
+    delta = _field(p, "d", str, w)
+    _field(p, "d", _num, w)  # must be a number; kept as Binance's decimal text, exact
+    ts = _field(p, "T", to_ns, w) if "T" in p else _field(p, "E", to_ns, w)
+    payload = json.dumps({"asset": asset, "delta": delta}, separators=(",", ":"))
+    return [(TOPIC_BALANCE_UPDATE, CustomData("binance.balance_update", asset, ts, ts_recv, payload,
+                                              "application/json"))]
+
+
 _BY_TYPE: dict[str, Callable[[Mapping[str, Any], int], Parsed]] = {
     "trade": parse_trade,
     "aggTrade": parse_agg_trade,
@@ -259,6 +277,7 @@ _BY_TYPE: dict[str, Callable[[Mapping[str, Any], int], Parsed]] = {
     "kline": parse_kline,
     "executionReport": parse_execution_report,
     "outboundAccountPosition": parse_account_position,
+    "balanceUpdate": parse_balance_update,
 }
 
 

@@ -13,6 +13,7 @@ from ticktape.events import (
     Balance,
     Bar,
     BookDelta,
+    CustomData,
     OrderAccepted,
     OrderCancelled,
     OrderExpired,
@@ -79,6 +80,24 @@ def test_robot_attribution_hook_and_futures_fields() -> None:
                       "b": "1", "B": "2", "a": "3", "A": "4"}
     [(_, q)] = parse_payload(futures_ticker, RECV)
     assert q == Quote("binance", "BTCUSDT", 1700000000599 * MS, RECV, 1.0, 2.0, 3.0, 4.0)
+
+
+def test_an_amended_order_is_accepted_again_and_a_balance_update_is_kept_as_custom_data() -> None:
+    new = json.loads(_messages("ws_messages.jsonl")[6])
+    inner = new.get("event", new)
+    amended = {**inner, "x": "REPLACED", "X": "NEW", "q": "0.25", "E": inner["E"] + 5, "T": inner["T"] + 5}
+    [(topic, ev)] = parse_payload(amended, RECV)
+    assert topic == "orders.event" and isinstance(ev, OrderAccepted)
+    assert (ev.client_order_id, ev.venue_order_id, ev.ts_event) == (inner["c"], str(inner["i"]), (inner["T"] + 5) * MS)
+    update = {"e": "balanceUpdate", "E": 1573200697110, "a": "BTC", "d": "100.00000000", "T": 1573200697068}
+    [(topic, ev)] = parse_payload(update, RECV)
+    assert (topic, ev) == ("account.balance_update", CustomData(
+        "binance.balance_update", "BTC", 1573200697068 * MS, RECV, '{"asset":"BTC","delta":"100.00000000"}',
+        "application/json"))
+    with pytest.raises(BinanceParseError, match="balanceUpdate: field 'd'='lots'"):
+        parse_payload({**update, "d": "lots"}, RECV)
+    with pytest.raises(BinanceParseError, match="execution type x='PENDING_NEW'"):
+        parse_payload({**inner, "x": "PENDING_NEW"}, RECV)
 
 
 def test_time_units() -> None:
