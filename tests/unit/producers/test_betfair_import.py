@@ -235,3 +235,28 @@ def test_a_directory_imports_every_stream_file_and_uses_catalogues_for_names(tmp
     tape = open_tape(uri)
     first = _events(tape, MARKET_TOPIC)[0]
     assert isinstance(first, MarketDefinition) and first.runners[0].name == "1. Fast"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="no ../shared/data/betfair (real recorded markets)")
+def test_the_pure_python_import_in_another_process_writes_the_same_records(tmp_path: Path) -> None:
+    """`TICKTAPE_NO_CEXT=1` (no C anywhere: Python ladders, codec, tape encoder) in a second process
+    writes the same records, byte for byte, as this process's C path."""
+    import os
+    import subprocess
+    import sys
+
+    market = SHARED / REAL_MARKETS[0]
+    code = ("import sys; from producers.betfair.historical import import_file; from ticktape.tape import open_tape;"
+            "from ticktape.timeutil import VirtualClock; t = open_tape('file:' + sys.argv[1]);"
+            "import_file(t, sys.argv[2], clock=VirtualClock(1)); t.close()")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "pure"), str(market)], check=True,
+                   env={**os.environ, "TICKTAPE_NO_CEXT": "1"})
+    fast = open_tape(f"file:{tmp_path / 'fast'}")
+    import_file(fast, market, clock=VirtualClock(1))
+    pure = open_tape(f"file:{tmp_path / 'pure'}")
+    from ticktape.codec import default_codec
+
+    codec = default_codec()
+    a = [(r.offset, r.key, codec.encode(r.event)) for r in fast.read(MARKET_TOPIC)]
+    b = [(r.offset, r.key, codec.encode(r.event)) for r in pure.read(MARKET_TOPIC)]
+    assert len(a) > 160 and a == b
