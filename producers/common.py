@@ -110,6 +110,7 @@ class BatchAppender:
         self.on_append: Callable[[str], None] | None = None  # called after each durable append
         # Per topic: events, and their keys once any key was given (None: the schema keys).
         self._pending: dict[str, tuple[list[Event | Encoded], list[str | None] | None]] = {}
+        self._any_encoded = False  # once an Encoded was added, batches are checked for them
 
     def _keys(self, topic: str) -> tuple[list[Event | Encoded], list[str | None]]:
         """The topic's pending lists, with explicit keys (schema keys filled in for earlier events)."""
@@ -121,6 +122,8 @@ class BatchAppender:
 
     def add(self, topic: str, event: Event | Encoded, key: str | None = None) -> None:
         """Queue one event; `key` overrides the schema key (rarely needed)."""
+        if type(event) is Encoded:
+            self._any_encoded = True
         pending = self._pending.get(topic)
         if key is None and (pending is None or pending[1] is None):
             events = self._pending.setdefault(topic, ([], None))[0]
@@ -160,7 +163,7 @@ class BatchAppender:
             self.skip[topic] -= drop
             events = events[drop:]
             keys = keys[drop:] if keys is not None else None
-        if any(type(e) is Encoded for e in events):
+        if self._any_encoded and any(type(e) is Encoded for e in events):
             self.tape.append_encoded(topic, as_encoded(events, keys))
         elif events:
             self.tape.append(topic, events, keys=keys)  # type: ignore[arg-type]  # no Encoded in it

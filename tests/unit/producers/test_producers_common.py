@@ -12,6 +12,7 @@ from producers.common import (
     BatchAppender,
     ImportRun,
     ImportSummary,
+    as_encoded,
     exit_code,
     file_identity,
     find_import,
@@ -19,7 +20,9 @@ from producers.common import (
     summaries_text,
 )
 from tests.conftest import TapeFactory, make_trades
+from ticktape.codec import default_codec
 from ticktape.events import DeadLetter, SourceImported
+from ticktape.tape import Encoded
 from ticktape.timeutil import VirtualClock
 
 
@@ -47,6 +50,28 @@ def test_batch_appender_appends_in_batches_and_flushes_the_rest(tape_factory: Ta
     mixed.flush()
     keys = sorted(r.key or "" for p in range(tape.partitions(topic + "k")) for r in tape.read(topic + "k", p))
     assert keys == ["BTCUSDT"] * 4 + ["custom"]
+
+
+def test_batch_appender_takes_encoded_events_among_objects(tape_factory: TapeFactory, topic: str) -> None:
+    """Encoded events (the Betfair importer's books) and objects in one batch: a batch holding any
+    Encoded goes through append_encoded, the objects encoded by the codec, order and keys kept."""
+    tape = tape_factory()
+    codec = default_codec()
+    trades = make_trades(9)
+    app = BatchAppender(tape, batch_size=4)
+    for i, t in enumerate(trades):
+        if i % 3 == 1:
+            app.add(topic, Encoded(codec.key_of(t), t.ts_event, codec.encode(t)))
+        else:
+            app.add(topic, t, key="k" if i == 5 else None)
+    app.flush()
+    records = sorted((r for p in range(tape.partitions(topic)) for r in tape.read(topic, p)),
+                     key=lambda r: int(r.event.trade_id))
+    assert [r.event for r in records] == trades and app.counts == {topic: 9}
+    assert [r.key for r in records] == [codec.key_of(t) if i != 5 else "k" for i, t in enumerate(trades)]
+    assert as_encoded(trades[:2], ["x", None]) == [Encoded("x", trades[0].ts_event, codec.encode(trades[0])),
+                                                   Encoded(codec.key_of(trades[1]), trades[1].ts_event,
+                                                           codec.encode(trades[1]))]
 
 
 def test_import_run_dead_letters_bookmark_and_second_import_adds_nothing(tape_factory: TapeFactory,
