@@ -1,16 +1,14 @@
 """Fault test on a real broker: SIGKILL the broker while a producer appends, restart it.
 
 The guarantee under test (also stated in the README): every event whose `append` returned
-is on the tape, in append order per partition, and nothing else is. With confluent-kafka
-(librdkafka's idempotent producer) retries inside an `append` (the broker vanished mid-batch,
-the connection broke before the acknowledgement arrived) never duplicate anything: the broker
-de-duplicates by (producer id, sequence number) and rebuilds that state from its log after a
-crash; that client is held to exactly once with no de-duplication on the reading side.
-kafka-python's idempotent producer was seen, in about one run in five here, to re-send a
-batch after the broker's restart as new records (a few hundred duplicates of acknowledged
-events). For it the test asserts what the README promises for that client: nothing lost, no
-foreign records, first occurrences in append order, and duplicates only as exact copies of
-acknowledged events, removed by the events' identity (here the trade id).
+is on the tape, in append order per partition, nothing foreign, and duplicates (if any) only as
+exact copies of acknowledged events, removed by the events' identity (here the trade id). When a
+partition holds exactly as many records as were acknowledged, it must hold them exactly once at
+the acknowledged offsets. Idempotent producers usually achieve that (the broker de-duplicates
+by producer id and sequence number and rebuilds that state after a crash), but not always after
+a SIGKILL: kafka-python re-sent a batch as new records in about one run in five, and librdkafka
+(confluent-kafka) once in several dozen fresh-clone runs wrote 290 records twice (it bumps the
+producer epoch when in-flight requests time out; the broker cannot de-duplicate across epochs).
 
 This broker is the test's own (its own directory and port), so killing it does not disturb
 the session broker the other tests share.
@@ -79,14 +77,14 @@ def test_sigkill_during_appends_loses_and_duplicates_nothing(backend: str, tmp_p
         for p in range(PARTITIONS):
             mine = [(e, pos.offset) for e, pos in acked if pos.partition == p]
             records = list(reader.read(topic, p))
-            if backend == "kafka+rdkafka" or len(records) == len(mine):
+            if len(records) == len(mine):
                 # exactly once and in append order: the partition holds precisely the acknowledged
                 # events, in the order they were appended, at the offsets the acknowledgements gave
                 assert [r.offset for r in records] == [o for _, o in mine] == list(range(len(mine)))
                 assert [r.event for r in records] == [e for e, _ in mine]
             else:
-                # kafka-python after a broker crash: duplicates are copies of acknowledged events
-                # and vanish when de-duplicated by event identity, leaving the append order
+                # a batch re-sent after the broker crash: duplicates are copies of acknowledged
+                # events and vanish when de-duplicated by event identity, leaving the append order
                 first: dict[str, Event] = {}
                 for r in records:
                     first.setdefault(r.event.trade_id, r.event)  # type: ignore[union-attr]

@@ -261,7 +261,10 @@ def test_topic_written_by_a_transactional_producer(backend: str, kafka_tape_uri:
     deadline = time.monotonic() + 30  # another client auto-created the topic: let metadata catch up
     while tape.partitions(topic) == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert tape.end_offsets(topic) == {0: 6}  # 5 records + the commit marker
+    # 5 records + the commit marker, which the coordinator writes after commit_transaction returns
+    while tape.end_offsets(topic) != {0: 6} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tape.end_offsets(topic) == {0: 6}
     started = time.monotonic()
     assert [r.event for r in tape.read(topic)] == events
     assert time.monotonic() - started < 10
