@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from producers.betfair.session import StreamSession
 from producers.common import BatchAppender, dlq_topic
 from ticktape.errors import TicktapeError
 from ticktape.events import Event
-from ticktape.tape.base import Tape
+from ticktape.tape.base import Encoded, Tape
 from ticktape.timeutil import Clock, WallClock
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def backoff_delays(initial: float, maximum: float) -> Iterator[float]:
 RECONNECTABLE = (betfairlightweight.exceptions.BetfairError, OSError)
 """Socket drops, listener errors (a FAILURE status), timeouts: reconnect. Anything else is a bug: raise."""
 
-Emit = Callable[[list[tuple[str, Event]]], None]
+Emit = Callable[[Sequence[tuple[str, Event | Encoded]]], None]
 Connect = Callable[[StreamSession, Callable[[str | bytes], bool]], None]
 """Open a connection for a session and feed each raw line to the callback until it drops (raises)."""
 
@@ -234,7 +234,7 @@ def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOpt
         else:
             client.login_interactive()
     stop = stop or threading.Event()
-    events: queue.Queue[list[tuple[str, Event]]] = queue.Queue()
+    events: queue.Queue[Sequence[tuple[str, Event | Encoded]]] = queue.Queue()
     connect = _betfairlightweight_connect(client, options)
     sessions = [StreamSession("market", keep_raw=options.keep_raw)]
     if options.orders:

@@ -24,6 +24,7 @@ import orjson
 from producers.betfair.parse import GAP_TOPIC, RAW_TOPIC, StreamDecoder
 from ticktape.errors import ValidationError
 from ticktape.events import CustomData, DeadLetter, Event, FeedGap
+from ticktape.tape import Encoded
 
 VENUE = "betfair"
 BAD_INPUT = (ValidationError, KeyError, TypeError, ValueError, IndexError, AttributeError)
@@ -33,7 +34,7 @@ BAD_INPUT = (ValidationError, KeyError, TypeError, ValueError, IndexError, Attri
 class SessionOutput:
     """What one message produced: events per topic, dead letters, and whether to drop the connection."""
 
-    events: list[tuple[str, Event]] = field(default_factory=list)
+    events: list[tuple[str, Event | Encoded]] = field(default_factory=list)  # Encoded: an encode_books decoder
     dead_letters: list[DeadLetter] = field(default_factory=list)
     close: bool = False
     error: str | None = None
