@@ -11,6 +11,8 @@ fresh subprocess so peak RSS is its own:
 * `decode`: `StreamDecoder(encode_books=True)` alone, what the import runs (JSON -> encoded books);
 * `decode_objects`: `StreamDecoder()` building `MarketBook` objects (the live recorder's and the API's path);
 * `append`: appending the already encoded books to a file tape (the write ceiling);
+* `import_zstd`, `append_zstd`: the same onto a tape of zstd-compressed segments
+  (`file:PATH?compression=zstd`); every mode that writes reports the tape's size on disk;
 * `betfairlightweight`: its historical generator stream (`max_latency=None`) building its
   MarketBook resources, the reference the decoder is checked against;
 * memory flatness: the import at COPIES/4 and COPIES, peak RSS of each.
@@ -61,8 +63,10 @@ def _child(mode: str, path: str, tape_dir: str) -> None:
 
     t0, c0 = time.perf_counter(), time.process_time()
     dt = cpu = None
+    uri = f"file:{tape_dir}?compression=zstd" if mode.endswith("_zstd") else f"file:{tape_dir}"
+    mode = mode.removesuffix("_zstd")
     if mode == "import":
-        tape = open_tape(f"file:{tape_dir}")
+        tape = open_tape(uri)
         import_file(tape, path)
         tape.close()
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -78,7 +82,7 @@ def _child(mode: str, path: str, tape_dir: str) -> None:
         with open(path, "rb") as f:
             encoded = as_encoded([e for line in f for _, e in dec.decode_line(line)])
         n = sum(1 for e in encoded if e.data[2:10] == encoded[-1].data[2:10])  # the books (the last is one)
-        tape = open_tape(f"file:{tape_dir}")
+        tape = open_tape(uri)
         t0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, len(encoded), 1000):
             tape.append_encoded("md.betfair.market", encoded[i:i + 1000])
@@ -100,7 +104,9 @@ def _child(mode: str, path: str, tape_dir: str) -> None:
         raise SystemExit(f"unknown mode {mode}")
     if dt is None or cpu is None:
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(json.dumps({"updates": n, "seconds": dt, "cpu_seconds": cpu, "rss_mb": max_rss_mb()}))
+    written = Path(tape_dir) / "md.betfair.market"
+    tape_mb = sum(p.stat().st_size for p in written.rglob("*.avro")) / 2**20 if written.is_dir() else 0.0
+    print(json.dumps({"updates": n, "seconds": dt, "cpu_seconds": cpu, "rss_mb": max_rss_mb(), "tape_mb": tape_mb}))
 
 
 def _books(tape_dir: str):  # type: ignore[no-untyped-def]
@@ -148,14 +154,16 @@ def main() -> None:
         n_small = make_file(Path(args.data), max(1, args.copies // 4), small)
         n_big = make_file(Path(args.data), args.copies, big)
         size_mb = os.path.getsize(big) / 2**20
-        for mode in ("import", "decode", "decode_objects", "append", "betfairlightweight"):
+        for mode in ("import", "import_zstd", "decode", "decode_objects", "append", "append_zstd",
+                     "betfairlightweight"):
             if mode == "betfairlightweight":
                 res = _child_result(mode, args.data, str(args.copies))
             else:
                 res = _run(mode, big, tmp, repeat=args.repeat)
             report(f"betfair.{mode}", copies=args.copies, file_mb=round(size_mb, 1), updates=int(res["updates"]),
                    updates_per_s=round(res["updates"] / res["seconds"]),
-                   updates_per_cpu_s=round(res["updates"] / res["cpu_seconds"]), peak_rss_mb=round(res["rss_mb"], 1))
+                   updates_per_cpu_s=round(res["updates"] / res["cpu_seconds"]), peak_rss_mb=round(res["rss_mb"], 1),
+                   tape_mb=round(res.get("tape_mb", 0.0), 1))
         res_small = _run("import", small, tmp)
         res_big = _run("import", big, tmp)
         report("betfair.import.memory", updates_small=n_small, peak_rss_small_mb=round(res_small["rss_mb"], 1),

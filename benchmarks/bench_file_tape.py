@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--encoded", action="store_true", help="only compare append with append_encoded")
     ap.add_argument("--books", type=int, default=10_000, help="MarketBooks for --encoded")
     ap.add_argument("--book-batch", type=int, default=1_000)
+    ap.add_argument("--compression", default="none", help="none, zstd or deflate: how segments store blocks")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ticktape-bench-"))
     try:
@@ -45,12 +46,14 @@ def main() -> None:
             report("machine", machine=machine())
             return
         events = synthetic_trades(args.n)
-        tape = FileTape(root)
+        tape = FileTape(root, compression=args.compression)
         t0 = time.perf_counter()
         for i in range(0, args.n, args.batch):
             tape.append("md.trade", events[i:i + args.batch])
         append_s = time.perf_counter() - t0
-        report("file_tape.append", batch=args.batch, events_per_s=round(args.n / append_s))
+        on_disk = sum(p.stat().st_size for p in tape.segment_paths("md.trade"))
+        report("file_tape.append", batch=args.batch, compression=args.compression,
+               events_per_s=round(args.n / append_s), bytes_per_event=round(on_disk / args.n, 1))
         del events
         reader = FileTape(root)
         t0 = time.perf_counter()

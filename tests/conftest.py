@@ -11,8 +11,10 @@ import pytest
 from ticktape.events import Trade
 from ticktape.tape import Tape, open_tape
 
-BACKENDS = ["file"]
-"""Backends the contract suite runs on; the Kafka fixtures (tests/kafka_fixtures.py) extend it."""
+BACKENDS = ["file", "file+zstd"]
+"""Backends the contract suite runs on; the Kafka fixtures (tests/kafka_fixtures.py) extend it.
+
+`file+zstd` is the file tape writing zstd-compressed blocks (`file:PATH?compression=zstd`)."""
 
 try:  # the Kafka backend and its broker fixture, when that part of the project is present
     from tests.kafka_fixtures import KAFKA_BACKENDS, kafka_broker, kafka_tape_uri  # noqa: F401
@@ -32,7 +34,10 @@ def tape_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tap
     """
     opened: list[Tape] = []
     backend = request.param
-    base = f"file:{tmp_path / 'tape'}" if backend == "file" else request.getfixturevalue("kafka_tape_uri")(backend)
+    if backend.startswith("file"):
+        base = f"file:{tmp_path / 'tape'}" + ("?compression=zstd" if backend == "file+zstd" else "")
+    else:
+        base = request.getfixturevalue("kafka_tape_uri")(backend)
 
     def make(**options: object) -> Tape:
         tape = open_tape(base, **options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,8 +39,9 @@ def test_nested_events_round_trip_through_arrow(events: list[MarketBook]) -> Non
     assert list(table_to_events("MarketBook", table)) == events
 
 
-def test_sealed_segments_get_parquet_copies(tmp_path: Path) -> None:
-    tape = FileTape(tmp_path, segment_bytes=30_000)
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_sealed_segments_get_parquet_copies(tmp_path: Path, compression: str) -> None:
+    tape = FileTape(tmp_path, segment_bytes=30_000 if compression == "none" else 5_000, compression=compression)
     events = make_trades(3_000)
     for i in range(0, 3_000, 100):
         tape.append("md.trade", events[i:i + 100])

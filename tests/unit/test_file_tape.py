@@ -99,10 +99,10 @@ def test_writer_in_another_process_is_refused(tmp_path: Path) -> None:
     FileTape(tmp_path).append("md.trade", make_trades(1))  # a dead writer's lock is gone
 
 
-def _torn_copy(tmp_path: Path, keep_fraction: float) -> tuple[Path, int]:
+def _torn_copy(tmp_path: Path, keep_fraction: float, compression: str = "none") -> tuple[Path, int]:
     """A tape of 10 complete batches plus the first part of an 11th block (a torn write)."""
     src = tmp_path / "src"
-    tape = FileTape(src)
+    tape = FileTape(src, compression=compression)
     events = make_trades(1_100)
     for i in range(0, 1_000, 100):
         tape.append("md.trade", events[i:i + 100])
@@ -119,12 +119,13 @@ def _torn_copy(tmp_path: Path, keep_fraction: float) -> tuple[Path, int]:
     return src, cut - size_before
 
 
+@pytest.mark.parametrize("compression", ["none", "zstd"])
 @pytest.mark.parametrize("keep_fraction", [0.0001, 0.5, 0.999])
-def test_torn_tail_is_reported_and_cut(tmp_path: Path, keep_fraction: float) -> None:
-    src, torn_bytes = _torn_copy(tmp_path, keep_fraction)
+def test_torn_tail_is_reported_and_cut(tmp_path: Path, keep_fraction: float, compression: str) -> None:
+    src, torn_bytes = _torn_copy(tmp_path, keep_fraction, compression)
     reader = FileTape(src)
     assert [r.event for r in reader.read("md.trade")] == make_trades(1_000)  # readers skip the torn block
-    writer = FileTape(src)
+    writer = FileTape(src, compression=compression)
     writer.append("md.trade", make_trades(1, start=1_000))
     assert len(writer.torn_tails) == 1
     torn = writer.torn_tails[0]
@@ -142,12 +143,13 @@ def test_unindexed_complete_block_is_kept(tmp_path: Path) -> None:
     assert [r.event for r in FileTape(src).read("md.trade")] == make_trades(1_101)
 
 
-def test_sigkill_mid_append_keeps_every_complete_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_sigkill_mid_append_keeps_every_complete_batch(tmp_path: Path, compression: str) -> None:
     """A real writer process killed with SIGKILL at random points while appending big batches."""
     script = textwrap.dedent(f"""
         from ticktape.tape.file import FileTape
         from tests.conftest import make_trades
-        tape = FileTape({str(tmp_path)!r})
+        tape = FileTape({str(tmp_path)!r}, compression={compression!r})
         i = 0
         while True:
             tape.append("md.trade", make_trades(20_000, start=i))

@@ -14,8 +14,9 @@ __all__ = ["Encoded", "PartitionInfo", "Position", "Positions", "Record", "Tape"
 def open_tape(uri: str, **options: Any) -> Tape:
     """Open a tape by URI: `file:PATH` (embedded, the default), `kafka://HOST:PORT[,...]`.
 
-    A bare path means `file:PATH`. Query options (`file:PATH?partitions=4&fsync=1`) are
-    merged into `options`; `codec=` (a `Codec` over another schema registry) works on every backend.
+    A bare path means `file:PATH`. Query options (`file:PATH?partitions=4&fsync=1`,
+    `file:PATH?compression=zstd`, `kafka://HOST:PORT?compression=zstd`) are merged into
+    `options`; `codec=` (a `Codec` over another schema registry) works on every backend.
     """
     scheme, _, rest = uri.partition(":") if ":" in uri else ("file", "", uri)
     rest, _, query = rest.partition("?")
@@ -29,9 +30,10 @@ def open_tape(uri: str, **options: Any) -> Tape:
         fsync = str(options.pop("fsync", "0")).lower() in ("1", "true", "yes")
         seg = int(options.pop("segment_bytes", 64 * 1024 * 1024))
         codec = options.pop("codec", None)
+        compression = options.pop("compression", None)
         if options:
             raise TapeError(f"unknown file tape options: {', '.join(options)}")
-        return FileTape(rest, partitions=parts, fsync=fsync, segment_bytes=seg, codec=codec)
+        return FileTape(rest, partitions=parts, fsync=fsync, segment_bytes=seg, codec=codec, compression=compression)
     if scheme in ("kafka", "kafka+rdkafka"):
         try:
             from ticktape.tape.kafka import KafkaTape  # type: ignore[import-not-found,unused-ignore]

@@ -24,7 +24,7 @@ from ticktape.codec import VM, Codec, make_converter
 from ticktape.errors import DecodeError
 from ticktape.events import RECORD_TYPES, Event
 from ticktape.tape.base import PartitionInfo
-from ticktape.tape.container import Header, probe_block, read_header
+from ticktape.tape.container import Compress, Header, decompressor, probe_block, read_header
 
 IDX = struct.Struct("<qqqqqq")  # first_offset, block pos, count, ts_first, ts_last, ts_max (running)
 
@@ -132,6 +132,7 @@ class Segment:
         self.idx_entries_read = 0
         self.header: Header | None = None
         self.decoder: EntryDecoder | None = None
+        self.decompress: Compress | None = None  # from the header's avro.codec
         self._file: BinaryIO | None = None
         self.scanned_to = 0  # file position up to which complete blocks are known
 
@@ -168,6 +169,7 @@ class Segment:
                     return []  # header still being written (or torn): nothing visible yet
                 raise
             self.decoder = EntryDecoder(self.codec, self.header, self.where)
+            self.decompress = decompressor(self.header.codec)
             self.scanned_to = self.header.size
         # 1. index entries written by the writer since we last looked
         if self.idx_path.exists():
@@ -197,8 +199,8 @@ class Segment:
             block = probe_block(tail, pos, sync)
             if block is None:
                 break
-            entries = self._decoder().decode(tail[block.data_pos:block.data_pos + block.data_size],
-                                             block.records, self.end_offset)
+            data = self._inflated(tail[block.data_pos:block.data_pos + block.data_size], self.end_offset)
+            entries = self._decoder().decode(data, block.records, self.end_offset)
             ts = [e[1].ts_event for e in entries]
             ts_max = max(ts_max, max(ts))
             info = BlockInfo(self.end_offset, self.scanned_to + pos, block.records, ts[0], ts[-1], ts_max)
@@ -216,6 +218,17 @@ class Segment:
         size, p = ap._read_long(head, p)
         return info.pos + p + size + 16
 
+    def _inflated(self, data: bytes, first_offset: int) -> bytes:
+        """A block's record bytes from its stored (possibly compressed) data."""
+        if self.decompress is None:
+            return data
+        try:
+            return self.decompress(data)
+        except ValueError as exc:
+            assert self.header is not None
+            raise DecodeError(f"block at offset {first_offset} does not decompress ({self.header.codec}): {exc}",
+                              where=self.where) from exc
+
     def _decoder(self) -> EntryDecoder:
         assert self.decoder is not None
         return self.decoder
@@ -226,7 +239,7 @@ class Segment:
         return self._decoder().decode(self.read_block_data(index), info.records, info.first_offset)
 
     def read_block_data(self, index: int) -> bytes:
-        """The raw record bytes of the `index`-th block (e.g. to salvage a corrupt one record by record)."""
+        """The record bytes of the `index`-th block, decompressed (e.g. to salvage a corrupt one record by record)."""
         info = self.blocks[index]
         f = self.file()
         f.seek(info.pos)
@@ -238,7 +251,7 @@ class Segment:
         if len(data) != size or count != info.records:
             raise DecodeError(f"block at offset {info.first_offset} does not match its index",
                               where=self.where)
-        return data
+        return self._inflated(data, info.first_offset)
 
 
 class PartitionLog:
