@@ -271,3 +271,21 @@ def test_topic_written_by_a_transactional_producer(backend: str, kafka_tape_uri:
     info = next(t for t in tape.topics() if t.name == topic)
     assert info.first_ts == events[0].ts_event and info.last_ts == events[-1].ts_event
     tape.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("compression", ["gzip", "lz4", "zstd", "snappy"])
+def test_compressed_batches_cross_between_clients(compression: str, kafka_tape_uri: UriFor) -> None:
+    # Each client writes compressed batches the other must read: kafka-python decompresses lz4,
+    # zstd and snappy only with the codec packages its extras install.
+    topic = new_topic()
+    events = make_trades(2_000)
+    writers = [open_tape(kafka_tape_uri(b) + f"?compression={compression}") for b in KAFKA_BACKENDS]
+    for i, w in enumerate(writers):
+        w.append(topic, events[i * 1_000:(i + 1) * 1_000])
+    for b in KAFKA_BACKENDS:
+        reader = open_tape(kafka_tape_uri(b))
+        assert [r.event for r in reader.read(topic)] == events
+        reader.close()
+    for w in writers:
+        w.close()
