@@ -62,6 +62,7 @@ class RecordOptions:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     flush_interval: float = 0.2
+    stream_host: str | None = None  # betfairlightweight's host name: None = production, "integration"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -199,7 +200,7 @@ def _betfairlightweight_connect(client: Any, options: RecordOptions) -> Connect:
 
     def connect(session: StreamSession, on_raw: Callable[[str | bytes], bool]) -> None:
         operation = "marketSubscription" if session.stream == "market" else "orderSubscription"
-        stream = client.streaming.create_stream(listener=RawListener(on_raw, operation))
+        stream = client.streaming.create_stream(listener=RawListener(on_raw, operation), host=options.stream_host)
         initial_clk, clk = session.resubscribe_clocks()
         if session.stream == "market":
             stream.subscribe_to_markets(

@@ -3,7 +3,8 @@
 No Betfair connection exists here. What runs for real: `StreamSession` (message handling, clk
 tracking, gap recording), `run_stream` (the reconnect loop, with a scripted connection standing
 in for the socket), betfairlightweight's own `BetfairStream._data` -> our `RawListener`, the
-catalogue tracker, credentials loading. What does not: the TLS socket, login, the HTTP catalogue call.
+catalogue tracker, credentials loading. The TLS socket runs in test_betfair_stream_socket.py;
+login and the HTTP catalogue call do not run anywhere here.
 """
 
 from __future__ import annotations

@@ -1,0 +1,114 @@
+"""A local Betfair Stream API endpoint for the recorder's socket tests.
+
+It speaks the Stream API's wire protocol as Betfair documents it: TLS, one JSON message per
+CRLF-terminated line, a `connection` message on connect, `status` answers to `authentication`
+and `marketSubscription`, then `mcm` market changes numbered by `clk`, `HEARTBEAT`s when idle.
+A subscription that carries `clk` resumes after that change (`ct` = `RESUB_DELTA`), as Betfair
+does, so a recorder that resubscribes correctly loses nothing across a dropped connection.
+
+It replays a recorded market's changes and can cut a connection in the middle of a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for 127.0.0.1 (betfairlightweight does not verify them)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+class BetfairStreamServer:
+    """Serves `changes` (mcm messages of one recorded market, in order) to one client at a time.
+
+    `cuts[n]`: connection n is cut after that many changes, halfway through the next one
+    (connections beyond the list run to the end, then idle with heartbeats until closed).
+    Every message the client sent is kept in `received`.
+    """
+
+    def __init__(self, changes: Sequence[dict[str, Any]], cuts: Sequence[int], cert: Path, key: Path) -> None:
+        self.changes = list(changes)
+        self.cuts = list(cuts)
+        self.received: list[dict[str, Any]] = []
+        self.all_sent = threading.Event()
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(cert, key)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._conn: ssl.SSLSocket | None = None
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="betfair-stream-server", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop listening and drop the open connection (the client sees the server close it)."""
+        self._closed.set()
+        self._listener.close()
+        if self._conn is not None:
+            with contextlib.suppress(OSError):  # already gone
+                self._conn.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=10)
+
+    def _serve(self) -> None:
+        connection = 0
+        while not self._closed.is_set():
+            try:
+                raw, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                with self._context.wrap_socket(raw, server_side=True) as conn:
+                    self._conn = conn
+                    self._session(conn, connection)
+            except OSError:
+                pass  # the client went away, or close() cut us off
+            finally:
+                self._conn = None
+            connection += 1
+
+    def _session(self, conn: ssl.SSLSocket, connection: int) -> None:
+        def send(message: dict[str, Any], whole: bool = True) -> None:
+            data = json.dumps(message, separators=(",", ":")).encode() + b"\r\n"
+            conn.sendall(data if whole else data[:len(data) // 2])
+
+        send({"op": "connection", "connectionId": f"002-{connection:06d}"})
+        with conn.makefile("rb") as lines:
+            for line in lines:
+                msg = json.loads(line)
+                self.received.append(msg)
+                send({"op": "status", "id": msg.get("id"), "statusCode": "SUCCESS", "connectionClosed": False})
+                if msg.get("op") == "marketSubscription" and not self._stream(send, msg, connection):
+                    return  # cut
+
+    def _stream(self, send: Any, sub: dict[str, Any], connection: int) -> bool:
+        """Send the changes after the subscription's clk; False if this connection is cut."""
+        resume = sub.get("clk")
+        start = int(resume) + 1 if resume else 0
+        cut = self.cuts[connection] if connection < len(self.cuts) else None
+        for i in range(start, len(self.changes)):
+            message = dict(self.changes[i], op="mcm", id=sub["id"], clk=str(i))
+            if i == start and "ct" not in message:  # (a recorded heartbeat stays one)
+                message["ct"] = "RESUB_DELTA" if resume else "SUB_IMAGE"
+                if not resume:
+                    message["initialClk"] = "initial"
+            if cut is not None and i - start == cut:
+                send(message, whole=False)
+                return False
+            send(message)
+        last = self.changes[-1]
+        send({"op": "mcm", "id": sub["id"], "clk": str(len(self.changes) - 1), "ct": "HEARTBEAT", "pt": last["pt"]})
+        self.all_sent.set()
+        return True
