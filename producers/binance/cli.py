@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import click
 from tqdm import tqdm
@@ -15,8 +12,6 @@ from tqdm import tqdm
 from producers.binance.files import LAYOUTS, data_size, import_file, symbol_from_name, verify_checksum
 from producers.binance.parsers import VENUE
 from producers.common import (
-    BatchAppender,
-    DeadLetterSink,
     ImportIndex,
     ImportRun,
     ImportSummary,
@@ -128,40 +123,15 @@ def record_binance(ctx: click.Context, symbols: str, streams: str, futures: bool
     Every message becomes events (bad ones go to dlq.binance); depth books are synced from
     REST snapshots and every lost update range is recorded as a FeedGap.
     """
-    from binance import Client
-
-    from producers.binance.recorder import RecorderCore, run_live, stream_names
+    from producers.binance.recorder import record_live, stream_names
 
     syms = [s.strip().upper() for s in symbols.split(",") if s.strip()]
-    names = stream_names(syms, [s.strip() for s in streams.split(",") if s.strip()])
+    stream_list = [s.strip() for s in streams.split(",") if s.strip()]
+    stream_names(syms, stream_list)  # an unknown stream name fails here, before any connection
     key, secret = os.environ.get("BINANCE_API_KEY"), os.environ.get("BINANCE_API_SECRET")
     if user_data and not (key and secret):
         raise click.UsageError("--user-data needs BINANCE_API_KEY and BINANCE_API_SECRET in the environment")
-    client = Client(key, secret)
-
-    def snapshot(symbol: str) -> dict[str, object]:
-        if futures:
-            return client.futures_order_book(symbol=symbol, limit=1000)  # type: ignore[no-any-return]
-        return client.get_order_book(symbol=symbol, limit=1000)  # type: ignore[no-any-return]
-
-    def agg_trades(symbol: str, from_id: int, limit: int) -> list[Mapping[str, Any]]:
-        fetch = client.futures_aggregate_trades if futures else client.get_aggregate_trades
-        return fetch(symbol=symbol, fromId=from_id, limit=limit)  # type: ignore[no-any-return]
-
-    clock = WallClock()
-    appender = BatchAppender(_tape(ctx), batch_size=1000)
-    core = RecorderCore(appender, DeadLetterSink(appender, VENUE, "binance:ws", clock),
-                        depth_symbols=syms if "depth" in streams else (), fetch_snapshot=snapshot,
-                        futures=futures, account=account, clock=clock, fetch_agg_trades=agg_trades,
-                        keep_raw=raw)
-    stop = threading.Event()
-    try:
-        run_live(core, streams=names, api_key=key, api_secret=secret, user_data=user_data, futures=futures,
-                 clock=clock, stop=stop)
-    except KeyboardInterrupt:
-        stop.set()
-    finally:
-        appender.flush()
-        s = core.stats
-        click.echo(f"recorded {s.messages} messages: {sum(s.events.values())} events, {s.dead_letters} dead letters, "
-                   f"{s.gaps} gaps, {s.snapshots} snapshots", err=True)
+    s = record_live(_tape(ctx), syms, stream_list, api_key=key, api_secret=secret, futures=futures,
+                    user_data=user_data, account=account, keep_raw=raw)
+    click.echo(f"recorded {s.messages} messages: {sum(s.events.values())} events, {s.dead_letters} dead letters, "
+               f"{s.gaps} gaps, {s.snapshots} snapshots", err=True)

@@ -30,7 +30,8 @@ from producers.binance.parsers import (
 )
 from producers.common import BatchAppender, DeadLetterSink
 from ticktape.events import BookDelta, CustomData, FeedGap, Trade
-from ticktape.timeutil import Clock
+from ticktape.tape.base import Tape
+from ticktape.timeutil import Clock, WallClock
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class RecorderCore:
         self.syncs = {s.upper(): BookSync(s.upper(), futures=futures) for s in depth_symbols}
         self.stats = RecorderStats()
         self.position = 0  # messages seen, the dead letters' position
+        self.drop_recorded = False  # a drop was recorded and no message has arrived since
 
     def handle(self, message: Mapping[str, Any] | str | bytes, ts_recv: int) -> None:
         """Everything the live path does with one websocket message."""
@@ -108,6 +110,10 @@ class RecorderCore:
                 message if isinstance(message, str) else _json_bytes(message).decode("utf-8"))
             stream = str(message.get("stream", "")) if isinstance(message, Mapping) else ""
             self._emit(TOPIC_RAW, CustomData("binance.raw", stream, ts_recv, ts_recv, text))
+        if isinstance(message, Mapping) and message.get("e") == "error":
+            self._on_error_notice(message, ts_recv)
+            return
+        self.drop_recorded = False
         try:
             if isinstance(message, str | bytes):
                 raw_text = message
@@ -118,8 +124,6 @@ class RecorderCore:
             parsed = parse_payload(message, ts_recv, robot_of=self.robot_of, account=self.account)
         except Exception as exc:  # any bad payload is kept, never raised into the socket thread
             raw = message if isinstance(message, str | bytes) else _json_bytes(message)
-            if isinstance(message, Mapping) and message.get("e") == "error":
-                self.on_disconnect(ts_recv, f"websocket error: {message.get('m')}")
             self.dlq.add(f"message {self.position}", str(exc), raw, ts_recv=ts_recv)
             self.stats.dead_letters += 1
             return
@@ -212,6 +216,19 @@ class RecorderCore:
             self.stats.snapshots += 1
             step = sync.on_snapshot(snap)
 
+    def _on_error_notice(self, notice: Mapping[str, Any], ts_recv: int) -> None:
+        """python-binance's `{"e": "error", "type", "m"}`: the socket failed (not a venue payload).
+
+        One drop often brings several notices (the closed read, then the reconnect): the first
+        since messages last flowed is the gap; the rest only go to the log.
+        """
+        reason = f"websocket error: {notice.get('m')}"
+        if not self.drop_recorded:
+            self.drop_recorded = True
+            self.on_disconnect(ts_recv, reason)
+        else:
+            log.info("binance %s (%s), already recorded as a gap", reason, notice.get("type"))
+
     def on_disconnect(self, ts_recv: int, reason: str = "connection lost") -> None:
         """The socket dropped: a FeedGap per depth stream (and one for the whole connection)."""
         self._emit(TOPIC_BOOK, FeedGap(VENUE, "*", ts_recv, ts_recv, "connection", reason, None, None, False))
@@ -280,6 +297,11 @@ def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api
                 backoff = first_backoff if not failed else backoff
         finally:
             twm.stop()
+            # Wait for its threads (python-binance's leave within ~3 s): a restarted manager must
+            # not overlap the old one, and nothing may arrive after the final flush.
+            twm.join(timeout=15)
+            if twm.is_alive():
+                log.warning("python-binance's websocket manager did not stop within 15 s")
             if stop.is_set():  # what the socket delivered before it stopped is recorded too
                 while not inbox.empty():
                     ts_recv, msg = inbox.get_nowait()
@@ -289,3 +311,43 @@ def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api
             log.warning("binance websocket gave up; reconnecting in %.0f s", backoff)
             stop.wait(backoff)
             backoff = min(max_backoff, backoff * 2)
+
+
+def record_live(tape: Tape, symbols: Sequence[str], streams: Sequence[str], *, api_key: str | None,
+                api_secret: str | None, futures: bool = False, user_data: bool = False, account: str = "spot",
+                keep_raw: bool = False, stop: threading.Event | None = None,
+                clock: Clock | None = None) -> RecorderStats:
+    """`ticktape record binance`: record `streams` of `symbols` until `stop` is set (or Ctrl-C).
+
+    python-binance's REST client fetches depth snapshots and refills aggregate-trade gaps;
+    its websocket manager delivers the messages (`run_live`). Returns the counts per outcome.
+    """
+    from binance import Client
+
+    clock = clock or WallClock()
+    names = stream_names(symbols, streams)
+    client = Client(api_key, api_secret)
+
+    def snapshot(symbol: str) -> Mapping[str, Any]:
+        if futures:
+            return client.futures_order_book(symbol=symbol, limit=1000)  # type: ignore[no-any-return]
+        return client.get_order_book(symbol=symbol, limit=1000)  # type: ignore[no-any-return]
+
+    def agg_trades(symbol: str, from_id: int, limit: int) -> list[Mapping[str, Any]]:
+        fetch = client.futures_aggregate_trades if futures else client.get_aggregate_trades
+        return fetch(symbol=symbol, fromId=from_id, limit=limit)  # type: ignore[no-any-return]
+
+    appender = BatchAppender(tape, batch_size=1000)
+    core = RecorderCore(appender, DeadLetterSink(appender, VENUE, "binance:ws", clock),
+                        depth_symbols=symbols if "depth" in streams else (), fetch_snapshot=snapshot,
+                        futures=futures, account=account, clock=clock, fetch_agg_trades=agg_trades,
+                        keep_raw=keep_raw)
+    stop = stop or threading.Event()
+    try:
+        run_live(core, streams=names, api_key=api_key, api_secret=api_secret, user_data=user_data,
+                 futures=futures, clock=clock, stop=stop)
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        appender.flush()
+    return core.stats
