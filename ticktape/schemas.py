@@ -31,11 +31,14 @@ Schema = dict[str, Any]
 
 
 def default_schema_dir() -> Path:
-    """`$TICKTAPE_SCHEMAS`, else the repository's `schemas/` folder beside the package."""
+    """`$TICKTAPE_SCHEMAS`, else the repository's `schemas/` beside the package (a checkout),
+    else the copy an installed wheel carries (`ticktape/_schemas`, made by setup.py)."""
     env = os.environ.get("TICKTAPE_SCHEMAS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "schemas"
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / "schemas"
+    return checkout if checkout.is_dir() else package / "_schemas"
 
 
 @dataclass(frozen=True)
