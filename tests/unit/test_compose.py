@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -56,3 +57,66 @@ def test_named_volumes_are_declared() -> None:
             source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source", "")
             if source and not source.startswith((".", "/", "$")):
                 assert source in declared, f"service {name} uses undeclared volume {source}"
+
+
+def _defaults(text: str) -> str:
+    """Compose's `${VAR:-default}` interpolation with nothing set: the defaults (innermost first)."""
+    pattern = re.compile(r"\$\{(\w+)(?::?-([^${}]*))?\}")
+    while pattern.search(text):
+        text = pattern.sub(lambda m: m.group(2) or "", text)
+    return text
+
+
+def ticktape_services() -> dict[str, Any]:
+    services = compose()["services"]
+    found = {name: s for name, s in services.items() if str(s.get("image", "")).startswith("ticktape")}
+    assert {"record-betfair", "record-binance"} <= set(found)
+    return found
+
+
+def test_recorder_services_run_real_ticktape_commands() -> None:
+    import click
+
+    from ticktape.cli import _register_plugins, cli
+
+    _register_plugins()  # what `ticktape` (main) does before parsing: record, import, ... attach
+    for name, service in ticktape_services().items():
+        assert (REPO / "docker" / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+        args = [_defaults(a) for a in service["command"]]
+        command: click.Command = cli
+        ctx = click.Context(cli)
+        while isinstance(command, click.Group) and args and args[0] in command.commands:
+            command = command.commands[args.pop(0)]
+        assert not isinstance(command, click.Group), f"{name}: {service['command']} names no command"
+        command.make_context(command.name or name, list(args), parent=ctx)  # parses and checks every option
+        if name == "record-betfair":
+            assert json.loads(args[args.index("--filter") + 1])  # the filter is JSON, as the command requires
+
+
+def test_recorders_write_to_the_compose_broker_and_take_secrets_only_from_env_files() -> None:
+    kafka_env = compose()["services"]["kafka"]["environment"]
+    internal = re.search(r"INTERNAL://([^,]+)", kafka_env["KAFKA_ADVERTISED_LISTENERS"])
+    assert internal is not None
+    for name, service in ticktape_services().items():
+        env = service.get("environment", {})
+        assert env["TICKTAPE_TAPE"].split("://")[1] == internal.group(1), name
+        assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+        secret_names = ("PASSWORD", "SECRET", "APP_KEY", "API_KEY", "USERNAME")
+        assert not [k for k in env if any(s in k for s in secret_names)], f"{name} puts a secret in compose.yml"
+        for entry in service["env_file"]:
+            path = _defaults(entry["path"])
+            assert "ticktape" in path and not path.startswith((".", str(REPO))), f"{name}: {path} may be in the repo"
+
+
+def test_dockerfile_copies_what_the_repository_has_and_runs_ticktape() -> None:
+    lines = (REPO / "docker" / "Dockerfile").read_text().splitlines()
+    copies = [line.split()[1:-1] for line in lines if line.startswith("COPY") and "--from" not in line]
+    assert copies
+    for sources in copies:
+        for source in sources:
+            assert (REPO / source).exists(), f"Dockerfile copies {source}, which the repository lacks"
+    packages = re.findall(r'include = \[([^\]]*)\]', (REPO / "pyproject.toml").read_text())[0]
+    for package in re.findall(r'"(\w+)\*"', packages):
+        assert any(package in sources for sources in copies), f"the image lacks the {package} package"
+    assert 'ENTRYPOINT ["ticktape"]' in lines
+    assert any("ticktape[rdkafka]" in line for line in lines)  # the services use kafka+rdkafka://
