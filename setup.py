@@ -28,12 +28,15 @@ setup(
         Extension(
             "ticktape._avrovm",
             ["ticktape/_avrovm.c"],
+            depends=["ticktape/avro_bytes.h"],
             optional=True,
             extra_compile_args=["-O2"],
         ),
         Extension(
             "producers.betfair._ladders",
             ["producers/betfair/_ladders.c"],
+            include_dirs=["ticktape"],  # avro_bytes.h, shared with _avrovm.c
+            depends=["ticktape/avro_bytes.h"],
             optional=True,
             extra_compile_args=["-O2"],
         ),

@@ -48,6 +48,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "avro_bytes.h"
+
 enum {
     OP_NULL = 0,
     OP_BOOLEAN = 1,
@@ -995,18 +997,7 @@ dec_value(Dec *d, PyObject *prog)
             dec_truncated(d, 8, "double");
             return NULL;
         }
-#if PY_BIG_ENDIAN
-        {
-            unsigned char tmp[8];
-            int k;
-            for (k = 0; k < 8; k++) {
-                tmp[k] = d->buf[d->pos + 7 - k];
-            }
-            memcpy(&x, tmp, 8);
-        }
-#else
-        memcpy(&x, d->buf + d->pos, 8);
-#endif
+        x = avro_get_double((const unsigned char *)d->buf + d->pos);
         d->pos += 8;
         return PyFloat_FromDouble(x);
     }
@@ -1194,18 +1185,12 @@ enc_reserve(Enc *e, Py_ssize_t need)
 static inline int
 enc_long(Enc *e, int64_t v)
 {
-    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-    unsigned char *p;
-    if (enc_reserve(e, 10) < 0) {
+    unsigned char *end;
+    if (enc_reserve(e, AVRO_LONG_MAX_BYTES) < 0) {
         return -1;
     }
-    p = (unsigned char *)e->data + e->len;
-    while (z >= 0x80) {
-        *p++ = (unsigned char)(z | 0x80);
-        z >>= 7;
-    }
-    *p++ = (unsigned char)z;
-    e->len = (Py_ssize_t)((char *)p - e->data);
+    end = avro_put_long((unsigned char *)e->data + e->len, v);
+    e->len = (Py_ssize_t)((char *)end - e->data);
     return 0;
 }
 
@@ -1769,18 +1754,7 @@ enc_value(Enc *e, PyObject *prog, PyObject *v)
         if (enc_reserve(e, 8) < 0) {
             return -1;
         }
-#if PY_BIG_ENDIAN
-        {
-            unsigned char tmp[8];
-            int k;
-            memcpy(tmp, &x, 8);
-            for (k = 0; k < 8; k++) {
-                e->data[e->len + k] = (char)tmp[7 - k];
-            }
-        }
-#else
-        memcpy(e->data + e->len, &x, 8);
-#endif
+        avro_put_double((unsigned char *)e->data + e->len, x);
         e->len += 8;
         return 0;
     }

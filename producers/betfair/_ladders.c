@@ -31,6 +31,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "avro_bytes.h" /* ticktape/: the same Avro primitives as the codec's engine */
+
 /* Set once by configure(): the event classes the books are made of. */
 static PyObject *PriceSize_cls = NULL;  /* ticktape.events.PriceSize */
 static PyObject *RunnerBook_cls = NULL; /* ticktape.events.RunnerBook */
@@ -650,34 +652,24 @@ buf_raw(Buf *b, const void *src, Py_ssize_t n)
 static inline int
 buf_varlong(Buf *b, int64_t v)
 {
-    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-    unsigned char *p;
-    if (buf_reserve(b, 10) < 0) {
+    unsigned char *end;
+    if (buf_reserve(b, AVRO_LONG_MAX_BYTES) < 0) {
         return -1;
     }
-    p = (unsigned char *)b->data + b->len;
-    while (z >= 0x80) {
-        *p++ = (unsigned char)(z | 0x80);
-        z >>= 7;
-    }
-    *p++ = (unsigned char)z;
-    b->len = (Py_ssize_t)((char *)p - b->data);
+    end = avro_put_long((unsigned char *)b->data + b->len, v);
+    b->len = (Py_ssize_t)((char *)end - b->data);
     return 0;
 }
 
 static inline int
 buf_double(Buf *b, double x)
 {
-#if PY_BIG_ENDIAN
-    unsigned char le[8], *src = (unsigned char *)&x;
-    int i;
-    for (i = 0; i < 8; i++) {
-        le[i] = src[7 - i];
+    if (buf_reserve(b, 8) < 0) {
+        return -1;
     }
-    return buf_raw(b, le, 8);
-#else
-    return buf_raw(b, &x, 8);
-#endif
+    avro_put_double((unsigned char *)b->data + b->len, x);
+    b->len += 8;
+    return 0;
 }
 
 static int
