@@ -71,19 +71,22 @@ def import_betfair(obj: object, files: tuple[str, ...], strict: bool, force: boo
 @click.option("--raw/--no-raw", default=False, show_default=True, help="Also keep every raw payload on raw.betfair.")
 @click.option("--stream-host", default=None,
               help="Stream API host by betfairlightweight's name: integration (default: production).")
+@click.option("--locale", default=None,
+              help="Betfair jurisdiction for login and API calls: spain, italy, romania, sweden, new_zealand "
+                   "(default: betfair.com).")
 @click.option("--credentials", "credentials_file", default=None,
               help="TOML file OUTSIDE the repository with username/password/app_key/certs "
                    "(default: BETFAIR_USERNAME, BETFAIR_PASSWORD, BETFAIR_APP_KEY, BETFAIR_CERTS).")
 @click.pass_obj
 def record_betfair(obj: object, market_filter: str | None, market_ids: str | None, orders: bool, fields: str,
                    conflate_ms: int, heartbeat_ms: int, catalogue_interval: float, raw: bool,
-                   stream_host: str | None, credentials_file: str | None) -> None:
+                   stream_host: str | None, locale: str | None, credentials_file: str | None) -> None:
     """Record Betfair's live market (and order) streams onto the tape; reconnects from the last clk."""
     from producers.betfair.live import RecordOptions, load_credentials, market_filter_from, run_recorder
 
     options = RecordOptions(
         market_filter=market_filter_from(market_filter, market_ids), fields=tuple(fields.split(",")),
         orders=orders, conflate_ms=conflate_ms or None, heartbeat_ms=heartbeat_ms,
-        catalogue_interval=catalogue_interval, keep_raw=raw, stream_host=stream_host)
+        catalogue_interval=catalogue_interval, keep_raw=raw, stream_host=stream_host, locale=locale)
     credentials = load_credentials(credentials_file)
     run_recorder(obj.tape(), credentials, options)  # type: ignore[attr-defined]

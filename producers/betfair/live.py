@@ -63,6 +63,7 @@ class RecordOptions:
     backoff_max: float = 60.0
     flush_interval: float = 0.2
     stream_host: str | None = None  # betfairlightweight's host name: None = production, "integration"
+    locale: str | None = None  # betfairlightweight's jurisdiction for login and API: spain, italy, ... (None: .com)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -229,7 +230,8 @@ def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOpt
         if credentials is None:
             raise TicktapeError("no Betfair credentials and no client")
         client = betfairlightweight.APIClient(credentials.username, credentials.password.get(),
-                                              app_key=credentials.app_key.get(), certs=credentials.certs)
+                                              app_key=credentials.app_key.get(), certs=credentials.certs,
+                                              locale=options.locale)
         if credentials.certs:
             client.login()
         else:

@@ -7,6 +7,8 @@ A subscription that carries `clk` resumes after that change (`ct` = `RESUB_DELTA
 does, so a recorder that resubscribes correctly loses nothing across a dropped connection.
 
 It replays a recorded market's changes and can cut a connection in the middle of a message.
+`BetfairApiServer` answers the HTTPS side the recorder uses: the interactive login and the
+betting API's `listMarketCatalogue` (JSON-RPC), checking the app key and session token.
 """
 
 from __future__ import annotations
@@ -18,17 +20,88 @@ import ssl
 import subprocess
 import threading
 from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:
-    """A throwaway certificate and key for 127.0.0.1 (betfairlightweight does not verify them)."""
+    """A throwaway certificate and key for 127.0.0.1 (trusted by pointing REQUESTS_CA_BUNDLE at it;
+    betfairlightweight's stream client does not verify certificates at all)."""
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
     return cert, key
+
+
+class BetfairApiServer:
+    """Betfair's HTTPS endpoints the recorder calls: `POST {identity}login` (interactive login) and
+    `POST {api}betting/json-rpc/v1` with `SportsAPING/v1.0/listMarketCatalogue`.
+
+    Logs in `username`/`password` for `app_key` only, then wants that app key and the token it
+    issued on every API call; answers the catalogue with `catalogues`. `calls` keeps every request.
+    """
+
+    TOKEN = "session-from-login"
+
+    def __init__(self, catalogues: list[dict[str, Any]], username: str, password: str, app_key: str,
+                 cert: Path, key: Path) -> None:
+        self.calls: list[tuple[str, dict[str, str], Any]] = []  # (path, headers, body)
+        server = self
+        expected_login = {"username": username, "password": password}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # http.server's name for POST handlers
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                headers = dict(self.headers.items())
+                if self.path == "/api/login":
+                    form = {k: v[0] for k, v in parse_qs(body).items()}
+                    server.calls.append((self.path, headers, form))
+                    ok = form == expected_login and headers.get("X-Application") == app_key
+                    self._reply({"token": server.TOKEN if ok else "", "product": app_key,
+                                 "status": "SUCCESS" if ok else "FAIL", "error": "" if ok else "INVALID_USERNAME"})
+                elif self.path == "/exchange/betting/json-rpc/v1":
+                    request = json.loads(body)
+                    server.calls.append((self.path, headers, request))
+                    if (headers.get("X-Authentication"), headers.get("X-Application")) != (server.TOKEN, app_key):
+                        self._reply({"jsonrpc": "2.0", "id": request.get("id"),
+                                     "error": {"code": -32099, "message": "ANGX-0003", "data": {}}})
+                    elif request.get("method") == "SportsAPING/v1.0/listMarketCatalogue":
+                        self._reply({"jsonrpc": "2.0", "id": request.get("id"), "result": catalogues})
+                    else:
+                        self._reply({"jsonrpc": "2.0", "id": request.get("id"),
+                                     "error": {"code": -32601, "message": "unknown method"}})
+                else:
+                    self.send_error(404)
+
+            def _reply(self, answer: dict[str, Any]) -> None:
+                data = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass  # quiet
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
+        port = self._http.server_address[1]
+        self.identity_url = f"https://127.0.0.1:{port}/api/"
+        self.api_url = f"https://127.0.0.1:{port}/exchange/"
+        self._thread = threading.Thread(target=self._http.serve_forever, name="betfair-api-server", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join(timeout=10)
 
 
 class BetfairStreamServer:

@@ -1,10 +1,10 @@
 """The live Betfair recorder over a real TLS socket: betfairlightweight's own stream client,
 unchanged, against a local server speaking the Stream API protocol (tests/.../betfair_stream_server.py).
 
-What is not Betfair here: the endpoint (127.0.0.1, reached by registering a host name with
-betfairlightweight and setting its port) and the login (a session token is set, not fetched).
-Everything from `run_recorder` through betfairlightweight's socket, handshake, CRLF framing and
-resubscription to the tape runs as it does against Betfair.
+What is not Betfair here: the endpoints (127.0.0.1, reached by registering a host name and a
+locale with betfairlightweight, setting its stream port, and trusting the local certificate).
+Everything from `run_recorder` through betfairlightweight's login, betting API, socket,
+handshake, CRLF framing and resubscription to the tape runs as it does against Betfair.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,13 @@ import betfairlightweight
 import orjson
 import pytest
 from betfair_helpers import FIXTURES, SHARED
-from betfair_stream_server import BetfairStreamServer, self_signed_cert
+from betfair_stream_server import BetfairApiServer, BetfairStreamServer, self_signed_cert
+from betfairlightweight.baseclient import BaseClient
 from betfairlightweight.streaming.betfairstream import BetfairStream
 
-from producers.betfair.live import RecordOptions, run_recorder
+from producers.betfair.live import Credentials, RecordOptions, load_credentials, run_recorder
 from producers.betfair.parse import GAP_TOPIC, MARKET_TOPIC, StreamDecoder
-from ticktape.events import Event, FeedGap, MarketBook
+from ticktape.events import Event, FeedGap, MarketBook, MarketDefinition
 from ticktape.tape.file import FileTape
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the server's certificate")
@@ -38,6 +40,39 @@ SOURCES = {
 def _without_recv_time(events: list[Event]) -> list[Event]:
     """Live events are stamped with the capture time; everything else must match the file."""
     return [e._replace(ts_recv=0) for e in events]
+
+
+def _record_until(tape_dir: Path, credentials: Credentials | None, options: RecordOptions, client: Any,
+                  done: Callable[[FileTape], bool], servers: list[Any]) -> None:
+    """Run the recorder in a thread until `done(reader)` holds (at most 60 s), then stop it and the
+    servers (closing them ends its socket read at once); fail with whatever the recorder raised."""
+    tape = FileTape(tape_dir)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            run_recorder(tape, credentials, options, client=client, stop=stop)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    recorder = threading.Thread(target=record, name="recorder")
+    recorder.start()
+    reader = FileTape(tape_dir)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not failures and recorder.is_alive():
+        if MARKET_TOPIC in reader.topic_names() and done(reader):
+            break
+        time.sleep(0.05)
+    stop.set()
+    for server in servers:
+        server.close()
+    recorder.join(timeout=30)
+    assert not recorder.is_alive() and not failures, failures
+
+
+def _books(reader: FileTape) -> int:
+    return sum(isinstance(r.event, MarketBook) for r in reader.read(MARKET_TOPIC))
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
@@ -62,31 +97,8 @@ def test_recorder_loses_nothing_when_betfair_cuts_the_connection_mid_message(
     options = RecordOptions(market_filter={"marketIds": [market_id]}, orders=False, catalogue_interval=0,
                             heartbeat_ms=500, backoff_initial=0.01, backoff_max=0.05, flush_interval=0.01,
                             stream_host="ticktape-test")
-    tape = FileTape(tmp_path / "tape")
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def record() -> None:
-        try:
-            run_recorder(tape, None, options, client=client, stop=stop)
-        except BaseException as exc:  # reported below
-            failures.append(exc)
-
-    recorder = threading.Thread(target=record, name="recorder")
-    recorder.start()
-    reader = FileTape(tmp_path / "tape")
-    deadline = time.monotonic() + 60
-    recorded: list[Any] = []
-    while time.monotonic() < deadline and not failures:
-        if server.all_sent.is_set() and MARKET_TOPIC in reader.topic_names():
-            recorded = [r.event for r in reader.read(MARKET_TOPIC)]
-            if sum(isinstance(e, MarketBook) for e in recorded) >= books:
-                break
-        time.sleep(0.05)
-    stop.set()
-    server.close()  # the recorder's socket read ends at once
-    recorder.join(timeout=30)
-    assert not recorder.is_alive() and not failures, failures
+    _record_until(tmp_path / "tape", None, options, client,
+                  lambda reader: server.all_sent.is_set() and _books(reader) >= books, [server])
 
     recorded = [r.event for r in FileTape(tmp_path / "tape").read(MARKET_TOPIC)]
     assert _without_recv_time(recorded) == _without_recv_time(expected)  # every change once, in order
@@ -100,3 +112,58 @@ def test_recorder_loses_nothing_when_betfair_cuts_the_connection_mid_message(
     assert [s.get("clk") for s in subs] == [None, str(cuts[0] - 1), str(cuts[0] + cuts[1] - 1)]
     assert all(s.get("initialClk") == "initial" for s in subs[1:])
     assert all(s["marketFilter"] == {"marketIds": [market_id]} and s["heartbeatMs"] == 500 for s in subs)
+
+
+CATALOGUE = {
+    "marketId": "1.100", "marketName": "R1 480m", "marketStartTime": "2023-11-14T22:30:00.000Z",
+    "description": {"marketType": "WIN", "bettingType": "ODDS", "marketTime": "2023-11-14T22:30:00.000Z",
+                    "turnInPlayEnabled": True},
+    "runners": [{"selectionId": 11, "runnerName": "1. Swift", "handicap": 0.0, "sortPriority": 1},
+                {"selectionId": 22, "runnerName": "2. Steady", "handicap": 0.0, "sortPriority": 2}],
+    "event": {"id": "31", "name": "Romford 14th Nov", "countryCode": "GB", "timezone": "Europe/London"},
+    "eventType": {"id": "4339", "name": "Greyhound Racing"},
+    "totalMatched": 10.0,
+}
+
+
+def test_record_betfair_logs_in_polls_the_catalogue_and_streams_with_the_session(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run_recorder` from credentials alone: interactive login, catalogue poller, market stream."""
+    path = FIXTURES / "market.stream"
+    changes = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    cert, key = self_signed_cert(tmp_path)
+    stream = BetfairStreamServer(changes, [], cert, key)
+    api = BetfairApiServer([CATALOGUE], "user", "pa55-not-on-tape", "app-key", cert, key)
+    monkeypatch.setitem(BaseClient.IDENTITY_URLS, "ticktape-test", api.identity_url)
+    monkeypatch.setitem(BaseClient.API_URLS, "ticktape-test", api.api_url)
+    monkeypatch.setitem(BetfairStream.HOSTS, "ticktape-test", "127.0.0.1")
+    monkeypatch.setattr(BetfairStream, "_BetfairStream__port", stream.port)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # requests trusts the local certificate
+    credentials = load_credentials(env={"BETFAIR_USERNAME": "user", "BETFAIR_PASSWORD": "pa55-not-on-tape",
+                                        "BETFAIR_APP_KEY": "app-key"})
+    options = RecordOptions(market_filter={"marketIds": ["1.100"]}, orders=False, catalogue_interval=0.1,
+                            heartbeat_ms=500, flush_interval=0.01, stream_host="ticktape-test",
+                            locale="ticktape-test")
+    books = sum(isinstance(e, MarketBook) for line in path.read_bytes().splitlines() if line.strip()
+                for _, e in StreamDecoder().decode_line(line))
+
+    def catalogue_polled_twice(reader: FileTape) -> bool:
+        polls = [c for c in api.calls if c[0].endswith("json-rpc/v1")]
+        return stream.all_sent.is_set() and _books(reader) >= books and len(polls) >= 2
+
+    _record_until(tmp_path / "tape", credentials, options, None, catalogue_polled_twice, [stream, api])
+
+    login, *polls = api.calls
+    assert login[0] == "/api/login" and login[1]["X-Application"] == "app-key"
+    assert polls and all(p[1]["X-Authentication"] == BetfairApiServer.TOKEN for p in polls)
+    assert polls[0][2]["params"]["filter"] == {"marketIds": ["1.100"]}
+    auth = [m for m in stream.received if m["op"] == "authentication"]
+    assert [(m["appKey"], m["session"]) for m in auth] == [("app-key", BetfairApiServer.TOKEN)]
+    events = [r.event for r in FileTape(tmp_path / "tape").read(MARKET_TOPIC)]
+    assert sum(isinstance(e, MarketBook) for e in events) == books
+    from_catalogue = [e for e in events if isinstance(e, MarketDefinition) and e.status == "CATALOGUE"]
+    assert len(from_catalogue) == 1  # polled again and again, recorded once: it did not change
+    assert from_catalogue[0].market_name == "R1 480m"
+    assert [r.name for r in from_catalogue[0].runners] == ["1. Swift", "2. Steady"]
+    written = b"".join(p.read_bytes() for p in (tmp_path / "tape").rglob("*") if p.is_file())
+    assert b"pa55-not-on-tape" not in written  # secrets never reach the tape
