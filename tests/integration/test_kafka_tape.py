@@ -213,6 +213,22 @@ def test_old_and_future_timestamps_are_kept(backend: str, kafka_tape_uri: UriFor
     tape.close()
 
 
+@pytest.mark.kafka
+@pytest.mark.parametrize("backend", KAFKA_BACKENDS)
+def test_events_at_the_epoch_keep_an_epoch_timestamp(backend: str, kafka_tape_uri: UriFor, kafka_broker: str) -> None:
+    # librdkafka stamps a record given timestamp 0 with the current time: the tape gives it 1 ms.
+    topic = new_topic()
+    tape = open_tape(kafka_tape_uri(backend))
+    stamps = (0, 999_999, 1_000_000, 5_000_000)
+    events = [make_trades(1, ts0=ts)[0]._replace(trade_id=str(i)) for i, ts in enumerate(stamps)]
+    tape.append(topic, events)
+    raw = _raw_records(kafka_broker, topic, 1, len(events))
+    assert [raw[(0, i)][2] for i in range(len(events))] == [1, 1, 1, 5]
+    assert [tape.offset_for_time(topic, 0, ts) for ts in (0, 1, 999_999, 1_000_000, 1_000_001)] == [0, 1, 1, 2, 3]
+    assert [r.event for r in tape.read(topic, from_time=999_999)] == events[1:]
+    tape.close()
+
+
 def test_sasl_password_comes_only_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(TapeError, match="TICKTAPE_KAFKA_SASL_PASSWORD"):
         open_tape("kafka://127.0.0.1:1?security_protocol=SASL_SSL&sasl_password=hunter2")

@@ -11,7 +11,8 @@ Mapping onto Kafka:
 - record key = the event's key (instrument, market id), UTF-8; the partition is chosen
   here with `partition_for` (Kafka's murmur2 default partitioner) and passed explicitly,
   so both clients and the file tape agree;
-- record timestamp (CreateTime) = `ts_event` in ms; the full-ns `ts_event` is in the value;
+- record timestamp (CreateTime) = `ts_event` in ms, at least 1 (librdkafka would read 0 as
+  "now"); the full-ns `ts_event` is in the value;
 - headers `ticktape.type` (event type) and `ticktape.schema` (writer schema fingerprint, hex);
 - value = the Avro single-object encoding from the codec (`append_encoded` takes it as given).
 
@@ -286,8 +287,9 @@ class KafkaTape:
     def _produce(self, topic: str, parts: int | list[int], keys: list[bytes | None], values: list[bytes],
                  ts_events: Sequence[int], headers: list[list[Header]]) -> Positions:
         """Produce a routed, encoded batch and wait until all of it is acknowledged."""
-        # Kafka timestamps are ms and must not be negative; the exact ns stay in the value.
-        batch = ProduceBatch(parts, keys, values, [max(t, 0) // _NS_PER_MS for t in ts_events], headers)
+        # Kafka timestamps are ms and must not be negative, and librdkafka takes 0 to mean "stamp it
+        # now": events before 1 ms past the epoch get 1 (seeks stay exact: they refine by ts_event).
+        batch = ProduceBatch(parts, keys, values, [max(t // _NS_PER_MS, 1) for t in ts_events], headers)
         offsets = self.client.produce(topic, batch)
         return Positions(parts, list(offsets))
 
