@@ -105,35 +105,46 @@ class BetfairApiServer:
 
 
 class BetfairStreamServer:
-    """Serves `changes` (mcm messages of one recorded market, in order) to one client at a time.
+    """Serves `changes` (mcm messages of one recorded market, in order) to market subscriptions
+    and `order_changes` (ocm messages) to order subscriptions, each connection on its own thread.
 
-    `cuts[n]`: connection n is cut after that many changes, halfway through the next one
-    (connections beyond the list run to the end, then idle with heartbeats until closed).
-    Every message the client sent is kept in `received`.
+    `cuts[n]`: the n-th market subscription's connection is cut after that many changes, halfway
+    through the next one (later ones run to the end, then idle until closed). `all_sent` /
+    `orders_sent` are set once a connection has sent every market / order change. Every message
+    a client sent is kept in `received`.
     """
 
-    def __init__(self, changes: Sequence[dict[str, Any]], cuts: Sequence[int], cert: Path, key: Path) -> None:
-        self.changes = list(changes)
+    def __init__(self, changes: Sequence[dict[str, Any]], cuts: Sequence[int], cert: Path, key: Path,
+                 order_changes: Sequence[dict[str, Any]] = ()) -> None:
+        self.streams = {"marketSubscription": ("mcm", list(changes)), "orderSubscription": ("ocm", list(order_changes))}
         self.cuts = list(cuts)
         self.received: list[dict[str, Any]] = []
         self.all_sent = threading.Event()
+        self.orders_sent = threading.Event()
+        self._market_subscriptions = 0
         self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._context.load_cert_chain(cert, key)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
-        self._conn: ssl.SSLSocket | None = None
+        self._open: set[ssl.SSLSocket] = set()
+        self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._threads: list[threading.Thread] = []
         self._thread = threading.Thread(target=self._serve, name="betfair-stream-server", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        """Stop listening and drop the open connection (the client sees the server close it)."""
+        """Stop listening and drop the open connections (the client sees the server close them)."""
         self._closed.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (close() alone does not)
         self._listener.close()
-        if self._conn is not None:
-            with contextlib.suppress(OSError):  # already gone
-                self._conn.shutdown(socket.SHUT_RDWR)
-        self._thread.join(timeout=10)
+        with self._lock:
+            for conn in self._open:
+                with contextlib.suppress(OSError):  # already gone
+                    conn.shutdown(socket.SHUT_RDWR)
+        for t in [self._thread, *self._threads]:
+            t.join(timeout=10)
 
     def _serve(self) -> None:
         connection = 0
@@ -142,15 +153,23 @@ class BetfairStreamServer:
                 raw, _ = self._listener.accept()
             except OSError:
                 return  # closed
-            try:
-                with self._context.wrap_socket(raw, server_side=True) as conn:
-                    self._conn = conn
-                    self._session(conn, connection)
-            except OSError:
-                pass  # the client went away, or close() cut us off
-            finally:
-                self._conn = None
+            t = threading.Thread(target=self._connection, args=(raw, connection), daemon=True)
+            self._threads.append(t)
+            t.start()
             connection += 1
+
+    def _connection(self, raw: socket.socket, connection: int) -> None:
+        try:
+            with self._context.wrap_socket(raw, server_side=True) as conn:
+                with self._lock:
+                    self._open.add(conn)
+                try:
+                    self._session(conn, connection)
+                finally:
+                    with self._lock:
+                        self._open.discard(conn)
+        except OSError:
+            pass  # the client went away, or close() cut us off
 
     def _session(self, conn: ssl.SSLSocket, connection: int) -> None:
         def send(message: dict[str, Any], whole: bool = True) -> None:
@@ -163,16 +182,22 @@ class BetfairStreamServer:
                 msg = json.loads(line)
                 self.received.append(msg)
                 send({"op": "status", "id": msg.get("id"), "statusCode": "SUCCESS", "connectionClosed": False})
-                if msg.get("op") == "marketSubscription" and not self._stream(send, msg, connection):
+                if msg.get("op") in self.streams and not self._stream(send, msg):
                     return  # cut
 
-    def _stream(self, send: Any, sub: dict[str, Any], connection: int) -> bool:
+    def _stream(self, send: Any, sub: dict[str, Any]) -> bool:
         """Send the changes after the subscription's clk; False if this connection is cut."""
+        op, changes = self.streams[sub["op"]]
+        cut = None
+        if op == "mcm":
+            with self._lock:
+                n = self._market_subscriptions
+                self._market_subscriptions += 1
+            cut = self.cuts[n] if n < len(self.cuts) else None
         resume = sub.get("clk")
         start = int(resume) + 1 if resume else 0
-        cut = self.cuts[connection] if connection < len(self.cuts) else None
-        for i in range(start, len(self.changes)):
-            message = dict(self.changes[i], op="mcm", id=sub["id"], clk=str(i))
+        for i in range(start, len(changes)):
+            message = dict(changes[i], op=op, id=sub["id"], clk=str(i))
             if i == start and "ct" not in message:  # (a recorded heartbeat stays one)
                 message["ct"] = "RESUB_DELTA" if resume else "SUB_IMAGE"
                 if not resume:
@@ -181,7 +206,7 @@ class BetfairStreamServer:
                 send(message, whole=False)
                 return False
             send(message)
-        last = self.changes[-1]
-        send({"op": "mcm", "id": sub["id"], "clk": str(len(self.changes) - 1), "ct": "HEARTBEAT", "pt": last["pt"]})
-        self.all_sent.set()
+        if changes:
+            send({"op": op, "id": sub["id"], "clk": str(len(changes) - 1), "ct": "HEARTBEAT", "pt": changes[-1]["pt"]})
+        (self.all_sent if op == "mcm" else self.orders_sent).set()
         return True

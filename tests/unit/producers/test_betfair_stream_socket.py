@@ -25,7 +25,7 @@ from betfairlightweight.baseclient import BaseClient
 from betfairlightweight.streaming.betfairstream import BetfairStream
 
 from producers.betfair.live import Credentials, RecordOptions, load_credentials, run_recorder
-from producers.betfair.parse import GAP_TOPIC, MARKET_TOPIC, StreamDecoder
+from producers.betfair.parse import GAP_TOPIC, MARKET_TOPIC, ORDERS_TOPIC, StreamDecoder
 from ticktape.events import Event, FeedGap, MarketBook, MarketDefinition
 from ticktape.tape.file import FileTape
 
@@ -126,13 +126,17 @@ CATALOGUE = {
 }
 
 
+def _lines(path: Path) -> list[bytes]:
+    return [line for line in path.read_bytes().splitlines() if line.strip()]
+
+
 def test_record_betfair_logs_in_polls_the_catalogue_and_streams_with_the_session(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`run_recorder` from credentials alone: interactive login, catalogue poller, market stream."""
-    path = FIXTURES / "market.stream"
-    changes = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    """`run_recorder` from credentials alone: login, catalogue poller, market and order streams."""
+    path, order_path = FIXTURES / "market.stream", FIXTURES / "orders.stream"
+    changes = [orjson.loads(line) for line in _lines(path)]
     cert, key = self_signed_cert(tmp_path)
-    stream = BetfairStreamServer(changes, [], cert, key)
+    stream = BetfairStreamServer(changes, [], cert, key, order_changes=[orjson.loads(x) for x in _lines(order_path)])
     api = BetfairApiServer([CATALOGUE], "user", "pa55-not-on-tape", "app-key", cert, key)
     monkeypatch.setitem(BaseClient.IDENTITY_URLS, "ticktape-test", api.identity_url)
     monkeypatch.setitem(BaseClient.API_URLS, "ticktape-test", api.api_url)
@@ -141,24 +145,33 @@ def test_record_betfair_logs_in_polls_the_catalogue_and_streams_with_the_session
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # requests trusts the local certificate
     credentials = load_credentials(env={"BETFAIR_USERNAME": "user", "BETFAIR_PASSWORD": "pa55-not-on-tape",
                                         "BETFAIR_APP_KEY": "app-key"})
-    options = RecordOptions(market_filter={"marketIds": ["1.100"]}, orders=False, catalogue_interval=0.1,
+    options = RecordOptions(market_filter={"marketIds": ["1.100"]}, orders=True, catalogue_interval=0.1,
                             heartbeat_ms=500, flush_interval=0.01, stream_host="ticktape-test",
                             locale="ticktape-test")
-    books = sum(isinstance(e, MarketBook) for line in path.read_bytes().splitlines() if line.strip()
-                for _, e in StreamDecoder().decode_line(line))
+    books = sum(isinstance(e, MarketBook) for line in _lines(path) for _, e in StreamDecoder().decode_line(line))
+    orders_decoder = StreamDecoder()
+    expected_orders = [e for line in _lines(order_path) for t, e in orders_decoder.decode_line(line)
+                       if t == ORDERS_TOPIC]
+    assert expected_orders
 
-    def catalogue_polled_twice(reader: FileTape) -> bool:
+    def everything_recorded(reader: FileTape) -> bool:
         polls = [c for c in api.calls if c[0].endswith("json-rpc/v1")]
-        return stream.all_sent.is_set() and _books(reader) >= books and len(polls) >= 2
+        orders = sum(1 for _ in reader.read(ORDERS_TOPIC)) if ORDERS_TOPIC in reader.topic_names() else 0
+        return (stream.all_sent.is_set() and stream.orders_sent.is_set() and _books(reader) >= books
+                and orders >= len(expected_orders) and len(polls) >= 2)
 
-    _record_until(tmp_path / "tape", credentials, options, None, catalogue_polled_twice, [stream, api])
+    _record_until(tmp_path / "tape", credentials, options, None, everything_recorded, [stream, api])
 
     login, *polls = api.calls
     assert login[0] == "/api/login" and login[1]["X-Application"] == "app-key"
     assert polls and all(p[1]["X-Authentication"] == BetfairApiServer.TOKEN for p in polls)
     assert polls[0][2]["params"]["filter"] == {"marketIds": ["1.100"]}
     auth = [m for m in stream.received if m["op"] == "authentication"]
-    assert [(m["appKey"], m["session"]) for m in auth] == [("app-key", BetfairApiServer.TOKEN)]
+    assert [(m["appKey"], m["session"]) for m in auth] == [("app-key", BetfairApiServer.TOKEN)] * 2  # two sockets
+    assert sorted(m["op"] for m in stream.received if m["op"].endswith("Subscription")) == [
+        "marketSubscription", "orderSubscription"]
+    orders = [r.event for r in FileTape(tmp_path / "tape").read(ORDERS_TOPIC)]
+    assert _without_recv_time(orders) == _without_recv_time(expected_orders)
     events = [r.event for r in FileTape(tmp_path / "tape").read(MARKET_TOPIC)]
     assert sum(isinstance(e, MarketBook) for e in events) == books
     from_catalogue = [e for e in events if isinstance(e, MarketDefinition) and e.status == "CATALOGUE"]
