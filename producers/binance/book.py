@@ -14,6 +14,7 @@ apply a snapshot, then the deltas that follow it by the same rule.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from producers.binance.parsers import VENUE
@@ -153,6 +154,21 @@ class OrderBook:
                     side[lv.price] = lv.size
         self.last_id = delta.last_update_id
         return True
+
+    @classmethod
+    def rebuilt(cls, symbol: str, events: Iterable[object]) -> OrderBook:
+        """The book a consumer rebuilds from a tape's book topic: each snapshot, then the deltas
+        that continue it; after a gap, nothing applies until the next snapshot (as recorded)."""
+        book = cls(symbol)
+        for event in events:
+            if isinstance(event, BookSnapshot) and event.instrument == symbol:
+                book.apply_snapshot(event)
+            elif isinstance(event, BookDelta) and event.instrument == symbol:
+                try:
+                    book.apply_delta(event)
+                except ValueError:
+                    book.last_id = None  # wait for the next snapshot
+        return book
 
     def best(self, depth: int = 1) -> tuple[list[PriceSize], list[PriceSize]]:
         """Best `depth` bids (highest first) and asks (lowest first)."""

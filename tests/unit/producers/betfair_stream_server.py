@@ -20,10 +20,12 @@ import ssl
 import subprocess
 import threading
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
+
+from local_http import JsonHandler
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:
@@ -53,7 +55,7 @@ class BetfairApiServer:
         server = self
         expected_login = {"username": username, "password": password}
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_POST(self) -> None:  # http.server's name for POST handlers
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
                 headers = dict(self.headers.items())
@@ -61,32 +63,21 @@ class BetfairApiServer:
                     form = {k: v[0] for k, v in parse_qs(body).items()}
                     server.calls.append((self.path, headers, form))
                     ok = form == expected_login and headers.get("X-Application") == app_key
-                    self._reply({"token": server.TOKEN if ok else "", "product": app_key,
+                    self.reply_json({"token": server.TOKEN if ok else "", "product": app_key,
                                  "status": "SUCCESS" if ok else "FAIL", "error": "" if ok else "INVALID_USERNAME"})
                 elif self.path == "/exchange/betting/json-rpc/v1":
                     request = json.loads(body)
                     server.calls.append((self.path, headers, request))
                     if (headers.get("X-Authentication"), headers.get("X-Application")) != (server.TOKEN, app_key):
-                        self._reply({"jsonrpc": "2.0", "id": request.get("id"),
+                        self.reply_json({"jsonrpc": "2.0", "id": request.get("id"),
                                      "error": {"code": -32099, "message": "ANGX-0003", "data": {}}})
                     elif request.get("method") == "SportsAPING/v1.0/listMarketCatalogue":
-                        self._reply({"jsonrpc": "2.0", "id": request.get("id"), "result": catalogues})
+                        self.reply_json({"jsonrpc": "2.0", "id": request.get("id"), "result": catalogues})
                     else:
-                        self._reply({"jsonrpc": "2.0", "id": request.get("id"),
+                        self.reply_json({"jsonrpc": "2.0", "id": request.get("id"),
                                      "error": {"code": -32601, "message": "unknown method"}})
                 else:
                     self.send_error(404)
-
-            def _reply(self, answer: dict[str, Any]) -> None:
-                data = json.dumps(answer).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass  # quiet
 
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -18,10 +18,11 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from local_http import JsonHandler
 from websockets.sync.server import ServerConnection, serve
 
 T0_MS = 1_700_000_000_000
@@ -137,24 +138,16 @@ class LocalBinance:
 
     # --- REST ------------------------------------------------------------------------------------
 
-    def _rest_handler(self) -> type[BaseHTTPRequestHandler]:
+    def _rest_handler(self) -> type[JsonHandler]:
         venue = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 venue.rest_paths.append(url.path)
                 body = venue._answer(url.path, query)
-                data = json.dumps(body).encode()
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass  # quiet
+                self.reply_json(body, 200 if body is not None else 404)
 
         return Handler
 

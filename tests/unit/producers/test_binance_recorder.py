@@ -66,15 +66,7 @@ def test_depth_gap_is_recorded_resynced_and_the_book_rebuilds_from_the_tape(tmp_
     assert kinds[kinds.index("FeedGap") - 1:kinds.index("FeedGap") + 3] == [
         "BookDelta", "FeedGap", "BookSnapshot", "FeedGap"]
 
-    book = OrderBook("BTCUSDT")
-    for ev in book_events:
-        if isinstance(ev, BookSnapshot):
-            book.apply_snapshot(ev)
-        elif isinstance(ev, BookDelta):
-            try:
-                book.apply_delta(ev)
-            except ValueError:
-                book.last_id = None  # wait for the next snapshot, as a consumer would
+    book = OrderBook.rebuilt("BTCUSDT", book_events)
     bids, asks = book.best(10)
     assert bids == [PriceSize(100.2, 0.1), PriceSize(100.0, 1.25), PriceSize(99.9, 0.7), PriceSize(99.0, 4.0)]
     assert asks == [PriceSize(100.6, 2.5), PriceSize(100.75, 0.5)]

@@ -24,20 +24,6 @@ from ticktape.events import BookDelta, BookSnapshot, FeedGap, Trade
 from ticktape.tape.file import FileTape
 
 
-def _rebuilt(events: list[object], symbol: str) -> OrderBook:
-    """The book a consumer rebuilds from the tape: snapshots, then the deltas that continue them."""
-    book = OrderBook(symbol)
-    for e in events:
-        if isinstance(e, BookSnapshot):
-            book.apply_snapshot(e)
-        elif isinstance(e, BookDelta):
-            try:
-                book.apply_delta(e)
-            except ValueError:
-                book.last_id = None  # a gap: wait for the next snapshot, as the recorder did
-    return book
-
-
 def test_recorder_resyncs_the_book_and_refills_trades_after_the_socket_is_cut(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     venue = LocalBinance("BTCUSDT", cuts=[(90, 30)], final=90)
@@ -87,7 +73,7 @@ def test_recorder_resyncs_the_book_and_refills_trades_after_the_socket_is_cut(
     # The book rebuilt from the tape is the venue's book: a fresh snapshot bridged the lost updates.
     book_events = [r.event for r in reader.read(TOPIC_BOOK)]
     last_id, bids, asks = venue.book()
-    book = _rebuilt(book_events, "BTCUSDT")
+    book = OrderBook.rebuilt("BTCUSDT", book_events)
     assert (book.last_id, book.bids, book.asks) == (last_id, bids, asks)
     assert sum(isinstance(e, BookSnapshot) for e in book_events) == 2  # at the start, after the cut
     gaps = [(g.stream, g.repaired) for g in book_events if isinstance(g, FeedGap)]
