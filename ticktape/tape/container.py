@@ -12,12 +12,13 @@ marker — is the same either way, so crash recovery does not care.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import zlib
 from collections.abc import Callable
 from typing import Any, BinaryIO, NamedTuple
+
+import zstandard
 
 from ticktape import avro_program as ap
 from ticktape.errors import DecodeError
@@ -29,15 +30,7 @@ COMPRESSIONS = {"none": "null", "zstd": "zstandard", "deflate": "deflate"}
 """A file tape's `compression` option -> the Avro codec its new segments are written with."""
 
 Compress = Callable[[bytes], bytes]
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-@functools.cache
-def _zstd_codec() -> Any:
-    """pyarrow's zstd, imported on first use: pyarrow costs ~40 MB and a few hundred ms to import."""
-    import pyarrow as pa
-
-    return pa.Codec("zstd", compression_level=1)  # ~20x on Betfair ladders; level 3 gains ~1% at half the speed
+_ZSTD_LEVEL = 1  # ~20x on Betfair ladders; level 3 gains ~1% at half the speed
 
 
 def _deflate(data: bytes) -> bytes:
@@ -46,34 +39,16 @@ def _deflate(data: bytes) -> bytes:
 
 
 def _zstd(data: bytes) -> bytes:
-    # One frame with its content size in the header (ZSTD_compress's default), which is what
-    # lets `_unzstd` size its output; any Avro tool with zstandard support reads it.
-    return _zstd_codec().compress(data, asbytes=True)  # type: ignore[no-any-return]
-
-
-def zstd_content_size(frame: bytes) -> int:
-    """The decompressed size a zstd frame's header declares (RFC 8878, 3.1.1.1)."""
-    if frame[:4] != _ZSTD_MAGIC or len(frame) < 6:
-        raise ValueError("not a zstd frame")
-    descriptor = frame[4]
-    fcs_flag, single_segment, dict_flag = descriptor >> 6, (descriptor >> 5) & 1, descriptor & 3
-    pos = 5 + (not single_segment) + (0, 1, 2, 4)[dict_flag]
-    width = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
-    if width == 0:
-        raise ValueError("zstd frame does not declare its content size")
-    if len(frame) < pos + width:
-        raise ValueError("zstd frame header is truncated")
-    size = int.from_bytes(frame[pos:pos + width], "little")
-    return size + 256 if width == 2 else size
+    # One frame with its content size in the header (zstandard's default), which `_unzstd`
+    # needs; any Avro tool with zstandard support reads it.
+    return zstandard.compress(data, _ZSTD_LEVEL)
 
 
 def _unzstd(data: bytes) -> bytes:
-    size = zstd_content_size(data)
-    codec = _zstd_codec()
     try:
-        return codec.decompress(data, decompressed_size=size, asbytes=True)  # type: ignore[no-any-return]
-    except Exception as exc:  # pyarrow's ArrowIOError, ArrowInvalid, ...: all mean a corrupt block
-        raise ValueError(str(exc)) from exc
+        return zstandard.decompress(data)  # a frame that does not declare its size is refused
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"zstd: {exc}") from exc
 
 
 def _inflate(data: bytes) -> bytes:
