@@ -318,10 +318,7 @@ class FileTape:
 
     def compression_of(self, topic: str) -> str:
         """The compression this handle writes `topic`'s new segments with."""
-        if self.compression is not None:
-            return self.compression
-        meta = self._topic_meta(topic)
-        return "none" if meta is None else str(meta.get("compression", "none"))
+        return self.compression or str((self._topic_meta(topic) or {}).get("compression", "none"))
 
     def topic_names(self) -> list[str]:
         return sorted(p.parent.name for p in self.root.glob("*/topic.json"))
@@ -353,11 +350,12 @@ class FileTape:
         w = self._writers.get(key)
         if w is None:
             plog = self._log(topic, partition)
-            meta = self._topic_meta(topic)
-            if self.compression is not None and meta is not None and meta.get("compression") != self.compression:
-                self._write_topic_meta(topic, {**meta, "compression": self.compression})  # remembered for later writers
+            meta = self._topic_meta(topic) or {}
+            compression = self.compression or str(meta.get("compression", "none"))
+            if meta and meta.get("compression", "none") != compression:
+                self._write_topic_meta(topic, {**meta, "compression": compression})  # remembered for later writers
             w = PartitionWriter(plog, segment_bytes=self.segment_bytes, fsync=self.fsync, torn_tails=self.torn_tails,
-                                avro_codec=COMPRESSIONS[self.compression_of(topic)])
+                                avro_codec=COMPRESSIONS[compression])
             self._writers[key] = w
         return w
 
