@@ -231,7 +231,8 @@ def _register_plugins() -> None:
     """Subcommands living in other packages (demo, import, backtest, load, ...) attach here."""
     import importlib
 
-    for module in ("ticktape.demo", "ticktape.mirror", "producers.cli", "robots.cli", "analyzer.cli"):
+    for module in ("ticktape.demo", "ticktape.mirror", "ticktape.tape.repair", "producers.cli", "robots.cli",
+                   "analyzer.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

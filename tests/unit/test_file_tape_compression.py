@@ -15,6 +15,7 @@ from ticktape.errors import DecodeError, TapeError
 from ticktape.tape import open_tape
 from ticktape.tape.container import _unzstd, _zstd, read_header
 from ticktape.tape.file import FileTape
+from ticktape.tape.index import INDEX_MAGIC, V2, parse_entries
 
 
 def _books() -> list:  # type: ignore[type-arg]
@@ -94,7 +95,7 @@ def test_block_that_does_not_decompress_names_its_offset(tmp_path: Path) -> None
     tape.append("md.trade", make_trades(10, start=10))
     tape.close()
     (seg,) = FileTape(tmp_path).segment_paths("md.trade")
-    second_block = int.from_bytes(seg.with_suffix(".idx").read_bytes()[48 + 8:48 + 16], "little")
+    second_block = parse_entries(seg.with_suffix(".idx").read_bytes()[len(INDEX_MAGIC):], V2).entries[1].pos
     data = bytearray(seg.read_bytes())
     _, p = ap._read_long(data, second_block)  # record count
     _, p = ap._read_long(data, p)  # data size

@@ -137,7 +137,10 @@ class Tape(Protocol):
         """Append a batch durably; return each event's position, in input order.
 
         Keys default to each event's schema key (instrument, market id). The partition is
-        the stable hash of the key unless given.
+        the stable hash of the key unless given. Never atomic across partitions: a batch that
+        was not acknowledged (the call raised, or the process died) may be in some partitions
+        only. Within a partition the file tape writes a batch's share whole or not at all;
+        Kafka may keep a prefix of it (its record batches are 512 KB; no transactions).
         """
 
     def append_encoded(self, topic: str, items: Sequence[Encoded], partition: int | None = None) -> Positions:

@@ -8,6 +8,11 @@ is what makes crash recovery simple: a block is complete iff its sync marker is 
 A segment's blocks may be compressed with one of Avro's standard codecs (`avro.codec` in the
 header: `null`, `deflate` or `zstandard`); the framing — record count, byte size, data, sync
 marker — is the same either way, so crash recovery does not care.
+
+Checksums. The header carries a CRC32C of itself (`ticktape.header_crc32c`, the last metadata
+entry: over every byte before that entry, plus the sync marker), so a damaged header is told
+from a good one; each block's CRC32C is kept in the segment's index (`index.py`). Both are
+extra metadata for other Avro tools: the files stay standard container files.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, BinaryIO, NamedTuple
 
+import crc32c
 import zstandard
 
 from ticktape import avro_program as ap
@@ -25,6 +31,7 @@ from ticktape.errors import DecodeError
 
 MAGIC = b"Obj\x01"
 SYNC_SIZE = 16
+HEADER_CRC_KEY = "ticktape.header_crc32c"
 
 COMPRESSIONS = {"none": "null", "zstd": "zstandard", "deflate": "deflate"}
 """A file tape's `compression` option -> the Avro codec its new segments are written with."""
@@ -82,20 +89,25 @@ def _long(n: int) -> bytes:
 
 
 def encode_header(schema: dict[str, Any], meta: dict[str, str], sync: bytes, avro_codec: str = "null") -> bytes:
-    """File header: magic, metadata map (schema, codec, ours), sync marker."""
+    """File header: magic, metadata map (schema, codec, ours, then the header's checksum), sync marker."""
     entries = {"avro.schema": json.dumps(schema, separators=(",", ":")).encode(), "avro.codec": avro_codec.encode()}
     entries.update({k: v.encode() for k, v in meta.items()})
     out = bytearray(MAGIC)
-    ap._write_long(len(entries), out)
+    ap._write_long(len(entries) + 1, out)  # + the checksum entry
     for k, v in entries.items():
-        kb = k.encode()
-        ap._write_long(len(kb), out)
-        out += kb
-        ap._write_long(len(v), out)
-        out += v
+        _write_entry(k.encode(), v, out)
+    crc = crc32c.crc32c(sync, crc32c.crc32c(out))
+    _write_entry(HEADER_CRC_KEY.encode(), f"{crc:08x}".encode(), out)
     out.append(0)
     out += sync
     return bytes(out)
+
+
+def _write_entry(key: bytes, value: bytes, out: bytearray) -> None:
+    ap._write_long(len(key), out)
+    out += key
+    ap._write_long(len(value), out)
+    out += value
 
 
 class Header(NamedTuple):
@@ -104,16 +116,18 @@ class Header(NamedTuple):
     sync: bytes
     size: int  # bytes up to and including the sync marker
     codec: str = "null"  # avro.codec: how the blocks' data is compressed
+    checksummed: bool = False  # the header carried its CRC32C (and it matched); older segments have none
 
 
 def read_header(f: BinaryIO, where: str) -> Header:
-    """Parse a container header; DecodeError naming the file if it is not one."""
+    """Parse a container header; DecodeError naming the file if it is not one, or is damaged."""
     f.seek(0)
     head = f.read(64 * 1024)
     if not head.startswith(MAGIC):
-        raise DecodeError("not an Avro container file (bad magic)", where=where)
+        raise DecodeError("not an Avro container file (bad magic): the segment header is damaged", where=where)
     pos = 4
     meta: dict[str, str] = {}
+    crc_at = -1  # where the checksum entry starts: the checksum covers every byte before it
     try:
         while True:
             count, pos = ap._read_long(head, pos)
@@ -123,26 +137,41 @@ def read_header(f: BinaryIO, where: str) -> Header:
                 count = -count
                 _, pos = ap._read_long(head, pos)
             for _ in range(count):
+                start = pos
                 n, pos = ap._read_long(head, pos)
-                key = head[pos:pos + n].decode()
+                key = _exactly(head, pos, n).decode()
                 pos += n
                 n, pos = ap._read_long(head, pos)
-                value = head[pos:pos + n]
-                if len(value) != n:
-                    raise ValueError("metadata runs past the header")
+                value = _exactly(head, pos, n)
                 pos += n
+                if key == HEADER_CRC_KEY:
+                    crc_at = start
                 meta[key] = value.decode()
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"corrupt container header: {exc}", where=where) from exc
     sync = head[pos:pos + SYNC_SIZE]
     if len(sync) != SYNC_SIZE:
         raise DecodeError("container header is truncated", where=where)
+    stored = meta.pop(HEADER_CRC_KEY, None)
+    if stored is not None and stored != f"{crc32c.crc32c(sync, crc32c.crc32c(head[:crc_at])):08x}":
+        raise DecodeError("the segment header fails its checksum: it is damaged", where=where)
     codec = meta.pop("avro.codec", "null")
     if codec not in COMPRESSIONS.values():
         raise DecodeError(f"unsupported codec {codec!r} (readable: {', '.join(COMPRESSIONS.values())})",
                           where=where)
-    schema = json.loads(meta.pop("avro.schema"))
-    return Header(schema, meta, sync, pos + SYNC_SIZE, codec)
+    try:
+        schema = json.loads(meta.pop("avro.schema"))
+    except (KeyError, ValueError) as exc:
+        raise DecodeError(f"corrupt container header: no readable avro.schema ({exc})", where=where) from exc
+    return Header(schema, meta, sync, pos + SYNC_SIZE, codec, stored is not None)
+
+
+def _exactly(buf: bytes, pos: int, n: int) -> bytes:
+    """`buf[pos:pos + n]`, or ValueError if the buffer ends first (or n is negative)."""
+    value = buf[pos:pos + n]
+    if n < 0 or len(value) != n:
+        raise ValueError("metadata runs past the header")
+    return value
 
 
 Body = bytes | bytearray | list[bytes | memoryview]
@@ -186,6 +215,12 @@ def probe_block(buf: bytes, pos: int, sync: bytes) -> BlockHeader | None:
     if end > len(buf) or buf[p + size:end] != sync:
         return None
     return BlockHeader(count, p, size, end)
+
+
+def contains_sync(buf: bytes, sync: bytes) -> bool:
+    """Whether `buf` holds the segment's sync marker: bytes after the last complete block that do
+    are not a torn write (a torn block never ends, so never carries its marker) but damage."""
+    return buf.find(sync) >= 0
 
 
 def fsync_dir(path: str) -> None:

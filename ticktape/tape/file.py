@@ -4,18 +4,22 @@ Layout::
 
     ROOT/<topic>/topic.json                      {"partitions": N}
     ROOT/<topic>/<partition>/<base offset>.avro  segment: an Avro container file
-    ROOT/<topic>/<partition>/<base offset>.idx   one 48-byte entry per block
+    ROOT/<topic>/<partition>/<base offset>.idx   block index: one entry per block, with its CRC32C
     ROOT/<topic>/<partition>/writer.lock         flock'ed by the one writer
     ROOT/_consumers/<name>.json                  committed offsets
 
-An `append` to a partition writes exactly one Avro block in one `write()` and then its index
-entry. A block is visible to readers only once complete (its sync marker is there), so a
-writer killed mid-append loses at most that batch; on the next writer open the torn tail
-is reported and cut back to the last complete block.
+An `append` to a partition writes exactly one Avro block at the end of the last complete one,
+then its index entry. A block is visible to readers only once complete (its sync marker is
+there), so a writer killed mid-append loses at most that batch; on the next writer open the
+torn tail is reported and cut back to the last complete block. A write that fails (a full
+disk) is cut back at once, and the next append starts from what the files hold. Damage (bytes
+that no writer leaves: a flipped bit, a truncated file) is reported, never cut:
+`segment.py` tells the two apart, `repair.py` quarantines damage on request.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -25,11 +29,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, NamedTuple
+
+import crc32c
 
 from ticktape import avro_program as ap
 from ticktape.codec import VM, Codec, default_codec
-from ticktape.errors import TapeError, WriterLockedError
+from ticktape.errors import DecodeError, TapeError, WriterLockedError
 from ticktape.events import RECORD_TYPES, Event
 from ticktape.tape.base import (
     SINGLE_OBJECT_HEADER,
@@ -43,7 +49,8 @@ from ticktape.tape.base import (
     split_encoded,
 )
 from ticktape.tape.container import COMPRESSIONS, Body, compressor, encode_block, encode_header, fsync_dir
-from ticktape.tape.segment import IDX, BlockInfo, EntryDecoder, PartitionLog, Segment
+from ticktape.tape.index import INDEX_MAGIC, V2, V2_ENTRY, BlockInfo, index_bytes, pack_entry
+from ticktape.tape.segment import REPAIR_HINT, EntryDecoder, PartitionLog, Segment, segment_name
 
 __all__ = ["BlockInfo", "EntryDecoder", "FileTape", "PartitionLog", "PartitionWriter", "Segment", "TornTail"]
 
@@ -92,8 +99,51 @@ class TornTail(NamedTuple):
     bytes_cut: int
 
 
+def _pwrite_all(fd: int, data: bytes, pos: int) -> None:
+    """Write all of `data` at `pos` (a full disk may take part of it and then raise OSError)."""
+    view = memoryview(data)
+    done = 0
+    while done < len(data):
+        n = os.pwrite(fd, view[done:], pos + done)
+        if n <= 0:
+            raise OSError(errno.EIO, f"write returned {n}")
+        done += n
+
+
+def _write_new_file(path: Path, data: bytes, fsync: bool) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+
+
+def segment_header(codec: Codec, topic: str, partition: int, base: int, avro_codec: str) -> bytes:
+    """The header of a new segment of today's entry schema, with a fresh sync marker."""
+    meta = {"ticktape.topic": topic, "ticktape.partition": str(partition), "ticktape.base_offset": str(base),
+            # which version of each type the union holds: lets readers take the fast path
+            # as long as those versions are still current, even after new types are added
+            "ticktape.fingerprints": ",".join(codec.registry.current[n].fingerprint.hex()
+                                              for n in codec.registry.names())}
+    return encode_header(codec.registry.entry_schema(), meta, os.urandom(16), avro_codec)
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    return exc.strerror or str(exc)
+
+
 class PartitionWriter:
-    """The single writer of one partition: holds its lock, appends blocks, rolls segments."""
+    """The single writer of one partition: holds its lock, appends blocks, rolls segments.
+
+    Its view of the partition (the last segment's blocks and end) is always what the files
+    hold. Blocks are written at the position that view gives (never in append mode, which
+    would put a block after whatever a failed write left). A write that fails is cut back
+    before the error is raised; whenever files and view may disagree (a failed write, or a
+    block whose index entry could not be written), `broken` is set and the tape closes this
+    writer: the next append opens a new one, whose recovery looks at the files again.
+    """
 
     def __init__(self, log_: PartitionLog, *, segment_bytes: int, fsync: bool,
                  torn_tails: list[TornTail], avro_codec: str = "null") -> None:
@@ -102,6 +152,7 @@ class PartitionWriter:
         self.compress = compressor(avro_codec)
         self.segment_bytes = segment_bytes
         self.fsync = fsync
+        self.broken = False
         log_.dir.mkdir(parents=True, exist_ok=True)
         self.lock_file = open(log_.dir / "writer.lock", "a+")  # noqa: SIM115 - held until close
         try:
@@ -117,28 +168,53 @@ class PartitionWriter:
         self.lock_file.truncate()
         self.lock_file.write(str(os.getpid()))
         self.lock_file.flush()
-        self.data: BinaryIO | None = None
-        self.idx: BinaryIO | None = None
+        self.data_fd: int | None = None
+        self.idx_fd: int | None = None
+        self.seg: Segment | None = None  # the segment the two descriptors are open on
         self._extendable_seg: Segment | None = None  # the last segment `_extends` said yes to
-        self._repair(torn_tails)
+        try:
+            self._recover(torn_tails)
+        except OSError as exc:
+            self.close()
+            raise TapeError(f"cannot open {log_.where()} for writing: {_why(exc)} ({exc})") from exc
+        except BaseException:
+            self.close()
+            raise
 
-    def _repair(self, torn_tails: list[TornTail]) -> None:
-        """Cut a torn tail back to the last complete block and index unindexed blocks."""
+    def _recover(self, torn_tails: list[TornTail]) -> None:
+        """Check the last segment against its data, cut a torn tail, index what the index lacks.
+
+        The tail is judged by the data, not the index: the last block must pass its checksum
+        (its entry may have outlived its bytes after a power loss), and bytes after it must be
+        a torn block (cut) rather than damage (refused by `PartitionLog.refresh`).
+        """
         log_ = self.log
+        for leftover in log_.dir.glob("*.avro.tmp"):
+            # A segment being created: it holds a header only (blocks go in after the rename).
+            log.info("removing %s, a segment whose creation did not finish", leftover)
+            leftover.unlink()
         log_.refresh()
         if not log_.segments:
             return
         seg = log_.segments[-1]
-        size = seg.path.stat().st_size
         if seg.header is None:
-            # Not even a complete header: the segment was being created when the writer died.
-            log.warning("removing incomplete segment %s (%d bytes)", seg.path, size)
-            torn_tails.append(TornTail(log_.topic, log_.partition, seg.path.name, size))
+            # An empty file: a version that created segments in place was killed right then.
+            log.warning("removing empty segment %s", seg.path)
+            torn_tails.append(TornTail(log_.topic, log_.partition, seg.path.name, 0))
             seg.close()
             seg.path.unlink()
             seg.idx_path.unlink(missing_ok=True)
             log_.segments.pop()
             return
+        if seg.blocks:
+            last = seg.blocks[-1]
+            f = seg.file()
+            f.seek(last.pos)
+            problem = seg.block_problem(last, f.read(last.size))
+            if problem is not None:
+                raise DecodeError(f"the last block, at offset {last.first_offset} (byte {last.pos}), {problem}; "
+                                  f"not appending after it: {REPAIR_HINT}", where=seg.where)
+        size = seg.path.stat().st_size
         if size > seg.valid_end:
             cut = size - seg.valid_end
             log.warning("torn tail in %s: cutting %d bytes after offset %d (last complete block)",
@@ -147,21 +223,38 @@ class PartitionWriter:
             with open(seg.path, "r+b") as f:
                 f.truncate(seg.valid_end)
                 os.fsync(f.fileno())
-        # Rewrite the index from the verified blocks (cheap: one entry per block).
-        with open(seg.idx_path, "wb") as fi:
-            fi.write(b"".join(IDX.pack(*b) for b in seg.blocks))
-            os.fsync(fi.fileno())
-        seg.idx_entries_read = len(seg.blocks)
+        self._reindex(seg)
+
+    def _reindex(self, seg: Segment) -> None:
+        """Rewrite the segment's index as v2 from its verified blocks, unless it is that already."""
+        expected = len(INDEX_MAGIC) + V2_ENTRY.size * len(seg.blocks)
+        try:
+            on_disk = seg.idx_path.stat().st_size
+        except FileNotFoundError:
+            on_disk = -1
+        if seg.idx_version == V2 and not seg.idx_damaged and seg.idx_pos == on_disk == expected:
+            return
+        f = seg.file()
+        for i, info in enumerate(seg.blocks):
+            if info.crc is None:  # a v1-indexed block: checksum it as it is now
+                f.seek(info.pos)
+                seg.blocks[i] = info._replace(crc=crc32c.crc32c(f.read(info.size)))
+        data = index_bytes(seg.blocks)
+        tmp = seg.idx_path.with_name(seg.idx_path.name + ".tmp")
+        _write_new_file(tmp, data, fsync=True)
+        os.replace(tmp, seg.idx_path)  # readers see the old index or the new one, never half of one
+        seg.idx_ino, seg.idx_pos, seg.idx_version, seg.idx_damaged = os.stat(seg.idx_path).st_ino, len(data), V2, False
 
     def _open_current(self) -> Segment:
         log_ = self.log
         seg = log_.segments[-1] if log_.segments else None
         if seg is None or seg.valid_end >= self.segment_bytes or not self._extends(seg):
             seg = self._new_segment(log_.end_offset)
-        if self.data is None or self.data.name != str(seg.path):
+        if self.seg is not seg:
             self._close_files()
-            self.data = open(seg.path, "ab")  # noqa: SIM115
-            self.idx = open(seg.idx_path, "ab")  # noqa: SIM115
+            self.data_fd = os.open(seg.path, os.O_WRONLY | os.O_CLOEXEC)
+            self.idx_fd = os.open(seg.idx_path, os.O_WRONLY | os.O_CLOEXEC)
+            self.seg = seg
         return seg
 
     def _extends(self, seg: Segment) -> bool:
@@ -179,53 +272,89 @@ class PartitionWriter:
         return True
 
     def _new_segment(self, base: int) -> Segment:
+        """Create the segment starting at `base`: its index first, then its header under a temporary
+        name, renamed into place, so a listed segment always has a whole header and an index."""
         log_ = self.log
-        path = log_.dir / f"{base:020d}.avro"
-        schema = log_.codec.registry.entry_schema()
-        meta = {"ticktape.topic": log_.topic, "ticktape.partition": str(log_.partition),
-                "ticktape.base_offset": str(base),
-                # which version of each type the union holds: lets readers take the fast path
-                # as long as those versions are still current, even after new types are added
-                "ticktape.fingerprints": ",".join(log_.codec.registry.current[n].fingerprint.hex()
-                                                  for n in log_.codec.registry.names())}
-        header = encode_header(schema, meta, os.urandom(16), self.avro_codec)
-        with open(path, "wb") as f:
-            f.write(header)
-            f.flush()
+        path = log_.dir / segment_name(base)
+        header = segment_header(log_.codec, log_.topic, log_.partition, base, self.avro_codec)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            _write_new_file(path.with_suffix(".idx"), INDEX_MAGIC, self.fsync)
+            _write_new_file(tmp, header, self.fsync)
+            os.replace(tmp, path)
             if self.fsync:
-                os.fsync(f.fileno())
-        open(path.with_suffix(".idx"), "wb").close()
-        if self.fsync:
-            fsync_dir(str(log_.dir))
+                fsync_dir(str(log_.dir))
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            self.broken = True
+            raise TapeError(f"append to {log_.where()}: {_why(exc)} creating segment {path} ({exc}); "
+                            "nothing of this batch was written") from exc
         seg = Segment(path, base, log_.codec, log_.where(path))
         seg.refresh(log_.ts_max)
         log_.segments.append(seg)
         return seg
 
     def append(self, body: Body, count: int, ts_first: int, ts_last: int, ts_max: int) -> int:
-        """Write one block of `count` encoded entries; return the first offset."""
+        """Write one block of `count` encoded entries; return the first offset.
+
+        Raises TapeError when the block could not be written (nothing of it stays) or made
+        durable (`fsync`: it may stay); a block whose index entry could not be written is
+        acknowledged (it is complete, and readers find it by scanning) and sets `broken`.
+        """
         seg = self._open_current()
-        assert self.data is not None and self.idx is not None and seg.header is not None
+        assert self.data_fd is not None and self.idx_fd is not None and seg.header is not None
         first = seg.end_offset
         pos = seg.valid_end
         block = encode_block(count, body, seg.header.sync, self.compress)
-        self.data.write(block)
-        self.data.flush()
+        try:
+            _pwrite_all(self.data_fd, block, pos)
+        except BaseException as exc:
+            self.broken = True
+            self._cut_back(pos)
+            if isinstance(exc, OSError):
+                raise TapeError(f"append to {self.log.where(seg.path)}: {_why(exc)} writing {len(block)} bytes at "
+                                f"byte {pos} ({exc}); nothing of this batch was written") from exc
+            raise
         if self.fsync:
-            os.fsync(self.data.fileno())
-        info = BlockInfo(first, pos, count, ts_first, ts_last, max(ts_max, self.log.ts_max))
-        self.idx.write(IDX.pack(*info))
-        self.idx.flush()
+            try:
+                os.fsync(self.data_fd)
+            except OSError as exc:
+                # Complete, so readers may have seen it: it stays (cutting it would hand its
+                # offsets to other events), and the next writer finds it by scanning.
+                self.broken = True
+                raise TapeError(f"append to {self.log.where(seg.path)}: fsync failed ({exc}): the batch is written "
+                                "but may not survive a power loss") from exc
+        info = BlockInfo(first, pos, count, ts_first, ts_last, max(ts_max, self.log.ts_max), len(block),
+                         crc32c.crc32c(block))
         seg.blocks.append(info)
-        seg.idx_entries_read += 1
-        seg.scanned_to = pos + len(block)
+        seg.scanned_to = info.end
+        try:
+            _pwrite_all(self.idx_fd, pack_entry(info), seg.idx_pos)
+            seg.idx_pos += V2_ENTRY.size
+        except BaseException as exc:
+            self.broken = True  # the next writer indexes the block from the data
+            if not isinstance(exc, OSError):
+                raise
+            log.warning("%s: the block at offset %d is written but its index entry is not (%s); the next writer "
+                        "indexes it", self.log.where(seg.path), first, exc)
         return first
 
+    def _cut_back(self, pos: int) -> None:
+        """Remove what a failed block write left after `pos`; if that fails too, the next writer's
+        recovery cuts it (a block without its sync marker is a torn tail)."""
+        if self.data_fd is None:
+            return
+        try:
+            os.ftruncate(self.data_fd, pos)
+        except OSError as exc:
+            log.warning("%s: could not cut a failed write back to byte %d (%s)", self.log.where(), pos, exc)
+
     def _close_files(self) -> None:
-        for f in (self.data, self.idx):
-            if f is not None:
-                f.close()
-        self.data = self.idx = None
+        for fd in (self.data_fd, self.idx_fd):
+            if fd is not None:
+                os.close(fd)
+        self.data_fd = self.idx_fd = None
+        self.seg = None
 
     def close(self) -> None:
         self._close_files()
@@ -301,9 +430,18 @@ class FileTape:
     def _topic_meta(self, topic: str) -> dict[str, Any] | None:
         """The topic's topic.json: {"partitions": N[, "compression": C]}; None if there is no such topic."""
         path = self._topic_dir(topic) / "topic.json"
-        if not path.exists():
+        try:
+            meta = json.loads(path.read_bytes())
+        except FileNotFoundError:
             return None
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError) as exc:
+            raise TapeError(f"{path} cannot be read ({exc}): it should hold JSON such as "
+                            '{"partitions": 1}') from exc
+        partitions = meta.get("partitions") if isinstance(meta, dict) else None
+        if type(partitions) is not int or partitions < 1:
+            raise TapeError(f"{path} is damaged: it should hold JSON such as {{\"partitions\": 1}} "
+                            f"(a whole number of partitions, at least 1), not {str(meta)[:80]!r}")
+        return meta  # type: ignore[no-any-return]
 
     def _write_topic_meta(self, topic: str, meta: dict[str, Any]) -> None:
         d = self._topic_dir(topic)
@@ -349,13 +487,19 @@ class FileTape:
         key = (topic, partition)
         w = self._writers.get(key)
         if w is None:
-            plog = self._log(topic, partition)
+            try:
+                plog = self._log(topic, partition)
+            except DecodeError as exc:
+                raise TapeError(f"not appending to {topic} partition {partition}: {exc}") from exc
             meta = self._topic_meta(topic) or {}
             compression = self.compression or str(meta.get("compression", "none"))
             if meta and meta.get("compression", "none") != compression:
                 self._write_topic_meta(topic, {**meta, "compression": compression})  # remembered for later writers
-            w = PartitionWriter(plog, segment_bytes=self.segment_bytes, fsync=self.fsync, torn_tails=self.torn_tails,
-                                avro_codec=COMPRESSIONS[compression])
+            try:
+                w = PartitionWriter(plog, segment_bytes=self.segment_bytes, fsync=self.fsync,
+                                    torn_tails=self.torn_tails, avro_codec=COMPRESSIONS[compression])
+            except DecodeError as exc:
+                raise TapeError(f"not appending to {topic} partition {partition}: {exc}") from exc
             self._writers[key] = w
         return w
 
@@ -422,8 +566,17 @@ class FileTape:
         return Positions(parts, offsets)
 
     def _write_block(self, topic: str, partition: int, body: Body, ts: Sequence[int]) -> int:
-        """Write one block of encoded entries with their ts_events; return its first offset."""
-        return self._writer(topic, partition).append(body, len(ts), ts[0], ts[-1], max(ts))
+        """Write one block of encoded entries with their ts_events; return its first offset.
+
+        A writer that failed is closed, so the next append opens (and recovers) a new one.
+        """
+        writer = self._writer(topic, partition)
+        try:
+            return writer.append(body, len(ts), ts[0], ts[-1], max(ts))
+        finally:
+            if writer.broken:
+                writer.close()
+                del self._writers[(topic, partition)]
 
     def _encode_entries(self, topic: str, entries: list[tuple[str | None, Event]],
                         indices: Sequence[int] | None) -> bytearray:

@@ -1,10 +1,17 @@
 """Reading one topic-partition of the file tape: its segments, their block index, decoding.
 
-A segment is an Avro container file plus an `.idx` file of one 48-byte entry per block
-(first offset, file position, record count, first/last ts_event, running max ts_event). The
-index is an accelerator only: blocks completed but not yet indexed (a writer between its two
-writes, or killed there) are found by scanning for complete blocks, and a block counts only
-once its sync marker is there. `PartitionWriter` (in `file.py`) is the only code that writes.
+A segment is an Avro container file plus an `.idx` file with one entry per block (`index.py`:
+position, offsets, ts_events, size and CRC32C). The index is an accelerator, checked against
+the data: blocks completed but not yet indexed (a writer between its two writes, or killed
+there) are found by scanning for complete blocks, and a block counts only once its sync
+marker is there. Every block read is checked against its checksum.
+
+What follows the last complete block of a segment is either a torn (or still being
+written) block — no sync marker in it, and no index entry for it — or damage: bytes that
+hold a sync marker (blocks follow them), or an index entry whose block the file no longer
+holds (truncated). A torn tail is invisible to readers and cut by the next writer; damage
+stops every reader and writer with an error naming the file and offset, until
+`ticktape repair` quarantines it. `PartitionWriter` (in `file.py`) is the only code that writes.
 """
 
 from __future__ import annotations
@@ -12,30 +19,31 @@ from __future__ import annotations
 import bisect
 import io
 import os
-import struct
+import re
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
+import crc32c
 import fastavro
 from fastavro.read import SchemaResolutionError
 
 from ticktape import avro_program as ap
 from ticktape.codec import VM, Codec, make_converter
-from ticktape.errors import DecodeError
+from ticktape.errors import DecodeError, TapeError
 from ticktape.events import RECORD_TYPES, Event
 from ticktape.tape.base import PartitionInfo
-from ticktape.tape.container import Compress, Header, decompressor, probe_block, read_header
+from ticktape.tape.container import SYNC_SIZE, Compress, Header, contains_sync, decompressor, probe_block, read_header
+from ticktape.tape.index import V1, V1_ENTRY, V2, V2_ENTRY, BlockInfo, index_version, parse_entries
 
-IDX = struct.Struct("<qqqqqq")  # first_offset, block pos, count, ts_first, ts_last, ts_max (running)
+__all__ = ["BlockInfo", "EntryDecoder", "PartitionLog", "Segment", "segment_name"]
+
+REPAIR_HINT = "run `ticktape repair` to quarantine it (nothing is deleted)"
+_SEGMENT_NAME = re.compile(r"^\d{20}\.avro$")
 
 
-class BlockInfo(NamedTuple):
-    first_offset: int
-    pos: int
-    records: int
-    ts_first: int
-    ts_last: int
-    ts_max: int  # the max ts_event of this and every earlier block of the partition
+def segment_name(base: int) -> str:
+    """The file name of the segment whose first offset is `base`."""
+    return f"{base:020d}.avro"
 
 
 class EntryDecoder:
@@ -120,7 +128,7 @@ class EntryDecoder:
 
 
 class Segment:
-    """One container file and its block index, as far as it is complete."""
+    """One container file and its block index, as far as it is complete and intact."""
 
     def __init__(self, path: Path, base: int, codec: Codec, where: str) -> None:
         self.path = path
@@ -129,12 +137,17 @@ class Segment:
         self.codec = codec
         self.where = where
         self.blocks: list[BlockInfo] = []
-        self.idx_entries_read = 0
         self.header: Header | None = None
         self.decoder: EntryDecoder | None = None
         self.decompress: Compress | None = None  # from the header's avro.codec
         self._file: BinaryIO | None = None
         self.scanned_to = 0  # file position up to which complete blocks are known
+        self.idx_pos = 0  # bytes of the index read (or written by this process's writer)
+        self.idx_ino: int | None = None  # the index file those bytes came from (a writer may replace it)
+        self.idx_version: int | None = None
+        self.idx_damaged = False  # an index entry failed its checksum: the data is scanned instead
+        self.sealed = False  # a later segment exists: nothing will be added to this one
+        self.damage: str | None = None  # why the bytes after the last complete block are damage
 
     @property
     def end_offset(self) -> int:
@@ -156,67 +169,128 @@ class Segment:
             self._file = None
 
     def refresh(self, ts_max_before: int) -> list[BlockInfo]:
-        """Pick up blocks completed since the last call; return those that had no index entry."""
+        """Pick up blocks completed since the last call; return those that had no index entry.
+
+        Damage (a header, an index entry or bytes that are not what a writer leaves) is
+        recorded in `self.damage`, not raised: the caller decides how loud to be.
+        """
         f = self.file()
         if self.header is None:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
-                return []
+            if os.fstat(f.fileno()).st_size == 0:
+                return []  # created by a version that wrote headers in place, and killed at once
             try:
-                self.header = read_header(f, self.where)
-            except DecodeError:
-                if size < 64 * 1024:
-                    return []  # header still being written (or torn): nothing visible yet
-                raise
+                self.header = read_header(f, "")
+            except DecodeError as exc:
+                self.damage = str(exc)
+                return []
             self.decoder = EntryDecoder(self.codec, self.header, self.where)
             self.decompress = decompressor(self.header.codec)
             self.scanned_to = self.header.size
-        # 1. index entries written by the writer since we last looked
-        if self.idx_path.exists():
-            with open(self.idx_path, "rb") as fi:
-                fi.seek(self.idx_entries_read * IDX.size)
-                data = fi.read()
-            size = os.fstat(f.fileno()).st_size
-            for i in range(len(data) // IDX.size):
-                info = BlockInfo(*IDX.unpack_from(data, i * IDX.size))
-                if info.first_offset < self.end_offset:
-                    self.idx_entries_read += 1
-                    continue  # found earlier by scanning
-                if info.first_offset != self.end_offset or info.pos != self.scanned_to or info.pos >= size:
-                    break  # not consistent with the data (a torn index): scanning decides
-                self.blocks.append(info)
-                self.idx_entries_read += 1
-                self.scanned_to = self._block_end(info)
-        # 2. complete blocks beyond the index (writer crashed or is between data and index)
+        if self.damage is not None:
+            return []
+        # The index first, the data's size after: an entry is written after its block, so
+        # every entry read here describes bytes that this size already covers.
+        entries = self._new_index_entries()
+        size = os.fstat(f.fileno()).st_size
+        self._add_indexed(entries, size)
+        if self.damage is not None:
+            return []
+        return self._scan(size, ts_max_before)
+
+    def _new_index_entries(self) -> list[BlockInfo]:
+        """Index entries appended since the last call (all of them again if the file was replaced)."""
+        try:
+            fi = open(self.idx_path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return []
+        with fi:
+            ino = os.fstat(fi.fileno()).st_ino
+            if ino != self.idx_ino:  # rewritten (by a writer's recovery): read it from the start
+                self.idx_ino, self.idx_pos, self.idx_version, self.idx_damaged = ino, 0, None, False
+            if self.idx_damaged:
+                return []
+            fi.seek(self.idx_pos)
+            data = fi.read()
+        if self.idx_version is None:
+            self.idx_version = index_version(data)
+            if self.idx_version is None:
+                return []
+            if self.idx_version == V2:
+                data = data[8:]
+                self.idx_pos = 8
+        parsed = parse_entries(data, self.idx_version)
+        self.idx_damaged = parsed.damaged
+        return parsed.entries
+
+    def _add_indexed(self, entries: list[BlockInfo], size: int) -> None:
+        """Believe the index entries that continue the known blocks and lie within the data."""
+        for info in entries:
+            self.idx_pos += V2_ENTRY.size if self.idx_version == V2 else V1_ENTRY.size
+            if info.first_offset < self.end_offset:
+                continue  # found earlier by scanning
+            if info.first_offset != self.end_offset or info.pos != self.scanned_to:
+                self.idx_damaged = True  # not consistent with the data: scanning decides
+                return
+            if self.idx_version == V1:
+                info = info._replace(size=self._measured_size(info, size))
+                if info.size == 0:
+                    return  # a torn block that the old writer had indexed: scanning decides
+            elif info.end > size:
+                self.damage = (f"the index lists a block at offset {info.first_offset} (bytes {info.pos}.."
+                               f"{info.end}) but the file ends at byte {size}: the segment was truncated")
+                return
+            self.blocks.append(info)
+            self.scanned_to = info.end
+
+    def _measured_size(self, info: BlockInfo, size: int) -> int:
+        """A v1-indexed block's size, read from its framing; 0 if the file does not hold all of it."""
+        if info.pos >= size:
+            return 0
+        f = self.file()
+        f.seek(info.pos)
+        head = f.read(20)
+        try:
+            _, p = ap._read_long(head, 0)
+            n, p = ap._read_long(head, p)
+        except ValueError:
+            return 0
+        end = info.pos + p + n + SYNC_SIZE
+        return end - info.pos if n >= 0 and end <= size else 0
+
+    def _scan(self, size: int, ts_max_before: int) -> list[BlockInfo]:
+        """Complete blocks beyond the index (writer killed between its writes, index lost), then the tail."""
         unindexed: list[BlockInfo] = []
         assert self.header is not None
         sync = self.header.sync
+        f = self.file()
         f.seek(self.scanned_to)
-        tail = f.read()
+        tail = f.read(size - self.scanned_to)
         pos = 0
         ts_max = self.blocks[-1].ts_max if self.blocks else ts_max_before
         while True:
             block = probe_block(tail, pos, sync)
             if block is None:
                 break
-            data = self._inflated(tail[block.data_pos:block.data_pos + block.data_size], self.end_offset)
-            entries = self._decoder().decode(data, block.records, self.end_offset)
+            try:
+                data = self._inflated(tail[block.data_pos:block.data_pos + block.data_size], self.end_offset)
+                entries = self._decoder().decode(data, block.records, self.end_offset)
+            except DecodeError as exc:
+                self.damage = (f"the block at byte {self.scanned_to + pos} (offset {self.end_offset}) cannot be "
+                               f"read: {exc}")
+                break
             ts = [e[1].ts_event for e in entries]
             ts_max = max(ts_max, max(ts))
-            info = BlockInfo(self.end_offset, self.scanned_to + pos, block.records, ts[0], ts[-1], ts_max)
+            info = BlockInfo(self.end_offset, self.scanned_to + pos, block.records, ts[0], ts[-1], ts_max,
+                             block.end - pos, crc32c.crc32c(tail[pos:block.end]))
             self.blocks.append(info)
             unindexed.append(info)
             pos = block.end
         self.scanned_to += pos
+        rest = tail[pos:]  # a torn block, one being written, or damage
+        if self.damage is None and contains_sync(rest, sync):
+            self.damage = (f"bytes {self.scanned_to}..{size} after the block ending at offset {self.end_offset} "
+                           "do not form a block, but blocks follow them: the segment is damaged there")
         return unindexed
-
-    def _block_end(self, info: BlockInfo) -> int:
-        f = self.file()
-        f.seek(info.pos)
-        head = f.read(20)
-        _, p = ap._read_long(head, 0)
-        size, p = ap._read_long(head, p)
-        return info.pos + p + size + 16
 
     def _inflated(self, data: bytes, first_offset: int) -> bytes:
         """A block's record bytes from its stored (possibly compressed) data."""
@@ -239,19 +313,35 @@ class Segment:
         return self._decoder().decode(self.read_block_data(index), info.records, info.first_offset)
 
     def read_block_data(self, index: int) -> bytes:
-        """The record bytes of the `index`-th block, decompressed (e.g. to salvage a corrupt one record by record)."""
+        """The record bytes of the `index`-th block, checked and decompressed (e.g. to salvage a
+        corrupt one record by record)."""
         info = self.blocks[index]
         f = self.file()
         f.seek(info.pos)
-        head = f.read(20)
-        count, p = ap._read_long(head, 0)
-        size, p = ap._read_long(head, p)
-        f.seek(info.pos + p)
-        data = f.read(size)
-        if len(data) != size or count != info.records:
-            raise DecodeError(f"block at offset {info.first_offset} does not match its index",
-                              where=self.where)
-        return self._inflated(data, info.first_offset)
+        raw = f.read(info.size)
+        problem = self.block_problem(info, raw)
+        if problem is not None:
+            raise DecodeError(f"block at offset {info.first_offset} (byte {info.pos}) {problem}; the segment "
+                              f"is damaged: {REPAIR_HINT}", where=self.where)
+        _, p = ap._read_long(raw, 0)
+        n, p = ap._read_long(raw, p)
+        return self._inflated(raw[p:p + n], info.first_offset)
+
+    def block_problem(self, info: BlockInfo, raw: bytes) -> str | None:
+        """What is wrong with a block's bytes `raw` (read from `info.pos`), or None."""
+        if len(raw) != info.size:
+            return f"is cut short: {len(raw)} of its {info.size} bytes are there"
+        if info.crc is not None and crc32c.crc32c(raw) != info.crc:
+            return "fails its checksum"
+        assert self.header is not None
+        try:
+            count, p = ap._read_long(raw, 0)
+            n, p = ap._read_long(raw, p)
+        except ValueError:
+            count, n, p = -1, -1, 0
+        if count != info.records or p + n + SYNC_SIZE != info.size or raw[-SYNC_SIZE:] != self.header.sync:
+            return "does not match its index"
+        return None
 
 
 class PartitionLog:
@@ -270,20 +360,41 @@ class PartitionLog:
         return f"{base} ({segment})" if segment else base
 
     def refresh(self) -> None:
-        """Discover new segments and new complete blocks in the last one."""
-        known = {s.base for s in self.segments}
-        if self.dir.is_dir():
-            for path in sorted(self.dir.glob("*.avro")):
-                base = int(path.stem)
-                if base not in known:
-                    self.segments.append(Segment(path, base, self.codec, self.where(path)))
-            self.segments.sort(key=lambda s: s.base)
+        """Discover new segments and the new complete blocks of every segment not yet sealed.
+
+        A segment is sealed once a later one was listed before it was read: the writer only
+        starts a segment after its last block in the previous one, so that read saw them all.
+        (Refreshing only the last segment would miss blocks a roll had followed.) Raises
+        DecodeError naming the file and offset when a segment is damaged.
+        """
+        self._discover()
         ts_max = -(1 << 63)
-        for seg in self.segments:
-            if seg is self.segments[-1] or not seg.blocks:
+        last = len(self.segments) - 1
+        for i, seg in enumerate(self.segments):
+            if not seg.sealed:
                 seg.refresh(ts_max)
+                if seg.damage is not None:
+                    raise DecodeError(f"{seg.damage}; {REPAIR_HINT}", where=seg.where)
+                seg.sealed = i < last
             if seg.blocks:
                 ts_max = seg.blocks[-1].ts_max
+
+    def _discover(self) -> None:
+        """Add the segment files that appeared since the last look, in base-offset order."""
+        if not self.dir.is_dir():
+            return
+        known = {s.base for s in self.segments}
+        added = False
+        for path in self.dir.glob("*.avro"):
+            if not _SEGMENT_NAME.match(path.name):
+                raise TapeError(f"{self.where()}: stray file {path} in the partition directory: a segment is named "
+                                "by its base offset in 20 digits (00000000000000001000.avro); move it elsewhere")
+            base = int(path.stem)
+            if base not in known:
+                self.segments.append(Segment(path, base, self.codec, self.where(path)))
+                added = True
+        if added:
+            self.segments.sort(key=lambda s: s.base)
 
     @property
     def start_offset(self) -> int:

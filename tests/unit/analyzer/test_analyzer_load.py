@@ -117,12 +117,27 @@ def _corrupt_record(tape_root: Path, topic: str, index: int) -> None:
     seg.write_bytes(bytes(data))
 
 
+def _checksum_as_is(tape_root: Path, topic: str) -> None:
+    """Give every block of a partition the checksum of its bytes as they are now: a block that was
+    written bad (by a buggy producer, say) rather than damaged on disk."""
+    import crc32c
+
+    from ticktape.tape.index import INDEX_MAGIC, V2, index_bytes, parse_entries
+
+    idx = sorted((tape_root / topic / "0").glob("*.idx"))[0]
+    data = idx.with_suffix(".avro").read_bytes()
+    entries = parse_entries(idx.read_bytes()[len(INDEX_MAGIC):], V2).entries
+    idx.write_bytes(index_bytes([e._replace(crc=crc32c.crc32c(data[e.pos:e.end])) for e in entries]))
+
+
 def test_corrupt_record_stops_the_load_naming_it_and_skip_bad_loads_the_rest(tmp_path: Path) -> None:
+    """A block written bad (its checksum matches) is salvaged record by record."""
     root = tmp_path / "tape"
     with FileTape(root) as t:
         for i in range(3):
             t.append("md.trade", make_trades(100, start=i * 100))
     _corrupt_record(root, "md.trade", 150)
+    _checksum_as_is(root, "md.trade")
     tape = FileTape(root)
     con = duckdb.connect()
     with pytest.raises(LoadError, match=r"topic md.trade partition 0 offset 150") as info:
@@ -140,6 +155,27 @@ def test_corrupt_record_stops_the_load_naming_it_and_skip_bad_loads_the_rest(tmp
                        ).fetchone() == (0, 0)
     assert con.execute('SELECT count(*) FROM trade').fetchone() == (250,)
     assert con.execute("SELECT next_offset, events, errors FROM load_bookmarks").fetchone() == (300, 250, 50)
+    tape.close()
+
+
+def test_block_failing_its_checksum_is_bad_as_a_whole(tmp_path: Path) -> None:
+    """Damage inside a checksummed block: no record of it is trusted, the other blocks load."""
+    root = tmp_path / "tape"
+    with FileTape(root) as t:
+        for i in range(3):
+            t.append("md.trade", make_trades(100, start=i * 100))
+    _corrupt_record(root, "md.trade", 150)
+    tape = FileTape(root)
+    con = duckdb.connect()
+    with pytest.raises(LoadError, match=r"topic md.trade partition 0 offset 100.*fails its checksum"):
+        load(tape, con)
+    assert con.execute('SELECT count(*), max("offset") FROM trade').fetchone() == (100, 99)
+    s = load(tape, con, skip_bad=True)
+    assert (s.rows, s.bad) == (100, 100)
+    errors = con.execute('SELECT "offset", error FROM load_errors ORDER BY "offset"').fetchall()
+    assert [o for o, _ in errors] == list(range(100, 200))
+    assert "ticktape repair" in errors[0][1]
+    assert con.execute("SELECT next_offset, events, errors FROM load_bookmarks").fetchone() == (300, 200, 100)
     tape.close()
 
 
@@ -207,7 +243,7 @@ def _segment_with_unknown_type(root: Path) -> None:
 
     from ticktape.codec import default_codec
     from ticktape.tape.container import encode_block, encode_header
-    from ticktape.tape.segment import IDX
+    from ticktape.tape.index import V1_ENTRY  # a segment as versions before checksums wrote it
 
     schema = copy.deepcopy(default_codec().registry.entry_schema())
     schema["fields"][1]["type"].append({"type": "record", "name": "Mystery", "namespace": "ticktape",
@@ -223,7 +259,7 @@ def _segment_with_unknown_type(root: Path) -> None:
     header = encode_header(schema, {"ticktape.topic": "x"}, sync)
     seg = root / "x" / "0" / f"{1:020d}.avro"
     seg.write_bytes(header + encode_block(3, body.getvalue(), sync))
-    seg.with_suffix(".idx").write_bytes(IDX.pack(1, len(header), 3, trades[0].ts_event, trades[2].ts_event,
+    seg.with_suffix(".idx").write_bytes(V1_ENTRY.pack(1, len(header), 3, trades[0].ts_event, trades[2].ts_event,
                                                   trades[2].ts_event))
 
 
