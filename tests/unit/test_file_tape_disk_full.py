@@ -129,3 +129,28 @@ def test_file_size_limit_mid_append_then_lifted(tmp_path: Path, seed: int) -> No
     assert [r.event for r in tape.read(TOPIC)] == make_trades(acknowledged)
     tape.append(TOPIC, make_trades(1, start=acknowledged))
     assert tape.torn_tails == []
+
+
+def test_topic_creation_and_offset_commits_on_a_full_disk(small_disk: Callable[[int], Path]) -> None:
+    disk = small_disk(256 * 1024)
+    tape = FileTape(disk / "tape")
+    tape.append(TOPIC, make_trades(10))
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:  # every last byte
+        for chunk in (65_536, 4_096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError:
+                pass
+    with pytest.raises(TapeError, match=r"topic.json: the disk is full"):
+        tape.append("md.other", make_trades(1))
+    assert tape.partitions("md.other") == 0
+    with pytest.raises(TapeError, match=r"cannot commit c's offset .*the disk is full"):
+        tape.commit("c", TOPIC, 0, 5)
+    assert tape.committed("c", TOPIC, 0) is None
+    filler.unlink()
+    tape.commit("c", TOPIC, 0, 5)
+    tape.append("md.other", make_trades(1))
+    assert (tape.committed("c", TOPIC, 0), tape.partitions("md.other")) == (5, 1)
+    tape.close()

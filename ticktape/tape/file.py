@@ -445,10 +445,14 @@ class FileTape:
 
     def _write_topic_meta(self, topic: str, meta: dict[str, Any]) -> None:
         d = self._topic_dir(topic)
-        d.mkdir(parents=True, exist_ok=True)
         tmp = d / f"topic.json.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, d / "topic.json")  # atomic: readers see the old or the new file
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(meta))
+            os.replace(tmp, d / "topic.json")  # atomic: readers see the old or the new file
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise TapeError(f"cannot write {d / 'topic.json'}: {_why(exc)} ({exc})") from exc
 
     def partitions(self, topic: str) -> int:
         meta = self._topic_meta(topic)
@@ -671,21 +675,32 @@ class FileTape:
 
     def _committed_all(self, consumer: str) -> dict[str, Any]:
         path = self._consumer_path(consumer)
-        if not path.exists():
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
             return {}
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError) as exc:
+            raise TapeError(f"{path} cannot be read ({exc}): it should hold JSON such as "
+                            '{"md.trade/0": 1234}') from exc
+        if not isinstance(data, dict):
+            raise TapeError(f"{path} is damaged: it should hold a JSON object of offsets, not {str(data)[:80]!r}")
+        return data
 
     def commit(self, consumer: str, topic: str, partition: int, offset: int) -> None:
         path = self._consumer_path(consumer)
-        path.parent.mkdir(exist_ok=True)
         data = self._committed_all(consumer)
         data[f"{topic}/{partition}"] = offset
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            with open(tmp, "w") as f:
+                json.dump(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise TapeError(f"cannot commit {consumer}'s offset to {path}: {_why(exc)} ({exc})") from exc
 
     def committed(self, consumer: str, topic: str, partition: int) -> int | None:
         value = self._committed_all(consumer).get(f"{topic}/{partition}")
