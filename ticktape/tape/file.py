@@ -636,13 +636,17 @@ class FileTape:
                 info = seg.blocks[bi]
                 entries = seg.read_block(bi)
                 skip = max(offset - info.first_offset, 0)
-                for i in range(skip, info.records):
-                    key, event = entries[i]
+                if limit is None:
                     # tuple.__new__ skips NamedTuple's Python-level __new__: this loop is per event.
-                    yield new_record(Record, (topic, partition, info.first_offset + i, key, event))
-                    produced += 1
-                    if limit is not None and produced >= limit:
-                        return
+                    for at, (key, event) in enumerate(entries[skip:] if skip else entries, info.first_offset + skip):
+                        yield new_record(Record, (topic, partition, at, key, event))
+                else:
+                    for i in range(skip, info.records):
+                        key, event = entries[i]
+                        yield new_record(Record, (topic, partition, info.first_offset + i, key, event))
+                        produced += 1
+                        if produced >= limit:
+                            return
                 offset = info.first_offset + info.records
                 progressed = True
                 bi += 1
