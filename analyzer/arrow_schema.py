@@ -24,9 +24,16 @@ from ticktape.events import ENUM_SYMBOLS
 from ticktape.schemas import registry
 from ticktape.tape import columnar
 
-POSITION_FIELDS = [pa.field("topic", pa.string(), nullable=False), pa.field("partition", pa.int32(), nullable=False),
-                   pa.field("offset", pa.int64(), nullable=False), pa.field("key", pa.string())]
-"""Columns every event table starts with: where the event sits on the tape, and its key."""
+POSITION_FIELDS = [pa.field("_topic", pa.string(), nullable=False), pa.field("_partition", pa.int32(), nullable=False),
+                   pa.field("_offset", pa.int64(), nullable=False), pa.field("_key", pa.string())]
+"""Columns every event table starts with: where the event sits on the tape, and its key.
+
+Named with the prefix the schema registry refuses for fields (`ticktape.schemas.RESERVED_PREFIX`), so they never
+collide with an event's own fields (`CustomData.key`), and `_offset` needs no quoting in SQL
+(OFFSET is a keyword). The columnar reader's tables use the same `_offset` and `_key`."""
+
+OLD_POSITION_NAMES = {"topic": "_topic", "partition": "_partition", "offset": "_offset", "key": "_key"}
+"""What tables made before that rule called the position columns (`ensure_table` renames them)."""
 
 
 def snake_case(type_name: str) -> str:

@@ -1,8 +1,10 @@
 """Load a tape into DuckDB: one table per event type, incremental, atomic per batch.
 
 Every event type gets a table named after it in snake_case (`trade`, `market_book`,
-`order_filled`, ...) with `topic`, `partition`, `offset`, `key` and the event's typed fields
-(times as BIGINT ns), and a view `<table>_v` with the time fields as TIMESTAMP_NS.
+`order_filled`, ...) with `_topic`, `_partition`, `_offset`, `_key` (where the event sits on the
+tape; no field may start with `_`, so these never collide with one) and the event's typed fields
+under their own names (times as BIGINT ns), and a view `<table>_v` with the time fields as
+TIMESTAMP_NS.
 
 `load_bookmarks` holds, per topic-partition, the next offset to load. Each batch is one
 DuckDB transaction covering the rows of every table, the `load_errors` rows and the bookmark
@@ -25,8 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.arrow_schema import (
+    OLD_POSITION_NAMES,
     create_table_sql,
     duckdb_type,
+    event_schema,
     low_cardinality_columns,
     snake_case,
     table_schema,
@@ -34,6 +38,7 @@ from analyzer.arrow_schema import (
 )
 from analyzer.source import BadRecord, Chunk, chunks
 from ticktape.errors import DecodeError, TicktapeError
+from ticktape.schemas import registry
 from ticktape.tape.base import Tape
 
 log = logging.getLogger("ticktape.analyzer.load")
@@ -93,6 +98,7 @@ def connect(db: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(db)
     for ddl in _META_DDL:
         con.execute(ddl)
+    upgrade_tables(con)
     return con
 
 
@@ -100,13 +106,35 @@ def ensure_table(con: duckdb.DuckDBPyConnection, type_name: str) -> str:
     """Create the type's table and `_v` view, adding columns a newer schema version introduced."""
     table = snake_case(type_name)
     con.execute(create_table_sql(type_name))
-    have = {r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+    have = _rename_old_position_columns(con, type_name)
     for f in table_schema(type_name):
         if f.name not in have:
             con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{f.name}" {duckdb_type(f.type)}')
     con.execute(timestamp_view_sql(type_name))
     return table
+
+
+def _rename_old_position_columns(con: duckdb.DuckDBPyConnection, type_name: str) -> set[str]:
+    """Rename a table's `topic`, `partition`, `offset`, `key` (databases loaded before the `_` names) to
+    `_topic`, ...; return the table's columns. A column that is one of the event's fields stays."""
+    table = snake_case(type_name)
+    have = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+    fields = set(event_schema(type_name).names)
+    for old, new in OLD_POSITION_NAMES.items():
+        if old in have and new not in have and old not in fields:
+            con.execute(f'ALTER TABLE "{table}" RENAME COLUMN "{old}" TO "{new}"')
+            have = (have - {old}) | {new}
+    return have
+
+
+def upgrade_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Give every event table of an older database the `_` position column names (see `ensure_table`)."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                        "WHERE table_type = 'BASE TABLE'").fetchall()}
+    for type_name in registry().names():
+        if snake_case(type_name) in tables:
+            _rename_old_position_columns(con, type_name)
 
 
 def bookmarks(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], tuple[int, int, int]]:
@@ -303,15 +331,16 @@ def _commit(con: duckdb.DuckDBPyConnection, tape: Tape, part: PartitionLoad, bat
 
 
 def _insert(con: duckdb.DuckDBPyConnection, type_name: str, table: pa.Table, topic: str, partition: int) -> None:
-    """Append an Arrow chunk (`_offset`, `_key`, fields) to the type's table; DuckDB scans it in place."""
+    """Append an Arrow chunk (`_offset`, `_key`, fields) to the type's table; DuckDB scans it in place.
+
+    Matched BY NAME: the chunk's `_offset`, `_key` are the table's, `_topic`, `_partition` are added."""
     for name in low_cardinality_columns(type_name):
         i = table.schema.get_field_index(name)
         if i >= 0 and pa.types.is_string(table.schema.field(i).type):
             table = table.set_column(i, name, pc.dictionary_encode(table.column(i)))
     con.register("_tt_batch", table)
     try:
-        con.execute(f'INSERT INTO "{snake_case(type_name)}" BY NAME SELECT ?::VARCHAR AS topic, '
-                    '?::INTEGER AS "partition", _offset AS "offset", _key AS "key", '
-                    '* EXCLUDE (_offset, _key) FROM _tt_batch', [topic, partition])
+        con.execute(f'INSERT INTO "{snake_case(type_name)}" BY NAME SELECT ?::VARCHAR AS _topic, '
+                    '?::INTEGER AS _partition, * FROM _tt_batch', [topic, partition])
     finally:
         con.unregister("_tt_batch")

@@ -2,7 +2,7 @@
 
 Money is exact: prices, sizes and fees are cast to DECIMAL(38, 9) (the double's value rounded
 to 1e-9, like `robots.positions.to_units`) and every sum and product stays DECIMAL; only
-ratios (win rate, Sharpe, averages of prices) are doubles. Grain: run (the `key` of the
+ratios (win rate, Sharpe, averages of prices) are doubles. Grain: run (the `_key` of the
 `orders.*` records, which the runner sets to the run id), robot and instrument.
 
 Views (all time columns BIGINT ns):
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import duckdb
 
-from analyzer.load import ensure_table
+from analyzer.load import ensure_table, upgrade_tables
 
 NEEDED_TYPES = ("Trade", "Quote", "MarketBook", "OrderFilled", "PlaceOrder", "OrderAccepted", "OrderRejected",
                 "MarketDefinition", "RunStarted", "RunFinished")
@@ -48,7 +48,7 @@ YEAR_NS = 365 * 86_400 * 1_000_000_000
 
 _VIEWS = [
     f"""CREATE OR REPLACE VIEW fills AS
-    SELECT key AS run, robot, venue, instrument, ts_event, ts_recv, "offset", client_order_id, fill_id, side,
+    SELECT _key AS run, robot, venue, instrument, ts_event, ts_recv, _offset, client_order_id, fill_id, side,
            liquidity, price::{D} AS price, size::{D} AS size, fee::{D} AS fee,
            CASE side WHEN 'BUY' THEN size::{D} ELSE -size::{D} END AS qty,
            (price::{D} * size::{D})::{D} AS notional,
@@ -60,7 +60,7 @@ _VIEWS = [
            SUM(CASE WHEN side = 'BUY' THEN size ELSE 0::{D} END) OVER w AS buy_volume,
            SUM(CASE WHEN side = 'SELL' THEN size ELSE 0::{D} END) OVER w AS sell_volume
     FROM fills
-    WINDOW w AS (PARTITION BY run, robot, instrument ORDER BY ts_event, "offset" ROWS UNBOUNDED PRECEDING)""",
+    WINDOW w AS (PARTITION BY run, robot, instrument ORDER BY ts_event, _offset ROWS UNBOUNDED PRECEDING)""",
     f"""CREATE OR REPLACE VIEW marks AS
     SELECT instrument, ts_event, price::{D} AS mark, 'trade' AS source FROM trade
     UNION ALL
@@ -71,14 +71,14 @@ _VIEWS = [
     FROM market_book, UNNEST(runners) AS u(r) WHERE r.last_price_traded IS NOT NULL""",
     f"""CREATE OR REPLACE VIEW round_trips AS
     WITH legs AS (
-        SELECT run, robot, instrument, side, ts_event, "offset", price, size,
-               SUM(size) OVER (PARTITION BY run, robot, instrument, side ORDER BY ts_event, "offset"
+        SELECT run, robot, instrument, side, ts_event, _offset, price, size,
+               SUM(size) OVER (PARTITION BY run, robot, instrument, side ORDER BY ts_event, _offset
                                ROWS UNBOUNDED PRECEDING) AS hi
         FROM fills),
     b AS (SELECT *, hi - size AS lo FROM legs WHERE side = 'BUY'),
     s AS (SELECT *, hi - size AS lo FROM legs WHERE side = 'SELL')
     SELECT b.run, b.robot, b.instrument,
-           CASE WHEN b.ts_event < s.ts_event OR (b.ts_event = s.ts_event AND b."offset" <= s."offset")
+           CASE WHEN b.ts_event < s.ts_event OR (b.ts_event = s.ts_event AND b._offset <= s._offset)
                 THEN 'LONG' ELSE 'SHORT' END AS direction,
            (LEAST(b.hi, s.hi) - GREATEST(b.lo, s.lo))::{D} AS qty,
            b.price AS buy_price, s.price AS sell_price,
@@ -94,8 +94,8 @@ _VIEWS = [
     FROM round_trips""",
     """CREATE OR REPLACE VIEW run_bounds AS
     SELECT run, MIN(t0) AS start_ts, MAX(t1) AS end_ts FROM (
-        SELECT key AS run, MIN(ts_event) AS t0, MAX(ts_event) AS t1 FROM order_filled GROUP BY key
-        UNION ALL SELECT key, MIN(ts_event), MAX(ts_event) FROM place_order GROUP BY key
+        SELECT _key AS run, MIN(ts_event) AS t0, MAX(ts_event) AS t1 FROM order_filled GROUP BY _key
+        UNION ALL SELECT _key, MIN(ts_event), MAX(ts_event) FROM place_order GROUP BY _key
         UNION ALL SELECT run_id, MIN(ts_event), MAX(ts_event) FROM run_started GROUP BY run_id
         UNION ALL SELECT run_id, MIN(ts_event), MAX(ts_event) FROM run_finished GROUP BY run_id)
     GROUP BY run""",
@@ -104,7 +104,7 @@ _VIEWS = [
     WITH result AS (
         SELECT market_id, r.selection_id, r.status AS result
         FROM (SELECT * FROM market_definition
-              QUALIFY ROW_NUMBER() OVER (PARTITION BY market_id ORDER BY ts_event DESC, "offset" DESC) = 1) d,
+              QUALIFY ROW_NUMBER() OVER (PARTITION BY market_id ORDER BY ts_event DESC, _offset DESC) = 1) d,
              UNNEST(d.runners) AS u(r)),
     bets AS (  -- one row per bet (order): Betfair settles each bet to the cent
         SELECT run, robot, client_order_id, split_part(instrument, ':', 1) AS market_id,
@@ -125,7 +125,7 @@ _VIEWS = [
     f"""CREATE OR REPLACE VIEW pnl_summary AS
     WITH last AS (
         SELECT * FROM positions
-        QUALIFY ROW_NUMBER() OVER (PARTITION BY run, robot, instrument ORDER BY ts_event DESC, "offset" DESC) = 1),
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY run, robot, instrument ORDER BY ts_event DESC, _offset DESC) = 1),
     agg AS (
         SELECT run, robot, instrument, COUNT(*) AS fills, SUM(size) AS volume, SUM(notional) AS notional,
                SUM(fee) AS fees
@@ -164,7 +164,7 @@ _VIEWS = [
          a AS (SELECT robot, client_order_id, MIN(ts_event) AS accepted_ts FROM order_accepted GROUP BY ALL),
          r AS (SELECT robot, client_order_id, MIN(ts_event) AS rejected_ts, ANY_VALUE(reason) AS reject_reason
                FROM order_rejected GROUP BY ALL)
-    SELECT p.key AS run, p.robot, p.client_order_id, p.instrument, p.side, p.ts_event AS intent_ts,
+    SELECT p._key AS run, p.robot, p.client_order_id, p.instrument, p.side, p.ts_event AS intent_ts,
            a.accepted_ts, r.rejected_ts, r.reject_reason, f.first_fill_ts, f.last_fill_ts, f.fills,
            a.accepted_ts - p.ts_event AS intent_to_accepted_ns, f.first_fill_ts - p.ts_event AS intent_to_fill_ns,
            f.first_fill_ts - a.accepted_ts AS accepted_to_fill_ns
@@ -226,6 +226,7 @@ _VIEWS = [
 
 def install_metrics(con: duckdb.DuckDBPyConnection) -> None:
     """Create (or refresh) every metric view and macro; missing source tables are created empty."""
+    upgrade_tables(con)
     for type_name in NEEDED_TYPES:
         ensure_table(con, type_name)
     for sql in _VIEWS:

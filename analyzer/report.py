@@ -168,7 +168,7 @@ def build_report(a: Analyzer, run: str) -> str:
         if i >= 8:
             break
         p = a.sql("SELECT ts_event, position FROM positions WHERE run = ? AND instrument = ? "
-                  "ORDER BY ts_event, \"offset\"", [run, inst])
+                  "ORDER BY ts_event, _offset", [run, inst])
         xs = [float(start)] + [float(t) for t in p["ts_event"]] + [float(end)]
         ys = [0.0] + [_f(v) for v in p["position"]] + [_f(p["position"].iloc[-1])]
         pos_series.append(Series(f"{inst}", xs, ys, step=True))

@@ -25,6 +25,10 @@ from fastavro.schema import to_parsing_canonical_form
 from ticktape.errors import SchemaError
 
 NAMESPACE = "ticktape"
+RESERVED_PREFIX = "_"
+"""Top-level field names may not start with this: ticktape's own columns beside an event's fields
+(the analyzer's `_topic`, `_partition`, `_offset`, `_key`; the columnar tables' `_offset`, `_key`)
+use it, so they never collide with a field."""
 _FILE_RE = re.compile(r"^(?P<name>[A-Z][A-Za-z0-9]*)\.v(?P<version>[0-9]+)\.avsc$")
 
 Schema = dict[str, Any]
@@ -102,6 +106,11 @@ class SchemaRegistry:
                 raise SchemaError(f"{path}: invalid JSON: {exc}") from exc
             if schema.get("name") != m["name"] or schema.get("namespace", NAMESPACE) != NAMESPACE:
                 raise SchemaError(f"{path}: record name must be {NAMESPACE}.{m['name']}")
+            names = [str(f.get("name", "")) for f in schema.get("fields", ()) if isinstance(f, dict)]
+            reserved = [n for n in names if n.startswith(RESERVED_PREFIX)]
+            if reserved:
+                raise SchemaError(f"{path}: field {reserved[0]!r}: names starting with {RESERVED_PREFIX!r} are "
+                                  "reserved for ticktape's own columns (_topic, _partition, _offset, _key)")
             try:
                 canonical, fp = fingerprint_of(schema)
             except Exception as exc:

@@ -22,10 +22,10 @@ def test_load_is_incremental_and_exact_on_every_backend(tape_factory: TapeFactor
     second = load(tape, con, topics=[topic])
     assert second.rows == 200 and load(tape, con, topics=[topic]).rows == 0
     ends = tape.end_offsets(topic)
-    got = dict(con.execute('SELECT "partition", count(*) FROM trade GROUP BY 1').fetchall())
-    quotes = dict(con.execute('SELECT "partition", count(*) FROM quote GROUP BY 1').fetchall())
+    got = dict(con.execute('SELECT _partition, count(*) FROM trade GROUP BY 1').fetchall())
+    quotes = dict(con.execute('SELECT _partition, count(*) FROM quote GROUP BY 1').fetchall())
     assert {p: got.get(p, 0) + quotes.get(p, 0) for p in ends} == {p: n for p, n in ends.items()}
-    assert con.execute('SELECT count(*), count(DISTINCT ("partition", "offset")) FROM trade').fetchone() == (600, 600)
+    assert con.execute('SELECT count(*), count(DISTINCT (_partition, _offset)) FROM trade').fetchone() == (600, 600)
     assert sorted(r[0] for r in con.execute("SELECT trade_id FROM trade").fetchall()) == sorted(
         t.trade_id for t in trades)
     marks = dict(((t, p), o) for t, p, o in con.execute('SELECT topic, "partition", next_offset FROM load_bookmarks'

@@ -36,10 +36,10 @@ def test_betfair_run_settles_like_the_venue(tmp_path: Path) -> None:
     with FileTape(tmp_path / "tape") as tape:
         on_tape = [type(r.event).__name__ for r in tape.read("md.betfair.market")]
     for type_name, table in (("MarketBook", "market_book"), ("MarketDefinition", "market_definition")):
-        loaded = a.sql(f"SELECT count(*) AS n FROM {table} WHERE topic = 'md.betfair.market'")["n"][0]
+        loaded = a.sql(f"SELECT count(*) AS n FROM {table} WHERE _topic = 'md.betfair.market'")["n"][0]
         assert loaded == on_tape.count(type_name) > 0
     markets = a.betfair_markets("bf1")
-    settled = a.sql("SELECT market_id, profit, commission, net_profit FROM market_settled WHERE key = 'bf1' "
+    settled = a.sql("SELECT market_id, profit, commission, net_profit FROM market_settled WHERE _key = 'bf1' "
                     "ORDER BY market_id")
     assert len(settled) == len(markets) == len(MARKETS)
     mine = markets.sort_values("market_id")

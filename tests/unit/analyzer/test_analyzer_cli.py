@@ -54,7 +54,7 @@ def test_sql_query_in_three_formats(db: Path) -> None:
 
 def test_sql_shell_reads_statements_from_stdin(db: Path) -> None:
     script = ("SELECT count(*) AS n\n  FROM trade;\n.tables\n.format csv\n"
-              "SELECT max(\"offset\") AS last FROM trade WHERE instrument = 'ETHUSDT';\n"
+              "SELECT max(_offset) AS last FROM trade WHERE instrument = 'ETHUSDT';\n"
               "SELECT broken;\n.quit\nSELECT 'never' AS x;\n")
     r = ticktape("sql", str(db), stdin=script)
     assert r.returncode == 1  # one statement failed

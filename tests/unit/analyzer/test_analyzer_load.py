@@ -57,13 +57,13 @@ def test_every_type_gets_a_typed_table_with_positions_and_a_timestamp_view(tape:
 
     types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
                              "WHERE table_name = 'market_book'").fetchall())
-    assert types["offset"] == "BIGINT" and types["partition"] == "INTEGER" and types["topic"] == "VARCHAR"
+    assert types["_offset"] == "BIGINT" and types["_partition"] == "INTEGER" and types["_topic"] == "VARCHAR"
     assert types["ts_event"] == "BIGINT" and types["in_play"] == "BOOLEAN" and types["bet_delay"] == "INTEGER"
     assert types["runners"].startswith("STRUCT(") and types["runners"].endswith("[]")
     assert "available_to_back STRUCT(price DOUBLE, size DOUBLE)[]" in types["runners"]
     # nested ladders are queryable as lists of structs
-    rows = con.execute("SELECT \"offset\", runners[1].selection_id, runners[1].available_to_back[2].size, "
-                       "runners[1].last_price_traded FROM market_book ORDER BY \"offset\"").fetchall()
+    rows = con.execute("SELECT _offset, runners[1].selection_id, runners[1].available_to_back[2].size, "
+                       "runners[1].last_price_traded FROM market_book ORDER BY _offset").fetchall()
     assert rows == [(0, 47972, 5.5, None), (1, 47973, 5.5, 2.5), (2, 47974, 5.5, None), (3, 47975, 5.5, 2.5)]
     view_types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
                                   "WHERE table_name = 'trade_v'").fetchall())
@@ -72,11 +72,11 @@ def test_every_type_gets_a_typed_table_with_positions_and_a_timestamp_view(tape:
                        ).fetchone() == (trades[7].ts_event,)
     # each row is its event, at its position on the tape
     for rec in tape.read("md.trade", 1):
-        row = con.execute("SELECT * EXCLUDE (topic, \"partition\", \"offset\", key) FROM trade "
-                          "WHERE \"partition\" = 1 AND \"offset\" = ?", [rec.offset]).fetchone()
+        row = con.execute("SELECT * EXCLUDE (_topic, _partition, _offset, _key) FROM trade "
+                          "WHERE _partition = 1 AND _offset = ?", [rec.offset]).fetchone()
         assert row == tuple(to_python(rec.event).values())
-    assert con.execute("SELECT DISTINCT key, topic FROM order_filled").fetchall() == [("run-1", "orders.event")]
-    counts = dict(con.execute('SELECT "partition", count(*) FROM trade GROUP BY 1').fetchall())
+    assert con.execute("SELECT DISTINCT _key, _topic FROM order_filled").fetchall() == [("run-1", "orders.event")]
+    counts = dict(con.execute('SELECT _partition, count(*) FROM trade GROUP BY 1').fetchall())
     assert sum(counts.values()) == 80 and counts == {p: n for p, n in tape.end_offsets("md.trade").items()}
 
 
@@ -88,7 +88,7 @@ def test_reloading_loads_only_what_is_new(tape: FileTape) -> None:
     tape.append("md.trade", make_trades(40, start=100))
     second = load(tape, con, batch_rows=7)
     assert second.rows == 40 and second.partitions[0].start_offset == 100
-    assert con.execute('SELECT count(*), count(DISTINCT "offset"), max("offset") FROM trade').fetchone() == (
+    assert con.execute('SELECT count(*), count(DISTINCT _offset), max(_offset) FROM trade').fetchone() == (
         140, 140, 139)
     assert con.execute("SELECT next_offset, events FROM load_bookmarks").fetchall() == [(140, 140)]
 
@@ -99,7 +99,7 @@ def test_topics_from_and_to(tape: FileTape) -> None:
     con = duckdb.connect()
     s = load(tape, con, topics=["a"], from_ns=TS0 + 20_000_000, to_ns=TS0 + 59_000_000)
     assert s.rows == 40
-    assert con.execute('SELECT min("offset"), max("offset"), count(DISTINCT topic) FROM trade').fetchone() == (
+    assert con.execute('SELECT min(_offset), max(_offset), count(DISTINCT _topic) FROM trade').fetchone() == (
         20, 59, 1)
     # the next load (no bounds) continues exactly where --to stopped
     assert load(tape, con, topics=["a"]).rows == 40
@@ -144,14 +144,14 @@ def test_corrupt_record_stops_the_load_naming_it_and_skip_bad_loads_the_rest(tmp
         load(tape, con)
     assert "--skip-bad" in str(info.value)
     # everything before the bad record loaded, in one consistent state
-    assert con.execute('SELECT count(*), max("offset") FROM trade').fetchone() == (150, 149)
+    assert con.execute('SELECT count(*), max(_offset) FROM trade').fetchone() == (150, 149)
     assert con.execute("SELECT next_offset FROM load_bookmarks").fetchone() == (150,)
     s = load(tape, con, skip_bad=True)
     assert (s.rows, s.bad) == (100, 50)  # the rest of the corrupt block has no findable record boundary
     errors = con.execute('SELECT "offset", error FROM load_errors ORDER BY "offset"').fetchall()
     assert [o for o, _ in errors] == list(range(150, 200))
     assert "offset 150" in errors[0][1] and "negative string length" in errors[0][1]
-    assert con.execute('SELECT count(*), count(DISTINCT "offset") FROM trade WHERE "offset" BETWEEN 150 AND 199'
+    assert con.execute('SELECT count(*), count(DISTINCT _offset) FROM trade WHERE _offset BETWEEN 150 AND 199'
                        ).fetchone() == (0, 0)
     assert con.execute('SELECT count(*) FROM trade').fetchone() == (250,)
     assert con.execute("SELECT next_offset, events, errors FROM load_bookmarks").fetchone() == (300, 250, 50)
@@ -169,7 +169,7 @@ def test_block_failing_its_checksum_is_bad_as_a_whole(tmp_path: Path) -> None:
     con = duckdb.connect()
     with pytest.raises(LoadError, match=r"topic md.trade partition 0 offset 100.*fails its checksum"):
         load(tape, con)
-    assert con.execute('SELECT count(*), max("offset") FROM trade').fetchone() == (100, 99)
+    assert con.execute('SELECT count(*), max(_offset) FROM trade').fetchone() == (100, 99)
     s = load(tape, con, skip_bad=True)
     assert (s.rows, s.bad) == (100, 100)
     errors = con.execute('SELECT "offset", error FROM load_errors ORDER BY "offset"').fetchall()
@@ -216,14 +216,14 @@ def test_a_load_killed_midway_leaves_a_consistent_database(tmp_path: Path) -> No
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     con = connect(str(db))
-    loaded, distinct, top = con.execute('SELECT count(*), count(DISTINCT "offset"), max("offset") FROM trade'
+    loaded, distinct, top = con.execute('SELECT count(*), count(DISTINCT _offset), max(_offset) FROM trade'
                                         ).fetchone()
     assert 0 < loaded < n, "the kill should land mid-load"
     assert loaded == distinct == top + 1
     assert con.execute("SELECT next_offset FROM load_bookmarks").fetchone() == (loaded,)
     tape = open_tape(f"file:{tmp_path / 'tape'}")
     assert load(tape, con).rows == n - loaded
-    assert con.execute('SELECT count(*), count(DISTINCT "offset"), min("offset"), max("offset") FROM trade'
+    assert con.execute('SELECT count(*), count(DISTINCT _offset), min(_offset), max(_offset) FROM trade'
                        ).fetchone() == (n, n, 0, n - 1)
     assert con.execute("SELECT sum(size) FROM trade").fetchone()[0] == pytest.approx(
         sum(t.size for t in make_trades(n)))

@@ -49,7 +49,7 @@ def test_backtest_loads_and_metrics_agree_with_the_run(run: dict[str, object], t
     summary: dict[str, object] = run["summary"]  # type: ignore[assignment]
     runs = a.runs()
     assert runs["run"].tolist() == ["run1"] and runs["intents"].tolist() == [summary["intents"]]
-    assert a.sql("SELECT count(*) AS n FROM place_order WHERE key = 'run1'")["n"][0] == summary["intents"]
+    assert a.sql("SELECT count(*) AS n FROM place_order WHERE _key = 'run1'")["n"][0] == summary["intents"]
     pnl = a.pnl_summary("run1").iloc[0]
     assert pnl["fills"] == summary["fills"]
     # the exact DECIMAL views reproduce the runner's exact ledger
