@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from ticktape.errors import TapeError
-from ticktape.tape.base import Encoded, PartitionInfo, Position, Positions, Record, Tape, TopicInfo, partition_for
+from ticktape.tape.base import (
+    Encoded,
+    PartitionInfo,
+    Position,
+    Positions,
+    Record,
+    Tape,
+    TopicInfo,
+    partition_for,
+    whole_option,
+)
 
 __all__ = ["Encoded", "PartitionInfo", "Position", "Positions", "Record", "Tape", "TopicInfo", "open_tape",
            "partition_for"]
@@ -24,16 +34,18 @@ def open_tape(uri: str, **options: Any) -> Tape:
         k, _, v = part.partition("=")
         options.setdefault(k, v)
     if scheme == "file":
-        from ticktape.tape.file import FileTape
+        from ticktape.tape.file import DEFAULT_SEGMENT_BYTES, FileTape
 
-        parts = int(options.pop("partitions", 1))
+        parts = options.pop("partitions", 1)
         fsync = str(options.pop("fsync", "0")).lower() in ("1", "true", "yes")
-        seg = int(options.pop("segment_bytes", 64 * 1024 * 1024))
+        seg = options.pop("segment_bytes", DEFAULT_SEGMENT_BYTES)
         codec = options.pop("codec", None)
         compression = options.pop("compression", None)
         if options:
             raise TapeError(f"unknown file tape options: {', '.join(options)}")
-        return FileTape(rest, partitions=parts, fsync=fsync, segment_bytes=seg, codec=codec, compression=compression)
+        return FileTape(rest, partitions=whole_option("partitions", parts, minimum=1), fsync=fsync,
+                        segment_bytes=whole_option("segment_bytes", seg, minimum=1), codec=codec,
+                        compression=compression)
     if scheme in ("kafka", "kafka+rdkafka"):
         try:
             from ticktape.tape.kafka import KafkaTape  # type: ignore[import-not-found,unused-ignore]

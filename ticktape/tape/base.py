@@ -7,6 +7,7 @@ speak only to it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar, overload, runtime_checkable
 
@@ -181,6 +182,42 @@ class Tape(Protocol):
 
     def close(self) -> None:
         """Flush and release everything (locks, files, connections)."""
+
+
+TOPIC_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\Z")
+"""A topic name on every backend: 1 to 201 letters, digits, '.', '_', '-', starting with a letter or
+digit (a file tape's directory name, and a valid Kafka topic). Anchored at the very end of the
+string: `$` also matches before a trailing newline, which let "abc" + newline through."""
+
+
+def check_topic(topic: str) -> str:
+    """`topic` if it is a valid topic name (`TOPIC_RE`) on every backend, else `TapeError` saying why."""
+    if not isinstance(topic, str) or not TOPIC_RE.match(topic):
+        raise TapeError(f"invalid topic name {topic!r}: use 1 to 201 letters, digits, '.', '_', '-', "
+                        "starting with a letter or digit")
+    return topic
+
+
+def whole_option(name: str, value: object, *, minimum: int) -> int:
+    """A whole-number tape setting given as an int or as URI query text, at least `minimum`.
+
+    `TapeError` naming the setting otherwise: `int()` would raise a bare ValueError on
+    `?partitions=abc` and accept 2.7 or True as numbers."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
+        number = int(value)
+    elif type(value) is int:
+        number = value
+    else:
+        raise TapeError(f"{name} must be a whole number, not {value!r}")
+    if number < minimum:
+        raise TapeError(f"{name} must be at least {minimum}, not {number}")
+    return number
+
+
+def check_partitions(partitions: object) -> int:
+    """A partition count (at least 1), else `TapeError`: a topic of 0 partitions would take appends that no
+    reader ever sees."""
+    return whole_option("partitions", partitions, minimum=1)
 
 
 def murmur2(data: bytes) -> int:

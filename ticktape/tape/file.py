@@ -24,7 +24,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
@@ -39,14 +38,18 @@ from ticktape.errors import DecodeError, TapeError, WriterLockedError
 from ticktape.events import RECORD_TYPES, Event
 from ticktape.tape.base import (
     SINGLE_OBJECT_HEADER,
+    TOPIC_RE,
     Encoded,
     Positions,
     Record,
     TopicInfo,
+    check_partitions,
+    check_topic,
     encoded_keys,
     header_index,
     route_batch,
     split_encoded,
+    whole_option,
 )
 from ticktape.tape.container import COMPRESSIONS, Body, compressor, encode_block, encode_header, fsync_dir
 from ticktape.tape.index import INDEX_MAGIC, V2, V2_ENTRY, BlockInfo, index_bytes, pack_entry
@@ -56,7 +59,7 @@ __all__ = ["BlockInfo", "EntryDecoder", "FileTape", "PartitionLog", "PartitionWr
 
 log = logging.getLogger("ticktape.tape.file")
 
-_TOPIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+_TOPIC_RE = TOPIC_RE  # consumer names follow the topic rule too
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 
 BlockEncoder = Callable[[Sequence[int] | None], tuple[Body, Sequence[int]]]
@@ -377,11 +380,13 @@ class FileTape:
         if compression is not None and compression not in COMPRESSIONS:
             raise TapeError(f"unknown compression {compression!r} for a file tape: "
                             f"use one of {', '.join(COMPRESSIONS)}")
+        if not os.fspath(root):  # Path("") is ".": a tape spread over the current directory
+            raise TapeError("a file tape needs a directory: file:PATH, e.g. file:./tape")
         self.root = Path(root)
         self.uri = f"file:{self.root}"
         self.compression = compression
-        self.default_partitions = partitions
-        self.segment_bytes = segment_bytes
+        self.default_partitions = check_partitions(partitions)
+        self.segment_bytes = whole_option("segment_bytes", segment_bytes, minimum=1)
         self.fsync = fsync
         self.codec = codec or default_codec()
         self.torn_tails: list[TornTail] = []
@@ -392,7 +397,12 @@ class FileTape:
         key_prog, union_prog = self._entry_prog[2]
         self._key_encode = ap.make_encoder(key_prog)
         self._union_heads = self._branch_prefixes(union_prog)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise TapeError(f"file tape {self.root}: it is a file, not a directory") from None
+        except OSError as exc:
+            raise TapeError(f"file tape {self.root}: cannot create the directory: {_why(exc)} ({exc})") from exc
 
     def _branch_prefixes(self, union_prog: ap.Program) -> dict[bytes, bytes]:
         """Single-object header of each current schema -> its branch of the entry's event union, encoded.
@@ -412,11 +422,10 @@ class FileTape:
     # --- topics -------------------------------------------------------------------------------
 
     def _topic_dir(self, topic: str) -> Path:
-        if not _TOPIC_RE.match(topic) or topic.startswith("_"):
-            raise TapeError(f"invalid topic name {topic!r}: use letters, digits, '.', '_', '-'")
-        return self.root / topic
+        return self.root / check_topic(topic)
 
     def create_topic(self, topic: str, partitions: int = 1) -> None:
+        check_partitions(partitions)
         existing = self.partitions(topic)
         if existing:
             if existing != partitions:

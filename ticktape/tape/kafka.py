@@ -45,18 +45,20 @@ from ticktape.tape.base import (
     Positions,
     Record,
     TopicInfo,
+    check_partitions,
+    check_topic,
     encoded_keys,
     header_index,
     route_batch,
     split_encoded,
     utf8_keys,
+    whole_option,
 )
 from ticktape.tape.kafka_client import Fetched, Header, KafkaClient, ProduceBatch, Reader, Security
 
 log = logging.getLogger("ticktape.tape.kafka")
 
-_TOPIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,248}$")
-_GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,248}$")
+_GROUP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,248}\Z")  # \Z: `$` lets a trailing newline through
 TYPE_HEADER = "ticktape.type"
 SCHEMA_HEADER = "ticktape.schema"
 SCHEMES = {"kafka": "kafka-python", "kafka+rdkafka": "confluent-kafka"}
@@ -79,6 +81,17 @@ def parse_servers(uri: str) -> tuple[str, list[str]]:
     if not servers:
         raise TapeError(f"no Kafka servers in {uri!r}")
     return scheme, servers
+
+
+def _seconds(name: str, value: object) -> float:
+    """A positive number of seconds given as a number or as URI query text, else `TapeError`."""
+    try:
+        seconds = float(str(value))
+    except (TypeError, ValueError):
+        raise TapeError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise TapeError(f"{name} must be a positive number of seconds, not {value!r}")
+    return seconds
 
 
 def _flag(value: object) -> bool:
@@ -116,13 +129,12 @@ class KafkaTape:
                                  ssl_cafile, ssl_certfile, ssl_keyfile)
         scheme, self.servers = parse_servers(uri)
         self.uri = f"{scheme}://{','.join(self.servers)}"
-        self.default_partitions = int(partitions)
-        self.replication = int(replication)
-        self.timeout = float(timeout)
+        self.default_partitions = check_partitions(partitions)
+        self.replication = whole_option("replication", replication, minimum=-1)  # -1: the broker's default
+        self.timeout = _seconds("timeout", timeout)
         self.codec = codec or default_codec()
-        if self.default_partitions < 1:
-            raise TapeError(f"partitions must be >= 1, not {self.default_partitions}")
-        self.client = self._make_client(scheme, int(linger_ms), compression, _flag(check_crcs))
+        self.client = self._make_client(scheme, whole_option("linger_ms", linger_ms, minimum=0), compression,
+                                        _flag(check_crcs))
         self._partitions: dict[str, int] = {}
         self._idle: list[Reader] = []
         self._headers: dict[type, list[Header]] = {}
@@ -161,14 +173,10 @@ class KafkaTape:
 
     # --- topics -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _check_topic(topic: str) -> None:
-        if not _TOPIC_RE.match(topic) or topic.startswith("__"):
-            raise TapeError(f"invalid topic name {topic!r}: use letters, digits, '.', '_', '-' (max 249)")
-
     def create_topic(self, topic: str, partitions: int = 1) -> None:
         """Create a topic with `partitions` and `retention.ms=-1`; a no-op when it exists with that count."""
-        self._check_topic(topic)
+        check_topic(topic)
+        check_partitions(partitions)
         # Timestamps are ts_event (venue time): historical imports are years old, and a
         # simulation may run ahead of the wall clock, so the broker must not judge them.
         configs = {"retention.ms": "-1", "retention.bytes": "-1", "message.timestamp.type": "CreateTime",
@@ -182,7 +190,7 @@ class KafkaTape:
 
     def partitions(self, topic: str) -> int:
         """How many partitions a topic has (0 if it does not exist)."""
-        self._check_topic(topic)
+        check_topic(topic)
         n = self._partitions.get(topic)
         if n is None:
             n = self.client.partitions(topic)
