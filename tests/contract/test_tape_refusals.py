@@ -1,12 +1,14 @@
-"""What every backend refuses, the same way: bad topic names and partition counts."""
+"""What every backend refuses, the same way: bad topic names, partition counts, and batches that
+cannot be encoded (which must not leave a new, empty topic behind)."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.conftest import TapeFactory, make_trades
+from ticktape.codec import default_codec
 from ticktape.errors import TapeError
-from ticktape.tape import open_tape
+from ticktape.tape import Encoded, open_tape
 
 BAD_NAMES = ["{topic}\n", "", "_{topic}", ".{topic}", "-{topic}", "{topic}/x", "{topic} x", "{topic}é",
              "{topic}" + "x" * 200]
@@ -47,3 +49,22 @@ def test_a_tape_uri_with_bad_partitions_is_refused(tape_factory: TapeFactory, va
     with pytest.raises(TapeError, match=f"partitions must be {why}"):
         open_tape(f"{tape.uri}?partitions={value}")
 
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_a_batch_that_fails_to_encode_creates_no_topic(tape_factory: TapeFactory, topic: str,
+                                                       partitions: int) -> None:
+    tape = tape_factory(partitions=partitions)
+    good = make_trades(30) + make_trades(30, instrument="ETHUSDT") + make_trades(30, instrument="SOLUSDT")
+    bad = good[-1]._replace(ts_event=2**70)  # beyond Avro's long: found only when encoding
+    with pytest.raises(TapeError, match="ts_event"):
+        tape.append(topic, [*good, bad])
+    assert tape.partitions(topic) == 0
+    assert topic not in [t.name for t in tape.topics()]
+    with pytest.raises(TapeError, match="item 1 of the batch"):
+        tape.append_encoded(topic, [Encoded("BTCUSDT", 1, default_codec().encode(good[0])),
+                                    Encoded("BTCUSDT", 1, b"\xc3\x01 not an event")])
+    assert tape.partitions(topic) == 0
+    tape.append(topic, good)  # the good part alone goes in, creating the topic as usual
+    assert tape.partitions(topic) == partitions
+    assert sorted(r.event.trade_id for p in range(partitions) for r in tape.read(topic, p)) == sorted(
+        e.trade_id for e in good)

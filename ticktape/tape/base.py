@@ -254,19 +254,20 @@ def murmur2(data: bytes) -> int:
 
 def route_batch(tape: Tape, key_of: Callable[[Sequence[T]], Sequence[str | None]], topic: str,
                 events: Sequence[T], keys: Sequence[str | None] | None, partition: int | None,
-                default_partitions: int) -> tuple[Sequence[str | None], int | list[int]]:
+                default_partitions: int) -> tuple[Sequence[str | None], int | list[int], int]:
     """What every backend's `append` does first: the batch's keys and where each event goes.
 
     `events` may be events or `Encoded` items (whose keys are then given).
 
-    Creates the topic (with `default_partitions`) on first use, takes each event's schema key
-    unless `keys` are given, and returns one partition for the whole batch (an explicit
-    `partition`, or a one-partition topic) or a partition per event from its key.
+    Takes each event's schema key unless `keys` are given, and returns one partition for the
+    whole batch (an explicit `partition`, or a one-partition topic) or a partition per event from
+    its key; and, for a topic that does not exist yet, `default_partitions`, the count the backend
+    creates it with once the batch has encoded (else 0): a batch that fails to encode creates nothing.
     """
     n = tape.partitions(topic)
+    create = 0
     if n == 0:
-        tape.create_topic(topic, default_partitions)
-        n = default_partitions
+        create = n = check_partitions(default_partitions)
     if keys is None:
         keys = key_of(events)
     elif len(keys) != len(events):
@@ -274,7 +275,7 @@ def route_batch(tape: Tape, key_of: Callable[[Sequence[T]], Sequence[str | None]
     if partition is not None and not 0 <= partition < n:
         raise TapeError(f"topic {topic} has no partition {partition} (it has {n})")
     if partition is not None or n == 1:
-        return keys, partition or 0
+        return keys, partition or 0, create
     cache: dict[str | None, int] = {}  # murmur2 in Python costs per call: hash each distinct key once
     parts = []
     for k in keys:
@@ -282,7 +283,7 @@ def route_batch(tape: Tape, key_of: Callable[[Sequence[T]], Sequence[str | None]
         if p is None:
             p = cache[k] = partition_for(k, n)
         parts.append(p)
-    return keys, parts
+    return keys, parts, create
 
 
 def partition_for(key: str | None, partitions: int) -> int:

@@ -521,15 +521,20 @@ class FileTape:
         """Append a batch as one block per partition it goes to; see `Tape.append`."""
         if not events:
             return Positions(0, range(0))
-        keys, parts = route_batch(self, self.codec.keys_of, topic, events, keys, partition, self.default_partitions)
+        keys, parts, create = route_batch(self, self.codec.keys_of, topic, events, keys, partition,
+                                          self.default_partitions)
+        whole: tuple[bytearray, list[int]] | None = None
 
         def encode(indices: Sequence[int] | None) -> tuple[bytearray, list[int]]:
             if indices is None:
-                return (self._encode_entries(topic, list(zip(keys, events, strict=True)), indices),
-                        [e.ts_event for e in events])
+                return whole or (self._encode_entries(topic, list(zip(keys, events, strict=True)), indices),
+                                 [e.ts_event for e in events])
             return (self._encode_entries(topic, [(keys[i], events[i]) for i in indices], indices),
                     [events[i].ts_event for i in indices])
 
+        if create:  # a new topic: encode the batch first, so one that fails to encode creates nothing
+            whole = encode(None)
+            self.create_topic(topic, create)
         return self._append_blocks(topic, parts, len(events), encode)
 
     def append_encoded(self, topic: str, items: Sequence[Encoded], partition: int | None = None) -> Positions:
@@ -548,7 +553,9 @@ class FileTape:
             out = bytearray()
             self._key_encode(k, out)
             key_entries[k] = bytes(out)
-        _, parts = route_batch(self, encoded_keys, topic, items, keys, partition, self.default_partitions)
+        _, parts, create = route_batch(self, encoded_keys, topic, items, keys, partition, self.default_partitions)
+        if create:  # every item is checked by now, and splicing checked items cannot fail
+            self.create_topic(topic, create)
 
         def encode(indices: Sequence[int] | None) -> tuple[Body, Sequence[int]]:
             if indices is None:

@@ -258,7 +258,8 @@ class KafkaTape:
         self._check_open()
         if not events:
             return Positions(0, range(0))
-        keys, parts = route_batch(self, self.codec.keys_of, topic, events, keys, partition, self.default_partitions)
+        keys, parts, create = route_batch(self, self.codec.keys_of, topic, events, keys, partition,
+                                          self.default_partitions)
         encode = self.codec.encode
         try:
             values = [encode(e) for e in events]
@@ -270,6 +271,8 @@ class KafkaTape:
                     raise TapeError(f"append to {topic}: event {i} of the batch: {exc}") from exc
             raise
         utf8 = utf8_keys(topic, keys)
+        if create:  # only once the batch has encoded: one that cannot be appended creates nothing
+            self.create_topic(topic, create)
         header = self._header
         return self._produce(topic, parts, [utf8[k] for k in keys], values, [e.ts_event for e in events],
                              [header(type(e)) for e in events])
@@ -285,7 +288,9 @@ class KafkaTape:
             return Positions(0, range(0))
         keys, ts, datas, utf8 = split_encoded(topic, items)
         headers = header_index(topic, datas, self._prefix_headers(), self.codec)
-        _, parts = route_batch(self, encoded_keys, topic, items, keys, partition, self.default_partitions)
+        _, parts, create = route_batch(self, encoded_keys, topic, items, keys, partition, self.default_partitions)
+        if create:  # every item is checked by now
+            self.create_topic(topic, create)
         return self._produce(topic, parts, [utf8[k] for k in keys], list(datas), ts, headers)
 
     def _check_open(self) -> None:
