@@ -233,12 +233,14 @@ def add_data(name: str, df: pd.DataFrame, *, tape: Tape, key: str = "", key_colu
 
     The payload is the row (all columns but the time) as JSON; the key is `key_column`'s
     value or `key`. Rows are appended in time order (equal times keep their order).
-    Adding the same frame again adds nothing.
+    Adding the same frame again adds nothing. A missing value (None, NaN) is JSON null; an
+    infinite number raises `ValidationError` (JSON has none, and pandas would write null).
     """
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValidationError(f"name {name!r}: use letters, digits, '_', '.', '-' (it names the topic)", field="name")
     ts, tcol = time_ns(df, time_column)
     body = df.drop(columns=[tcol]) if tcol is not None else df
+    _refuse_infinities(body)
     if key_column is not None and key_column not in body.columns:
         raise ValidationError(f"key column {key_column!r} is missing", field=key_column)
     payloads = body.to_json(orient="records", lines=True, date_format="iso", date_unit="ns", double_precision=15,
@@ -253,6 +255,20 @@ def add_data(name: str, df: pd.DataFrame, *, tape: Tape, key: str = "", key_colu
     if not run.skipped:
         run.emit_many(f"custom.{name}", events)
     return run.finish()
+
+
+def _refuse_infinities(df: pd.DataFrame) -> None:
+    """`ticktape.codec.finite` over a frame's float columns, except that NaN is pandas' missing value."""
+    for name in df.columns:
+        col = df[name]
+        if pd.api.types.is_float_dtype(col.dtype):
+            bad = np.flatnonzero(np.isinf(col.to_numpy(dtype=np.float64, na_value=np.nan)))
+            if len(bad):
+                row = int(bad[0])
+                value = float(col.iloc[row])
+                raise ValidationError(f"column {name!r}: row {row} ({df.index[row]!r}) is {value}, not a finite number "
+                                      "(JSON has no Infinity; NaN is a missing value, written as null)",
+                                      field=str(name))
 
 
 def _bound(value: str | int | pd.Timestamp | None) -> int | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import operator
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -67,38 +68,92 @@ def body_encoder(prog: ap.Program) -> BodyEncoder:
 
 Converter = Callable[[Any, str], Any]
 
+NONFINITE = "ticktape.nonfinite"
+"""The field property that lets a float or double field hold NaN and ±Infinity from outside:
+`{"name": "x", "type": "double", "ticktape.nonfinite": true}` in its .avsc (Avro keeps unknown
+field attributes as metadata; they are not part of the fingerprint). No schema sets it today."""
+_RANGES = {"int": (-(1 << 31), (1 << 31) - 1), "long": (-(1 << 63), (1 << 63) - 1)}
+_FLOAT_MAX = 3.4028234663852886e38
 
-def make_converter(schema: Any, named: dict[str, Converter] | None = None, ns: str = NAMESPACE) -> Converter:
+
+def finite(value: float) -> float:
+    """The rule for every number that enters the tape from outside (`put`, imports, venue feeds):
+    it is finite. NaN, ±Infinity and literals such as 1e400 (which overflow to Infinity) raise
+    ValueError, unless the field is marked `NONFINITE` (then its converter does not call this)."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite number (NaN, ±Infinity and numbers beyond ±1.8e308 "
+                         "are refused)")
+    return value
+
+
+def _short(value: Any) -> str:
+    """A value for an error line: a 400-digit number is named by its length, long text is cut."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"an integer of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def make_converter(schema: Any, named: dict[str, Converter] | None = None, ns: str = NAMESPACE, *,
+                   check: bool = False, nonfinite: bool = False) -> Converter:
     """Compile a schema into `convert(value, path) -> typed value`.
 
     Accepts what JSON or fastavro produce: dicts for records, lists for arrays, any number
     for numeric fields. Raises ValidationError naming the field path on a mismatch.
+
+    With `check` (data from outside, e.g. `put`'s JSON) it also refuses what would only fail, or
+    silently change, when encoded: integers outside the Avro int/long range, numbers that are not
+    `finite` (unless the field is marked `NONFINITE`), strings that are not valid Unicode, and
+    `bytes` text with characters above U+00FF. Decoding stored events does not check (it reads
+    whatever was written). `nonfinite` is the enclosing field's `NONFINITE` mark.
     """
     named = {} if named is None else named
 
     if isinstance(schema, str):
         if schema in ("int", "long"):
+            low, high = _RANGES[schema]
+
             def conv_int(v: Any, path: str) -> Any:
                 if isinstance(v, bool) or not isinstance(v, int | float) or (
                         isinstance(v, float) and not v.is_integer()):
-                    raise ValidationError(f"expected an integer, got {v!r}", field=path)
+                    raise ValidationError(f"expected an integer, got {_short(v)}", field=path)
+                if check and not low <= v <= high:
+                    raise ValidationError(f"{_short(v)} is out of range for an Avro {schema} ({low}..{high})",
+                                          field=path)
                 return int(v)
             return conv_int
         if schema in ("float", "double"):
+            largest = _FLOAT_MAX if schema == "float" else math.inf
+
             def conv_float(v: Any, path: str) -> Any:
-                if isinstance(v, bool) or not isinstance(v, int | float):
-                    if isinstance(v, str):
-                        try:
-                            return float(v)
-                        except ValueError:
-                            pass
-                    raise ValidationError(f"expected a number, got {v!r}", field=path)
-                return float(v)
+                if isinstance(v, bool) or not isinstance(v, int | float | str):
+                    raise ValidationError(f"expected a number, got {_short(v)}", field=path)
+                try:
+                    x = float(v)
+                except ValueError:
+                    raise ValidationError(f"expected a number, got {_short(v)}", field=path) from None
+                except OverflowError:  # an int of hundreds of digits
+                    raise ValidationError(f"{_short(v)} is too large for an Avro {schema}", field=path) from None
+                if check:
+                    try:
+                        if not nonfinite:
+                            finite(x)
+                        if math.isfinite(x) and abs(x) > largest:
+                            raise ValueError(f"{_short(v)} is too large for an Avro {schema}")
+                    except ValueError as exc:
+                        raise ValidationError(str(exc), field=path) from None
+                return x
             return conv_float
         if schema == "string":
             def conv_str(v: Any, path: str) -> Any:
                 if not isinstance(v, str):
-                    raise ValidationError(f"expected a string, got {v!r}", field=path)
+                    raise ValidationError(f"expected a string, got {_short(v)}", field=path)
+                if check:
+                    try:
+                        v.encode("utf-8")
+                    except UnicodeEncodeError as exc:
+                        raise ValidationError(f"not valid Unicode text: {exc.reason} at character {exc.start}",
+                                              field=path) from None
                 return v
             return conv_str
         if schema == "boolean":
@@ -115,9 +170,15 @@ def make_converter(schema: Any, named: dict[str, Converter] | None = None, ns: s
         if schema == "bytes":
             def conv_bytes(v: Any, path: str) -> Any:
                 if isinstance(v, str):
-                    return v.encode("latin-1")
+                    try:
+                        return v.encode("latin-1")  # Avro's JSON form of bytes: one character per byte
+                    except UnicodeEncodeError as exc:
+                        raise ValidationError(
+                            f"character {v[exc.start]!r} at {exc.start} is not a byte: bytes are given as text "
+                            "with one character per byte (U+0000..U+00FF), as `ticktape cat` prints them",
+                            field=path) from None
                 if not isinstance(v, bytes):
-                    raise ValidationError(f"expected bytes, got {v!r}", field=path)
+                    raise ValidationError(f"expected bytes, got {_short(v)}", field=path)
                 return v
             return conv_bytes
         full = schema if "." in schema else f"{ns}.{schema}"
@@ -125,7 +186,7 @@ def make_converter(schema: Any, named: dict[str, Converter] | None = None, ns: s
             return lambda v, path: named[full](v, path)
         raise ValueError(f"unknown type {schema!r}")
     if isinstance(schema, list):
-        branches = [make_converter(b, named, ns) for b in schema if b != "null"]
+        branches = [make_converter(b, named, ns, check=check, nonfinite=nonfinite) for b in schema if b != "null"]
         nullable = "null" in schema
 
         def conv_union(v: Any, path: str) -> Any:
@@ -154,7 +215,7 @@ def make_converter(schema: Any, named: dict[str, Converter] | None = None, ns: s
         named[f"{schema.get('namespace', ns)}.{schema['name']}"] = conv_enum
         return conv_enum
     if kind == "array":
-        item = make_converter(schema["items"], named, ns)
+        item = make_converter(schema["items"], named, ns, check=check, nonfinite=nonfinite)
 
         def conv_array(v: Any, path: str) -> Any:
             if not isinstance(v, list | tuple):
@@ -162,7 +223,7 @@ def make_converter(schema: Any, named: dict[str, Converter] | None = None, ns: s
             return tuple(item(x, f"{path}[{i}]") for i, x in enumerate(v))
         return conv_array
     if kind == "map":
-        value = make_converter(schema["values"], named, ns)
+        value = make_converter(schema["values"], named, ns, check=check, nonfinite=nonfinite)
         return lambda v, path: {k: value(x, f"{path}.{k}") for k, x in v.items()}
     if kind == "record":
         rns = schema.get("namespace", ns)
@@ -170,7 +231,7 @@ def make_converter(schema: Any, named: dict[str, Converter] | None = None, ns: s
         cls = RECORD_TYPES.get(full)
         fields = []
         for f in schema["fields"]:
-            conv = make_converter(f["type"], named, rns)
+            conv = make_converter(f["type"], named, rns, check=check, nonfinite=f.get(NONFINITE) is True)
             fields.append((f["name"], conv, "default" in f, f.get("default")))
         names = {f[0] for f in fields}
 
@@ -195,7 +256,7 @@ def make_converter(schema: Any, named: dict[str, Converter] | None = None, ns: s
         named[full] = conv_record
         return conv_record
     if isinstance(kind, dict | list | str):
-        return make_converter(kind, named, ns)
+        return make_converter(kind, named, ns, check=check, nonfinite=nonfinite)
     raise ValueError(f"unsupported schema {schema!r}")
 
 
@@ -257,7 +318,7 @@ class Codec:
                 if tc.is_current:
                     self.by_class[tc.cls] = tc
         self._key_getters: dict[type, Callable[[Any], str | None]] = {}
-        self.converters = {name: make_converter(self.registry.current[name].schema)
+        self.converters = {name: make_converter(self.registry.current[name].schema, check=True)
                            for name in self.registry.names()}
 
     def encode(self, event: Event) -> bytes:

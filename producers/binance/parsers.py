@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ticktape.codec import finite
 from ticktape.errors import ValidationError
 from ticktape.events import (
     AggressorSide,
@@ -99,10 +100,7 @@ def _num(value: Any) -> float:
     # Binance sends decimals as strings; float() of a decimal string is exact to 15 digits.
     if isinstance(value, bool):
         raise ValueError("expected a number")
-    x = float(value)
-    if x != x or x in (float("inf"), float("-inf")):
-        raise ValueError("not a finite number")
-    return x
+    return finite(float(value))
 
 
 def _bool(value: Any) -> bool:

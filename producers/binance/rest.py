@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from producers.binance.parsers import TOPIC_AGGTRADE, TOPIC_BAR, VENUE, parse_agg_trade, to_ns
 from producers.common import ImportRun
+from ticktape.codec import finite
 from ticktape.errors import TicktapeError
 from ticktape.events import Bar
 
@@ -72,9 +73,9 @@ def agg_trade_pages(client: HistoryClient, symbol: str, start_ms: int, end_ms: i
 def kline_row_bar(row: Sequence[Any], symbol: str, interval: str) -> Bar:
     """A REST kline row (the same 12 fields as the data files) -> Bar at its close boundary."""
     close = to_ns(row[6]) + (to_ns(1) if int(row[6]) < 100_000_000_000_000 else 1_000)
-    vals = [float(row[i]) for i in (1, 2, 3, 4, 5)]
-    if not all(v == v and abs(v) != float("inf") for v in vals) or vals[1] < vals[2]:
-        raise ValueError("open/high/low/close/volume not finite, or high below low")
+    vals = [finite(float(row[i])) for i in (1, 2, 3, 4, 5)]
+    if vals[1] < vals[2]:
+        raise ValueError(f"high {vals[1]} below low {vals[2]}")
     return Bar(VENUE, symbol, close, close, interval, *vals)
 
 

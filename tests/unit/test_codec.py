@@ -6,6 +6,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -17,9 +18,9 @@ from hypothesis import strategies as st
 from tests.strategies import strategy_for
 from ticktape import avro_program as ap
 from ticktape import codec as codec_mod
-from ticktape.codec import Codec, default_codec
+from ticktape.codec import Codec, default_codec, to_python
 from ticktape.errors import DecodeError, EncodeError, ValidationError
-from ticktape.events import EVENT_TYPES, RECORD_TYPES, CustomData, Trade
+from ticktape.events import EVENT_TYPES, RECORD_TYPES, CustomData, DeadLetter, Trade
 from ticktape.schemas import SchemaRegistry, default_schema_dir, registry
 
 REG = registry()
@@ -126,6 +127,33 @@ def test_from_dict_names_line_and_field() -> None:
             "runners": [{"selection_id": "x", "handicap": 0, "status": "ACTIVE", "last_price_traded": None,
                          "total_matched": 0, "available_to_back": [], "available_to_lay": [],
                          "traded_volume": []}]}, where="line 9")
+
+
+@pytest.mark.parametrize(("type_name", "field", "value", "why"), [
+    ("Trade", "ts_event", 1 << 63, r"9223372036854775808 is out of range for an Avro long"),
+    ("Trade", "ts_event", int("1" * 401), r"an integer of 401 digits is out of range for an Avro long"),
+    ("Trade", "price", int("1" * 401), r"an integer of 401 digits is too large for an Avro double"),
+    ("MarketBook", "bet_delay", 1 << 31, r"2147483648 is out of range for an Avro int"),
+    ("DeadLetter", "raw", "ok\u20ac", r"character '\u20ac' at 2 is not a byte"),
+    ("Trade", "venue", "b\ud800", r"not valid Unicode text: surrogates not allowed at character 1"),
+])
+def test_from_dict_refuses_what_encoding_would_fail_on(type_name: str, field: str, value: object, why: str) -> None:
+    """Caught while converting, naming the line and field (not as an OverflowError or UnicodeEncodeError later)."""
+    letter = DeadLetter(source="s", position="p", error="e", ts_event=1, ts_recv=1, raw=b"")
+    base = {"Trade": to_python(trade()), "DeadLetter": to_python(letter),
+            "MarketBook": {"market_id": "1.2", "ts_event": 1, "ts_recv": 1, "status": "OPEN", "in_play": False,
+                           "bet_delay": 0, "total_matched": 0, "version": 1, "complete": True,
+                           "cross_matching": False, "number_of_active_runners": 0, "runners": []}}[type_name]
+    with pytest.raises(ValidationError, match=f"line 2, field '{field}': {why}"):
+        default_codec().from_dict(type_name, {**base, field: value}, where="line 2")
+
+
+def test_stored_non_finite_numbers_still_decode() -> None:
+    """The rule is for data coming in: events written before it (or by code) read back as they were."""
+    codec = default_codec()
+    event = trade(price=float("nan"), size=float("inf"))
+    back = codec.decode(codec.encode(event))
+    assert math.isnan(back.price) and back.size == float("inf")
 
 
 def test_key_of_follows_schema() -> None:
