@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import click
 
-from ticktape.timeutil import parse_time
+from ticktape.cli import TIME
 
 T = TypeVar("T")
 
@@ -36,14 +36,16 @@ def _tape_uri(ctx: click.Context, tape: str | None) -> str:
 @click.option("--tape", "tape_uri", default=None, help="Tape URI (default: the global --tape).")
 @click.option("--db", required=True, help="DuckDB file to load into (created if missing).")
 @click.option("--topics", multiple=True, help="Topics to load (repeat or comma-separate; default: all).")
-@click.option("--from", "from_time", default=None, help="First load of a partition starts here (ISO or ns).")
-@click.option("--to", "to_time", default=None, help="Stop each partition before ts_event > this (ISO or ns).")
+@click.option("--from", "from_time", type=TIME, default=None,
+              help="First load of a partition starts here (ISO or ns).")
+@click.option("--to", "to_time", type=TIME, default=None,
+              help="Stop each partition before ts_event > this (ISO or ns).")
 @click.option("--skip-bad", is_flag=True, help="List undecodable records in load_errors and load the rest.")
 @click.option("--batch-rows", default=500_000, show_default=True, help="Rows per transaction.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.pass_context
-def load_cmd(ctx: click.Context, tape_uri: str | None, db: str, topics: tuple[str, ...], from_time: str | None,
-             to_time: str | None, skip_bad: bool, batch_rows: int, progress: bool | None) -> None:
+def load_cmd(ctx: click.Context, tape_uri: str | None, db: str, topics: tuple[str, ...], from_time: int | None,
+             to_time: int | None, skip_bad: bool, batch_rows: int, progress: bool | None) -> None:
     """Load the tape into DuckDB: one table per event type, incremental and atomic per batch."""
     from analyzer.load import connect, load
     from analyzer.metrics import install_metrics
@@ -61,8 +63,7 @@ def load_cmd(ctx: click.Context, tape_uri: str | None, db: str, topics: tuple[st
         bar = tqdm(total=ends, unit="ev", unit_scale=True, file=sys.stderr, leave=False)
     try:
         summary = load(tape, con, topics=names or None,
-                       from_ns=parse_time(from_time) if from_time else None,
-                       to_ns=parse_time(to_time) if to_time else None, skip_bad=skip_bad, batch_rows=batch_rows,
+                       from_ns=from_time, to_ns=to_time, skip_bad=skip_bad, batch_rows=batch_rows,
                        on_progress=bar.update if bar is not None else None)
         install_metrics(con)  # so any DuckDB client opening the file finds the metric views too
     finally:

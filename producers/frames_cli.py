@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 import pandas as pd
+import pyarrow as pa
 
 from producers.common import ImportIndex, ImportRun, ImportSummary, file_identity, query_identity, report_and_exit
 from producers.frames import bar_topic, bars_from_frame
@@ -20,11 +21,14 @@ def register(import_group: click.Group, record_group: click.Group) -> None:
 def read_frame(path: Path) -> pd.DataFrame:
     """A CSV or Parquet file as a DataFrame (CSV time columns are parsed later, by name)."""
     suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if suffix in (".csv", ".gz", ".txt"):
-        return pd.read_csv(path)
-    raise click.UsageError(f"{path}: expected .csv or .parquet")
+    parquet = suffix in (".parquet", ".pq")
+    if not parquet and suffix not in (".csv", ".gz", ".txt"):
+        raise click.UsageError(f"{path}: expected .csv or .parquet")
+    try:
+        return pd.read_parquet(path) if parquet else pd.read_csv(path)
+    except (ValueError, OSError, pa.ArrowException) as exc:  # pandas' ParserError and pyarrow's are ValueErrors
+        kind = "Parquet" if parquet else "CSV"
+        raise ValidationError(f"cannot be read as {kind}: {' '.join(str(exc).split())}", where=str(path)) from exc
 
 
 @click.command("bars")

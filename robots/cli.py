@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from robots.api import RobotError, parse_param_args
+from ticktape.cli import TIME
 from ticktape.errors import TicktapeError
 
 
@@ -53,8 +54,9 @@ def _common(f: Any) -> Any:
     options = [
         click.option("--tape", "tape", default=None, help="Input tape URI (default: the global --tape)."),
         click.option("--topics", multiple=True, help="Input topics, in tie-break order (default: the robot's)."),
-        click.option("--from", "start", default=None, help="First event time (ISO 8601, UTC if naive, or ns)."),
-        click.option("--to", "end", default=None, help="End time, exclusive (ISO 8601 or ns)."),
+        click.option("--from", "start", type=TIME, default=None,
+                     help="First event time (ISO 8601, UTC if naive, or ns)."),
+        click.option("--to", "end", type=TIME, default=None, help="End time, exclusive (ISO 8601 or ns)."),
         click.option("--param", "params", multiple=True, help="Robot parameter k=v (repeatable)."),
         click.option("--params", "params_file", default=None,
                      help="TOML file of robot parameters (a [params] table, or top-level keys); --param wins."),
@@ -101,8 +103,8 @@ def _human(summary: dict[str, Any]) -> str:
 @click.option("--robot-id", default=None, help="Robot id carried by the intents (default: the robot's name).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.pass_context
-def backtest(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, ...], start: str | None,
-             end: str | None, params: tuple[str, ...], params_file: str | None, allow_impure: bool,
+def backtest(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, ...], start: int | None,
+             end: int | None, params: tuple[str, ...], params_file: str | None, allow_impure: bool,
              venue: str | None, venue_params: tuple[str, ...],
              controls_file: str | None, control_pairs: tuple[str, ...], as_json: bool, out: str | None,
              no_out: bool, run_id: str | None, robot_id: str | None, progress: bool | None) -> None:
@@ -132,8 +134,8 @@ def backtest(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str
 @click.option("--save", "save", default=None, help="Also write the results as JSON to this file.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.pass_context
-def sweep(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, ...], start: str | None,
-          end: str | None, params: tuple[str, ...], params_file: str | None, allow_impure: bool,
+def sweep(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, ...], start: int | None,
+          end: int | None, params: tuple[str, ...], params_file: str | None, allow_impure: bool,
           venue: str | None, venue_params: tuple[str, ...],
           controls_file: str | None, control_pairs: tuple[str, ...], as_json: bool, grids: tuple[str, ...],
           workers: int, sort_by: str, ascending: bool, save: str | None, progress: bool | None) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -37,6 +38,24 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+class TimeParam(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2 (we take 8.1)
+    """A time option: ISO 8601 (UTC if naive) or integer ns, as ns; a bad one is a usage error naming the option."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_time(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+TIME = TimeParam()
+"""The type of every time option (`--from-time`, `--from`, `--to`, `--start`, `--end`)."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -145,18 +164,18 @@ def put(obj: Context, topic: str, type_name: str, key_field: str | None, batch_s
 @click.argument("topic")
 @click.option("--partition", type=int, default=None, help="Only this partition (default: all, merged by time).")
 @click.option("--from-offset", type=int, default=None)
-@click.option("--from-time", default=None, help="ISO 8601 time (UTC if naive) or integer ns.")
+@click.option("--from-time", type=TIME, default=None, help="ISO 8601 time (UTC if naive) or integer ns.")
 @click.option("--limit", type=int, default=None)
 @click.option("--follow", "-f", is_flag=True, help="Keep waiting for new events.")
 @pass_ctx
-def cat(obj: Context, topic: str, partition: int | None, from_offset: int | None, from_time: str | None,
+def cat(obj: Context, topic: str, partition: int | None, from_offset: int | None, from_time: int | None,
         limit: int | None, follow: bool) -> None:
     """Print events as JSON lines (offset, partition, type and the event's fields)."""
     from ticktape.tape.merge import follow_all, read_merged
 
     if from_offset is not None and from_time is not None:
         raise click.UsageError("give --from-offset or --from-time, not both")
-    ts = parse_time(from_time) if from_time is not None else None
+    ts = from_time
     tape = obj.tape()
     if partition is not None:
         records: Iterator[Record] = tape.read(topic, partition, from_offset=from_offset, from_time=ts,
@@ -211,20 +230,35 @@ def schemas_check() -> None:
 
 
 def main() -> None:
-    """Console entry point: project errors become one clear line and exit code 2."""
+    """Console entry point: every error is one line on stderr and a non-zero exit, never a traceback.
+
+    Usage errors exit 2 with the command's --help named, ClickExceptions exit 1, the project's own
+    errors 2, anything unexpected 1 with its type and a hint; `--log-level debug` also logs the
+    traceback of whatever went wrong.
+    """
     _register_plugins()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _fail(exc, exc.format_message() + hint, exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        _fail(exc, exc.format_message(), exc.exit_code)
     except TicktapeError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except SystemExit:
-        raise
+        _fail(exc, str(exc), 2)
+    except Exception as exc:  # a bug or an untranslated library error: still one line, the trace on request
+        _fail(exc, f"{type(exc).__name__}: {exc} (unexpected; --log-level debug shows the traceback)", 1)
+
+
+def _fail(exc: BaseException, message: str, code: int) -> NoReturn:
+    """Print `message` as one line (`error: ...`) and exit with `code`; the traceback only at debug level."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("ticktape.cli").debug("traceback of the error below", exc_info=exc)
+    one_line = " | ".join(part.strip() for part in message.strip().splitlines() if part.strip())
+    click.echo(f"error: {one_line}", err=True)
+    sys.exit(code)
 
 
 def _register_plugins() -> None:

@@ -12,7 +12,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ticktape.errors import ConfigError
+
 DEFAULT_TAPE = "file:./tape"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("auto", "json", "text")
 
 
 class Secret:
@@ -47,20 +51,55 @@ class Settings:
 
 
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
-    """Resolve settings: defaults < TOML file < TICKTAPE_* environment < non-None overrides."""
+    """Resolve settings: defaults < TOML file < TICKTAPE_* environment < non-None overrides.
+
+    A malformed file, a value of the wrong type or out of range raises `ConfigError` naming where
+    the value came from (the file, the variable or the flag). A file named by `config_file` or
+    `$TICKTAPE_CONFIG` must exist; `./ticktape.toml` is read only when present.
+    """
     values: dict[str, Any] = {}
-    path = Path(config_file or os.environ.get("TICKTAPE_CONFIG", "ticktape.toml"))
+    sources: dict[str, str] = {}
+    named = config_file or os.environ.get("TICKTAPE_CONFIG")
+    path = Path(named or "ticktape.toml")
+    if named and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
     if path.is_file():
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-        values.update(data.get("ticktape", data))
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+        table = data.get("ticktape", data)
+        if not isinstance(table, dict):
+            raise ConfigError(f"config file {path}: [ticktape] must be a table")
+        values.update(table)
+        sources.update({k: f"config file {path}" for k in table})
     names = {f.name: f for f in fields(Settings)}
     for name, field in names.items():
-        env = os.environ.get(f"TICKTAPE_{name.upper()}")
+        var = f"TICKTAPE_{name.upper()}"
+        env = os.environ.get(var)
         if env is not None:
-            values[name] = int(env) if field.type in ("int", int) else env
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(values) - set(names)
-    for k in unknown:
+            sources[name] = f"${var}"
+            try:
+                values[name] = int(env) if field.type in ("int", int) else env
+            except ValueError:
+                raise ConfigError(f"${var} must be a whole number, not {env!r}") from None
+    for k, v in overrides.items():
+        if v is not None:
+            values[k] = v
+            sources[k] = f"--{k.replace('_', '-')}"
+    for k in set(values) - set(names):
         values.pop(k)
+    for name, value in values.items():
+        want = int if names[name].type in ("int", int) else str
+        if type(value) is not want:
+            raise ConfigError(f"{sources[name]}: {name} must be a {'whole number' if want is int else 'string'}, "
+                              f"not {value!r}")
+    if "log_level" in values:
+        values["log_level"] = values["log_level"].lower()
+    for name, allowed in (("log_level", LOG_LEVELS), ("log_format", LOG_FORMATS)):
+        if name in values and values[name] not in allowed:
+            raise ConfigError(f"{sources[name]}: {name} must be one of {', '.join(allowed)}, not {values[name]!r}")
     return replace(Settings(), **values)

@@ -11,6 +11,10 @@ class TicktapeError(Exception):
     """Base class of every error ticktape raises on purpose."""
 
 
+class ConfigError(TicktapeError):
+    """A setting (config file, environment variable or flag) is malformed or out of its range."""
+
+
 class SchemaError(TicktapeError):
     """A schema file is invalid, or two versions are incompatible."""
 

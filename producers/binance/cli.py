@@ -19,7 +19,9 @@ from producers.common import (
     query_identity,
     report_and_exit,
 )
-from ticktape.timeutil import WallClock, parse_time
+from ticktape.cli import TIME
+from ticktape.errors import TicktapeError
+from ticktape.timeutil import WallClock, format_time
 
 
 def _tape(ctx: click.Context):  # type: ignore[no-untyped-def]
@@ -38,14 +40,14 @@ def register(import_group: click.Group, record_group: click.Group) -> None:
 @click.option("--symbol", default=None, help="Symbol, e.g. BTCUSDT (default: from each file's name).")
 @click.option("--interval", default=None, help="Kline interval (default: from the file name, e.g. -1m-).")
 @click.option("--rest", is_flag=True, help="Fetch history through the REST API instead of files.")
-@click.option("--start", default=None, help="--rest: start time (ISO or ns).")
-@click.option("--end", default=None, help="--rest: end time (ISO or ns; default now).")
+@click.option("--start", type=TIME, default=None, help="--rest: start time (ISO or ns).")
+@click.option("--end", type=TIME, default=None, help="--rest: end time (ISO or ns; default now).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any row was bad (it is still dead-lettered).")
 @click.option("--force", is_flag=True, help="Import even if this exact input was imported before.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON summary per input.")
 @click.pass_context
 def import_binance(ctx: click.Context, files: tuple[Path, ...], kind: str, symbol: str | None, interval: str | None,
-                   rest: bool, start: str | None, end: str | None, strict: bool, force: bool, as_json: bool) -> None:
+                   rest: bool, start: int | None, end: int | None, strict: bool, force: bool, as_json: bool) -> None:
     """Import Binance public data files (data.binance.vision .csv/.zip) or REST history.
 
     Bad rows go to `dlq.binance` (raw line, error, line number) and the import goes on;
@@ -56,7 +58,7 @@ def import_binance(ctx: click.Context, files: tuple[Path, ...], kind: str, symbo
     index = ImportIndex(tape)
     summaries: list[ImportSummary] = []
     if rest:
-        if files or not symbol or not start:
+        if files or not symbol or start is None:
             raise click.UsageError("--rest takes no FILES and needs --symbol and --start")
         summaries.append(_import_rest(tape, kind, symbol, interval, start, end, force))
     elif not files:
@@ -77,20 +79,24 @@ def import_binance(ctx: click.Context, files: tuple[Path, ...], kind: str, symbo
             except (ValueError, OSError) as exc:
                 run.appender.flush()
                 raise click.ClickException(f"{path}: {exc}") from exc
+            except TicktapeError:  # names the file already (a damaged zip)
+                run.appender.flush()
+                raise
         summaries.append(run.finish())
     report_and_exit(summaries, as_json=as_json, strict=strict)
 
 
-def _import_rest(tape, kind: str, symbol: str, interval: str | None, start: str, end: str | None,  # type: ignore[no-untyped-def]
+def _import_rest(tape, kind: str, symbol: str, interval: str | None, start: int, end: int | None,  # type: ignore[no-untyped-def]
                  force: bool) -> ImportSummary:
     from binance import Client
 
     from producers.binance.rest import import_agg_trades, import_klines
 
-    start_ms = parse_time(start) // 1_000_000
-    end_ms = (parse_time(end) if end else WallClock().now()) // 1_000_000
+    start_ms = start // 1_000_000
+    end_ms = (end if end is not None else WallClock().now()) // 1_000_000
     params = {"symbol": symbol, "interval": interval, "start_ms": start_ms, "end_ms": end_ms}
-    run = ImportRun(tape, source=VENUE, kind=f"binance.rest.{kind}", name=f"rest {kind} {symbol} {start}..{end}",
+    name = f"rest {kind} {symbol} {format_time(start)}..{format_time(end) or 'now'}"
+    run = ImportRun(tape, source=VENUE, kind=f"binance.rest.{kind}", name=name,
                     source_id=query_identity(f"binance.rest.{kind}", params), force=force)
     if run.skipped:
         return run.finish()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -39,6 +40,7 @@ import pyarrow.csv as pacsv
 
 from producers.binance.parsers import TOPIC_AGGTRADE, TOPIC_BAR, TOPIC_TRADE, VENUE
 from producers.common import ImportRun, gc_paused
+from ticktape.errors import ValidationError
 from ticktape.events import Bar, Event, Trade
 
 BLOCK_BYTES = 4 << 20
@@ -305,11 +307,23 @@ def verify_checksum(path: Path, identity: str) -> bool | None:
     return True
 
 
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
+"""What a damaged .zip raises while it is opened or read: a bad directory, CRC or deflate stream, a
+cut-off file (NotImplementedError: a compression method zipfile lacks)."""
+
+
+def _bad_zip(path: Path, exc: Exception) -> ValidationError:
+    return ValidationError(f"not a readable zip file ({exc or type(exc).__name__})", where=str(path))
+
+
 def data_size(path: Path) -> int:
     """Bytes `import_file` will read: the file, or the uncompressed CSVs inside a zip."""
     if path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            return sum(i.file_size for i in zf.infolist() if i.filename.lower().endswith(".csv"))
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return sum(i.file_size for i in zf.infolist() if i.filename.lower().endswith(".csv"))
+        except ZIP_ERRORS as exc:
+            raise _bad_zip(path, exc) from exc
     return path.stat().st_size
 
 
@@ -342,11 +356,14 @@ def import_file(run: ImportRun, path: Path, *, kind: str, symbol: str, interval:
         if not interval:
             raise ValueError(f"{path}: cannot tell the kline interval from the name; pass --interval")
     rows = 0
-    with gc_paused():
-        for where, stream in csv_streams(path):
-            imp = BlockImporter(run, layout, symbol, interval or "", where)
-            imp.feed(stream, block_bytes, progress)
-            rows += imp.rows
+    try:
+        with gc_paused():
+            for where, stream in csv_streams(path):
+                imp = BlockImporter(run, layout, symbol, interval or "", where)
+                imp.feed(stream, block_bytes, progress)
+                rows += imp.rows
+    except ZIP_ERRORS as exc:  # the zip's directory, or a member found damaged while it was read
+        raise _bad_zip(path, exc) from exc
     return rows
 
 

@@ -1,0 +1,218 @@
+"""Every storage and input error is one line on stderr and a non-zero exit, never a traceback.
+
+Each case runs the real CLI (`python -m ticktape ...`) in a fresh directory. Add a case to `CASES`:
+`argv` (after `python -m ticktape`; `{tmp}` is the case's directory, `{tape}` a file tape URI in
+it), optional `stdin`, `env` and `setup(tmp)` that prepares files first, and `expect`, a piece of
+the one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_trades
+from ticktape.codec import to_python
+from ticktape.tape.file import FileTape
+
+REPO = Path(__file__).resolve().parents[2]
+BINANCE = REPO / "tests" / "fixtures" / "binance"
+BETFAIR = REPO / "tests" / "fixtures" / "betfair"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One way for a command to fail on bad input or storage."""
+
+    name: str
+    argv: tuple[str, ...]
+    expect: str
+    stdin: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+    setup: Callable[[Path], None] | None = None
+
+
+def trade_json(**changes: object) -> str:
+    """One `put` input line: a Trade as JSON, with `changes` spliced in as raw JSON text."""
+    line = json.dumps(to_python(make_trades(1)[0]))
+    for name, text in changes.items():
+        value = json.dumps(to_python(make_trades(1)[0])[name])
+        line = line.replace(f'"{name}": {value}', f'"{name}": {text}')
+    return line + "\n"
+
+
+def write(name: str, data: bytes | str) -> Callable[[Path], None]:
+    """A setup step: write `data` to `name` in the case's directory."""
+    def setup(tmp: Path) -> None:
+        path = tmp / name
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return setup
+
+
+def damaged_zip(tmp: Path) -> None:
+    """A real data.binance.vision zip with one byte of its first member's deflate stream flipped."""
+    data = bytearray((BINANCE / "BTCUSDT-aggTrades-2024-01-01.zip").read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[26:30])
+    data[30 + name_len + extra_len + 5] ^= 0xFF
+    (tmp / "BTCUSDT-aggTrades-2024-01-02.zip").write_bytes(bytes(data))
+
+
+def trades_on_tape(tmp: Path) -> None:
+    with FileTape(tmp / "tape") as tape:
+        tape.append("md.trade", make_trades(5))
+
+
+BUGGY_ROBOT = '''
+from dataclasses import dataclass
+
+from robots.api import Context, Params, Robot, Subscription
+from ticktape.events import Trade
+
+
+@dataclass(frozen=True)
+class P(Params):
+    pass
+
+
+@dataclass
+class S:
+    seen: int = 0
+
+
+class Buggy(Robot[P, S]):
+    name, params_type = "buggy", P
+
+    def subscriptions(self) -> Subscription:
+        return Subscription(topics=("md.trade",))
+
+    def init_state(self) -> S:
+        return S()
+
+    def on_trade(self, state: S, event: Trade, ctx: Context) -> None:
+        raise RuntimeError("a bug in the robot")
+'''
+
+
+def buggy_robot(tmp: Path) -> None:
+    """A tape of trades and a robot whose handler raises: an error no layer of ticktape expects."""
+    trades_on_tape(tmp)
+    (tmp / "buggy_robot.py").write_text(BUGGY_ROBOT)
+
+
+CASES = [
+    # input files
+    Case("corrupt zip", ("import", "binance", "BTCUSDT-trades-2024-01-01.zip", "--kind", "trades"),
+         "BTCUSDT-trades-2024-01-01.zip: not a readable zip file (File is not a zip file)",
+         setup=write("BTCUSDT-trades-2024-01-01.zip", b"PK\x03\x04 not really a zip")),
+    Case("damaged zip member", ("import", "binance", "BTCUSDT-aggTrades-2024-01-02.zip", "--kind", "aggTrades"),
+         "BTCUSDT-aggTrades-2024-01-02.zip: not a readable zip file (Error -3 while decompressing data",
+         setup=damaged_zip),
+    Case("corrupt parquet", ("import", "bars", "bars.parquet", "--venue", "sim", "--instrument", "X",
+                             "--interval", "1m"),
+         "bars.parquet: cannot be read as Parquet", setup=write("bars.parquet", b"PAR1 not parquet")),
+    # put's input
+    Case("401-digit integer price", ("put", "md.trade", "--type", "Trade"),
+         "line 1, field 'price': an integer of 401 digits is too large for an Avro double",
+         stdin=trade_json(price="1" * 401)),
+    Case("401-digit integer time", ("put", "md.trade", "--type", "Trade"),
+         "line 1, field 'ts_event': an integer of 401 digits is out of range for an Avro long",
+         stdin=trade_json(ts_event="9" * 401)),
+    Case("non-Latin-1 bytes", ("put", "dlq.x", "--type", "DeadLetter"),
+         "line 1, field 'raw': character '€' at 3 is not a byte",
+         stdin='{"source": "s", "position": "p", "error": "e", "ts_event": 1, "ts_recv": 1, "raw": "ab\\n€"}\n'),
+    Case("invalid Unicode", ("put", "md.trade", "--type", "Trade"),
+         "line 1, field 'venue': not valid Unicode text", stdin=trade_json(venue='"b\\ud800"')),
+    Case("NaN price", ("put", "md.trade", "--type", "Trade"),
+         "line 1, field 'price': nan is not a finite number", stdin=trade_json(price="NaN")),
+    Case("1e400 size", ("put", "md.trade", "--type", "Trade"),
+         "line 1, field 'size': inf is not a finite number", stdin=trade_json(size="1e400")),
+    Case("topic name with a newline", ("put", "md.trade\n", "--type", "Trade"),
+         "invalid topic name 'md.trade\\n'", stdin=trade_json()),
+    # tape URIs
+    Case("partitions=abc", ("--tape", "{tape}?partitions=abc", "topics"),
+         "partitions must be a whole number, not 'abc'"),
+    Case("partitions=0", ("--tape", "{tape}?partitions=0", "put", "md.trade", "--type", "Trade"),
+         "partitions must be at least 1, not 0", stdin=trade_json()),
+    Case("partitions=-1", ("--tape", "{tape}?partitions=-1", "topics"), "partitions must be at least 1, not -1"),
+    Case("segment_bytes=0", ("--tape", "{tape}?segment_bytes=0", "topics"), "segment_bytes must be at least 1, not 0"),
+    Case("tape on a file", ("--tape", "file:{tmp}/notes.txt", "topics"), "notes.txt: it is a file, not a directory",
+         setup=write("notes.txt", "hello")),
+    Case("tape on /etc/passwd", ("--tape", "file:/etc/passwd", "topics"), "/etc/passwd: it is a file, not a directory"),
+    Case("tape in /proc/self", ("--tape", "file:/proc/self", "put", "md.trade", "--type", "Trade"),
+         "cannot write /proc/self/md.trade/topic.json", stdin=trade_json()),
+    Case("tape without a path", ("--tape", "file:", "topics"), "a file tape needs a directory"),
+    # settings
+    Case("log level", ("--log-level", "bogus", "topics"),
+         "--log-level: log_level must be one of debug, info, warning, error, critical, not 'bogus'"),
+    Case("malformed ticktape.toml", ("topics",), "config file ticktape.toml is not valid TOML",
+         setup=write("ticktape.toml", 'tape = "file:./tape\n')),
+    Case("wrong type in ticktape.toml", ("topics",), "config file ticktape.toml: log_level must be a string, not 5",
+         setup=write("ticktape.toml", "log_level = 5\n")),
+    Case("missing --config", ("--config", "nope.toml", "topics"), "config file nope.toml does not exist"),
+    Case("TICKTAPE_PARTITIONS", ("topics",), "$TICKTAPE_PARTITIONS must be a whole number, not 'two'",
+         env={"TICKTAPE_PARTITIONS": "two"}),
+    # options
+    Case("--from-time garbage", ("cat", "md.trade", "--from-time", "garbage"),
+         "Invalid value for '--from-time': not an ISO 8601 time or integer ns: 'garbage'", setup=trades_on_tape),
+    Case("load --to garbage", ("load", "--db", "x.duckdb", "--to", "soon"), "Invalid value for '--to'"),
+    # a bug, not bad input: still one line, naming the exception
+    Case("unexpected error", ("backtest", "buggy_robot:Buggy", "--no-out"),
+         "RuntimeError: a bug in the robot (unexpected; --log-level debug shows the traceback)",
+         env={"PYTHONPATH": "{tmp}"}, setup=buggy_robot),
+]
+
+
+def run_case(case: Case, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run the case's command in `tmp` (prepared by its setup already) the way a user would."""
+    fill = {"tmp": str(tmp), "tape": f"file:{tmp / 'tape'}"}
+    argv = [a.format(**fill) for a in case.argv]
+    if "--tape" not in argv:
+        argv = ["--tape", fill["tape"], *argv]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKTAPE_")}
+    env.update({k: v.format(**fill) for k, v in case.env.items()})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO)]))
+    return subprocess.run([sys.executable, "-m", "ticktape", *extra, *argv], input=case.stdin, capture_output=True,
+                          text=True, cwd=tmp, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_one_line_and_a_non_zero_exit(case: Case, tmp_path: Path) -> None:
+    if any("/proc/self" in a for a in case.argv) and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    if case.setup is not None:
+        case.setup(tmp_path)
+    topics_before = sorted((tmp_path / "tape").glob("*/topic.json"))
+    done = run_case(case, tmp_path)
+    lines = done.stderr.splitlines()
+    assert done.returncode != 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and case.expect in lines[0], lines[0]
+    assert sorted((tmp_path / "tape").glob("*/topic.json")) == topics_before, "a failed command created a topic"
+
+
+def test_debug_level_shows_the_traceback_of_an_unexpected_error(tmp_path: Path) -> None:
+    case = next(c for c in CASES if c.name == "unexpected error")
+    buggy_robot(tmp_path)
+    done = run_case(case, tmp_path, "--log-level", "debug", "--log-format", "text")
+    assert done.returncode != 0
+    assert "Traceback (most recent call last)" in done.stderr
+    assert 'raise RuntimeError("a bug in the robot")' in done.stderr  # the robot's own line, not just ours
+    assert done.stderr.rstrip().splitlines()[-1].startswith("error: RuntimeError: a bug in the robot")
+
+
+def test_a_good_command_still_succeeds_quietly(tmp_path: Path) -> None:
+    """The harness itself: the same invocation with good input exits 0 (so the cases fail for their reason)."""
+    done = run_case(Case("good put", ("put", "md.trade", "--type", "Trade"), "", stdin=trade_json()), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["appended 1 Trade events to md.trade"]
+    shutil.rmtree(tmp_path / "tape")
