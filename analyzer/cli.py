@@ -41,7 +41,8 @@ def _tape_uri(ctx: click.Context, tape: str | None) -> str:
 @click.option("--to", "to_time", type=TIME, default=None,
               help="Stop each partition before ts_event > this (ISO or ns).")
 @click.option("--skip-bad", is_flag=True, help="List undecodable records in load_errors and load the rest.")
-@click.option("--batch-rows", default=500_000, show_default=True, help="Rows per transaction.")
+@click.option("--batch-rows", type=click.IntRange(min=1), default=500_000, show_default=True,
+              help="Rows per transaction.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.pass_context
 def load_cmd(ctx: click.Context, tape_uri: str | None, db: str, topics: tuple[str, ...], from_time: int | None,

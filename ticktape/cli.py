@@ -143,7 +143,7 @@ def _parse_lines(type_name: str, key_field: str | None, batch_size: int
 @click.argument("topic")
 @click.option("--type", "type_name", required=True, help="Event type, e.g. Trade.")
 @click.option("--key", "key_field", default=None, help="Field to key (partition) by; default: the schema's key.")
-@click.option("--batch-size", default=100_000, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Lines validated before each atomic append.")
 @pass_ctx
 def put(obj: Context, topic: str, type_name: str, key_field: str | None, batch_size: int) -> None:

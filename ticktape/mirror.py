@@ -136,7 +136,8 @@ def mirror(source: Tape, dest: Tape, topics: Sequence[str] | None = None, *, bat
 @click.option("--to", "dest_uri", required=True, help="Destination tape URI.")
 @click.option("--topics", "topics", multiple=True,
               help="Topics to copy (repeat or comma-separate); default: every topic of the source.")
-@click.option("--batch-size", default=10_000, show_default=True, help="Records per destination append.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Records per destination append.")
 @click.option("--follow", "-f", is_flag=True, help="Keep mirroring new records until interrupted.")
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between passes with --follow.")
 def mirror_command(source_uri: str, dest_uri: str, topics: tuple[str, ...], batch_size: int, follow: bool,

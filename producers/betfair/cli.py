@@ -22,7 +22,8 @@ def register(import_group: click.Group, record_group: click.Group) -> None:
 @click.option("--strict", is_flag=True, help="Exit non-zero when any line went to the dead-letter topic.")
 @click.option("--force", is_flag=True, help="Import even if this exact file was imported before.")
 @click.option("--no-catalogue", is_flag=True, help="Ignore FILE.catalogue.json next to a stream file.")
-@click.option("--batch-size", default=1000, show_default=True, help="Events per tape append.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Events per tape append.")
 @click.option("--json", "as_json", is_flag=True, help="Summaries as JSON lines.")
 @click.pass_obj
 def import_betfair(obj: object, files: tuple[str, ...], strict: bool, force: bool, no_catalogue: bool,
