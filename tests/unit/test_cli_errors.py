@@ -8,6 +8,7 @@ the one line.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -108,7 +109,34 @@ def buggy_robot(tmp: Path) -> None:
     (tmp / "buggy_robot.py").write_text(BUGGY_ROBOT)
 
 
+def stray_file(tmp: Path) -> None:
+    """A copy of a segment under another name, left in the partition directory."""
+    trades_on_tape(tmp)
+    shutil.copy(tmp / "tape/md.trade/0" / f"{0:020d}.avro", tmp / "tape/md.trade/0/backup.avro")
+
+
+def garbage_topic_json(tmp: Path) -> None:
+    trades_on_tape(tmp)
+    (tmp / "tape/md.trade/topic.json").write_text("{partitions: two")
+
+
+def damaged_header(tmp: Path) -> None:
+    """One byte of the segment's schema JSON changed."""
+    trades_on_tape(tmp)
+    segment = tmp / "tape/md.trade/0" / f"{0:020d}.avro"
+    data = bytearray(segment.read_bytes())
+    data[40] ^= 0x20
+    segment.write_bytes(bytes(data))
+
+
 CASES = [
+    # the file tape's own files
+    Case("stray file in a partition", ("cat", "md.trade"), "stray file", setup=stray_file),
+    Case("garbage in topic.json", ("topics",), "md.trade/topic.json cannot be read", setup=garbage_topic_json),
+    Case("damaged segment header", ("cat", "md.trade"), "header fails its checksum: it is damaged; run `ticktape "
+         "repair`", setup=damaged_header),
+    Case("damaged segment header, writing", ("put", "md.trade", "--type", "Trade"),
+         "not appending to md.trade partition 0", stdin=trade_json(), setup=damaged_header),
     # input files
     Case("corrupt zip", ("import", "binance", "BTCUSDT-trades-2024-01-01.zip", "--kind", "trades"),
          "BTCUSDT-trades-2024-01-01.zip: not a readable zip file (File is not a zip file)",
@@ -226,3 +254,26 @@ def test_a_good_command_still_succeeds_quietly(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == ["appended 1 Trade events to md.trade"]
     shutil.rmtree(tmp_path / "tape")
+
+
+def test_disk_full_on_put_is_one_line(tmp_path: Path) -> None:
+    """A real full disk (a small tmpfs), then the same command once there is room again."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=262144", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    try:
+        case = Case("disk full on put", ("--tape", f"file:{disk / 'tape'}", "put", "md.trade", "--type", "Trade"),
+                    "", stdin="".join(trade_json(trade_id=f'"{i}"') for i in range(5_000)))
+        done = run_case(case, tmp_path)
+        lines = done.stderr.splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+        assert lines[0].startswith("error: append to md.trade partition 0") and "the disk is full" in lines[0]
+        assert "nothing of this batch was written" in lines[0]
+        done = run_case(dataclasses.replace(case, stdin=trade_json()), tmp_path)  # one line fits
+        assert done.returncode == 0, done.stderr
+        assert [r.event.trade_id for r in FileTape(disk / "tape").read("md.trade")] == ["0"]  # type: ignore[attr-defined]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

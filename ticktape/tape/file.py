@@ -290,8 +290,8 @@ class PartitionWriter:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             self.broken = True
-            raise TapeError(f"append to {log_.where()}: {_why(exc)} creating segment {path} ({exc}); "
-                            "nothing of this batch was written") from exc
+            raise TapeError(f"append to {log_.topic} partition {log_.partition}: {_why(exc)} creating segment "
+                            f"{path} ({exc.strerror}); nothing of this batch was written") from exc
         seg = Segment(path, base, log_.codec, log_.where(path))
         seg.refresh(log_.ts_max)
         log_.segments.append(seg)
@@ -315,8 +315,9 @@ class PartitionWriter:
             self.broken = True
             self._cut_back(pos)
             if isinstance(exc, OSError):
-                raise TapeError(f"append to {self.log.where(seg.path)}: {_why(exc)} writing {len(block)} bytes at "
-                                f"byte {pos} ({exc}); nothing of this batch was written") from exc
+                raise TapeError(f"append to {self.log.topic} partition {self.log.partition}: {_why(exc)} writing "
+                                f"{len(block)} bytes at byte {pos} of {seg.path} ({exc.strerror}); nothing of this "
+                                "batch was written") from exc
             raise
         if self.fsync:
             try:
