@@ -68,3 +68,21 @@ def test_mixed_types_come_in_offset_ordered_runs(tmp_path: Path) -> None:
     runs = [(name, t.column("_offset").to_pylist()) for name, t in read_columnar(tape, "md.mixed")]
     assert runs == [("Trade", [0, 1]), ("Quote", [2]), ("Trade", [3]), ("MarketBook", [4])]
     assert list(iter_events_columnar(tape, "md.mixed")) == [trades[0], trades[1], q, trades[2], book(1)]
+
+
+def test_a_parquet_copy_missing_rows_is_not_used(tmp_path: Path) -> None:
+    """A copy made from a stale view of a sealed segment (its size tag right, blocks missing) is ignored."""
+    from ticktape.tape.columnar import parquet_copy, write_parquet_copy
+
+    tape = FileTape(tmp_path, segment_bytes=30_000)
+    for i in range(0, 300, 50):
+        tape.append("md.trade", make_trades(50, start=i))
+    seg = tape._log("md.trade", 0).segments[0]
+    assert len(seg.blocks) > 1 and len(tape.segment_paths("md.trade")) > 1
+    ((name, table),) = list(read_columnar(tape, "md.trade", cache_sealed=False))[:1]
+    full = table.slice(0, seg.end_offset - seg.base)
+    write_parquet_copy(seg, name, full.slice(0, full.num_rows - 1))
+    assert parquet_copy(seg) is None
+    write_parquet_copy(seg, name, full)
+    copy = parquet_copy(seg)
+    assert copy is not None and copy[1].num_rows == full.num_rows

@@ -278,7 +278,10 @@ def parquet_copy(seg: Segment, *, dictionary: bool = False) -> tuple[str, pa.Tab
     size = str(seg.path.stat().st_size)
     for path in sorted(seg.path.parent.glob(f"{seg.path.stem}.*.parquet")):
         meta = pq.read_metadata(path)
-        if (meta.schema.to_arrow_schema().metadata or {}).get(b"ticktape.segment_size", b"").decode() == size:
+        # The size tag and the row count both: a copy made from a stale view of the segment (a reader
+        # before followers refreshed rolled segments) was tagged with the final size but lacks blocks.
+        tagged = (meta.schema.to_arrow_schema().metadata or {}).get(b"ticktape.segment_size", b"").decode()
+        if tagged == size and meta.num_rows == seg.end_offset - seg.base:
             columns = _few_distinct(meta) if dictionary else None
             return path.name.split(".")[1], pq.read_table(path, use_threads=False, read_dictionary=columns)
     return None
