@@ -132,3 +132,24 @@ def test_cat_and_mirror_follow_a_writer_killed_again_and_again(tmp_path: Path) -
     assert [r["offset"] for r in rows] == list(range(len(on_tape))), "cat --follow skipped or repeated records"
     assert [r["trade_id"] for r in rows] == [e.trade_id for e in on_tape]  # type: ignore[attr-defined]
     assert [r.event for r in FileTape(dst).read(TOPIC)] == on_tape, "the mirror is not the source"
+
+
+def test_a_follower_reads_an_empty_segment_that_a_writer_replaced(tmp_path: Path) -> None:
+    """An empty last segment of another codec is replaced under its own name (same base offset):
+    a reader holding the old file must switch to the new one."""
+    from ticktape.tape.repair import repair
+
+    root = tmp_path / "tape"
+    with FileTape(root, compression="zstd") as tape:
+        tape.append(TOPIC, make_trades(100))
+    (segment,) = (root / TOPIC / "0").glob("*.avro")
+    data = bytearray(segment.read_bytes())
+    data[40] ^= 0x20  # a damaged header: repair quarantines the segment, an empty one starts at 100
+    segment.write_bytes(bytes(data))
+    repair(FileTape(root, compression="none"))  # so the empty successor is uncompressed
+    follower = FileTape(root)
+    assert list(follower.read(TOPIC)) == [] and follower.end_offsets(TOPIC) == {0: 100}
+    with FileTape(root) as writer:  # the topic's zstd: the empty uncompressed segment is replaced
+        writer.append(TOPIC, make_trades(3, start=100))
+    assert [r.offset for r in follower.read(TOPIC)] == [100, 101, 102]
+    follower.close()

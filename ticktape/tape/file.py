@@ -252,7 +252,11 @@ class PartitionWriter:
         log_ = self.log
         seg = log_.segments[-1] if log_.segments else None
         if seg is None or seg.valid_end >= self.segment_bytes or not self._extends(seg):
-            seg = self._new_segment(log_.end_offset)
+            base = log_.end_offset
+            if seg is not None and not seg.blocks:  # empty: the new one takes its name (same base offset)
+                seg.close()
+                log_.segments.pop()
+            seg = self._new_segment(base)
         if self.seg is not seg:
             self._close_files()
             self.data_fd = os.open(seg.path, os.O_WRONLY | os.O_CLOEXEC)

@@ -35,7 +35,7 @@ import crc32c
 from ticktape import avro_program as ap
 from ticktape.codec import Codec
 from ticktape.errors import DecodeError, TapeError
-from ticktape.tape.container import SYNC_SIZE, Header, decompressor, fsync_dir, probe_block, read_header
+from ticktape.tape.container import COMPRESSIONS, SYNC_SIZE, Header, decompressor, fsync_dir, probe_block, read_header
 from ticktape.tape.file import FileTape, segment_header
 from ticktape.tape.index import INDEX_MAGIC, V2, BlockInfo, index_bytes, index_version, parse_entries
 from ticktape.tape.segment import EntryDecoder, segment_name
@@ -284,7 +284,8 @@ def _check_segment(tape: FileTape, topic: str, partition: int, path: Path, next_
     except DecodeError as exc:
         lost = [(base, end if end is not None else base + len(data))]
         report = SegmentReport(topic, partition, path.name, f"the header: {exc}", 0, 0, lost, end is None, None)
-        return report, _successor(tape, topic, partition, path, lost[0][1], "null") if next_base is None else []
+        codec = COMPRESSIONS[tape.compression_of(topic)]  # the header that said it is unreadable
+        return report, _successor(tape, topic, partition, path, lost[0][1], codec) if next_base is None else []
     parts, problem = _Verifier(data, header, tape.codec, where, indexed).parts(header.size)
     if problem is None or (next_base is None and _torn_tail(parts, data, header.sync, indexed)):
         return None

@@ -174,6 +174,11 @@ class Segment:
         Damage (a header, an index entry or bytes that are not what a writer leaves) is
         recorded in `self.damage`, not raised: the caller decides how loud to be.
         """
+        if not self.blocks and self._file is not None and self._replaced():
+            # An empty segment is the one a writer may replace under the same name (a new one of
+            # another codec or schema starts at the same offset): read the new file.
+            self.close()
+            self.header, self.scanned_to, self.idx_ino = None, 0, None
         f = self.file()
         if self.header is None:
             if os.fstat(f.fileno()).st_size == 0:
@@ -196,6 +201,14 @@ class Segment:
         if self.damage is not None:
             return []
         return self._scan(size, ts_max_before)
+
+    def _replaced(self) -> bool:
+        """Whether the segment's name now stands for another file than the one open."""
+        assert self._file is not None
+        try:
+            return os.stat(self.path).st_ino != os.fstat(self._file.fileno()).st_ino
+        except FileNotFoundError:
+            return False
 
     def _new_index_entries(self) -> list[BlockInfo]:
         """Index entries appended since the last call (all of them again if the file was replaced)."""
