@@ -130,13 +130,19 @@ def _checksum_as_is(tape_root: Path, topic: str) -> None:
     idx.write_bytes(index_bytes([e._replace(crc=crc32c.crc32c(data[e.pos:e.end])) for e in entries]))
 
 
-def test_corrupt_record_stops_the_load_naming_it_and_skip_bad_loads_the_rest(tmp_path: Path) -> None:
-    """A block written bad (its checksum matches) is salvaged record by record."""
+def _three_blocks_with_offset_150_corrupt(tmp_path: Path) -> Path:
+    """A tape of 3 blocks of 100 trades whose record at offset 150 cannot decode; its root."""
     root = tmp_path / "tape"
     with FileTape(root) as t:
         for i in range(3):
             t.append("md.trade", make_trades(100, start=i * 100))
     _corrupt_record(root, "md.trade", 150)
+    return root
+
+
+def test_corrupt_record_stops_the_load_naming_it_and_skip_bad_loads_the_rest(tmp_path: Path) -> None:
+    """A block written bad (its checksum matches) is salvaged record by record."""
+    root = _three_blocks_with_offset_150_corrupt(tmp_path)
     _checksum_as_is(root, "md.trade")
     tape = FileTape(root)
     con = duckdb.connect()
@@ -160,11 +166,7 @@ def test_corrupt_record_stops_the_load_naming_it_and_skip_bad_loads_the_rest(tmp
 
 def test_block_failing_its_checksum_is_bad_as_a_whole(tmp_path: Path) -> None:
     """Damage inside a checksummed block: no record of it is trusted, the other blocks load."""
-    root = tmp_path / "tape"
-    with FileTape(root) as t:
-        for i in range(3):
-            t.append("md.trade", make_trades(100, start=i * 100))
-    _corrupt_record(root, "md.trade", 150)
+    root = _three_blocks_with_offset_150_corrupt(tmp_path)
     tape = FileTape(root)
     con = duckdb.connect()
     with pytest.raises(LoadError, match=r"topic md.trade partition 0 offset 100.*fails its checksum"):
