@@ -528,19 +528,15 @@ class FileTape:
             return Positions(0, range(0))
         keys, parts, create = route_batch(self, self.codec.keys_of, topic, events, keys, partition,
                                           self.default_partitions)
-        whole: tuple[bytearray, list[int]] | None = None
 
         def encode(indices: Sequence[int] | None) -> tuple[bytearray, list[int]]:
             if indices is None:
-                return whole or (self._encode_entries(topic, list(zip(keys, events, strict=True)), indices),
-                                 [e.ts_event for e in events])
+                return (self._encode_entries(topic, list(zip(keys, events, strict=True)), indices),
+                        [e.ts_event for e in events])
             return (self._encode_entries(topic, [(keys[i], events[i]) for i in indices], indices),
                     [events[i].ts_event for i in indices])
 
-        if create:  # a new topic: encode the batch first, so one that fails to encode creates nothing
-            whole = encode(None)
-            self.create_topic(topic, create)
-        return self._append_blocks(topic, parts, len(events), encode)
+        return self._append_blocks(topic, parts, len(events), encode, create)
 
     def append_encoded(self, topic: str, items: Sequence[Encoded], partition: int | None = None) -> Positions:
         """Append events given in their single-object encoding; see `Tape.append_encoded`.
@@ -559,8 +555,6 @@ class FileTape:
             self._key_encode(k, out)
             key_entries[k] = bytes(out)
         _, parts, create = route_batch(self, encoded_keys, topic, items, keys, partition, self.default_partitions)
-        if create:  # every item is checked by now, and splicing checked items cannot fail
-            self.create_topic(topic, create)
 
         def encode(indices: Sequence[int] | None) -> tuple[Body, Sequence[int]]:
             if indices is None:
@@ -568,21 +562,28 @@ class FileTape:
             return (_splice([keys[i] for i in indices], [prefixes[i] for i in indices],
                             [datas[i] for i in indices], key_entries), [ts[i] for i in indices])
 
-        return self._append_blocks(topic, parts, len(items), encode)
+        return self._append_blocks(topic, parts, len(items), encode, create)
 
-    def _append_blocks(self, topic: str, parts: int | list[int], count: int, encode: BlockEncoder) -> Positions:
+    def _append_blocks(self, topic: str, parts: int | list[int], count: int, encode: BlockEncoder,
+                       create: int) -> Positions:
         """Write a routed batch: one block per partition, all encoded before any is written.
 
-        `parts` is `route_batch`'s answer; a batch that fails to encode writes nothing.
+        `parts` and `create` are `route_batch`'s answer: the topic is created (with `create`
+        partitions) only once every block has encoded, so a batch that fails to encode writes,
+        and creates, nothing.
         """
         if isinstance(parts, int):
             body, ts = encode(None)
+            if create:
+                self.create_topic(topic, create)
             first = self._write_block(topic, parts, body, ts)
             return Positions(parts, range(first, first + count))
         groups: dict[int, list[int]] = {}
         for i, p in enumerate(parts):
             groups.setdefault(p, []).append(i)
         blocks = [(p, indices, *encode(indices)) for p, indices in sorted(groups.items())]
+        if create:
+            self.create_topic(topic, create)
         offsets = [0] * count
         for p, indices, body, ts in blocks:
             first = self._write_block(topic, p, body, ts)
