@@ -28,6 +28,7 @@ from robots.runner import ControlsLike, Runner, Step
 from robots.sim.base import SimVenue
 from robots.sources import FrameSource, ListSource, TapeSource
 from robots.venues import default_venue, ledger_for, make_venue, venue_spec
+from ticktape import code_version
 from ticktape.events import Event, OrderFilled, RunFinished, RunStarted
 from ticktape.tape import Tape, open_tape
 from ticktape.timeutil import format_time, parse_time
@@ -199,7 +200,8 @@ def backtest(robot: Robot[Any, Any] | str, *, tape: Tape | str | None = None, to
     runner = Runner(bot, venue=sim, controls=ctl, ledger=ledger_for(sim), on_intent=sink_i, on_order_event=sink_e,
                     horizon=t1)
     manifest = RunStarted(rid, robot_name, bot.robot_id, 0, time.time_ns(), bot.params.to_json(), source.describe(),
-                          tuple(source.topics), t0, t1, source.end_offsets_json(), spec, controls_json, "backtest")
+                          tuple(source.topics), t0, t1, source.end_offsets_json(), spec, controls_json, "backtest",
+                          code_version())
     try:
         inputs: Iterable[Event] = source
         if progress:
@@ -297,8 +299,17 @@ def find_run(tape: Tape, run_id: str) -> tuple[RunStarted, RunFinished | None]:
 
 
 def runner_for_run(tape: Tape, manifest: RunStarted) -> tuple[Runner[Any], TapeSource]:
-    """A fresh runner and the exact input source of a recorded run (robot, params, venue, controls)."""
+    """A fresh runner and the exact input source of a recorded run (robot, params, venue, controls).
+
+    A live run (`mode="live"`) is re-run from its journal (`robots.live.replay`): the runner and
+    source returned then have the same replay surface (`run`, `steps`, `on_intent`).
+    """
     from robots.controls import controls_from_config
+
+    if manifest.mode == "live":
+        from robots.live.replay import runner_for_live_run
+
+        return runner_for_live_run(tape, manifest)  # type: ignore[return-value]
 
     robot = get_robot(manifest.robot, json.loads(manifest.params), robot_id=manifest.robot_id)
     spec = json.loads(manifest.venue or "{}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,6 +56,20 @@ def tape_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tap
 def topic() -> str:
     """A topic name unique to the test (brokers are shared across tests)."""
     return f"t.{uuid.uuid4().hex[:12]}"
+
+
+@functools.cache
+def segment_header_bytes(compression: str = "none") -> int:
+    """Bytes a file-tape segment spends before its first block (its header embeds every schema, so it
+    grows as schemas are added): tests that size segments to hold N blocks add to this."""
+    from ticktape.tape.file import FileTape
+
+    with tempfile.TemporaryDirectory() as d:
+        tape = FileTape(Path(d), compression=None if compression == "none" else compression)
+        tape.append("probe", make_trades(1))
+        pos = tape._log("probe", 0).segments[0].blocks[0].pos
+        tape.close()
+    return pos
 
 
 def make_trades(n: int, start: int = 0, instrument: str = "BTCUSDT", ts0: int = 1_700_000_000_000_000_000,

@@ -155,6 +155,20 @@ class FeedGap(NamedTuple):
     repaired: bool
 
 
+class JournalEntry(NamedTuple):
+    """One step of a live run's journal: the inputs it processed, in the order it processed them."""
+
+    stream: str
+    seq: int
+    ts_event: int
+    ts_recv: int
+    topic: str
+    partition: int
+    offset: int
+    length: int
+    event: bytes
+
+
 class RunnerBook(NamedTuple):
     """RunnerBook."""
 
@@ -384,6 +398,19 @@ class RunFinished(NamedTuple):
     summary: str
 
 
+class RunSnapshot(NamedTuple):
+    """A live fold's state at a journal position: restart = this state + the journal after it."""
+
+    stream: str
+    ts_event: int
+    ts_recv: int
+    journal_offset: int
+    seq: int
+    outputs: int
+    state: str
+    engine: str
+
+
 class RunStarted(NamedTuple):
     """A robot run (backtest or live) began: everything needed to replay it from the tape alone."""
 
@@ -401,6 +428,7 @@ class RunStarted(NamedTuple):
     venue: str = "{}"
     controls: str = "{}"
     mode: str = "backtest"
+    code_version: str = ""
 
 
 class SourceImported(NamedTuple):
@@ -450,6 +478,7 @@ Event: TypeAlias = (
     | CustomData
     | DeadLetter
     | FeedGap
+    | JournalEntry
     | MarketBook
     | MarketDefinition
     | MarketSettled
@@ -463,6 +492,7 @@ Event: TypeAlias = (
     | Quote
     | ReplaceOrder
     | RunFinished
+    | RunSnapshot
     | RunStarted
     | SourceImported
     | Timer
@@ -481,6 +511,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     "CustomData": CustomData,
     "DeadLetter": DeadLetter,
     "FeedGap": FeedGap,
+    "JournalEntry": JournalEntry,
     "MarketBook": MarketBook,
     "MarketDefinition": MarketDefinition,
     "MarketSettled": MarketSettled,
@@ -494,6 +525,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     "Quote": Quote,
     "ReplaceOrder": ReplaceOrder,
     "RunFinished": RunFinished,
+    "RunSnapshot": RunSnapshot,
     "RunStarted": RunStarted,
     "SourceImported": SourceImported,
     "Timer": Timer,
@@ -513,6 +545,7 @@ RECORD_TYPES: dict[str, type[tuple[object, ...]]] = {
     "ticktape.CustomData": CustomData,
     "ticktape.DeadLetter": DeadLetter,
     "ticktape.FeedGap": FeedGap,
+    "ticktape.JournalEntry": JournalEntry,
     "ticktape.RunnerBook": RunnerBook,
     "ticktape.MarketBook": MarketBook,
     "ticktape.RunnerDefinition": RunnerDefinition,
@@ -528,6 +561,7 @@ RECORD_TYPES: dict[str, type[tuple[object, ...]]] = {
     "ticktape.Quote": Quote,
     "ticktape.ReplaceOrder": ReplaceOrder,
     "ticktape.RunFinished": RunFinished,
+    "ticktape.RunSnapshot": RunSnapshot,
     "ticktape.RunStarted": RunStarted,
     "ticktape.SourceImported": SourceImported,
     "ticktape.Timer": Timer,

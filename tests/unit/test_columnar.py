@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import make_trades
+from tests.conftest import make_trades, segment_header_bytes
 from tests.strategies import strategy_for
 from ticktape.events import MarketBook, PriceSize, Quote, RunnerBook
 from ticktape.schemas import registry
@@ -74,7 +74,7 @@ def test_a_parquet_copy_missing_rows_is_not_used(tmp_path: Path) -> None:
     """A copy made from a stale view of a sealed segment (its size tag right, blocks missing) is ignored."""
     from ticktape.tape.columnar import parquet_copy, write_parquet_copy
 
-    tape = FileTape(tmp_path, segment_bytes=30_000)
+    tape = FileTape(tmp_path, segment_bytes=segment_header_bytes() + 5_100)
     for i in range(0, 300, 50):
         tape.append("md.trade", make_trades(50, start=i))
     seg = tape._log("md.trade", 0).segments[0]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_trades
+from tests.conftest import make_trades, segment_header_bytes
 from ticktape.errors import DecodeError, TapeError, TicktapeError
 from ticktape.events import Event, Trade
 from ticktape.tape.container import read_header
@@ -35,7 +35,8 @@ ORIGINAL = make_trades(sum(BATCHES))
 
 def _build(root: Path, compression: str) -> None:
     # 3 segments of 3-5 blocks each (the header alone is ~25 KB)
-    tape = FileTape(root, segment_bytes={"none": 33_500, "zstd": 27_500}[compression], compression=compression)
+    room = {"none": 8_594, "zstd": 2_589}[compression]
+    tape = FileTape(root, segment_bytes=segment_header_bytes(compression) + room, compression=compression)
     start = 0
     for n in BATCHES:
         tape.append(TOPIC, ORIGINAL[start:start + n])
