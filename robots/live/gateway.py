@@ -1,0 +1,424 @@
+"""`ticktape gateway --venue paper`: intents in, venue answers out, once each, whatever crashes.
+
+The gateway is a journaled fold too (`robots.live.engine`). Its inputs: the intents of live
+runs (`orders.intent`), their manifests (`runs`), operator commands (`controls`) and the market
+data the paper venue matches against; its outputs: every answer on `orders.event`, keyed by
+the run. Per run it applies the run's own trading controls (the `[controls]` table of its
+manifest: the same objects and `OrderRejected` events as in backtests).
+
+- A client order id is placed at most once: the venue refuses a second `PlaceOrder` with the
+  same id, and the journal guarantees the gateway folds each intent record once.
+- Intents of runs whose manifest has not been folded yet wait for it; intents of backtests are
+  never sent.
+- Commands: `KILL` refuses the run's new orders and cancels its open ones; `PAUSE` / `RESUME`
+  hold and release new orders; `FLATTEN` cancels the open orders and closes each crypto
+  position with a market order (Betfair positions are not hedged: the orders are cancelled).
+- Watchdog: a live run whose heartbeat is older than `dead_after` seconds is declared dead
+  (an inline `Control` with `param="watchdog"`, journaled): its open orders are cancelled and
+  its new orders refused until its heartbeat returns.
+
+The paper venue is the simulator (`robots.sim`): Betfair intents go to the Betfair simulator,
+the others to the crypto one; an intent arrives at the later of its own time and the latest
+market event folded. Paper venue state is not snapshotted: a restarted gateway replays its
+whole journal (about a second per million inputs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from robots.controls import Controls, controls_from_config
+from robots.live.engine import LiveLoop, Output
+from robots.live.fold import DuplicateWindow, _base36, run_tag
+from robots.live.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, heartbeat_topic
+from robots.sim.base import SimVenue
+from robots.venues import make_venue
+from ticktape.events import (
+    BetSettled,
+    CancelOrder,
+    Control,
+    CustomData,
+    Event,
+    MarketBook,
+    MarketDefinition,
+    MarketSettled,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    PlaceOrder,
+    ReplaceOrder,
+    RunFinished,
+    RunStarted,
+)
+from ticktape.tape import Tape, open_tape
+from ticktape.tape.base import Record
+
+__all__ = ["Gateway", "GatewayFold", "PaperVenue"]
+
+log = logging.getLogger("ticktape.gateway")
+
+_INTENTS = (PlaceOrder, CancelOrder, ReplaceOrder)
+_BETFAIR_MARKET = (MarketBook, MarketDefinition)
+
+
+class PaperVenue:
+    """The simulated venues behind `--venue paper`: Betfair intents to the Betfair simulator, others to crypto."""
+
+    def __init__(self, settings: dict[str, dict[str, object]] | None = None) -> None:
+        settings = settings or {}
+        self.crypto: SimVenue = make_venue("crypto", settings.get("crypto", {}))
+        self.betfair: SimVenue = make_venue("betfair", settings.get("betfair", {}))
+
+    def on_market(self, event: Event) -> Sequence[Event]:
+        venue = self.betfair if type(event) in _BETFAIR_MARKET else self.crypto
+        return venue.on_market(event)
+
+    def on_intent(self, intent: PlaceOrder | CancelOrder | ReplaceOrder, ts: int) -> Sequence[Event]:
+        venue = self.betfair if intent.venue == "betfair" else self.crypto
+        return venue.on_intent(intent, ts)
+
+
+@dataclass
+class _Run:
+    """What the gateway knows of one live run."""
+
+    run_id: str
+    controls: Controls
+    tag: str
+    open: dict[str, PlaceOrder] = field(default_factory=dict)  # client order id -> the order
+    position: dict[tuple[str, str], float] = field(default_factory=dict)  # (venue, instrument) -> signed size
+    dead: bool = False  # declared dead by the watchdog
+    finished: bool = False
+
+
+class GatewayFold:
+    """The gateway's fold (see the module docstring); `only_run` serves one run (in-process gateway)."""
+
+    def __init__(self, venue: PaperVenue, *, venue_name: str = "paper", only_run: str | None = None) -> None:
+        self.venue = venue
+        self.venue_name = venue_name
+        self.only_run = only_run
+        self.seq = 0
+        self.clock = 0  # latest market ts_event folded
+        self.runs: dict[str, _Run] = {}
+        self.ignored: set[str] = set()  # backtests and runs on other venues
+        self.held: dict[str, list[Event]] = {}  # intents that arrived before their run's manifest
+        self.run_of_order: dict[str, str] = {}
+        self.run_of_robot: dict[str, str] = {}
+        self.intents = DuplicateWindow()
+
+    # ------------------------------------------------------------------ Fold port
+    def accept(self, record: Record) -> bool:
+        if record.topic == INTENT_TOPIC:
+            key = record.key or ""
+            if self.only_run is not None:
+                return key == self.only_run
+            return key not in self.ignored
+        if record.topic == RUNS_TOPIC:
+            return self.only_run is None or record.key == self.only_run
+        return True
+
+    def fold(self, record: Record) -> list[Output]:
+        self.seq += 1
+        event = record.event
+        t = type(event)
+        if t in _INTENTS:
+            return self._intent(record.key or "", event)
+        if t is RunStarted:
+            return self._run_started(event)  # type: ignore[arg-type]
+        if t is RunFinished:
+            run = self.runs.get(event.run_id)  # type: ignore[union-attr]
+            if run is not None:
+                run.finished = True
+            return []
+        if t is Control:
+            return self._control(event)  # type: ignore[arg-type]
+        if t is CustomData or record.topic == CONTROLS_TOPIC:
+            return []
+        if event.ts_event > self.clock:
+            self.clock = event.ts_event
+        for run in self.runs.values():
+            if run.controls.needs_market_data:
+                run.controls.on_event(event)
+        return self._answers(self.venue.on_market(event))
+
+    def due(self, now: int) -> list[Event]:
+        return []  # watchdog verdicts are passed in by the Gateway loop
+
+    def snapshot(self) -> None:
+        return None
+
+    def restore(self, state_json: str, engine_json: str) -> None:
+        raise NotImplementedError("the paper gateway keeps no snapshots")
+
+    def recorded_outputs(self, tape: Tape, since: dict[str, dict[int, int]]) -> Iterable[Output]:
+        live = self.live_runs(tape)
+        for p in range(tape.partitions(EVENT_TOPIC)):
+            for rec in tape.read(EVENT_TOPIC, p, from_offset=since.get(EVENT_TOPIC, {}).get(p, 0)):
+                if rec.key in live:
+                    yield EVENT_TOPIC, rec.key, rec.event
+
+    def output_topics(self) -> Sequence[str]:
+        return (EVENT_TOPIC,)
+
+    def live_runs(self, tape: Tape) -> set[str]:
+        """Run ids of the live runs this gateway serves, from `runs`."""
+        out = set()
+        for p in range(tape.partitions(RUNS_TOPIC)):
+            for rec in tape.read(RUNS_TOPIC, p):
+                e = rec.event
+                if type(e) is RunStarted and self._serves(e):
+                    out.add(e.run_id)
+        return out
+
+    # ------------------------------------------------------------------ inputs
+    def _serves(self, manifest: RunStarted) -> bool:
+        """A live run on this venue, served inline by its own process or by the standalone gateway."""
+        if manifest.mode != "live" or (self.only_run is not None and manifest.run_id != self.only_run):
+            return False
+        try:
+            spec = json.loads(manifest.venue or "{}")
+        except ValueError:
+            return False
+        mode = "inline" if self.only_run is not None else "external"
+        return bool(spec.get("name") == self.venue_name and spec.get("gateway", "external") == mode)
+
+    def _run_started(self, manifest: RunStarted) -> list[Output]:
+        rid = manifest.run_id
+        if rid in self.runs or rid in self.ignored:
+            return []
+        if not self._serves(manifest):
+            self.ignored.add(rid)
+            self.held.pop(rid, None)
+            return []
+        try:
+            table = json.loads(manifest.controls or "{}")
+            controls = controls_from_config(table)
+        except (ValueError, TypeError) as exc:
+            log.error("run %s: its controls do not load (%s); its orders are refused", rid, exc)
+            controls = controls_from_config({})
+            controls.on_event(Control("*", 0, 0, "KILL", None, None, f"controls do not load: {exc}", "gateway"))
+        run = self.runs[rid] = _Run(rid, controls, run_tag(rid))
+        self.run_of_robot[manifest.robot_id] = rid
+        out: list[Output] = []
+        for intent in self.held.pop(rid, []):
+            out.extend(self._intent(rid, intent))
+        del run
+        return out
+
+    def _intent(self, rid: str, intent: Any) -> list[Output]:
+        if self.intents.seen_before(intent):
+            return []  # a second copy of an intent record (a retried append)
+        run = self.runs.get(rid)
+        if run is None:
+            if rid not in self.ignored:
+                self.held.setdefault(rid, []).append(intent)
+            return []
+        ts = max(intent.ts_event, self.clock)
+        t = type(intent)
+        if t is not CancelOrder:
+            refusal = self._refusal(run, intent)
+            if refusal is not None:
+                return self._answers([refusal], rid)
+            rejection = run.controls.check(intent)
+            if rejection is not None:
+                return self._answers([rejection], rid)
+        if t is PlaceOrder:
+            self.run_of_order[intent.client_order_id] = rid
+            run.open[intent.client_order_id] = intent
+        return self._answers(self.venue.on_intent(intent, ts), rid)
+
+    def _refusal(self, run: _Run, intent: Any) -> OrderRejected | None:
+        reason = control = None
+        if run.dead:
+            reason, control = "the run's heartbeat stopped: orders refused until it returns", "watchdog"
+        elif type(intent) is PlaceOrder and intent.client_order_id in self.run_of_order:
+            reason, control = f"duplicate client order id {intent.client_order_id}: already placed", "gateway"
+        if reason is None:
+            return None
+        return OrderRejected(intent.robot, intent.client_order_id, None, intent.venue, intent.instrument,
+                             intent.ts_event, intent.ts_event, reason, control)
+
+    def _control(self, command: Control) -> list[Output]:
+        targets = [r for r in self.runs.values() if command.target in (r.run_id, "*")]
+        out: list[Output] = []
+        for run in targets:
+            if command.param == "watchdog":
+                run.dead = command.command == "PAUSE"
+                if run.dead:
+                    out.extend(self._cancel_all(run, command, f"watchdog: {command.reason}"))
+                continue
+            run.controls.on_event(command._replace(target="*"))
+            if command.command == "KILL":
+                out.extend(self._cancel_all(run, command, f"kill: {command.reason}"))
+            elif command.command == "FLATTEN":
+                out.extend(self._cancel_all(run, command, f"flatten: {command.reason}"))
+                out.extend(self._close_positions(run, command))
+        return out
+
+    def _cancel_all(self, run: _Run, command: Control, reason: str) -> list[Output]:
+        out: list[Output] = []
+        ts = max(command.ts_event, self.clock)
+        for coid, order in sorted(run.open.items()):
+            cancel = CancelOrder(order.robot, coid, order.venue, order.instrument, ts, ts, reason)
+            out.extend(self._answers(self.venue.on_intent(cancel, ts), run.run_id))
+        return out
+
+    def _close_positions(self, run: _Run, command: Control) -> list[Output]:
+        out: list[Output] = []
+        ts = max(command.ts_event, self.clock)
+        k = 0
+        robot = next(iter(run.open.values())).robot if run.open else ""
+        for (venue, instrument), size in sorted(run.position.items()):
+            if venue == "betfair" or abs(size) < 1e-12:
+                continue
+            coid = f"{run.tag}-x{_base36(self.seq)}-{k}"
+            k += 1
+            order = PlaceOrder(robot or run.run_id, coid, venue, instrument, ts, ts, "SELL" if size > 0 else "BUY",
+                               "MARKET", 0.0, abs(size), "IOC", f"flatten: {command.reason}")
+            self.run_of_order[coid] = run.run_id
+            run.open[coid] = order
+            out.extend(self._answers(self.venue.on_intent(order, ts), run.run_id))
+        return out
+
+    # ------------------------------------------------------------------ outputs
+    def _answers(self, answers: Iterable[Event], rid: str | None = None) -> list[Output]:
+        out: list[Output] = []
+        for answer in answers:
+            coid = getattr(answer, "client_order_id", None)
+            owner = self.run_of_order.get(coid, rid) if coid is not None else None
+            if owner is None:
+                owner = self.run_of_robot.get(getattr(answer, "robot", ""), rid)
+            if owner is None:
+                continue
+            run = self.runs.get(owner)
+            if run is not None:
+                self._track(run, answer)
+                run.controls.on_event(answer)
+            out.append((EVENT_TOPIC, owner, answer))
+        return out
+
+    @staticmethod
+    def _track(run: _Run, answer: Event) -> None:
+        t = type(answer)
+        if t is OrderFilled:
+            fill: OrderFilled = answer  # type: ignore[assignment]
+            key = (fill.venue, fill.instrument)
+            signed = fill.size if fill.side == "BUY" else -fill.size
+            run.position[key] = run.position.get(key, 0.0) + signed
+            if fill.leaves_size <= 0:
+                run.open.pop(fill.client_order_id, None)
+        elif t in (OrderRejected, OrderCancelled, OrderExpired, BetSettled):
+            run.open.pop(answer.client_order_id, None)  # type: ignore[union-attr]
+        elif t is MarketSettled or t is OrderAccepted:
+            pass
+
+
+class Gateway:
+    """A running gateway: the loop, plus the watchdog turning stale heartbeats into journaled verdicts."""
+
+    def __init__(self, tape: str, *, venue: str = "paper", topics: Sequence[str] = (), dead_after: float = 5.0,
+                 only_run: str | None = None, poll: float = 0.0005,
+                 venue_settings: dict[str, dict[str, object]] | None = None) -> None:
+        if venue != "paper":
+            raise ValueError(f"unknown gateway venue {venue!r}: only 'paper' exists yet")
+        self.uri = tape
+        self.tape = open_tape(tape)
+        self.dead_after = dead_after
+        for topic in (INTENT_TOPIC, EVENT_TOPIC, CONTROLS_TOPIC, RUNS_TOPIC):
+            if self.tape.partitions(topic) == 0:
+                self.tape.create_topic(topic)
+        self.fold = GatewayFold(PaperVenue(venue_settings), venue_name=venue, only_run=only_run)
+        stream = f"gateway-{venue}" + (f"-{only_run}" if only_run else "")
+        self.loop = LiveLoop(self.tape, tape, stream, self.fold,
+                             (*topics, RUNS_TOPIC, INTENT_TOPIC, CONTROLS_TOPIC), store=None, poll=poll)
+        self._last_watch = 0.0
+
+    def start(self) -> None:
+        """Recover (replay the whole journal) and get ready to follow."""
+        t0 = time.perf_counter()
+        # every manifest matters (a run may have started just before us); old intents do not
+        self.loop.recover(start="latest", earliest=(RUNS_TOPIC,))
+        log.info("gateway %s: replayed %d inputs in %.3f s", self.loop.stream, self.loop.replayed,
+                 time.perf_counter() - t0)
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set."""
+        self.loop.start_inputs()
+        reader = self.loop.inputs_reader
+        assert reader is not None
+        while not stop.is_set():
+            self.loop.step(reader.get(0.05), self.watch())
+
+    def watch(self, now: float | None = None) -> list[Event]:
+        """Watchdog verdicts due now: a run whose heartbeat is stale is declared dead, and alive again."""
+        mono = time.monotonic()
+        if now is None and mono - self._last_watch < 0.25:
+            return []
+        self._last_watch = mono
+        wall = time.time_ns() if now is None else int(now * 1e9)
+        verdicts: list[Event] = []
+        for run in self.fold.runs.values():
+            if run.finished and not run.dead:
+                continue
+            beat = last_heartbeat(self.tape, run.run_id)
+            if beat is None:
+                continue
+            age = (wall - beat.ts_recv) / 1e9
+            status = json.loads(beat.payload).get("status", "running")
+            stale = age > self.dead_after and status != "stopped"
+            if stale and not run.dead and run.open:
+                verdicts.append(Control(run.run_id, self.fold.clock, wall, "PAUSE", "watchdog", None,
+                                        f"no heartbeat for {age:.1f} s", "gateway watchdog"))
+            elif not stale and run.dead:
+                verdicts.append(Control(run.run_id, self.fold.clock, wall, "RESUME", "watchdog", None,
+                                        "heartbeat is back", "gateway watchdog"))
+        return verdicts
+
+    def caught_up(self) -> bool:
+        """Whether every intent on the tape now has been folded (the stop's cancels answered)."""
+        ends = self.tape.end_offsets(INTENT_TOPIC)
+        return all(self.loop.positions.get((INTENT_TOPIC, p), 0) >= end for p, end in ends.items())
+
+    def close(self) -> None:
+        """Stop following and release the tape."""
+        self.loop.close()
+        self.tape.close()
+
+
+def paper_topics(uri: str, venue: str = "paper") -> list[str]:
+    """The market topics of the live runs a standalone gateway serves (its default `--topics`)."""
+    tape = open_tape(uri)
+    try:
+        fold = GatewayFold(PaperVenue(), venue_name=venue)
+        topics: list[str] = []
+        for p in range(tape.partitions(RUNS_TOPIC)):
+            for rec in tape.read(RUNS_TOPIC, p):
+                e = rec.event
+                if type(e) is RunStarted and fold._serves(e):
+                    topics.extend(t for t in e.topics if t not in topics)
+        return topics
+    finally:
+        tape.close()
+
+
+def last_heartbeat(tape: Tape, run_id: str) -> CustomData | None:
+    """The latest heartbeat of a live run, or None."""
+    topic = heartbeat_topic(run_id)
+    if tape.partitions(topic) == 0:
+        return None
+    end = tape.end_offsets(topic).get(0, 0)
+    if end == 0:
+        return None
+    for rec in tape.read(topic, 0, from_offset=end - 1, limit=1):
+        if type(rec.event) is CustomData:
+            return rec.event
+    return None

@@ -1,0 +1,27 @@
+"""Topic names of the live half, in one place."""
+
+from __future__ import annotations
+
+INTENT_TOPIC = "orders.intent"
+"""Intents of every run, keyed by run id (backtests write here too)."""
+EVENT_TOPIC = "orders.event"
+"""Venue answers and control rejections, keyed by run id."""
+RUNS_TOPIC = "runs"
+"""`RunStarted` / `RunFinished` of every run, keyed by run id."""
+CONTROLS_TOPIC = "controls"
+"""Operator commands (`ticktape control`), keyed by target (a run id, or `*`)."""
+
+
+def journal_topic(stream: str) -> str:
+    """The journal of a run (stream = run id) or of a gateway (stream = `gateway-<venue>`)."""
+    return f"journal.{stream}"
+
+
+def snapshot_topic(stream: str) -> str:
+    """Where the default snapshot store keeps a stream's snapshots."""
+    return f"snapshots.{stream}"
+
+
+def heartbeat_topic(run_id: str) -> str:
+    """A live run's heartbeats (one topic per run: on the file tape a partition has one writer)."""
+    return f"heartbeat.{run_id}"
