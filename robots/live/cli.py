@@ -32,6 +32,16 @@ def _stop_on_signals(stop: threading.Event) -> dict[int, str]:
     return seen
 
 
+def _guarded(target: Any, own_stop: threading.Event, run_stop: threading.Event,
+             failures: list[BaseException]) -> None:
+    """Run a thread's loop; if it fails, record why and stop the run (an inline gateway must not die silently)."""
+    try:
+        target(own_stop)
+    except BaseException as exc:
+        failures.append(exc)
+        run_stop.set()
+
+
 @click.command()
 @click.argument("robot")
 @click.option("--tape", "tape", default=None, help="Tape URI (default: the global --tape).")
@@ -74,18 +84,21 @@ def run(ctx: click.Context, robot: str, tape: str | None, params: tuple[str, ...
                         allow_impure=allow_impure)
     gateway: Gateway | None = None
     gateway_stop = threading.Event()
+    failures: list[BaseException] = []
     threads: list[threading.Thread] = []
     try:
         runner.start(from_start=from_start)
         if gateway_mode == "inline":
             gateway = Gateway(uri, venue=venue, topics=runner.topics, dead_after=dead_after, only_run=runner.run_id)
             gateway.start()
-            threads.append(threading.Thread(target=gateway.run, args=(gateway_stop,), name="gateway",
-                                            daemon=True))
+            threads.append(threading.Thread(target=_guarded, args=(gateway.run, gateway_stop, stop, failures),
+                                            name="gateway", daemon=True))
             threads[-1].start()
         how = f"restarted after {runner.loop.replayed} journaled inputs" if runner.restarted else "started"
         click.echo(f"run {runner.run_id}: {robot} live on {uri} ({', '.join(runner.topics)}); {how}", err=True)
         runner.run(stop)
+        if failures:
+            raise failures[0]
         reason = f"signal {', '.join(seen.values())}" if seen else "stop requested"
         runner.stop(keep_orders=keep_orders, reason=reason)
         if gateway is not None:  # let the inline gateway answer the stop's cancels before it goes

@@ -175,13 +175,18 @@ class LiveLoop:
         while not stop.is_set():
             self.step(self.inputs_reader.get(idle))
 
-    def step(self, records: Sequence[Record], extra: Sequence[Event] = ()) -> int:
-        """Journal, fold and write one batch of arrived records plus inline inputs; return inputs folded."""
+    def step(self, records: Sequence[Record], extra: Sequence[Event] = (), *, before: Sequence[Event] = ()) -> int:
+        """Journal, fold and write one batch: the inline inputs `before`, the arrived records, then `extra`
+        and the fold's due inputs (timers). Returns how many inputs were folded."""
         fold = self.fold
         entries = []
         events: list[Record] = []
         now = time.time_ns()
         seq = fold.seq
+        for event in before:
+            entries.append(inline_entry(self.stream, seq, event, now))
+            seq += 1
+            events.append(Record(INLINE, 0, -1, None, event))
         run_first: Record | None = None
         run_count = 0
         positions = self.positions

@@ -41,7 +41,7 @@ from ticktape.events import (
 
 __all__ = ["DuplicateWindow", "LiveContext", "RunFold", "run_tag", "stop_control"]
 
-_CLOSING = (OrderRejected, OrderCancelled, OrderExpired)
+_CLOSING = (OrderCancelled, OrderExpired)
 _ANSWERS = (OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired, BetSettled, MarketSettled)
 WINDOW = 1000
 """How many recent records a fold remembers to drop exact second copies (Kafka's retried batches)."""
@@ -121,6 +121,7 @@ class RunFold:
         self.seq = 0
         self.last_ts = 0
         self.open: dict[str, tuple[str, str]] = {}  # client order id -> (venue, instrument)
+        self.accepted: set[str] = set()  # open orders the venue accepted (a later rejection is of a replace)
         self.timers: list[tuple[int, int, str, str]] = []  # heap of (ts, order asked, name, payload)
         self._asked = 0
         self.stopped = False
@@ -146,6 +147,12 @@ class RunFold:
         self.state, intents = self.robot.step(self.state, event, seq, self.ctx)
         if t in _CLOSING or (t is OrderFilled and event.leaves_size <= 0):  # type: ignore[union-attr]
             self.open.pop(event.client_order_id, None)  # type: ignore[union-attr]
+            self.accepted.discard(event.client_order_id)  # type: ignore[union-attr]
+        elif t is OrderAccepted:
+            if event.client_order_id in self.open:  # type: ignore[union-attr]
+                self.accepted.add(event.client_order_id)  # type: ignore[union-attr]
+        elif t is OrderRejected and event.client_order_id not in self.accepted:  # type: ignore[union-attr]
+            self.open.pop(event.client_order_id, None)  # type: ignore[union-attr]  # the place was refused
         for req in self.ctx.timers:
             self._ask(req)
         if intents:
@@ -188,7 +195,7 @@ class RunFold:
     def engine_json(self) -> str:
         """The fold's own state (not the robot's) as JSON."""
         return json.dumps({"seq": self.seq, "last_ts": self.last_ts, "asked": self._asked, "stopped": self.stopped,
-                           "open": {k: list(v) for k, v in sorted(self.open.items())},
+                           "open": {k: [*v, k in self.accepted] for k, v in sorted(self.open.items())},
                            "timers": [list(t) for t in sorted(self.timers)], "answers": list(self.answers.order)},
                           sort_keys=True, separators=(",", ":"))
 
@@ -208,6 +215,7 @@ class RunFold:
         self._asked = int(engine["asked"])
         self.stopped = bool(engine.get("stopped", False))
         self.open = {k: (v[0], v[1]) for k, v in engine["open"].items()}
+        self.accepted = {k for k, v in engine["open"].items() if v[2]}
         self.timers = [(int(a), int(b), str(c), str(d)) for a, b, c, d in engine["timers"]]
         heapq.heapify(self.timers)
         self.answers = DuplicateWindow(digests=list(engine.get("answers", [])))

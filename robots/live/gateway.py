@@ -47,7 +47,6 @@ from ticktape.events import (
     Event,
     MarketBook,
     MarketDefinition,
-    MarketSettled,
     OrderAccepted,
     OrderCancelled,
     OrderExpired,
@@ -94,6 +93,7 @@ class _Run:
     controls: Controls
     tag: str
     open: dict[str, PlaceOrder] = field(default_factory=dict)  # client order id -> the order
+    accepted: set[str] = field(default_factory=set)  # open orders the venue accepted
     position: dict[tuple[str, str], float] = field(default_factory=dict)  # (venue, instrument) -> signed size
     dead: bool = False  # declared dead by the watchdog
     finished: bool = False
@@ -316,10 +316,14 @@ class GatewayFold:
             run.position[key] = run.position.get(key, 0.0) + signed
             if fill.leaves_size <= 0:
                 run.open.pop(fill.client_order_id, None)
-        elif t in (OrderRejected, OrderCancelled, OrderExpired, BetSettled):
+                run.accepted.discard(fill.client_order_id)
+        elif t in (OrderCancelled, OrderExpired, BetSettled):
             run.open.pop(answer.client_order_id, None)  # type: ignore[union-attr]
-        elif t is MarketSettled or t is OrderAccepted:
-            pass
+            run.accepted.discard(answer.client_order_id)  # type: ignore[union-attr]
+        elif t is OrderAccepted and answer.client_order_id in run.open:  # type: ignore[union-attr]
+            run.accepted.add(answer.client_order_id)  # type: ignore[union-attr]
+        elif t is OrderRejected and answer.client_order_id not in run.accepted:  # type: ignore[union-attr]
+            run.open.pop(answer.client_order_id, None)  # type: ignore[union-attr]  # the place was refused
 
 
 class Gateway:
@@ -355,13 +359,18 @@ class Gateway:
         self.loop.start_inputs()
         reader = self.loop.inputs_reader
         assert reader is not None
+        runs = self.fold.runs
         while not stop.is_set():
-            self.loop.step(reader.get(0.05), self.watch())
+            records = reader.get(0.05)
+            # An intent of a run declared dead: look at its heartbeat first (a restarted runner beats
+            # before it sends anything), so the verdict "alive again" is journaled before the intent.
+            recheck = any(r.topic == INTENT_TOPIC and r.key in runs and runs[r.key].dead for r in records)
+            self.loop.step(records, before=self.watch(force=recheck))
 
-    def watch(self, now: float | None = None) -> list[Event]:
+    def watch(self, now: float | None = None, *, force: bool = False) -> list[Event]:
         """Watchdog verdicts due now: a run whose heartbeat is stale is declared dead, and alive again."""
         mono = time.monotonic()
-        if now is None and mono - self._last_watch < 0.25:
+        if now is None and not force and mono - self._last_watch < 0.25:
             return []
         self._last_watch = mono
         wall = time.time_ns() if now is None else int(now * 1e9)

@@ -187,18 +187,32 @@ class LiveRunner:
             loop.step(reader.get(timeout))
             self.beat("running")
 
-    def stop(self, *, keep_orders: bool = False, reason: str = "stop requested") -> None:
-        """Journal the stop (cancels of the open orders unless `keep_orders`), snapshot, write RunFinished."""
+    def stop(self, *, keep_orders: bool = False, reason: str = "stop requested", drain_seconds: float = 3.0) -> None:
+        """Stop taking inputs; journal the stop (cancels of the open orders unless `keep_orders`); fold the
+        venue's answers to them for up to `drain_seconds`; snapshot; write the last heartbeat and RunFinished.
+
+        While draining only this run's answers are folded: market data that arrived meanwhile is
+        left unread (not journaled, so a restart reads it).
+        """
         loop = self.loop
-        loop.close()
         stop_event = stop_control(self.run_id, self.fold.last_ts, time.time_ns(), keep_orders=keep_orders,
                                   reason=reason)
         loop.step([], [stop_event])
+        reader = loop.inputs_reader
+        deadline = time.monotonic() + drain_seconds
+        while reader is not None and self.fold.run.open and not keep_orders and time.monotonic() < deadline:
+            answers = [r for r in reader.get(0.02) if r.topic == EVENT_TOPIC]
+            loop.step(answers)
+        loop.close()
         loop.snapshot()
         self.beat("stopped", force=True)
         digest, count = intents_digest(self.tape, self.run_id)
+        left = len(self.fold.run.open)
+        if left and not keep_orders:
+            log.warning("run %s: %d orders still open after %.1f s (no gateway answering?)", self.run_id, left,
+                        drain_seconds)
         summary = {"run_id": self.run_id, "robot": self.robot_name, "mode": "live", "inputs": self.fold.seq,
-                   "open_orders_left": len(self.fold.run.open) if keep_orders else 0, "reason": reason}
+                   "open_orders_left": left, "reason": reason}
         _append_shared(self.uri, self.tape, RUNS_TOPIC,
                        [RunFinished(self.run_id, self.fold.last_ts, time.time_ns(), self.fold.seq, count, digest,
                                     json.dumps(summary, sort_keys=True))], self.run_id)

@@ -174,5 +174,6 @@ def check_run(tape: Tape, run_id: str) -> dict[str, Any]:
     assert type(last) is RunSnapshot
     assert last.state == robot.state_to_json(replay.state), "the state after restarts differs from one fold"
     fills = [a for a in answers if type(a) is OrderFilled]
-    return {"intents": len(intents), "places": len(places), "answers": len(answers), "fills": len(fills),
+    kinds = collections.Counter(type(a).__name__ for a in answers)
+    return {"intents": len(intents), "places": len(places), "answers": dict(kinds), "fills": len(fills),
             "state": last.state, "inputs": replay.fold.seq}

@@ -41,7 +41,7 @@ def _crash_run(uri: str, tmp_path: Path, *, seed: int, broker_fault: Callable[[]
     wait_for("the gateway to start", lambda: setup.partitions("journal.gateway-paper") > 0, 60, procs)
     runner.start()
     wait_for("the runner to start", lambda: setup.partitions(f"journal.{run_id}") > 0, 60, procs)
-    feeder = Feeder(uri, TOPIC, wavy_trades(N), batch=10, pace=0.01)
+    feeder = Feeder(uri, TOPIC, wavy_trades(N), batch=10, pace=0.04)  # ~25 s: the kills land mid-stream
     feeder.start()
     kills = {"runner": 0, "gateway": 0}
     try:
@@ -76,6 +76,7 @@ def _crash_run(uri: str, tmp_path: Path, *, seed: int, broker_fault: Callable[[]
             assert gateway.terminate() == 0, gateway.tail()
             figures = check_run(check, run_id)
             assert figures["places"] > 20, f"the robot hardly traded: {figures}"
+            print(f"{run_id}: kills {kills}, {figures}")  # shown with -s
             offsets = referenced(check, run_id, TOPIC)
             assert offsets == list(range(N)), "the journal must reference each market record once, in order"
         finally:
@@ -94,3 +95,20 @@ def _crash_run(uri: str, tmp_path: Path, *, seed: int, broker_fault: Callable[[]
 @pytest.mark.slow
 def test_kill9_runner_and_gateway_on_the_file_tape(tmp_path: Path) -> None:
     _crash_run(f"file:{tmp_path / 'tape'}", tmp_path, seed=11)
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_kill9_runner_gateway_and_broker_on_kafka(tmp_path: Path) -> None:
+    from tests.kafka_fixtures import start_broker
+
+    broker = start_broker(tmp_path / "broker")
+    try:
+        def broker_crash() -> None:
+            broker.kill()
+            time.sleep(1.0)
+            broker.restart_same()
+
+        _crash_run(f"kafka://{broker.address}", tmp_path, seed=23, broker_fault=broker_crash)
+    finally:
+        broker.stop()
