@@ -1,0 +1,52 @@
+"""Small robots for the live tests (a module of its own: robots pass the purity check)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from robots.api import Context, Params, Robot, Subscription
+from ticktape.events import Event, Timer, Trade
+
+
+@dataclass(frozen=True)
+class EveryNthParams(Params):
+    """Trade every `n`-th input of `topic`; set a timer `timer_ms` later on each order (0: none)."""
+
+    n: int = 10
+    topic: str = "md.binance.trade"
+    timer_ms: int = 0
+
+
+@dataclass
+class EveryNthState:
+    seen: int = 0
+    orders: int = 0
+    timers: int = 0
+    answers: int = 0
+
+
+class EveryNth(Robot[EveryNthParams, EveryNthState]):
+    """Buys 0.001 at market on every n-th trade, whatever answers come back (many intents, no waiting)."""
+
+    name = "every_nth"
+    params_type = EveryNthParams
+
+    def subscriptions(self) -> Subscription:
+        return Subscription(topics=(self.params.topic,))
+
+    def init_state(self) -> EveryNthState:
+        return EveryNthState()
+
+    def on_trade(self, state: EveryNthState, event: Trade, ctx: Context) -> None:
+        state.seen += 1
+        if state.seen % self.params.n == 0:
+            ctx.buy(event.instrument, 0.001)
+            state.orders += 1
+            if self.params.timer_ms:
+                ctx.set_timer("check", event.ts_event + self.params.timer_ms * 1_000_000, str(state.orders))
+
+    def on_timer(self, state: EveryNthState, event: Timer, ctx: Context) -> None:
+        state.timers += 1
+
+    def on_order_update(self, state: EveryNthState, event: Event, ctx: Context) -> None:
+        state.answers += 1
