@@ -148,7 +148,8 @@ class LiveRunner:
     # ------------------------------------------------------------------ lifecycle
     def manifest(self) -> RunStarted:
         """This run's `RunStarted`."""
-        return RunStarted(self.run_id, self.robot_name, self.bot.robot_id, 0, time.time_ns(), self.bot.params.to_json(),
+        now = time.time_ns()  # a live run starts now, in event time too
+        return RunStarted(self.run_id, self.robot_name, self.bot.robot_id, now, now, self.bot.params.to_json(),
                           self.uri, self.topics, None, None, "{}",
                           json.dumps({"name": self.venue, "gateway": self.gateway, "settings": {}}, sort_keys=True),
                           json.dumps(self.controls, sort_keys=True, separators=(",", ":")), "live", code_version())
