@@ -19,7 +19,8 @@ manifest: the same objects and `OrderRejected` events as in backtests).
 
 The paper venue is the simulator (`robots.sim`): Betfair intents go to the Betfair simulator,
 the others to the crypto one; an intent arrives at the later of its own time and the latest
-market event folded. Paper venue state is not snapshotted: a restarted gateway replays its
+market event folded, and waits (up to `hold_seconds`, 50 ms) for the market data of its time
+when the intent overtook it (the gateway follows topics in parallel). Paper venue state is not snapshotted: a restarted gateway replays its
 whole journal (about a second per million inputs).
 """
 
@@ -330,13 +331,16 @@ class Gateway:
     """A running gateway: the loop, plus the watchdog turning stale heartbeats into journaled verdicts."""
 
     def __init__(self, tape: str, *, venue: str = "paper", topics: Sequence[str] = (), dead_after: float = 5.0,
-                 only_run: str | None = None, poll: float = 0.0005,
+                 only_run: str | None = None, poll: float = 0.0005, hold_seconds: float = 0.05,
                  venue_settings: dict[str, dict[str, object]] | None = None) -> None:
         if venue != "paper":
             raise ValueError(f"unknown gateway venue {venue!r}: only 'paper' exists yet")
         self.uri = tape
         self.tape = open_tape(tape)
         self.dead_after = dead_after
+        self.market_topics = frozenset(topics)
+        self.hold_seconds = hold_seconds
+        self._held_since: dict[tuple[int, int], float] = {}
         for topic in (INTENT_TOPIC, EVENT_TOPIC, CONTROLS_TOPIC, RUNS_TOPIC):
             if self.tape.partitions(topic) == 0:
                 self.tape.create_topic(topic)
@@ -360,12 +364,46 @@ class Gateway:
         reader = self.loop.inputs_reader
         assert reader is not None
         runs = self.fold.runs
+        held: list[Record] = []
         while not stop.is_set():
-            records = reader.get(0.05)
+            records = held + reader.get(0.002 if held else 0.05)
+            records, held = self._market_first(records)
             # An intent of a run declared dead: look at its heartbeat first (a restarted runner beats
             # before it sends anything), so the verdict "alive again" is journaled before the intent.
             recheck = any(r.topic == INTENT_TOPIC and r.key in runs and runs[r.key].dead for r in records)
             self.loop.step(records, before=self.watch(force=recheck))
+
+    def _market_first(self, records: list[Record]) -> tuple[list[Record], list[Record]]:
+        """(to fold now, to hold): an intent waits (up to `hold_seconds`) until the venue has the market
+        data of its time; the robot decided on it, and the paper venue must not match on an older book.
+
+        The gateway follows its topics in separate threads, so an intent can arrive before the market
+        record that caused it. Records of other partitions may overtake (their arrival order is
+        arbitrary anyway); within `orders.intent` the order is kept: everything after a held intent
+        waits with it.
+        """
+        if not self.market_topics or not any(r.topic == INTENT_TOPIC for r in records):
+            return records, []
+        clock = self.fold.clock
+        for r in records:
+            if r.topic in self.market_topics and r.event.ts_event > clock:
+                clock = r.event.ts_event
+        now = time.monotonic()
+        ready = [r for r in records if r.topic != INTENT_TOPIC]
+        held: list[Record] = []
+        blocked: set[int] = set()
+        for r in records:
+            if r.topic != INTENT_TOPIC:
+                continue
+            key = (r.partition, r.offset)
+            first = self._held_since.setdefault(key, now)
+            if r.partition in blocked or (clock and r.event.ts_event > clock and now - first < self.hold_seconds):
+                blocked.add(r.partition)
+                held.append(r)
+            else:
+                self._held_since.pop(key, None)
+                ready.append(r)
+        return ready, held
 
     def watch(self, now: float | None = None, *, force: bool = False) -> list[Event]:
         """Watchdog verdicts due now: a run whose heartbeat is stale is declared dead, and alive again."""
