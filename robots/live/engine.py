@@ -30,10 +30,12 @@ from typing import Protocol
 from robots.live.inputs import LiveInputs
 from robots.live.journal import INLINE, Journal, JournalReplay, inline_entry, ref_entry
 from robots.live.snapshots import SnapshotStore
+from robots.live.topics import SHARED_TOPICS
 from ticktape.codec import default_codec
 from ticktape.errors import TapeError
 from ticktape.events import Event, JournalEntry, RunSnapshot
 from ticktape.tape.base import Record, Tape
+from ticktape.tape.file import FileTape
 
 __all__ = ["Fold", "LiveLoop", "Output"]
 
@@ -236,7 +238,7 @@ class LiveLoop:
             evs.append(event)
             keys.append(key)
         for topic, (evs, keys) in by_topic.items():
-            retrying(f"{self.stream}: append to {topic}", functools.partial(self.tape.append, topic, evs, keys=keys))
+            retrying(f"{self.stream}: append to {topic}", functools.partial(append_to, self.tape, topic, evs, keys))
         self.outputs_written += len(outputs)
 
     # ------------------------------------------------------------------ snapshots
@@ -269,6 +271,14 @@ class LiveLoop:
         """Stop the input readers."""
         if self.inputs_reader is not None:
             self.inputs_reader.close()
+
+
+def append_to(tape: Tape, topic: str, events: Sequence[Event], keys: Sequence[str | None]) -> None:
+    """Append; to a topic other processes write too (`SHARED_TOPICS`) the file tape's way that lets go."""
+    if topic in SHARED_TOPICS and isinstance(tape, FileTape):
+        tape.append_shared(topic, events, keys)
+    else:
+        tape.append(topic, events, keys=keys)
 
 
 def retrying(what: str, call: Callable[[], object], *, first_wait: float = 0.05, max_wait: float = 2.0) -> None:

@@ -20,8 +20,8 @@ manifest: the same objects and `OrderRejected` events as in backtests).
 The paper venue is the simulator (`robots.sim`): Betfair intents go to the Betfair simulator,
 the others to the crypto one; an intent arrives at the later of its own time and the latest
 market event folded, and waits (up to `hold_seconds`, 50 ms) for the market data of its time
-when the intent overtook it (the gateway follows topics in parallel). Paper venue state is not snapshotted: a restarted gateway replays its
-whole journal (about a second per million inputs).
+when the intent overtook it (the gateway follows topics in parallel). Paper venue state is not
+snapshotted: a restarted gateway replays its whole journal (about a second per million inputs).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from robots.api import Robot, RobotError
-from robots.live.engine import LiveLoop, Output
+from robots.live.engine import LiveLoop, Output, append_to
 from robots.live.fold import RunFold, stop_control
 from robots.live.snapshots import SnapshotStore
 from robots.live.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, heartbeat_topic
@@ -97,21 +97,6 @@ def read_manifest(tape: Tape, run_id: str) -> RunStarted | None:
     return None
 
 
-def _append_shared(uri: str, tape: Tape, topic: str, events: Sequence[Event], key: str) -> None:
-    """Append to a topic other processes write too: on the file tape through a short-lived handle
-    (a partition has one writer at a time, and holding `runs` would lock out every other run)."""
-    from ticktape.tape.file import FileTape
-
-    if not isinstance(tape, FileTape):
-        tape.append(topic, events, keys=[key] * len(events))
-        return
-    other = open_tape(uri)
-    try:
-        other.append(topic, events, keys=[key] * len(events))
-    finally:
-        other.close()
-
-
 class LiveRunner:
     """One live run of one robot (see the module docstring). `start`, `run`, then `stop`."""
 
@@ -158,7 +143,7 @@ class LiveRunner:
         """Write the manifest (first start) or check it (restart), then recover from snapshot + journal."""
         existing = read_manifest(self.tape, self.run_id)
         if existing is None:
-            _append_shared(self.uri, self.tape, RUNS_TOPIC, [self.manifest()], self.run_id)
+            append_to(self.tape, RUNS_TOPIC, [self.manifest()], [self.run_id])
         else:
             if existing.mode != "live":
                 raise RobotError(f"run id {self.run_id!r} is a {existing.mode} run; pick another --run-id")
@@ -214,9 +199,9 @@ class LiveRunner:
                         drain_seconds)
         summary = {"run_id": self.run_id, "robot": self.robot_name, "mode": "live", "inputs": self.fold.seq,
                    "open_orders_left": left, "reason": reason}
-        _append_shared(self.uri, self.tape, RUNS_TOPIC,
-                       [RunFinished(self.run_id, self.fold.last_ts, time.time_ns(), self.fold.seq, count, digest,
-                                    json.dumps(summary, sort_keys=True))], self.run_id)
+        append_to(self.tape, RUNS_TOPIC, [RunFinished(self.run_id, self.fold.last_ts, time.time_ns(), self.fold.seq,
+                                                      count, digest, json.dumps(summary, sort_keys=True))],
+                  [self.run_id])
 
     def close(self) -> None:
         """Release the tape."""

@@ -25,3 +25,8 @@ def snapshot_topic(stream: str) -> str:
 def heartbeat_topic(run_id: str) -> str:
     """A live run's heartbeats (one topic per run: on the file tape a partition has one writer)."""
     return f"heartbeat.{run_id}"
+
+
+SHARED_TOPICS = frozenset((INTENT_TOPIC, EVENT_TOPIC, RUNS_TOPIC, CONTROLS_TOPIC))
+"""Topics several processes append to: on the file tape (one writer per partition at a time) live
+processes append to them through `FileTape.append_shared`, which takes and releases the lock."""

@@ -161,3 +161,34 @@ def _position(tape: Tape, run_id: str) -> float:
     for e in _answers(tape, run_id, OrderFilled):
         pos += e.size if e.side == "BUY" else -e.size  # type: ignore[attr-defined]
     return round(pos, 9)
+
+
+def test_two_runs_with_inline_gateways_share_one_file_tape(tmp_path: Path) -> None:
+    """Both append to `orders.intent`, `orders.event` and `runs`: the file tape's shared appends take turns."""
+    from tests.live.harness import wavy_trades
+
+    uri = f"file:{tmp_path / 'tape'}"
+    tape = open_tape(uri)
+    tape.create_topic("md.binance.trade")
+    runners = [Proc(f"runner-{rid}", ["--tape", uri, "run", "tests.live.bots:EveryNth", "--run-id", rid,
+                                      "--param", f"n={n}"], tmp_path) for rid, n in (("a", 5), ("b", 7))]
+    try:
+        for r in runners:
+            r.start()
+        wait_for("both runners", lambda: all(r.said("live on") for r in runners), 60, runners)
+        trades = wavy_trades(700)
+        for i in range(0, 700, 50):
+            tape.append("md.binance.trade", trades[i:i + 50])
+            time.sleep(0.05)
+        for rid, n in (("a", 5), ("b", 7)):
+            wait_for(f"run {rid}'s answers", lambda rid=rid, n=n: len(_answers(tape, rid, OrderAccepted)) == 700 // n,
+                     60, runners)
+        for r in runners:
+            assert r.terminate() == 0, r.tail()
+        for rid in ("a", "b"):
+            audit = _ticktape(uri, "audit", "--run", rid)
+            assert audit.returncode == 0 and "audit ok" in audit.stdout, audit.stdout + audit.stderr
+    finally:
+        for r in runners:
+            if r.alive():
+                r.kill9()

@@ -380,3 +380,36 @@ def test_segments_from_before_checksums_are_read_and_the_last_index_upgraded(tmp
     assert segments[-1].with_suffix(".idx").read_bytes().startswith(INDEX_MAGIC)  # upgraded, with checksums
     assert not segments[0].with_suffix(".idx").read_bytes().startswith(INDEX_MAGIC)  # sealed ones stay as they are
     assert [r.event for r in FileTape(tmp_path).read("md.trade")] == make_trades(2_005)
+
+
+def test_shared_appends_from_two_processes_take_turns(tmp_path: Path) -> None:
+    """`append_shared` takes the partition's lock per call and lets go: two processes interleave, nothing lost."""
+    import subprocess
+    import sys
+
+    tape = FileTape(tmp_path)
+    tape.create_topic("shared")
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom ticktape.tape.file import FileTape\n"
+        "from tests.conftest import make_trades\n"
+        "t = FileTape(Path(sys.argv[1]))\n"
+        "for e in make_trades(300, instrument=sys.argv[2]):\n"
+        "    t.append_shared('shared', [e])\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), name], cwd=REPO) for name in ("A", "B")]
+    assert [p.wait(120) for p in procs] == [0, 0]
+    events = [r.event for r in FileTape(tmp_path).read("shared")]
+    assert len(events) == 600
+    for name in ("A", "B"):
+        assert [e for e in events if e.instrument == name] == make_trades(300, instrument=name)
+
+
+def test_a_shared_append_waits_for_a_holding_writer_then_names_it(tmp_path: Path) -> None:
+    holder = FileTape(tmp_path)
+    holder.append("t", make_trades(1))  # keeps its writer (and the lock)
+    other = FileTape(tmp_path)
+    with pytest.raises(WriterLockedError, match=r"already has a writer \(pid \d+\)"):
+        other.append_shared("t", make_trades(1), wait=0.05)
+    holder.release("t")
+    other.append_shared("t", make_trades(2))
+    assert [r.offset for r in FileTape(tmp_path).read("t")] == [0, 1, 2]
