@@ -341,6 +341,7 @@ class Gateway:
         self.market_topics = frozenset(topics)
         self.hold_seconds = hold_seconds
         self._held_since: dict[tuple[int, int], float] = {}
+        self._beats = HeartbeatWatcher(tape)
         for topic in (INTENT_TOPIC, EVENT_TOPIC, CONTROLS_TOPIC, RUNS_TOPIC):
             if self.tape.partitions(topic) == 0:
                 self.tape.create_topic(topic)
@@ -363,6 +364,7 @@ class Gateway:
         self.loop.start_inputs()
         reader = self.loop.inputs_reader
         assert reader is not None
+        self._beats.start()
         runs = self.fold.runs
         held: list[Record] = []
         while not stop.is_set():
@@ -413,10 +415,12 @@ class Gateway:
         self._last_watch = mono
         wall = time.time_ns() if now is None else int(now * 1e9)
         verdicts: list[Event] = []
-        for run in self.fold.runs.values():
-            if run.finished and not run.dead:
-                continue
-            beat = last_heartbeat(self.tape, run.run_id)
+        watched = [r.run_id for r in self.fold.runs.values() if r.dead or (r.open and not r.finished)]
+        self._beats.wanted = watched
+        for run_id in watched:
+            run = self.fold.runs[run_id]
+            # the watcher thread's copy, unless asked to look now (a dead run's intent is waiting)
+            beat = last_heartbeat(self.tape, run_id) if force else self._beats.beats.get(run_id)
             if beat is None:
                 continue
             age = (wall - beat.ts_recv) / 1e9
@@ -437,6 +441,7 @@ class Gateway:
 
     def close(self) -> None:
         """Stop following and release the tape."""
+        self._beats.stop.set()
         self.loop.close()
         self.tape.close()
 
@@ -455,6 +460,34 @@ def paper_topics(uri: str, venue: str = "paper") -> list[str]:
         return topics
     finally:
         tape.close()
+
+
+class HeartbeatWatcher(threading.Thread):
+    """Reads the latest heartbeat of the runs in `wanted` every `interval` s, off the gateway's loop
+    (on Kafka a read is a round trip: the loop must not wait for it)."""
+
+    def __init__(self, uri: str, interval: float = 0.25) -> None:
+        super().__init__(name="heartbeats", daemon=True)
+        self.uri = uri
+        self.interval = interval
+        self.wanted: list[str] = []
+        self.beats: dict[str, CustomData] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        tape = open_tape(self.uri)
+        try:
+            while not self.stop.wait(self.interval):
+                for run_id in list(self.wanted):
+                    try:
+                        beat = last_heartbeat(tape, run_id)
+                    except Exception as exc:  # a broker restarting: the next round reads again
+                        log.warning("reading the heartbeat of %s: %s", run_id, exc)
+                        continue
+                    if beat is not None:
+                        self.beats[run_id] = beat
+        finally:
+            tape.close()
 
 
 def last_heartbeat(tape: Tape, run_id: str) -> CustomData | None:
