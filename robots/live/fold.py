@@ -144,7 +144,13 @@ class RunFold:
         self.seq += 1
         if event.ts_event > self.last_ts:
             self.last_ts = event.ts_event
-        self.state, intents = self.robot.step(self.state, event, seq, self.ctx)
+        try:
+            self.state, intents = self.robot.step(self.state, event, seq, self.ctx)
+        except RobotError:
+            raise
+        except Exception as exc:  # a robot bug: name the input (it is journaled: a restart meets it again)
+            raise RobotError(f"run {self.run_id}: robot {self.robot_id} failed on input #{seq} "
+                             f"({type(event).__name__} at ts_event {event.ts_event}): {exc!r}") from exc
         if t in _CLOSING or (t is OrderFilled and event.leaves_size <= 0):  # type: ignore[union-attr]
             self.open.pop(event.client_order_id, None)  # type: ignore[union-attr]
             self.accepted.discard(event.client_order_id)  # type: ignore[union-attr]

@@ -50,3 +50,14 @@ class EveryNth(Robot[EveryNthParams, EveryNthState]):
 
     def on_order_update(self, state: EveryNthState, event: Event, ctx: Context) -> None:
         state.answers += 1
+
+
+class Boom(EveryNth):
+    """Fails on its third trade (a robot bug)."""
+
+    name = "boom"
+
+    def on_trade(self, state: EveryNthState, event: Trade, ctx: Context) -> None:
+        state.seen += 1
+        if state.seen == 3:
+            raise ZeroDivisionError("division by zero")

@@ -169,3 +169,21 @@ def test_wall_clock_timers_are_journaled_and_replay_identically(tmp_path: Path) 
     replay.run(JournalSource(tape, "t"))
     assert replay.fold.state_json() == runner.fold.run.state_json()
     runner.close()
+
+
+def test_a_robot_failure_names_the_input_and_recurs_on_restart(tmp_path: Path) -> None:
+    from robots.api import RobotError
+
+    uri = f"file:{tmp_path}"
+    tape = open_tape(uri)
+    tape.create_topic(TOPIC)
+    runner = LiveRunner("tests.live.bots:Boom", tape=uri, run_id="b", params={"topic": TOPIC})
+    runner.start()
+    tape.append(TOPIC, wavy_trades(5))
+    with pytest.raises(RobotError, match=r"run b: robot boom failed on input #2 \(Trade at ts_event \d+\): "
+                                         r"ZeroDivisionError"):
+        runner.loop.step(list(tape.read(TOPIC)))
+    runner.close()
+    again = LiveRunner("tests.live.bots:Boom", tape=uri, run_id="b", params={"topic": TOPIC})
+    with pytest.raises(RobotError, match="failed on input #2"):
+        again.start()  # the input was journaled: the replay meets it again, deterministically
