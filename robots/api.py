@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
+from robots.dispatch import HANDLER_FOR, ORDER_EVENT_TYPES, Dispatch
 from robots.sim.base import Intent
 from ticktape.errors import TicktapeError
 from ticktape.events import (
@@ -37,11 +38,6 @@ from ticktape.events import (
     Event,
     MarketBook,
     MarketDefinition,
-    OrderAccepted,
-    OrderCancelled,
-    OrderExpired,
-    OrderFilled,
-    OrderRejected,
     OrderType,
     PlaceOrder,
     Quote,
@@ -56,11 +52,6 @@ __all__ = [
     "ORDER_EVENT_TYPES", "Context", "Intent", "Params", "Rng", "Robot", "RobotError", "StateT",
     "Subscription", "TimerRequest", "parse_param_args",
 ]
-
-ORDER_EVENT_TYPES: tuple[type[Event], ...] = (OrderAccepted, OrderRejected, OrderFilled, OrderCancelled,
-                                               OrderExpired)
-"""Venue answers a robot gets in `on_order_update` (venues may add their own types)."""
-
 
 class RobotError(TicktapeError, ValueError):
     """A robot, its parameters or its state break the API's rules (message says which).
@@ -225,12 +216,16 @@ class Context:
     """What a handler uses to act: the step's time and sequence number, and intent builders.
 
     The runner reuses one Context for a whole run (resetting it per step), so handlers must not
-    keep references to it.
+    keep references to it. It also carries the run's `robots.dispatch.Dispatch` (`dispatch`),
+    which holds the subscription filter's memory of market definitions: pass one Context to
+    every `Robot.step` of a run to filter as the runner does.
     """
 
-    __slots__ = ("_k", "intents", "robot_id", "seq", "timers", "ts", "venue")
+    __slots__ = ("_k", "dispatch", "intents", "robot_id", "seq", "timers", "ts", "venue")
 
     def __init__(self, robot_id: str, venue: str) -> None:
+        self.dispatch: Dispatch | None = None
+        """The run's dispatch tables and subscription filter (`Robot.step` makes them on first use)."""
         self.robot_id = robot_id
         self.venue = venue
         self.seq = 0
@@ -304,12 +299,7 @@ P = TypeVar("P", bound=Params)
 StateT = TypeVar("StateT")
 Handler = Callable[[Any, Any, Context], Any]
 
-_HANDLER_FOR: dict[type[Event], str] = {
-    Trade: "on_trade", Quote: "on_quote", BookDelta: "on_book", BookSnapshot: "on_book", Bar: "on_bar",
-    MarketBook: "on_market_book", MarketDefinition: "on_market_definition", Timer: "on_timer",
-    Control: "on_control", CustomData: "on_custom",
-    **{t: "on_order_update" for t in ORDER_EVENT_TYPES},
-}
+_HANDLER_FOR = HANDLER_FOR  # the table lives in robots.dispatch, with the rest of the rule
 
 
 class Robot(Generic[P, StateT]):
@@ -388,7 +378,7 @@ class Robot(Generic[P, StateT]):
     def handlers(self) -> dict[type[Event], Handler]:
         """Event type -> bound handler, only for the handlers this robot overrides."""
         out: dict[type[Event], Handler] = {}
-        for etype, meth in _HANDLER_FOR.items():
+        for etype, meth in HANDLER_FOR.items():
             if getattr(type(self), meth) is not getattr(Robot, meth):
                 out[etype] = getattr(self, meth)
         return out
@@ -400,18 +390,24 @@ class Robot(Generic[P, StateT]):
     def step(self, state: StateT, event: Event, seq: int, ctx: Context | None = None) -> tuple[StateT, list[Intent]]:
         """The fold: one input (its run sequence number `seq`) -> new state and the intents.
 
+        The event reaches a handler by the runner's rule (`robots.dispatch`): market data through
+        the subscription filter and `check`; answers and timers only when addressed to this robot,
+        controls when their target is this robot or every robot. The filter's state (the Betfair
+        market definitions seen) is kept in `ctx.dispatch`, so pass the same `ctx` to every step of
+        a run to get the runner's deliveries; without a `ctx` each call starts with an empty filter.
         Timer requests are in `ctx.timers` after the call when a context is passed.
         """
-        ctx = ctx or Context(self.robot_id, self.venue)
+        if ctx is None:
+            ctx = Context(self.robot_id, self.venue)
         ctx.reset(seq, event.ts_event)
-        if self.check(event):
-            meth = _HANDLER_FOR.get(type(event))
-            if meth is None and type(event).__name__.startswith(("Order", "Bet", "Market")):
-                meth = "on_order_update"  # venue-specific answers (e.g. settlement)
-            if meth is not None:
-                new = getattr(self, meth)(state, event, ctx)
-                if new is not None:
-                    state = new
+        dispatch = ctx.dispatch
+        if dispatch is None or dispatch.robot is not self:
+            dispatch = ctx.dispatch = Dispatch(self)
+        handler = dispatch.route(event)
+        if handler is not None:
+            new = handler(state, event, ctx)
+            if new is not None:
+                state = new
         return state, ctx.intents
 
     # -- state serialisation ------------------------------------------------------------

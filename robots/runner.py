@@ -4,7 +4,9 @@ Order of processing (it depends only on the data):
 - Inputs come in merged order (`ts_event`, topic order, partition, offset; see
   `robots.sources`). Each input first goes to the venue (`on_market`: fills of resting orders,
   suspensions, settlement), those answers go to the robot, then the input itself goes to the
-  robot when it passes the subscription filter and `check`.
+  robot by the rule of `robots.dispatch` (the one `Robot.step` uses): market data when it
+  passes the subscription filter and `check`; answers, timers and controls read from the
+  inputs only when addressed to this robot.
 - An intent emitted at event time T is hashed and recorded, checked by the controls (a rejection
   is an `OrderRejected` at T), and otherwise reaches the venue at T + `venue.latency_ns(intent)`.
 - Internal items (intent arrivals, control rejections, timers) at time A are processed after
@@ -25,11 +27,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, Protocol
 
-from robots.api import Context, Robot, RobotError, StateT, Subscription
+from robots.api import Context, Robot, RobotError, StateT
+from robots.dispatch import Dispatch, Handler, SubscriptionFilter
 from robots.ledger import Ledger, LedgerLike
 from robots.sim.base import Intent, SimVenue
 from ticktape.codec import default_codec
-from ticktape.events import Control, Event, MarketBook, MarketDefinition, OrderFilled, OrderRejected, Timer
+from ticktape.events import Control, Event, OrderFilled, OrderRejected, Timer
 from ticktape.timeutil import VirtualClock
 
 __all__ = ["RunStats", "Runner", "Step", "SubscriptionFilter"]
@@ -68,33 +71,6 @@ class RunStats:
     first_ts: int | None = None
     last_ts: int | None = None
     intents_sha256: str = ""
-
-
-class SubscriptionFilter:
-    """Decides whether an input reaches the robot (the venue sees every input)."""
-
-    def __init__(self, sub: Subscription) -> None:
-        self.sub = sub
-        self.instruments = frozenset(sub.instruments)
-        self.betfair = bool(sub.event_type_ids or sub.market_types or sub.countries)
-        self.markets: dict[str, bool] = {}  # market_id -> passes the Betfair definition filter
-
-    def __call__(self, event: Event) -> bool:
-        sub = self.sub
-        t = type(event)
-        if t is MarketDefinition:
-            md: MarketDefinition = event  # type: ignore[assignment]
-            self.markets[md.market_id] = ((not sub.event_type_ids or md.event_type_id in sub.event_type_ids)
-                                          and (not sub.market_types or md.market_type in sub.market_types)
-                                          and (not sub.countries or (md.country_code or "") in sub.countries))
-        market_id = getattr(event, "market_id", None)
-        if self.instruments:
-            key = market_id if market_id is not None else getattr(event, "instrument", None)
-            if key is not None and key not in self.instruments:
-                return False
-        if self.betfair and market_id is not None and not self.markets.get(market_id, False):
-            return False
-        return not (sub.in_play is not None and t is MarketBook and event.in_play != sub.in_play)  # type: ignore[union-attr]
 
 
 class Runner(Generic[StateT]):
@@ -174,11 +150,14 @@ class Runner(Generic[StateT]):
         encode = self._encode
         sink_intent = self.on_intent
         sink_event = self.on_order_event
-        handlers = robot.handlers()
-        gate = robot.gate()
-        sub = robot.subscriptions()
-        passes = SubscriptionFilter(sub) if sub.has_filter else None
+        dispatch = Dispatch(robot)  # the tables are per run: the filter remembers market definitions
+        market = dispatch.market
+        market_entry = dispatch.market_entry
+        addressed = dispatch.addressed
+        gate = dispatch.gate
+        passes = dispatch.passes
         ctx = Context(robot.robot_id, robot.venue)
+        ctx.dispatch = dispatch
         venue_on_market = venue.on_market if venue is not None else None
         controls_on_event = getattr(controls, "on_event", None)
         # controls that use no prices (size, position, rate, kill switch) may say so and skip market data
@@ -192,7 +171,6 @@ class Runner(Generic[StateT]):
         steps = 0
         state = self.state
         now = clock.now()
-        order_handler = handlers.get(OrderFilled)
         robot_id = robot.robot_id
 
         def schedule(intents: list[Intent], timers: list[Any], ts: int) -> None:
@@ -217,9 +195,28 @@ class Runner(Generic[StateT]):
                 push(heap, (t.ts, created, 2, Timer(robot_id, t.name, t.ts, t.ts, t.payload)))
                 created += 1
 
+        def run_step(handler: Handler, event: Event, ts: int, now: int) -> None:
+            """One robot step outside the market-data hot path (answers, timers, controls)."""
+            nonlocal state, steps
+            ctx.seq = seq
+            ctx.ts = ts
+            new = handler(state, event, ctx)
+            if new is not None:
+                state = self.state = new
+            steps += 1
+            if ctx.intents or ctx.timers:
+                if now > clock.now():
+                    clock.advance(now)
+                schedule(ctx.intents, ctx.timers, ts)
+                if observe is not None:
+                    observe(seq, event, ctx.intents)
+                ctx.reset(seq, ts)
+            elif observe is not None:
+                observe(seq, event, ctx.intents)
+
         def deliver(event: Event, ts: int) -> None:
-            """A venue answer, control rejection or timer: bookkeeping, then a robot step."""
-            nonlocal seq, state, steps
+            """A venue answer, control rejection or timer: bookkeeping, then a robot step if addressed to it."""
+            nonlocal seq
             t = type(event)
             if t is not Timer:
                 stats.order_events += 1
@@ -231,25 +228,11 @@ class Runner(Generic[StateT]):
                     ledger.on_event(event)
                 if sink_event is not None:
                     sink_event(event)
-            handler = handlers.get(t)
-            if handler is None and t is not Timer:
-                handler = order_handler  # venue-specific answers (e.g. settlement) go to on_order_update
+            handler = addressed(event)
             if ts > clock.now():
                 clock.advance(ts)
             if handler is not None:
-                ctx.seq = seq
-                ctx.ts = ts
-                new = handler(state, event, ctx)
-                if new is not None:
-                    state = self.state = new
-                steps += 1
-                if ctx.intents or ctx.timers:
-                    schedule(ctx.intents, ctx.timers, ts)
-                    if observe is not None:
-                        observe(seq, event, ctx.intents)
-                    ctx.reset(seq, ts)
-                elif observe is not None:
-                    observe(seq, event, ctx.intents)
+                run_step(handler, event, ts, ts)
             seq += 1
 
         def process(item: tuple[int, int, int, Any]) -> None:
@@ -261,15 +244,6 @@ class Runner(Generic[StateT]):
             else:  # a control rejection or a timer
                 deliver(payload, ts)
 
-        control_handler = handlers.get(Control)
-        if control_handler is not None:
-            def control_for_me(state: Any, event: Control, ctx: Context) -> Any:
-                # operator commands address one robot id, or every robot ("*" or "")
-                if event.target in (robot_id, "*", ""):
-                    return control_handler(state, event, ctx)
-                return None
-            handlers[Control] = control_for_me
-        get_handler = handlers.get
         n_events = 0
         disorder = 0
         # The hot loop: one pass per input, nothing per-run done here (everything above is set-up).
@@ -298,24 +272,34 @@ class Runner(Generic[StateT]):
                 controls_on_event(event)  # operator commands (kill switch) always reach the controls
             if mark is not None and ledger.open:
                 mark(event)
-            handler = get_handler(type(event))
-            if handler is not None and (passes is None or passes(event)) and (gate is None or gate(event)):
-                ctx.seq = seq
-                ctx.ts = ts
-                new = handler(state, event, ctx)
-                if new is not None:
-                    state = self.state = new
-                steps += 1
-                if ctx.intents or ctx.timers:
-                    clock.advance(now)
-                    schedule(ctx.intents, ctx.timers, ts)
-                    if observe is not None:
+            # robots.dispatch.Dispatch.route, inlined: one lookup, then the filter and gate for market data
+            try:
+                handler = market[type(event)]
+            except KeyError:
+                handler = market_entry(type(event))
+            if handler:
+                if (passes is None or passes(event)) and (gate is None or gate(event)):
+                    ctx.seq = seq
+                    ctx.ts = ts
+                    new = handler(state, event, ctx)
+                    if new is not None:
+                        state = self.state = new
+                    steps += 1
+                    if ctx.intents or ctx.timers:
+                        clock.advance(now)
+                        schedule(ctx.intents, ctx.timers, ts)
+                        if observe is not None:
+                            observe(seq, event, ctx.intents)
+                        ctx.reset(seq, ts)
+                    elif observe is not None:
                         observe(seq, event, ctx.intents)
-                    ctx.reset(seq, ts)
-                elif observe is not None:
-                    observe(seq, event, ctx.intents)
-            elif passes is not None and handler is None:
-                passes(event)  # keep the filter's market definitions current
+            elif handler is None:
+                if passes is not None:
+                    passes(event)  # keep the filter's market definitions current
+            else:  # an answer, Timer or Control among the inputs: only when addressed to this robot
+                direct = addressed(event)
+                if direct is not None:
+                    run_step(direct, event, ts, now)
             seq += 1
             n_events += 1
             if n_events == 1:
