@@ -23,7 +23,7 @@ from robots.ledger import Ledger, LedgerLike, SettlementLedger
 from robots.sim.base import SimVenue
 
 __all__ = [  # and VENUES, the registered names (a module __getattr__, so it follows register_venue)
-    "VenueKind", "coerce_setting", "default_venue", "ledger_for", "make_venue", "register_venue",
+    "VenueKind", "coerce_setting", "default_venue", "ledger_for", "live_venue", "make_venue", "register_venue",
     "unregister_venue", "venue_kind", "venue_kind_of", "venue_names", "venue_spec",
 ]
 
@@ -141,6 +141,16 @@ register_venue(VenueKind(name="betfair", factory=_betfair, venue_class="robots.s
 register_venue(VenueKind(name="naive", factory=_naive, venue_class="robots.sim.naive:NaiveVenue"))
 
 
+def _paper(settings: dict[str, object]) -> SimVenue:
+    from robots.live.gateway import PaperVenue
+
+    return PaperVenue(settings)
+
+
+register_venue(VenueKind(name="paper", factory=_paper, venue_class="robots.live.gateway:PaperVenue", simulated=False))
+"""The live gateway's simulated venue (`ticktape gateway --venue paper`): crypto and Betfair matching."""
+
+
 # --------------------------------------------------------------------------- building and recording
 
 
@@ -174,6 +184,19 @@ def make_venue(name: str, settings: Mapping[str, object] | None = None) -> SimVe
         raise RobotError(f"venue {name!r} is not available: {exc}") from exc
     except TypeError as exc:
         raise RobotError(f"venue {name!r}: bad settings {sorted(table)}: {exc}") from exc
+
+
+def live_venue(name: str, settings: Mapping[str, object] | None = None) -> SimVenue:
+    """A fresh live venue of kind `name` for a gateway (settings coerced); a simulated kind is refused."""
+    kind = venue_kind(name)
+    if kind.simulated:
+        raise RobotError(f"venue {name!r} is simulated (for backtests); live venues: "
+                         f"{', '.join(k.name for k in _KINDS.values() if not k.simulated)}")
+    table = {k: coerce_setting(v) for k, v in (settings or {}).items()}
+    try:
+        return kind.factory(table)
+    except ImportError as exc:
+        raise RobotError(f"venue {name!r} is not available: {exc}") from exc
 
 
 def default_venue(robot: Robot[Any, Any]) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from robots.api import parse_param_args
 from robots.cli import _controls, _params, _tape_uri
 from ticktape.events import Control
 from ticktape.timeutil import format_time
@@ -50,6 +51,8 @@ def _guarded(target: Any, own_stop: threading.Event, run_stop: threading.Event,
 @click.option("--controls", "controls_file", default=None, help="TOML file with a [controls] table.")
 @click.option("--control", "control_pairs", multiple=True, help="Control setting k=v (repeatable).")
 @click.option("--venue", default="paper", show_default=True, help="Execution venue (paper: the simulator).")
+@click.option("--venue-param", "venue_params", multiple=True,
+              help="Inline gateway's venue setting k=v, e.g. crypto.taker_fee=0.001 (repeatable).")
 @click.option("--gateway", "gateway_mode", type=click.Choice(["inline", "external"]), default="inline",
               show_default=True, help="inline: the paper gateway runs in this process; external: `ticktape "
                                       "gateway` serves the run.")
@@ -65,7 +68,8 @@ def _guarded(target: Any, own_stop: threading.Event, run_stop: threading.Event,
 @click.option("--allow-impure", is_flag=True, help="Skip the purity check of a module:Class robot.")
 @click.pass_context
 def run(ctx: click.Context, robot: str, tape: str | None, params: tuple[str, ...], params_file: str | None,
-        controls_file: str | None, control_pairs: tuple[str, ...], venue: str, gateway_mode: str, run_id: str | None,
+        controls_file: str | None, control_pairs: tuple[str, ...], venue: str, venue_params: tuple[str, ...],
+        gateway_mode: str, run_id: str | None,
         robot_id: str | None, from_start: bool, snapshot_every: int, snapshot_seconds: float,
         snapshots_uri: str | None, keep_orders: bool, dead_after: float, allow_impure: bool) -> None:
     """Run ROBOT live on its topics until SIGINT/SIGTERM; restart with the same --run-id to resume."""
@@ -89,7 +93,8 @@ def run(ctx: click.Context, robot: str, tape: str | None, params: tuple[str, ...
     try:
         runner.start(from_start=from_start)
         if gateway_mode == "inline":
-            gateway = Gateway(uri, venue=venue, topics=runner.topics, dead_after=dead_after, only_run=runner.run_id)
+            gateway = Gateway(uri, venue=venue, topics=runner.topics, dead_after=dead_after, only_run=runner.run_id,
+                              venue_settings=parse_param_args(venue_params))
             gateway.start()
             threads.append(threading.Thread(target=_guarded, args=(gateway.run, gateway_stop, stop, failures),
                                             name="gateway", daemon=True))
@@ -120,12 +125,15 @@ def run(ctx: click.Context, robot: str, tape: str | None, params: tuple[str, ...
 @click.command()
 @click.option("--tape", "tape", default=None, help="Tape URI (default: the global --tape).")
 @click.option("--venue", default="paper", show_default=True, help="Venue to send to (paper: the simulator).")
+@click.option("--venue-param", "venue_params", multiple=True,
+              help="Venue setting k=v, e.g. crypto.taker_fee=0.001 (repeatable).")
 @click.option("--topics", "topics", multiple=True, help="Market topics the paper venue matches against "
                                                         "(default: those of the live runs known now).")
 @click.option("--dead-after", default=5.0, show_default=True, help="Cancel a run's orders when its heartbeat "
                                                                    "is this old, s.")
 @click.pass_context
-def gateway(ctx: click.Context, tape: str | None, venue: str, topics: tuple[str, ...], dead_after: float) -> None:
+def gateway(ctx: click.Context, tape: str | None, venue: str, venue_params: tuple[str, ...], topics: tuple[str, ...],
+            dead_after: float) -> None:
     """Serve the live runs' intents on VENUE until SIGINT/SIGTERM; restart it any time."""
     from robots.cli import _topics
     from robots.live.gateway import Gateway, paper_topics
@@ -134,7 +142,7 @@ def gateway(ctx: click.Context, tape: str | None, venue: str, topics: tuple[str,
     stop = threading.Event()
     _stop_on_signals(stop)
     market = _topics(topics) or paper_topics(uri, venue)
-    gw = Gateway(uri, venue=venue, topics=market, dead_after=dead_after)
+    gw = Gateway(uri, venue=venue, topics=market, dead_after=dead_after, venue_settings=parse_param_args(venue_params))
     try:
         gw.start()
         click.echo(f"gateway {gw.loop.stream}: serving live runs on {uri} (market: {', '.join(market) or 'none'})",

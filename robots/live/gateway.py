@@ -30,16 +30,17 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from robots.api import RobotError
 from robots.controls import Controls, controls_from_config
 from robots.live.engine import LiveLoop, Output
 from robots.live.fold import DuplicateWindow, _base36, run_tag
 from robots.live.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, heartbeat_topic
 from robots.sim.base import SimVenue
-from robots.venues import make_venue
+from robots.venues import live_venue, make_venue
 from ticktape.events import (
     BetSettled,
     CancelOrder,
@@ -70,12 +71,25 @@ _BETFAIR_MARKET = (MarketBook, MarketDefinition)
 
 
 class PaperVenue:
-    """The simulated venues behind `--venue paper`: Betfair intents to the Betfair simulator, others to crypto."""
+    """The simulated venues behind `--venue paper`: Betfair intents to the Betfair simulator, others to crypto.
 
-    def __init__(self, settings: dict[str, dict[str, object]] | None = None) -> None:
-        settings = settings or {}
-        self.crypto: SimVenue = make_venue("crypto", settings.get("crypto", {}))
-        self.betfair: SimVenue = make_venue("betfair", settings.get("betfair", {}))
+    Settings are `crypto.<setting>` and `betfair.<setting>` (`--venue-param crypto.taker_fee=0.001`),
+    passed to `robots.sim.crypto` and `robots.sim.betfair`.
+    """
+
+    def __init__(self, settings: Mapping[str, object] | None = None) -> None:
+        per: dict[str, dict[str, object]] = {"crypto": {}, "betfair": {}}
+        for key, value in (settings or {}).items():
+            kind, dot, name = key.partition(".")
+            if not dot or kind not in per:
+                raise RobotError(f"paper venue setting {key!r}: use crypto.<setting> or betfair.<setting>")
+            per[kind][name] = value
+        self.settings = {f"{k}.{n}": v for k, table in per.items() for n, v in sorted(table.items())}
+        self.crypto: SimVenue = make_venue("crypto", per["crypto"])
+        self.betfair: SimVenue = make_venue("betfair", per["betfair"])
+
+    def latency_ns(self, intent: PlaceOrder | CancelOrder | ReplaceOrder) -> int:
+        return 0  # live: the intent reaches the paper venue when the gateway folds it
 
     def on_market(self, event: Event) -> Sequence[Event]:
         venue = self.betfair if type(event) in _BETFAIR_MARKET else self.crypto
@@ -103,7 +117,7 @@ class _Run:
 class GatewayFold:
     """The gateway's fold (see the module docstring); `only_run` serves one run (in-process gateway)."""
 
-    def __init__(self, venue: PaperVenue, *, venue_name: str = "paper", only_run: str | None = None) -> None:
+    def __init__(self, venue: SimVenue, *, venue_name: str = "paper", only_run: str | None = None) -> None:
         self.venue = venue
         self.venue_name = venue_name
         self.only_run = only_run
@@ -332,10 +346,9 @@ class Gateway:
 
     def __init__(self, tape: str, *, venue: str = "paper", topics: Sequence[str] = (), dead_after: float = 5.0,
                  only_run: str | None = None, poll: float = 0.0005, hold_seconds: float = 0.05,
-                 venue_settings: dict[str, dict[str, object]] | None = None) -> None:
-        if venue != "paper":
-            raise ValueError(f"unknown gateway venue {venue!r}: only 'paper' exists yet")
+                 venue_settings: Mapping[str, object] | None = None) -> None:
         self.uri = tape
+        venue_object = live_venue(venue, venue_settings)
         self.tape = open_tape(tape)
         self.dead_after = dead_after
         self.market_topics = frozenset(topics)
@@ -345,7 +358,7 @@ class Gateway:
         for topic in (INTENT_TOPIC, EVENT_TOPIC, CONTROLS_TOPIC, RUNS_TOPIC):
             if self.tape.partitions(topic) == 0:
                 self.tape.create_topic(topic)
-        self.fold = GatewayFold(PaperVenue(venue_settings), venue_name=venue, only_run=only_run)
+        self.fold = GatewayFold(venue_object, venue_name=venue, only_run=only_run)
         stream = f"gateway-{venue}" + (f"-{only_run}" if only_run else "")
         self.loop = LiveLoop(self.tape, tape, stream, self.fold,
                              (*topics, RUNS_TOPIC, INTENT_TOPIC, CONTROLS_TOPIC), store=None, poll=poll)
@@ -450,7 +463,7 @@ def paper_topics(uri: str, venue: str = "paper") -> list[str]:
     """The market topics of the live runs a standalone gateway serves (its default `--topics`)."""
     tape = open_tape(uri)
     try:
-        fold = GatewayFold(PaperVenue(), venue_name=venue)
+        fold = GatewayFold(live_venue(venue), venue_name=venue)
         topics: list[str] = []
         for p in range(tape.partitions(RUNS_TOPIC)):
             for rec in tape.read(RUNS_TOPIC, p):

@@ -23,6 +23,7 @@ from robots.live.fold import RunFold, stop_control
 from robots.live.snapshots import SnapshotStore
 from robots.live.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, heartbeat_topic
 from robots.registry import get_robot
+from robots.venues import venue_kind, venue_names
 from ticktape import code_version
 from ticktape.codec import default_codec
 from ticktape.events import Control, CustomData, Event, RunFinished, RunStarted
@@ -110,6 +111,10 @@ class LiveRunner:
         self.bot = get_robot(robot, params, robot_id=robot_id, allow_impure=allow_impure)
         self.run_id = run_id or f"{self.bot.robot_id}-live-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
         self.controls = dict(controls or {})
+        kind = venue_kind(venue)
+        if kind.simulated:
+            raise RobotError(f"--venue {venue}: a simulated venue is for backtests; a live run needs a live venue "
+                             f"({', '.join(n for n in venue_names() if not venue_kind(n).simulated)})")
         self.venue = venue
         self.gateway = gateway
         self.tape = open_tape(tape)

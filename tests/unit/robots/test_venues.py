@@ -63,8 +63,23 @@ def test_built_in_kinds(name: str, cls: type, ledger: type) -> None:
 
 
 def test_unknown_name_lists_the_known_ones(half_naive: VenueKind) -> None:
-    with pytest.raises(RobotError, match=r"unknown venue 'nope'; known: crypto, betfair, naive, half_naive"):
+    with pytest.raises(RobotError, match=r"unknown venue 'nope'; known: crypto, betfair, naive, paper, half_naive"):
         make_venue("nope")
+
+
+def test_paper_is_a_live_kind_for_gateways_only() -> None:
+    from robots.live.gateway import PaperVenue
+    from robots.venues import live_venue
+
+    with pytest.raises(RobotError, match=r"venue 'paper' is live; a backtest needs a simulated venue"):
+        make_venue("paper")
+    with pytest.raises(RobotError, match=r"venue 'crypto' is simulated \(for backtests\); live venues: paper"):
+        live_venue("crypto")
+    paper = live_venue("paper", {"crypto.taker_fee": "0.001"})
+    assert type(paper) is PaperVenue and venue_kind_of(paper) is venue_kind("paper")
+    assert paper.settings == {"crypto.taker_fee": 0.001}
+    with pytest.raises(RobotError, match=r"paper venue setting 'taker_fee': use crypto.<setting> or betfair"):
+        live_venue("paper", {"taker_fee": "1"})
 
 
 def test_bad_settings_name_the_venue() -> None:
