@@ -1,5 +1,8 @@
 """The deterministic runner: one merged input sequence -> robot -> controls -> simulated venue.
 
+The backtest form of the fold; its execution port is `robots.execution.SimulatedExecution`
+(a live run's fold, `robots.live.fold`, uses the same dispatch with `TapeExecution`).
+
 Order of processing (it depends only on the data):
 - Inputs come in merged order (`ts_event`, topic order, partition, offset; see
   `robots.sources`). Each input first goes to the venue (`on_market`: fills of resting orders,
@@ -29,6 +32,7 @@ from typing import Any, Generic, NamedTuple, Protocol
 
 from robots.api import Context, Robot, RobotError, StateT
 from robots.dispatch import Dispatch, Handler, SubscriptionFilter
+from robots.execution import SimulatedExecution
 from robots.ledger import Ledger, LedgerLike
 from robots.sim.base import Intent, SimVenue
 from ticktape.codec import default_codec
@@ -158,7 +162,8 @@ class Runner(Generic[StateT]):
         passes = dispatch.passes
         ctx = Context(robot.robot_id, robot.venue)
         ctx.dispatch = dispatch
-        venue_on_market = venue.on_market if venue is not None else None
+        execution = SimulatedExecution(venue) if venue is not None else None  # the port of a backtest
+        venue_on_market = execution.on_market if execution is not None else None
         controls_on_event = getattr(controls, "on_event", None)
         # controls that use no prices (size, position, rate, kill switch) may say so and skip market data
         controls_on_market = controls_on_event if getattr(controls, "needs_market_data", True) else None
@@ -188,7 +193,7 @@ class Runner(Generic[StateT]):
                         push(heap, (ts, created, 1, rejection))
                         created += 1
                         continue
-                arrival = ts + (venue.latency_ns(intent) if venue is not None else 0)
+                arrival = ts + (execution.latency_ns(intent) if execution is not None else 0)
                 push(heap, (arrival, created, 0, intent))
                 created += 1
             for t in timers:
@@ -238,8 +243,8 @@ class Runner(Generic[StateT]):
         def process(item: tuple[int, int, int, Any]) -> None:
             ts, _, kind, payload = item
             if kind == 0:  # an intent reaches the venue
-                if venue is not None:
-                    for answer in venue.on_intent(payload, ts):
+                if execution is not None:
+                    for answer in execution.submit(payload, ts):
                         deliver(answer, answer.ts_event)
             else:  # a control rejection or a timer
                 deliver(payload, ts)

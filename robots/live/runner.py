@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from robots.api import Robot, RobotError
+from robots.execution import TapeExecution
 from robots.live.engine import LiveLoop, Output, append_to
 from robots.live.fold import RunFold, stop_control
 from robots.live.snapshots import SnapshotStore
@@ -41,6 +42,7 @@ class RunnerFold:
     def __init__(self, robot: Robot[Any, Any], run_id: str) -> None:
         self.run = RunFold(robot, run_id)
         self.run_id = run_id
+        self.execution = TapeExecution(INTENT_TOPIC, run_id)
         self._targets = frozenset((run_id, robot.robot_id, "*", ""))
 
     @property
@@ -61,7 +63,10 @@ class RunnerFold:
         return True
 
     def fold(self, record: Record) -> list[Output]:
-        return [(INTENT_TOPIC, self.run_id, intent) for intent in self.run.step(record.event)]
+        execution = self.execution
+        for intent in self.run.step(record.event):
+            execution.submit(intent, intent.ts_event)  # answers come back as inputs from orders.event
+        return execution.take()
 
     def due(self, now: int) -> list[Event]:
         if not self.run.timers:
