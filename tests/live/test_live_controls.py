@@ -66,6 +66,13 @@ def test_sigterm_cancels_open_orders_with_the_inline_gateway(tmp_path: Path) -> 
         assert [(r["run_id"], r["state"], r["open_orders"]) for r in rows] == [("mm1", "stopped", 0)]
         audit = _ticktape(uri, "audit", "--run", "mm1")
         assert audit.returncode == 0 and "audit ok" in audit.stdout, audit.stdout + audit.stderr
+        # the analyzer shows a live run like a backtest
+        db = str(tmp_path / "a.db")
+        assert _ticktape(uri, "load", "--db", db).returncode == 0
+        rows = _ticktape(uri, "sql", db, "SELECT run_id, mode FROM run_started").stdout
+        assert "mm1" in rows and "live" in rows, rows
+        report = _ticktape(uri, "report", "--db", db, "mm1", "--out", str(tmp_path / "r.html"))
+        assert report.returncode == 0 and "mm1" in (tmp_path / "r.html").read_text(), report.stderr
     finally:
         if runner.alive():
             runner.kill9()
