@@ -39,7 +39,7 @@ from ticktape.events import (
     Timer,
 )
 
-__all__ = ["DuplicateWindow", "LiveContext", "RunFold", "run_tag", "stop_control"]
+__all__ = ["DuplicateWindow", "LiveContext", "RunFold", "base36", "run_tag", "stop_control"]
 
 _CLOSING = (OrderCancelled, OrderExpired)
 _ANSWERS = (OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired, BetSettled, MarketSettled)
@@ -79,7 +79,8 @@ def run_tag(run_id: str) -> str:
     return base64.b32encode(hashlib.sha256(run_id.encode()).digest()).decode()[:8].lower()
 
 
-def _base36(n: int) -> str:
+def base36(n: int) -> str:
+    """`n` >= 0 in base 36 (digits, then a-z): client order ids stay short."""
     if n == 0:
         return "0"
     out = []
@@ -99,7 +100,7 @@ class LiveContext(Context):
         self.tag = tag
 
     def next_client_order_id(self) -> str:
-        coid = f"{self.tag}-{_base36(self.seq)}-{self._k}"
+        coid = f"{self.tag}-{base36(self.seq)}-{self._k}"
         self._k += 1
         return coid
 

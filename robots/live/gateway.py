@@ -37,7 +37,7 @@ from typing import Any
 from robots.api import RobotError
 from robots.controls import Controls, controls_from_config
 from robots.live.engine import LiveLoop, Output
-from robots.live.fold import DuplicateWindow, _base36, run_tag
+from robots.live.fold import DuplicateWindow, base36, run_tag
 from robots.live.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, heartbeat_topic
 from robots.sim.base import SimVenue
 from robots.venues import live_venue, make_venue
@@ -190,12 +190,12 @@ class GatewayFold:
         for p in range(tape.partitions(RUNS_TOPIC)):
             for rec in tape.read(RUNS_TOPIC, p):
                 e = rec.event
-                if type(e) is RunStarted and self._serves(e):
+                if type(e) is RunStarted and self.serves(e):
                     out.add(e.run_id)
         return out
 
     # ------------------------------------------------------------------ inputs
-    def _serves(self, manifest: RunStarted) -> bool:
+    def serves(self, manifest: RunStarted) -> bool:
         """A live run on this venue, served inline by its own process or by the standalone gateway."""
         if manifest.mode != "live" or (self.only_run is not None and manifest.run_id != self.only_run):
             return False
@@ -210,7 +210,7 @@ class GatewayFold:
         rid = manifest.run_id
         if rid in self.runs or rid in self.ignored:
             return []
-        if not self._serves(manifest):
+        if not self.serves(manifest):
             self.ignored.add(rid)
             self.held.pop(rid, None)
             return []
@@ -295,7 +295,7 @@ class GatewayFold:
         for (venue, instrument), size in sorted(run.position.items()):
             if venue == "betfair" or abs(size) < 1e-12:
                 continue
-            coid = f"{run.tag}-x{_base36(self.seq)}-{k}"
+            coid = f"{run.tag}-x{base36(self.seq)}-{k}"
             k += 1
             order = PlaceOrder(robot or run.run_id, coid, venue, instrument, ts, ts, "SELL" if size > 0 else "BUY",
                                "MARKET", 0.0, abs(size), "IOC", f"flatten: {command.reason}")
@@ -468,7 +468,7 @@ def paper_topics(uri: str, venue: str = "paper") -> list[str]:
         for p in range(tape.partitions(RUNS_TOPIC)):
             for rec in tape.read(RUNS_TOPIC, p):
                 e = rec.event
-                if type(e) is RunStarted and fold._serves(e):
+                if type(e) is RunStarted and fold.serves(e):
                     topics.extend(t for t in e.topics if t not in topics)
         return topics
     finally:
