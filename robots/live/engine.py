@@ -170,7 +170,7 @@ class LiveLoop:
         self.inputs_reader.start()
 
     def run(self, stop: threading.Event, *, idle: float = 0.05) -> None:
-        """Process inputs until `stop` is set (the caller then calls `finish`)."""
+        """Process inputs until `stop` is set (the caller then stops the readers: `close`)."""
         if self.inputs_reader is None:
             self.start_inputs()
         assert self.inputs_reader is not None
