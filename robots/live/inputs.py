@@ -1,22 +1,27 @@
 """Follow topic partitions live, on any tape backend, and hand their records over in arrival order.
 
-One thread per partition reads with its own tape handle (a `Tape` is used from one thread) and
-puts batches of records on one queue; the order in which batches reach the queue is the
-arrival order the fold will journal. The file tape is polled (`poll` seconds between looks at
-an idle partition); Kafka long-polls through its `follow` reader.
+Reader threads put batches of records on one queue; the order in which batches reach the queue
+is the arrival order the fold will journal. On the file tape one thread polls every partition:
+it looks at each partition's `change_token` (three stats) every `poll` seconds and reads only
+the partitions that changed, so an idle partition costs microseconds, not a read. On Kafka one
+thread per partition long-polls through its own tape handle (a `Tape` is used from one thread).
+A reader that meets a tape error (a broker restarting) opens the tape again and goes on from
+the next offset.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 
 from ticktape.errors import TapeError
 from ticktape.tape import Tape, open_tape
 from ticktape.tape.base import Record
+from ticktape.tape.file import FileTape
 
 __all__ = ["LiveInputs"]
 
@@ -37,15 +42,23 @@ class LiveInputs:
         self._queue: queue.Queue[list[Record] | BaseException] = queue.Queue(max_batches)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._reached: dict[tuple[str, int], int] = {}  # next offset to hand over, per partition
+        self._reached: dict[tuple[str, int], int] = dict(self.positions)  # next offset to hand over
 
     def start(self) -> None:
-        """Start one reader thread per partition."""
-        for (topic, partition), offset in sorted(self.positions.items()):
-            t = threading.Thread(target=self._follow, args=(topic, partition, offset),
-                                 name=f"follow-{topic}-{partition}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        """Start the reader threads."""
+        probe = self._open(self.uri)
+        file_tape = isinstance(probe, FileTape)
+        probe.close()
+        if file_tape:
+            self._spawn("follow-files", self._guarded, self._poll_files, None)
+            return
+        for key in sorted(self.positions):
+            self._spawn(f"follow-{key[0]}-{key[1]}", self._guarded, self._follow_kafka, key)
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def get(self, timeout: float) -> list[Record]:
         """The records that arrived, oldest first (waits up to `timeout` s for the first; maybe none)."""
@@ -66,68 +79,66 @@ class LiveInputs:
                 return out
 
     def close(self) -> None:
-        """Stop the readers (file readers within a poll; a Kafka reader at its next record: daemon threads)."""
+        """Stop the readers (the file poller within a poll; a Kafka reader at its next record: daemon threads)."""
         self._stop.set()
 
     # ------------------------------------------------------------------ reader threads
-    def _follow(self, topic: str, partition: int, offset: int) -> None:
-        """Follow one partition; on a tape error (a broker restarting) reopen from the next offset."""
+    def _guarded(self, body: Callable[[Tape, tuple[str, int] | None], None], key: tuple[str, int] | None) -> None:
+        """Run a reader; on a tape error open the tape again and go on from the next offset."""
         while not self._stop.is_set():
             try:
-                offset = self._follow_once(topic, partition, offset)
+                tape = self._open(self.uri)
+            except TapeError as exc:
+                log.warning("opening %s: %s; again in 0.5 s", self.uri, exc)
+                time.sleep(0.5)
+                continue
+            except BaseException as exc:  # a bug or bad data: the consumer raises it
+                self._queue.put(exc)
+                return
+            try:
+                body(tape, key)
                 return
             except TapeError as exc:
                 if self._stop.is_set():
                     return
-                log.warning("following %s partition %d on %s: %s; again in 0.5 s", topic, partition, self.uri, exc)
+                log.warning("following %s on %s: %s; again in 0.5 s", key or "the partitions", self.uri, exc)
                 time.sleep(0.5)
-                offset = self._reached.get((topic, partition), offset)
-            except BaseException as exc:  # anything else is a bug or bad data: the consumer raises it
+            except BaseException as exc:
                 if not self._stop.is_set():
                     self._queue.put(exc)
                 return
+            finally:
+                tape.close()
 
-    def _follow_once(self, topic: str, partition: int, offset: int) -> int:
-        tape = self._open(self.uri)
-        key = (topic, partition)
-        try:
-            from ticktape.tape.file import FileTape
+    def _hand_over(self, key: tuple[str, int], batch: list[Record]) -> None:
+        self._queue.put(batch)
+        self._reached[key] = batch[-1].offset + 1
 
-            if not isinstance(tape, FileTape):
-                # Kafka long-polls inside `read`; a record is handed over as soon as it is fetched.
-                for rec in tape.read(topic, partition, from_offset=offset, follow=True, poll_interval=0.01):
-                    self._queue.put([rec])
-                    self._reached[key] = rec.offset + 1
-                    if self._stop.is_set():
-                        break
-                return self._reached.get(key, offset)
-            batch: list[Record] = []
-            for item in self._poll_file(tape, topic, partition, offset):
-                if item is None:  # the partition's end for now: hand over what we have
-                    if batch:
-                        self._queue.put(batch)
-                        self._reached[key] = batch[-1].offset + 1
-                        batch = []
-                    if self._stop.is_set():
-                        break
-                    continue
-                batch.append(item)
-                if len(batch) >= _BATCH:
-                    self._queue.put(batch)
-                    self._reached[key] = batch[-1].offset + 1
-                    batch = []
-            return self._reached.get(key, offset)
-        finally:
-            tape.close()
+    def _follow_kafka(self, tape: Tape, key: tuple[str, int] | None) -> None:
+        assert key is not None
+        topic, partition = key
+        # Kafka long-polls inside `read`; a record is handed over as soon as it is fetched.
+        for rec in tape.read(topic, partition, from_offset=self._reached[key], follow=True, poll_interval=0.01):
+            self._hand_over(key, [rec])
+            if self._stop.is_set():
+                return
 
-    def _poll_file(self, tape: Tape, topic: str, partition: int, offset: int) -> Iterator[Record | None]:
-        """Records from `offset` on, with a None after every look that found the partition's end."""
+    def _poll_files(self, tape: Tape, _key: tuple[str, int] | None) -> None:
+        assert isinstance(tape, FileTape)
+        keys = sorted(self.positions)
+        tokens: dict[tuple[str, int], tuple[int, int, int] | None] = dict.fromkeys(keys)
         while not self._stop.is_set():
             found = False
-            for rec in tape.read(topic, partition, from_offset=offset):
-                yield rec
-                offset = rec.offset + 1
-                found = True
-            yield None
+            for key in keys:
+                token = tape.change_token(*key)
+                if token == tokens[key]:
+                    continue
+                tokens[key] = token  # taken before reading: an append during the read changes it again
+                batch = list(itertools.islice(tape.read(key[0], key[1], from_offset=self._reached[key]), _BATCH))
+                if batch:
+                    self._hand_over(key, batch)
+                    found = True
+                    if len(batch) == _BATCH:
+                        tokens[key] = None  # more may be there: read again next round
             if not found:
                 time.sleep(self.poll)

@@ -16,7 +16,7 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from tests.conftest import make_trades
+from tests.conftest import make_trades, segment_header_bytes
 from ticktape.codec import HEADER_SIZE, VM, Codec
 from ticktape.demo import synthetic_betfair
 from ticktape.errors import WriterLockedError
@@ -413,3 +413,30 @@ def test_a_shared_append_waits_for_a_holding_writer_then_names_it(tmp_path: Path
     holder.release("t")
     other.append_shared("t", make_trades(2))
     assert [r.offset for r in FileTape(tmp_path).read("t")] == [0, 1, 2]
+
+
+def test_a_parked_shared_writer_is_reused_only_while_nobody_else_wrote(tmp_path: Path) -> None:
+    a, b = FileTape(tmp_path), FileTape(tmp_path)
+    a.append_shared("t", make_trades(1))
+    parked = a._parked[("t", 0)][0]
+    a.append_shared("t", make_trades(1, start=1))
+    assert a._parked[("t", 0)][0] is parked  # nobody else wrote: the same writer, locked again
+    b.append_shared("t", make_trades(1, start=2))
+    a.append_shared("t", make_trades(1, start=3))  # b wrote meanwhile: a starts a fresh writer
+    assert a._parked[("t", 0)][0] is not parked
+    assert [r.event for r in FileTape(tmp_path).read("t")] == make_trades(4)
+
+
+def test_the_change_token_moves_with_every_append_and_segment(tmp_path: Path) -> None:
+    tape = FileTape(tmp_path, segment_bytes=segment_header_bytes() + 2_000)
+    reader = FileTape(tmp_path)
+    tape.append("t", make_trades(1))
+    list(reader.read("t"))
+    tokens = {reader.change_token("t", 0)}
+    for i in range(1, 12):  # several segments
+        tape.append("t", make_trades(5, start=i * 5))
+        token = reader.change_token("t", 0)
+        assert token not in tokens
+        tokens.add(token)
+        list(reader.read("t"))
+    assert reader.change_token("t", 0) == reader.change_token("t", 0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import operator
 import os
 import re
 from pathlib import Path
@@ -357,6 +358,10 @@ class Segment:
         return None
 
 
+_segment_base = operator.attrgetter("base")
+_block_start = operator.attrgetter("first_offset")
+
+
 class PartitionLog:
     """The segments of one topic-partition (a reader's view; the writer extends it)."""
 
@@ -426,12 +431,12 @@ class PartitionLog:
 
     def locate(self, offset: int) -> tuple[int, int]:
         """(segment index, block index) of the block holding `offset` (or the next one)."""
-        bases = [s.base for s in self.segments]
-        si = max(bisect.bisect_right(bases, offset) - 1, 0)
+        # bisect with a key: no list of every block's offset per call (a follower reading the tail of a
+        # segment of many small blocks did that on every look)
+        si = max(bisect.bisect_right(self.segments, offset, key=_segment_base) - 1, 0)
         while si < len(self.segments):
             seg = self.segments[si]
-            starts = [b.first_offset for b in seg.blocks]
-            bi = max(bisect.bisect_right(starts, offset) - 1, 0)
+            bi = max(bisect.bisect_right(seg.blocks, offset, key=_block_start) - 1, 0)
             if seg.blocks and seg.blocks[bi].first_offset + seg.blocks[bi].records > offset:
                 return si, bi
             if seg.blocks and seg.blocks[-1].first_offset + seg.blocks[-1].records > offset:
