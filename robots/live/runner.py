@@ -19,7 +19,7 @@ from typing import Any
 
 from robots.api import Robot, RobotError
 from robots.execution import TapeExecution
-from robots.live.engine import LiveLoop, Output, append_to
+from robots.live.engine import LiveLoop, Output, append_to, open_live_tape
 from robots.live.fold import RunFold, stop_control
 from robots.live.snapshots import SnapshotStore
 from robots.live.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, heartbeat_topic
@@ -28,7 +28,7 @@ from robots.venues import venue_kind, venue_names
 from ticktape import code_version
 from ticktape.codec import default_codec
 from ticktape.events import Control, CustomData, Event, RunFinished, RunStarted
-from ticktape.tape import Tape, open_tape
+from ticktape.tape import Tape
 from ticktape.tape.base import Record
 
 __all__ = ["LiveRunner", "RunnerFold", "read_manifest"]
@@ -122,7 +122,7 @@ class LiveRunner:
                              f"({', '.join(n for n in venue_names() if not venue_kind(n).simulated)})")
         self.venue = venue
         self.gateway = gateway
-        self.tape = open_tape(tape)
+        self.tape = open_live_tape(tape)
         self.heartbeat_seconds = heartbeat_seconds
         self._last_beat = 0.0
         self.topics = tuple(self.bot.subscriptions().topics)
