@@ -117,7 +117,8 @@ def run(ctx: click.Context, robot: str, tape: str | None, params: tuple[str, ...
             threads.append(threading.Thread(target=_guarded, args=(gateway.run, gateway_stop, stop, failures),
                                             name="gateway", daemon=True))
             threads[-1].start()
-        how = f"restarted after {runner.loop.replayed} journaled inputs" if runner.restarted else "started"
+        how = (f"restarted at input #{runner.fold.seq} ({runner.loop.replayed} journaled inputs replayed after "
+               f"its snapshot)" if runner.restarted else "started")
         click.echo(f"run {runner.run_id}: {robot} live on {uri} ({', '.join(runner.topics)}); {how}", err=True)
         runner.run(stop)
         if failures:
@@ -128,8 +129,10 @@ def run(ctx: click.Context, robot: str, tape: str | None, params: tuple[str, ...
             deadline = time.monotonic() + 5.0
             while time.monotonic() < deadline and not gateway.caught_up():
                 time.sleep(0.01)
-        click.echo(f"run {runner.run_id}: stopped after {runner.fold.seq} inputs "
-                   f"({'orders kept' if keep_orders else 'open orders cancelled'})", err=True)
+        left = len(runner.fold.run.open)
+        what = (f"{left} open orders kept" if keep_orders else
+                f"{runner.cancelled} open orders cancelled" + (f", {left} not confirmed" if left else ""))
+        click.echo(f"run {runner.run_id}: stopped after {runner.fold.seq} inputs; {what}", err=True)
     finally:
         stop.set()
         gateway_stop.set()
@@ -167,6 +170,7 @@ def gateway(ctx: click.Context, tape: str | None, venue: str, venue_params: tupl
         click.echo(f"gateway {gw.loop.stream}: serving live runs on {uri} (market: {', '.join(market) or 'none'})",
                    err=True)
         gw.run(stop)
+        click.echo(f"gateway {gw.loop.stream}: stopped after {gw.fold.seq} inputs", err=True)
     finally:
         gw.close()
 

@@ -135,6 +135,9 @@ class RunFold:
         if isinstance(event, Control) and event.target == self.run_id:
             if event.param == "stop":
                 return self._stop(event)
+            if event.param == "restart":  # the runner's note to the gateway that it is back
+                self.seq += 1
+                return []
             event = event._replace(target=self.robot_id)  # the robot knows its robot id, not the run id
         elif t is Timer:
             self._fired(event)  # type: ignore[arg-type]

@@ -10,9 +10,11 @@ manifest: the same objects and `OrderRejected` events as in backtests).
   same id, and the journal guarantees the gateway folds each intent record once.
 - Intents of runs whose manifest has not been folded yet wait for it; intents of backtests are
   never sent.
-- Commands: `KILL` refuses the run's new orders and cancels its open ones; `PAUSE` / `RESUME`
-  hold and release new orders; `FLATTEN` cancels the open orders and closes each crypto
-  position with a market order (Betfair positions are not hedged: the orders are cancelled).
+- Commands: `KILL` refuses the run's new orders for good (across restarts of the run) and
+  cancels its open ones; `PAUSE` refuses new orders (an `OrderRejected` naming `kill_switch`)
+  until `RESUME`; `FLATTEN` cancels the open orders and closes each crypto position with a
+  market order (Betfair positions are not hedged: the orders are cancelled). A restarted run
+  says so (`param="restart"`), and the watchdog covers it again.
 - Watchdog: a live run whose heartbeat is older than `dead_after` seconds is declared dead
   (an inline `Control` with `param="watchdog"`, journaled): its open orders are cancelled and
   its new orders refused until its heartbeat returns.
@@ -105,6 +107,7 @@ class _Run:
     """What the gateway knows of one live run."""
 
     run_id: str
+    robot_id: str
     controls: Controls
     tag: str
     open: dict[str, PlaceOrder] = field(default_factory=dict)  # client order id -> the order
@@ -221,7 +224,7 @@ class GatewayFold:
             log.error("run %s: its controls do not load (%s); its orders are refused", rid, exc)
             controls = controls_from_config({})
             controls.on_event(Control("*", 0, 0, "KILL", None, None, f"controls do not load: {exc}", "gateway"))
-        run = self.runs[rid] = _Run(rid, controls, run_tag(rid))
+        run = self.runs[rid] = _Run(rid, manifest.robot_id, controls, run_tag(rid))
         self.run_of_robot[manifest.robot_id] = rid
         out: list[Output] = []
         for intent in self.held.pop(rid, []):
@@ -230,13 +233,13 @@ class GatewayFold:
         return out
 
     def _intent(self, rid: str, intent: Any) -> list[Output]:
-        if self.intents.seen_before(intent):
-            return []  # a second copy of an intent record (a retried append)
         run = self.runs.get(rid)
         if run is None:
             if rid not in self.ignored:
-                self.held.setdefault(rid, []).append(intent)
+                self.held.setdefault(rid, []).append(intent)  # until its manifest is folded
             return []
+        if self.intents.seen_before(intent):
+            return []  # a second copy of an intent record (a retried append)
         ts = max(intent.ts_event, self.clock)
         t = type(intent)
         if t is not CancelOrder:
@@ -271,7 +274,13 @@ class GatewayFold:
                 if run.dead:
                     out.extend(self._cancel_all(run, command, f"watchdog: {command.reason}"))
                 continue
-            run.controls.on_event(command._replace(target="*"))
+            if command.param == "restart":  # the runner started again: watch it again
+                run.finished = False
+                continue
+            if command.param == "stop":
+                continue  # the runner's own stop: it cancels its orders itself
+            # each run has its own controls: aim the command at the run's robot id (named in rejections)
+            run.controls.on_event(command._replace(target=run.robot_id))
             if command.command == "KILL":
                 out.extend(self._cancel_all(run, command, f"kill: {command.reason}"))
             elif command.command == "FLATTEN":
@@ -291,13 +300,12 @@ class GatewayFold:
         out: list[Output] = []
         ts = max(command.ts_event, self.clock)
         k = 0
-        robot = next(iter(run.open.values())).robot if run.open else ""
         for (venue, instrument), size in sorted(run.position.items()):
             if venue == "betfair" or abs(size) < 1e-12:
                 continue
             coid = f"{run.tag}-x{base36(self.seq)}-{k}"
             k += 1
-            order = PlaceOrder(robot or run.run_id, coid, venue, instrument, ts, ts, "SELL" if size > 0 else "BUY",
+            order = PlaceOrder(run.robot_id, coid, venue, instrument, ts, ts, "SELL" if size > 0 else "BUY",
                                "MARKET", 0.0, abs(size), "IOC", f"flatten: {command.reason}")
             self.run_of_order[coid] = run.run_id
             run.open[coid] = order
@@ -428,8 +436,10 @@ class Gateway:
         self._last_watch = mono
         wall = time.time_ns() if now is None else int(now * 1e9)
         verdicts: list[Event] = []
+        # the watcher keeps every unfinished run's heartbeat fresh (a run with no open orders may
+        # place some at any moment); verdicts concern runs with open orders, or declared dead
+        self._beats.wanted = [r.run_id for r in self.fold.runs.values() if r.dead or not r.finished]
         watched = [r.run_id for r in self.fold.runs.values() if r.dead or (r.open and not r.finished)]
-        self._beats.wanted = watched
         for run_id in watched:
             run = self.fold.runs[run_id]
             # the watcher thread's copy, unless asked to look now (a dead run's intent is waiting)

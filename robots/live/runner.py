@@ -139,6 +139,7 @@ class LiveRunner:
         self.loop = LiveLoop(self.tape, tape, self.run_id, self.fold, (*self.topics, EVENT_TOPIC, CONTROLS_TOPIC),
                              store=store, snapshot_every=snapshot_every, snapshot_seconds=snapshot_seconds, poll=poll)
         self.restarted = False
+        self.cancelled = 0  # open orders the stop cancelled
 
     # ------------------------------------------------------------------ lifecycle
     def manifest(self) -> RunStarted:
@@ -161,12 +162,19 @@ class LiveRunner:
             if (existing.robot, existing.robot_id, existing.params) != (mine.robot, mine.robot_id, mine.params):
                 raise RobotError(f"run {self.run_id} was started as {existing.robot} ({existing.robot_id}) with "
                                  f"params {existing.params}; restart it with the same robot and params")
+            if existing.controls != mine.controls:
+                raise RobotError(f"run {self.run_id} was started with controls {existing.controls} (the gateway "
+                                 f"applies those); restart it with the same controls, or start a new run id")
             self.restarted = True
         t0 = time.perf_counter()
         self.loop.recover(start="earliest" if from_start else "latest")
         if self.loop.replayed:
             log.info("run %s: replayed %d journaled inputs in %.3f s", self.run_id, self.loop.replayed,
                      time.perf_counter() - t0)
+        if self.restarted:  # the gateway watches a restarted run again (it may have seen it finish)
+            now = time.time_ns()
+            append_to(self.tape, CONTROLS_TOPIC, [Control(self.run_id, now, now, "RESUME", "restart", None,
+                                                          "the run restarted", "ticktape run")], [self.run_id])
         self.beat("running", force=True)
 
     def run(self, stop: threading.Event) -> None:
@@ -191,6 +199,7 @@ class LiveRunner:
         left unread (not journaled, so a restart reads it).
         """
         loop = self.loop
+        self.cancelled = 0 if keep_orders else len(self.fold.run.open)
         stop_event = stop_control(self.run_id, self.fold.last_ts, time.time_ns(), keep_orders=keep_orders,
                                   reason=reason)
         loop.step([], [stop_event])
@@ -228,7 +237,8 @@ class LiveRunner:
         payload = json.dumps({"status": status, "inputs": run.seq, "open_orders": len(run.open),
                               "last_input_ts": run.last_ts, "pid": _pid()}, sort_keys=True)
         self.tape.append(heartbeat_topic(self.run_id),
-                         [CustomData("heartbeat", self.run_id, run.last_ts, time.time_ns(), payload)],
+                         [CustomData("heartbeat", self.run_id, run.last_ts or time.time_ns(), time.time_ns(),
+                                     payload)],
                          keys=[self.run_id], partition=0)
 
 

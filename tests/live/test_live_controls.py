@@ -137,7 +137,7 @@ def test_pause_resume_flatten_kill(tmp_path: Path) -> None:
         time.sleep(0.5)
         # the mid jumps: the robot re-quotes, the venue side refuses while paused
         tape.append(TOPIC, quotes(3, start=3, mid=105.0))
-        wait_for("a refusal while paused", lambda: any("paused" in e.reason for e in _answers(
+        wait_for("a refusal while paused", lambda: any("paused for market_maker" in e.reason for e in _answers(
             tape, "mm4", OrderRejected)), 30, [runner])  # type: ignore[attr-defined]
         assert _ticktape(uri, "control", "resume", "mm4").returncode == 0
         time.sleep(0.5)
@@ -148,6 +148,7 @@ def test_pause_resume_flatten_kill(tmp_path: Path) -> None:
         assert _position(tape, "mm4") == 1.0
         assert _ticktape(uri, "control", "flatten", "mm4", "--reason", "risk").returncode == 0
         wait_for("flatten to close the position", lambda: _position(tape, "mm4") == 0.0, 30, [runner])
+        assert {e.robot for e in _answers(tape, "mm4", OrderFilled)} == {"market_maker"}  # the robot sees them
         wait_for("flatten to cancel the resting ask", lambda: [e.reason for e in _answers(  # type: ignore[attr-defined]
             tape, "mm4", OrderCancelled)] == ["flatten: risk"], 30, [runner])
         assert _ticktape(uri, "control", "kill", "mm4").returncode == 0
@@ -199,3 +200,27 @@ def test_two_runs_with_inline_gateways_share_one_file_tape(tmp_path: Path) -> No
         for r in runners:
             if r.alive():
                 r.kill9()
+
+
+def test_a_run_restarted_after_a_stop_is_watched_again(tmp_path: Path) -> None:
+    uri, tape = _setup(tmp_path)
+    gateway = Proc("gateway", ["--tape", uri, "gateway", "--topics", TOPIC, "--dead-after", "1.5"], tmp_path)
+    runner = _runner(uri, tmp_path, "mm5", "--gateway", "external", "--keep-orders")
+    procs = [gateway, runner]
+    gateway.start()
+    try:
+        wait_for("the gateway", lambda: gateway.said("serving"), 60, procs)
+        runner.start()
+        wait_for("the runner", lambda: runner.said("live on"), 60, procs)
+        tape.append(TOPIC, quotes(5))
+        wait_for("two resting orders", lambda: len(_answers(tape, "mm5", OrderAccepted)) == 2, 30, procs)
+        assert runner.terminate() == 0  # a clean stop, orders kept: RunFinished is on the tape
+        runner.start()
+        wait_for("the runner back", lambda: runner.said("restarted"), 60, procs)
+        time.sleep(1.0)
+        runner.kill9()
+        wait_for("the watchdog to cancel both", lambda: len(_answers(tape, "mm5", OrderCancelled)) == 2, 30, procs)
+    finally:
+        for p in procs:
+            if p.alive():
+                p.kill9()

@@ -187,3 +187,28 @@ def test_a_robot_failure_names_the_input_and_recurs_on_restart(tmp_path: Path) -
     again = LiveRunner("tests.live.bots:Boom", tape=uri, run_id="b", params={"topic": TOPIC})
     with pytest.raises(RobotError, match="failed on input #2"):
         again.start()  # the input was journaled: the replay meets it again, deterministically
+
+
+def test_the_gateway_holds_intents_that_overtook_their_runs_manifest() -> None:
+    """Intents and manifests are followed in parallel: an intent folded before its run's RunStarted
+    waits for it (and a second copy of it is still dropped); a backtest's intents are never sent."""
+    import json
+
+    from robots.live.gateway import GatewayFold, PaperVenue
+    from ticktape.events import Quote, RunStarted
+    from ticktape.tape.base import Record
+
+    fold = GatewayFold(PaperVenue())
+    quote = Quote("sim", "XYZ", 1, 1, 99.0, 5.0, 101.0, 5.0)
+    order = PlaceOrder("bot", "t-1-0", "sim", "XYZ", 2, 2, "BUY", "LIMIT", 100.0, 1.0, "GTC", "")
+    manifest = RunStarted("r1", "bot", "bot", 0, 0, "{}", "x", ("md",), None, None, "{}",
+                          json.dumps({"name": "paper", "gateway": "external"}), "{}", "live", "")
+    backtest = manifest._replace(run_id="b1", mode="backtest")
+    rec = lambda topic, key, e: Record(topic, 0, 0, key, e)  # noqa: E731
+    assert fold.fold(rec("md", None, quote)) == []
+    assert fold.fold(rec("orders.intent", "r1", order)) == []  # no manifest yet: held
+    assert fold.fold(rec("orders.intent", "r1", order)) == []  # a second copy, held too
+    answers = fold.fold(rec("runs", "r1", manifest))
+    assert [type(e).__name__ for _, _, e in answers] == ["OrderAccepted"]  # once
+    assert fold.fold(rec("orders.intent", "b1", order._replace(client_order_id="b-0-0"))) == []
+    assert fold.fold(rec("runs", "b1", backtest)) == [] and "b1" in fold.ignored and not fold.held
