@@ -40,6 +40,7 @@ from ticktape.tape import open_tape
 TOPIC = "md.bench.trade"
 ROBOT = "benchmarks.live_robot:EveryTrade"
 TS0 = 1_700_000_000_000_000_000
+NO_ORDERS = {"every": "0"}
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -61,10 +62,12 @@ def _summary(values: list[float]) -> dict[str, float]:
 class Observer(threading.Thread):
     """Follows orders.intent and orders.event; records when each trade's intent and answer were seen."""
 
-    def __init__(self, uri: str, tape: Any) -> None:
+    def __init__(self, uri: str, tape: Any, *, trades: bool = False) -> None:
         super().__init__(daemon=True)
-        positions = {(t, p): end for t in (INTENT_TOPIC, EVENT_TOPIC) for p, end in tape.end_offsets(t).items()}
+        topics = (INTENT_TOPIC, EVENT_TOPIC, TOPIC) if trades else (INTENT_TOPIC, EVENT_TOPIC)
+        positions = {(t, p): end for t in topics for p, end in tape.end_offsets(t).items()}
         self.inputs = LiveInputs(uri, positions)
+        self.trade_seen: dict[int, float] = {}  # the observer's own floor: the trade itself seen
         self.intent_seen: dict[int, float] = {}
         self.answer_seen: dict[int, float] = {}
         self.index_of: dict[str, int] = {}
@@ -75,10 +78,12 @@ class Observer(threading.Thread):
         self.inputs.start()
         while not self.stop.is_set():
             records = self.inputs.get(0.05)
-            now = time.perf_counter()
+            now = time.time_ns() / 1e9
             for rec in records:
                 e = rec.event
-                if rec.topic == INTENT_TOPIC:
+                if rec.topic == TOPIC:
+                    self.trade_seen.setdefault((e.ts_event - TS0) // 1_000_000, now)
+                elif rec.topic == INTENT_TOPIC:
                     i = (e.ts_event - TS0) // 1_000_000
                     self.index_of[e.client_order_id] = i
                     self.intent_seen.setdefault(i, now)
@@ -105,7 +110,7 @@ def _feed(tape: Any, n: int, rate: float) -> list[float]:
                 break
             time.sleep(left)
         tape.append(TOPIC, [_trade(i)], partition=0)
-        sent.append(time.perf_counter())
+        sent.append(time.time_ns() / 1e9)
     return sent
 
 
@@ -120,42 +125,110 @@ def _kafka() -> Iterator[str]:
         subprocess.run([*script, "stop", "--dir", d], capture_output=True, check=False)
 
 
-def latency(uri: str, n: int, rate: float, warmup: int = 1000, dump: str | None = None) -> None:
+def _started(proc: subprocess.Popen[bytes], log: str, marker: str, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while marker not in Path(log).read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the {what} did not start: {Path(log).read_text()[-2000:]}")
+        time.sleep(0.1)
+
+
+def _journaled(tape: Any, stream: str, topic: str) -> dict[int, float]:
+    """Offset of `topic` -> wall time (s) the fold of `stream` journaled it (the entry's `ts_recv`, taken
+    when its loop step began: the record had reached the fold)."""
+    out: dict[int, float] = {}
+    journal = f"journal.{stream}"
+    if tape.partitions(journal) == 0:
+        return out
+    for rec in tape.read(journal, 0):
+        e = rec.event
+        if e.topic == topic:
+            for off in range(e.offset, e.offset + e.length):
+                out[off] = e.ts_recv / 1e9
+    return out
+
+
+def _stages(tape: Any, run_id: str, gateway_stream: str, base: int) -> tuple[dict[int, float], dict[int, float]]:
+    """Trade index -> when the runner journaled it; -> when the gateway journaled its intent."""
+    runner = {off - base: t for off, t in _journaled(tape, run_id, TOPIC).items()}
+    at_gateway = _journaled(tape, gateway_stream, INTENT_TOPIC)
+    gateway: dict[int, float] = {}
+    for p in range(tape.partitions(INTENT_TOPIC)):
+        if p != 0:
+            break  # the journal keys intents by offset of partition 0 only below; one partition here
+        for rec in tape.read(INTENT_TOPIC, 0):
+            if rec.key == run_id and rec.offset in at_gateway:
+                gateway[(rec.event.ts_event - TS0) // 1_000_000] = at_gateway[rec.offset]
+    return runner, gateway
+
+
+def _pyspy(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes]:
+    """Sample `pid` with py-spy (raw collapsed stacks, GIL-holding samples only, every thread)."""
+    return subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "500", "-f", "raw",
+                             "-g", "-t", "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def latency(uri: str, n: int, rate: float, warmup: int = 1000, dump: str | None = None, gateway: str = "inline",
+            profile: str | None = None) -> None:
+    """Trades in, intents and answers out; `gateway`: inline (runner + gateway threads, one process) or
+    external (`ticktape gateway` in a second process)."""
     tape = open_tape(uri)
     for topic in (TOPIC, INTENT_TOPIC, EVENT_TOPIC):
         if tape.partitions(topic) == 0:
             tape.create_topic(topic)
-    run_id = f"bench-{int(time.time())}"
-    log = tempfile.NamedTemporaryFile(prefix="bench-live-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "ticktape", "--tape", uri, "run", ROBOT, "--run-id", run_id,
-                             "--gateway", "inline", "--snapshot-seconds", "5"], stdout=log, stderr=log)
+    base = tape.end_offsets(TOPIC).get(0, 0)
+    run_id = f"bench-{time.time_ns()}"
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = []
     try:
-        deadline = time.monotonic() + 60
-        while "live on" not in Path(log.name).read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the runner did not start: {Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.1)
-        time.sleep(1.0)  # let the inline gateway's followers start too
-        observer = Observer(uri, tape)
+        if gateway == "external":
+            glog = tempfile.NamedTemporaryFile(prefix="bench-gw-", suffix=".log", delete=False)  # noqa: SIM115
+            logs.append(glog.name)
+            procs.append(subprocess.Popen([sys.executable, "-m", "ticktape", "--tape", uri, "gateway", "--topics",
+                                           TOPIC], stdout=glog, stderr=glog))
+            _started(procs[-1], glog.name, "serving live runs", "gateway")
+        log = tempfile.NamedTemporaryFile(prefix="bench-live-", suffix=".log", delete=False)  # noqa: SIM115
+        logs.append(log.name)
+        procs.append(subprocess.Popen([sys.executable, "-m", "ticktape", "--tape", uri, "run", ROBOT, "--run-id",
+                                       run_id, "--gateway", gateway, "--snapshot-seconds", "5"],
+                                      stdout=log, stderr=log))
+        _started(procs[-1], log.name, "live on", "runner")
+        time.sleep(1.0)  # let the gateway's followers start too
+        observer = Observer(uri, tape, trades=True)
         observer.start()
         time.sleep(0.5)
-        sent = _feed(tape, n, rate)
+        spies = [_pyspy(p.pid, n / rate, f"{profile}.{i}.txt") for i, p in enumerate(procs)] if profile else []
+        sent = _feed_from(tape, base, n, rate)
         deadline = time.monotonic() + 30
         while len(observer.answer_seen) < n and time.monotonic() < deadline:
             time.sleep(0.05)
         observer.stop.set()
-        to_intent = [(observer.intent_seen[i] - sent[i]) * 1e3 for i in range(warmup, n) if i in observer.intent_seen]
-        to_answer = [(observer.answer_seen[i] - sent[i]) * 1e3 for i in range(warmup, n) if i in observer.answer_seen]
+        for spy in spies:
+            spy.wait(60)
+        stream = f"gateway-paper-{run_id}" if gateway == "inline" else "gateway-paper"
+        at_runner, at_gateway = _stages(tape, run_id, stream, 0)
+        at_runner = {i - base: t for i, t in at_runner.items()}
+        seen = {i - base: t for i, t in observer.trade_seen.items()}
+        intent = {i - base: t for i, t in observer.intent_seen.items()}
+        answer = {i - base: t for i, t in observer.answer_seen.items()}
+        at_gateway = {i - base: t for i, t in at_gateway.items()}
+
+        def ms(stage: dict[int, float]) -> list[float]:
+            return [(stage[i] - sent[i]) * 1e3 for i in range(warmup, n) if i in stage]
+
         if dump:
-            Path(dump).write_text("\n".join(f"{i} {(observer.intent_seen.get(i, 0) - sent[i]) * 1e3:.3f} "
-                                             f"{(observer.answer_seen.get(i, 0) - sent[i]) * 1e3:.3f}"
-                                             for i in range(n)))
-        report("live_latency", tape=uri.split("://")[0].split(":")[0], rate_per_s=rate, events=n - warmup,
-               answered=len(to_answer), append_to_intent=_summary(to_intent), append_to_answer=_summary(to_answer),
-               machine=machine())
+            Path(dump).write_text("\n".join(
+                " ".join([str(i)] + [f"{(st.get(i, 0) - sent[i]) * 1e3:.3f}"
+                                     for st in (seen, at_runner, at_gateway, intent, answer)]) for i in range(n)))
+        report("live_latency", tape=uri.split("://")[0].split(":")[0], gateway=gateway, rate_per_s=rate,
+               events=n - warmup, answered=len(ms(answer)),
+               append_to_intent=_summary(ms(intent)), append_to_answer=_summary(ms(answer)),
+               observer_floor=_summary(ms(seen)), append_to_runner_journal=_summary(ms(at_runner)),
+               append_to_gateway_journal=_summary(ms(at_gateway)), machine=machine())
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(30)
         tape.close()
 
 
@@ -211,7 +284,7 @@ def _feed_from(tape: Any, base: int, n: int, rate: float) -> list[float]:
         while (left := target - time.perf_counter()) > 0:
             time.sleep(left)
         tape.append(TOPIC, [_trade(base + i)], partition=0)
-        sent.append(time.perf_counter())
+        sent.append(time.time_ns() / 1e9)
     return sent
 
 
@@ -264,7 +337,11 @@ def main() -> None:
     parser.add_argument("--kafka", action="store_true", help="start a broker with scripts/kafka and use it")
     parser.add_argument("--events", type=int, default=None)
     parser.add_argument("--rate", type=float, default=1000.0, help="market events per second")
-    parser.add_argument("--dump", default=None, help="latency: write 'i intent_ms answer_ms' per trade here")
+    parser.add_argument("--dump", default=None,
+                        help="latency: write 'i seen runner_journal gateway_journal intent answer' (ms) per trade here")
+    parser.add_argument("--gateway", choices=["inline", "external"], default="inline",
+                        help="latency: the paper gateway in the runner's process, or `ticktape gateway` apart")
+    parser.add_argument("--profile", default=None, help="latency: py-spy the runner (and gateway) to PREFIX.<i>.txt")
     parser.add_argument("--every", type=int, default=10_000, help="restart: snapshot every N inputs")
     args = parser.parse_args()
     if args.what == "restart":
@@ -277,7 +354,7 @@ def main() -> None:
         if uri is None:
             uri = f"file:{stack.enter_context(tempfile.TemporaryDirectory())}/tape"
         if args.what == "latency":
-            latency(uri, args.events or 6000, args.rate, dump=args.dump)
+            latency(uri, args.events or 6000, args.rate, dump=args.dump, gateway=args.gateway, profile=args.profile)
         else:
             journal_cost(uri, args.events or 3000, args.rate)
 

@@ -10,13 +10,16 @@ from ticktape.events import Event, Trade
 
 @dataclass(frozen=True)
 class EveryTradeParams(Params):
-    """Which topic to follow."""
+    """Which topic to follow; an order every `every` trades (0: none, the restart benchmark's run,
+    which has no gateway to close its orders)."""
 
     topic: str = "md.bench.trade"
+    every: int = 1
 
 
 @dataclass
 class EveryTradeState:
+    trades: int = 0
     orders: int = 0
     answers: int = 0
 
@@ -34,8 +37,10 @@ class EveryTrade(Robot[EveryTradeParams, EveryTradeState]):
         return EveryTradeState()
 
     def on_trade(self, state: EveryTradeState, event: Trade, ctx: Context) -> None:
-        ctx.buy(event.instrument, 0.001)
-        state.orders += 1
+        state.trades += 1
+        if self.params.every and state.trades % self.params.every == 0:
+            ctx.buy(event.instrument, 0.001)
+            state.orders += 1
 
     def on_order_update(self, state: EveryTradeState, event: Event, ctx: Context) -> None:
         state.answers += 1
