@@ -40,7 +40,6 @@ from ticktape.tape import open_tape
 TOPIC = "md.bench.trade"
 ROBOT = "benchmarks.live_robot:EveryTrade"
 TS0 = 1_700_000_000_000_000_000
-NO_ORDERS = {"every": "0"}
 REPO = Path(__file__).resolve().parent.parent
 
 
