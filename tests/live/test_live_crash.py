@@ -58,9 +58,10 @@ def _crash_run(uri: str, tmp_path: Path, *, seed: int, market: Market | None = N
                              "--snapshot-every", "200"], tmp_path)
     procs = [gateway, runner]
     gateway.start()
-    wait_for("the gateway to start", lambda: setup.partitions("journal.gateway-paper") > 0, 60, procs)
+    # ready = its start positions are journaled (a first start reads what arrives from then on)
+    wait_for("the gateway to start", lambda: gateway.said("serving"), 60, procs)
     runner.start()
-    wait_for("the runner to start", lambda: setup.partitions(f"journal.{run_id}") > 0, 60, procs)
+    wait_for("the runner to start", lambda: runner.said("live on"), 60, procs)
     feeder = Feeder(uri, topic, market.events, batch=market.batch, pace=market.pace)
     feeder.start()
     kills = {"runner": 0, "gateway": 0}

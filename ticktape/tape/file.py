@@ -409,6 +409,7 @@ class FileTape:
         self._logs: dict[tuple[str, int], PartitionLog] = {}
         self._writers: dict[tuple[str, int], PartitionWriter] = {}
         self._meta_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}  # topic -> (stat, topic.json)
+        self._meta_paths: dict[str, str] = {}  # topic -> its topic.json path
         # writers of shared appends between two calls: unlocked, with their files' state after our write
         self._parked: dict[tuple[str, int], tuple[PartitionWriter, tuple[int, int, int]]] = {}
         self._entry_prog = ap.compile_schema(self.codec.registry.entry_schema(), RECORD_TYPES)
@@ -457,7 +458,9 @@ class FileTape:
 
     def _topic_meta(self, topic: str) -> dict[str, Any] | None:
         """The topic's topic.json: {"partitions": N[, "compression": C]}; None if there is no such topic."""
-        path = self._topic_dir(topic) / "topic.json"
+        path = self._meta_paths.get(topic)
+        if path is None:  # a str, built once: pathlib joins cost more than the stat below
+            path = self._meta_paths[topic] = str(self._topic_dir(topic) / "topic.json")
         # Read once per version of the file: it is replaced atomically (a new inode), so its stat
         # says whether it changed (a stat costs ~1 us, reading and parsing it ~20, on every read()).
         try:
@@ -472,7 +475,8 @@ class FileTape:
         if stamp is not None and cached is not None and cached[0] == stamp:
             return dict(cached[1])
         try:
-            meta = json.loads(path.read_bytes())
+            with open(path, "rb") as fh:
+                meta = json.loads(fh.read())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
