@@ -43,6 +43,13 @@ def _runner(uri: str, tmp_path: Path, run_id: str, *extra: str) -> Proc:
                                      "--param", f"topic={TOPIC}", "--param", "half_spread_bps=50", *extra], tmp_path)
 
 
+def _quoting(tape: Tape, runner: Proc, run_id: str, procs: list[Proc], n: int = 5) -> None:
+    """Wait for the runner, feed `n` quotes, wait until its bid and ask rest at the venue."""
+    wait_for("the runner", lambda: runner.said("live on"), 60, procs)
+    tape.append(TOPIC, quotes(n))
+    wait_for("two resting orders", lambda: len(_answers(tape, run_id, OrderAccepted)) == 2, 30, procs)
+
+
 def _setup(tmp_path: Path) -> tuple[str, Tape]:
     uri = f"file:{tmp_path / 'tape'}"
     tape = open_tape(uri)
@@ -55,9 +62,7 @@ def test_sigterm_cancels_open_orders_with_the_inline_gateway(tmp_path: Path) -> 
     runner = _runner(uri, tmp_path, "mm1")
     runner.start()
     try:
-        wait_for("the runner", lambda: runner.said("live on"), 60, [runner])
-        tape.append(TOPIC, quotes(5))
-        wait_for("two resting orders", lambda: len(_answers(tape, "mm1", OrderAccepted)) == 2, 30, [runner])
+        _quoting(tape, runner, "mm1", [runner])
         assert runner.terminate() == 0, runner.tail()
         cancelled = {e.client_order_id for e in _answers(tape, "mm1", OrderCancelled)}  # type: ignore[attr-defined]
         placed = {e.client_order_id for e in run_records(tape, INTENT_TOPIC, "mm1") if type(e) is PlaceOrder}
@@ -83,9 +88,7 @@ def test_keep_orders_leaves_them_resting(tmp_path: Path) -> None:
     runner = _runner(uri, tmp_path, "mm2", "--keep-orders")
     runner.start()
     try:
-        wait_for("the runner", lambda: runner.said("live on"), 60, [runner])
-        tape.append(TOPIC, quotes(5))
-        wait_for("two resting orders", lambda: len(_answers(tape, "mm2", OrderAccepted)) == 2, 30, [runner])
+        _quoting(tape, runner, "mm2", [runner])
         assert runner.terminate() == 0, runner.tail()
         assert _answers(tape, "mm2", OrderCancelled) == []
         rows = [json.loads(line) for line in _ticktape(uri, "runs", "--json").stdout.splitlines()]
@@ -104,9 +107,7 @@ def test_watchdog_cancels_a_dead_runners_orders_and_lets_it_back(tmp_path: Path)
     try:
         wait_for("the gateway", lambda: gateway.said("serving"), 60, procs)
         runner.start()
-        wait_for("the runner", lambda: runner.said("live on"), 60, procs)
-        tape.append(TOPIC, quotes(5))
-        wait_for("two resting orders", lambda: len(_answers(tape, "mm3", OrderAccepted)) == 2, 30, procs)
+        _quoting(tape, runner, "mm3", procs)
         runner.kill9()
         wait_for("the watchdog to cancel both", lambda: len(_answers(tape, "mm3", OrderCancelled)) == 2, 30, procs)
         reasons = {e.reason for e in _answers(tape, "mm3", OrderCancelled)}  # type: ignore[attr-defined]
@@ -130,9 +131,7 @@ def test_pause_resume_flatten_kill(tmp_path: Path) -> None:
     runner = _runner(uri, tmp_path, "mm4")
     runner.start()
     try:
-        wait_for("the runner", lambda: runner.said("live on"), 60, [runner])
-        tape.append(TOPIC, quotes(3))
-        wait_for("two resting orders", lambda: len(_answers(tape, "mm4", OrderAccepted)) == 2, 30, [runner])
+        _quoting(tape, runner, "mm4", [runner], n=3)
         assert _ticktape(uri, "control", "pause", "mm4", "--reason", "lunch").returncode == 0
         time.sleep(0.5)
         # the mid jumps: the robot re-quotes, the venue side refuses while paused
@@ -211,9 +210,7 @@ def test_a_run_restarted_after_a_stop_is_watched_again(tmp_path: Path) -> None:
     try:
         wait_for("the gateway", lambda: gateway.said("serving"), 60, procs)
         runner.start()
-        wait_for("the runner", lambda: runner.said("live on"), 60, procs)
-        tape.append(TOPIC, quotes(5))
-        wait_for("two resting orders", lambda: len(_answers(tape, "mm5", OrderAccepted)) == 2, 30, procs)
+        _quoting(tape, runner, "mm5", procs)
         assert runner.terminate() == 0  # a clean stop, orders kept: RunFinished is on the tape
         runner.start()
         wait_for("the runner back", lambda: runner.said("restarted"), 60, procs)
