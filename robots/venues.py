@@ -177,13 +177,18 @@ def make_venue(name: str, settings: Mapping[str, object] | None = None) -> SimVe
     if not kind.simulated:
         raise RobotError(f"venue {name!r} is live; a backtest needs a simulated venue "
                          f"({', '.join(k.name for k in _KINDS.values() if k.simulated)})")
+    return _build(kind, settings)
+
+
+def _build(kind: VenueKind, settings: Mapping[str, object] | None) -> SimVenue:
+    """`kind`'s factory on the coerced settings; a missing module or a bad setting is a RobotError."""
     table = {k: coerce_setting(v) for k, v in (settings or {}).items()}
     try:
         return kind.factory(table)
     except ImportError as exc:
-        raise RobotError(f"venue {name!r} is not available: {exc}") from exc
+        raise RobotError(f"venue {kind.name!r} is not available: {exc}") from exc
     except TypeError as exc:
-        raise RobotError(f"venue {name!r}: bad settings {sorted(table)}: {exc}") from exc
+        raise RobotError(f"venue {kind.name!r}: bad settings {sorted(table)}: {exc}") from exc
 
 
 def live_venue(name: str, settings: Mapping[str, object] | None = None) -> SimVenue:
@@ -192,11 +197,7 @@ def live_venue(name: str, settings: Mapping[str, object] | None = None) -> SimVe
     if kind.simulated:
         raise RobotError(f"venue {name!r} is simulated (for backtests); live venues: "
                          f"{', '.join(k.name for k in _KINDS.values() if not k.simulated)}")
-    table = {k: coerce_setting(v) for k, v in (settings or {}).items()}
-    try:
-        return kind.factory(table)
-    except ImportError as exc:
-        raise RobotError(f"venue {name!r} is not available: {exc}") from exc
+    return _build(kind, settings)
 
 
 def default_venue(robot: Robot[Any, Any]) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -93,7 +92,6 @@ class LiveLoop:
         self.positions: dict[tuple[str, int], int] = {}
         self.journal_end = 0
         self.outputs_written = 0
-        self.inputs = 0
         self._since_snapshot = 0
         self._last_snapshot = time.monotonic()
         self._encode = default_codec().encode
@@ -169,14 +167,6 @@ class LiveLoop:
         self.inputs_reader = LiveInputs(self.uri, self.positions, poll=self.poll)
         self.inputs_reader.start()
 
-    def run(self, stop: threading.Event, *, idle: float = 0.05) -> None:
-        """Process inputs until `stop` is set (the caller then stops the readers: `close`)."""
-        if self.inputs_reader is None:
-            self.start_inputs()
-        assert self.inputs_reader is not None
-        while not stop.is_set():
-            self.step(self.inputs_reader.get(idle))
-
     def step(self, records: Sequence[Record], extra: Sequence[Event] = (), *, before: Sequence[Event] = ()) -> int:
         """Journal, fold and write one batch: the inline inputs `before`, the arrived records, then `extra`
         and the fold's due inputs (timers). Returns how many inputs were folded."""
@@ -226,7 +216,6 @@ class LiveLoop:
             outputs.extend(fold.fold(rec))
         if outputs:
             self._write(outputs)
-        self.inputs += len(events)
         self._since_snapshot += len(events)
         self._maybe_snapshot()
         return len(events)

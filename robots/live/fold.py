@@ -192,9 +192,9 @@ class RunFold:
         return [CancelOrder(self.robot_id, coid, venue, instrument, ts, ts, f"stop: {event.reason}")
                 for coid, (venue, instrument) in sorted(self.open.items())]
 
-    def due_timers(self, now: int) -> list[Timer]:
+    def due_timers(self, now: int) -> list[Event]:
         """Timers whose time has come at `now` (ns), oldest first, as the inputs to journal."""
-        out = []
+        out: list[Event] = []
         for ts, _, name, payload in sorted(self.timers):
             if ts > now:
                 break

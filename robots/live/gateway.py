@@ -23,7 +23,8 @@ The paper venue is the simulator (`robots.sim`): Betfair intents go to the Betfa
 the others to the crypto one; an intent arrives at the later of its own time and the latest
 market event folded, and waits (up to `hold_seconds`, 50 ms) for the market data of its time
 when the intent overtook it (the gateway follows topics in parallel). Paper venue state is not
-snapshotted: a restarted gateway replays its whole journal (about a second per million inputs).
+snapshotted: a restarted gateway replays its whole journal (seconds per million inputs; a run's
+journal replays at ~230k inputs/s, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from robots.api import RobotError
 from robots.controls import Controls, controls_from_config
 from robots.live.engine import LiveLoop, Output, open_live_tape
 from robots.live.fold import DuplicateWindow, base36, run_tag
-from robots.live.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, heartbeat_topic
+from robots.live.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, heartbeat_topic, last_event
 from robots.sim.base import SimVenue
 from robots.venues import live_venue, make_venue
 from ticktape.events import (
@@ -515,13 +516,5 @@ class HeartbeatWatcher(threading.Thread):
 
 def last_heartbeat(tape: Tape, run_id: str) -> CustomData | None:
     """The latest heartbeat of a live run, or None."""
-    topic = heartbeat_topic(run_id)
-    if tape.partitions(topic) == 0:
-        return None
-    end = tape.end_offsets(topic).get(0, 0)
-    if end == 0:
-        return None
-    for rec in tape.read(topic, 0, from_offset=end - 1, limit=1):
-        if type(rec.event) is CustomData:
-            return rec.event
-    return None
+    event = last_event(tape, heartbeat_topic(run_id))
+    return event if type(event) is CustomData else None

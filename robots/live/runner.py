@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -71,7 +72,7 @@ class RunnerFold:
     def due(self, now: int) -> list[Event]:
         if not self.run.timers:
             return []
-        return list(self.run.due_timers(now))
+        return self.run.due_timers(now)
 
     def snapshot(self) -> tuple[str, str]:
         return self.run.state_json(), self.run.engine_json()
@@ -235,17 +236,11 @@ class LiveRunner:
         self._last_beat = now
         run = self.fold.run
         payload = json.dumps({"status": status, "inputs": run.seq, "open_orders": len(run.open),
-                              "last_input_ts": run.last_ts, "pid": _pid()}, sort_keys=True)
+                              "last_input_ts": run.last_ts, "pid": os.getpid()}, sort_keys=True)
         self.tape.append(heartbeat_topic(self.run_id),
                          [CustomData("heartbeat", self.run_id, run.last_ts or time.time_ns(), time.time_ns(),
                                      payload)],
                          keys=[self.run_id], partition=0)
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def intents_digest(tape: Tape, run_id: str) -> tuple[str, int]:

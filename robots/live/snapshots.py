@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from robots.live.topics import snapshot_topic
+from robots.live.topics import last_event, snapshot_topic
 from ticktape.errors import ConfigError
 from ticktape.events import RunSnapshot
 from ticktape.tape.base import Tape
@@ -41,16 +41,8 @@ class TapeSnapshotStore:
         self.tape.append(topic, [snapshot], keys=[snapshot.stream], partition=0)
 
     def latest(self, stream: str) -> RunSnapshot | None:
-        topic = snapshot_topic(stream)
-        if self.tape.partitions(topic) == 0:
-            return None
-        end = self.tape.end_offsets(topic).get(0, 0)
-        if end == 0:
-            return None
-        for rec in self.tape.read(topic, 0, from_offset=end - 1, limit=1):
-            if type(rec.event) is RunSnapshot:
-                return rec.event
-        return None
+        event = last_event(self.tape, snapshot_topic(stream))
+        return event if type(event) is RunSnapshot else None
 
 
 def open_snapshot_store(uri: str | None, tape: Tape) -> SnapshotStore:

@@ -1,6 +1,9 @@
-"""Topic names of the live half, in one place."""
+"""Topic names of the live half, in one place, and the one read they share."""
 
 from __future__ import annotations
+
+from ticktape.events import Event
+from ticktape.tape.base import Tape
 
 INTENT_TOPIC = "orders.intent"
 """Intents of every run, keyed by run id (backtests write here too)."""
@@ -30,3 +33,15 @@ def heartbeat_topic(run_id: str) -> str:
 SHARED_TOPICS = frozenset((INTENT_TOPIC, EVENT_TOPIC, RUNS_TOPIC, CONTROLS_TOPIC))
 """Topics several processes append to: on the file tape (one writer per partition at a time) live
 processes append to them through `FileTape.append_shared`, which takes and releases the lock."""
+
+
+def last_event(tape: Tape, topic: str) -> Event | None:
+    """The newest event of a one-partition topic (a stream's latest snapshot or heartbeat), or None."""
+    if tape.partitions(topic) == 0:
+        return None
+    end = tape.end_offsets(topic).get(0, 0)
+    if end == 0:
+        return None
+    for rec in tape.read(topic, 0, from_offset=end - 1, limit=1):
+        return rec.event
+    return None
