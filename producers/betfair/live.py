@@ -30,6 +30,7 @@ from producers.betfair.session import StreamSession
 from producers.common import BatchAppender, dlq_topic
 from ticktape.errors import TicktapeError
 from ticktape.events import Event
+from ticktape.retry import backoff_delays
 from ticktape.tape.base import Encoded, Tape
 from ticktape.timeutil import Clock, WallClock
 
@@ -119,14 +120,6 @@ def load_credentials(path: str | None = None, env: dict[str, str] | None = None)
                             "(environment) or the same keys in the --credentials file")
     return Credentials(username=str(get("username")), password=Secret(str(get("password"))),
                        app_key=Secret(str(get("app_key"))), certs=get("certs"))
-
-
-def backoff_delays(initial: float, maximum: float) -> Iterator[float]:
-    """1, 2, 4, ... seconds, capped: the wait before each reconnect attempt."""
-    delay = initial
-    while True:
-        yield delay
-        delay = min(delay * 2, maximum)
 
 
 RECONNECTABLE = (betfairlightweight.exceptions.BetfairError, OSError)

@@ -30,6 +30,7 @@ from producers.binance.parsers import (
 )
 from producers.common import BatchAppender, DeadLetterSink
 from ticktape.events import BookDelta, CustomData, FeedGap, Trade
+from ticktape.retry import backoff_delays
 from ticktape.tape.base import Tape
 from ticktape.timeutil import Clock, WallClock
 
@@ -271,7 +272,7 @@ def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api
     def on_message(msg: Any) -> None:
         inbox.put((clock.now(), msg))  # ts_recv stamped at the edge, before any queueing delay
 
-    backoff = first_backoff
+    delays = backoff_delays(first_backoff, max_backoff)
     while not stop.is_set():
         twm = factory(api_key=api_key, api_secret=api_secret)
         twm.start()
@@ -294,7 +295,8 @@ def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api
                           and msg.get("type") not in SELF_RECONNECTING)
                 if inbox.empty() or core.appender.pending >= 1000:
                     core.appender.flush()
-                backoff = first_backoff if not failed else backoff
+                if not failed:  # messages flow again: the next failure waits the first delay
+                    delays = backoff_delays(first_backoff, max_backoff)
         finally:
             twm.stop()
             # Wait for its threads (python-binance's leave within ~3 s): a restarted manager must
@@ -308,9 +310,9 @@ def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api
                     core.handle(msg, ts_recv)
             core.appender.flush()
         if failed and not stop.is_set():
-            log.warning("binance websocket gave up; reconnecting in %.0f s", backoff)
-            stop.wait(backoff)
-            backoff = min(max_backoff, backoff * 2)
+            wait = next(delays)
+            log.warning("binance websocket gave up; reconnecting in %.0f s", wait)
+            stop.wait(wait)
 
 
 def record_live(tape: Tape, symbols: Sequence[str], streams: Sequence[str], *, api_key: str | None,

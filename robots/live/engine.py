@@ -33,6 +33,7 @@ from robots.live.topics import SHARED_TOPICS
 from ticktape.codec import default_codec
 from ticktape.errors import TapeError
 from ticktape.events import Event, JournalEntry, RunSnapshot
+from ticktape.retry import backoff_delays, retry_call
 from ticktape.tape.base import Record, Tape
 from ticktape.tape.file import FileTape
 
@@ -288,15 +289,8 @@ def retrying(what: str, call: Callable[[], object], *, first_wait: float = 0.05,
     A retried append may have been written already (Kafka after a broker crash): the journal's
     sequence numbers and the folds' duplicate windows make a second copy harmless.
     """
-    wait = first_wait
-    while True:
-        try:
-            call()
-            return
-        except TapeError as exc:
-            log.warning("%s failed (%s); trying again in %.2f s", what, exc, wait)
-            time.sleep(wait)
-            wait = min(wait * 2, max_wait)
+    retry_call(call, retry_on=(TapeError,), delays=backoff_delays(first_wait, max_wait, jitter=0.5),
+               on_retry=lambda exc, wait: log.warning("%s failed (%s); trying again in %.2f s", what, exc, wait))
 
 
 def raise_missing(tape: Tape, topic: str) -> None:

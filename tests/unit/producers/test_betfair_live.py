@@ -20,7 +20,6 @@ from betfair_helpers import FIXTURES, SHARED
 from producers.betfair.catalogue import CataloguePoller, CatalogueTracker, betting_filter
 from producers.betfair.live import (
     RawListener,
-    backoff_delays,
     load_credentials,
     market_filter_from,
     pump,
@@ -30,6 +29,7 @@ from producers.betfair.parse import GAP_TOPIC, MARKET_TOPIC, RAW_TOPIC, StreamDe
 from producers.betfair.session import StreamSession
 from ticktape.errors import TicktapeError
 from ticktape.events import CustomData, DeadLetter, Event, FeedGap, MarketBook
+from ticktape.retry import backoff_delays
 from ticktape.timeutil import VirtualClock
 
 MARKET_LINES = (FIXTURES / "market.stream").read_bytes().splitlines()
@@ -183,11 +183,6 @@ def test_run_stream_reconnects_with_backoff_and_resubscribes_from_the_last_clk()
     (gap,) = _gaps(emitted)
     assert gap.repaired and "connection reset" in gap.reason  # the first drop's cause is kept
     assert sum(isinstance(e, MarketBook) for _, e in emitted) == 4
-
-
-def test_backoff_doubles_up_to_the_cap() -> None:
-    delays = backoff_delays(1.0, 10.0)
-    assert [next(delays) for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
 
 
 def test_market_filter_from_options() -> None:
