@@ -145,26 +145,42 @@ def run(ctx: click.Context, robot: str, tape: str | None, params: tuple[str, ...
 
 @click.command()
 @click.option("--tape", "tape", default=None, help="Tape URI (default: the global --tape).")
-@click.option("--venue", default="paper", show_default=True, help="Venue to send to (paper: the simulator).")
+@click.option("--venue", default="paper", show_default=True,
+              help="Venue to send to: paper (the simulator), binance, betfair (real orders).")
 @click.option("--venue-param", "venue_params", multiple=True,
-              help="Venue setting k=v, e.g. crypto.taker_fee=0.001 (repeatable).")
+              help="Venue setting k=v, e.g. crypto.taker_fee=0.001 or market=futures (repeatable).")
 @click.option("--topics", "topics", multiple=True, help="Market topics the paper venue matches against "
                                                         "(default: those of the live runs known now).")
 @click.option("--dead-after", default=5.0, show_default=True, help="Cancel a run's orders when its heartbeat "
                                                                    "is this old, s.")
+@click.option("--credentials", "credentials_file", default=None,
+              help="TOML file with the venue's credentials, outside any git repository (default: environment).")
+@click.option("--testnet", is_flag=True, help="Binance: the spot / futures test network.")
+@click.option("--poll-seconds", default=5.0, show_default=True,
+              help="Real venues: ask for the open orders this often (fills still arrive if the stream is silent).")
+@click.option("--no-position-check", is_flag=True,
+              help="Real venues: start even if the venue's positions differ from the fills on the tape.")
 @click.pass_context
 def gateway(ctx: click.Context, tape: str | None, venue: str, venue_params: tuple[str, ...], topics: tuple[str, ...],
-            dead_after: float) -> None:
+            dead_after: float, credentials_file: str | None, testnet: bool, poll_seconds: float,
+            no_position_check: bool) -> None:
     """Serve the live runs' intents on VENUE until SIGINT/SIGTERM; restart it any time."""
     from robots.cli import _topics
     from robots.live.gateway import Gateway, paper_topics
+    from robots.live.real_venues import is_real_venue
 
     uri = _tape_uri(ctx, tape)
     _live_process()
     stop = threading.Event()
     _stop_on_signals(stop)
-    market = _topics(topics) or paper_topics(uri, venue)
-    gw = Gateway(uri, venue=venue, topics=market, dead_after=dead_after, venue_settings=parse_param_args(venue_params))
+    settings: dict[str, object] = dict(parse_param_args(venue_params))
+    if testnet:
+        settings["testnet"] = True
+    real = is_real_venue(venue)
+    market = _topics(topics) or ([] if real else paper_topics(uri, venue))
+    gw = Gateway(uri, venue=venue, topics=market, dead_after=dead_after, venue_settings=settings,
+                 credentials_file=credentials_file, poll_seconds=poll_seconds,
+                 check_positions=not no_position_check)
     try:
         gw.start()
         click.echo(f"gateway {gw.loop.stream}: serving live runs on {uri} (market: {', '.join(market) or 'none'})",

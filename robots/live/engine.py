@@ -98,6 +98,7 @@ class LiveLoop:
         self._encode = default_codec().encode
         self.inputs_reader: LiveInputs | None = None
         self.replayed = 0
+        self.last_outputs: list[Output] = []  # what the last `step` wrote
 
     # ------------------------------------------------------------------ recovery
     def recover(self, *, start: str = "latest", earliest: Sequence[str] = ()) -> None:
@@ -217,6 +218,7 @@ class LiveLoop:
             outputs.extend(fold.fold(rec))
         if outputs:
             self._write(outputs)
+        self.last_outputs = outputs
         self._since_snapshot += len(events)
         self._maybe_snapshot()
         return len(events)

@@ -29,21 +29,40 @@ journal replays at ~230k inputs/s, BENCHMARKS.md).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
+import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from robots.api import RobotError
 from robots.controls import Controls, controls_from_config
 from robots.live.engine import LiveLoop, Output, open_live_tape
+from robots.live.exchange import (
+    REPORT_KIND,
+    AccountReport,
+    Command,
+    LiveVenue,
+    OrderReport,
+    OutcomeUnknown,
+    Refusal,
+    VenueBusy,
+    report_event,
+    report_from_event,
+)
 from robots.live.fold import DuplicateWindow, base36, run_tag
+from robots.live.real_venues import RULES_KIND, is_real_venue, open_real_venue, rules_event
+from robots.live.sender import VenueSender
 from robots.live.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, heartbeat_topic, last_event
+from robots.live.venue_orders import VenueOrders
 from robots.sim.base import SimVenue
 from robots.venues import live_venue, make_venue
+from ticktape.errors import TicktapeError
 from ticktape.events import (
     BetSettled,
     CancelOrder,
@@ -62,12 +81,15 @@ from ticktape.events import (
     RunFinished,
     RunStarted,
 )
+from ticktape.retry import backoff_delays, retry_call
 from ticktape.tape import Tape, open_tape
 from ticktape.tape.base import Record
 
 __all__ = ["Gateway", "GatewayFold", "PaperVenue"]
 
 log = logging.getLogger("ticktape.gateway")
+
+T = TypeVar("T")
 
 _INTENTS = (PlaceOrder, CancelOrder, ReplaceOrder)
 _BETFAIR_MARKET = (MarketBook, MarketDefinition)
@@ -119,12 +141,27 @@ class _Run:
 
 
 class GatewayFold:
-    """The gateway's fold (see the module docstring); `only_run` serves one run (in-process gateway)."""
+    """The gateway's fold (see the module docstring); `only_run` serves one run (in-process gateway).
 
-    def __init__(self, venue: SimVenue, *, venue_name: str = "paper", only_run: str | None = None) -> None:
+    With `orders` (a real venue), intents become `Command`s in `outbox` (the gateway's sender
+    sends them) and the venue's reports, journaled inline, become the answers; `check` applies the
+    venue's journaled rules (exchange filters) before anything is sent.
+    """
+
+    def __init__(self, venue: SimVenue | None, *, venue_name: str = "paper", only_run: str | None = None,
+                 orders: VenueOrders | None = None,
+                 check: Callable[[Mapping[str, Any], PlaceOrder | ReplaceOrder], Refusal | None] | None = None
+                 ) -> None:
+        if (venue is None) == (orders is None):
+            raise ValueError("a gateway fold needs a simulated venue or real venue orders, not both")
         self.venue = venue
         self.venue_name = venue_name
         self.only_run = only_run
+        self.orders = orders
+        self.check = check
+        self.rules: dict[str, Any] = {}
+        self.account: AccountReport | None = None
+        self.outbox: list[Command] = []
         self.seq = 0
         self.clock = 0  # latest market ts_event folded
         self.runs: dict[str, _Run] = {}
@@ -160,14 +197,31 @@ class GatewayFold:
             return []
         if t is Control:
             return self._control(event)  # type: ignore[arg-type]
-        if t is CustomData or record.topic == CONTROLS_TOPIC:
+        if t is CustomData:
+            return self._custom(event)  # type: ignore[arg-type]
+        if record.topic == CONTROLS_TOPIC:
             return []
         if event.ts_event > self.clock:
             self.clock = event.ts_event
         for run in self.runs.values():
             if run.controls.needs_market_data:
                 run.controls.on_event(event)
-        return self._answers(self.venue.on_market(event))
+        return [] if self.venue is None else self._answers(self.venue.on_market(event))
+
+    def _custom(self, data: CustomData) -> list[Output]:
+        """A real venue's report or rules (journaled inline by the gateway); other custom data is not ours."""
+        if self.orders is None:
+            return []
+        if data.name == REPORT_KIND:
+            report = report_from_event(data)
+            if isinstance(report, AccountReport):
+                self.account = report
+                return []
+            rid, events = self.orders.apply(report, data.ts_recv)
+            return self._answers(events, rid) if rid is not None else []
+        if data.name == RULES_KIND:
+            self.rules = json.loads(data.payload)
+        return []
 
     def due(self, now: int) -> list[Event]:
         return []  # watchdog verdicts are passed in by the Gateway loop
@@ -250,10 +304,34 @@ class GatewayFold:
             rejection = run.controls.check(intent)
             if rejection is not None:
                 return self._answers([rejection], rid)
+            if self.check is not None:
+                broken = self.check(self.rules, intent)
+                if broken is not None:
+                    return self._answers([OrderRejected(intent.robot, intent.client_order_id, None, intent.venue,
+                                                        intent.instrument, ts, ts, broken.reason, broken.control)],
+                                         rid)
         if t is PlaceOrder:
             self.run_of_order[intent.client_order_id] = rid
             run.open[intent.client_order_id] = intent
-        return self._answers(self.venue.on_intent(intent, ts), rid)
+        return self._execute(run, intent, ts)
+
+    def _execute(self, run: _Run, intent: Any, ts: int) -> list[Output]:
+        """Send an intent that passed every check: the paper venue answers now; a real venue's command is
+        queued for the sender (its answers come back as reports)."""
+        if self.venue is not None:
+            return self._answers(self.venue.on_intent(intent, ts), run.run_id)
+        assert self.orders is not None
+        t = type(intent)
+        if t is PlaceOrder:
+            command: Command | OrderRejected = self.orders.place(intent, run.run_id, run.tag)
+        elif t is ReplaceOrder:
+            command = self.orders.replace(intent)
+        else:
+            command = self.orders.cancel(intent)
+        if isinstance(command, OrderRejected):
+            return self._answers([command], run.run_id)
+        self.outbox.append(command)
+        return []
 
     def _refusal(self, run: _Run, intent: Any) -> OrderRejected | None:
         reason = control = None
@@ -294,7 +372,7 @@ class GatewayFold:
         ts = max(command.ts_event, self.clock)
         for coid, order in sorted(run.open.items()):
             cancel = CancelOrder(order.robot, coid, order.venue, order.instrument, ts, ts, reason)
-            out.extend(self._answers(self.venue.on_intent(cancel, ts), run.run_id))
+            out.extend(self._execute(run, cancel, ts))
         return out
 
     def _close_positions(self, run: _Run, command: Control) -> list[Output]:
@@ -310,7 +388,7 @@ class GatewayFold:
                                "MARKET", 0.0, abs(size), "IOC", f"flatten: {command.reason}")
             self.run_of_order[coid] = run.run_id
             run.open[coid] = order
-            out.extend(self._answers(self.venue.on_intent(order, ts), run.run_id))
+            out.extend(self._execute(run, order, ts))
         return out
 
     # ------------------------------------------------------------------ outputs
@@ -351,35 +429,125 @@ class GatewayFold:
 
 
 class Gateway:
-    """A running gateway: the loop, plus the watchdog turning stale heartbeats into journaled verdicts."""
+    """A running gateway: the loop, plus the watchdog turning stale heartbeats into journaled verdicts.
+
+    On a real venue (`binance`, `betfair`; or an adapter passed as `real`) it also runs the
+    venue's sender (`robots.live.sender`), journals every report the venue gives, reconciles with
+    the venue when it starts (`reconcile`), and polls the venue's open orders every `poll_seconds`.
+    """
 
     def __init__(self, tape: str, *, venue: str = "paper", topics: Sequence[str] = (), dead_after: float = 5.0,
                  only_run: str | None = None, poll: float = 0.0005, hold_seconds: float = 0.05,
-                 venue_settings: Mapping[str, object] | None = None) -> None:
+                 venue_settings: Mapping[str, object] | None = None, real: LiveVenue | None = None,
+                 credentials_file: str | None = None, poll_seconds: float = 5.0,
+                 check_positions: bool = True) -> None:
         self.uri = tape
-        venue_object = live_venue(venue, venue_settings)
+        self.venue_name = venue
+        self.real: LiveVenue | None = None
+        if real is not None or is_real_venue(venue):
+            if only_run is not None:
+                raise RobotError(f"venue {venue!r}: a run on a real venue is served by `ticktape gateway`, "
+                                 "not inline (--gateway external)")
+            self.real = real if real is not None else open_real_venue(venue, venue_settings, credentials_file)
         self.tape = open_live_tape(tape)
         self.dead_after = dead_after
         self.market_topics = frozenset(topics)
         self.hold_seconds = hold_seconds
+        self.poll_seconds = poll_seconds
+        self.check_positions = check_positions
         self._held_since: dict[tuple[int, int], float] = {}
         self._beats = HeartbeatWatcher(tape)
         for topic in (INTENT_TOPIC, EVENT_TOPIC, CONTROLS_TOPIC, RUNS_TOPIC):
             if self.tape.partitions(topic) == 0:
                 self.tape.create_topic(topic)
-        self.fold = GatewayFold(venue_object, venue_name=venue, only_run=only_run)
+        self.inbox: queue.Queue[OrderReport | AccountReport] = queue.Queue()
+        self.sender: VenueSender | None = None
+        if self.real is not None:
+            self.fold = GatewayFold(None, venue_name=venue, only_run=only_run, orders=VenueOrders(venue),
+                                    check=type(self.real).check)
+            self.sender = VenueSender(self.real, self.inbox.put)
+        else:
+            self.fold = GatewayFold(live_venue(venue, venue_settings), venue_name=venue, only_run=only_run)
         stream = f"gateway-{venue}" + (f"-{only_run}" if only_run else "")
         self.loop = LiveLoop(self.tape, tape, stream, self.fold,
                              (*topics, RUNS_TOPIC, INTENT_TOPIC, CONTROLS_TOPIC), store=None, poll=poll)
         self._last_watch = 0.0
+        self._last_poll = time.monotonic()
 
     def start(self) -> None:
-        """Recover (replay the whole journal) and get ready to follow."""
+        """Recover (replay the whole journal) and get ready to follow; on a real venue, reconcile first."""
         t0 = time.perf_counter()
         # every manifest matters (a run may have started just before us); old intents do not
         self.loop.recover(start="latest", earliest=(RUNS_TOPIC,))
         log.info("gateway %s: replayed %d inputs in %.3f s", self.loop.stream, self.loop.replayed,
                  time.perf_counter() - t0)
+        if self.real is not None and self.sender is not None:
+            self.fold.outbox.clear()  # the replayed past's commands: answered in the journal, or verified below
+            self.real.start(self.inbox.put)
+            self.loop.step([], [rules_event(self.venue_name, _patiently("rules", self.real.rules), time.time_ns())])
+            self.reconcile()
+            self.sender.start()
+            assert self.fold.orders is not None
+            self.sender.submit(self.fold.orders.pending())
+
+    def reconcile(self) -> None:
+        """Compare the venue with the tape before trading; append what the tape lacks; refuse what no one explains.
+
+        The venue's open orders (ticktape's client order ids) and the current state of every order the
+        journal holds as not done are journaled as reports (source "reconcile"), so the fold appends
+        the fills and ends the tape missed while the gateway was away; each such event is also named
+        on `gateway.reconcile`. An open order of a ticktape id this gateway never sent, or a position
+        that differs from the sum of the fills on the tape (futures; `check_positions`), stops the
+        start with a `TicktapeError` naming it.
+        """
+        real, orders = self.real, self.fold.orders
+        assert real is not None and orders is not None
+        listed = list(_patiently("open orders", real.open_orders))
+        seen = {r.client_order_id for r in listed}
+        for live in orders.open_orders():
+            if live.order.client_order_id not in seen:
+                command = Command("verify", live.order, live.order, live.version, live.run_ref)
+                found = _patiently(f"query {live.order.client_order_id}", functools.partial(real.query, command))
+                if found.status != "unknown":  # unknown: never reached the venue; the sender places it
+                    listed.append(found)
+        account = _patiently("account", real.account)
+        now = time.time_ns()
+        reports = [report_event(replace_source(r, "reconcile"), self.venue_name, now) for r in listed]
+        self.loop.step([], [*reports, report_event(account, self.venue_name, now)])
+        self._mark_reconciled(self.loop.last_outputs, now)
+        strangers = sorted(c for c, r in orders.strangers.items() if r.status == "open")
+        if strangers:
+            raise TicktapeError(f"gateway {self.venue_name}: the venue has open orders this gateway never sent "
+                                f"({', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''}): cancel them "
+                                "at the venue, or start the gateway (tape) that owns them")
+        if self.check_positions:
+            self._compare_positions(account)
+
+    def _compare_positions(self, account: AccountReport) -> None:
+        mine: dict[str, float] = {}
+        for run in self.fold.runs.values():
+            for (_venue, instrument), size in run.position.items():
+                mine[instrument] = mine.get(instrument, 0.0) + size
+        if not account.positions:
+            return  # the venue reports no positions (spot balances, Betfair): nothing to compare
+        wrong = [(i, mine.get(i, 0.0), account.positions.get(i, 0.0))
+                 for i in sorted(set(mine) | set(account.positions))
+                 if abs(mine.get(i, 0.0) - account.positions.get(i, 0.0)) > 1e-9]
+        if wrong:
+            raise TicktapeError(f"gateway {self.venue_name}: positions differ from the fills on the tape: " + "; ".join(
+                f"{i}: tape {t:g}, venue {v:g}" for i, t, v in wrong) + " (start with --no-position-check to "
+                "trade anyway, e.g. when the account holds positions ticktape did not open)")
+
+    def _mark_reconciled(self, outputs: Sequence[Output], now: int) -> None:
+        if not outputs:
+            return
+        marks = [CustomData("gateway.reconciled", getattr(e, "client_order_id", ""), now, now, json.dumps(
+            {"run": key, "event": type(e).__name__, "fill_id": getattr(e, "fill_id", None)}, sort_keys=True))
+            for _, key, e in outputs]
+        if self.tape.partitions(RECONCILE_TOPIC) == 0:
+            self.tape.create_topic(RECONCILE_TOPIC)
+        self.tape.append(RECONCILE_TOPIC, marks, keys=[m.key for m in marks])
+        log.warning("gateway %s: reconciliation appended %d events the tape was missing", self.venue_name, len(marks))
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set."""
@@ -389,13 +557,40 @@ class Gateway:
         self._beats.start()
         runs = self.fold.runs
         held: list[Record] = []
+        idle_wait = 0.05 if self.real is None else 0.005  # a real venue's reports arrive in the inbox
         while not stop.is_set():
-            records = held + reader.get(0.002 if held else 0.05)
+            records = held + reader.get(0.002 if held else idle_wait)
             records, held = self._market_first(records)
             # An intent of a run declared dead: look at its heartbeat first (a restarted runner beats
             # before it sends anything), so the verdict "alive again" is journaled before the intent.
             recheck = any(r.topic == INTENT_TOPIC and r.key in runs and runs[r.key].dead for r in records)
-            self.loop.step(records, before=self.watch(force=recheck))
+            self.loop.step(records, self._reports(), before=self.watch(force=recheck))
+            if self.sender is not None:
+                self._dispatch(self.sender)
+
+    def _reports(self) -> list[Event]:
+        """The venue's reports since the last step, as journal inputs."""
+        out: list[Event] = []
+        now = time.time_ns()
+        while True:
+            try:
+                out.append(report_event(self.inbox.get_nowait(), self.venue_name, now))
+            except queue.Empty:
+                return out
+
+    def _dispatch(self, sender: VenueSender) -> None:
+        """Hand the fold's new commands to the sender; poll the venue's open orders now and then."""
+        if self.fold.outbox:
+            sender.submit(self.fold.outbox)
+            self.fold.outbox.clear()
+        now = time.monotonic()
+        if now - self._last_poll >= self.poll_seconds and sender.idle.is_set():
+            self._last_poll = now
+            assert self.fold.orders is not None
+            expected = [Command("verify", o.order, o.order, o.version, o.run_ref)
+                        for o in self.fold.orders.open_orders()]
+            if expected:
+                sender.request_poll(expected)
 
     def _market_first(self, records: list[Record]) -> tuple[list[Record], list[Record]]:
         """(to fold now, to hold): an intent waits (up to `hold_seconds`) until the venue has the market
@@ -464,10 +659,31 @@ class Gateway:
         return all(self.loop.positions.get((INTENT_TOPIC, p), 0) >= end for p, end in ends.items())
 
     def close(self) -> None:
-        """Stop following and release the tape."""
+        """Stop following and release the tape (and the venue)."""
         self._beats.stop.set()
+        if self.sender is not None:
+            self.sender.close()
+            if self.sender.is_alive():
+                self.sender.join(timeout=10)
+        if self.real is not None:
+            self.real.close()
         self.loop.close()
         self.tape.close()
+
+
+RECONCILE_TOPIC = "gateway.reconcile"
+"""Names every event a gateway's start-up reconciliation appended to `orders.event` (CustomData)."""
+
+
+def replace_source(report: OrderReport, source: str) -> OrderReport:
+    """The report, marked as coming from `source`."""
+    return dataclasses.replace(report, source=source)
+
+
+def _patiently(what: str, call: Callable[[], T]) -> T:
+    """A read-only venue call at start-up, asked again (with backoff) until the venue answers."""
+    return retry_call(call, retry_on=(OutcomeUnknown, VenueBusy), delays=backoff_delays(0.2, 5.0, jitter=0.5),
+                      on_retry=lambda exc, wait: log.warning("%s: %s; asking again in %.1f s", what, exc, wait))
 
 
 def paper_topics(uri: str, venue: str = "paper") -> list[str]:

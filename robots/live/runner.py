@@ -22,6 +22,7 @@ from robots.api import Robot, RobotError
 from robots.execution import TapeExecution
 from robots.live.engine import LiveLoop, Output, append_to, open_live_tape
 from robots.live.fold import RunFold, stop_control
+from robots.live.real_venues import is_real_venue
 from robots.live.snapshots import SnapshotStore
 from robots.live.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, heartbeat_topic
 from robots.registry import get_robot
@@ -117,8 +118,11 @@ class LiveRunner:
         self.bot = get_robot(robot, params, robot_id=robot_id, allow_impure=allow_impure)
         self.run_id = run_id or f"{self.bot.robot_id}-live-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
         self.controls = dict(controls or {})
-        kind = venue_kind(venue)
-        if kind.simulated:
+        if is_real_venue(venue):
+            if gateway != "external":
+                raise RobotError(f"--venue {venue}: a real venue is served by `ticktape gateway --venue {venue}` "
+                                 "(use --gateway external): credentials stay in the gateway's process")
+        elif venue_kind(venue).simulated:
             raise RobotError(f"--venue {venue}: a simulated venue is for backtests; a live run needs a live venue "
                              f"({', '.join(n for n in venue_names() if not venue_kind(n).simulated)})")
         self.venue = venue
