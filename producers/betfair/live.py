@@ -65,6 +65,7 @@ class RecordOptions:
     flush_interval: float = 0.2
     stream_host: str | None = None  # betfairlightweight's host name: None = production, "integration"
     locale: str | None = None  # betfairlightweight's jurisdiction for login and API: spain, italy, ... (None: .com)
+    stream_endpoint: tuple[str, int] | None = None  # (address, port) instead of the host's :443 (tests: a local server)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -188,13 +189,26 @@ class RawListener(betfairlightweight.StreamListener):  # type: ignore[misc]
             super().update_unique_id(unique_id)
 
 
-def _betfairlightweight_connect(client: Any, options: RecordOptions) -> Connect:
+def log_in(client: Any, credentials: Credentials) -> None:
+    """Log `client` in: the non-interactive certificate login when `credentials.certs` names a directory, else
+    the interactive (password) login. Either sets the client's session token."""
+    if credentials.certs:
+        client.login()
+    else:
+        client.login_interactive()
+
+
+def betfairlightweight_connect(client: Any, options: RecordOptions) -> Connect:
     """A `Connect` over betfairlightweight's `BetfairStream` (socket, authentication, subscribe)."""
     from betfairlightweight.filters import streaming_market_data_filter
 
     def connect(session: StreamSession, on_raw: Callable[[str | bytes], bool]) -> None:
         operation = "marketSubscription" if session.stream == "market" else "orderSubscription"
         stream = client.streaming.create_stream(listener=RawListener(on_raw, operation), host=options.stream_host)
+        if options.stream_endpoint:
+            # BetfairStream connects to (self.host, self.__port): instance attributes override both for
+            # this stream alone, instead of patching the class for the whole process.
+            stream.host, stream._BetfairStream__port = options.stream_endpoint
         initial_clk, clk = session.resubscribe_clocks()
         if session.stream == "market":
             stream.subscribe_to_markets(
@@ -225,13 +239,10 @@ def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOpt
         client = betfairlightweight.APIClient(credentials.username, credentials.password.get(),
                                               app_key=credentials.app_key.get(), certs=credentials.certs,
                                               locale=options.locale)
-        if credentials.certs:
-            client.login()
-        else:
-            client.login_interactive()
+        log_in(client, credentials)
     stop = stop or threading.Event()
     events: queue.Queue[Sequence[tuple[str, Event | Encoded]]] = queue.Queue()
-    connect = _betfairlightweight_connect(client, options)
+    connect = betfairlightweight_connect(client, options)
     sessions = [StreamSession("market", keep_raw=options.keep_raw)]
     if options.orders:
         sessions.append(StreamSession("order", keep_raw=options.keep_raw))

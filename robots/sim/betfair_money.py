@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from fractions import Fraction
 
-# Betfair's CLASSIC odds ladder: (upper bound, increment), both in hundredths.
-_LADDER: tuple[tuple[int, int], ...] = (
+# Betfair's CLASSIC odds ladder: (upper bound, increment), both in hundredths (the live venue journals it).
+CLASSIC_LADDER: tuple[tuple[int, int], ...] = (
     (200, 1), (300, 2), (400, 5), (600, 10), (1000, 20), (2000, 50),
     (3000, 100), (5000, 200), (10000, 500), (100000, 1000),
 )
@@ -38,7 +38,7 @@ def is_valid_price(price: float) -> bool:
     if abs(h - price * 100) > 1e-6 or h < 101 or h > 100000:
         return False
     low = 100
-    for high, step in _LADDER:
+    for high, step in CLASSIC_LADDER:
         if h <= high:
             return (h - low) % step == 0
         low = high
@@ -46,14 +46,14 @@ def is_valid_price(price: float) -> bool:
 
 
 def _step_above(h: int) -> int:
-    for high, step in _LADDER:
+    for high, step in CLASSIC_LADDER:
         if h < high:
             return step
     return 0
 
 
 def _step_below(h: int) -> int:
-    for high, step in _LADDER:
+    for high, step in CLASSIC_LADDER:
         if h <= high:
             return step
     return 0

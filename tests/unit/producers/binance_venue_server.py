@@ -22,8 +22,9 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from local_http import JsonHandler
 from websockets.sync.server import ServerConnection, serve
+
+from tests.venues.local_http import JsonHandler
 
 T0_MS = 1_700_000_000_000
 

@@ -20,12 +20,12 @@ import betfairlightweight
 import orjson
 import pytest
 from betfair_helpers import FIXTURES, SHARED
-from betfair_stream_server import BetfairApiServer, BetfairStreamServer, self_signed_cert
 from betfairlightweight.baseclient import BaseClient
 from betfairlightweight.streaming.betfairstream import BetfairStream
 
 from producers.betfair.live import Credentials, RecordOptions, load_credentials, run_recorder
 from producers.betfair.parse import GAP_TOPIC, MARKET_TOPIC, ORDERS_TOPIC, StreamDecoder
+from tests.venues.betfair_exchange import BetfairApiServer, BetfairStreamServer, self_signed_cert
 from ticktape.events import Event, FeedGap, MarketBook, MarketDefinition
 from ticktape.tape.file import FileTape
 
