@@ -187,6 +187,9 @@ class BetfairVenue:
         session = requests.Session()
         if options.ca_bundle:
             session.verify = options.ca_bundle
+            # requests prefers REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment over Session.verify:
+            # an explicit CA must not be overridden by the process environment.
+            session.trust_env = False
         client = betfairlightweight.APIClient(credentials.username, credentials.password.get(),
                                               app_key=credentials.app_key.get(), certs=credentials.certs,
                                               locale=options.locale, lightweight=True, session=session)
