@@ -39,7 +39,6 @@ from producers.betfair import execution
 from producers.betfair.live import (
     Credentials,
     RecordOptions,
-    backoff_delays,
     betfairlightweight_connect,
     load_credentials,
     log_in,
@@ -50,6 +49,7 @@ from robots.live.exchange import AccountReport, Command, OrderReport, OutcomeUnk
 from robots.sim.betfair_state import parse_instrument
 from ticktape.errors import TicktapeError
 from ticktape.events import FeedGap, PlaceOrder, ReplaceOrder
+from ticktape.retry import backoff_delays
 from ticktape.timeutil import Clock, WallClock
 
 log = logging.getLogger(__name__)
@@ -300,7 +300,7 @@ class BetfairVenue:
             raise OutcomeUnknown(f"betfair placeOrders for {order.client_order_id}: execution TIMEOUT")
         if answer.get("status") == "FAILURE" or first.get("status") == "FAILURE":
             if answer.get("errorCode") == "DUPLICATE_TRANSACTION":
-                return [self.query(command)]  # this command already ran: report what it made
+                return list(self.query(command))  # this command already ran: report what it made
             codes = [c for c in (answer.get("errorCode"), first.get("errorCode")) if c]
             return [self._rejected(order, ": ".join(dict.fromkeys(codes)) or "FAILURE")]
         return [execution.report_from_instruction(order, first)]
@@ -328,7 +328,7 @@ class BetfairVenue:
         answer = self._read("listCurrentOrders", lambda: self._client.betting.list_current_orders(
             bet_ids=[bet_id], lightweight=True))
         bets = answer.get("currentOrders") or []
-        report = execution.report_from_current(bets[0], "rest") if bets else self.query(command)
+        report = execution.report_from_current(bets[0], "rest") if bets else self.query(command)[-1]
         if note:
             report = _with_reason(report, note)
         return report
@@ -338,7 +338,7 @@ class BetfairVenue:
         order = command.order
         live = [b for b in self._bets(order.client_order_id) if b.get("status") == "EXECUTABLE"]
         if not live:
-            return [self.query(command)]
+            return list(self.query(command))
         out = []
         for bet in live:  # one, unless a replacement raced a cancel
             bet_id = str(bet["betId"])
@@ -375,7 +375,7 @@ class BetfairVenue:
         coid = order.client_order_id
         live = [b for b in self._bets(coid) if b.get("status") == "EXECUTABLE"]
         if not live:
-            return [_with_reason(self.query(command), "replace: the order is no longer open")]
+            return [_with_reason(r, "replace: the order is no longer open") for r in self.query(command)]
         bet = live[-1]
         bet_id, market_id = str(bet["betId"]), str(bet["marketId"])
         price = float(bet["priceSize"]["price"])
@@ -418,17 +418,17 @@ class BetfairVenue:
             reports.append(self._still_there(command, bet_id, ""))
         return reports
 
-    def query(self, command: Command) -> OrderReport:
-        """The order's current report: its executable bet, else its latest bet; listClearedOrders once the
-        market is settled; status "unknown" when Betfair has no bet with this customerOrderRef.
-        (`query_bets` reports every bet of a replaced order.)"""
+    def query(self, command: Command) -> Sequence[OrderReport]:
+        """One report per bet of the order (a replacement is a new bet), its current bet (the executable one,
+        else the latest) last; listClearedOrders once the market is settled; [status "unknown"] when Betfair
+        has no bet with this customerOrderRef."""
         reports = self.query_bets(command.order.client_order_id)
         if not reports:
             o = command.order
-            return OrderReport(client_order_id=o.client_order_id, venue_order_id=None, instrument=o.instrument,
-                               status="unknown", ts_event=self._clock.now(), side=o.side, source="query")
+            return [OrderReport(client_order_id=o.client_order_id, venue_order_id=None, instrument=o.instrument,
+                                status="unknown", ts_event=self._clock.now(), side=o.side, source="query")]
         live = [r for r in reports if r.status == "open"]
-        return live[-1] if live else reports[-1]
+        return [r for r in reports if r.status != "open"] + live
 
     def query_bets(self, coid: str) -> list[OrderReport]:
         """One report per bet made for this client order id (a replacement is a new bet), oldest first."""

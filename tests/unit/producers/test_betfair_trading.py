@@ -98,7 +98,7 @@ def test_place_matches_what_is_available_at_once_and_the_rest_when_the_price_com
     assert params["instructions"][0]["limitOrder"] == {"size": 10.0, "price": 2.0, "persistenceType": "PERSIST"}
 
     exchange.set_prices(MARKET, SELECTION, back=2.0, lay=2.02)  # the resting 6 is marketable now
-    final = venue.query(place(order()))
+    final = venue.query(place(order()))[-1]
     assert (final.status, final.matched, final.venue_order_id) == ("filled", 10.0, bet.bet_id)
     assert final.avg_price == pytest.approx(2.04) and bet.fills[-1] == (200, 600, "MAKER")
 
@@ -150,7 +150,7 @@ def test_an_unanswered_place_is_outcome_unknown_and_the_query_finds_the_bet(
     with pytest.raises(OutcomeUnknown):
         venue.place(place(order()))
     [bet] = exchange.bets_for("abcdefgh-1-1")
-    found = venue.query(place(order()))
+    found = venue.query(place(order()))[-1]
     assert (found.status, found.venue_order_id) == ("open", bet.bet_id)
     [resent] = venue.place(place(order()))  # the sender resends: de-duplicated, nothing placed twice
     assert resent.venue_order_id == bet.bet_id and len(exchange.bets_for("abcdefgh-1-1")) == 1
@@ -161,7 +161,7 @@ def test_a_5xx_before_running_is_outcome_unknown_and_the_query_says_unknown(
     exchange.inject("error_5xx_before", "placeOrders")
     with pytest.raises(OutcomeUnknown):
         venue.place(place(order()))
-    assert venue.query(place(order())).status == "unknown"
+    assert venue.query(place(order()))[-1].status == "unknown"
     [report] = venue.place(place(order()))
     assert report.status == "open" and len(exchange.bets_for("abcdefgh-1-1")) == 1
 
@@ -179,7 +179,7 @@ def test_twenty_scripted_faults_never_place_a_bet_twice(venue: BetfairVenue, exc
                 outcome = report.status
                 break
             except (OutcomeUnknown, VenueBusy):
-                if venue.query(command).status != "unknown":
+                if venue.query(command)[-1].status != "unknown":
                     outcome = "found"
                     break
         assert outcome in ("open", "found")
@@ -212,7 +212,7 @@ def test_the_hourly_transaction_budget_refuses_instead_of_exceeding(
     with pytest.raises(VenueBusy) as busy:
         venue.place(place(order(coid="abcdefgh-1-3")))
     assert 3500 < busy.value.retry_after <= 3600
-    assert len(exchange.bets) == 2 and venue.query(place(order(coid="abcdefgh-1-3"))).status == "unknown"
+    assert len(exchange.bets) == 2 and venue.query(place(order(coid="abcdefgh-1-3")))[-1].status == "unknown"
 
 
 def test_transaction_budget_is_a_rolling_hour() -> None:
@@ -260,7 +260,7 @@ def test_replace_moves_price_and_size_and_reports_each_bet(venue: BetfairVenue,
 
     venue.replace(command)  # a resend after an unknown outcome changes nothing
     assert len(exchange.bets_for("abcdefgh-1-1")) == 2 and executed(exchange, "replaceOrders") == 1
-    assert venue.query(place(moved)).venue_order_id == new.venue_order_id
+    assert venue.query(place(moved))[-1].venue_order_id == new.venue_order_id
     assert [r.venue_order_id for r in venue.query_bets("abcdefgh-1-1")] == [b.bet_id for b in bets]
 
 
@@ -296,7 +296,7 @@ def test_settled_bets_are_found_in_cleared_orders(venue: BetfairVenue, exchange:
     exchange.set_prices(MARKET, SELECTION, back=2.0, lay=2.02)
     venue.place(place(order()))
     exchange.settle(MARKET, SELECTION)
-    report = venue.query(place(order()))
+    report = venue.query(place(order()))[-1]
     assert (report.status, report.matched, report.avg_price) == ("filled", 10.0, 2.0)
 
 
