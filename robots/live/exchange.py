@@ -144,8 +144,9 @@ class LiveVenue(Protocol):
       order, a rejection, the fills of an order that matched at once); they raise
       `OutcomeUnknown` or `VenueBusy` as described in the module docstring. Cancelling an order
       the venue no longer has open is not an error: return its final report.
-    - `query` returns the order's current report, with every fill so far (status "unknown" when
-      the venue has no order with this client order id).
+    - `query` returns the order's reports, one per venue order (a replacement may be a new venue
+      order), the current one last, with every fill so far; `[status "unknown"]` when the venue
+      has no order with this client order id.
     - `open_orders` lists the open orders of this gateway's runs (client order ids made by
       ticktape); `account` the positions/balances.
     - `rules` is the venue's trading rules as JSON-able data (Binance's filters from
@@ -168,7 +169,7 @@ class LiveVenue(Protocol):
 
     def replace(self, command: Command) -> Sequence[OrderReport]: ...
 
-    def query(self, command: Command) -> OrderReport: ...
+    def query(self, command: Command) -> Sequence[OrderReport]: ...
 
     def open_orders(self) -> Sequence[OrderReport]: ...
 

@@ -508,8 +508,8 @@ class Gateway:
             if live.order.client_order_id not in seen:
                 command = Command("verify", live.order, live.order, live.version, live.run_ref)
                 found = _patiently(f"query {live.order.client_order_id}", functools.partial(real.query, command))
-                if found.status != "unknown":  # unknown: never reached the venue; the sender places it
-                    listed.append(found)
+                if found[-1].status != "unknown":  # unknown: never reached the venue; the sender places it
+                    listed.extend(found)
         account = _patiently("account", real.account)
         now = time.time_ns()
         reports = [report_event(replace_source(r, "reconcile"), self.venue_name, now) for r in listed]

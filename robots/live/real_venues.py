@@ -43,7 +43,10 @@ def open_real_venue(name: str, settings: Mapping[str, object] | None = None,
         raise TicktapeError(f"no real venue {name!r}: {', '.join(sorted(REAL_VENUES))}")
     module, _, cls = path.partition(":")
     venue_class: Any = getattr(importlib.import_module(module), cls)
-    venue: LiveVenue = venue_class.from_settings(dict(settings or {}), credentials_file=credentials_file)
+    from robots.venues import coerce_setting
+
+    values = {k: coerce_setting(v) for k, v in (settings or {}).items()}  # `--venue-param` gives strings
+    venue: LiveVenue = venue_class.from_settings(values, credentials_file=credentials_file)
     return venue
 
 

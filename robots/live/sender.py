@@ -95,8 +95,8 @@ class VenueSender(threading.Thread):
         kind = command.kind
         if kind == "verify":
             found = self._query(command)
-            if found.status != "unknown":
-                self._deliver([found])
+            if found[-1].status != "unknown":
+                self._deliver(found)
                 return
             log.info("%s: the venue does not have %s (version %d): sending it", self.venue.name, coid,
                      command.version)
@@ -112,9 +112,10 @@ class VenueSender(threading.Thread):
                 self.unknown_outcomes += 1
                 log.warning("%s %s: outcome unknown (%s); asking the venue before anything else", kind, coid, exc)
             self._wait(self.first_wait)  # a request still on its way is then processed before we ask
-            report = self._query(command)
+            found = self._query(command)
+            report = found[-1]
             if report.status != "unknown" and (kind != "cancel" or report.status != "open"):
-                self._deliver([report])
+                self._deliver(found)
                 return
             if report.status == "unknown" and kind == "cancel":
                 return  # nothing to cancel at the venue
@@ -126,12 +127,12 @@ class VenueSender(threading.Thread):
         seen = {r.client_order_id for r in listed}
         for command in poll.expected:
             if command.order.client_order_id not in seen:
-                self._deliver([self._query(command)])
+                self._deliver(self._query(command))
 
     # ------------------------------------------------------------------ calls
-    def _query(self, command: Command) -> OrderReport:
-        """What the venue says of the command's order now (asked again until it answers)."""
-        return self._call(lambda: [self.venue.query(command)], f"query {command.order.client_order_id}")[0]
+    def _query(self, command: Command) -> list[OrderReport]:
+        """What the venue says of the command's order now, its current venue order last (asked until it answers)."""
+        return self._call(lambda: list(self.venue.query(command)), f"query {command.order.client_order_id}")
 
     def _busy_retry(self, call: Callable[[], Sequence[OrderReport]], what: str) -> Sequence[OrderReport]:
         """`call()`, waiting out `VenueBusy` (the venue did not run it); `OutcomeUnknown` propagates."""

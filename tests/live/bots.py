@@ -61,3 +61,37 @@ class Boom(EveryNth):
         state.seen += 1
         if state.seen == 3:
             raise ZeroDivisionError("division by zero")
+
+
+@dataclass(frozen=True)
+class EveryNthBetParams(Params):
+    """Back `instrument` at `price` for `size` (a limit order on Betfair) on every `n`-th trade of `topic`."""
+
+    n: int = 10
+    topic: str = "md.test.tick"
+    instrument: str = "1.100:11"
+    price: float = 2.0
+    size: float = 2.0
+
+
+class EveryNthBet(Robot[EveryNthBetParams, EveryNthState]):
+    """Places a Betfair back bet on every n-th trade of its topic, whatever answers come back."""
+
+    name = "every_nth_bet"
+    params_type = EveryNthBetParams
+    venue = "betfair"
+
+    def subscriptions(self) -> Subscription:
+        return Subscription(topics=(self.params.topic,))
+
+    def init_state(self) -> EveryNthState:
+        return EveryNthState()
+
+    def on_trade(self, state: EveryNthState, event: Trade, ctx: Context) -> None:
+        state.seen += 1
+        if state.seen % self.params.n == 0:
+            ctx.buy(self.params.instrument, self.params.size, price=self.params.price)
+            state.orders += 1
+
+    def on_order_update(self, state: EveryNthState, event: Event, ctx: Context) -> None:
+        state.answers += 1

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,10 @@ def wavy_trades(n: int, *, start: int = 0, instrument: str = "BTCUSDT") -> list[
 class Proc:
     """One `python -m ticktape ...` process with its output in a log file."""
 
-    def __init__(self, name: str, args: Sequence[str], log_dir: Path) -> None:
+    def __init__(self, name: str, args: Sequence[str], log_dir: Path, env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.args = list(args)
+        self.env = dict(env or {})
         self.log = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -51,7 +52,7 @@ class Proc:
     def start(self) -> None:
         with open(self.log, "ab") as fh:
             fh.write(f"\n=== start {self.starts} ===\n".encode())
-            env = dict(os.environ, TICKTAPE_LOG_LEVEL="info")
+            env = dict(os.environ, TICKTAPE_LOG_LEVEL="info", **self.env)
             self.proc = subprocess.Popen([sys.executable, "-m", "ticktape", *self.args], stdout=fh,
                                          stderr=subprocess.STDOUT, env=env)
         self.starts += 1

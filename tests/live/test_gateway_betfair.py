@@ -1,0 +1,160 @@
+"""A robot trades on a local Betfair through `ticktape run` + `ticktape gateway --venue betfair`, real sockets.
+
+The exchange (tests/venues/betfair_exchange.py) implements Betfair's JSON-RPC betting API with
+customerRef de-duplication and the order stream over TLS; the gateway runs betfairlightweight
+unchanged, pointed at 127.0.0.1. While the robot bets, the exchange drops connections after
+placing, answers 5xx before and after placing, times out, refuses (TOO_MANY_REQUESTS), sends
+stream updates twice and goes silent, and the gateway is killed with SIGKILL. The exchange's
+ledger is the truth the tape must equal: no bet placed twice, every matched cent on the tape
+once, the robot's position the venue's.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from robots.live.topics import EVENT_TOPIC, INTENT_TOPIC
+from tests.live.harness import Feeder, Proc, check_run, journal_covers, run_records, wait_for
+from tests.venues.betfair_exchange import LocalBetfairExchange, self_signed_cert
+from ticktape.events import OrderFilled, PlaceOrder, Trade
+from ticktape.tape import open_tape
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the server's certificate")
+
+MARKET, SELECTION = "1.100", 11
+INSTRUMENT = f"{MARKET}:{SELECTION}"
+TOPIC = "md.test.tick"
+TS0 = 1_700_000_000_000_000_000
+FAULTS = ("drop_after", "error_5xx_before", "error_5xx_after", "timeout_after", "too_many_requests",
+          "duplicate_update", "silent_stream")
+
+
+def ticks(n: int) -> list[Trade]:
+    """Trades the robot counts (their prices do not matter: the exchange's prices decide matching)."""
+    return [Trade("test", INSTRUMENT, TS0 + i * 1_000_000, TS0 + i * 1_000_000, 2.0, 1.0, "BUY", str(i))
+            for i in range(n)]
+
+
+@pytest.fixture
+def exchange(tmp_path: Path) -> Iterator[tuple[LocalBetfairExchange, Path]]:
+    cert, key = self_signed_cert(tmp_path)
+    ex = LocalBetfairExchange(cert, key, balance=1_000_000.0)
+    ex.set_prices(MARKET, SELECTION, back=2.0, lay=2.02)  # a back bet at 2.0 matches at once
+    yield ex, cert
+    ex.close()
+
+
+def gateway_proc(uri: str, ex: LocalBetfairExchange, cert: Path, tmp_path: Path) -> Proc:
+    settings = ex.settings(cert, timeout=0.5)
+    params = [a for k, v in settings.items() for a in ("--venue-param", f"{k}={v}")]
+    return Proc("gateway", ["--tape", uri, "gateway", "--venue", "betfair", *params, "--poll-seconds", "0.5",
+                            "--dead-after", "60"], tmp_path, env=ex.credentials_env())
+
+
+def test_a_robot_bets_on_betfair_through_faults_and_gateway_kills(
+        exchange: tuple[LocalBetfairExchange, Path], tmp_path: Path) -> None:
+    ex, cert = exchange
+    uri = f"file:{tmp_path / 'tape'}"
+    run_id = "bet-1"
+    rng = random.Random(7)
+    setup = open_tape(uri)
+    setup.create_topic(TOPIC)
+    gateway = gateway_proc(uri, ex, cert, tmp_path)
+    runner = Proc("runner", ["--tape", uri, "run", "tests.live.bots:EveryNthBet", "--run-id", run_id, "--venue",
+                             "betfair", "--gateway", "external", "--param", f"topic={TOPIC}", "--param", "n=5",
+                             "--snapshot-every", "50"], tmp_path)
+    procs = [gateway, runner]
+    stop_prices = threading.Event()
+
+    def move_prices() -> None:
+        """Now and then the back price drops below the robot's (its bets rest) or little is offered (they match
+        in part), then returns (they match)."""
+        while not stop_prices.wait(0.3):
+            back, size = rng.choice(((1.9, None), (2.0, None), (2.0, 0.5)))
+            ex.set_prices(MARKET, SELECTION, back=back, lay=2.02, back_size=size)
+
+    mover = threading.Thread(target=move_prices, daemon=True)
+    n = 1500
+    try:
+        gateway.start()
+        wait_for("the gateway to start", lambda: gateway.said("serving"), 60, procs)
+        runner.start()
+        wait_for("the runner to start", lambda: runner.said("live on"), 60, procs)
+        mover.start()
+        feeder = Feeder(uri, TOPIC, list(ticks(n)), batch=10, pace=0.12)  # ~18 s, 300 bets
+        feeder.start()
+        kills = 0
+        injected: collections.Counter[str] = collections.Counter()
+        plan = list(FAULTS * 4)  # every kind four times, in a random order
+        rng.shuffle(plan)
+        for kind in plan:
+            time.sleep(rng.uniform(0.2, 0.6))
+            ex.inject(kind, "placeOrders" if kind not in ("duplicate_update", "silent_stream") else None,
+                      delay=1.0)
+            injected[kind] += 1
+            if kind == "silent_stream":
+                threading.Timer(2.0, ex.resume_stream).start()
+            if rng.random() < 0.25:
+                gateway.kill9()
+                kills += 1
+                time.sleep(rng.uniform(0.0, 0.3))
+                gateway.start()
+        feeder.join(60)
+        assert feeder.error is None and feeder.sent == n
+        consumed = sum(injected.values()) - len(ex.faults)
+        assert consumed >= 20, f"only {consumed} faults reached the gateway: {ex.faults}"
+        stop_prices.set()
+        mover.join(5)
+        ex.set_prices(MARKET, SELECTION, back=2.0, lay=2.02)  # whatever rests now matches
+        ex.resume_stream()
+        check = open_tape(uri)
+        try:
+            wait_for("the runner to journal every tick", lambda: journal_covers(check, run_id, TOPIC, 0, n), 120,
+                     procs)
+            wait_for("the gateway to be up", lambda: gateway.said("serving"), 60, procs)
+
+            def settled() -> bool:
+                places = [i for i in run_records(check, INTENT_TOPIC, run_id) if type(i) is PlaceOrder]
+                fills = [e for e in run_records(check, EVENT_TOPIC, run_id) if type(e) is OrderFilled]
+                taped = sum(f.size for f in fills)
+                matched = sum(b.matched_c for p in places for b in ex.bets_for(p.client_order_id)) / 100
+                return len(places) == n // 5 and abs(taped - len(places) * 2.0) < 1e-6 and abs(matched - taped) < 1e-6
+
+            wait_for("every bet matched at the venue and on the tape", settled, 120, procs)
+            assert runner.terminate() == 0, runner.tail()
+            assert gateway.terminate() == 0, gateway.tail()
+            figures = check_run(check, run_id)
+            places = [i for i in run_records(check, INTENT_TOPIC, run_id) if type(i) is PlaceOrder]
+            fills = [e for e in run_records(check, EVENT_TOPIC, run_id) if type(e) is OrderFilled]
+        finally:
+            check.close()
+        # no bet placed twice
+        twice = [p.client_order_id for p in places if len(ex.bets_for(p.client_order_id)) != 1]
+        assert not twice, f"bets placed twice (or never): {twice[:5]}"
+        # every matched cent once: per order, the tape's fills equal the exchange's matched size
+        taped = collections.Counter[str]()
+        for f in fills:
+            taped[f.client_order_id] += round(f.size * 100)
+        for p in places:
+            (bet,) = ex.bets_for(p.client_order_id)
+            assert taped[p.client_order_id] == bet.matched_c, (p.client_order_id, taped[p.client_order_id], bet)
+        assert len({f.fill_id for f in fills}) == len(fills), "a fill id twice"
+        assert kills >= 2, kills
+        assert len(fills) > len(places), "no bet matched in parts"
+        assert "outcome unknown" in gateway.log.read_text(), "no fault made an outcome unknown"
+        print(f"{run_id}: {len(places)} bets, {len(fills)} fills, kills {kills}, faults {dict(injected)} "
+              f"({consumed} consumed), {figures}")
+    finally:
+        stop_prices.set()
+        for p in procs:
+            if p.alive():
+                p.kill9()
+        setup.close()
