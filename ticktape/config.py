@@ -7,6 +7,7 @@ The config file is TOML: `$TICKTAPE_CONFIG`, else `./ticktape.toml` if present. 
 from __future__ import annotations
 
 import os
+import subprocess
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -38,6 +39,17 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+def inside_git_repo(path: Path) -> bool:
+    """Whether `path` (a file) lies inside a git working tree: secrets files must not (one `git add .` away
+    from being published). False when git is not installed."""
+    try:
+        top = subprocess.run(["git", "-C", str(path.parent), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return top.returncode == 0 and bool(top.stdout.strip())
 
 
 @dataclass(frozen=True, kw_only=True)

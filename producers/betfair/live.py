@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import subprocess
 import threading
 import time
 import tomllib
@@ -28,6 +27,7 @@ import orjson
 from producers.betfair.catalogue import CataloguePoller
 from producers.betfair.session import StreamSession
 from producers.common import BatchAppender, dlq_topic
+from ticktape.config import inside_git_repo
 from ticktape.errors import TicktapeError
 from ticktape.events import Event
 from ticktape.retry import backoff_delays
@@ -86,15 +86,6 @@ def market_filter_from(text: str | None, market_ids: str | None) -> dict[str, An
     return flt
 
 
-def _inside_repo(path: Path) -> bool:
-    try:
-        top = subprocess.run(["git", "-C", str(path.parent), "rev-parse", "--show-toplevel"], capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return top.returncode == 0 and bool(top.stdout.strip())
-
-
 def load_credentials(path: str | None = None, env: dict[str, str] | None = None) -> Credentials:
     """Credentials from a TOML file outside any git repository (`[betfair]` table), else the environment.
 
@@ -106,7 +97,7 @@ def load_credentials(path: str | None = None, env: dict[str, str] | None = None)
     values: dict[str, str] = {}
     if path:
         p = Path(path).expanduser().resolve()
-        if _inside_repo(p):
+        if inside_git_repo(p):
             raise TicktapeError(f"{p} is inside a git repository: keep credentials outside it")
         with open(p, "rb") as f:
             data = tomllib.load(f)

@@ -16,6 +16,8 @@ Payloads handled (spot and USD-M futures field layouts):
 | `executionReport`         | OrderAccepted/Filled/...      | orders.event         |
 | `outboundAccountPosition` | Balance per asset             | account.balance      |
 | `balanceUpdate`           | CustomData (a delta)          | account.balance_update |
+| `ORDER_TRADE_UPDATE` (futures) | OrderAccepted/Filled/...  | orders.event         |
+| `ACCOUNT_UPDATE` (futures) | Balance per asset, PositionSnapshot per symbol | account.balance, account.position |
 
 Times: Binance sends ms, or µs when a stream/file asks for microseconds; `to_ns` tells them
 apart by magnitude. Spot `bookTicker` carries no venue time, so its ts_event is ts_recv.
@@ -46,6 +48,7 @@ from ticktape.events import (
     OrderExpired,
     OrderFilled,
     OrderRejected,
+    PositionSnapshot,
     PriceSize,
     Quote,
     Trade,
@@ -60,6 +63,7 @@ TOPIC_BAR = "md.binance.bar"
 TOPIC_ORDERS = "orders.event"
 TOPIC_BALANCE = "account.balance"
 TOPIC_BALANCE_UPDATE = "account.balance_update"
+TOPIC_POSITION = "account.position"
 
 Parsed = list[tuple[str, Event]]
 RobotOf = Callable[[str], str]
@@ -198,46 +202,143 @@ def robot_of_client_order_id(client_order_id: str) -> str:
     return m.group(1) if m else ""
 
 
+# --------------------------------------------------------------------------- order updates
+# One table each for what Binance's execution type `x` and order status `X` mean: the recorder's
+# parsers below and the trading adapter (producers.binance.trading) both read them.
+
+EXECUTION_KINDS: dict[str, str] = {
+    "NEW": "accepted", "REPLACED": "accepted", "AMENDMENT": "accepted",
+    "TRADE": "filled", "CALCULATED": "filled",  # CALCULATED: a futures liquidation's execution
+    "CANCELED": "cancelled", "REJECTED": "rejected",
+    "EXPIRED": "expired", "TRADE_PREVENTION": "expired",
+}
+"""Execution type `x` (spot executionReport, futures ORDER_TRADE_UPDATE) -> what happened to the order."""
+
+ORDER_STATUSES: dict[str, str] = {
+    "NEW": "open", "PENDING_NEW": "open", "PARTIALLY_FILLED": "open", "PENDING_CANCEL": "open",
+    "FILLED": "filled", "CANCELED": "cancelled", "REJECTED": "rejected",
+    "EXPIRED": "expired", "EXPIRED_IN_MATCH": "expired",
+}
+"""Order status `X` / `status` -> the gateway's status (robots.live.exchange.Status)."""
+
+TICKTAPE_VENUE_ID = re.compile(r"^[a-z2-7]{8}-[0-9a-z]+-[0-9]+(\.[0-9]+)?$")
+"""A venue client order id made by a ticktape live run: `<run tag>-<seq>-<k>`, `.n` for replacement n."""
+
+REPLACE_CANCEL = re.compile(r"^([a-z2-7]{8}-[0-9a-z]+-[0-9]+)\.([0-9]+)r$")
+"""The id of the cancel half of a spot cancel-replace (`<coid>.<n>r`: cancelled to make way for version n)."""
+
+
+def venue_client_id(client_order_id: str, version: int) -> str:
+    """Binance's `newClientOrderId` of version `version` of an order (0: the original, n: its n-th replacement)."""
+    return client_order_id if version == 0 else f"{client_order_id}.{version}"
+
+
+def replace_cancel_id(client_order_id: str, version: int) -> str:
+    """`cancelNewClientOrderId` of the cancel-replace making version `version`: its stream message says so."""
+    return f"{client_order_id}.{version}r"
+
+
+def original_client_order_id(venue_id: str) -> str:
+    """The intent's client order id of a venue client id (`.n` of a ticktape replacement stripped)."""
+    if TICKTAPE_VENUE_ID.match(venue_id) and "." in venue_id:
+        return venue_id.rsplit(".", 1)[0]
+    return venue_id
+
+
+def execution_kind(x: str, what: str) -> str:
+    """`EXECUTION_KINDS[x]`, or a `BinanceParseError` naming the field."""
+    kind = EXECUTION_KINDS.get(x)
+    if kind is None:
+        raise BinanceParseError(f"{what}: execution type x={x!r} has no ticktape event", field="x")
+    return kind
+
+
+def _order_event(o: Mapping[str, Any], ts: int, ts_recv: int, robot_of: RobotOf, w: str, *,
+                 reason: str = "") -> Parsed:
+    """The order event of one execution (spot executionReport or the `o` of a futures ORDER_TRADE_UPDATE)."""
+    x = _field(o, "x", str, w)
+    kind = execution_kind(x, w)
+    if REPLACE_CANCEL.match(str(o.get("c", ""))) and x == "CANCELED":
+        return []  # the cancel half of a cancel-replace: the order lives on as its next version
+    symbol = _field(o, "s", str, w)
+    cid = _field(o, "c", str, w)
+    if x == "CANCELED" and o.get("C"):
+        cid = str(o["C"])  # spot: `c` names the cancel request, `C` the order
+    cid = original_client_order_id(cid)
+    vid = str(_field(o, "i", int, w))
+    robot = robot_of(cid)
+    ev: Event
+    if kind == "accepted":
+        ev = OrderAccepted(robot, cid, vid, VENUE, symbol, ts, ts_recv)
+    elif kind == "filled":
+        qty = _field(o, "q", _num, w)
+        cum = _field(o, "z", _num, w)
+        side = _field(o, "S", str, w)
+        if side not in ("BUY", "SELL"):
+            raise BinanceParseError(f"{w}: field 'S'={side!r}: expected BUY or SELL", field="S")
+        ev = OrderFilled(robot, cid, vid, VENUE, symbol, ts, ts_recv, str(_field(o, "t", int, w)), side,
+                         _field(o, "L", _num, w), _field(o, "l", _num, w), _field(o, "n", _num, w),
+                         "MAKER" if _field(o, "m", _bool, w) else "TAKER", max(0.0, round(qty - cum, 12)))
+    elif kind == "cancelled":
+        ev = OrderCancelled(robot, cid, vid, VENUE, symbol, ts, ts_recv, reason or "NONE")
+    elif kind == "rejected":
+        ev = OrderRejected(robot, cid, vid, VENUE, symbol, ts, ts_recv, reason or "rejected")
+    else:
+        ev = OrderExpired(robot, cid, vid, VENUE, symbol, ts, ts_recv,
+                          "self-trade prevention" if x == "TRADE_PREVENTION" else f"expired ({reason})")
+    return [(TOPIC_ORDERS, ev)]
+
+
 def parse_execution_report(p: Mapping[str, Any], ts_recv: int, robot_of: RobotOf = robot_of_client_order_id) -> Parsed:
-    """User-data `executionReport` -> one order event by execution type `x`.
+    """User-data `executionReport` -> one order event by execution type `x` (`EXECUTION_KINDS`).
 
     NEW -> OrderAccepted, TRADE -> OrderFilled (fee in the commission asset `N`),
     CANCELED -> OrderCancelled (the original client id is `C`), REJECTED -> OrderRejected,
     EXPIRED / TRADE_PREVENTION -> OrderExpired. REPLACED (an order amended in place, e.g.
     "amend keep priority" reducing its quantity) -> OrderAccepted of the order as it now stands,
     as the simulated venue answers a ReplaceOrder. Any other type is refused (dead letter).
+    A ticktape replacement's `.n` is stripped from client ids; the cancel half of a ticktape
+    cancel-replace (`c` = `<coid>.<n>r`) is no event: the order goes on as version n.
     """
     w = "executionReport"
-    x = _field(p, "x", str, w)
-    symbol = _field(p, "s", str, w)
-    cid = _field(p, "c", str, w)
-    if x == "CANCELED" and p.get("C"):
-        cid = str(p["C"])
-    vid = str(_field(p, "i", int, w))
     ts = _field(p, "T", to_ns, w) if "T" in p else _field(p, "E", to_ns, w)
-    robot = robot_of(cid)
-    ev: Event
-    if x in ("NEW", "REPLACED"):
-        ev = OrderAccepted(robot, cid, vid, VENUE, symbol, ts, ts_recv)
-    elif x == "TRADE":
-        qty = _field(p, "q", _num, w)
-        cum = _field(p, "z", _num, w)
-        side = _field(p, "S", str, w)
-        if side not in ("BUY", "SELL"):
-            raise BinanceParseError(f"{w}: field 'S'={side!r}: expected BUY or SELL", field="S")
-        ev = OrderFilled(robot, cid, vid, VENUE, symbol, ts, ts_recv, str(_field(p, "t", int, w)), side,
-                         _field(p, "L", _num, w), _field(p, "l", _num, w), _field(p, "n", _num, w),
-                         "MAKER" if _field(p, "m", _bool, w) else "TAKER", max(0.0, round(qty - cum, 12)))
-    elif x == "CANCELED":
-        ev = OrderCancelled(robot, cid, vid, VENUE, symbol, ts, ts_recv, str(p.get("r", "NONE")))
-    elif x == "REJECTED":
-        ev = OrderRejected(robot, cid, vid, VENUE, symbol, ts, ts_recv, _field(p, "r", str, w))
-    elif x in ("EXPIRED", "TRADE_PREVENTION"):
-        reason = "self-trade prevention" if x == "TRADE_PREVENTION" else f"expired ({p.get('f', '')})"
-        ev = OrderExpired(robot, cid, vid, VENUE, symbol, ts, ts_recv, reason)
-    else:
-        raise BinanceParseError(f"{w}: execution type x={x!r} has no ticktape event", field="x")
-    return [(TOPIC_ORDERS, ev)]
+    x = p.get("x")
+    reason = str(p.get("f", "")) if x == "EXPIRED" else str(p.get("r", ""))
+    if x == "CANCELED" and reason == "":
+        reason = "NONE"
+    return _order_event(p, ts, ts_recv, robot_of, w, reason=reason)
+
+
+def parse_order_trade_update(p: Mapping[str, Any], ts_recv: int,
+                             robot_of: RobotOf = robot_of_client_order_id) -> Parsed:
+    """Futures user-data `ORDER_TRADE_UPDATE` -> one order event, as `parse_execution_report` (the
+    order is under `o`; ts_event is the order's trade time `o.T`, else the transaction time `T`)."""
+    w = "ORDER_TRADE_UPDATE"
+    o = _field(p, "o", dict, w)
+    outer = _field(p, "T", to_ns, w) if "T" in p else _field(p, "E", to_ns, w)
+    ts = _field(o, "T", to_ns, w) if o.get("T") else outer
+    return _order_event(o, ts, ts_recv, robot_of, w, reason="NONE" if o.get("x") == "CANCELED" else "")
+
+
+def parse_account_update(p: Mapping[str, Any], ts_recv: int, account: str = "futures") -> Parsed:
+    """Futures user-data `ACCOUNT_UPDATE` -> a Balance per asset (`wb` wallet balance as free, nothing
+    locked: futures margin is not locked per asset) and a PositionSnapshot per position (robot field =
+    the account, as `robots.positions.snapshot` writes it; quantity signed `pa`, entry price `ep`,
+    accumulated realized `cr`, unrealized `up`) on account.position."""
+    w = "ACCOUNT_UPDATE"
+    ts = _field(p, "T", to_ns, w) if "T" in p else _field(p, "E", to_ns, w)
+    a = _field(p, "a", dict, w)
+    out: Parsed = []
+    for i, b in enumerate(a.get("B") or ()):
+        where = f"{w} a.B[{i}]"
+        out.append((TOPIC_BALANCE, Balance(VENUE, account, _field(b, "a", str, where), ts, ts_recv,
+                                           _field(b, "wb", _num, where), 0.0)))
+    for i, pos in enumerate(a.get("P") or ()):
+        where = f"{w} a.P[{i}]"
+        out.append((TOPIC_POSITION, PositionSnapshot(
+            account, VENUE, _field(pos, "s", str, where), ts, ts_recv, _field(pos, "pa", _num, where),
+            _field(pos, "ep", _num, where), _num(pos.get("cr", 0)), _num(pos.get("up", 0)))))
+    return out
 
 
 def parse_account_position(p: Mapping[str, Any], ts_recv: int, account: str = "spot") -> Parsed:
@@ -275,6 +376,8 @@ _BY_TYPE: dict[str, Callable[[Mapping[str, Any], int], Parsed]] = {
     "kline": parse_kline,
     "executionReport": parse_execution_report,
     "outboundAccountPosition": parse_account_position,
+    "ORDER_TRADE_UPDATE": parse_order_trade_update,
+    "ACCOUNT_UPDATE": parse_account_update,
     "balanceUpdate": parse_balance_update,
 }
 
@@ -315,6 +418,10 @@ def parse_payload(payload: Mapping[str, Any] | str | bytes, ts_recv: int, *,
         return parse_execution_report(p, ts_recv, robot_of)
     if kind == "outboundAccountPosition":
         return parse_account_position(p, ts_recv, account)
+    if kind == "ORDER_TRADE_UPDATE":
+        return parse_order_trade_update(p, ts_recv, robot_of)
+    if kind == "ACCOUNT_UPDATE":
+        return parse_account_update(p, ts_recv, account)
     fn = _BY_TYPE.get(str(kind)) if kind is not None else None
     if fn is None:
         detail = f": {p.get('m')}" if kind == "error" else ""
