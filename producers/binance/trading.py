@@ -288,7 +288,7 @@ class BinanceVenue:
             answer = self._call("place", fn, **params)
         except BinanceAPIException as exc:
             if _duplicate(exc):
-                return [self.query(command)]
+                return [self._query_one(command)]
             return [self._rejected(command, _reason(exc))]
         if self.market == "futures":  # the futures answer has no fills: fetch those it already has
             return [self._with_fills(answer, "rest")]
@@ -303,7 +303,7 @@ class BinanceVenue:
                                 origClientOrderId=self._vid(order.client_order_id, command.version))
         except BinanceAPIException as exc:
             if exc.code in UNKNOWN_ORDER:
-                return [self.query(command)]
+                return [self._query_one(command)]
             return [self._rejected(command, _reason(exc))]
         return [order_report(answer, source="rest")]
 
@@ -342,7 +342,7 @@ class BinanceVenue:
                 return [self._with_fills(now, "query")]
             previous = Command(kind="verify", order=command.order, intent=command.intent, version=command.version - 1,
                                run_ref=command.run_ref)
-            report = self.query(previous)
+            report = self._query_one(previous)
             if report.status == "open":  # still open, the cancel failed for another reason: refuse the replace
                 return [self._rejected(command, _reason(exc))]
             return [report]
@@ -358,12 +358,16 @@ class BinanceVenue:
                                 quantity=_num(order.size), price=_num(order.price))
         except BinanceAPIException as exc:
             if exc.code in (*UNKNOWN_ORDER, -5027):  # gone, or already as asked (-5027 "No need to modify")
-                return [self.query(command)]
+                return [self._query_one(command)]
             return [self._rejected(command, _reason(exc))]
         return [order_report(answer, source="rest")]
 
-    def query(self, command: Command) -> OrderReport:
-        """The order's version `command.version` now, with every fill (of earlier spot versions too)."""
+    def query(self, command: Command) -> Sequence[OrderReport]:
+        """[The order's version `command.version` now, with every fill (of earlier spot versions too)]: one
+        report, since fills carry trade ids whatever version made them (status "unknown": no such version)."""
+        return [self._query_one(command)]
+
+    def _query_one(self, command: Command) -> OrderReport:
         order = command.order
         o = self._get_order(order.instrument, self._vid(order.client_order_id, command.version))
         if o is None:

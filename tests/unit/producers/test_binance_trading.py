@@ -111,7 +111,7 @@ def test_resting_limit_order_is_open_then_query_sees_its_maker_fill(venue: Binan
     [r] = venue.place(cmd("place", o))
     assert r.status == "open" and r.fills == () and r.venue_order_id
     exchange.set_price(SYM, "98", "99")
-    q = venue.query(cmd("verify", o))
+    q = venue.query(cmd("verify", o))[-1]
     assert q.status == "filled" and q.venue_order_id == r.venue_order_id and q.source == "query"
     assert [(f.price, f.size, f.liquidity) for f in q.fills] == [(99.0, 0.1, "MAKER")]
 
@@ -133,7 +133,7 @@ def test_cancel_then_cancel_again_returns_the_final_report(venue: BinanceVenue) 
 
 
 def test_query_of_an_order_the_venue_never_saw_is_unknown(venue: BinanceVenue) -> None:
-    r = venue.query(cmd("verify", order("abcdefgh-6-0")))
+    r = venue.query(cmd("verify", order("abcdefgh-6-0")))[-1]
     assert r.status == "unknown" and r.venue_order_id is None
 
 
@@ -155,7 +155,7 @@ def test_replace_moves_the_order_and_reports_carry_the_original_coid(venue: Bina
     wait_for(lambda: any(x.status == "filled" for x in sink.orders("abcdefgh-7-0")))
     statuses = [x.status for x in sink.orders("abcdefgh-7-0")]
     assert "cancelled" not in statuses  # the cancel half of a cancel-replace is not the order's end
-    q = venue.query(cmd("verify", moved, version=1))
+    q = venue.query(cmd("verify", moved, version=1))[-1]
     assert q.status == "filled" and [f.size for f in q.fills] == [0.2]
 
 
@@ -210,7 +210,7 @@ def test_an_unknown_outcome_is_raised_and_query_finds_the_order(venue: BinanceVe
     o = order("abcdefgh-e-0", type_="MARKET", price=0.0)
     with pytest.raises(OutcomeUnknown):
         venue.place(cmd("place", o))
-    q = venue.query(cmd("verify", o))
+    q = venue.query(cmd("verify", o))[-1]
     assert q.status == "filled" and len(q.fills) == 1
     assert len(exchange.placed(venue.market, "abcdefgh-e-0")) == 1
 
@@ -220,7 +220,7 @@ def test_a_5xx_before_executing_leaves_no_order(venue: BinanceVenue, exchange: L
     o = order("abcdefgh-f-0")
     with pytest.raises(OutcomeUnknown):
         venue.place(cmd("place", o))
-    assert venue.query(cmd("verify", o)).status == "unknown"
+    assert venue.query(cmd("verify", o))[-1].status == "unknown"
     [r] = venue.place(cmd("place", o))  # the sender's resend after the query
     assert r.status == "open" and len(exchange.placed(venue.market, "abcdefgh-f-0")) == 1
 
@@ -231,7 +231,7 @@ def test_cancel_with_an_unknown_outcome_then_query(venue: BinanceVenue, exchange
     exchange.fault("error_5xx_after", method="DELETE")
     with pytest.raises(OutcomeUnknown):
         venue.cancel(cmd("cancel", o))
-    assert venue.query(cmd("verify", o)).status == "cancelled"
+    assert venue.query(cmd("verify", o))[-1].status == "cancelled"
 
 
 # ------------------------------------------------------------------ rate limits
