@@ -46,11 +46,12 @@ EPS = 1e-9
 class LiveOrder:
     """One client order id at the venue, as far as the gateway knows."""
 
-    order: PlaceOrder  # as it stands (price and size of the latest replacement)
+    order: PlaceOrder  # as asked (price and size of the latest replacement)
     run_id: str
     run_ref: str
     version: int = 0  # replacements asked for
-    acked_version: int = 0  # replacements the venue confirmed (a new venue order id seen)
+    acked_version: int = 0  # the replacement the venue's current order is (a new venue order id seen)
+    acked_order: PlaceOrder | None = None  # the order as the venue has it (None: as placed)
     venue_order_ids: list[str] = field(default_factory=list)  # in the order seen; the last is current
     accepted: bool = False
     done: bool = False
@@ -84,6 +85,8 @@ class VenueOrders:
         live = self.orders.get(intent.client_order_id)
         if live is None or live.done:
             return self._not_open(intent, "replace")
+        if live.acked_order is None and live.version == 0:
+            live.acked_order = live.order
         live.version += 1
         live.order = live.order._replace(price=intent.price, size=intent.size)
         return Command("replace", live.order, intent, live.version, live.run_ref)
@@ -145,8 +148,9 @@ class VenueOrders:
             out.append(OrderAccepted(o.robot, o.client_order_id, vid, o.venue, o.instrument, ts, ts_recv))
         self._fills(live, report, ts_recv, out)
         if current != "old" and report.status in DONE and not live.done:
-            if report.status == "rejected":  # a replacement refused: the order stands as it was
-                live.acked_version = live.version
+            if report.status == "rejected":  # a replacement refused: the order stands as the venue has it
+                live.version = live.acked_version
+                live.order = live.acked_order or live.order
                 out.append(OrderRejected(o.robot, o.client_order_id, vid, o.venue, o.instrument, ts, ts_recv,
                                          report.reason or "replacement rejected by the venue", None))
             elif report.status == "cancelled" and live.acked_version < live.version:
@@ -172,6 +176,7 @@ class VenueOrders:
         if len(live.venue_order_ids) == 1:
             return "current"
         live.acked_version = live.version
+        live.acked_order = live.order
         return "new"
 
     def _fills(self, live: LiveOrder, report: OrderReport, ts_recv: int, out: list[Event]) -> None:

@@ -131,3 +131,22 @@ def test_pending_after_a_restart_verifies_every_open_order_and_repeats_asked_can
 def test_reports_round_trip_through_their_journal_form() -> None:
     for report in _reports():
         assert report_from_event(report_event(report, "binance", T)) == report
+
+
+def test_a_refused_replacement_leaves_the_order_as_the_venue_has_it() -> None:
+    orders = VenueOrders("binance")
+    coid = "abcdefgh-4-0"
+    orders.place(_place(coid), "run-1", "abcdefgh")
+    orders.apply(OrderReport(coid, "9", "BTCUSDT", "open", T), T)
+    command = orders.replace(ReplaceOrder("bot", coid, "binance", "BTCUSDT", T, T, "BUY", "LIMIT", 99.5, 3.0, "GTC"))
+    assert not isinstance(command, OrderRejected) and command.version == 1
+    refused = orders.apply(OrderReport(coid, "9", "BTCUSDT", "rejected", T + 1, reason="-1013 PRICE_FILTER"), T)[1]
+    assert [type(e) for e in refused] == [OrderRejected] and not orders.orders[coid].done
+    cancel = orders.cancel(CancelOrder("bot", coid, "binance", "BTCUSDT", T, T))
+    assert not isinstance(cancel, OrderRejected)
+    assert (cancel.version, cancel.order.price) == (0, 100.0)  # the venue's order: version 0, its own price
+    # a cancel-replace whose new order failed after its cancel worked: rejected, then cancelled ends it
+    orders.replace(ReplaceOrder("bot", coid, "binance", "BTCUSDT", T, T, "BUY", "LIMIT", 99.0, 3.0, "GTC"))
+    events = orders.apply(OrderReport(coid, "9", "BTCUSDT", "rejected", T + 2, reason="-2010"), T)[1]
+    events += orders.apply(OrderReport(coid, "9", "BTCUSDT", "cancelled", T + 3), T)[1]
+    assert [type(e) for e in events] == [OrderRejected, OrderCancelled] and orders.orders[coid].done
