@@ -24,7 +24,7 @@ WEIGHTS: dict[str, dict[str, tuple[int, int]]] = {
     "spot": {
         "place": (1, 1), "cancel": (1, 0), "replace": (1, 1), "query": (4, 0), "trades": (20, 0),
         "open_orders": (80, 0),  # without a symbol
-        "account": (20, 0), "exchange_info": (20, 0),
+        "account": (20, 0), "exchange_info": (20, 0), "order_count": (40, 0),
     },
     "futures": {
         "place": (0, 1), "cancel": (1, 0), "replace": (1, 1), "query": (1, 0), "trades": (5, 0),
@@ -120,6 +120,18 @@ class RateLimiter:
                     return
             self.waited += wait
             self.sleep(wait)
+
+    def seed(self, counts: Sequence[Mapping[str, Any]]) -> None:
+        """Start from the venue's own order counts (spot `GET /api/v3/rateLimit/order`: rows of
+        rateLimitType, interval, intervalNum, count): a restarted process does not know what the one
+        before it sent in the windows still running."""
+        with self._lock:
+            now = self.clock()
+            for row in counts:
+                for lim in self.limits:
+                    if (lim.kind, lim.interval, lim.num) == (row.get("rateLimitType"), row.get("interval"),
+                                                             row.get("intervalNum")) and "count" in row:
+                        self._used[lim] = (self._window(lim, now), int(row["count"]))
 
     def update(self, headers: Mapping[str, str]) -> None:
         """Take the venue's own counts from an answer's headers (case-insensitive names)."""

@@ -266,6 +266,8 @@ class BinanceVenue:
         info = self._call("exchange_info", fn)
         self._rules = rules_mod.rules_from_exchange_info(info, self.market)
         self.limiter.set_limits(limits_from_rules(self._rules["rate_limits"]))
+        if self.market == "spot":  # futures does not report its counts: its first order's answer headers do
+            self.limiter.seed(self._call("order_count", self._client.get_current_order_count))
         return self._rules
 
     @staticmethod

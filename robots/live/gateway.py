@@ -490,7 +490,7 @@ class Gateway:
             assert self.fold.orders is not None
             self.sender.submit(self.fold.orders.pending())
 
-    def reconcile(self) -> None:
+    def reconcile(self, passes: int = 3) -> None:
         """Compare the venue with the tape before trading; append what the tape lacks; refuse what no one explains.
 
         The venue's open orders (ticktape's client order ids) and the current state of every order the
@@ -498,8 +498,30 @@ class Gateway:
         the fills and ends the tape missed while the gateway was away; each such event is also named
         on `gateway.reconcile`. An open order of a ticktape id this gateway never sent, or a position
         that differs from the sum of the fills on the tape (futures; `check_positions`), stops the
-        start with a `TicktapeError` naming it.
+        start with a `TicktapeError` naming it. Orders keep filling while this runs, so a position
+        that differs is looked at again (`passes` times) before it counts as a mismatch.
         """
+        orders = self.fold.orders
+        assert orders is not None
+        wrong: list[str] = []
+        for attempt in range(passes):
+            if attempt:
+                time.sleep(0.5)
+            account = self._reconcile_pass()
+            strangers = sorted(c for c, r in orders.strangers.items() if r.status == "open")
+            if strangers:
+                raise TicktapeError(f"gateway {self.venue_name}: the venue has open orders this gateway never sent "
+                                    f"({', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''}): cancel "
+                                    "them at the venue, or start the gateway (tape) that owns them")
+            wrong = self._position_mismatches(account) if self.check_positions else []
+            if not wrong:
+                return
+        raise TicktapeError(f"gateway {self.venue_name}: positions differ from the fills on the tape: "
+                            f"{'; '.join(wrong)} (start with --no-position-check to trade anyway, e.g. when the "
+                            "account holds positions ticktape did not open)")
+
+    def _reconcile_pass(self) -> AccountReport:
+        """One look at the venue: its open orders, our orders not done, its account; all journaled."""
         real, orders = self.real, self.fold.orders
         assert real is not None and orders is not None
         listed = list(_patiently("open orders", real.open_orders))
@@ -515,28 +537,19 @@ class Gateway:
         reports = [report_event(replace_source(r, "reconcile"), self.venue_name, now) for r in listed]
         self.loop.step([], [*reports, report_event(account, self.venue_name, now)])
         self._mark_reconciled(self.loop.last_outputs, now)
-        strangers = sorted(c for c, r in orders.strangers.items() if r.status == "open")
-        if strangers:
-            raise TicktapeError(f"gateway {self.venue_name}: the venue has open orders this gateway never sent "
-                                f"({', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''}): cancel them "
-                                "at the venue, or start the gateway (tape) that owns them")
-        if self.check_positions:
-            self._compare_positions(account)
+        return account
 
-    def _compare_positions(self, account: AccountReport) -> None:
+    def _position_mismatches(self, account: AccountReport) -> list[str]:
+        """"instrument: tape x, venue y" for each position that differs (none when the venue reports none)."""
+        if not account.positions:
+            return []  # spot balances, Betfair: no positions to compare
         mine: dict[str, float] = {}
         for run in self.fold.runs.values():
             for (_venue, instrument), size in run.position.items():
                 mine[instrument] = mine.get(instrument, 0.0) + size
-        if not account.positions:
-            return  # the venue reports no positions (spot balances, Betfair): nothing to compare
-        wrong = [(i, mine.get(i, 0.0), account.positions.get(i, 0.0))
-                 for i in sorted(set(mine) | set(account.positions))
-                 if abs(mine.get(i, 0.0) - account.positions.get(i, 0.0)) > 1e-9]
-        if wrong:
-            raise TicktapeError(f"gateway {self.venue_name}: positions differ from the fills on the tape: " + "; ".join(
-                f"{i}: tape {t:g}, venue {v:g}" for i, t, v in wrong) + " (start with --no-position-check to "
-                "trade anyway, e.g. when the account holds positions ticktape did not open)")
+        return [f"{i}: tape {mine.get(i, 0.0):g}, venue {account.positions.get(i, 0.0):g}"
+                for i in sorted(set(mine) | set(account.positions))
+                if abs(mine.get(i, 0.0) - account.positions.get(i, 0.0)) > 1e-9]
 
     def _mark_reconciled(self, outputs: Sequence[Output], now: int) -> None:
         if not outputs:

@@ -10,11 +10,13 @@ from ticktape.events import Event, Timer, Trade
 
 @dataclass(frozen=True)
 class EveryNthParams(Params):
-    """Trade every `n`-th input of `topic`; set a timer `timer_ms` later on each order (0: none)."""
+    """Trade every `n`-th input of `topic`; set a timer `timer_ms` later on each order (0: none); every other
+    order a limit `limit_below` under the trade's price instead of a market order (0: market orders only)."""
 
     n: int = 10
     topic: str = "md.binance.trade"
     timer_ms: int = 0
+    limit_below: float = 0.0
 
 
 @dataclass
@@ -40,7 +42,10 @@ class EveryNth(Robot[EveryNthParams, EveryNthState]):
     def on_trade(self, state: EveryNthState, event: Trade, ctx: Context) -> None:
         state.seen += 1
         if state.seen % self.params.n == 0:
-            ctx.buy(event.instrument, 0.001)
+            if self.params.limit_below and state.orders % 2:
+                ctx.buy(event.instrument, 0.001, price=round(event.price - self.params.limit_below, 2))
+            else:
+                ctx.buy(event.instrument, 0.001)
             state.orders += 1
             if self.params.timer_ms:
                 ctx.set_timer("check", event.ts_event + self.params.timer_ms * 1_000_000, str(state.orders))

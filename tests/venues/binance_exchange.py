@@ -59,6 +59,7 @@ WEIGHTS: dict[tuple[str, str], tuple[int, bool]] = {
     ("GET", "/api/v3/order"): (4, False), ("POST", "/api/v3/order/cancelReplace"): (1, True),
     ("GET", "/api/v3/openOrders"): (80, False), ("GET", "/api/v3/myTrades"): (20, False),
     ("GET", "/api/v3/account"): (20, False), ("GET", "/api/v3/exchangeInfo"): (20, False),
+    ("GET", "/api/v3/rateLimit/order"): (40, False),
     ("POST", "/fapi/v1/order"): (0, True), ("DELETE", "/fapi/v1/order"): (1, False),
     ("GET", "/fapi/v1/order"): (1, False), ("PUT", "/fapi/v1/order"): (1, True),
     ("GET", "/fapi/v1/openOrders"): (40, False), ("GET", "/fapi/v1/userTrades"): (5, False),
@@ -398,6 +399,11 @@ class LocalBinanceExchange:
             if method == "PUT" and market == FUTURES:
                 return self._modify(p)
             return self._order_of(market, p).rest()
+        if endpoint == "rateLimit/order" and market == SPOT:
+            now = time.time()
+            return [{**r, "count": self._used.get((f"ORDERS-{r['intervalNum']}{r['interval']}",
+                                                   int(now // (r["intervalNum"] * UNIT_SECONDS[r["interval"]]))), 0)}
+                    for r in self.rate_limits if r["rateLimitType"] == "ORDERS"]
         if endpoint == "order/cancelReplace" and market == SPOT and method == "POST":
             return self._cancel_replace(p)
         if endpoint == "openOrders":

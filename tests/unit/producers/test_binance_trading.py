@@ -259,6 +259,29 @@ def test_the_limiter_waits_instead_of_earning_a_429() -> None:
         ex.close()
 
 
+def test_a_restarted_spot_venue_starts_from_the_venues_order_count() -> None:
+    """The orders a previous process sent in the running window count: the new limiter asks the venue."""
+    limits = [{"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 3}]
+    ex = LocalBinanceExchange(rate_limits=limits)
+    try:
+        ex.set_price(SYM, "100", "101")
+        now = time.time()
+        if now % 10 > 8:  # the three orders and the second start must share one 10 s window
+            time.sleep(10 - now % 10)
+        first = make_venue(ex, "spot")
+        first.rules()
+        for i in range(3):
+            first.place(cmd("place", order(f"abcdefgh-s{i}-0")))
+        first.close()
+        second = make_venue(ex, "spot")
+        assert second.limiter.wait_needed(1, 1) == 0  # knows nothing yet
+        second.rules()
+        assert second.limiter.wait_needed(1, 1) > 0  # the window is full: it would wait, not earn a 429
+        second.close()
+    finally:
+        ex.close()
+
+
 def test_a_429_becomes_venue_busy_with_retry_after_then_418() -> None:
     ex = LocalBinanceExchange(rate_limits=SMALL_LIMITS, ban_after=2)
     try:
