@@ -24,7 +24,7 @@ import pytest
 from robots.live.topics import EVENT_TOPIC, INTENT_TOPIC
 from tests.live.harness import Feeder, Proc, check_run, journal_covers, run_records, wait_for
 from tests.venues.betfair_exchange import LocalBetfairExchange, self_signed_cert
-from ticktape.events import OrderFilled, PlaceOrder, Trade
+from ticktape.events import OrderFilled, OrderRejected, PlaceOrder, Trade
 from ticktape.tape import open_tape
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the server's certificate")
@@ -154,6 +154,56 @@ def test_a_robot_bets_on_betfair_through_faults_and_gateway_kills(
               f"({consumed} consumed), {figures}")
     finally:
         stop_prices.set()
+        for p in procs:
+            if p.alive():
+                p.kill9()
+        setup.close()
+
+
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_kill_and_stop_cancel_resting_bets_at_betfair(how: str, exchange: tuple[LocalBetfairExchange, Path],
+                                                      tmp_path: Path) -> None:
+    """`ticktape control kill` cancels the run's resting bets and refuses its new ones; stopping the runner
+    (SIGTERM) cancels its resting bets on the way out."""
+    ex, cert = exchange
+    ex.set_prices(MARKET, SELECTION, back=1.5, lay=1.52)  # the robot's backs at 2.0 rest
+    uri = f"file:{tmp_path / 'tape'}"
+    setup = open_tape(uri)
+    setup.create_topic(TOPIC)
+    gateway = gateway_proc(uri, ex, cert, tmp_path)
+    runner = Proc("runner", ["--tape", uri, "run", "tests.live.bots:EveryNthBet", "--run-id", "k", "--venue",
+                             "betfair", "--gateway", "external", "--param", f"topic={TOPIC}", "--param", "n=2"],
+                  tmp_path)
+    procs = [gateway, runner]
+    try:
+        gateway.start()
+        wait_for("the gateway to start", lambda: gateway.said("serving"), 60, procs)
+        runner.start()
+        wait_for("the runner to start", lambda: runner.said("live on"), 60, procs)
+        setup.append(TOPIC, ticks(10), partition=0)
+        wait_for("five bets resting", lambda: sum(not b.complete for b in ex.bets.values()) == 5, 60, procs)
+        if how == "stop":
+            assert runner.terminate() == 0, runner.tail()
+            wait_for("the stop to cancel them at Betfair", lambda: all(b.complete for b in ex.bets.values()), 30,
+                     procs)
+            assert all(b.cancelled_c == b.size_c for b in ex.bets.values()) and len(ex.bets) == 5
+            assert gateway.terminate() == 0
+            return
+        control = Proc("control", ["--tape", uri, "control", "kill", "k", "--reason", "test"], tmp_path)
+        control.start()
+        assert control.proc is not None and control.proc.wait(60) == 0, control.tail()
+        wait_for("the kill to cancel them at Betfair", lambda: all(b.complete for b in ex.bets.values()), 30, procs)
+        assert all(b.cancelled_c == b.size_c for b in ex.bets.values())
+        setup.append(TOPIC, ticks(4), partition=0)  # two more bets: refused by the kill switch, never sent
+
+        def refused() -> int:
+            return sum(1 for e in run_records(setup, EVENT_TOPIC, "k")
+                       if type(e) is OrderRejected and e.control == "kill_switch")
+
+        wait_for("the new bets refused", lambda: refused() == 2, 30, procs)
+        assert len(ex.bets) == 5
+        assert runner.terminate() == 0 and gateway.terminate() == 0
+    finally:
         for p in procs:
             if p.alive():
                 p.kill9()

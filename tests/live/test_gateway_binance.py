@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from robots.live.fold import run_tag
+from robots.live.journal import INLINE, Journal, JournalReplay
 from robots.live.topics import EVENT_TOPIC, INTENT_TOPIC
 from tests.live.harness import Feeder, Proc, check_run, journal_covers, run_records, wait_for, wavy_trades
 from tests.venues.binance_exchange import LocalBinanceExchange
-from ticktape.events import OrderCancelled, OrderFilled, PlaceOrder
+from ticktape.events import Control, OrderCancelled, OrderFilled, PlaceOrder
 from ticktape.tape import open_tape
 
 TOPIC = "md.binance.trade"
@@ -30,11 +31,12 @@ REQUEST_FAULTS = ("error_5xx_before", "error_5xx_after", "drop_after", "timeout_
 STREAM_FAULTS = ("duplicate_fill", "silent_stream")
 
 
-def gateway_proc(uri: str, ex: LocalBinanceExchange, market: str, tmp_path: Path, poll: float = 0.5) -> Proc:
+def gateway_proc(uri: str, ex: LocalBinanceExchange, market: str, tmp_path: Path, poll: float = 0.5,
+                 dead_after: float = 60) -> Proc:
     params = ["--venue-param", f"rest_url={ex.rest_url}", "--venue-param", f"ws_url={ex.ws_url}",
               "--venue-param", f"market={market}", "--venue-param", "timeout=0.5"]
     return Proc("gateway", ["--tape", uri, "gateway", "--venue", "binance", *params, "--poll-seconds", str(poll),
-                            "--dead-after", "60"], tmp_path,
+                            "--dead-after", str(dead_after)], tmp_path,
                 env={"BINANCE_API_KEY": ex.api_key, "BINANCE_API_SECRET": ex.api_secret})
 
 
@@ -182,6 +184,45 @@ def test_a_robot_faster_than_the_order_limit_is_slowed_never_banned(tmp_path: Pa
         assert runner.terminate() == 0 and gateway.terminate() == 0
         assert not [a for a in ex.answers if a[2] in (418, 429)], "the venue had to refuse: the gateway was too fast"
         assert took >= 2 * (40 // 5 - 1) * 0.9, f"40 orders at 5 per 2 s cannot take {took:.1f} s"
+    finally:
+        for p in procs:
+            if p.alive():
+                p.kill9()
+        setup.close()
+        ex.close()
+
+
+def test_the_watchdog_cancels_a_dead_runs_resting_orders_at_the_venue(tmp_path: Path) -> None:
+    """The runner is SIGKILLed with limit orders resting at Binance; its heartbeat stops; the gateway cancels them."""
+    ex = LocalBinanceExchange()
+    ex.set_price("BTCUSDT", 30_000.0, 30_000.1)
+    uri = f"file:{tmp_path / 'tape'}"
+    setup = open_tape(uri)
+    setup.create_topic(TOPIC)
+    gateway = gateway_proc(uri, ex, "spot", tmp_path, dead_after=2)
+    runner = runner_proc(uri, "doomed", tmp_path, "--param", "n=2", "--param", "limit_below=500")
+    procs = [gateway, runner]
+    try:
+        gateway.start()
+        wait_for("the gateway to start", lambda: gateway.said("serving"), 60, procs)
+        runner.start()
+        wait_for("the runner to start", lambda: runner.said("live on"), 60, procs)
+        setup.append(TOPIC, wavy_trades(20), partition=0)  # 10 orders: 5 market (filled), 5 limits 500 under
+        mine = run_tag("doomed")
+
+        def resting() -> list[object]:
+            return [o for o in ex.ledger.orders if o.client_order_id.startswith(mine) and o.is_open]
+
+        wait_for("five limit orders resting at the venue", lambda: len(resting()) == 5, 60, procs)
+        runner.kill9()
+        wait_for("the watchdog to cancel them at the venue", lambda: not resting(), 30, procs)
+        wait_for("the cancels on the tape", lambda: len(
+            [e for e in run_records(setup, EVENT_TOPIC, "doomed") if type(e) is OrderCancelled]) == 5, 30, procs)
+        verdicts = [rec.event for _, entry in Journal(setup, "gateway-binance").entries()
+                    if entry.topic == INLINE for rec in JournalReplay(setup).records(entry)
+                    if type(rec.event) is Control and rec.event.param == "watchdog"]
+        assert [(v.target, v.command) for v in verdicts] == [("doomed", "PAUSE")], verdicts
+        assert gateway.terminate() == 0
     finally:
         for p in procs:
             if p.alive():
