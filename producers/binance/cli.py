@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
+from producers.binance.credentials import load_binance_keys
 from producers.binance.files import LAYOUTS, data_size, import_file, symbol_from_name, verify_checksum
 from producers.binance.parsers import VENUE
 from producers.common import (
@@ -100,7 +100,8 @@ def _import_rest(tape, kind: str, symbol: str, interval: str | None, start: int,
                     source_id=query_identity(f"binance.rest.{kind}", params), force=force)
     if run.skipped:
         return run.finish()
-    client = Client(os.environ.get("BINANCE_API_KEY"), os.environ.get("BINANCE_API_SECRET"))
+    keys = load_binance_keys(required=False)  # public data: keys only raise the rate limits
+    client = Client(keys.api_key.get() if keys else None, keys.api_secret.get() if keys else None)
     with run:
         if kind == "klines":
             if not interval:
@@ -121,10 +122,12 @@ def _import_rest(tape, kind: str, symbol: str, interval: str | None, start: int,
 @click.option("--user-data", is_flag=True, help="Also record the account's orders and balances (needs keys).")
 @click.option("--account", default="spot", show_default=True, help="Account name on Balance events.")
 @click.option("--raw/--no-raw", default=False, show_default=True, help="Also keep every raw message on raw.binance.")
+@click.option("--credentials", "credentials_file", default=None,
+              help="TOML file with [binance] api_key/api_secret, outside any git repository (default: environment).")
 @click.pass_context
 def record_binance(ctx: click.Context, symbols: str, streams: str, futures: bool, user_data: bool,
-                   account: str, raw: bool) -> None:
-    """Record live Binance streams until Ctrl-C (keys from BINANCE_API_KEY / BINANCE_API_SECRET).
+                   account: str, raw: bool, credentials_file: str | None) -> None:
+    """Record live Binance streams until Ctrl-C (keys from --credentials or BINANCE_API_KEY / BINANCE_API_SECRET).
 
     Every message becomes events (bad ones go to dlq.binance); depth books are synced from
     REST snapshots and every lost update range is recorded as a FeedGap.
@@ -134,10 +137,8 @@ def record_binance(ctx: click.Context, symbols: str, streams: str, futures: bool
     syms = [s.strip().upper() for s in symbols.split(",") if s.strip()]
     stream_list = [s.strip() for s in streams.split(",") if s.strip()]
     stream_names(syms, stream_list)  # an unknown stream name fails here, before any connection
-    key, secret = os.environ.get("BINANCE_API_KEY"), os.environ.get("BINANCE_API_SECRET")
-    if user_data and not (key and secret):
-        raise click.UsageError("--user-data needs BINANCE_API_KEY and BINANCE_API_SECRET in the environment")
-    s = record_live(_tape(ctx), syms, stream_list, api_key=key, api_secret=secret, futures=futures,
+    keys = load_binance_keys(credentials_file, required=user_data)  # --user-data needs them
+    s = record_live(_tape(ctx), syms, stream_list, keys=keys, futures=futures,
                     user_data=user_data, account=account, keep_raw=raw)
     click.echo(f"recorded {s.messages} messages: {sum(s.events.values())} events, {s.dead_letters} dead letters, "
                f"{s.gaps} gaps, {s.snapshots} snapshots", err=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from producers.binance.book import BookSync, SyncStep
+from producers.binance.credentials import BinanceKeys
 from producers.binance.parsers import (
     TOPIC_AGGTRADE,
     TOPIC_BOOK,
@@ -246,7 +247,7 @@ def _json_bytes(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), default=str).encode("utf-8")
 
 
-def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api_secret: str | None,
+def run_live(core: RecorderCore, *, streams: list[str], keys: BinanceKeys | None,
              user_data: bool, futures: bool, clock: Clock, flush_every: float = 0.25,
              stop: threading.Event | None = None, max_backoff: float = 60.0, first_backoff: float = 1.0,
              manager_factory: Callable[..., Any] | None = None) -> None:
@@ -274,7 +275,7 @@ def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api
 
     delays = backoff_delays(first_backoff, max_backoff)
     while not stop.is_set():
-        twm = factory(api_key=api_key, api_secret=api_secret)
+        twm = factory(api_key=keys.api_key.get() if keys else None, api_secret=keys.api_secret.get() if keys else None)
         twm.start()
         if futures:
             twm.start_futures_multiplex_socket(callback=on_message, streams=streams)
@@ -315,8 +316,8 @@ def run_live(core: RecorderCore, *, streams: list[str], api_key: str | None, api
             stop.wait(wait)
 
 
-def record_live(tape: Tape, symbols: Sequence[str], streams: Sequence[str], *, api_key: str | None,
-                api_secret: str | None, futures: bool = False, user_data: bool = False, account: str = "spot",
+def record_live(tape: Tape, symbols: Sequence[str], streams: Sequence[str], *, keys: BinanceKeys | None,
+                futures: bool = False, user_data: bool = False, account: str = "spot",
                 keep_raw: bool = False, stop: threading.Event | None = None,
                 clock: Clock | None = None) -> RecorderStats:
     """`ticktape record binance`: record `streams` of `symbols` until `stop` is set (or Ctrl-C).
@@ -328,7 +329,7 @@ def record_live(tape: Tape, symbols: Sequence[str], streams: Sequence[str], *, a
 
     clock = clock or WallClock()
     names = stream_names(symbols, streams)
-    client = Client(api_key, api_secret)
+    client = Client(keys.api_key.get() if keys else None, keys.api_secret.get() if keys else None)
 
     def snapshot(symbol: str) -> Mapping[str, Any]:
         if futures:
@@ -346,7 +347,7 @@ def record_live(tape: Tape, symbols: Sequence[str], streams: Sequence[str], *, a
                         keep_raw=keep_raw)
     stop = stop or threading.Event()
     try:
-        run_live(core, streams=names, api_key=api_key, api_secret=api_secret, user_data=user_data,
+        run_live(core, streams=names, keys=keys, user_data=user_data,
                  futures=futures, clock=clock, stop=stop)
     except KeyboardInterrupt:
         stop.set()

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -30,6 +27,7 @@ from binance import Client
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 
 from producers.binance import rules as rules_mod
+from producers.binance.credentials import load_binance_keys
 from producers.binance.limits import WEIGHTS, RateLimiter, limits_from_rules
 from producers.binance.parsers import TICKTAPE_VENUE_ID, replace_cancel_id, venue_client_id
 from producers.binance.reports import fill_of_trade, order_report, stream_reports
@@ -45,7 +43,7 @@ from robots.live.exchange import (
     ReportSink,
     VenueBusy,
 )
-from ticktape.config import Secret, inside_git_repo
+from ticktape.config import Secret
 from ticktape.errors import ConfigError
 from ticktape.events import PlaceOrder, ReplaceOrder
 from ticktape.timeutil import Clock, WallClock
@@ -126,24 +124,8 @@ class BinanceVenue:
         lie outside any git repository), else BINANCE_API_KEY / BINANCE_API_SECRET in `env`
         (default: the process environment). Missing keys or a bad setting raise `ConfigError`.
         """
-        env = os.environ if env is None else env
-        values: dict[str, str] = {}
-        if credentials_file:
-            path = Path(credentials_file).expanduser().resolve()
-            if inside_git_repo(path):
-                raise ConfigError(f"{path} is inside a git repository: keep credentials outside it")
-            try:
-                with open(path, "rb") as f:
-                    data = tomllib.load(f)
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"credentials file {path}: {exc}") from None
-            table = data.get("binance", data)
-            values = {k: str(v) for k, v in table.items() if k in ("api_key", "api_secret")}
-        key = values.get("api_key") or env.get("BINANCE_API_KEY")
-        secret = values.get("api_secret") or env.get("BINANCE_API_SECRET")
-        if not key or not secret:
-            raise ConfigError("Binance credentials missing: BINANCE_API_KEY and BINANCE_API_SECRET (environment) "
-                              "or api_key/api_secret under [binance] in the credentials file")
+        keys = load_binance_keys(credentials_file, env)
+        assert keys is not None
         known = {"market", "testnet", "rest_url", "ws_url", "timeout", "recv_window"}
         unknown = set(settings) - known
         if unknown:
@@ -157,7 +139,7 @@ class BinanceVenue:
                 if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
                     raise ConfigError(f"binance settings: {name}={value!r} has the wrong type")
                 kwargs[name] = float(value) if name == "timeout" else value
-        return cls(api_key=Secret(key), api_secret=Secret(secret), **kwargs)
+        return cls(api_key=keys.api_key, api_secret=keys.api_secret, **kwargs)
 
     # ------------------------------------------------------------------ plumbing
 

@@ -231,7 +231,7 @@ def test_live_loop_restarts_after_the_socket_gives_up_and_records_everything(tmp
         [*lines[3:6], stop.set],
     ]
     tape, core = _record(tmp_path, [], None)
-    run_live(core, streams=["btcusdt@trade"], api_key=None, api_secret=None, user_data=False, futures=False,
+    run_live(core, streams=["btcusdt@trade"], keys=None, user_data=False, futures=False,
              clock=core.clock, stop=stop, first_backoff=0.01, flush_every=0.01, manager_factory=ReplayManager)
     assert len(ReplayManager.started) == 2  # the self-reconnecting error did not restart; giving up did
     assert core.stats.messages == 8 and core.stats.dead_letters == 0  # error notices are gaps, not bad payloads

@@ -35,7 +35,7 @@ def test_recorder_resyncs_the_book_and_refills_trades_after_the_socket_is_cut(
 
     def record() -> None:
         try:
-            result.append(record_live(tape, ["BTCUSDT"], ["depth", "aggTrade"], api_key=None, api_secret=None,
+            result.append(record_live(tape, ["BTCUSDT"], ["depth", "aggTrade"], keys=None,
                                       stop=stop))
         except BaseException as exc:  # reported below
             result.append(exc)

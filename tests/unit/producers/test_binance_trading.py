@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -416,3 +419,12 @@ def test_from_settings_reads_a_credentials_file_outside_git_and_checks_settings(
     inside = Path(__file__).resolve().parent / "no-such-credentials.toml"
     with pytest.raises(ConfigError, match="inside a git repository"):
         BinanceVenue.from_settings({}, env={}, credentials_file=str(inside))
+
+
+def test_record_binance_user_data_without_keys_names_where_they_come_from(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE_")}
+    result = subprocess.run([sys.executable, "-m", "ticktape", "--tape", f"file:{tmp_path / 'tape'}", "record",
+                             "binance", "--symbols", "BTCUSDT", "--user-data"], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode != 0
+    assert "BINANCE_API_KEY" in result.stderr and "[binance]" in result.stderr, result.stderr
