@@ -149,8 +149,9 @@ def run(ctx: click.Context, robot: str, tape: str | None, params: tuple[str, ...
               help="Venue to send to: paper (the simulator), binance, betfair (real orders).")
 @click.option("--venue-param", "venue_params", multiple=True,
               help="Venue setting k=v, e.g. crypto.taker_fee=0.001 or market=futures (repeatable).")
-@click.option("--topics", "topics", multiple=True, help="Market topics the paper venue matches against "
-                                                        "(default: those of the live runs known now).")
+@click.option("--topics", "topics", multiple=True, help="Market topics the paper venue matches against and the "
+                                                        "runs' controls read (default: those of the live runs "
+                                                        "known now).")
 @click.option("--dead-after", default=5.0, show_default=True, help="Cancel a run's orders when its heartbeat "
                                                                    "is this old, s.")
 @click.option("--credentials", "credentials_file", default=None,
@@ -167,7 +168,6 @@ def gateway(ctx: click.Context, tape: str | None, venue: str, venue_params: tupl
     """Serve the live runs' intents on VENUE until SIGINT/SIGTERM; restart it any time."""
     from robots.cli import _topics
     from robots.live.gateway import Gateway, paper_topics
-    from robots.live.real_venues import is_real_venue
 
     uri = _tape_uri(ctx, tape)
     _live_process()
@@ -176,8 +176,7 @@ def gateway(ctx: click.Context, tape: str | None, venue: str, venue_params: tupl
     settings: dict[str, object] = dict(parse_param_args(venue_params))
     if testnet:
         settings["testnet"] = True
-    real = is_real_venue(venue)
-    market = _topics(topics) or ([] if real else paper_topics(uri, venue))
+    market = _topics(topics) or paper_topics(uri, venue)
     gw = Gateway(uri, venue=venue, topics=market, dead_after=dead_after, venue_settings=settings,
                  credentials_file=credentials_file, poll_seconds=poll_seconds,
                  check_positions=not no_position_check)

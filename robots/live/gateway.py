@@ -700,10 +700,12 @@ def _patiently(what: str, call: Callable[[], T]) -> T:
 
 
 def paper_topics(uri: str, venue: str = "paper") -> list[str]:
-    """The market topics of the live runs a standalone gateway serves (its default `--topics`)."""
+    """The market topics of the live runs a standalone gateway serves (its default `--topics`: the paper
+    venue matches against them; on any venue the runs' controls that need market data read them)."""
     tape = open_tape(uri)
     try:
-        fold = GatewayFold(live_venue(venue), venue_name=venue)
+        fold = (GatewayFold(None, venue_name=venue, orders=VenueOrders(venue)) if is_real_venue(venue)
+                else GatewayFold(live_venue(venue), venue_name=venue))
         topics: list[str] = []
         for p in range(tape.partitions(RUNS_TOPIC)):
             for rec in tape.read(RUNS_TOPIC, p):
