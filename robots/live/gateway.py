@@ -490,7 +490,7 @@ class Gateway:
             assert self.fold.orders is not None
             self.sender.submit(self.fold.orders.pending())
 
-    def reconcile(self, passes: int = 3) -> None:
+    def reconcile(self, passes: int = 5) -> None:
         """Compare the venue with the tape before trading; append what the tape lacks; refuse what no one explains.
 
         The venue's open orders (ticktape's client order ids) and the current state of every order the
@@ -498,27 +498,37 @@ class Gateway:
         the fills and ends the tape missed while the gateway was away; each such event is also named
         on `gateway.reconcile`. An open order of a ticktape id this gateway never sent, or a position
         that differs from the sum of the fills on the tape (futures; `check_positions`), stops the
-        start with a `TicktapeError` naming it. Orders keep filling while this runs, so a position
-        that differs is looked at again (`passes` times) before it counts as a mismatch.
+        start with a `TicktapeError` naming it.
+
+        Orders keep filling while this runs, so positions are compared only on a consistent look:
+        the account read before and after the orders shows the same positions (no fill in between).
+        After `passes` looks without one, the comparison is skipped with a warning.
         """
         orders = self.fold.orders
-        assert orders is not None
-        wrong: list[str] = []
+        real = self.real
+        assert orders is not None and real is not None
         for attempt in range(passes):
             if attempt:
-                time.sleep(0.5)
-            account = self._reconcile_pass()
+                time.sleep(0.2 * attempt)
+            before = _patiently("account", real.account)
+            after = self._reconcile_pass()
             strangers = sorted(c for c, r in orders.strangers.items() if r.status == "open")
             if strangers:
                 raise TicktapeError(f"gateway {self.venue_name}: the venue has open orders this gateway never sent "
                                     f"({', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''}): cancel "
                                     "them at the venue, or start the gateway (tape) that owns them")
-            wrong = self._position_mismatches(account) if self.check_positions else []
-            if not wrong:
+            if not self.check_positions:
                 return
-        raise TicktapeError(f"gateway {self.venue_name}: positions differ from the fills on the tape: "
-                            f"{'; '.join(wrong)} (start with --no-position-check to trade anyway, e.g. when the "
-                            "account holds positions ticktape did not open)")
+            if dict(before.positions) != dict(after.positions):
+                continue  # something filled while we looked: look again
+            wrong = self._position_mismatches(after)
+            if wrong:
+                raise TicktapeError(f"gateway {self.venue_name}: positions differ from the fills on the tape: "
+                                    f"{'; '.join(wrong)} (start with --no-position-check to trade anyway, e.g. when "
+                                    "the account holds positions ticktape did not open)")
+            return
+        log.warning("gateway %s: positions kept changing during %d looks at the venue; not compared this start",
+                    self.venue_name, passes)
 
     def _reconcile_pass(self) -> AccountReport:
         """One look at the venue: its open orders, our orders not done, its account; all journaled."""

@@ -178,3 +178,18 @@ def check_run(tape: Tape, run_id: str) -> dict[str, Any]:
     kinds = collections.Counter(type(a).__name__ for a in answers)
     return {"intents": len(intents), "places": len(places), "answers": dict(kinds), "fills": len(fills),
             "state": last.state, "inputs": replay.fold.seq}
+
+
+def start_gateway_and_runner(gateway: Proc, runner: Proc) -> None:
+    """Start the gateway, then the runner, each once it is ready (a first start reads from then on)."""
+    gateway.start()
+    wait_for("the gateway to start", lambda: gateway.said("serving"), 60, (gateway, runner))
+    runner.start()
+    wait_for("the runner to start", lambda: runner.said("live on"), 60, (gateway, runner))
+
+
+def kill_all(procs: Sequence[Proc]) -> None:
+    """SIGKILL whatever is still running (a test's last word)."""
+    for p in procs:
+        if p.alive():
+            p.kill9()

@@ -22,7 +22,16 @@ from pathlib import Path
 import pytest
 
 from robots.live.topics import EVENT_TOPIC, INTENT_TOPIC
-from tests.live.harness import Feeder, Proc, check_run, journal_covers, run_records, wait_for
+from tests.live.harness import (
+    Feeder,
+    Proc,
+    check_run,
+    journal_covers,
+    kill_all,
+    run_records,
+    start_gateway_and_runner,
+    wait_for,
+)
 from tests.venues.betfair_exchange import LocalBetfairExchange, self_signed_cert
 from ticktape.events import OrderFilled, OrderRejected, PlaceOrder, Trade
 from ticktape.tape import open_tape
@@ -84,10 +93,7 @@ def test_a_robot_bets_on_betfair_through_faults_and_gateway_kills(
     mover = threading.Thread(target=move_prices, daemon=True)
     n = 1500
     try:
-        gateway.start()
-        wait_for("the gateway to start", lambda: gateway.said("serving"), 60, procs)
-        runner.start()
-        wait_for("the runner to start", lambda: runner.said("live on"), 60, procs)
+        start_gateway_and_runner(gateway, runner)
         mover.start()
         feeder = Feeder(uri, TOPIC, list(ticks(n)), batch=10, pace=0.12)  # ~18 s, 300 bets
         feeder.start()
@@ -154,9 +160,7 @@ def test_a_robot_bets_on_betfair_through_faults_and_gateway_kills(
               f"({consumed} consumed), {figures}")
     finally:
         stop_prices.set()
-        for p in procs:
-            if p.alive():
-                p.kill9()
+        kill_all(procs)
         setup.close()
 
 
@@ -176,10 +180,7 @@ def test_kill_and_stop_cancel_resting_bets_at_betfair(how: str, exchange: tuple[
                   tmp_path)
     procs = [gateway, runner]
     try:
-        gateway.start()
-        wait_for("the gateway to start", lambda: gateway.said("serving"), 60, procs)
-        runner.start()
-        wait_for("the runner to start", lambda: runner.said("live on"), 60, procs)
+        start_gateway_and_runner(gateway, runner)
         setup.append(TOPIC, ticks(10), partition=0)
         wait_for("five bets resting", lambda: sum(not b.complete for b in ex.bets.values()) == 5, 60, procs)
         if how == "stop":
@@ -204,7 +205,5 @@ def test_kill_and_stop_cancel_resting_bets_at_betfair(how: str, exchange: tuple[
         assert len(ex.bets) == 5
         assert runner.terminate() == 0 and gateway.terminate() == 0
     finally:
-        for p in procs:
-            if p.alive():
-                p.kill9()
+        kill_all(procs)
         setup.close()

@@ -21,7 +21,17 @@ import pytest
 from robots.live.fold import run_tag
 from robots.live.journal import INLINE, Journal, JournalReplay
 from robots.live.topics import EVENT_TOPIC, INTENT_TOPIC
-from tests.live.harness import Feeder, Proc, check_run, journal_covers, run_records, wait_for, wavy_trades
+from tests.live.harness import (
+    Feeder,
+    Proc,
+    check_run,
+    journal_covers,
+    kill_all,
+    run_records,
+    start_gateway_and_runner,
+    wait_for,
+    wavy_trades,
+)
 from tests.venues.binance_exchange import LocalBinanceExchange
 from ticktape.events import Control, OrderCancelled, OrderFilled, PlaceOrder
 from ticktape.tape import open_tape
@@ -69,10 +79,7 @@ def test_a_robot_trades_on_binance_through_faults_and_gateway_kills(market: str,
     mover = threading.Thread(target=move_prices, daemon=True)
     n = 1500
     try:
-        gateway.start()
-        wait_for("the gateway to start", lambda: gateway.said("serving"), 60, procs)
-        runner.start()
-        wait_for("the runner to start", lambda: runner.said("live on"), 60, procs)
+        start_gateway_and_runner(gateway, runner)
         mover.start()
         feeder = Feeder(uri, TOPIC, wavy_trades(n), batch=10, pace=0.12)  # ~18 s, 300 orders
         feeder.start()
@@ -120,7 +127,12 @@ def test_a_robot_trades_on_binance_through_faults_and_gateway_kills(market: str,
                 return caught_up and not any(o.is_open for o in mine)
 
             wait_for("the runner's cancels to reach the venue", quiet, 60, procs)
-            time.sleep(1.5)  # a poll or two: the last fills and cancels reach the tape
+
+            def all_fills_taped() -> bool:
+                taped = {e.fill_id for e in run_records(check, EVENT_TOPIC, run_id) if type(e) is OrderFilled}
+                return taped == {str(f.trade_id) for f in ex.ledger.fills if f.market == market}
+
+            wait_for("every venue fill on the tape", all_fills_taped, 60, procs)
             assert gateway.terminate() == 0, gateway.tail()
             figures = check_run(check, run_id)
             places = [i for i in run_records(check, INTENT_TOPIC, run_id) if type(i) is PlaceOrder]
@@ -132,9 +144,11 @@ def test_a_robot_trades_on_binance_through_faults_and_gateway_kills(market: str,
         twice = [p.client_order_id for p in places if len(ex.placed(market, p.client_order_id)) != 1]
         assert not twice, f"orders placed twice (or never): {twice[:5]}"
         # every fill once: the tape's fills are the venue's, by trade id and size
-        venue_fills = {(f.order_id, f.trade_id): f for f in ex.ledger.fills if f.market == market}
-        assert len({f.fill_id for f in fills}) == len(fills), "a fill twice on the tape"
-        assert len(fills) == len(venue_fills), (len(fills), len(venue_fills))
+        venue_fills = {str(f.trade_id) for f in ex.ledger.fills if f.market == market}
+        taped = [f.fill_id for f in fills]
+        assert len(set(taped)) == len(taped), "a fill twice on the tape"
+        assert set(taped) == venue_fills, (f"missing on the tape: {sorted(venue_fills - set(taped))[:5]}, "
+                                           f"not at the venue: {sorted(set(taped) - venue_fills)[:5]}")
         position = sum(Decimal(str(f.size)) for f in fills)  # the robot only buys
         venue_position = (ex.ledger.positions.get("BTCUSDT", Decimal(0)) if market == "futures"
                           else ex.ledger.balances["BTC"] - Decimal(10))
@@ -152,9 +166,7 @@ def test_a_robot_trades_on_binance_through_faults_and_gateway_kills(market: str,
               f"{consumed} faults, {figures['answers']}")
     finally:
         stop_prices.set()
-        for p in procs:
-            if p.alive():
-                p.kill9()
+        kill_all(procs)
         setup.close()
         ex.close()
 
@@ -172,10 +184,7 @@ def test_a_robot_faster_than_the_order_limit_is_slowed_never_banned(tmp_path: Pa
     runner = runner_proc(uri, "fast", tmp_path, "--param", "n=1")
     procs = [gateway, runner]
     try:
-        gateway.start()
-        wait_for("the gateway to start", lambda: gateway.said("serving"), 60, procs)
-        runner.start()
-        wait_for("the runner to start", lambda: runner.said("live on"), 60, procs)
+        start_gateway_and_runner(gateway, runner)
         t0 = time.monotonic()
         setup.append(TOPIC, wavy_trades(40), partition=0)
         wait_for("40 orders filled", lambda: len([o for o in ex.ledger.orders if o.status == "FILLED"]) == 40,
@@ -185,9 +194,7 @@ def test_a_robot_faster_than_the_order_limit_is_slowed_never_banned(tmp_path: Pa
         assert not [a for a in ex.answers if a[2] in (418, 429)], "the venue had to refuse: the gateway was too fast"
         assert took >= 2 * (40 // 5 - 1) * 0.9, f"40 orders at 5 per 2 s cannot take {took:.1f} s"
     finally:
-        for p in procs:
-            if p.alive():
-                p.kill9()
+        kill_all(procs)
         setup.close()
         ex.close()
 
@@ -203,10 +210,7 @@ def test_the_watchdog_cancels_a_dead_runs_resting_orders_at_the_venue(tmp_path: 
     runner = runner_proc(uri, "doomed", tmp_path, "--param", "n=2", "--param", "limit_below=500")
     procs = [gateway, runner]
     try:
-        gateway.start()
-        wait_for("the gateway to start", lambda: gateway.said("serving"), 60, procs)
-        runner.start()
-        wait_for("the runner to start", lambda: runner.said("live on"), 60, procs)
+        start_gateway_and_runner(gateway, runner)
         setup.append(TOPIC, wavy_trades(20), partition=0)  # 10 orders: 5 market (filled), 5 limits 500 under
         mine = run_tag("doomed")
 
@@ -224,8 +228,6 @@ def test_the_watchdog_cancels_a_dead_runs_resting_orders_at_the_venue(tmp_path: 
         assert [(v.target, v.command) for v in verdicts] == [("doomed", "PAUSE")], verdicts
         assert gateway.terminate() == 0
     finally:
-        for p in procs:
-            if p.alive():
-                p.kill9()
+        kill_all(procs)
         setup.close()
         ex.close()

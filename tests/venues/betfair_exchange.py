@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
+from robots.sim.betfair_money import is_valid_price
 from tests.venues.local_http import JsonHandler
 
 
@@ -345,6 +346,12 @@ class BetfairStreamServer:
 
 # ---------------------------------------------------------------------------------------------- the exchange
 
+def _execution_report(params: dict[str, Any], market_id: str, ok: bool, reports: list[Any]) -> dict[str, Any]:
+    """A cancel/replace/update execution report: SUCCESS, or FAILURE (BET_ACTION_ERROR) if an instruction failed."""
+    return {"customerRef": params.get("customerRef"), "status": "SUCCESS" if ok else "FAILURE",
+            **({} if ok else {"errorCode": "BET_ACTION_ERROR"}), "marketId": market_id, "instructionReports": reports}
+
+
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
@@ -589,8 +596,6 @@ class LocalBetfairExchange:
                 "instructionReports": [self._place_report(bet, ins)]}
 
     def _invalid(self, ins: dict[str, Any]) -> str | None:
-        from robots.sim.betfair_money import is_valid_price
-
         if ins.get("orderType") == "MARKET_ON_CLOSE":
             return None if _c((ins.get("marketOnCloseOrder") or {}).get("liability", 0)) > 0 else "INVALID_BET_SIZE"
         limit = ins.get("limitOrder") or {}
@@ -685,8 +690,7 @@ class LocalBetfairExchange:
             self._publish(bet, now)
             out.append({"status": "SUCCESS", "instruction": ins, "sizeCancelled": size / 100,
                         "cancelledDate": _iso(now)})
-        return {"customerRef": params.get("customerRef"), "status": "SUCCESS" if ok else "FAILURE",
-                **({} if ok else {"errorCode": "BET_ACTION_ERROR"}), "marketId": market_id, "instructionReports": out}
+        return _execution_report(params, market_id, ok, out)
 
     def _replace_orders(self, params: dict[str, Any]) -> dict[str, Any]:
         duplicate = self._duplicate(params)
@@ -695,8 +699,6 @@ class LocalBetfairExchange:
         market_id = str(params["marketId"])
         out, ok = [], True
         for ins in params.get("instructions") or []:
-            from robots.sim.betfair_money import is_valid_price
-
             bet = self._live_bet(market_id, ins)
             if bet is None or bet.order_type != "LIMIT" or not is_valid_price(float(ins.get("newPrice", 0))):
                 code = "BET_TAKEN_OR_LAPSED" if bet is None else "INVALID_ODDS"
@@ -719,8 +721,7 @@ class LocalBetfairExchange:
                         "cancelInstructionReport": {"status": "SUCCESS", "instruction": {"betId": bet.bet_id},
                                                     "sizeCancelled": size / 100, "cancelledDate": _iso(now)},
                         "placeInstructionReport": self._place_report(new, place)})
-        return {"customerRef": params.get("customerRef"), "status": "SUCCESS" if ok else "FAILURE",
-                **({} if ok else {"errorCode": "BET_ACTION_ERROR"}), "marketId": market_id, "instructionReports": out}
+        return _execution_report(params, market_id, ok, out)
 
     def _update_orders(self, params: dict[str, Any]) -> dict[str, Any]:
         duplicate = self._duplicate(params)
@@ -737,8 +738,7 @@ class LocalBetfairExchange:
             bet.persistence = str(ins["newPersistenceType"])
             self._publish(bet, self._ms())
             out.append({"status": "SUCCESS", "instruction": ins})
-        return {"customerRef": params.get("customerRef"), "status": "SUCCESS" if ok else "FAILURE",
-                **({} if ok else {"errorCode": "BET_ACTION_ERROR"}), "marketId": market_id, "instructionReports": out}
+        return _execution_report(params, market_id, ok, out)
 
     def _summary(self, bet: Bet) -> dict[str, Any]:
         summary: dict[str, Any] = {
