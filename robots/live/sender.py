@@ -8,6 +8,8 @@ report the venue gives into the gateway's inbox, from where the loop journals an
   (`LiveVenue.query`) until the venue answers; only when the venue does not have it is the
   command sent again. Waits between attempts come from `ticktape.retry` (backoff with jitter).
 - A refusal to run the call (`VenueBusy`: rate limit) waits `retry_after` and sends again.
+- Any other failure of a call (an answer the adapter could not read, a bug) is taken as an unknown
+  outcome too, and logged with its traceback: the order is looked up, never dropped.
 - `verify` (after a restart) is a query first, and a send only if the venue lacks the order.
 - A poll (`request_poll`) lists the venue's open orders and queries the orders the gateway
   still thinks open that the list lacks: fills and ends arrive even if the stream went silent.
@@ -111,6 +113,9 @@ class VenueSender(threading.Thread):
             except OutcomeUnknown as exc:
                 self.unknown_outcomes += 1
                 log.warning("%s %s: outcome unknown (%s); asking the venue before anything else", kind, coid, exc)
+            except Exception:  # a failure the adapter did not foresee: the venue may or may not have acted
+                self.unknown_outcomes += 1
+                log.exception("%s %s failed unexpectedly; asking the venue before anything else", kind, coid)
             self._wait(self.first_wait)  # a request still on its way is then processed before we ask
             found = self._query(command)
             report = found[-1]
@@ -149,9 +154,9 @@ class VenueSender(threading.Thread):
         while True:
             try:
                 return list(self._busy_retry(call, what))
-            except OutcomeUnknown as exc:
+            except Exception as exc:  # no answer, or one the adapter could not read: ask again, loudly
                 wait = next(delays)
-                log.warning("%s: no answer (%s); asking again in %.2f s", what, exc, wait)
+                log.warning("%s: no answer (%s: %s); asking again in %.2f s", what, type(exc).__name__, exc, wait)
                 self._wait(wait)
 
     def _wait(self, seconds: float) -> None:
@@ -163,5 +168,5 @@ class VenueSender(threading.Thread):
             self.sink(r)
 
 
-class _Stopped(Exception):
+class _Stopped(BaseException):
     """The gateway is stopping: leave the command (a restart verifies it)."""

@@ -158,7 +158,15 @@ def check_run(tape: Tape, run_id: str) -> dict[str, Any]:
     coids = [p.client_order_id for p in places]
     dup = [c for c, n in collections.Counter(coids).items() if n > 1]
     assert not dup, f"client order ids derived twice with different contents: {dup[:5]}"
-    verdicts = collections.Counter(a.client_order_id for a in answers if type(a) in (OrderAccepted, OrderRejected))
+    # The place's verdict: its acceptance, or its rejection. A rejection after the acceptance is of a
+    # later cancel or replace (a cancel that crossed the order's last fill is refused: nothing is open).
+    accepted: set[str] = set()
+    verdicts: collections.Counter[str] = collections.Counter()
+    for a in answers:
+        if type(a) is OrderAccepted or (type(a) is OrderRejected and a.client_order_id not in accepted):
+            verdicts[a.client_order_id] += 1
+            if type(a) is OrderAccepted:
+                accepted.add(a.client_order_id)
     twice = [c for c, n in verdicts.items() if n > 1]
     assert not twice, f"the venue saw these client order ids more than once: {twice[:5]}"
     unanswered = [c for c in coids if verdicts[c] == 0]
