@@ -13,6 +13,9 @@ plus a local server's, never a network's: on the real venues add the round trip 
   process appends to a file tape on tmpfs at R per second; per intent, append -> its first
   answer (`OrderAccepted`) seen on `orders.event` by a follower (`LiveInputs`).
 - `burst`: B intents appended at once; time until every one is answered (orders/s).
+
+The local Binance declares limits no run reaches unless `--binance-limits`: then it declares
+Binance's spot limits (100 orders per 10 s), which the gateway honours by waiting.
 """
 
 from __future__ import annotations
@@ -55,14 +58,20 @@ def _summary(ms: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(ms), 2), "n": len(ms)}
 
 
+GENEROUS = [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 10_000_000},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 10_000_000}]
+"""Limits no benchmark reaches (Binance's own, 100 orders per 10 s on spot, cap a gateway at 10 orders/s)."""
+
+
 @contextmanager
-def local_venue(name: str) -> Iterator[tuple[dict[str, object], dict[str, str]]]:
+def local_venue(name: str, binance_limits: bool = False) -> Iterator[tuple[dict[str, object], dict[str, str]]]:
     """(gateway venue settings, credentials environment) of a local venue running in this process."""
     sys.path.insert(0, str(REPO))
     if name == "binance":
         from tests.venues.binance_exchange import LocalBinanceExchange
 
-        ex = LocalBinanceExchange(balances={"USDT": "1000000000", "BTC": "0"})
+        ex = LocalBinanceExchange(balances={"USDT": "1000000000", "BTC": "0"},
+                                  rate_limits=None if binance_limits else GENEROUS)
         ex.set_price("BTCUSDT", 30_000.0, 30_000.1)
         try:
             yield ({"rest_url": ex.rest_url, "ws_url": ex.ws_url, "timeout": 5.0},
@@ -185,9 +194,12 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=1000, help="paced intents (latency) and adapter calls")
     parser.add_argument("--rate", type=float, default=50.0, help="paced intents per second")
     parser.add_argument("--burst", type=int, default=1000, help="intents appended at once (throughput)")
+    parser.add_argument("--binance-limits", action="store_true",
+                        help="the local Binance declares Binance's spot limits (100 orders / 10 s), not unlimited")
     args = parser.parse_args()
+    sys.setswitchinterval(0.0005)  # as `ticktape gateway` does (robots.live.cli._live_process)
     root = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
-    with local_venue(args.venue) as (settings, env):
+    with local_venue(args.venue, args.binance_limits) as (settings, env):
         os.environ.update(env)
         report("venue_adapter_place", venue=args.venue, machine=machine(), **adapter(args.venue, settings, args.orders))
         tape_dir = Path(tempfile.mkdtemp(prefix="bench-venue-", dir=root))
@@ -196,7 +208,8 @@ def main() -> None:
         finally:
             shutil.rmtree(tape_dir, ignore_errors=True)
         report("venue_gateway_latency", venue=args.venue, rate=args.rate, tape="file (tmpfs)", **latency)
-        report("venue_gateway_burst", venue=args.venue, tape="file (tmpfs)", **burst)
+        report("venue_gateway_burst", venue=args.venue, tape="file (tmpfs)", binance_limits=args.binance_limits,
+               **burst)
 
 
 if __name__ == "__main__":

@@ -465,7 +465,7 @@ class Gateway:
         if self.real is not None:
             self.fold = GatewayFold(None, venue_name=venue, only_run=only_run, orders=VenueOrders(venue),
                                     check=type(self.real).check)
-            self.sender = VenueSender(self.real, self.inbox.put)
+            self.sender = VenueSender(self.real, self._report)
         else:
             self.fold = GatewayFold(live_venue(venue, venue_settings), venue_name=venue, only_run=only_run)
         stream = f"gateway-{venue}" + (f"-{only_run}" if only_run else "")
@@ -483,7 +483,7 @@ class Gateway:
                  time.perf_counter() - t0)
         if self.real is not None and self.sender is not None:
             self.fold.outbox.clear()  # the replayed past's commands: answered in the journal, or verified below
-            self.real.start(self.inbox.put)
+            self.real.start(self._report)
             self.loop.step([], [rules_event(self.venue_name, _patiently("rules", self.real.rules), time.time_ns())])
             self.reconcile()
             self.sender.start()
@@ -580,9 +580,8 @@ class Gateway:
         self._beats.start()
         runs = self.fold.runs
         held: list[Record] = []
-        idle_wait = 0.05 if self.real is None else 0.005  # a real venue's reports arrive in the inbox
         while not stop.is_set():
-            records = held + reader.get(0.002 if held else idle_wait)
+            records = held + reader.get(0.002 if held else 0.05)
             records, held = self._market_first(records)
             # An intent of a run declared dead: look at its heartbeat first (a restarted runner beats
             # before it sends anything), so the verdict "alive again" is journaled before the intent.
@@ -590,6 +589,13 @@ class Gateway:
             self.loop.step(records, self._reports(), before=self.watch(force=recheck))
             if self.sender is not None:
                 self._dispatch(self.sender)
+
+    def _report(self, report: OrderReport | AccountReport) -> None:
+        """A venue's report (from the sender or a stream thread): to the inbox, and wake the loop for it."""
+        self.inbox.put(report)
+        reader = self.loop.inputs_reader
+        if reader is not None:
+            reader.wake()
 
     def _reports(self) -> list[Event]:
         """The venue's reports since the last step, as journal inputs."""

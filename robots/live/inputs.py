@@ -78,6 +78,11 @@ class LiveInputs:
             except queue.Empty:
                 return out
 
+    def wake(self) -> None:
+        """Make a waiting `get` return now (with what has arrived, maybe nothing): another input is waiting
+        elsewhere (a venue's report in the gateway's inbox)."""
+        self._queue.put([])
+
     def close(self) -> None:
         """Stop the readers (the file poller within a poll; a Kafka reader at its next record: daemon threads)."""
         self._stop.set()
