@@ -160,6 +160,7 @@ class BetfairVenue:
     """The Betfair exchange behind the gateway (implements `robots.live.exchange.LiveVenue`)."""
 
     name = "betfair"
+    settles = True  # matched bets are settled when their market is: `query` reports the profit then
 
     def __init__(self, client: Any, credentials: Credentials, settings: BetfairVenueSettings, *,
                  clock: Clock | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -567,14 +568,19 @@ def _cleared_report(cleared: Mapping[str, Any], bet_status: str) -> OrderReport:
     status = {"SETTLED": "filled", "VOIDED": "cancelled", "LAPSED": "expired", "CANCELLED": "cancelled"}[bet_status]
     reason = "" if bet_status == "SETTLED" else f"{bet_status.lower()} {float(cleared.get('sizeCancelled') or 0):g}"
     ts = max(execution.ns_of(cleared.get(k)) for k in ("placedDate", "lastMatchedDate", "settledDate"))
+    settled = bet_status == "SETTLED" and cleared.get("profit") is not None
+    back = cleared.get("side") == "BACK"
+    won = cleared.get("betOutcome") == "WON"
     return OrderReport(
         client_order_id=str(cleared.get("customerOrderRef") or bet_id), venue_order_id=bet_id,
         instrument=instrument_id(str(cleared["marketId"]), int(cleared["selectionId"]),
                                  float(cleared.get("handicap") or 0)),
         status=status,  # type: ignore[arg-type]
-        ts_event=ts, side="BUY" if cleared.get("side") == "BACK" else "SELL", matched=matched,
+        ts_event=ts, side="BUY" if back else "SELL", matched=matched,
         avg_price=float(cleared["priceMatched"]) if matched and cleared.get("priceMatched") else None,
-        reason=reason, source="query")
+        reason=reason, source="query", profit=float(cleared["profit"]) if settled else None,
+        # a back bet wins when its selection wins; a lay bet when it loses
+        runner_status=("WINNER" if won == back else "LOSER") if settled else "")
 
 
 __all__ = ["BetfairRefused", "BetfairVenue", "BetfairVenueSettings", "TransactionBudget"]

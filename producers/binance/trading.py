@@ -75,6 +75,7 @@ class BinanceVenue:
     """Binance spot (`market="spot"`) or USD-M futures (`"futures"`) behind the gateway (see `LiveVenue`)."""
 
     name = "binance"
+    settles = False  # a fill is final: nothing to ask about afterwards
 
     def __init__(self, *, api_key: Secret, api_secret: Secret, market: str = "spot", testnet: bool = False,
                  rest_url: str | None = None, ws_url: str | None = None, timeout: float = 10.0,

@@ -96,6 +96,8 @@ class OrderReport:
     avg_price: float | None = None  # average matched price, with `matched`
     reason: str = ""  # why rejected / cancelled / expired, as the venue says it
     source: str = ""  # rest, stream, query, poll, reconcile (for the audit)
+    profit: float | None = None  # set once the venue settled the order (Betfair: its cleared bet's profit)
+    runner_status: str = ""  # with `profit`: the selection's result (WINNER, LOSER, ...)
 
 
 @dataclass(frozen=True)
@@ -149,12 +151,15 @@ class LiveVenue(Protocol):
       has no order with this client order id.
     - `open_orders` lists the open orders of this gateway's runs (client order ids made by
       ticktape); `account` the positions/balances.
+    - A venue that `settles` reports a settled order with its `profit` (the gateway keeps asking
+      about filled, unsettled orders at each poll until it does).
     - `rules` is the venue's trading rules as JSON-able data (Binance's filters from
       `exchangeInfo`); the gateway journals them, and `check(rules, intent)`, pure, is the
       exchange-filters control applied before sending.
     """
 
     name: str
+    settles: bool  # whether the venue settles filled orders later (Betfair bets): the gateway asks until it has
 
     def start(self, sink: ReportSink) -> None: ...
 

@@ -616,8 +616,9 @@ class Gateway:
         if now - self._last_poll >= self.poll_seconds and sender.idle.is_set():
             self._last_poll = now
             assert self.fold.orders is not None
-            expected = [Command("verify", o.order, o.order, o.version, o.run_ref)
-                        for o in self.fold.orders.open_orders()]
+            orders = self.fold.orders
+            asked = orders.open_orders() + (orders.unsettled() if self.real is not None and self.real.settles else [])
+            expected = [Command("verify", o.order, o.order, o.version, o.run_ref) for o in asked]
             if expected:
                 sender.request_poll(expected)
 

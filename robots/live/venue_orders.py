@@ -8,8 +8,9 @@ gateway's journal replays it exactly:
 - `apply(report)` compares what the venue says of an order with what is known and returns only
   the new facts as events for `orders.event`: the first sign of the order at the venue
   (`OrderAccepted`, or `OrderRejected`), each fill once (by the venue's fill id, or by the
-  increase of a venue order's cumulative matched size), and its end (`OrderCancelled`,
-  `OrderExpired`). A report seen twice, or older than what is known, adds nothing.
+  increase of a venue order's cumulative matched size), its end (`OrderCancelled`,
+  `OrderExpired`), and on a venue that settles orders (Betfair) its settlement (`BetSettled`,
+  once, with the venue's profit). A report seen twice, or older than what is known, adds nothing.
 - `pending()` lists, after a restart, the commands whose outcome the journal does not hold:
   the sender asks the venue about each before anything is sent again.
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 
 from robots.live.exchange import DONE, Command, OrderReport
 from ticktape.events import (
+    BetSettled,
     CancelOrder,
     Event,
     OrderAccepted,
@@ -55,6 +57,7 @@ class LiveOrder:
     venue_order_ids: list[str] = field(default_factory=list)  # in the order seen; the last is current
     accepted: bool = False
     done: bool = False
+    settled: bool = False  # the venue settled it (Betfair: its market's result is in)
     cancel_asked: bool = False
     fill_ids: set[str] = field(default_factory=set)
     filled: float = 0.0
@@ -108,6 +111,10 @@ class VenueOrders:
         """Orders not known to be done, by client order id."""
         return [o for _, o in sorted(self.orders.items()) if not o.done]
 
+    def unsettled(self) -> list[LiveOrder]:
+        """Done orders with fills the venue has not settled yet (asked about at each poll, if it settles)."""
+        return [o for _, o in sorted(self.orders.items()) if o.done and not o.settled and o.filled > EPS]
+
     def pending(self) -> list[Command]:
         """After a restart: for every order not done, a verify (the venue is asked first; the sender sends
         again only what the venue does not have), then the cancel that was asked for, if any."""
@@ -147,6 +154,9 @@ class VenueOrders:
         elif current == "new":
             out.append(OrderAccepted(o.robot, o.client_order_id, vid, o.venue, o.instrument, ts, ts_recv))
         self._fills(live, report, ts_recv, out)
+        if report.profit is not None and not live.settled and live.filled > EPS:
+            live.settled = True
+            out.append(self._settled(live, report, ts, ts_recv))
         if current != "old" and report.status in DONE and not live.done:
             if report.status == "rejected":  # a replacement refused: the order stands as the venue has it
                 live.version = live.acked_version
@@ -164,6 +174,17 @@ class VenueOrders:
                     out.append(OrderExpired(o.robot, o.client_order_id, vid, o.venue, o.instrument, ts, ts_recv,
                                             report.reason))
         return live.run_id, out
+
+    @staticmethod
+    def _settled(live: LiveOrder, report: OrderReport, ts: int, ts_recv: int) -> BetSettled:
+        """The settlement of a Betfair order (instrument `<market>:<selection>[:<handicap>]`), every bet of it."""
+        o = live.order
+        market_id, _, rest = o.instrument.partition(":")
+        notional = sum(n for _, n in live.matched.values())
+        average = notional / live.filled if notional else (report.avg_price or 0.0)
+        return BetSettled(o.robot, o.client_order_id, report.venue_order_id, o.venue, o.instrument, market_id,
+                          int(rest.partition(":")[0] or 0), ts, ts_recv, o.side, round(live.filled, 12),
+                          round(average, 6), report.runner_status, report.profit or 0.0)
 
     @staticmethod
     def _venue_order(live: LiveOrder, vid: str | None) -> str:

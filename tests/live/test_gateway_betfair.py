@@ -33,7 +33,7 @@ from tests.live.harness import (
     wait_for,
 )
 from tests.venues.betfair_exchange import LocalBetfairExchange, self_signed_cert
-from ticktape.events import OrderFilled, OrderRejected, PlaceOrder, Trade
+from ticktape.events import BetSettled, OrderFilled, OrderRejected, PlaceOrder, Trade
 from ticktape.tape import open_tape
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the server's certificate")
@@ -203,6 +203,40 @@ def test_kill_and_stop_cancel_resting_bets_at_betfair(how: str, exchange: tuple[
 
         wait_for("the new bets refused", lambda: refused() == 2, 30, procs)
         assert len(ex.bets) == 5
+        assert runner.terminate() == 0 and gateway.terminate() == 0
+    finally:
+        kill_all(procs)
+        setup.close()
+
+
+def test_matched_bets_are_settled_on_the_tape_when_their_market_is(
+        exchange: tuple[LocalBetfairExchange, Path], tmp_path: Path) -> None:
+    """The order stream says nothing of results: the gateway asks about filled bets at each poll until
+    Betfair's cleared orders give their profit, then writes one `BetSettled` per order."""
+    ex, cert = exchange
+    uri = f"file:{tmp_path / 'tape'}"
+    setup = open_tape(uri)
+    setup.create_topic(TOPIC)
+    gateway = gateway_proc(uri, ex, cert, tmp_path)
+    runner = Proc("runner", ["--tape", uri, "run", "tests.live.bots:EveryNthBet", "--run-id", "s", "--venue",
+                             "betfair", "--gateway", "external", "--param", f"topic={TOPIC}", "--param", "n=2"],
+                  tmp_path)
+    procs = [gateway, runner]
+    try:
+        start_gateway_and_runner(gateway, runner)
+        setup.append(TOPIC, ticks(6), partition=0)  # three backs at 2.0, matched at once
+        wait_for("three bets matched", lambda: sum(b.matched_c == b.size_c for b in ex.bets.values()) == 3, 30,
+                 procs)
+        ex.settle(MARKET, winner=SELECTION)
+
+        def settled() -> list[BetSettled]:
+            return [e for e in run_records(setup, EVENT_TOPIC, "s") if type(e) is BetSettled]
+
+        wait_for("three settlements on the tape", lambda: len(settled()) == 3, 30, procs)
+        for s in settled():
+            (bet,) = ex.bets_for(s.client_order_id)
+            assert (s.profit, s.size_matched, s.runner_status) == (bet.profit, bet.matched_c / 100, "WINNER")
+            assert s.profit == 2.0  # a 2.00 back at 2.0 that won
         assert runner.terminate() == 0 and gateway.terminate() == 0
     finally:
         kill_all(procs)

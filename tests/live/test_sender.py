@@ -35,6 +35,7 @@ class BookVenue:
     raise OutcomeUnknown), "unknown_before" (raise without acting), "busy", "broken" (act, then a bug)."""
 
     name = "book"
+    settles = False
 
     def __init__(self, script: Sequence[str] = ()) -> None:
         self.script = list(script)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from robots.live.exchange import Fill, OrderReport, report_event, report_from_event
 from robots.live.venue_orders import VenueOrders
 from ticktape.events import (
+    BetSettled,
     CancelOrder,
     Event,
     OrderAccepted,
@@ -150,3 +151,17 @@ def test_a_refused_replacement_leaves_the_order_as_the_venue_has_it() -> None:
     events = orders.apply(OrderReport(coid, "9", "BTCUSDT", "rejected", T + 2, reason="-2010"), T)[1]
     events += orders.apply(OrderReport(coid, "9", "BTCUSDT", "cancelled", T + 3), T)[1]
     assert [type(e) for e in events] == [OrderRejected, OrderCancelled] and orders.orders[coid].done
+
+
+def test_a_settled_order_is_settled_once_with_the_venues_profit() -> None:
+    orders = VenueOrders("betfair")
+    coid = "abcdefgh-5-0"
+    orders.place(_place(coid, size=4.0, venue="betfair")._replace(instrument="1.2:3"), "run-1", "abcdefgh")
+    orders.apply(OrderReport(coid, "B1", "1.2:3", "filled", T, matched=4.0, avg_price=2.5, source="stream"), T)
+    assert [o.order.client_order_id for o in orders.unsettled()] == [coid]
+    settled = OrderReport(coid, "B1", "1.2:3", "filled", T + 9, matched=4.0, avg_price=2.5, profit=6.0,
+                          runner_status="WINNER", source="query")
+    events = orders.apply(settled, T)[1] + orders.apply(settled, T)[1]
+    assert [(type(e), e.profit, e.size_matched, e.average_price_matched, e.market_id, e.selection_id)
+            for e in events] == [(BetSettled, 6.0, 4.0, 2.5, "1.2", 3)]  # type: ignore[union-attr]
+    assert orders.unsettled() == []

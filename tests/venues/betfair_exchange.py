@@ -388,6 +388,16 @@ class Bet:
     matched_ms: int = 0
     fills: list[tuple[int, int, str]] = field(default_factory=list)  # (price_h, cents, MAKER/TAKER)
     outcome: str | None = None  # WON / LOST once settled
+    settled_ms: int = 0
+
+    @property
+    def profit(self) -> float:
+        """Profit of the matched part once settled (before commission): a winning back wins (price - 1) x
+        stake per match; a winning lay keeps the stakes; losing ones pay the other side's."""
+        winnings_c = round(self.notional / 100) - self.matched_c  # sum of (price - 1) x size, in cents
+        if self.side == "BACK":
+            return (winnings_c if self.outcome == "WON" else -self.matched_c) / 100
+        return (self.matched_c if self.outcome == "WON" else -winnings_c) / 100
 
     @property
     def remaining_c(self) -> int:
@@ -535,6 +545,7 @@ class LocalBetfairExchange:
                     self._publish(bet, now)
                 won = (bet.selection_id == winner) == (bet.side == "BACK")
                 bet.outcome = "WON" if won else "LOST"
+                bet.settled_ms = now
             self.settled.add(market_id)
 
     def bets_for(self, customer_order_ref: str) -> list[Bet]:
@@ -790,7 +801,9 @@ class LocalBetfairExchange:
                         "persistenceType": bet.persistence, "orderType": bet.order_type, "side": bet.side,
                         "priceRequested": bet.price_h / 100, "betOutcome": bet.outcome, "priceMatched": bet.avp,
                         "sizeSettled": bet.matched_c / 100, "sizeCancelled": (bet.cancelled_c + bet.lapsed_c) / 100,
-                        "customerOrderRef": bet.rfo, "customerStrategyRef": bet.rfs})
+                        "customerOrderRef": bet.rfo, "customerStrategyRef": bet.rfs,
+                        "settledDate": _iso(bet.settled_ms),
+                        **({"profit": bet.profit} if kind == "SETTLED" else {})})
         return {"clearedOrders": out, "moreAvailable": False}
 
     def _funds(self, params: dict[str, Any]) -> dict[str, Any]:
