@@ -1,4 +1,4 @@
-"""`ticktape gateway --venue paper`: intents in, venue answers out, once each, whatever crashes.
+"""`ticktape gateway --venue paper|binance|betfair`: intents in, venue answers out, once each, whatever crashes.
 
 The gateway is a journaled fold too (`robots.live.engine`). Its inputs: the intents of live
 runs (`orders.intent`), their manifests (`runs`), operator commands (`controls`) and the market
@@ -25,6 +25,12 @@ market event folded, and waits (up to `hold_seconds`, 50 ms) for the market data
 when the intent overtook it (the gateway follows topics in parallel). Paper venue state is not
 snapshotted: a restarted gateway replays its whole journal (seconds per million inputs; a run's
 journal replays at ~230k inputs/s, BENCHMARKS.md).
+
+A real venue (`binance`, `betfair`: `robots.live.real_venues`) is an edge, not a function: the
+fold turns intents into commands (`robots.live.venue_orders`), a sender thread executes them
+(`robots.live.sender`), and everything the venue says comes back as a journaled report the fold
+compares with what it knows (`robots.live.exchange` explains the port). The gateway reconciles
+with the venue before it trades (`Gateway.reconcile`) and polls its open orders now and then.
 """
 
 from __future__ import annotations
