@@ -21,6 +21,7 @@ replaced is not replaced again.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -325,13 +326,17 @@ class BetfairVenue:
             raise TicktapeError(f"betfair {what} refused: {exc}") from None
 
     def _still_there(self, command: Command, bet_id: str, note: str) -> OrderReport:
-        """The report of one bet after a command acted on it (or was refused: `note` says so)."""
+        """The report of one bet after a command acted on it, or was refused (`note` says why): a refused
+        cancel or replace of a bet still open is reported `rejected` (the port's "refused, the order
+        stands as the venue has it"), with the bet's matched size as it is."""
         answer = self._read("listCurrentOrders", lambda: self._client.betting.list_current_orders(
             bet_ids=[bet_id], lightweight=True))
         bets = answer.get("currentOrders") or []
         report = execution.report_from_current(bets[0], "rest") if bets else self.query(command)[-1]
         if note:
             report = _with_reason(report, note)
+            if report.status == "open":
+                report = dataclasses.replace(report, status="rejected")
         return report
 
     def cancel(self, command: Command) -> Sequence[OrderReport]:
@@ -554,9 +559,7 @@ def _market(order: PlaceOrder) -> str:
 
 
 def _with_reason(report: OrderReport, note: str) -> OrderReport:
-    from dataclasses import replace
-
-    return replace(report, reason=f"{report.reason}; {note}" if report.reason else note)
+    return dataclasses.replace(report, reason=f"{report.reason}; {note}" if report.reason else note)
 
 
 def _cleared_report(cleared: Mapping[str, Any], bet_status: str) -> OrderReport:

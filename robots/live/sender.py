@@ -10,7 +10,8 @@ report the venue gives into the gateway's inbox, from where the loop journals an
 - A refusal to run the call (`VenueBusy`: rate limit) waits `retry_after` and sends again.
 - Any other failure of a call (an answer the adapter could not read, a bug) is taken as an unknown
   outcome too, and logged with its traceback: the order is looked up, never dropped.
-- `verify` (after a restart) is a query first, and a send only if the venue lacks the order.
+- `verify` (after a restart) is a query first, and a send only if the venue lacks the order (or,
+  for a replacement, again: replacing is idempotent at the venues, so one already made is reported).
 - A poll (`request_poll`) lists the venue's open orders and queries the orders the gateway
   still thinks open that the list lacks: fills and ends arrive even if the stream went silent.
 """
@@ -23,7 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from robots.live.exchange import AccountReport, Command, LiveVenue, OrderReport, OutcomeUnknown, VenueBusy
+from robots.live.exchange import DONE, AccountReport, Command, LiveVenue, OrderReport, OutcomeUnknown, VenueBusy
 from ticktape.retry import backoff_delays
 
 __all__ = ["Poll", "VenueSender"]
@@ -97,13 +98,18 @@ class VenueSender(threading.Thread):
         kind = command.kind
         if kind == "verify":
             found = self._query(command)
-            if found[-1].status != "unknown":
+            status = found[-1].status
+            if status != "unknown":
                 self._deliver(found)
-                return
-            log.info("%s: the venue does not have %s (version %d): sending it", self.venue.name, coid,
-                     command.version)
+            if status in DONE or (status != "unknown" and command.version == 0):
+                return  # placed (or over): nothing to send
+            # a place the venue never received, or a replacement whose outcome the journal lacks
+            # (replacing is idempotent at the venue: a replacement already made is reported, not redone)
+            log.info("%s: %s (version %d) is %s at the venue: sending it", self.venue.name, coid, command.version,
+                     status)
             kind = "replace" if command.version > 0 else "place"
         send = {"place": self.venue.place, "cancel": self.venue.cancel, "replace": self.venue.replace}[kind]
+        delays = backoff_delays(self.first_wait, self.max_wait, jitter=0.5)
         while True:
             try:
                 reports = self._busy_retry(lambda: send(command), f"{kind} {coid}")
@@ -116,15 +122,17 @@ class VenueSender(threading.Thread):
             except Exception:  # a failure the adapter did not foresee: the venue may or may not have acted
                 self.unknown_outcomes += 1
                 log.exception("%s %s failed unexpectedly; asking the venue before anything else", kind, coid)
-            self._wait(self.first_wait)  # a request still on its way is then processed before we ask
+            # a request still on its way is processed before we ask; a failing venue is not hammered
+            self._wait(next(delays))
             found = self._query(command)
-            report = found[-1]
-            if report.status != "unknown" and (kind != "cancel" or report.status != "open"):
+            status = found[-1].status
+            if status != "unknown":
                 self._deliver(found)
-                return
-            if report.status == "unknown" and kind == "cancel":
-                return  # nothing to cancel at the venue
-            log.info("%s %s: not done at the venue (%s): sending again", kind, coid, report.status)
+            if status in DONE or (kind == "place" and status != "unknown") or (kind == "cancel" and
+                                                                                status == "unknown"):
+                return  # it arrived, it is over, or there is nothing to cancel
+            # a place that never arrived, a cancel of an order still open, a replacement (idempotent): again
+            log.info("%s %s: %s at the venue: sending again", kind, coid, status)
 
     def _poll(self, poll: Poll) -> None:
         listed = self._call(lambda: list(self.venue.open_orders()), "open orders")

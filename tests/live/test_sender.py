@@ -169,3 +169,19 @@ def test_verify_after_a_restart_sends_only_what_the_venue_lacks_and_cancels_foll
     assert venue.calls == ["query", "query", "place", "cancel"]
     assert [(r.client_order_id, r.status) for r in reports] == [
         (there.client_order_id, "open"), (missing.client_order_id, "open"), (there.client_order_id, "cancelled")]
+
+
+def test_a_replacement_whose_outcome_is_unknown_is_sent_again_after_the_lookup() -> None:
+    """Replacing is idempotent at the venues (one already made is reported, not redone): after the lookup the
+    replacement is sent again, unless the order is over."""
+    venue = BookVenue(["unknown_after"])
+    order = _order()
+    venue.orders[order.client_order_id] = "open"
+    moved = order._replace(price=1.5)
+    replace = ReplaceOrder("bot", order.client_order_id, "book", "X", T, T, "BUY", "LIMIT", 1.5, 1.0, "GTC")
+    _run(venue, [Command("replace", moved, replace, 1), Command("verify", moved, moved, 1)])
+    assert venue.calls == ["replace", "query", "replace", "query", "replace"]
+    venue = BookVenue()
+    venue.orders[order.client_order_id] = "cancelled"  # over before the gateway restarted: nothing to replace
+    reports = _run(venue, [Command("verify", moved, moved, 1)])
+    assert venue.calls == ["query"] and [r.status for r in reports] == ["cancelled"]

@@ -276,7 +276,7 @@ def test_replace_cannot_grow_a_bet(venue: BetfairVenue, exchange: LocalBetfairEx
     venue.place(place(order(size=5)))
     bigger = order(size=8)
     [report] = venue.replace(Command("replace", bigger, bigger, 1, "run-1"))
-    assert report.status == "open" and "cannot increase" in report.reason
+    assert report.status == "rejected" and "cannot increase" in report.reason  # refused: the bet stands
     assert executed(exchange, "replaceOrders") == executed(exchange, "cancelOrders") == 0
 
 
