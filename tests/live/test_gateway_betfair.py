@@ -17,6 +17,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -68,10 +69,26 @@ def gateway_proc(uri: str, ex: LocalBetfairExchange, cert: Path, tmp_path: Path)
                             "--dead-after", "60"], tmp_path, env=ex.credentials_env())
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["file", pytest.param("kafka", marks=pytest.mark.kafka)])
 def test_a_robot_bets_on_betfair_through_faults_and_gateway_kills(
-        exchange: tuple[LocalBetfairExchange, Path], tmp_path: Path) -> None:
+        backend: str, exchange: tuple[LocalBetfairExchange, Path], tmp_path: Path) -> None:
+    """On the file tape, and on Kafka (a broker of its own: the gateway's journal must start empty) as an
+    operator runs it."""
     ex, cert = exchange
-    uri = f"file:{tmp_path / 'tape'}"
+    with ExitStack() as stack:
+        if backend == "kafka":
+            from tests.kafka_fixtures import start_broker
+
+            broker = start_broker(tmp_path / "broker")
+            stack.callback(broker.stop)
+            uri = f"kafka+rdkafka://{broker.address}"
+        else:
+            uri = f"file:{tmp_path / 'tape'}"
+        _bet_through_faults(uri, ex, cert, tmp_path)
+
+
+def _bet_through_faults(uri: str, ex: LocalBetfairExchange, cert: Path, tmp_path: Path) -> None:
     run_id = "bet-1"
     rng = random.Random(7)
     setup = open_tape(uri)
@@ -115,8 +132,6 @@ def test_a_robot_bets_on_betfair_through_faults_and_gateway_kills(
                 gateway.start()
         feeder.join(60)
         assert feeder.error is None and feeder.sent == n
-        consumed = sum(injected.values()) - len(ex.faults)
-        assert consumed >= 20, f"only {consumed} faults reached the gateway: {ex.faults}"
         stop_prices.set()
         mover.join(5)
         ex.set_prices(MARKET, SELECTION, back=2.0, lay=2.02)  # whatever rests now matches
@@ -135,6 +150,8 @@ def test_a_robot_bets_on_betfair_through_faults_and_gateway_kills(
                 return len(places) == n // 5 and abs(taped - len(places) * 2.0) < 1e-6 and abs(matched - taped) < 1e-6
 
             wait_for("every bet matched at the venue and on the tape", settled, 120, procs)
+            consumed = sum(injected.values()) - len(ex.faults)
+            assert consumed >= 20, f"only {consumed} faults reached the gateway: {ex.faults}"
             assert runner.terminate() == 0, runner.tail()
             assert gateway.terminate() == 0, gateway.tail()
             figures = check_run(check, run_id)
