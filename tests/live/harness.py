@@ -8,6 +8,7 @@ import collections
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -201,3 +202,13 @@ def kill_all(procs: Sequence[Proc]) -> None:
     for p in procs:
         if p.alive():
             p.kill9()
+
+
+def maybe_kill9_and_restart(proc: Proc, rng: random.Random, chance: float = 0.25) -> bool:
+    """With probability `chance`: SIGKILL `proc`, wait a moment, start it again (True if it did)."""
+    if rng.random() >= chance:
+        return False
+    proc.kill9()
+    time.sleep(rng.uniform(0.0, 0.3))
+    proc.start()
+    return True

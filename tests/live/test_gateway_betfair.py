@@ -29,6 +29,7 @@ from tests.live.harness import (
     check_run,
     journal_covers,
     kill_all,
+    maybe_kill9_and_restart,
     run_records,
     start_gateway_and_runner,
     wait_for,
@@ -69,6 +70,13 @@ def gateway_proc(uri: str, ex: LocalBetfairExchange, cert: Path, tmp_path: Path)
                             "--dead-after", "60"], tmp_path, env=ex.credentials_env())
 
 
+def bet_runner(uri: str, run_id: str, tmp_path: Path, *, every: int, snapshot_every: int = 10_000) -> Proc:
+    """`ticktape run` of the robot that backs at 2.0 on every `every`-th tick, on the Betfair gateway."""
+    return Proc("runner", ["--tape", uri, "run", "tests.live.bots:EveryNthBet", "--run-id", run_id, "--venue",
+                           "betfair", "--gateway", "external", "--param", f"topic={TOPIC}", "--param", f"n={every}",
+                           "--snapshot-every", str(snapshot_every)], tmp_path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["file", pytest.param("kafka", marks=pytest.mark.kafka)])
 def test_a_robot_bets_on_betfair_through_faults_and_gateway_kills(
@@ -94,18 +102,19 @@ def _bet_through_faults(uri: str, ex: LocalBetfairExchange, cert: Path, tmp_path
     setup = open_tape(uri)
     setup.create_topic(TOPIC)
     gateway = gateway_proc(uri, ex, cert, tmp_path)
-    runner = Proc("runner", ["--tape", uri, "run", "tests.live.bots:EveryNthBet", "--run-id", run_id, "--venue",
-                             "betfair", "--gateway", "external", "--param", f"topic={TOPIC}", "--param", "n=5",
-                             "--snapshot-every", "50"], tmp_path)
+    runner = bet_runner(uri, run_id, tmp_path, every=5, snapshot_every=50)
     procs = [gateway, runner]
     stop_prices = threading.Event()
 
     def move_prices() -> None:
-        """Now and then the back price drops below the robot's (its bets rest) or little is offered (they match
-        in part), then returns (they match)."""
+        """Over and over: the back price drops below the robot's (its bets rest), returns with little on
+        offer (the resting bets match in part), then with plenty (they match)."""
+        phases = ((1.9, None), (2.0, 0.5), (2.0, None))
+        k = 0
         while not stop_prices.wait(0.3):
-            back, size = rng.choice(((1.9, None), (2.0, None), (2.0, 0.5)))
+            back, size = phases[k % len(phases)]
             ex.set_prices(MARKET, SELECTION, back=back, lay=2.02, back_size=size)
+            k += 1
 
     mover = threading.Thread(target=move_prices, daemon=True)
     n = 1500
@@ -125,11 +134,7 @@ def _bet_through_faults(uri: str, ex: LocalBetfairExchange, cert: Path, tmp_path
             injected[kind] += 1
             if kind == "silent_stream":
                 threading.Timer(2.0, ex.resume_stream).start()
-            if rng.random() < 0.25:
-                gateway.kill9()
-                kills += 1
-                time.sleep(rng.uniform(0.0, 0.3))
-                gateway.start()
+            kills += maybe_kill9_and_restart(gateway, rng)
         feeder.join(60)
         assert feeder.error is None and feeder.sent == n
         stop_prices.set()
@@ -192,9 +197,7 @@ def test_kill_and_stop_cancel_resting_bets_at_betfair(how: str, exchange: tuple[
     setup = open_tape(uri)
     setup.create_topic(TOPIC)
     gateway = gateway_proc(uri, ex, cert, tmp_path)
-    runner = Proc("runner", ["--tape", uri, "run", "tests.live.bots:EveryNthBet", "--run-id", "k", "--venue",
-                             "betfair", "--gateway", "external", "--param", f"topic={TOPIC}", "--param", "n=2"],
-                  tmp_path)
+    runner = bet_runner(uri, "k", tmp_path, every=2)
     procs = [gateway, runner]
     try:
         start_gateway_and_runner(gateway, runner)
@@ -235,9 +238,7 @@ def test_matched_bets_are_settled_on_the_tape_when_their_market_is(
     setup = open_tape(uri)
     setup.create_topic(TOPIC)
     gateway = gateway_proc(uri, ex, cert, tmp_path)
-    runner = Proc("runner", ["--tape", uri, "run", "tests.live.bots:EveryNthBet", "--run-id", "s", "--venue",
-                             "betfair", "--gateway", "external", "--param", f"topic={TOPIC}", "--param", "n=2"],
-                  tmp_path)
+    runner = bet_runner(uri, "s", tmp_path, every=2)
     procs = [gateway, runner]
     try:
         start_gateway_and_runner(gateway, runner)
