@@ -31,17 +31,15 @@ from datetime import datetime
 from typing import Any
 
 from producers.betfair.orders import instrument_id
-from robots.live.exchange import OrderReport, Refusal, Status
+from robots.live.exchange import OrderReport, Refusal, Status, is_client_order_id
 from robots.sim.betfair_money import CLASSIC_LADDER
 from robots.sim.betfair_state import parse_instrument
 from ticktape.events import PlaceOrder, ReplaceOrder, Side
 
 __all__ = [
-    "CLIENT_ORDER_ID",
     "CONTROL",
     "check",
     "customer_ref",
-    "is_ticktape_order",
     "place_instruction",
     "report_from_current",
     "report_from_instruction",
@@ -53,16 +51,10 @@ __all__ = [
 CONTROL = "exchange_filters"
 """The name a refusal of Betfair's rules carries (the gateway's pre-trade control)."""
 
-CLIENT_ORDER_ID = re.compile(r"^[a-z2-7]{8}-[0-9a-z]+-[0-9]+$")
 """Client order ids made by ticktape (`<run>-<robot seq>-<k>`): orders of other origin are not ours."""
 
 MAX_REF = 32  # Betfair: customerRef and customerOrderRef hold at most 32 characters
 _REF_CHARS = re.compile(r"^[A-Za-z0-9:\-._+*;~]+$")  # what Betfair accepts in a customerRef
-
-
-def is_ticktape_order(customer_order_ref: object) -> bool:
-    """True for a customerOrderRef that is a ticktape client order id."""
-    return isinstance(customer_order_ref, str) and CLIENT_ORDER_ID.match(customer_order_ref) is not None
 
 
 def rules(*, currency: str = "GBP", min_stake: float = 1.0, min_bsp_liability: float = 10.0) -> dict[str, Any]:
@@ -256,7 +248,7 @@ def reports_from_ocm(message: Mapping[str, Any], source: str = "stream") -> list
         for orc in oc.get("orc") or ():
             instrument = _instrument(oc["id"], orc["id"], orc.get("hc"))
             for uo in orc.get("uo") or ():
-                if not is_ticktape_order(uo.get("rfo")):
+                if not is_client_order_id(uo.get("rfo")):
                     continue
                 matched = _num(uo.get("sm"))
                 status, reason = status_of(uo.get("status") == "EC", matched, _num(uo.get("sc")),

@@ -46,7 +46,16 @@ from producers.betfair.live import (
     run_stream,
 )
 from producers.betfair.session import StreamSession
-from robots.live.exchange import AccountReport, Command, OrderReport, OutcomeUnknown, Refusal, ReportSink, VenueBusy
+from robots.live.exchange import (
+    AccountReport,
+    Command,
+    OrderReport,
+    OutcomeUnknown,
+    Refusal,
+    ReportSink,
+    VenueBusy,
+    is_client_order_id,
+)
 from robots.sim.betfair_state import parse_instrument
 from ticktape.errors import TicktapeError
 from ticktape.events import FeedGap, PlaceOrder, ReplaceOrder
@@ -459,7 +468,7 @@ class BetfairVenue:
                 lightweight=True))
             page = answer.get("currentOrders") or []
             out.extend(execution.report_from_current(b, "poll") for b in page
-                       if execution.is_ticktape_order(b.get("customerOrderRef")))
+                       if is_client_order_id(b.get("customerOrderRef")))
             if not answer.get("moreAvailable") or not page:
                 return out
             start += len(page)

@@ -33,6 +33,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from robots.live.exchange import CLIENT_ORDER_ID
 from ticktape.codec import finite
 from ticktape.errors import ValidationError
 from ticktape.events import (
@@ -221,10 +222,10 @@ ORDER_STATUSES: dict[str, str] = {
 }
 """Order status `X` / `status` -> the gateway's status (robots.live.exchange.Status)."""
 
-TICKTAPE_VENUE_ID = re.compile(r"^[a-z2-7]{8}-[0-9a-z]+-[0-9]+(\.[0-9]+)?$")
+TICKTAPE_VENUE_ID = re.compile(rf"^{CLIENT_ORDER_ID}(\.[0-9]+)?$")
 """A venue client order id made by a ticktape live run: `<run tag>-<seq>-<k>`, `.n` for replacement n."""
 
-REPLACE_CANCEL = re.compile(r"^([a-z2-7]{8}-[0-9a-z]+-[0-9]+)\.([0-9]+)r$")
+REPLACE_CANCEL = re.compile(rf"^({CLIENT_ORDER_ID})\.([0-9]+)r$")
 """The id of the cancel half of a spot cancel-replace (`<coid>.<n>r`: cancelled to make way for version n)."""
 
 

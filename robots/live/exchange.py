@@ -26,6 +26,7 @@ bets); the fold derives each increase of the latter as one `OrderFilled`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
@@ -33,6 +34,7 @@ from typing import Any, Literal, Protocol
 from ticktape.events import CancelOrder, CustomData, Liquidity, PlaceOrder, ReplaceOrder, Side
 
 __all__ = [
+    "CLIENT_ORDER_ID",
     "REPORT_KIND",
     "AccountReport",
     "Command",
@@ -43,6 +45,7 @@ __all__ = [
     "Refusal",
     "ReportSink",
     "VenueBusy",
+    "is_client_order_id",
     "report_event",
     "report_from_event",
 ]
@@ -52,6 +55,19 @@ Status = Literal["open", "filled", "cancelled", "expired", "rejected", "unknown"
 
 DONE: frozenset[str] = frozenset({"filled", "cancelled", "expired", "rejected"})
 """Statuses after which an order changes no more (Betfair may still void a matched bet later)."""
+
+CLIENT_ORDER_ID = r"[a-z2-7]{8}-[0-9a-z]+-[0-9]+"
+"""The shape of a live run's client order ids (`robots.live.fold.LiveContext`, the gateway's flatten
+orders): `<run tag>-<seq base 36>-<k>`. Adapters build their venue id patterns on it (Binance's `.n`
+replacements) and keep to the orders that have it (not those placed by hand)."""
+
+_CLIENT_ORDER_ID = re.compile(CLIENT_ORDER_ID)
+
+
+def is_client_order_id(text: object) -> bool:
+    """Whether `text` is a client order id a ticktape live run makes."""
+    return isinstance(text, str) and _CLIENT_ORDER_ID.fullmatch(text) is not None
+
 
 REPORT_KIND = "gateway.report"
 """`CustomData.kind` of a journaled venue report (the gateway's inline input)."""

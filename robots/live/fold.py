@@ -91,7 +91,8 @@ def base36(n: int) -> str:
 
 
 class LiveContext(Context):
-    """A Context whose client order ids fit every venue: `<run tag>-<seq base 36>-<k>`."""
+    """A Context whose client order ids fit every venue: `<run tag>-<seq base 36>-<k>`
+    (`robots.live.exchange.CLIENT_ORDER_ID`)."""
 
     __slots__ = ("tag",)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from robots.live.exchange import DONE, Command, OrderReport
+from robots.live.exchange import DONE, Command, OrderReport, is_client_order_id
 from ticktape.events import (
     BetSettled,
     CancelOrder,
@@ -75,7 +75,7 @@ class VenueOrders:
     def __init__(self, venue: str) -> None:
         self.venue = venue
         self.orders: dict[str, LiveOrder] = {}
-        self.strangers: dict[str, OrderReport] = {}  # reports of client order ids no intent here explains
+        self.strangers: dict[str, OrderReport] = {}  # reports of ticktape client order ids no intent here explains
 
     # ------------------------------------------------------------------ intents -> commands
     def place(self, intent: PlaceOrder, run_id: str, run_ref: str) -> Command:
@@ -133,8 +133,8 @@ class VenueOrders:
         """(run id, new events) for one venue report; (None, []) for an order no intent here explains."""
         live = self.orders.get(report.client_order_id)
         if live is None:
-            if report.status != "unknown":
-                self.strangers[report.client_order_id] = report
+            if report.status != "unknown" and is_client_order_id(report.client_order_id):
+                self.strangers[report.client_order_id] = report  # a ticktape id this gateway never sent
             return None, []
         if report.status == "unknown":
             return live.run_id, []  # the venue has no such order (yet): the sender decides what to send

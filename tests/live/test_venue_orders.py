@@ -112,7 +112,8 @@ def test_a_venue_rejection_and_orders_no_intent_explains() -> None:
     run, events = orders.apply(OrderReport("abcdefgh-1-0", None, "BTCUSDT", "rejected", T, reason="-2010 balance"), T)
     assert run == "run-1" and isinstance(events[0], OrderRejected) and "-2010" in events[0].reason
     assert orders.apply(OrderReport("zzzzzzzz-1-0", "5", "BTCUSDT", "open", T), T) == (None, [])
-    assert "zzzzzzzz-1-0" in orders.strangers
+    assert orders.apply(OrderReport("web_7hG2kq", "6", "BTCUSDT", "open", T), T) == (None, [])
+    assert list(orders.strangers) == ["zzzzzzzz-1-0"]  # a ticktape id no intent explains; not an order by hand
     assert orders.pending() == []  # the rejected order is done: nothing to verify
 
 
