@@ -5,8 +5,10 @@ order given (a cancel is never sent before the place it cancels is resolved), an
 report the venue gives into the gateway's inbox, from where the loop journals and folds it.
 
 - Unknown outcome is not failure: when a call raises `OutcomeUnknown`, the order is looked up
-  (`LiveVenue.query`) until the venue answers; only when the venue does not have it is the
-  command sent again. Waits between attempts come from `ticktape.retry` (backoff with jitter).
+  (`LiveVenue.query`) until the venue answers, and the command is sent again only if it is still
+  needed: a place the venue does not have, a cancel of an order still open, a replacement of an
+  order not over (replacing is idempotent at the venues). Waits between attempts come from
+  `ticktape.retry` (backoff with jitter).
 - A refusal to run the call (`VenueBusy`: rate limit) waits `retry_after` and sends again.
 - Any other failure of a call (an answer the adapter could not read, a bug) is taken as an unknown
   outcome too, and logged with its traceback: the order is looked up, never dropped.
