@@ -164,10 +164,11 @@ class LiveLoop:
         self.journal_end = len(entries)
 
     # ------------------------------------------------------------------ the loop
-    def start_inputs(self) -> None:
-        """Start following the input partitions from the recovered positions."""
+    def start_inputs(self, *, first: Sequence[str] = ()) -> None:
+        """Start following the input partitions from the recovered positions (the backlog of the `first`
+        topics before anything else)."""
         self.inputs_reader = LiveInputs(self.uri, self.positions, poll=self.poll)
-        self.inputs_reader.start()
+        self.inputs_reader.start(first=first)
 
     def step(self, records: Sequence[Record], extra: Sequence[Event] = (), *, before: Sequence[Event] = ()) -> int:
         """Journal, fold and write one batch: the inline inputs `before`, the arrived records, then `extra`

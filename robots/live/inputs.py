@@ -5,6 +5,9 @@ is the arrival order the fold will journal. On the file tape one thread polls ev
 it looks at each partition's `change_token` (three stats) every `poll` seconds and reads only
 the partitions that changed, so an idle partition costs microseconds, not a read. On Kafka one
 thread per partition long-polls through its own tape handle (a `Tape` is used from one thread).
+Before any of that, the backlog of the `first` topics (what is on the tape at start) is handed
+over: a restarted runner learns what happened to its orders while it was down before it sees
+the market data that arrives now.
 A reader that meets a tape error (a broker restarting) opens the tape again and goes on from
 the next offset.
 """
@@ -16,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from ticktape.errors import TapeError
 from ticktape.tape import Tape, open_tape
@@ -43,14 +46,26 @@ class LiveInputs:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._reached: dict[tuple[str, int], int] = dict(self.positions)  # next offset to hand over
+        self._first: tuple[str, ...] = ()
 
-    def start(self) -> None:
-        """Start the reader threads."""
-        probe = self._open(self.uri)
-        file_tape = isinstance(probe, FileTape)
-        probe.close()
-        if file_tape:
-            self._spawn("follow-files", self._guarded, self._poll_files, None)
+    def start(self, *, first: Sequence[str] = ()) -> None:
+        """Start reading: the records of the `first` topics already on the tape, then every partition as
+        records arrive."""
+        self._first = tuple(first)
+        self._spawn("follow-start", self._guarded, self._begin, None)
+
+    def _begin(self, tape: Tape, _key: tuple[str, int] | None) -> None:
+        """Hand over the `first` topics' backlog, then follow (files: in this thread; Kafka: a thread each)."""
+        for key in sorted(k for k in self.positions if k[0] in self._first):
+            end = tape.end_offsets(key[0]).get(key[1], 0)
+            while self._reached[key] < end and not self._stop.is_set():
+                want = min(_BATCH, end - self._reached[key])
+                batch = list(itertools.islice(tape.read(key[0], key[1], from_offset=self._reached[key]), want))
+                if not batch:
+                    break
+                self._hand_over(key, batch)
+        if isinstance(tape, FileTape):
+            self._poll_files(tape, None)
             return
         for key in sorted(self.positions):
             self._spawn(f"follow-{key[0]}-{key[1]}", self._guarded, self._follow_kafka, key)

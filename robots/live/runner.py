@@ -185,7 +185,8 @@ class LiveRunner:
     def run(self, stop: threading.Event) -> None:
         """Follow the inputs until `stop` is set (signal handlers set it)."""
         loop = self.loop
-        loop.start_inputs()
+        # what the venue side did while this run was down (answers, controls) comes before new market data
+        loop.start_inputs(first=(EVENT_TOPIC, CONTROLS_TOPIC))
         reader = loop.inputs_reader
         assert reader is not None
         while not stop.is_set():

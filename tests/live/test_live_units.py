@@ -4,6 +4,8 @@ duplicate records, snapshots, and recovery after a crash between any two appends
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 
 from robots.live.engine import LiveLoop
 from robots.live.fold import DuplicateWindow, LiveContext, RunFold, run_tag, stop_control
+from robots.live.inputs import LiveInputs
 from robots.live.journal import Journal, JournalReplay, inline_entry, ref_entry
 from robots.live.runner import LiveRunner, recorded
 from robots.live.topics import INTENT_TOPIC
@@ -212,3 +215,43 @@ def test_the_gateway_holds_intents_that_overtook_their_runs_manifest() -> None:
     assert [type(e).__name__ for _, _, e in answers] == ["OrderAccepted"]  # once
     assert fold.fold(rec("orders.intent", "b1", order._replace(client_order_id="b-0-0"))) == []
     assert fold.fold(rec("runs", "b1", backtest)) == [] and "b1" in fold.ignored and not fold.held
+
+
+@pytest.mark.parametrize("backend", ["file", "kafka"])
+def test_the_backlog_of_the_first_topics_comes_before_anything_else(backend: str, tmp_path: Path,
+                                                                    request: pytest.FixtureRequest) -> None:
+    # A restarted runner must learn what the venue did while it was down (these answers are on the
+    # tape already) before it decides on market data: on the file tape the poller's round takes the
+    # partitions in name order, on Kafka a thread each, so without `first` the market may come first.
+    uri = f"file:{tmp_path / 'tape'}" if backend == "file" else request.getfixturevalue("kafka_tape_uri")("kafka")
+    tag = uuid.uuid4().hex[:8]
+    market, answers = f"a.md.{tag}", f"z.answers.{tag}"
+    tape = open_tape(uri)
+    tape.create_topic(market, 1)
+    tape.create_topic(answers, 2)
+    trades = wavy_trades(30)
+    tape.append(market, trades[:10], partition=0)
+    accepted = [OrderAccepted("r", f"c{i}", f"o{i}", "v", "X", i, i) for i in range(6)]
+    tape.append(answers, accepted[:3], partition=0)
+    tape.append(answers, accepted[3:], partition=1)
+    inputs = LiveInputs(uri, {(market, 0): 0, (answers, 0): 1, (answers, 1): 0}, poll=0.001)
+    inputs.start(first=(answers,))
+    got: list[tuple[str, int, int]] = []
+
+    def collect(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(got) < n and time.monotonic() < deadline:
+            got.extend((r.topic, r.partition, r.offset) for r in inputs.get(0.1))
+
+    try:
+        collect(15)
+        backlog = [(answers, 0, 1), (answers, 0, 2), (answers, 1, 0), (answers, 1, 1), (answers, 1, 2)]
+        assert sorted(got[:5]) == backlog, got
+        assert got[5:] == [(market, 0, o) for o in range(10)], got
+        tape.append(answers, accepted[:1], partition=0)  # what arrives later is read as it comes
+        tape.append(market, trades[10:15], partition=0)
+        collect(21)
+        assert sorted(got[15:]) == sorted([(answers, 0, 3)] + [(market, 0, o) for o in range(10, 15)]), got
+    finally:
+        inputs.close()
+        tape.close()
