@@ -266,7 +266,7 @@ def _register_plugins() -> None:
     import importlib
 
     for module in ("ticktape.demo", "ticktape.mirror", "ticktape.tape.repair", "producers.cli", "robots.cli",
-                   "robots.live.cli", "analyzer.cli"):
+                   "robots.live.cli", "analyzer.cli", "ticktape.mongo.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
