@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mongo_fixtures import mongo_db_uri, mongo_uri  # noqa: F401
+from tests.mongo_fixtures import mongo_db_uri, mongo_server, mongo_uri  # noqa: F401
 from ticktape.events import Trade
 from ticktape.tape import Tape, open_tape
 
