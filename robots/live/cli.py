@@ -79,7 +79,9 @@ def _guarded(target: Any, own_stop: threading.Event, run_stop: threading.Event,
                                                  "(default: only what arrives from now on).")
 @click.option("--snapshot-every", default=10_000, show_default=True, help="Snapshot every N inputs...")
 @click.option("--snapshot-seconds", default=30.0, show_default=True, help="...or every S seconds.")
-@click.option("--snapshots", "snapshots_uri", default=None, help="Snapshot store URI (default: the run's tape).")
+@click.option("--snapshots", "snapshots_uri", default=None,
+              help="Snapshot store: a tape URI, or mongodb://host:port/db (default: the run's tape). A MongoDB "
+                   "server that is down skips snapshots with a warning; the run goes on.")
 @click.option("--keep-orders", is_flag=True, help="On stop, leave the open orders (default: cancel them).")
 @click.option("--dead-after", default=5.0, show_default=True, help="Inline gateway: watchdog timeout, s.")
 @click.option("--allow-impure", is_flag=True, help="Skip the purity check of a module:Class robot.")

@@ -1,0 +1,171 @@
+"""Live runs' snapshots in MongoDB: a `SnapshotStore` (see `robots.live.snapshots`) on pymongo.
+
+One document per snapshot in the collection `snapshots`, with every `RunSnapshot` field under
+its own name; `_id` is `<stream>@<journal offset>`, so saving the same snapshot again replaces it.
+An index on (stream, journal_offset) finds the latest with a sort and a limit. Writes wait for
+the server's journal (`w=1, j=True`): when `save` returns, the snapshot survives a crash of the
+server. After each save only the newest `keep` snapshots of the stream are kept.
+
+A snapshot bigger than fits a document (MongoDB's limit is 16 MiB): a `state` or `engine` field
+over `CHUNK_BYTES` is stored as UTF-8 chunks in `snapshot_chunks`, written before the snapshot's
+document, so a document that exists always has all its chunks.
+
+Errors are raised as `SnapshotStoreError` (`SnapshotServerDownError` when the server cannot be
+reached) naming the server with its password redacted; what a live run does about them is the
+runner's choice (`robots.live.snapshots.SkippingSnapshotStore`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ticktape.errors import TicktapeError
+from ticktape.events import RunSnapshot
+from ticktape.mongo.client import open_database, redact
+
+__all__ = ["CHUNKS_COLLECTION", "CHUNK_BYTES", "COLLECTION", "MongoSnapshotStore", "SnapshotServerDownError",
+           "SnapshotStoreError", "snapshot_id"]
+
+COLLECTION = "snapshots"
+CHUNKS_COLLECTION = "snapshot_chunks"
+CHUNK_BYTES = 4 * 1024 * 1024
+"""A text field bigger than this (UTF-8) goes to chunks: the document stays well under 16 MiB."""
+
+_BIG_FIELDS = ("state", "engine")
+_TEXT_FIELDS = ("stream", "state", "engine")  # the other fields of a RunSnapshot are ints
+
+
+class SnapshotStoreError(TicktapeError):
+    """A snapshot store could not save or load (its server refused the operation, or holds a bad document)."""
+
+
+class SnapshotServerDownError(SnapshotStoreError):
+    """The snapshot store's server could not be reached (down, restarting, network): trying later may work."""
+
+
+def snapshot_id(stream: str, journal_offset: int) -> str:
+    """The document id of a stream's snapshot at a journal position (the same snapshot, the same id)."""
+    return f"{stream}@{journal_offset}"
+
+
+class MongoSnapshotStore:
+    """Snapshots of live runs in a MongoDB database (a `mongodb://` URI or a pymongo `Database`)."""
+
+    def __init__(self, target: str | Any, *, keep: int = 3, timeout_ms: int = 2_000) -> None:
+        """`keep`: snapshots kept per stream. `timeout_ms`: how long an operation waits for a server
+        that is down before it raises (a live run waits that long at a snapshot, so keep it short)."""
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        import pymongo
+        from pymongo.write_concern import WriteConcern
+
+        if isinstance(target, str):
+            self.where = redact(target)
+            self.database: Any = open_database(target, timeout_ms=timeout_ms)
+        else:
+            self.database = target
+            self.where = f"MongoDB database {target.name!r}"
+        self.keep = keep
+        durable = WriteConcern(w=1, j=True)
+        self.collection: Any = self.database.get_collection(COLLECTION, write_concern=durable)
+        self.chunks: Any = self.database.get_collection(CHUNKS_COLLECTION, write_concern=durable)
+        self._pymongo_error: type[Exception] = pymongo.errors.PyMongoError
+        self._down_error: type[Exception] = pymongo.errors.ConnectionFailure  # incl. server selection timeouts
+        self._indexed = False
+
+    # ------------------------------------------------------------------ the port
+    def save(self, snapshot: RunSnapshot) -> None:
+        """Store durably (journaled by the server), then drop the stream's snapshots beyond `keep`."""
+        sid = snapshot_id(snapshot.stream, snapshot.journal_offset)
+        doc: dict[str, Any] = {"_id": sid, **snapshot._asdict()}
+        chunks: list[dict[str, Any]] = []
+        for name in _BIG_FIELDS:
+            data = str(doc[name]).encode()
+            if len(data) > CHUNK_BYTES:
+                parts = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
+                chunks += [{"_id": f"{sid}/{name}/{i}", "snapshot": sid, "stream": snapshot.stream, "field": name,
+                            "i": i, "data": part} for i, part in enumerate(parts)]
+                doc[name] = None
+                doc[f"{name}_chunks"] = len(parts)
+        try:
+            self._ensure_index()
+            for chunk in chunks:  # one at a time: a batch of several could pass the 48 MB message limit
+                self.chunks.replace_one({"_id": chunk["_id"]}, chunk, upsert=True)
+            self.collection.replace_one({"_id": sid}, doc, upsert=True)
+        except self._pymongo_error as exc:
+            raise self._error(exc)(f"{self.where}: could not save the snapshot of {snapshot.stream!r} at journal "
+                                     f"offset {snapshot.journal_offset} ({_size(snapshot)} bytes): {exc}") from exc
+        with contextlib.suppress(self._pymongo_error):  # the snapshot is saved; the next save prunes again
+            self._prune(snapshot.stream)
+
+    def latest(self, stream: str) -> RunSnapshot | None:
+        """The snapshot of `stream` with the highest journal offset, or None."""
+        try:
+            self._ensure_index()
+            doc = self.collection.find_one({"stream": stream}, sort=[("journal_offset", -1)])
+            if doc is None:
+                return None
+            return self._rebuild(doc)
+        except self._pymongo_error as exc:
+            raise self._error(exc)(f"{self.where}: could not read the latest snapshot of {stream!r}: {exc}") from exc
+
+    def snapshots(self, stream: str) -> list[RunSnapshot]:
+        """Every kept snapshot of `stream`, oldest first (for tools and tests)."""
+        try:
+            docs = list(self.collection.find({"stream": stream}, sort=[("journal_offset", 1)]))
+            return [self._rebuild(d) for d in docs]
+        except self._pymongo_error as exc:
+            raise self._error(exc)(f"{self.where}: could not read the snapshots of {stream!r}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the client (its connections and monitor threads)."""
+        self.database.client.close()
+
+    # ------------------------------------------------------------------ internals
+    def _error(self, exc: Exception) -> type[SnapshotStoreError]:
+        return SnapshotServerDownError if isinstance(exc, self._down_error) else SnapshotStoreError
+
+    def _ensure_index(self) -> None:
+        # Created lazily: the server may be down when the store is opened.
+        if not self._indexed:
+            self.collection.create_index([("stream", 1), ("journal_offset", -1)], name="stream_journal_offset")
+            self.chunks.create_index([("snapshot", 1)], name="snapshot")
+            self._indexed = True
+
+    def _prune(self, stream: str) -> None:
+        old = [d["_id"] for d in self.collection.find({"stream": stream}, {"_id": 1},
+                                                      sort=[("journal_offset", -1)], skip=self.keep)]
+        if old:
+            self.collection.delete_many({"_id": {"$in": old}})
+            self.chunks.delete_many({"snapshot": {"$in": old}})
+
+    def _rebuild(self, doc: dict[str, Any]) -> RunSnapshot:
+        values = dict(doc)
+        for name in _BIG_FIELDS:
+            n = values.get(f"{name}_chunks")
+            if n is None:
+                continue
+            parts = list(self.chunks.find({"snapshot": doc["_id"], "field": name, "i": {"$lt": n}}, sort=[("i", 1)]))
+            if [p["i"] for p in parts] != list(range(n)):
+                raise SnapshotStoreError(f"{self.where}: snapshot {doc['_id']!r}: {name} has {len(parts)} of its {n} "
+                                         f"chunks in {CHUNKS_COLLECTION!r}")
+            values[name] = b"".join(bytes(p["data"]) for p in parts).decode()
+        missing = [f for f in RunSnapshot._fields if f not in values]
+        bad = [f for f in RunSnapshot._fields if f in values
+               and not (type(values[f]) is str if f in _TEXT_FIELDS else _is_int(values[f]))]
+        if missing or bad:
+            raise SnapshotStoreError(f"{self.where}: snapshot {doc['_id']!r} in {COLLECTION!r} is not a RunSnapshot "
+                                     f"(missing {missing}, of the wrong type {bad})")
+        # int(): BSON int64 comes back as bson.Int64 (an int subclass); the snapshot holds plain ints
+        return RunSnapshot(stream=values["stream"], ts_event=int(values["ts_event"]), ts_recv=int(values["ts_recv"]),
+                           journal_offset=int(values["journal_offset"]), seq=int(values["seq"]),
+                           outputs=int(values["outputs"]), state=values["state"], engine=values["engine"])
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _size(snapshot: RunSnapshot) -> int:
+    return len(snapshot.state.encode()) + len(snapshot.engine.encode())
