@@ -194,3 +194,18 @@ def test_open_snapshot_store_names(tmp_path: Path, mongo_db_uri: str) -> None:
         assert "pw" not in str(err.value)
     finally:
         tape.close()
+
+
+def test_a_store_on_a_database_object_leaves_its_client_open(mongo_db_uri: str) -> None:
+    from ticktape.mongo.client import open_database
+
+    db = open_database(mongo_db_uri)
+    try:
+        store = MongoSnapshotStore(db, keep=1)
+        store.save(snap("run-a", 1))
+        store.save(snap("run-a", 2))
+        assert store.snapshots("run-a") == [snap("run-a", 2)]
+        store.close()
+        assert db["snapshots"].count_documents({}) == 1  # the caller's client still works
+    finally:
+        db.client.close()

@@ -63,7 +63,9 @@ class MongoSnapshotStore:
         if isinstance(target, str):
             self.where = redact(target)
             self.database: Any = open_database(target, timeout_ms=timeout_ms)
+            self._owns_client = True
         else:
+            self._owns_client = False
             self.database = target
             self.where = f"MongoDB database {target.name!r}"
         self.keep = keep
@@ -119,8 +121,9 @@ class MongoSnapshotStore:
             raise self._error(exc)(f"{self.where}: could not read the snapshots of {stream!r}: {exc}") from exc
 
     def close(self) -> None:
-        """Close the client (its connections and monitor threads)."""
-        self.database.client.close()
+        """Close the client this store opened from a URI (a `Database` passed in stays its owner's)."""
+        if self._owns_client:
+            self.database.client.close()
 
     # ------------------------------------------------------------------ internals
     def _error(self, exc: Exception) -> type[SnapshotStoreError]:
