@@ -9,17 +9,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import bson
 import pytest
 
 from robots.live.snapshots import SkippingSnapshotStore, SnapshotsUnavailableError, open_snapshot_store
 from tests.mongo_fixtures import MongoServer
 from ticktape.events import RunSnapshot
 from ticktape.mongo.snapshots import (
-    CHUNK_BYTES,
-    CHUNKS_COLLECTION,
+    MAX_DOCUMENT_BYTES,
     MongoSnapshotStore,
     SnapshotServerDownError,
     SnapshotStoreError,
+    SnapshotTooLargeError,
     snapshot_id,
 )
 from ticktape.tape import open_tape
@@ -90,22 +91,31 @@ def test_unknown_stream_has_none_and_streams_stay_apart(store: MongoSnapshotStor
     assert store.latest("run") is None
 
 
-def test_a_snapshot_over_the_document_limit_is_chunked(store: MongoSnapshotStore) -> None:
-    big_state = '{"book":"' + "x✓" * (7 * 1024 * 1024) + '"}'     # ~28 MiB of UTF-8, over MongoDB's 16 MiB
-    big_engine = '{"fold":"' + "y" * (CHUNK_BYTES + 1) + '"}'
-    huge = snap("run-big", 1, state=big_state, engine=big_engine)
-    store.save(huge)
-    assert store.latest("run-big") == huge
-    chunks = -(-len(big_state.encode()) // CHUNK_BYTES) + 2
-    assert chunks == 8 + 2
-    assert store.chunks.count_documents({"snapshot": snapshot_id("run-big", 1)}) == chunks
-    head = store.collection.find_one({"_id": snapshot_id("run-big", 1)})
-    assert head is not None and head["state"] is None and head["state_chunks"] == 8
-    # pruning takes the chunks with their snapshot
-    for offset in (2, 3, 4):
-        store.save(snap("run-big", offset))
-    assert store.latest("run-big") == snap("run-big", 4)
-    assert store.database[CHUNKS_COLLECTION].count_documents({}) == 0
+def test_a_snapshot_over_the_document_limit_is_refused_naming_stream_and_size(store: MongoSnapshotStore) -> None:
+    store.save(snap("run-big", 1))
+    big_state = '{"book":"' + "x✓" * (4 * 1024 * 1024) + '"}'     # 16 MiB of UTF-8 + a little
+    huge = snap("run-big", 2, state=big_state)
+    size = len(bson.encode({"_id": snapshot_id("run-big", 2), **huge._asdict()}))
+    assert size > MAX_DOCUMENT_BYTES
+    with pytest.raises(SnapshotTooLargeError) as err:
+        store.save(huge)
+    message = str(err.value)
+    assert "'run-big'" in message and f"{size:,} bytes" in message and "16 MiB" in message
+    assert store.latest("run-big") == snap("run-big", 1), "nothing of the big one was written"
+    # just under the limit is stored whole
+    fits = snap("run-big", 3, state='"' + "y" * (MAX_DOCUMENT_BYTES - 1024) + '"')
+    store.save(fits)
+    assert store.latest("run-big") == fits
+
+
+def test_live_store_skips_a_snapshot_too_large_and_says_why(store: MongoSnapshotStore,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    live = SkippingSnapshotStore(store, store.where, down=(SnapshotServerDownError,), retry_seconds=0.0)
+    with caplog.at_level(logging.WARNING, logger="ticktape.live"):
+        live.save(snap("run-big", 1, state='"' + "z" * MAX_DOCUMENT_BYTES + '"'))
+    assert live.failed == 1 and "document limit" in caplog.text and "the run goes on" in caplog.text
+    live.save(snap("run-big", 2))
+    assert live.latest("run-big") == snap("run-big", 2)
 
 
 def test_a_server_that_is_down_raises_naming_it_without_the_password() -> None:

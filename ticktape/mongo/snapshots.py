@@ -6,9 +6,11 @@ An index on (stream, journal_offset) finds the latest with a sort and a limit. W
 the server's journal (`w=1, j=True`): when `save` returns, the snapshot survives a crash of the
 server. After each save only the newest `keep` snapshots of the stream are kept.
 
-A snapshot bigger than fits a document (MongoDB's limit is 16 MiB): a `state` or `engine` field
-over `CHUNK_BYTES` is stored as UTF-8 chunks in `snapshot_chunks`, written before the snapshot's
-document, so a document that exists always has all its chunks.
+A snapshot bigger than a document may be (MongoDB's limit, 16 MiB of BSON) is refused before
+anything is sent, with `SnapshotTooLargeError` naming the stream and the size: pymongo lets a
+document a little over the limit through and FerretDB stores it, while a real MongoDB refuses it,
+so the limit is checked here, the same on every server. (Splitting it over several documents
+would need a multi-document transaction, which FerretDB lacks, to stay atomic.)
 
 Errors are raised as `SnapshotStoreError` (`SnapshotServerDownError` when the server cannot be
 reached) naming the server with its password redacted; what a live run does about them is the
@@ -18,26 +20,29 @@ runner's choice (`robots.live.snapshots.SkippingSnapshotStore`).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from ticktape.errors import TicktapeError
 from ticktape.events import RunSnapshot
 from ticktape.mongo.client import open_database, redact
 
-__all__ = ["CHUNKS_COLLECTION", "CHUNK_BYTES", "COLLECTION", "MongoSnapshotStore", "SnapshotServerDownError",
-           "SnapshotStoreError", "snapshot_id"]
+__all__ = ["COLLECTION", "MAX_DOCUMENT_BYTES", "MongoSnapshotStore", "SnapshotServerDownError",
+           "SnapshotStoreError", "SnapshotTooLargeError", "snapshot_id"]
 
 COLLECTION = "snapshots"
-CHUNKS_COLLECTION = "snapshot_chunks"
-CHUNK_BYTES = 4 * 1024 * 1024
-"""A text field bigger than this (UTF-8) goes to chunks: the document stays well under 16 MiB."""
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+"""MongoDB's `maxBsonObjectSize`: the biggest document (as BSON) a server stores."""
 
-_BIG_FIELDS = ("state", "engine")
 _TEXT_FIELDS = ("stream", "state", "engine")  # the other fields of a RunSnapshot are ints
 
 
 class SnapshotStoreError(TicktapeError):
     """A snapshot store could not save or load (its server refused the operation, or holds a bad document)."""
+
+
+class SnapshotTooLargeError(SnapshotStoreError):
+    """A snapshot does not fit one MongoDB document (`MAX_DOCUMENT_BYTES`)."""
 
 
 class SnapshotServerDownError(SnapshotStoreError):
@@ -57,6 +62,7 @@ class MongoSnapshotStore:
         that is down before it raises (a live run waits that long at a snapshot, so keep it short)."""
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
+        import bson
         import pymongo
         from pymongo.write_concern import WriteConcern
 
@@ -71,7 +77,7 @@ class MongoSnapshotStore:
         self.keep = keep
         durable = WriteConcern(w=1, j=True)
         self.collection: Any = self.database.get_collection(COLLECTION, write_concern=durable)
-        self.chunks: Any = self.database.get_collection(CHUNKS_COLLECTION, write_concern=durable)
+        self._encode: Callable[[dict[str, Any]], bytes] = bson.encode
         self._pymongo_error: type[Exception] = pymongo.errors.PyMongoError
         self._down_error: type[Exception] = pymongo.errors.ConnectionFailure  # incl. server selection timeouts
         self._indexed = False
@@ -81,23 +87,17 @@ class MongoSnapshotStore:
         """Store durably (journaled by the server), then drop the stream's snapshots beyond `keep`."""
         sid = snapshot_id(snapshot.stream, snapshot.journal_offset)
         doc: dict[str, Any] = {"_id": sid, **snapshot._asdict()}
-        chunks: list[dict[str, Any]] = []
-        for name in _BIG_FIELDS:
-            data = str(doc[name]).encode()
-            if len(data) > CHUNK_BYTES:
-                parts = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
-                chunks += [{"_id": f"{sid}/{name}/{i}", "snapshot": sid, "stream": snapshot.stream, "field": name,
-                            "i": i, "data": part} for i, part in enumerate(parts)]
-                doc[name] = None
-                doc[f"{name}_chunks"] = len(parts)
+        size = len(self._encode(doc))
+        if size > MAX_DOCUMENT_BYTES:
+            raise SnapshotTooLargeError(
+                f"{self.where}: the snapshot of {snapshot.stream!r} at journal offset {snapshot.journal_offset} is "
+                f"{size:,} bytes as BSON, over MongoDB's document limit of {MAX_DOCUMENT_BYTES:,} bytes (16 MiB)")
         try:
             self._ensure_index()
-            for chunk in chunks:  # one at a time: a batch of several could pass the 48 MB message limit
-                self.chunks.replace_one({"_id": chunk["_id"]}, chunk, upsert=True)
             self.collection.replace_one({"_id": sid}, doc, upsert=True)
         except self._pymongo_error as exc:
             raise self._error(exc)(f"{self.where}: could not save the snapshot of {snapshot.stream!r} at journal "
-                                     f"offset {snapshot.journal_offset} ({_size(snapshot)} bytes): {exc}") from exc
+                                     f"offset {snapshot.journal_offset} ({size:,} bytes): {exc}") from exc
         with contextlib.suppress(self._pymongo_error):  # the snapshot is saved; the next save prunes again
             self._prune(snapshot.stream)
 
@@ -133,7 +133,6 @@ class MongoSnapshotStore:
         # Created lazily: the server may be down when the store is opened.
         if not self._indexed:
             self.collection.create_index([("stream", 1), ("journal_offset", -1)], name="stream_journal_offset")
-            self.chunks.create_index([("snapshot", 1)], name="snapshot")
             self._indexed = True
 
     def _prune(self, stream: str) -> None:
@@ -141,19 +140,9 @@ class MongoSnapshotStore:
                                                       sort=[("journal_offset", -1)], skip=self.keep)]
         if old:
             self.collection.delete_many({"_id": {"$in": old}})
-            self.chunks.delete_many({"snapshot": {"$in": old}})
 
     def _rebuild(self, doc: dict[str, Any]) -> RunSnapshot:
         values = dict(doc)
-        for name in _BIG_FIELDS:
-            n = values.get(f"{name}_chunks")
-            if n is None:
-                continue
-            parts = list(self.chunks.find({"snapshot": doc["_id"], "field": name, "i": {"$lt": n}}, sort=[("i", 1)]))
-            if [p["i"] for p in parts] != list(range(n)):
-                raise SnapshotStoreError(f"{self.where}: snapshot {doc['_id']!r}: {name} has {len(parts)} of its {n} "
-                                         f"chunks in {CHUNKS_COLLECTION!r}")
-            values[name] = b"".join(bytes(p["data"]) for p in parts).decode()
         missing = [f for f in RunSnapshot._fields if f not in values]
         bad = [f for f in RunSnapshot._fields if f in values
                and not (type(values[f]) is str if f in _TEXT_FIELDS else _is_int(values[f]))]
@@ -169,6 +158,3 @@ class MongoSnapshotStore:
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
-
-def _size(snapshot: RunSnapshot) -> int:
-    return len(snapshot.state.encode()) + len(snapshot.engine.encode())
