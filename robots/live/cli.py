@@ -80,8 +80,9 @@ def _guarded(target: Any, own_stop: threading.Event, run_stop: threading.Event,
 @click.option("--snapshot-every", default=10_000, show_default=True, help="Snapshot every N inputs...")
 @click.option("--snapshot-seconds", default=30.0, show_default=True, help="...or every S seconds.")
 @click.option("--snapshots", "snapshots_uri", default=None,
-              help="Snapshot store: a tape URI, or mongodb://host:port/db (default: the run's tape). A MongoDB "
-                   "server that is down skips snapshots with a warning; the run goes on.")
+              help="Snapshot store: a tape URI, or mongodb://host:port/db (default: the run's tape). While a "
+                   "MongoDB server is down, snapshots are skipped with a warning and the run goes on; a start "
+                   "waits up to 30 s for it to answer, then fails.")
 @click.option("--keep-orders", is_flag=True, help="On stop, leave the open orders (default: cancel them).")
 @click.option("--dead-after", default=5.0, show_default=True, help="Inline gateway: watchdog timeout, s.")
 @click.option("--allow-impure", is_flag=True, help="Skip the purity check of a module:Class robot.")
