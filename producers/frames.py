@@ -6,6 +6,14 @@
     while is_still_bars(bars):
         bar = get_latest_bar(bars)
 
+The same with the bars kept in MongoDB (collection `bars`, see `ticktape.mongo.bars`): give
+`mongo=` (a URI or a pymongo Database) instead of `tape=`. Backtests still read the tape:
+`ticktape import bars --from-mongo URI` puts the bars there (`ticktape mongo export-bars` goes back).
+
+    db = "mongodb://127.0.0.1:27017/research"
+    add_bars(df, venue="binance", base="BTC", quote="USDT", interval="1m", mongo=db)
+    bars = load_bars("BTC", "USDT", "binance", start="2024-01-01", mongo=db)
+
 Instrument naming: `f"{base}{quote}"` upper-cased (`BTC` + `USDT` -> `BTCUSDT`), the same as
 Binance's symbols, so bars from a DataFrame and from Binance's files or streams line up.
 Pass `instrument=` to use any other name (e.g. a Betfair `market:selection`).
@@ -26,40 +34,32 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from producers.common import ImportRun, ImportSummary, gc_paused
+from ticktape.bars import BarSelection, bar_topic, interval_ns
 from ticktape.errors import ValidationError
 from ticktape.events import Bar, CustomData
 from ticktape.tape.base import Tape
 from ticktape.timeutil import parse_time
 
+if TYPE_CHECKING:
+    from pymongo.database import Database
+
 BAR_FIELDS = ("open", "high", "low", "close", "volume")
 _new_bar = partial(tuple.__new__, Bar)
 TIME_COLUMNS = ("time", "timestamp", "date", "datetime", "open_time", "close_time", "ts", "ts_event")
-_UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
 
 
 def instrument_name(base: str, quote: str) -> str:
     """`BTC`, `usdt` -> `BTCUSDT` (Binance's spelling; see the module doc)."""
     return f"{base}{quote}".upper()
-
-
-def bar_topic(venue: str) -> str:
-    """Where bars of a venue live: `md.<venue>.bar`."""
-    return f"md.{venue}.bar"
-
-
-def interval_ns(interval: str) -> int | None:
-    """`1m` -> 60e9, `4h`, `1d`, `1w`...; None for calendar intervals (`1mo`) or unknown text."""
-    m = re.fullmatch(r"(\d+)([smhdw])", interval.strip())
-    return int(m.group(1)) * _UNIT_NS[m.group(2)] if m else None
 
 
 def _ints_to_ns(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -204,13 +204,19 @@ def frame_identity(kind: str, params: dict[str, Any], arrays: list[np.ndarray[An
 
 
 def add_bars(df: pd.DataFrame, *, venue: str, base: str | None = None, quote: str | None = None,
-             instrument: str | None = None, interval: str, tape: Tape, label: str = "open",
-             time_column: str | None = None, name: str = "DataFrame") -> ImportSummary:
-    """Append a DataFrame of OHLCV bars (columns open, high, low, close, volume; any case).
+             instrument: str | None = None, interval: str, tape: Tape | None = None,
+             mongo: str | Database[Any] | None = None, label: str = "open", time_column: str | None = None,
+             name: str = "DataFrame") -> ImportSummary:
+    """Append a DataFrame of OHLCV bars (columns open, high, low, close, volume; any case) to the
+    tape, or with `mongo=` (a `mongodb://.../db` URI or a pymongo Database) store them in MongoDB.
 
     Raises `ValidationError` naming the missing/bad column, a row with high below low, or a
-    duplicate timestamp; nothing is written then. Adding the same bars again adds nothing.
+    duplicate timestamp; nothing is written then. Adding the same bars again adds nothing
+    (`skipped`). In MongoDB a bar already stored with other OHLCV values is refused, never
+    overwritten: `BarConflictError` names it and nothing is written (`ticktape.mongo.bars`); a
+    server that is down raises `BarStoreError` naming it.
     """
+    _one_store(tape, mongo)
     inst = instrument or (instrument_name(base, quote) if base and quote else None)
     if not inst:
         raise ValueError("give base= and quote=, or instrument=")
@@ -221,10 +227,29 @@ def add_bars(df: pd.DataFrame, *, venue: str, base: str | None = None, quote: st
         more = f" (and {len(problems) - 1} more rows)" if len(problems) > 1 else ""
         raise ValidationError(f"row {p.row} ({df.index[p.row]!r}): {p.error}{more}", field="row")
     sid = frame_identity("bars", {"venue": venue, "instrument": inst, "interval": interval}, [t, vals])
+    if mongo is not None:
+        return _add_bars_to_mongo(mongo, bars, name=name, source_id=sid)
+    assert tape is not None  # _one_store
     run = ImportRun(tape, source="bars", kind="bars", name=name, source_id=sid)
     if not run.skipped:
         run.emit_many(bar_topic(venue), bars, inst)
     return run.finish()
+
+
+def _one_store(tape: Tape | None, mongo: object) -> None:
+    if (tape is None) == (mongo is None):
+        raise ValueError("give exactly one of tape= (a Tape) or mongo= (a mongodb://host:port/db URI or a pymongo "
+                         f"Database), not {'both' if tape is not None else 'neither'}")
+
+
+def _add_bars_to_mongo(mongo: str | Database[Any], bars: list[Bar], *, name: str, source_id: str) -> ImportSummary:
+    """add_bars into MongoDB: the summary counts the bars newly stored (`mongo:bars`)."""
+    from ticktape.mongo.bars import COLLECTION, MongoBars
+
+    with MongoBars(mongo) as store:
+        counts = store.write(bars, refuse_conflicts=True)
+    events = {f"mongo:{COLLECTION}": counts.inserted} if counts.inserted else {}
+    return ImportSummary(name, "bars", source_id, events, skipped=bool(bars) and counts.inserted == 0)
 
 
 def add_data(name: str, df: pd.DataFrame, *, tape: Tape, key: str = "", key_column: str | None = None,
@@ -307,23 +332,30 @@ class BarCursor:
 
 
 def load_bars(base: str, quote: str, venue: str, start: str | int | pd.Timestamp | None = None,
-              end: str | int | pd.Timestamp | None = None, *, tape: Tape, interval: str | None = None,
+              end: str | int | pd.Timestamp | None = None, *, tape: Tape | None = None,
+              mongo: str | Database[Any] | None = None, interval: str | None = None,
               instrument: str | None = None) -> BarCursor:
-    """Bars of `base`+`quote` (or `instrument`) on `venue` with start <= ts_event < end, in time order.
+    """Bars of `base`+`quote` (or `instrument`) on `venue` with start <= ts_event < end, in time order,
+    from the tape or (`mongo=`) from MongoDB's `bars`: the same bars compare equal either way.
 
     Bars appended out of order (e.g. February imported before January) come back sorted.
     """
+    _one_store(tape, mongo)
     inst = instrument or instrument_name(base, quote)
     lo, hi = _bound(start), _bound(end)
-    topic = bar_topic(venue)
-    out: list[Bar] = []
-    for p in range(tape.partitions(topic)):
-        for r in tape.read(topic, p):
-            b = r.event
-            if (isinstance(b, Bar) and b.instrument == inst and (interval is None or b.interval == interval)
-                    and (lo is None or b.ts_event >= lo) and (hi is None or b.ts_event < hi)):
-                out.append(b)
-    out.sort(key=lambda b: b.ts_event)  # stable: equal times keep tape order
+    selection = BarSelection(venue=venue, instrument=inst, interval=interval, start=lo, end=hi)
+    if mongo is not None:
+        from ticktape.mongo.bars import MongoBars
+
+        with MongoBars(mongo) as store:
+            out = store.load(selection)
+    else:
+        assert tape is not None  # _one_store
+        topic = bar_topic(venue)
+        on_topic = replace(selection, venue=None)  # the topic is the venue (as before MongoDB)
+        out = [r.event for p in range(tape.partitions(topic)) for r in tape.read(topic, p)
+               if isinstance(r.event, Bar) and on_topic.matches(r.event)]
+    out.sort(key=lambda b: b.ts_event)  # stable: equal times keep tape (MongoDB: key) order
     return BarCursor(out)
 
 

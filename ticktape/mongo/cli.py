@@ -15,3 +15,8 @@ def mongo() -> None:
 def register(cli: click.Group) -> None:
     """Attach `ticktape mongo` to the CLI."""
     cli.add_command(mongo)
+
+
+from ticktape.mongo.bars_cli import export_bars  # noqa: E402  (the bars store's command, kept in its own module)
+
+mongo.add_command(export_bars)
