@@ -162,10 +162,12 @@ def _uri_timeout_ms(uri: str) -> int | None:
     from pymongo.uri_parser import parse_uri
 
     try:
-        value = parse_uri(uri)["options"].get("serverselectiontimeoutms")
+        options = parse_uri(uri)["options"]
     except Exception:  # a malformed URI: open_database reports it
         return None
-    return int(value) if value is not None else None
+    # pymongo gives the option in seconds, under its camel-case name
+    seconds = next((v for k, v in options.items() if k.lower() == "serverselectiontimeoutms"), None)
+    return max(1, round(float(seconds) * 1000)) if seconds is not None else None
 
 
 class MongoBars:
@@ -287,7 +289,11 @@ class MongoBars:
 
     def write_all(self, bars: Iterable[Bar], *, batch_size: int = DEFAULT_BATCH,
                   refuse_conflicts: bool = False) -> WriteCounts:
-        """`write` in batches of `batch_size` (flat memory for a whole tape); conflicts are counted."""
+        """`write` in batches of `batch_size` (flat memory for a whole tape); conflicts are counted.
+
+        The index is created first, so a server that is down fails before the input is read.
+        """
+        self.ensure_index()
         total = WriteCounts()
         batch: list[Bar] = []
         for bar in bars:
