@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ticktape.bars import BarSelection, bar_problem
 from ticktape.errors import TicktapeError, ValidationError
 from ticktape.events import Bar
-from ticktape.mongo.client import open_database, redact
+from ticktape.mongo.client import open_target
 from ticktape.timeutil import format_time
 
 if TYPE_CHECKING:
@@ -157,19 +157,6 @@ class WriteCounts:
         self.conflicts += other.conflicts
 
 
-def _uri_timeout_ms(uri: str) -> int | None:
-    """The URI's own serverSelectionTimeoutMS: open_database's timeout would override it otherwise."""
-    from pymongo.uri_parser import parse_uri
-
-    try:
-        options = parse_uri(uri)["options"]
-    except Exception:  # a malformed URI: open_database reports it
-        return None
-    # pymongo gives the option in seconds, under its camel-case name
-    seconds = next((v for k, v in options.items() if k.lower() == "serverselectiontimeoutms"), None)
-    return max(1, round(float(seconds) * 1000)) if seconds is not None else None
-
-
 class MongoBars:
     """The `bars` collection of one database: write bars idempotently, read them back.
 
@@ -180,16 +167,8 @@ class MongoBars:
     """
 
     def __init__(self, target: str | Database[Any], *, timeout_ms: int | None = None) -> None:
-        if isinstance(target, str):
-            timeout = timeout_ms or _uri_timeout_ms(target) or DEFAULT_TIMEOUT_MS
-            self.db: Database[Any] = open_database(target, timeout_ms=timeout)
-            self.where = redact(target)
-            self._own = True
-        else:
-            self.db = target
-            hosts = ",".join(f"{h}:{p}" for h, p in target.client.topology_description.server_descriptions())
-            self.where = f"mongodb://{hosts}/{target.name}"
-            self._own = False
+        db, self.where, self._own = open_target(target, timeout_ms=timeout_ms or DEFAULT_TIMEOUT_MS)
+        self.db: Database[Any] = db
         self.collection: Collection[Any] = self.db[COLLECTION]
         self._indexed = False
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from ticktape.errors import ConfigError
 
-__all__ = ["DEFAULT_DATABASE", "is_mongo_uri", "open_database", "redact"]
+__all__ = ["DEFAULT_DATABASE", "describe", "is_mongo_uri", "open_database", "open_target", "redact"]
 
 DEFAULT_DATABASE = "ticktape"
 """The database used when the URI names none (`mongodb://host:port`)."""
@@ -32,7 +32,8 @@ def open_database(uri: str, *, timeout_ms: int = 10_000, **client_options: Any) 
 
     The client connects lazily; `timeout_ms` bounds how long an operation waits for a server
     that is down (pymongo's server selection), so a caller retrying a restart sees an error
-    within that time instead of hanging.
+    within that time instead of hanging. A URI that sets `serverSelectionTimeoutMS` or
+    `connectTimeoutMS` itself keeps its own value: the user's URI wins over a caller's default.
     """
     if not is_mongo_uri(uri):
         raise ConfigError(f"{uri!r} is not a MongoDB URI (mongodb://host:port/database)")
@@ -43,6 +44,25 @@ def open_database(uri: str, *, timeout_ms: int = 10_000, **client_options: Any) 
         parsed = parse_uri(uri)
     except Exception as exc:  # pymongo's InvalidURI / ConfigurationError
         raise ConfigError(f"{redact(uri)}: {exc}") from exc
-    client: Any = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
-                                      tz_aware=False, **client_options)
+    given = {name.lower() for name in parsed["options"]}
+    timeouts: dict[str, Any] = {name: timeout_ms for name in ("serverSelectionTimeoutMS", "connectTimeoutMS")
+                if name.lower() not in given}
+    client: Any = pymongo.MongoClient(uri, tz_aware=False, **timeouts, **client_options)
     return client[parsed.get("database") or DEFAULT_DATABASE]
+
+
+def describe(db: Any) -> str:
+    """`mongodb://host:port/database` of a pymongo `Database`, for messages (it holds no password)."""
+    hosts = ",".join(f"{h}:{p}" for h, p in db.client.topology_description.server_descriptions())
+    return f"mongodb://{hosts}/{db.name}"
+
+
+def open_target(target: str | Any, *, timeout_ms: int) -> tuple[Any, str, bool]:
+    """(database, how messages name it, whether the caller owns its client) of a URI or a `Database`.
+
+    A store opened from a URI opens (and later closes) its own client; a `Database` passed in
+    stays its owner's.
+    """
+    if isinstance(target, str):
+        return open_database(target, timeout_ms=timeout_ms), redact(target), True
+    return target, describe(target), False

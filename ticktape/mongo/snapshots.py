@@ -25,7 +25,7 @@ from typing import Any
 
 from ticktape.errors import TicktapeError
 from ticktape.events import RunSnapshot
-from ticktape.mongo.client import open_database, redact
+from ticktape.mongo.client import open_target
 
 __all__ = ["COLLECTION", "MAX_DOCUMENT_BYTES", "MongoSnapshotStore", "SnapshotServerDownError",
            "SnapshotStoreError", "SnapshotTooLargeError", "snapshot_id"]
@@ -66,14 +66,7 @@ class MongoSnapshotStore:
         import pymongo
         from pymongo.write_concern import WriteConcern
 
-        if isinstance(target, str):
-            self.where = redact(target)
-            self.database: Any = open_database(target, timeout_ms=timeout_ms)
-            self._owns_client = True
-        else:
-            self._owns_client = False
-            self.database = target
-            self.where = f"MongoDB database {target.name!r}"
+        self.database, self.where, self._owns_client = open_target(target, timeout_ms=timeout_ms)
         self.keep = keep
         durable = WriteConcern(w=1, j=True)
         self.collection: Any = self.database.get_collection(COLLECTION, write_concern=durable)
