@@ -95,3 +95,33 @@ def test_session_fixture_gives_a_database_per_test(mongo_db_uri: str) -> None:
         assert db.name == mongo_db_uri.rsplit("/", 1)[1]
     finally:
         db.client.close()
+
+
+def test_lookups_by_id_use_the_id_index(mongo_server: MongoServer) -> None:
+    """scripts/mongo's first patch: FerretDB 1.24 asked SQLite for `->'$._id'`, which its `_id`
+    index (on `->"_id"`) does not serve, so every find/update/replace by `_id` scanned the table."""
+    client = _client(mongo_server.uri)
+    try:
+        db = client["idindex"]
+        db.orders.insert_many([{"_id": f"run/{i}", "n": i} for i in range(50)])
+        plan = db.command("explain", {"find": "orders", "filter": {"_id": "run/7"}})["queryPlanner"]["Plan"]
+        assert any("USING INDEX" in step for step in plan), plan
+        db.orders.replace_one({"_id": "run/7"}, {"_id": "run/7", "n": -7})
+        assert db.orders.find_one({"_id": "run/7"}) == {"_id": "run/7", "n": -7}
+    finally:
+        client.close()
+
+
+def test_an_update_command_of_many_statements_is_answered(mongo_server: MongoServer) -> None:
+    """scripts/mongo's second patch: FerretDB 1.24 held every statement's query open until the
+    command ended, and a command of ~100 statements waited forever for a pooled connection. A
+    socket timeout turns that hang into a failure here."""
+    client = pymongo.MongoClient(mongo_server.uri, serverSelectionTimeoutMS=5000, socketTimeoutMS=60_000)
+    try:
+        col = client["bigupdate"].orders
+        col.insert_many([{"_id": i, "v": 0} for i in range(400)])
+        result = col.bulk_write([pymongo.UpdateOne({"_id": i}, {"$set": {"v": i}}) for i in range(400)])
+        assert result.matched_count == 400
+        assert sum(d["v"] for d in col.find()) == sum(range(400))
+    finally:
+        client.close()
