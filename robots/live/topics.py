@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from ticktape.events import Event
 from ticktape.tape.base import Tape
+from ticktape.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC
 
-INTENT_TOPIC = "orders.intent"
-"""Intents of every run, keyed by run id (backtests write here too)."""
-EVENT_TOPIC = "orders.event"
-"""Venue answers and control rejections, keyed by run id."""
-RUNS_TOPIC = "runs"
-"""`RunStarted` / `RunFinished` of every run, keyed by run id."""
-CONTROLS_TOPIC = "controls"
-"""Operator commands (`ticktape control`), keyed by target (a run id, or `*`)."""
+__all__ = ["CONTROLS_TOPIC", "EVENT_TOPIC", "INTENT_TOPIC", "RUNS_TOPIC", "SHARED_TOPICS", "heartbeat_topic",
+           "journal_topic", "last_event", "snapshot_topic"]
 
 
 def journal_topic(stream: str) -> str:

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,8 +82,6 @@ def test_recorder_services_run_real_ticktape_commands() -> None:
     _register_plugins()  # what `ticktape` (main) does before parsing: record, import, ... attach
     for name, service in ticktape_services().items():
         assert (REPO / "docker" / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
-        if name == "mongo-sync" and not _mongo_sync_written():
-            continue  # test_mongo_sync_service_command_parses says so (skipped)
         args = [_defaults(a) for a in service["command"]]
         command: click.Command = cli
         ctx = click.Context(cli)
@@ -143,17 +140,6 @@ def test_live_services_run_commands_with_options_that_exist() -> None:
     assert services["runner"]["command"][services["runner"]["command"].index("--gateway") + 1] == "external"
 
 
-def _mongo_sync_written() -> bool:
-    """Whether `ticktape mongo sync` exists yet (it is written on its own branch)."""
-    import click
-
-    from ticktape.cli import _register_plugins, cli
-
-    _register_plugins()
-    group = cli.commands.get("mongo")
-    return isinstance(group, click.Group) and "sync" in group.commands
-
-
 def test_mongo_service_is_a_mongodb_on_loopback_with_a_volume_and_a_ping_healthcheck() -> None:
     mongo = compose()["services"]["mongo"]
     assert mongo["image"].split(":")[0] == "mongo" and int(mongo["image"].split(":")[1]) >= 6
@@ -178,17 +164,3 @@ def test_mongo_sync_service_follows_the_compose_broker_into_the_mongo_service() 
     assert services["mongo"]["hostname"] == "mongo"
     # the broker and the secrets are checked with the other ticktape services
     assert "mongo-sync" in ticktape_services()
-
-
-def test_mongo_sync_service_command_parses() -> None:
-    import click
-
-    if not _mongo_sync_written():
-        pytest.skip("`ticktape mongo sync` is not on this branch yet")
-    from ticktape.cli import cli
-
-    argv = compose()["services"]["mongo-sync"]["command"]
-    group = cli.commands["mongo"]
-    assert isinstance(group, click.Group)
-    command = group.commands[argv[1]]
-    command.make_context("sync", list(argv[2:]), parent=click.Context(cli))

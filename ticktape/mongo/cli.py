@@ -17,6 +17,9 @@ def register(cli: click.Group) -> None:
     cli.add_command(mongo)
 
 
-from ticktape.mongo.bars_cli import export_bars  # noqa: E402  (the bars store's command, kept in its own module)
+# The commands live in their own modules (the bars store's, the view's).
+from ticktape.mongo.bars_cli import export_bars  # noqa: E402
+from ticktape.mongo.sync_cli import sync_command, watch_command  # noqa: E402
 
-mongo.add_command(export_bars)
+for _command in (export_bars, sync_command, watch_command):
+    mongo.add_command(_command)
