@@ -179,6 +179,39 @@ def test_watch_prints_each_changed_document_once_per_batch(order_tape: str, mong
     assert later.stdout == ""
 
 
+def readme_block(after: str) -> str:
+    """The first ```python block of README.md after the line that starts with `after`."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("```python\n", text.index("\n" + after)) + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
+def test_the_readme_analyst_gets_the_same_numbers_from_mongodb_and_duckdb(order_tape: str, mongo_db_uri: str,
+                                                                          tmp_path: Path) -> None:
+    """README's MongoDB-vs-DuckDB example, run as written on a synced tape and its DuckDB load."""
+    import re
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    sync_done(order_tape, mongo_db_uri)
+    duck = tmp_path / "runs.duckdb"
+    subprocess.run([sys.executable, "-m", "ticktape", "load", "--tape", order_tape, "--db", str(duck)], env=env,
+                   check=True, capture_output=True)
+    db = open_database(mongo_db_uri)
+    runs = [d["_id"] for d in db.runs.find({"status": "finished"})]
+    assert runs
+    code = readme_block("An analyst asks MongoDB")
+    server, name = mongo_db_uri.rsplit("/", 1)
+    for run in runs:
+        here = re.sub(r'^run = ".*"$', f"run = {run!r}", code, flags=re.M)
+        here = re.sub(r'^mongo = MongoClient\(".*"\)\.ticktape$', f"mongo = MongoClient({server!r})[{name!r}]", here,
+                      flags=re.M)
+        here = here.replace('duckdb.connect("runs.duckdb"', f"duckdb.connect({str(duck)!r}")
+        assert here.count(run) == 1 and str(duck) in here and name in here, "the README block changed shape"
+        namespace: dict[str, Any] = {}
+        exec(compile(here, "README.md", "exec"), namespace)  # its own assert compares the two
+        assert namespace["in_mongo"] and sum(namespace["by_status"].values()) == db.orders.count_documents({"run": run})
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_changes_nothing(order_tape: str, mongo_db_uri: str, other_db: str) -> None:
     """kill -9 a sync at least 10 times at random moments, then let it finish: the view equals an uninterrupted one."""
