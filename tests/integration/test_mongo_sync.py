@@ -179,6 +179,27 @@ def test_watch_prints_each_changed_document_once_per_batch(order_tape: str, mong
     assert later.stdout == ""
 
 
+def test_rebuild_replaces_a_damaged_view_and_another_tape_is_refused(order_tape: str, mongo_db_uri: str,
+                                                                     other_db: str, tmp_path: Path) -> None:
+    sync_done(order_tape, other_db)
+    reference = snapshot(other_db)
+    sync_done(order_tape, mongo_db_uri)
+    db = open_database(mongo_db_uri)
+    victim = db.orders.find_one({"status": "FILLED"})
+    assert victim is not None
+    db.orders.delete_one({"_id": victim["_id"]})
+    db.positions.update_many({}, {"$set": {"cash": 0.0}})
+    assert "synced 0 records" in sync_done(order_tape, mongo_db_uri)  # caught up: damage is not noticed
+    sync_done(order_tape, mongo_db_uri, "--rebuild")
+    assert snapshot(mongo_db_uri) == reference
+    other = f"file:{tmp_path / 'other'}"
+    open_tape(other).close()
+    proc = sync(other, mongo_db_uri)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "holds the view of" in err and "--rebuild" in err
+    assert snapshot(mongo_db_uri) == reference  # refused before writing anything
+
+
 def readme_block(after: str) -> str:
     """The first ```python block of README.md after the line that starts with `after`."""
     text = (REPO / "README.md").read_text()
