@@ -243,9 +243,11 @@ def test_sigkill_at_random_moments_changes_nothing(order_tape: str, mongo_db_uri
     db = open_database(mongo_db_uri)
     kills, mid_sync = 0, 0
     while kills < 10:
-        proc = sync(order_tape, mongo_db_uri, "--batch", "150")
         before = committed_seq(db)
-        time.sleep(rng.uniform(0.8, 2.5))  # the CLI starts in about a second
+        proc = sync(order_tape, mongo_db_uri, "--batch", "150")
+        while committed_seq(db) == before and proc.poll() is None:
+            time.sleep(0.01)  # until its first batch lands (the CLI takes about a second to start)
+        time.sleep(rng.uniform(0.0, 0.4))  # then anywhere in a later batch's reads or writes
         if proc.poll() is not None:
             break  # finished before the kill: nothing more to interrupt
         proc.send_signal(signal.SIGKILL)

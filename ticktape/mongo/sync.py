@@ -41,7 +41,7 @@ from ticktape.tape.base import Record, Tape
 from ticktape.topics import EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC
 
 __all__ = ["CHECKPOINT", "DLQ_SOURCE", "STATE", "SYNC_TOPICS", "MongoSync", "SyncStats", "changes", "committed_seq",
-           "watch"]
+           "time_cut", "watch"]
 
 log = logging.getLogger("ticktape.mongo.sync")
 
@@ -95,8 +95,8 @@ class MongoSync:
         self.positions: dict[tuple[str, int], int] = {}
         self.seq = 0
         self.stats = SyncStats()
-        # True while every existing document is in the cache (a sync into empty collections that has
-        # evicted nothing): then a document not cached does not exist and is not looked for.
+        # True while every existing document is in the cache (a view read whole at start, from
+        # which nothing was evicted since): then a document not cached does not exist.
         self._cache_complete = False
         self._where = describe(db)
         self._down_since: float | None = None
@@ -145,10 +145,22 @@ class MongoSync:
             self.positions = {(t, p): int(by_key[applied_key(t, p)]) for t in self.topics
                               for p in range(self.tape.partitions(t)) if applied_key(t, p) in by_key}
             self.seq = int(state["seq"])
-        else:
-            self._cache_complete = not any(self._mongo(f"looking at {c}", lambda c=c: db[c].find_one())  # type: ignore[misc]
-                                           for c in COLLECTIONS)
+        self._mongo("reading the view", self._warm_up)
         self._mongo("creating indexes", self._indexes)
+
+    def _warm_up(self) -> None:
+        """Cache the whole view when it is small (at most half of `cache` documents): one read of
+        each collection now instead of a lookup of the documents each batch touches. Then a
+        document not cached does not exist (one sync per database: nothing else writes there)."""
+        docs = self.projection.docs
+        docs.clear()
+        if sum(self.db[c].estimated_document_count() for c in COLLECTIONS) > self.cache // 2:
+            self._cache_complete = False
+            return
+        for c in COLLECTIONS:
+            for doc in self.db[c].find():
+                docs[(c, doc["_id"])] = doc
+        self._cache_complete = True
 
     def _indexes(self) -> None:
         db = self.db
@@ -164,21 +176,35 @@ class MongoSync:
     def read_batch(self) -> list[Record]:
         """The next batch in read order; advances `positions` (which `step` then commits).
 
+        Each partition gives at most `batch` records. While some partition has more to give, the
+        batch stops at a common time (`time_cut`), so an order's intent and its answers, which
+        sit in different partitions, usually arrive in the same batch and its document is written
+        once rather than once per batch. The cut depends only on the tape's records, so a sync
+        resumed from a checkpoint cuts the batches an uninterrupted one cuts.
+
         A record that cannot be decoded is sent to the dead-letter topic and skipped.
         """
-        out: list[Record] = []
+        reads: dict[tuple[str, int], list[Record]] = {}
+        failed: dict[tuple[str, int], int] = {}  # partitions stopped by a record that cannot be decoded
         for topic in self.topics:
             for p in range(self.tape.partitions(topic)):
+                recs = reads[(topic, p)] = []
                 start = self.positions.get((topic, p), 0)
                 try:
-                    for rec in self.tape.read(topic, p, from_offset=start, limit=self.batch):
-                        out.append(rec)
-                        start = rec.offset + 1
+                    recs.extend(self.tape.read(topic, p, from_offset=start, limit=self.batch))
                 except DecodeError as exc:
-                    self._dead_letter(topic, p, start, exc)
-                    start += 1  # the record at `start` is the one that failed: the next batch goes on after it
-                if start != self.positions.get((topic, p), 0):
-                    self.positions[(topic, p)] = start
+                    bad = recs[-1].offset + 1 if recs else start
+                    self._dead_letter(topic, p, bad, exc)
+                    failed[(topic, p)] = bad + 1  # the next batch goes on after it
+        kept = time_cut(reads, self.batch, exempt=set(failed))
+        out: list[Record] = []
+        for key, recs in reads.items():
+            recs = recs[:kept[key]]
+            out += recs
+            if key in failed:
+                self.positions[key] = failed[key]
+            elif recs:
+                self.positions[key] = recs[-1].offset + 1
         return out
 
     def _dead_letter(self, topic: str, partition: int, offset: int, exc: DecodeError) -> None:
@@ -281,6 +307,33 @@ class MongoSync:
                     break
                 self.stop.wait(poll)
         return self.stats
+
+
+def time_cut(reads: dict[tuple[str, int], list[Record]], batch: int, *, exempt: set[tuple[str, int]]) -> dict[
+        tuple[str, int], int]:
+    """How many of each partition's records a batch keeps: all of them when every partition is
+    exhausted (gave fewer than `batch`), else each one's prefix up to the earliest time at which a
+    full partition stops (its records carry `ts_event`), since later records of the other
+    partitions may belong with ones that partition has not given yet. When that keeps nothing
+    (backtests put runs over the same hours one after another), the first full partition is kept
+    whole, so every batch moves on. `exempt` partitions are kept whole (a record that cannot be
+    decoded ended their read and has been dead-lettered).
+    """
+    kept = {key: len(recs) for key, recs in reads.items()}
+    full = [key for key, recs in reads.items() if len(recs) >= batch and key not in exempt]
+    if not full:
+        return kept
+    cutoff = min(reads[key][-1].ts_event for key in full)
+    for key, recs in reads.items():
+        if key in exempt:
+            continue
+        n = 0
+        while n < len(recs) and recs[n].ts_event <= cutoff:
+            n += 1
+        kept[key] = n
+    if not any(kept[key] for key in reads if key not in exempt):
+        kept[full[0]] = len(reads[full[0]])
+    return kept
 
 
 # ---------------------------------------------------------------------- readers of the view
