@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -13,10 +14,15 @@ from ticktape.cli import TIME
 T = TypeVar("T")
 
 
-def open_database(open_fn: Callable[[str], T], db: str) -> T:
+def open_database(open_fn: Callable[[str], T], db: str, *, existing: bool = True) -> T:
     """Open an analyzer database, turning DuckDB's errors (file locked by another process, not a
-    database) into a one-line CLI error."""
+    database) into a one-line CLI error. `existing`: a database file that is not there is an error
+    (DuckDB would create an empty one, and a mistyped path would read as empty), except for `load`.
+    """
     import duckdb
+
+    if existing and db != ":memory:" and not os.path.exists(db):
+        raise click.ClickException(f"no database {db}: create it with `ticktape load --tape ... --db {db}`")
 
     try:
         return open_fn(db)
@@ -50,11 +56,11 @@ def load_cmd(ctx: click.Context, tape_uri: str | None, db: str, topics: tuple[st
     """Load the tape into DuckDB: one table per event type, incremental and atomic per batch."""
     from analyzer.load import connect, load
     from analyzer.metrics import install_metrics
-    from ticktape.tape import open_tape
+    from ticktape.tape import open_existing_tape
 
     names = [t for group in topics for t in group.split(",") if t]
-    tape = open_tape(_tape_uri(ctx, tape_uri))
-    con = open_database(connect, db)
+    tape = open_existing_tape(_tape_uri(ctx, tape_uri))
+    con = open_database(connect, db, existing=False)
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
     if show:
@@ -119,10 +125,10 @@ def replay_cmd(ctx: click.Context, robot: str | None, tape_uri: str | None, run_
     """
     from analyzer.load import connect
     from analyzer.replay import replay
-    from ticktape.tape import open_tape
+    from ticktape.tape import open_existing_tape
 
-    tape = open_tape(_tape_uri(ctx, tape_uri))
-    con = open_database(connect, db)
+    tape = open_existing_tape(_tape_uri(ctx, tape_uri))
+    con = open_database(connect, db, existing=False)  # it writes robot_state there
     try:
         summary = replay(tape, run_id, con, robot=robot, every=every)
     finally:
@@ -144,9 +150,9 @@ def audit_cmd(ctx: click.Context, tape_uri: str | None, run_id: str, robot: str 
     cannot be rebuilt (no such run, unknown robot).
     """
     from analyzer.audit import audit
-    from ticktape.tape import open_tape
+    from ticktape.tape import open_existing_tape
 
-    tape = open_tape(_tape_uri(ctx, tape_uri))
+    tape = open_existing_tape(_tape_uri(ctx, tape_uri))
     try:
         result = audit(tape, run_id, robot=robot)
     finally:

@@ -15,7 +15,7 @@ from ticktape.config import load_settings
 from ticktape.errors import TicktapeError, ValidationError
 from ticktape.events import Event
 from ticktape.logs import setup_logging
-from ticktape.tape import Tape, open_tape
+from ticktape.tape import Tape, open_existing_tape, open_tape
 from ticktape.tape.base import Record
 from ticktape.timeutil import format_time, parse_time
 
@@ -27,9 +27,11 @@ class Context:
         self.tape_uri = tape_uri
         self._tape: Tape | None = None
 
-    def tape(self) -> Tape:
+    def tape(self, *, existing: bool = False) -> Tape:
+        """The global `--tape`, opened once. `existing`: for commands that only read it, a file
+        tape that is not there is an error rather than a new empty tape."""
         if self._tape is None:
-            self._tape = open_tape(self.tape_uri)
+            self._tape = open_existing_tape(self.tape_uri) if existing else open_tape(self.tape_uri)
         return self._tape
 
     def close(self) -> None:
@@ -95,7 +97,7 @@ def _json_bytes(value: object) -> str:
 @pass_ctx
 def topics(obj: Context, as_json: bool) -> None:
     """Topics with partitions, event counts and first/last ts_event."""
-    infos = obj.tape().topics()
+    infos = obj.tape(existing=True).topics()
     if as_json:
         for t in infos:
             click.echo(json.dumps({"topic": t.name, "partitions": len(t.partitions), "events": t.events,
@@ -176,7 +178,7 @@ def cat(obj: Context, topic: str, partition: int | None, from_offset: int | None
     if from_offset is not None and from_time is not None:
         raise click.UsageError("give --from-offset or --from-time, not both")
     ts = from_time
-    tape = obj.tape()
+    tape = obj.tape(existing=True)
     if partition is not None:
         records: Iterator[Record] = tape.read(topic, partition, from_offset=from_offset, from_time=ts,
                                               follow=follow, limit=limit)

@@ -49,7 +49,7 @@ def export_bars(ctx: click.Context, uri: str, venue: str | None, instrument: str
     Idempotent: a bar already stored with the same values is counted as existing. A bar stored
     with other values is kept as it is; the command then names it and exits non-zero.
     """
-    tape = ctx.find_root().obj.tape()
+    tape = ctx.find_root().obj.tape(existing=True)
     selection = BarSelection(venue=venue, instrument=instrument, interval=interval, start=start, end=end)
     with MongoBars(uri) as store:
         counts = store.write_all(tape_bars(tape, selection), batch_size=batch)

@@ -46,7 +46,7 @@ def sync_command(obj: Any, mongo_uri: str, follow: bool, rebuild: bool, batch: i
     from ticktape.mongo.sync import MongoSync
 
     stop = _stop_on_signals()
-    tape = obj.tape()
+    tape = obj.tape(existing=True)
     # A reply that never comes (a wedged server) becomes a network error, which the sync retries,
     # instead of a process that even SIGTERM cannot stop.
     sync = MongoSync(tape, open_database(mongo_uri, socketTimeoutMS=120_000), batch=batch, stop=stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ticktape.errors import TapeError
@@ -17,8 +18,8 @@ from ticktape.tape.base import (
     whole_option,
 )
 
-__all__ = ["Encoded", "PartitionInfo", "Position", "Positions", "Record", "Tape", "TopicInfo", "open_tape",
-           "partition_for"]
+__all__ = ["Encoded", "PartitionInfo", "Position", "Positions", "Record", "Tape", "TopicInfo", "open_existing_tape",
+           "open_tape", "partition_for"]
 
 
 def open_tape(uri: str, **options: Any) -> Tape:
@@ -28,8 +29,17 @@ def open_tape(uri: str, **options: Any) -> Tape:
     `file:PATH?compression=zstd`, `kafka://HOST:PORT?compression=zstd`) are merged into
     `options`; `codec=` (a `Codec` over another schema registry) works on every backend.
     """
-    scheme, _, rest = uri.partition(":") if ":" in uri else ("file", "", uri)
-    rest, _, query = rest.partition("?")
+    return _open(uri, options, existing=False)
+
+
+def open_existing_tape(uri: str, **options: Any) -> Tape:
+    """`open_tape` for commands that only read: a file tape that is not there is a TapeError naming
+    its path, not a new empty tape (a mistyped `--tape` would otherwise read as empty and exit 0)."""
+    return _open(uri, options, existing=True)
+
+
+def _open(uri: str, options: dict[str, Any], *, existing: bool) -> Tape:
+    scheme, rest, query = _split(uri)
     for part in filter(None, query.split("&")):
         k, _, v = part.partition("=")
         options.setdefault(k, v)
@@ -43,8 +53,11 @@ def open_tape(uri: str, **options: Any) -> Tape:
         compression = options.pop("compression", None)
         if options:
             raise TapeError(f"unknown file tape options: {', '.join(options)}")
-        return FileTape(rest, partitions=whole_option("partitions", parts, minimum=1), fsync=fsync,
-                        segment_bytes=whole_option("segment_bytes", seg, minimum=1), codec=codec,
+        partitions = whole_option("partitions", parts, minimum=1)
+        segment_bytes = whole_option("segment_bytes", seg, minimum=1)
+        if existing and rest and not os.path.exists(rest):  # FileTape names the other mistakes
+            raise TapeError(f"no tape at {rest}: nothing is there (check --tape; commands that write create it)")
+        return FileTape(rest, partitions=partitions, fsync=fsync, segment_bytes=segment_bytes, codec=codec,
                         compression=compression)
     if scheme in ("kafka", "kafka+rdkafka"):
         try:
@@ -53,3 +66,11 @@ def open_tape(uri: str, **options: Any) -> Tape:
             raise TapeError(f"the Kafka backend is not available: {exc}") from exc
         return KafkaTape(uri, **options)  # type: ignore[no-any-return,unused-ignore]
     raise TapeError(f"unknown tape URI {uri!r}: use file:PATH or kafka://HOST:PORT")
+
+
+def _split(uri: str) -> tuple[str, str, str]:
+    """(scheme, the rest, the query string) of a tape URI; a bare path is a file tape."""
+    scheme, _, rest = uri.partition(":") if ":" in uri else ("file", "", uri)
+    rest, _, query = rest.partition("?")
+    return scheme, rest, query
+
