@@ -6,6 +6,7 @@ The config file is TOML: `$TICKTAPE_CONFIG`, else `./ticktape.toml` if present. 
 
 from __future__ import annotations
 
+import difflib
 import os
 import subprocess
 import tomllib
@@ -86,7 +87,13 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
         table = data.get("ticktape", data)
         if not isinstance(table, dict):
             raise ConfigError(f"config file {path}: [ticktape] must be a table")
-        values.update(table)
+        names = {f.name: f for f in fields(Settings)}
+        for key, value in table.items():  # a misspelt setting is an error, not a default
+            if key not in names and not isinstance(value, dict):  # other tables are other tools' sections
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(names))})"
+                raise ConfigError(f"config file {path}: unknown setting {key!r}{hint}")
+        values.update({k: v for k, v in table.items() if k in names})
         sources.update({k: f"config file {path}" for k in table})
     names = {f.name: f for f in fields(Settings)}
     for name, field in names.items():
@@ -102,8 +109,6 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
         if v is not None:
             values[k] = v
             sources[k] = f"--{k.replace('_', '-')}"
-    for k in set(values) - set(names):
-        values.pop(k)
     for name, value in values.items():
         want = int if names[name].type in ("int", int) else str
         if type(value) is not want:

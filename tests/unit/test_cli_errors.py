@@ -186,6 +186,11 @@ CASES = [
     Case("wrong type in ticktape.toml", ("topics",), "config file ticktape.toml: log_level must be a string, not 5",
          setup=write("ticktape.toml", "log_level = 5\n")),
     Case("missing --config", ("--config", "nope.toml", "topics"), "config file nope.toml does not exist"),
+    Case("misspelt setting in ticktape.toml", ("topics",),
+         "config file ticktape.toml: unknown setting 'log_levl' (did you mean 'log_level'?)",
+         setup=write("ticktape.toml", 'log_levl = "debug"\n')),
+    Case("unknown setting in [ticktape]", ("topics",), "config file ticktape.toml: unknown setting 'colour' (known: ",
+         setup=write("ticktape.toml", '[ticktape]\ncolour = "red"\n')),
     Case("TICKTAPE_PARTITIONS", ("topics",), "$TICKTAPE_PARTITIONS must be a whole number, not 'two'",
          env={"TICKTAPE_PARTITIONS": "two"}),
     # options
