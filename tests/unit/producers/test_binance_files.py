@@ -124,6 +124,13 @@ def test_cli_import_twice_adds_nothing_and_strict_fails_on_bad_rows(tmp_path: Pa
     bad = runner.invoke(cli, [*args, "--interval", "1m", "--strict", str(FIX / "BTCUSDT-1m-bad.csv")])
     assert bad.exit_code == 1
     assert json.loads(bad.output.splitlines()[0])["dead_letters"] == 3
+    # run again: nothing is imported twice, and --strict still fails (it used to exit 0 here)
+    rerun = runner.invoke(cli, [*args, "--interval", "1m", "--strict", str(FIX / "BTCUSDT-1m-bad.csv")])
+    assert rerun.exit_code == 1, rerun.output
+    summary = json.loads(rerun.output.splitlines()[0])
+    assert (summary["outcome"], summary["dead_letters"], summary["events"]) == ("skipped", 3, 0)
+    lenient = runner.invoke(cli, [*args, "--interval", "1m", str(FIX / "BTCUSDT-1m-bad.csv")])
+    assert lenient.exit_code == 0, lenient.output
     shown = runner.invoke(cli, ["--tape", f"file:{tmp_path / 'tape'}", "cat", "dlq.binance", "--limit", "1"])
     assert shown.exit_code == 0, shown.output  # raw bytes print as Avro-JSON (latin-1) text
     line2 = (FIX / "BTCUSDT-1m-bad.csv").read_bytes().splitlines()[1]
