@@ -131,8 +131,11 @@ def run_ticktape(tape_uri: str, repeat: int, updates: int, columnar: bool) -> di
 
 # ---------------------------------------------------------------- flumine (child process, its own interpreter)
 
-def flumine_child(files_dir: str) -> None:
-    """Run the strategy in flumine over the files in `files_dir`; print one JSON object."""
+def flumine_child(files_dir: str, stake: float = STAKE) -> None:
+    """Run the strategy in flumine over the files in `files_dir`; print one JSON object.
+
+    Also the reference of `tests/unit/robots/test_betfair_sim_recorded.py` (one market, stake 1000).
+    """
     import logging
 
     from flumine import BaseStrategy, FlumineSimulation, clients
@@ -160,7 +163,7 @@ def flumine_child(files_dir: str) -> None:
             if best is None:
                 return
             trade = Trade(market.market_id, best.selection_id, best.handicap, self)
-            order = trade.create_order(side="BACK", order_type=LimitOrder(price=best_price, size=STAKE))
+            order = trade.create_order(side="BACK", order_type=LimitOrder(price=best_price, size=stake))
             market.place_order(order)
             self.done.add(market.market_id)
 
@@ -171,10 +174,10 @@ def flumine_child(files_dir: str) -> None:
         from flumine.streams.betfairhistoricalstream import BetfairHistoricalStream
 
         strategy = BackFavourite(streams=[BetfairHistoricalStream(file_path=f) for f in files],
-                                 max_order_exposure=1000, max_selection_exposure=1000)
+                                 max_order_exposure=max(1000, stake), max_selection_exposure=max(1000, stake))
     except ImportError:  # flumine 2.x
-        strategy = BackFavourite(market_filter={"markets": files}, max_order_exposure=1000,
-                                 max_selection_exposure=1000)
+        strategy = BackFavourite(market_filter={"markets": files}, max_order_exposure=max(1000, stake),
+                                 max_selection_exposure=max(1000, stake))
     framework.add_strategy(strategy)
     t0 = time.perf_counter()
     framework.run()
@@ -184,6 +187,7 @@ def flumine_child(files_dir: str) -> None:
         for order in market.blotter:
             bets.append({"market_id": order.market_id, "selection_id": order.selection_id,
                          "price": order.order_type.price, "size_matched": order.size_matched,
+                         "matches": [[t, size] for t, _, size in order.simulated.matched],
                          "average_price": round(order.average_price_matched or 0.0, 2),
                          "profit": order.simulated.profit})
     import flumine
@@ -238,9 +242,10 @@ def main() -> None:
     ap.add_argument("--no-flumine", action="store_true")
     ap.add_argument("--columnar", action="store_true", help="also time the default (columnar) tape read path once")
     ap.add_argument("--flumine-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--stake", type=float, default=STAKE, help=argparse.SUPPRESS)  # the flumine child's
     args = ap.parse_args()
     if args.flumine_child:
-        flumine_child(args.flumine_child)
+        flumine_child(args.flumine_child, args.stake)
         return
 
     from benchmarks.common import machine, report

@@ -23,7 +23,13 @@ flumine/markets/middleware.py), re-derived in exact integers:
   placed in-play take effect `bet_delay` seconds after arrival (no event until then; then
   accepted and matched against the book of that time, or rejected if the market suspended);
   unmatched LAPSE orders lapse when the market turns in-play, when it suspends with a new market
-  version (a material change, as flumine) and at close; PERSIST orders lapse at close.
+  version (a material change, as flumine) and at close; PERSIST orders lapse at close. A stream
+  change that carries a definition becomes a `MarketDefinition` followed by a `MarketBook`, both at
+  its publish time: the definition's state change (lapse, cancel on a removed runner) waits for that
+  book, whose new traded volume is matched first (it traded before the change; flumine, which sees
+  one book per change, does the same). A definition with no book at its time takes effect at its
+  own time when the market's next event or an intent comes. CLOSED is not deferred: as flumine,
+  nothing is matched at close.
 * **Settlement** when the market closes (its `MarketDefinition`, or a `MarketBook`, says CLOSED):
   a `BetSettled` per order with a matched part (WINNER / LOSER; REMOVED voids) and a
   `MarketSettled` per robot with commission on its positive net market profit.
@@ -136,6 +142,8 @@ class BetfairSimVenue:
         out: list[Event] = []
         parsed = parse_instrument(intent.instrument)
         m = self._markets.get(parsed[0]) if parsed is not None else None
+        if m is not None and m.deferred is not None:
+            self._apply_deferred(m, out)  # the runner fed every market event up to arrival_ts first
         if m is not None and m.pending:
             self._run_pending(m, arrival_ts, True, out)
         if type(intent) is PlaceOrder:
@@ -162,14 +170,21 @@ class BetfairSimVenue:
 
     def _on_live_book(self, m: SimMarket, book: MarketBook) -> list[Event]:
         out: list[Event] = []
+        md = m.deferred
+        if md is not None and md.ts_event != book.ts_event:
+            self._apply_deferred(m, out)  # no book came with that definition: its change stands alone
+            md = None
         if m.pending:
             self._run_pending(m, book.ts_event, False, out)
         m.book = book
         if m.taken:
             self._forget_taken(m, book)
         if m.resting:
-            # Volume that shows up in a SUSPENDED book traded before the suspension: match it (as flumine).
+            # Volume that shows up with a suspension (in a SUSPENDED book, or in the book published with a
+            # new definition) traded before it: match it first, then lapse (as flumine).
             self._match_traded(m, book, out)
+        if md is not None:
+            self._apply_deferred(m, out)
         self._on_state(m, book.ts_event, book.status, book.in_play, book.version, book.runners, out)
         return out
 
@@ -187,10 +202,24 @@ class BetfairSimVenue:
         if m.settled or not (m.orders or m.pending) or md.status not in _MARKET_STATES:
             return _NONE  # (a catalogue snapshot, status CATALOGUE, says nothing about the market's state)
         out: list[Event] = []
+        if m.deferred is not None:
+            self._apply_deferred(m, out)
         if m.pending:
             self._run_pending(m, md.ts_event, False, out)
+        if m.resting and md.status != "CLOSED":
+            # The importer publishes a definition just before the book of the same change: that book's
+            # new traded volume is matched before this state change lapses or cancels anything.
+            # (At CLOSED, as flumine, nothing more is matched: settle now.)
+            m.deferred = md
+            return out
         self._on_state(m, md.ts_event, md.status, md.in_play, md.version, md.runners, out)
         return out
+
+    def _apply_deferred(self, m: SimMarket, out: list[Event]) -> None:
+        md = m.deferred
+        assert md is not None
+        m.deferred = None
+        self._on_state(m, md.ts_event, md.status, md.in_play, md.version, md.runners, out)
 
     def _on_state(self, m: SimMarket, ts: int, status: str, in_play: bool, version: int,
                   runners: tuple[RunnerBook, ...] | tuple[RunnerDefinition, ...], out: list[Event]) -> None:

@@ -34,7 +34,6 @@ class BetfairSimConfig:
     min_reduction_factor: float = 2.5
     """A non-runner's adjustment factor (%) at or above which the matched odds on the other runners
     are reduced (Betfair's rule for WIN markets; flumine applies the same threshold)."""
-
     def to_json(self) -> str:
         """Canonical JSON (for the run manifest)."""
         return json.dumps({"name": "betfair", **asdict(self)}, sort_keys=True, separators=(",", ":"))
@@ -92,13 +91,17 @@ class OrderView:
 class SimMarket:
     """Per-market venue state; the market is "live" while it has pending or resting orders or taken liquidity."""
 
-    __slots__ = ("book", "definition", "in_play", "market_id", "orders", "pending", "removed", "resting",
-                 "settled", "status", "taken", "tv", "version")
+    __slots__ = ("book", "deferred", "definition", "in_play", "market_id", "orders", "pending", "removed",
+                 "resting", "settled", "status", "taken", "tv", "version")
 
     def __init__(self, market_id: str) -> None:
         self.market_id = market_id
         self.book: MarketBook | None = None
         self.definition: MarketDefinition | None = None
+        # A definition whose state change (lapse, cancel) waits for the book of its publish time: the
+        # volume that book shows traded before the change, so it is matched first. Only set while
+        # orders rest (the hot path never looks at it).
+        self.deferred: MarketDefinition | None = None
         self.status = ""
         self.in_play = False
         self.version = -1

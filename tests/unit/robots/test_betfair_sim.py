@@ -185,6 +185,39 @@ def test_suspension_with_a_new_version_lapses_unmatched_lapse_orders() -> None:
         CancelOrder("r1", "b", "betfair", INSTR, 0, 0), 4)[0].reason
 
 
+def suspension(ts: int, version: int) -> MarketDefinition:
+    return definition(ts, "SUSPENDED", {11: "ACTIVE", 12: "ACTIVE"})._replace(version=version)
+
+
+def test_volume_published_with_a_suspension_is_matched_before_the_lapse() -> None:
+    # The importer writes a stream change's MarketDefinition just before its MarketBook, both at the
+    # change's publish time: the book's new traded volume traded before the suspension.
+    v = venue_with_book()
+    v.on_intent(place("b", "BUY", 3.5, 8), 1)  # rests behind 20 at 3.5
+    assert v.on_market(suspension(2, 2)) == []  # the book of the same change may still carry volume
+    out = v.on_market(std_book(2, status="SUSPENDED", version=2, traded=[(3.0, 100), (3.5, 50)]))
+    # +50 at 3.5 = 25 a side: the 20 queued ahead, then 5 of ours; then the other 3 lapse.
+    assert kinds(out) == ["OrderFilled", "OrderCancelled"]
+    assert fills(out) == [("b", 3.5, 5.0, "MAKER")]
+    assert (out[1].ts_event, out[1].reason) == (2, "lapsed at suspension (new market version)")
+
+
+def test_a_definition_without_a_book_at_its_time_takes_effect_at_its_time() -> None:
+    v = venue_with_book()
+    v.on_intent(place("b", "BUY", 3.5, 8), 1)
+    v.on_market(suspension(2, 2))
+    # A later book's volume traded after the suspension: nothing of it fills; the lapse is at 2.
+    out = v.on_market(std_book(3, status="SUSPENDED", version=2, traded=[(3.0, 100), (3.5, 50)]))
+    assert kinds(out) == ["OrderCancelled"] and out[0].ts_event == 2
+    # An intent after a lone definition finds it applied.
+    v = venue_with_book()
+    v.on_intent(place("b", "BUY", 3.5, 8), 1)
+    v.on_market(suspension(2, 2))
+    out = v.on_intent(CancelOrder("r1", "b", "betfair", INSTR, 0, 0), 3)
+    assert kinds(out) == ["OrderCancelled", "OrderRejected"]
+    assert (out[0].ts_event, out[1].reason) == (2, "cancel rejected: order is no longer open")
+
+
 def test_in_play_turn_lapses_lapse_orders_but_not_persist_orders() -> None:
     for persistence, expected in (("LAPSE", ["OrderCancelled"]), ("PERSIST", [])):
         v = venue_with_book(persistence=persistence, lapse_on_suspension=False)
