@@ -14,7 +14,9 @@ flumine/markets/middleware.py), re-derived in exact integers:
   traded volume counts both sides. The queue ahead of the order ("piq") is the size waiting at p
   on the same side when it was placed (`available_to_lay` at p for a back); it must trade first.
   Fills are at the order's price, MAKER. Within one robot the traded volume of an update is
-  consumed in flumine's order (lays by descending price, then backs by ascending price).
+  consumed in flumine's order (lays by descending price, then backs by ascending price). A share
+  that comes to an exact half cent is rounded down by default (no fill exceeds what the other side
+  traded); `traded_share_rounding="flumine"` rounds it as flumine's floats do (see the config).
 * **Liquidity isolation**: each robot has its own pool; a robot's taker fills reduce what it can
   take again at that price (until the displayed size drops below what it took) and what its
   other resting orders can fill from one update, but never what another robot sees.
@@ -346,6 +348,7 @@ class BetfairSimVenue:
                 for o in orders:
                     by_robot.setdefault(o.robot, []).append(o)
                 pools = list(by_robot.values())
+            as_flumine = self.config.traded_share_rounding == "flumine"
             for pool in pools:
                 traded = dict(deltas)  # each pool sees the whole update (liquidity isolation)
                 for o in sorted(pool, key=_flumine_order) if len(pool) > 1 else pool:
@@ -355,14 +358,19 @@ class BetfairSimVenue:
                             continue
                         # vol is double-counted cents = one-sided half-cents, the unit of piq.
                         if o.piq < vol:
-                            size = min(o.open_c - got, (vol - o.piq) // 2)
-                            traded[price] = vol - o.piq - 2 * size
+                            share, half = divmod(vol - o.piq, 2)
+                            if half and as_flumine and round(round(vol / 100 / 2 - o.piq_f, 2) * 100) > share:
+                                share += 1  # flumine's float of the half cent lies above it
+                            size = min(o.open_c - got, share)
+                            traded[price] = max(0, vol - o.piq - 2 * size)
                             o.piq = 0
+                            o.piq_f = 0.0
                             got += size
                             if got == o.open_c:
                                 break
                         else:
                             o.piq -= vol
+                            o.piq_f -= vol / 100 / 2
                             traded[price] = 0
                     if got:
                         self._fill(o, o.price_h, got, "MAKER", ts, out)
@@ -525,6 +533,7 @@ class BetfairSimVenue:
         for ps in (r.available_to_lay if o.back else r.available_to_back):
             if ps.price == o.price:
                 o.piq = 2 * cents(ps.size)
+                o.piq_f = ps.size
                 break
         orders = m.resting.get(o.runner_key)
         if orders is None:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal, TypeAlias
 
 from robots.sim.betfair_money import cents, hundredths
+from ticktape.errors import ValidationError
 from ticktape.events import MarketBook, MarketDefinition, PlaceOrder, ReplaceOrder, RunnerBook
 
 SEC = 1_000_000_000
@@ -34,6 +35,21 @@ class BetfairSimConfig:
     min_reduction_factor: float = 2.5
     """A non-runner's adjustment factor (%) at or above which the matched odds on the other runners
     are reduced (Betfair's rule for WIN markets; flumine applies the same threshold)."""
+    traded_share_rounding: Literal["down", "flumine"] = "down"
+    """How a resting order's share of new traded volume (half of it: Betfair counts both sides) is
+    rounded to the cent when it comes to an exact half cent (an odd number of cents traded past the
+    queue). "down" (default): never more than the other side traded, so no fill exceeds what the
+    recorded market traded. "flumine": to the nearest cent the way flumine rounds it, `round(x, 2)`
+    on a binary float: a half cent goes up or down as its float lies (on 1.197931751, 28.135 -> 28.14
+    but 44.095 -> 44.09), which no decimal rule reproduces. The queue ahead is then followed in
+    flumine's floats too; the tie of a second order of one robot on the same update is taken from
+    the exact remaining volume (flumine carries a float remainder: it may differ by a cent)."""
+
+    def __post_init__(self) -> None:
+        if self.traded_share_rounding not in ("down", "flumine"):
+            raise ValidationError(f"must be 'down' or 'flumine', got {self.traded_share_rounding!r}",
+                                  field="traded_share_rounding")
+
     def to_json(self) -> str:
         """Canonical JSON (for the run manifest)."""
         return json.dumps({"name": "betfair", **asdict(self)}, sort_keys=True, separators=(",", ":"))
@@ -43,10 +59,8 @@ class SimOrder:
     """One order's mutable matching state (venue-internal)."""
 
     __slots__ = ("back", "client_order_id", "eff_ts", "fill_ts", "fills", "handicap", "instrument", "market_id",
-                 "matched_c",
-                 "n_fills", "open_c", "persist", "piq", "price", "price_h", "robot", "runner_key", "selection_id",
-                 "size_c",
-                 "state", "tif", "venue_order_id")
+                 "matched_c", "n_fills", "open_c", "persist", "piq", "piq_f", "price", "price_h", "robot", "runner_key",
+                 "selection_id", "size_c", "state", "tif", "venue_order_id")
 
     def __init__(self, intent: PlaceOrder | ReplaceOrder, market_id: str, selection_id: int, handicap: float,
                  persist: bool) -> None:
@@ -67,6 +81,7 @@ class SimOrder:
         self.matched_c = 0
         self.open_c = self.size_c  # unmatched and still live
         self.piq = 0  # queue ahead, in half-cents (0.005): traded volume is halved
+        self.piq_f = 0.0  # the same as flumine's float (for traded_share_rounding="flumine" only)
         self.fills: list[tuple[int, int]] = []  # (price hundredths, cents)
         self.fill_ts: list[int] = []  # when each fill happened (for reduction factors)
         self.n_fills = 0

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from robots.sim.betfair import BetfairSimConfig, BetfairSimVenue, parse_instrument
 from robots.sim.betfair_books import book, runner
 from robots.sim.betfair_money import bet_profit_cents, commission_cents, is_valid_price, tick_offset
+from ticktape.errors import ValidationError
 from ticktape.events import (
     BetSettled,
     CancelOrder,
@@ -124,6 +125,30 @@ def test_half_cents_of_traded_volume_are_never_filled() -> None:
     v.on_intent(place("l", "SELL", 2.8, 4), 1)
     out = v.on_market(std_book(2 * S, traded=[(2.8, 0.03), (3.0, 100)]))  # 0.015 one-sided -> 0.01
     assert fills(out) == [("l", 2.8, 0.01, "MAKER")]
+
+
+def test_half_cent_shares_round_down_or_the_way_flumine_rounds_them() -> None:
+    def lay_fills(rounding: str) -> list[float]:
+        v = venue_with_book(traded_share_rounding=rounding)
+        v.on_intent(place("l", "SELL", 2.8, 100), 1)  # rests at 2.8, nobody queued ahead
+        got = [f[2] for f in fills(v.on_market(std_book(2, traded=[(2.8, 56.27), (3.0, 100)])))]
+        return got + [f[2] for f in fills(v.on_market(std_book(3, traded=[(2.8, 144.46), (3.0, 100)])))]
+
+    # 28.135 and then 44.095 a side: flumine's round() on binary floats goes up, then down.
+    assert lay_fills("down") == [28.13, 44.09]
+    assert lay_fills("flumine") == [28.14, 44.09]
+
+    def back_fills(rounding: str) -> list[float]:
+        v = venue_with_book(traded_share_rounding=rounding)
+        v.on_intent(place("b", "BUY", 3.5, 8), 1)  # 20 queued ahead at 3.5
+        v.on_market(std_book(2, traded=[(3.0, 100), (3.5, 30)]))  # 15 a side: 5 still ahead
+        return [f[2] for f in fills(v.on_market(std_book(3, traded=[(3.0, 100), (3.5, 40.21)])))]
+
+    # 5.105 a side past a queue of 5: 0.105 (flumine's queue is a float too: 0.11).
+    assert back_fills("down") == [0.10]
+    assert back_fills("flumine") == [0.11]
+    with pytest.raises(ValidationError, match="traded_share_rounding"):
+        BetfairSimConfig(traded_share_rounding="nearest")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- time in force, validation

@@ -11,11 +11,16 @@ traded volume at >= 1.27.
 flumine's figure, 421.67 matched, comes from flumine 3.3.2's `FlumineSimulation` (SimulatedClient,
 default latency and matching) running the same strategy:
 `python -m benchmarks.bench_betfair_backtest --flumine-child DIR --stake 1000` with DIR holding only
-this market's file, in an interpreter where flumine is installed.
+this market's file, in an interpreter where flumine is installed. `test_flumine_itself_...` reruns it
+when such an interpreter exists (this one, or /tmp/flumine_venv/bin/python) and is skipped otherwise.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,18 +71,52 @@ def settled(res: Any) -> BetSettled:
 
 
 def test_volume_traded_with_the_suspension_is_matched_before_the_bet_lapses(tmp_path: Path) -> None:
-    res = run(tmp_path)
+    res = run(tmp_path, traded_share_rounding="flumine")
     [intent] = res.intent_events
     assert (intent.instrument, intent.price, intent.size) == (f"{MARKET}:{FAVOURITE}", 1.27, STAKE)
-    # flumine's figure less one cent: 56.27 traded at 1.27 at 18:25:11.492 is 28.135 a side, which ticktape
-    # rounds down (28.13) and flumine's float rounds up (28.14). Before this fix: 220.67 (the 200.99 traded
-    # with the suspension lapsed unmatched).
+    assert settled(res).size_matched == FLUMINE_MATCHED
+    assert fills_by_book(res) == FLUMINE_MATCHES_BY_BOOK
+    # At the suspension's publish time: the fill first, then the lapse of the rest.
+    at_suspension = [e for e in res.order_events if e.ts_event == SUSPENDED_AT * 1_000_000]
+    assert [type(e) for e in at_suspension] == [OrderFilled, OrderCancelled]
+    assert at_suspension[0].size == 200.99 and at_suspension[0].leaves_size == round(STAKE - FLUMINE_MATCHED, 2)
+    assert at_suspension[1].reason == "lapsed at suspension (new market version)"
+
+
+def test_default_rounding_keeps_half_cents_of_traded_volume_unmatched(tmp_path: Path) -> None:
+    # Two updates leave the bet an exact half cent. 56.27 traded at 1.27 at 18:25:11.492 is 28.135 a side:
+    # "down" (the default) matches 28.13, flumine 28.14 (its float lies above). 88.19 traded at 1.29 with
+    # the suspension is 44.095: both 44.09 (flumine's float lies below: no decimal rule gives both).
+    res = run(tmp_path)
     assert settled(res).size_matched == round(FLUMINE_MATCHED - 0.01, 2)
     expected = list(FLUMINE_MATCHES_BY_BOOK)
     expected[4] = 28.13
     assert fills_by_book(res) == expected
-    # At the suspension's publish time: the fill first, then the lapse of the rest.
-    at_suspension = [e for e in res.order_events if e.ts_event == SUSPENDED_AT * 1_000_000]
-    assert [type(e) for e in at_suspension] == [OrderFilled, OrderCancelled]
-    assert at_suspension[0].size == 200.99
-    assert at_suspension[1].reason == "lapsed at suspension (new market version)"
+
+
+def _flumine_python() -> str | None:
+    for py in (sys.executable, "/tmp/flumine_venv/bin/python"):
+        if Path(py).exists() and subprocess.run([py, "-c", "import flumine"], capture_output=True).returncode == 0:
+            return py
+    return None
+
+
+def test_flumine_itself_matches_what_the_simulator_matches(tmp_path: Path) -> None:
+    py = _flumine_python()
+    if py is None:
+        pytest.skip("flumine is not importable (pip install flumine==3.3.2 in /tmp/flumine_venv to run this)")
+    market_dir = tmp_path / "markets"
+    market_dir.mkdir()
+    shutil.copy(SHARED / MARKET, market_dir / MARKET)
+    proc = subprocess.run([py, "-m", "benchmarks.bench_betfair_backtest", "--flumine-child", str(market_dir),
+                           "--stake", str(STAKE)], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [bet] = json.loads(proc.stdout.strip().splitlines()[-1])["bets"]
+    assert (bet["selection_id"], bet["price"], bet["size_matched"]) == (FAVOURITE, 1.27, FLUMINE_MATCHED)
+    by_book: dict[int, float] = {}
+    for t, size in bet["matches"]:
+        by_book[t] = round(by_book.get(t, 0.0) + size, 2)
+    assert list(by_book.values()) == FLUMINE_MATCHES_BY_BOOK
+    ours = run(tmp_path, traded_share_rounding="flumine")
+    assert settled(ours).size_matched == bet["size_matched"]
