@@ -158,7 +158,7 @@ class Ledger:
         if t is Trade:
             if event.instrument == self._seg:  # type: ignore[union-attr]
                 # the hot case, inlined: one open instrument, a trade print (see `mark`)
-                price: float = event.price  # type: ignore[union-attr]
+                price: float = event.price  # type: ignore[union-attr,assignment]
                 self._last[event.instrument] = price  # type: ignore[union-attr]
                 if price > self._hi:
                     self._hi = price
@@ -172,7 +172,7 @@ class Ledger:
                     self._adverse = price - self._lo
                     self._adv_from, self._adv_to = self._lo, price
             else:
-                self.mark(event.instrument, event.price)  # type: ignore[union-attr]
+                self.mark(event.instrument, event.price)  # type: ignore[union-attr,arg-type]
         elif t is Quote:
             self.mark(event.instrument, (event.bid_price + event.ask_price) / 2)  # type: ignore[union-attr]
         elif t is Bar:

@@ -264,6 +264,10 @@ class OrderAccepted(NamedTuple):
     instrument: str
     ts_event: int
     ts_recv: int
+    side: Side | None = None
+    price: float | None = None
+    size: float | None = None
+    persistence: str | None = None
 
 
 class OrderCancelled(NamedTuple):

@@ -2,37 +2,57 @@
 
 Betfair sends each order's whole current state (`uo`: status E executable / EC complete, size
 matched `sm`, remaining `sr`, cancelled `sc`, lapsed `sl`, voided `sv`, average price matched
-`avp`); ticktape records what changed as events:
+`avp`) and, per runner, the account's matched amounts by price (`mb` backs, `ml` lays: `[price,
+size]`, size the new total at that price, 0 removes it; a runner's `fullImage` replaces them).
+ticktape records what changed as events:
 
-| Betfair, for one bet id                          | event                                         |
-| ------------------------------------------------ | --------------------------------------------- |
-| first seen (any status)                          | `OrderAccepted`                               |
-| `sm` grew                                        | `OrderFilled` for the increase (see below)    |
-| became EC with `sc`/`sl`/`sv` > 0, nothing left  | `OrderCancelled`, reason names the amounts    |
-| first seen with status EXECUTION_COMPLETE        | `OrderAccepted` then the fill / cancellation  |
+| Betfair, for one bet                                   | event                                              |
+| ------------------------------------------------------ | -------------------------------------------------- |
+| first seen (any status)                                | `OrderAccepted` with side, price, size, persistence |
+| `sm` grew                                              | `OrderFilled` per price it matched at (see below)  |
+| became EC with `sc`/`sl`/`sv` > 0                      | `OrderCancelled`, reason names the amounts         |
+| `sc`/`sl`/`sv` grew after EC (a void after completion) | `OrderCancelled`: the increase, "after completion" |
+| its market's `closed` arrives while it is still E      | `OrderCancelled` "lapsed at market close ..."      |
 
-Fill price: the price of the increase, from the change of `avp * sm` (exact in `Decimal`, as
-Betfair's 2-decimal sizes allow), falling back to the order price when `avp` is absent.
+An order is keyed by (market id, selection id, handicap, bet id): the same bet id on two runners
+is two orders (betfairlightweight keeps orders per runner the same way).
+
+Fill price: from the runner's matched-by-price ladder of the order's side: the ladder's growth in
+the same change is the matching, split over the orders whose `sm` grew (one order: all of it; more:
+the orders with the tightest limit price first, each from the prices its limit allows, best price
+first). Where the ladder cannot account for an order's growth (ladders not subscribed, or they do
+not add up), the price of the increase from `avp` (`avp * sm` before and after) when that is a
+whole cent, else the order's own price: never a price off Betfair's ladder such as 2.892857.
 Liquidity: TAKER when the matching shows up in the same update the order is first seen (it
 matched on arrival), MAKER when it matched later while resting. Commission is charged at
 settlement, so `fee` is 0. Identity: `robot` = `rfs` (customer strategy ref), `client_order_id` =
 `rfo` (customer order ref) or the bet id, `venue_order_id` = bet id, `instrument` =
 `<market_id>:<selection_id>` (`:<handicap>` appended when the handicap is not 0).
 
+**Reference change**: the identity is fixed when a bet is first seen. Betfair's customer refs do
+not change, so a later line of the same bet with other `rfo`/`rfs` is taken as the same bet (its
+amounts are used) and its events keep the first refs: a robot never sees its order split in two.
+**`closed`** (an `oc` entry's "closed": true: the stream sends nothing more for that market):
+every order of the market still executable gets the `OrderCancelled` above (Betfair lapses what is
+unmatched at close; the stream sent no final state); the market's orders are kept, so a later
+line for them is compared with what was already recorded, not taken as a new order.
+
 Not events of their own: a partial cancellation (size reduced while the order stays
 executable) and price/size replacements (Betfair gives the replacement a new bet id, which then
-shows up as a new order); the final `OrderCancelled` reason carries the total cancelled.
-The fill price is rounded to 6 decimals (the Decimal division can have more).
+shows up as a new order); the final `OrderCancelled` reason carries the total cancelled. An order
+left out of a later full image produces nothing.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from ticktape.events import Event, OrderAccepted, OrderCancelled, OrderFilled, Side
 
 VENUE = "betfair"
+
+_PERSISTENCE = {"L": "LAPSE", "P": "PERSIST", "MOC": "MARKET_ON_CLOSE"}
+_DONE_PARTS = (("sc", "cancelled"), ("sl", "lapsed"), ("sv", "voided"))
 
 
 def instrument_id(market_id: str, selection_id: int, handicap: float = 0) -> str:
@@ -42,66 +62,209 @@ def instrument_id(market_id: str, selection_id: int, handicap: float = 0) -> str
     return f"{market_id}:{selection_id}"
 
 
-def _dec(value: Any) -> Decimal:
-    return Decimal(str(value)) if value is not None else Decimal(0)
+def _c(value: Any) -> int:
+    """A Betfair amount (2 decimals) in integer cents."""
+    return round(value * 100) if value else 0
 
 
-class _Seen:
-    __slots__ = ("client_id", "done", "matched", "notional", "robot")
+def _amount(c: int) -> str:
+    """Cents as the shortest decimal text: 400 -> "4", 80 -> "0.8", 123 -> "1.23"."""
+    sign = "-" if c < 0 else ""
+    whole, frac = divmod(abs(c), 100)
+    return f"{sign}{whole}" if not frac else f"{sign}{whole}.{frac:02d}".rstrip("0")
 
-    def __init__(self, robot: str, client_id: str) -> None:
+
+class _Order:
+    __slots__ = ("back", "client_id", "done", "limit", "matched", "notional", "parts", "remaining", "robot")
+
+    def __init__(self, robot: str, client_id: str, back: bool, limit: float | None) -> None:
         # Identity is fixed when the order is first seen: later updates may carry other refs.
         self.robot = robot
         self.client_id = client_id
-        self.matched = Decimal(0)
-        self.notional = Decimal(0)  # avp * sm so far: the fill price of an increase is d(notional)/d(sm)
+        self.back = back
+        self.limit = limit
+        self.matched = 0  # cents
+        self.notional = 0  # sum of price hundredths x cents matched (the avp fallback)
+        self.parts = [0, 0, 0]  # cents cancelled, lapsed, voided as last recorded
+        self.remaining = 0  # cents unmatched and live (`sr`) as last seen
         self.done = False
 
 
-class OrderCache:
-    """Every order of the stream by bet id; `apply` turns one `oc` entry into events."""
+class _Runner:
+    """The account's matched amounts by price on one runner, back and lay (price -> cents)."""
+
+    __slots__ = ("mb", "ml")
 
     def __init__(self) -> None:
-        self.orders: dict[str, _Seen] = {}
+        self.mb: dict[float, int] = {}
+        self.ml: dict[float, int] = {}
+
+
+def _ladder_growth(ladder: dict[float, int], rows: list[list[float]] | None, full: bool) -> dict[float, int]:
+    """Apply `rows` to `ladder` (in place; `full` replaces it); return the growth by price."""
+    if rows is None:
+        if full:
+            ladder.clear()
+        return {}
+    old = dict(ladder) if full else None
+    if full:
+        ladder.clear()
+    growth: dict[float, int] = {}
+    for price, size in rows:
+        c = _c(size)
+        before = (old if old is not None else ladder).get(price, 0)
+        if c:
+            ladder[price] = c
+        else:
+            ladder.pop(price, None)
+        if c > before:
+            growth[price] = c - before
+    return growth
+
+
+class OrderCache:
+    """Every order of the stream by (market, selection, handicap, bet id); `apply` turns one `oc` entry into events."""
+
+    def __init__(self) -> None:
+        self.orders: dict[tuple[str, int, float, str], _Order] = {}
+        self.runners: dict[str, dict[tuple[int, float], _Runner]] = {}  # market -> (selection, handicap) ->
+        self.by_market: dict[str, list[tuple[str, int, float, str]]] = {}
 
     def apply(self, oc: dict[str, Any], ts_event: int, ts_recv: int) -> list[Event]:
         """Events for one order-market change (`oc` entry of an `ocm`)."""
         market_id = str(oc["id"])
         out: list[Event] = []
+        runners = self.runners.get(market_id)
+        if runners is None or oc.get("fullImage"):
+            runners = self.runners[market_id] = {}  # a market's full image replaces all its runners' ladders
         for orc in oc.get("orc") or ():
             selection_id = int(orc["id"])
-            instrument = instrument_id(market_id, selection_id, orc.get("hc", 0) or 0)
+            handicap = float(orc.get("hc") or 0)
+            instrument = instrument_id(market_id, selection_id, handicap)
+            runner = runners.get((selection_id, handicap))
+            if runner is None:
+                runner = runners[(selection_id, handicap)] = _Runner()
+            full = bool(orc.get("fullImage"))
+            backs = _ladder_growth(runner.mb, orc.get("mb"), full)
+            lays = _ladder_growth(runner.ml, orc.get("ml"), full)
+            grown: list[tuple[_Order, dict[str, Any], int, bool, str]] = []
+            ended: list[Event] = []  # an order's cancellation comes after its fills of the same change
             for uo in orc.get("uo") or ():
-                self._order(uo, instrument, ts_event, ts_recv, out)
+                self._order(market_id, selection_id, handicap, instrument, uo, ts_event, ts_recv, grown, out, ended)
+            if grown:
+                self._fills(grown, backs, lays, ts_event, ts_recv, out)
+            if ended:
+                out.extend(ended)
+        if oc.get("closed"):
+            self._close(market_id, ts_event, ts_recv, out)
         return out
 
-    def _order(self, uo: dict[str, Any], instrument: str, ts_event: int, ts_recv: int, out: list[Event]) -> None:
+    def _order(self, market_id: str, selection_id: int, handicap: float, instrument: str, uo: dict[str, Any],
+               ts_event: int, ts_recv: int, grown: list[tuple[_Order, dict[str, Any], int, bool, str]],
+               out: list[Event], ended: list[Event]) -> None:
         bet_id = str(uo["id"])
-        seen = self.orders.get(bet_id)
-        new = seen is None
-        if seen is None:
-            seen = self.orders[bet_id] = _Seen(str(uo.get("rfs") or ""), str(uo.get("rfo") or bet_id))
-        robot, client_id = seen.robot, seen.client_id
-        if new:
-            out.append(OrderAccepted(robot, client_id, bet_id, VENUE, instrument, ts_event, ts_recv))
-        if seen.done:
-            return
-        matched = _dec(uo.get("sm"))
-        if matched > seen.matched:
-            avp = uo.get("avp")
-            notional = matched * _dec(avp) if avp is not None else seen.notional + (matched - seen.matched) * _dec(
-                uo["p"])
-            price = (notional - seen.notional) / (matched - seen.matched)
-            side: Side = "BUY" if uo.get("side") == "B" else "SELL"
-            out.append(OrderFilled(
-                robot, client_id, bet_id, VENUE, instrument, ts_event, ts_recv, f"{bet_id}:{matched}", side,
-                float(round(price, 6)), float(matched - seen.matched), 0.0, "TAKER" if new else "MAKER",
-                float(uo.get("sr") or 0)))
-            seen.matched, seen.notional = matched, notional
-        if uo.get("status") == "EC":
-            seen.done = True
-            parts = [f"{name} {uo[key]:g}" for key, name in (("sc", "cancelled"), ("sl", "lapsed"), ("sv", "voided"))
-                     if uo.get(key)]
-            if parts:
-                out.append(OrderCancelled(robot, client_id, bet_id, VENUE, instrument, ts_event, ts_recv,
-                                          ", ".join(parts)))
+        key = (market_id, selection_id, handicap, bet_id)
+        o = self.orders.get(key)
+        new = o is None
+        if o is None:
+            back = uo.get("side") != "L"
+            price = uo.get("p")
+            o = self.orders[key] = _Order(str(uo.get("rfs") or ""), str(uo.get("rfo") or bet_id), back,
+                                          None if price is None else float(price))
+            self.by_market.setdefault(market_id, []).append(key)
+            size = uo.get("s")
+            out.append(OrderAccepted(
+                o.robot, o.client_id, bet_id, VENUE, instrument, ts_event, ts_recv, side="BUY" if back else "SELL",
+                price=o.limit, size=None if size is None else float(size),
+                persistence=_PERSISTENCE.get(str(uo.get("pt")), uo.get("pt"))))
+        matched = _c(uo.get("sm"))
+        o.remaining = _c(uo.get("sr"))
+        if matched > o.matched:
+            grown.append((o, uo, matched, new, instrument))
+        parts = [_c(uo.get(k)) for k, _ in _DONE_PARTS]
+        if o.done:
+            more = [(name, now - before) for (_, name), now, before in zip(_DONE_PARTS, parts, o.parts, strict=True)
+                    if now > before]
+            if more:
+                o.parts = parts
+                text = ", ".join(f"{name} {_amount(c)}" for name, c in more) + " after completion"
+                if matched < o.matched:  # a void of matched stakes
+                    text += f" (matched {_amount(o.matched)} -> {_amount(matched)})"
+                    o.matched = matched
+                ended.append(OrderCancelled(o.robot, o.client_id, bet_id, VENUE, instrument, ts_event, ts_recv, text))
+        elif uo.get("status") == "EC":
+            o.done = True
+            o.parts = parts
+            if any(parts):
+                text = ", ".join(f"{name} {_amount(c)}" for (_, name), c in zip(_DONE_PARTS, parts, strict=True) if c)
+                ended.append(OrderCancelled(o.robot, o.client_id, bet_id, VENUE, instrument, ts_event, ts_recv, text))
+
+    def _fills(self, grown: list[tuple[_Order, dict[str, Any], int, bool, str]], backs: dict[float, int],
+               lays: dict[float, int], ts_event: int, ts_recv: int, out: list[Event]) -> None:
+        """OrderFilled events for the orders of one runner whose `sm` grew in one change."""
+        # Tightest limit first: a back at 3.0 can only have matched at >= 3.0, one at 2.0 anywhere >= 2.0.
+        ordered = sorted(grown, key=lambda g: (not g[0].back, -(g[0].limit or 0) if g[0].back else (g[0].limit or 0)))
+        pieces: dict[int, list[tuple[float, int]]] = {}
+        for o, _uo, matched, _new, _instrument in ordered:
+            ladder = backs if o.back else lays
+            want = matched - o.matched
+            got: list[tuple[float, int]] = []
+            prices = sorted(ladder, reverse=o.back)  # best first: highest for a back, lowest for a lay
+            for price in prices:
+                if want == 0:
+                    break
+                if o.limit is not None and (price < o.limit if o.back else price > o.limit):
+                    continue
+                x = min(ladder[price], want)
+                if x:
+                    got.append((price, x))
+                    ladder[price] -= x
+                    want -= x
+            if want:  # the ladder cannot account for all of it
+                for price, x in got:
+                    ladder[price] += x
+                got = []
+            pieces[id(o)] = got
+        for o, uo, matched, new, instrument in grown:
+            got = pieces[id(o)]
+            if not got:
+                got = [(self._fallback_price(o, uo, matched), matched - o.matched)]
+            bet_id = str(uo["id"])
+            side: Side = "BUY" if o.back else "SELL"
+            leaves = _c(uo.get("sr"))
+            rest = matched - o.matched
+            cum = o.matched
+            for price, x in got:
+                cum += x
+                rest -= x
+                out.append(OrderFilled(o.robot, o.client_id, bet_id, VENUE, instrument, ts_event, ts_recv,
+                                       f"{bet_id}:{_amount(cum)}", side, float(price), x / 100, 0.0,
+                                       "TAKER" if new else "MAKER", (leaves + rest) / 100))
+                o.notional += round(price * 100) * x
+            o.matched = matched
+
+    @staticmethod
+    def _fallback_price(o: _Order, uo: dict[str, Any], matched: int) -> float:
+        """The increase's price from `avp` when that is a whole cent, else the order's own price."""
+        raw = uo.get("avp")
+        avp = None if raw is None else float(raw)
+        if avp is not None:
+            # avp is rounded by Betfair: only a whole number of hundredths is trusted as a price
+            exact = (round(avp * 100) * matched - o.notional) / (matched - o.matched)
+            if abs(exact - round(exact)) < 1e-6 and exact > 100:
+                return round(exact) / 100
+        if o.limit is not None:
+            return o.limit
+        return round(avp, 2) if avp is not None else 0.0
+
+    def _close(self, market_id: str, ts_event: int, ts_recv: int, out: list[Event]) -> None:
+        """The stream closed the market: what is still executable was lapsed by the close."""
+        for key in self.by_market.get(market_id, ()):
+            o = self.orders[key]
+            if o.done:
+                continue
+            o.done = True
+            _, selection_id, handicap, bet_id = key
+            reason = f"lapsed {_amount(o.remaining)} at market close (the stream closed the market, no final state)"
+            instrument = instrument_id(market_id, selection_id, handicap)
+            out.append(OrderCancelled(o.robot, o.client_id, bet_id, VENUE, instrument, ts_event, ts_recv, reason))

@@ -52,7 +52,7 @@ class NaiveVenue:
         """Remember the last price; fill resting limits the print crosses."""
         t = type(event)
         if t is Trade:
-            price = event.price  # type: ignore[union-attr]
+            price: float = event.price  # type: ignore[union-attr,assignment]
         elif t is Quote:
             price = (event.bid_price + event.ask_price) / 2  # type: ignore[union-attr]
         elif t is Bar:

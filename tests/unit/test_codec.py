@@ -20,7 +20,7 @@ from ticktape import avro_program as ap
 from ticktape import codec as codec_mod
 from ticktape.codec import Codec, default_codec, to_python
 from ticktape.errors import DecodeError, EncodeError, ValidationError
-from ticktape.events import EVENT_TYPES, RECORD_TYPES, CustomData, DeadLetter, Trade
+from ticktape.events import EVENT_TYPES, RECORD_TYPES, CustomData, DeadLetter, OrderAccepted, Trade
 from ticktape.schemas import SchemaRegistry, default_schema_dir, registry
 
 REG = registry()
@@ -217,3 +217,18 @@ def test_every_schema_has_a_class_with_the_same_fields() -> None:
         cls = EVENT_TYPES[name]
         assert cls._fields == tuple(f["name"] for f in REG.current[name].schema["fields"])
         assert "ts_event" in cls._fields and "ts_recv" in cls._fields
+
+
+def test_order_accepted_v1_events_read_as_v2_with_the_new_fields_unknown() -> None:
+    # OrderAccepted v2 added side, price, size and persistence: events already on tapes (v1) still load.
+    v1 = registry().history("OrderAccepted")[0]
+    assert v1.version == 1
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(copy.deepcopy(v1.schema)), {
+        "robot": "r", "client_order_id": "c", "venue_order_id": "9", "venue": "betfair", "instrument": "1.2:3",
+        "ts_event": 5, "ts_recv": 6})
+    event = default_codec().decode(b"\xc3\x01" + v1.fingerprint + buf.getvalue(), where="test")
+    assert event == OrderAccepted("r", "c", "9", "betfair", "1.2:3", 5, 6)
+    assert (event.side, event.price, event.size, event.persistence) == (None, None, None, None)
+    new = OrderAccepted("r", "c", "9", "betfair", "1.2:3", 5, 6, side="SELL", price=1.5, size=2.0, persistence="LAPSE")
+    assert default_codec().decode(default_codec().encode(new), where="test") == new
