@@ -53,6 +53,7 @@ VENUE = "betfair"
 
 _PERSISTENCE = {"L": "LAPSE", "P": "PERSIST", "MOC": "MARKET_ON_CLOSE"}
 _DONE_PARTS = (("sc", "cancelled"), ("sl", "lapsed"), ("sv", "voided"))
+_NO_GROWTH: dict[float, int] = {}  # never written: a ladder only shrinks when it grew in the same change
 
 
 def instrument_id(market_id: str, selection_id: int, handicap: float = 0) -> str:
@@ -86,7 +87,7 @@ class _Order:
         self.matched = 0  # cents
         self.notional = 0  # sum of price hundredths x cents matched (the avp fallback)
         self.parts = [0, 0, 0]  # cents cancelled, lapsed, voided as last recorded
-        self.remaining = 0  # cents unmatched and live (`sr`) as last seen
+        self.remaining: float = 0  # unmatched and live (`sr`) as last seen
         self.done = False
 
 
@@ -100,19 +101,14 @@ class _Runner:
         self.ml: dict[float, int] = {}
 
 
-def _ladder_growth(ladder: dict[float, int], rows: list[list[float]] | None, full: bool) -> dict[float, int]:
-    """Apply `rows` to `ladder` (in place; `full` replaces it); return the growth by price."""
-    if rows is None:
-        if full:
-            ladder.clear()
-        return {}
-    old = dict(ladder) if full else None
-    if full:
-        ladder.clear()
+def _ladder_growth(ladder: dict[float, int], rows: list[list[float]] | None, old: dict[float, int]
+                   ) -> dict[float, int]:
+    """Apply `rows` to `ladder` in place (`old` is the ladder before: itself, or the one a full image
+    replaces); return the growth by price."""
     growth: dict[float, int] = {}
-    for price, size in rows:
-        c = _c(size)
-        before = (old if old is not None else ladder).get(price, 0)
+    for price, size in rows or ():
+        c = round(size * 100) if size else 0
+        before = old.get(price, 0)
         if c:
             ladder[price] = c
         else:
@@ -141,12 +137,22 @@ class OrderCache:
             selection_id = int(orc["id"])
             handicap = float(orc.get("hc") or 0)
             instrument = instrument_id(market_id, selection_id, handicap)
-            runner = runners.get((selection_id, handicap))
-            if runner is None:
-                runner = runners[(selection_id, handicap)] = _Runner()
             full = bool(orc.get("fullImage"))
-            backs = _ladder_growth(runner.mb, orc.get("mb"), full)
-            lays = _ladder_growth(runner.ml, orc.get("ml"), full)
+            mb, ml = orc.get("mb"), orc.get("ml")
+            backs = lays = _NO_GROWTH
+            if full or mb is not None or ml is not None:
+                runner = runners.get((selection_id, handicap))
+                if runner is None:
+                    runner = runners[(selection_id, handicap)] = _Runner()
+                if full:
+                    runner.mb, old_mb, runner.ml, old_ml = {}, runner.mb, {}, runner.ml
+                    backs = _ladder_growth(runner.mb, mb, old_mb)
+                    lays = _ladder_growth(runner.ml, ml, old_ml)
+                else:
+                    if mb is not None:
+                        backs = _ladder_growth(runner.mb, mb, runner.mb)
+                    if ml is not None:
+                        lays = _ladder_growth(runner.ml, ml, runner.ml)
             grown: list[tuple[_Order, dict[str, Any], int, bool, str]] = []
             ended: list[Event] = []  # an order's cancellation comes after its fills of the same change
             for uo in orc.get("uo") or ():
@@ -173,14 +179,19 @@ class OrderCache:
                                           None if price is None else float(price))
             self.by_market.setdefault(market_id, []).append(key)
             size = uo.get("s")
-            out.append(OrderAccepted(
-                o.robot, o.client_id, bet_id, VENUE, instrument, ts_event, ts_recv, side="BUY" if back else "SELL",
-                price=o.limit, size=None if size is None else float(size),
-                persistence=_PERSISTENCE.get(str(uo.get("pt")), uo.get("pt"))))
-        matched = _c(uo.get("sm"))
-        o.remaining = _c(uo.get("sr"))
+            pt = uo.get("pt")
+            # by position on this per-update path: robot, client_order_id, venue_order_id, venue, instrument,
+            # ts_event, ts_recv, side, price, size, persistence
+            out.append(OrderAccepted(o.robot, o.client_id, bet_id, VENUE, instrument, ts_event, ts_recv,
+                                     "BUY" if back else "SELL", o.limit, None if size is None else float(size),
+                                     None if pt is None else _PERSISTENCE.get(pt, str(pt))))
+        sm = uo.get("sm")
+        matched = round(sm * 100) if sm else 0
+        o.remaining = uo.get("sr") or 0
         if matched > o.matched:
             grown.append((o, uo, matched, new, instrument))
+        if not o.done and uo.get("status") != "EC":
+            return  # executable: partial cancellations are not events of their own
         parts = [_c(uo.get(k)) for k, _ in _DONE_PARTS]
         if o.done:
             more = [(name, now - before) for (_, name), now, before in zip(_DONE_PARTS, parts, o.parts, strict=True)
@@ -203,13 +214,14 @@ class OrderCache:
                lays: dict[float, int], ts_event: int, ts_recv: int, out: list[Event]) -> None:
         """OrderFilled events for the orders of one runner whose `sm` grew in one change."""
         # Tightest limit first: a back at 3.0 can only have matched at >= 3.0, one at 2.0 anywhere >= 2.0.
-        ordered = sorted(grown, key=lambda g: (not g[0].back, -(g[0].limit or 0) if g[0].back else (g[0].limit or 0)))
+        ordered = grown if len(grown) == 1 else sorted(
+            grown, key=lambda g: (not g[0].back, -(g[0].limit or 0) if g[0].back else (g[0].limit or 0)))
         pieces: dict[int, list[tuple[float, int]]] = {}
         for o, _uo, matched, _new, _instrument in ordered:
             ladder = backs if o.back else lays
             want = matched - o.matched
             got: list[tuple[float, int]] = []
-            prices = sorted(ladder, reverse=o.back)  # best first: highest for a back, lowest for a lay
+            prices = sorted(ladder, reverse=o.back) if len(ladder) > 1 else ladder  # best first
             for price in prices:
                 if want == 0:
                     break
@@ -265,6 +277,6 @@ class OrderCache:
                 continue
             o.done = True
             _, selection_id, handicap, bet_id = key
-            reason = f"lapsed {_amount(o.remaining)} at market close (the stream closed the market, no final state)"
+            reason = f"lapsed {_amount(_c(o.remaining))} at market close (the stream closed the market, no final state)"
             instrument = instrument_id(market_id, selection_id, handicap)
             out.append(OrderCancelled(o.robot, o.client_id, bet_id, VENUE, instrument, ts_event, ts_recv, reason))
