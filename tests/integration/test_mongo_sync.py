@@ -33,6 +33,23 @@ REPO = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000_000_000_000
 
 
+_opened: list[Any] = []
+
+
+def db_of(uri: str, **options: Any) -> Any:
+    """`open_database`, its client closed when the test ends (idle clients keep monitor threads)."""
+    db = open_database(uri, **options)
+    _opened.append(db.client)
+    return db
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
 def make_order_tape(path: Path) -> str:
     """A file tape with two backtest runs (a few thousand order records) and some odd answers."""
     uri = f"file:{path}"
@@ -61,7 +78,7 @@ def order_tape(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def snapshot(uri: str) -> dict[str, list[dict[str, Any]]]:
     """Every document of every collection of the view (checkpoint included), sorted."""
-    db = open_database(uri)
+    db = db_of(uri)
     out = {name: sorted(db[name].find(), key=lambda d: str(d["_id"])) for name in (*COLLECTIONS, STATE)}
     db.client.close()
     return out
@@ -93,7 +110,7 @@ def other_db(mongo_uri: str) -> Iterator[str]:
     """A second fresh database of this test (the reference run), dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield f"{mongo_uri}/{name}"
-    open_database(f"{mongo_uri}/{name}").client.drop_database(name)
+    db_of(f"{mongo_uri}/{name}").client.drop_database(name)
 
 
 def test_positions_equal_the_analyzers(order_tape: str, mongo_db_uri: str) -> None:
@@ -114,7 +131,7 @@ def test_positions_equal_the_analyzers(order_tape: str, mongo_db_uri: str) -> No
         QUALIFY ROW_NUMBER() OVER (PARTITION BY run, robot, instrument ORDER BY ts_event DESC, _offset DESC) = 1
         ORDER BY ALL""").fetchall()
     expected = [(r[0], r[1], r[2], *(float(x) for x in r[3:])) for r in rows]
-    db = open_database(mongo_db_uri)
+    db = db_of(mongo_db_uri)
     got = sorted((d["run"], d["robot"], d["instrument"], d["position"], d["cash"], d["fees"], d["buy_volume"],
                   d["sell_volume"]) for d in db.positions.find())
     assert len(expected) == 3 and got == expected
@@ -132,7 +149,7 @@ def test_positions_equal_the_analyzers(order_tape: str, mongo_db_uri: str) -> No
 
 def test_changes_are_whole_batches(order_tape: str, mongo_db_uri: str) -> None:
     tape = open_tape(order_tape)
-    db = open_database(mongo_db_uri)
+    db = db_of(mongo_db_uri)
     s = MongoSync(tape, db, batch=700)
     s.prepare()
     assert changes(db, "orders", 0) == ([], 0)
@@ -155,7 +172,7 @@ def test_watch_prints_each_changed_document_once_per_batch(order_tape: str, mong
 
     from ticktape.mongo.sync import watch
 
-    db = open_database(mongo_db_uri)
+    db = db_of(mongo_db_uri)
     stop = threading.Event()
     seen: list[dict[str, Any]] = []
     follower = threading.Thread(target=lambda: seen.extend(watch(db, "runs", stop=stop, poll=0.05)))
@@ -184,7 +201,7 @@ def test_rebuild_replaces_a_damaged_view_and_another_tape_is_refused(order_tape:
     sync_done(order_tape, other_db)
     reference = snapshot(other_db)
     sync_done(order_tape, mongo_db_uri)
-    db = open_database(mongo_db_uri)
+    db = db_of(mongo_db_uri)
     victim = db.orders.find_one({"status": "FILLED"})
     assert victim is not None
     db.orders.delete_one({"_id": victim["_id"]})
@@ -217,7 +234,7 @@ def test_the_readme_analyst_gets_the_same_numbers_from_mongodb_and_duckdb(order_
     duck = tmp_path / "runs.duckdb"
     subprocess.run([sys.executable, "-m", "ticktape", "load", "--tape", order_tape, "--db", str(duck)], env=env,
                    check=True, capture_output=True)
-    db = open_database(mongo_db_uri)
+    db = db_of(mongo_db_uri)
     runs = [d["_id"] for d in db.runs.find({"status": "finished"})]
     assert runs
     code = readme_block("An analyst asks MongoDB")
@@ -229,7 +246,11 @@ def test_the_readme_analyst_gets_the_same_numbers_from_mongodb_and_duckdb(order_
         here = here.replace('duckdb.connect("runs.duckdb"', f"duckdb.connect({str(duck)!r}")
         assert here.count(run) == 1 and str(duck) in here and name in here, "the README block changed shape"
         namespace: dict[str, Any] = {}
-        exec(compile(here, "README.md", "exec"), namespace)  # its own assert compares the two
+        try:
+            exec(compile(here, "README.md", "exec"), namespace)  # its own assert compares the two
+        finally:
+            namespace["mongo"].client.close()
+            namespace["duck"].close()
         assert namespace["in_mongo"] and sum(namespace["by_status"].values()) == db.orders.count_documents({"run": run})
 
 
@@ -240,7 +261,7 @@ def test_sigkill_at_random_moments_changes_nothing(order_tape: str, mongo_db_uri
     reference = snapshot(other_db)
     total = records_on(order_tape)
     rng = random.Random(int(os.environ.get("SEED", "4")))
-    db = open_database(mongo_db_uri)
+    db = db_of(mongo_db_uri)
     kills, mid_sync = 0, 0
     while kills < 10:
         before = committed_seq(db)
@@ -272,7 +293,7 @@ def test_server_killed_and_restarted_during_follow(order_tape: str, tmp_path: Pa
         total = records_on(order_tape)
         target = f"{server.uri}/followed"
         proc = sync(order_tape, target, "--follow", "--batch", "100", "--poll", "0.05")
-        db = open_database(target, timeout_ms=2000)
+        db = db_of(target, timeout_ms=2000)
 
         def seq() -> int:
             try:
@@ -330,14 +351,14 @@ def test_kafka_tape_with_an_undecodable_record(order_tape: str, kafka_tape_uri: 
                 producer.send(mine, value=b"\xc3\x01 not an event", key=b"live-run").get(timeout=30)
                 producer.close()
             kafka.append(mine, [r.event for r in recs[50:]], keys=[r.key for r in recs[50:]])
-        db = open_database(mongo_db_uri)
+        db = db_of(mongo_db_uri)
         s = MongoSync(kafka, db, batch=400, topics=tuple(topics.values()))
         s.prepare()
         stats = s.run()
         assert stats.dead_letters == 1
         dead = [r.event for r in kafka.read("dlq.mongo-sync")]
         assert any(d.position == f"{topics['orders.event']}/0@50" for d in dead)  # type: ignore[union-attr]
-        fdb = open_database(other_db)
+        fdb = db_of(other_db)
         f = MongoSync(src, fdb, batch=400)
         f.prepare()
         f.run()
