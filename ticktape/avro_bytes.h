@@ -61,4 +61,19 @@ avro_get_double(const unsigned char *p)
     return x;
 }
 
+/* Both extensions build NamedTuple instances (decoded records, ladder levels,
+ * runner books) by allocating the tuple and filling its slots, bypassing
+ * tuple.__new__.  From CPython 3.14 a tuple caches its hash in ob_hash, -1
+ * meaning "not computed yet"; tuple.__new__ sets it after tp_alloc (which
+ * zeroes it, and a zero would be returned as the hash).  Do the same. */
+static inline void
+avro_tuple_reset_hash(PyObject *t)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    ((PyTupleObject *)t)->ob_hash = -1;
+#else
+    (void)t;
+#endif
+}
+
 #endif /* TICKTAPE_AVRO_BYTES_H */

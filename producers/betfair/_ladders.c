@@ -153,6 +153,7 @@ new_price_size(double price, double size)
         Py_XDECREF(sz);
         return NULL;
     }
+    avro_tuple_reset_hash(ps);
     PyTuple_SET_ITEM(ps, 0, p);
     PyTuple_SET_ITEM(ps, 1, sz);
     return ps;
@@ -196,12 +197,19 @@ ladder_set(Ladder *l, double key, double price, double size)
     return 0;
 }
 
-/* Apply a ladder delta (a list of rows); see RunnerCache / Ladder.update. */
+/* Apply a ladder delta (a list of rows); see RunnerCache / Ladder.update.
+ *
+ * Converting a value can run Python code (an int subclass's __float__, and
+ * __bool__ on rows), which can mutate the rows list, a row, or this runner.
+ * So no borrowed item or pointer into an item array is kept across a
+ * conversion: each row and its values are held (strong references) while
+ * they are converted, and the rows list's size is read again at every row
+ * (a list emptied mid-update ends it, as `for row in rows` does). */
 static int
 ladder_update(Ladder *l, PyObject *rows, const char *name)
 {
     PyObject *seq;
-    Py_ssize_t n, i, width = l->triple ? 3 : 2;
+    Py_ssize_t i, k, width = l->triple ? 3 : 2;
     int truth = PyObject_IsTrue(rows);
     if (truth < 0) {
         return -1;
@@ -218,16 +226,16 @@ ladder_update(Ladder *l, PyObject *rows, const char *name)
         return -1;
     }
     Py_CLEAR(l->levels); /* changed from here on, even if a row fails half-way */
-    n = PySequence_Fast_GET_SIZE(seq);
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         PyObject *row = PySequence_Fast_GET_ITEM(seq, i);
-        PyObject **f;
+        PyObject *f[3] = {NULL, NULL, NULL};
         double key, price, size;
-        if (PyList_Check(row) && PyList_GET_SIZE(row) == width) {
-            f = ((PyListObject *)row)->ob_item;
-        }
-        else if (PyTuple_Check(row) && PyTuple_GET_SIZE(row) == width) {
-            f = ((PyTupleObject *)row)->ob_item;
+        int r;
+        if ((PyList_Check(row) || PyTuple_Check(row)) && Py_SIZE(row) == width) {
+            PyObject **items = PyList_Check(row) ? ((PyListObject *)row)->ob_item : ((PyTupleObject *)row)->ob_item;
+            for (k = 0; k < width; k++) {
+                f[k] = Py_NewRef(items[k]);
+            }
         }
         else {
             if (PyList_Check(row) || PyTuple_Check(row)) {
@@ -240,16 +248,16 @@ ladder_update(Ladder *l, PyObject *rows, const char *name)
             }
             goto fail;
         }
-        if (as_number(f[0], &key, name, i, l->triple ? "position" : "price") < 0 ||
-            as_number(f[width - 1], &size, name, i, "size") < 0) {
+        r = as_number(f[0], &key, name, i, l->triple ? "position" : "price") < 0 ||
+            as_number(f[width - 1], &size, name, i, "size") < 0 ||
+            (l->triple && as_number(f[1], &price, name, i, "price") < 0);
+        for (k = 0; k < width; k++) {
+            Py_DECREF(f[k]);
+        }
+        if (r) {
             goto fail;
         }
-        if (l->triple) {
-            if (as_number(f[1], &price, name, i, "price") < 0) {
-                goto fail;
-            }
-        }
-        else {
+        if (!l->triple) {
             price = key;
         }
         if (ladder_set(l, key, price, size) < 0) {
@@ -257,9 +265,11 @@ ladder_update(Ladder *l, PyObject *rows, const char *name)
         }
     }
     Py_DECREF(seq);
+    Py_CLEAR(l->levels); /* a __float__ may have asked for the levels mid-update */
     return 0;
 fail:
     Py_DECREF(seq);
+    Py_CLEAR(l->levels);
     return -1;
 }
 
@@ -392,6 +402,14 @@ Runner_dealloc(Runner *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Drop the runner's cached book and encoding (its state changed). */
+static void
+runner_changed(Runner *self)
+{
+    Py_CLEAR(self->book);
+    self->enc_len = -1;
+}
+
 /* Which field of a runner change a key names: a ladder index, or one of these. */
 enum { F_LTP = N_LADDERS, F_TV, F_SPN, F_SPF, F_OTHER };
 
@@ -448,29 +466,44 @@ static PyObject *
 Runner_apply(Runner *self, PyObject *rc)
 {
     PyObject *key, *value;
-    Py_ssize_t pos = 0;
+    Py_ssize_t pos = 0, size;
     if (!PyDict_Check(rc)) {
         PyErr_Format(PyExc_TypeError, "runner change must be a JSON object, got %.100s", Py_TYPE(rc)->tp_name);
         return NULL;
     }
-    Py_CLEAR(self->book);
-    self->enc_len = -1;
+    Py_INCREF(rc);
+    runner_changed(self);
+    size = PyDict_GET_SIZE(rc);
     while (PyDict_Next(rc, &pos, &key, &value)) {
-        int f = field_of(key);
+        /* held: a ladder's __bool__ / __float__ may remove them from rc */
+        int f = field_of(key), r = 0;
+        Py_INCREF(value);
         if (f < N_LADDERS) {
-            if (ladder_update(&self->lad[f], value, ladder_names[f]) < 0) {
-                return NULL;
-            }
-            continue;
+            r = ladder_update(&self->lad[f], value, ladder_names[f]);
         }
-        switch (f) {
-        case F_LTP: Py_SETREF(self->ltp, Py_NewRef(value)); break;
-        case F_TV: Py_SETREF(self->tv, Py_NewRef(value)); break;
-        case F_SPN: Py_SETREF(self->spn, Py_NewRef(value)); break;
-        case F_SPF: Py_SETREF(self->spf, Py_NewRef(value)); break;
-        default: break;
+        else {
+            switch (f) {
+            case F_LTP: Py_SETREF(self->ltp, Py_NewRef(value)); break;
+            case F_TV: Py_SETREF(self->tv, Py_NewRef(value)); break;
+            case F_SPN: Py_SETREF(self->spn, Py_NewRef(value)); break;
+            case F_SPF: Py_SETREF(self->spf, Py_NewRef(value)); break;
+            default: break;
+            }
+        }
+        Py_DECREF(value);
+        if (r == 0 && PyDict_GET_SIZE(rc) != size) {
+            /* what the Python twin's `for name, value in rc.items()` raises */
+            PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+            r = -1;
+        }
+        if (r < 0) {
+            Py_DECREF(rc);
+            runner_changed(self);
+            return NULL;
         }
     }
+    Py_DECREF(rc);
+    runner_changed(self); /* after the loop too: Python code run mid-change may have rebuilt the caches */
     Py_RETURN_NONE;
 }
 
@@ -515,30 +548,36 @@ Runner_runner_book(Runner *self, PyObject *Py_UNUSED(ignored))
     if (self->book != NULL) {
         return Py_NewRef(self->book);
     }
-    truth = PyObject_IsTrue(self->status);
+    status = Py_NewRef(self->status); /* held: its __bool__ may run any code */
+    truth = PyObject_IsTrue(status);
     if (truth < 0) {
+        Py_DECREF(status);
         return NULL;
     }
-    status = truth ? self->status : unknown_status;
+    if (!truth) {
+        Py_SETREF(status, Py_NewRef(unknown_status));
+    }
     back = first_levels(self, ATB, BDATB, BATB);
     lay = back ? first_levels(self, ATL, BDATL, BATL) : NULL;
     traded = lay ? ladder_levels(&self->lad[TRD]) : NULL;
     book = traded ? tp->tp_alloc(tp, 8) : NULL;
     if (book == NULL) {
+        Py_DECREF(status);
         Py_XDECREF(back);
         Py_XDECREF(lay);
         Py_XDECREF(traded);
         return NULL;
     }
+    avro_tuple_reset_hash(book);
     PyTuple_SET_ITEM(book, 0, Py_NewRef(self->selection_id));
     PyTuple_SET_ITEM(book, 1, Py_NewRef(self->handicap));
-    PyTuple_SET_ITEM(book, 2, Py_NewRef(status));
+    PyTuple_SET_ITEM(book, 2, status);
     PyTuple_SET_ITEM(book, 3, Py_NewRef(self->ltp));
     PyTuple_SET_ITEM(book, 4, Py_NewRef(self->tv));
     PyTuple_SET_ITEM(book, 5, back);
     PyTuple_SET_ITEM(book, 6, lay);
     PyTuple_SET_ITEM(book, 7, traded);
-    self->book = Py_NewRef(book);
+    Py_XSETREF(self->book, Py_NewRef(book)); /* (a __bool__ above may have cached one) */
     return book;
 }
 
@@ -728,16 +767,18 @@ enc_string_field(Buf *b, PyObject *v, const char *field)
     return buf_raw(b, s, n);
 }
 
+/* Flags take True or False only: PyObject_IsTrue could run a __bool__ in the
+ * middle of encoding a book (and it did invalidate runners' encodings). */
 static int
-enc_bool_field(Buf *b, PyObject *v)
+enc_bool_field(Buf *b, PyObject *v, const char *field)
 {
-    int t = PyObject_IsTrue(v);
     char c;
-    if (t < 0) {
-        return -1;
+    if (v == Py_True || v == Py_False) {
+        c = (char)(v == Py_True);
+        return buf_raw(b, &c, 1);
     }
-    c = (char)t;
-    return buf_raw(b, &c, 1);
+    PyErr_Format(PyExc_TypeError, "%s: expected a bool, got %.100s", field, Py_TYPE(v)->tp_name);
+    return -1;
 }
 
 /* array<PriceSize>: one block of n levels (16 bytes each), then the end marker. */
@@ -774,23 +815,35 @@ first_ladder(const Runner *self, int a, int b, int c)
     return self->lad[a].n > 0 ? &self->lad[a] : self->lad[b].n > 0 ? &self->lad[b] : &self->lad[c];
 }
 
-/* The runner's RunnerBook in Avro (cached until the next change). */
+/* The runner's RunnerBook in Avro (cached until the next change).
+ *
+ * The status's __bool__ is the only call here that can run Python code; it
+ * runs first, on a held reference, before the byte buffer is touched (a
+ * re-entrant encoding of this runner may reallocate it).  The caller copies
+ * self->enc before calling into Python again. */
 static int
 runner_encode(Runner *self)
 {
     Buf b;
-    int truth;
+    PyObject *status;
+    int truth, r;
     if (self->enc_len >= 0) {
         return 0;
+    }
+    status = Py_NewRef(self->status);
+    truth = PyObject_IsTrue(status);
+    if (truth < 0) {
+        Py_DECREF(status);
+        return -1;
     }
     b.data = self->enc;
     b.cap = self->enc_cap;
     b.len = 0;
-    truth = PyObject_IsTrue(self->status);
-    if (truth < 0 ||
-        enc_long_field(&b, self->selection_id, "runner selection_id", 64) < 0 ||
+    r = enc_long_field(&b, self->selection_id, "runner selection_id", 64) < 0 ||
         enc_double_field(&b, self->handicap, "runner handicap") < 0 ||
-        enc_string_field(&b, truth ? self->status : unknown_status, "runner status") < 0) {
+        enc_string_field(&b, truth ? status : unknown_status, "runner status") < 0;
+    Py_DECREF(status);
+    if (r) {
         goto fail;
     }
     if (self->ltp == Py_None) {
@@ -830,9 +883,8 @@ static PyObject *
 encode_book(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     Buf b = {NULL, 0, 0};
-    PyObject *runners, *out;
-    const char *hdr;
-    Py_ssize_t hdr_len, n, i;
+    PyObject *runners = NULL, *out = NULL;
+    Py_ssize_t n, i;
     if (nargs != 13) {
         PyErr_Format(PyExc_TypeError, "encode_book() takes 13 arguments (%zd given)", nargs);
         return NULL;
@@ -841,56 +893,55 @@ encode_book(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "encode_book(): header must be bytes");
         return NULL;
     }
-    runners = args[12];
-    if (!PyList_Check(runners)) {
+    if (!PyList_Check(args[12])) {
         PyErr_SetString(PyExc_TypeError, "encode_book(): runners must be a list of Runner");
         return NULL;
     }
-    hdr = PyBytes_AS_STRING(args[0]);
-    hdr_len = PyBytes_GET_SIZE(args[0]);
-    n = PyList_GET_SIZE(runners);
+    /* A snapshot of the list: a status's __bool__ (runner_encode) may change it. */
+    runners = PyList_AsTuple(args[12]);
+    if (runners == NULL) {
+        return NULL;
+    }
+    n = PyTuple_GET_SIZE(runners);
     for (i = 0; i < n; i++) {
-        PyObject *r = PyList_GET_ITEM(runners, i);
-        if (!PyObject_TypeCheck(r, &Runner_Type)) {
+        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(runners, i), &Runner_Type)) {
             PyErr_SetString(PyExc_TypeError, "encode_book(): runners must be a list of Runner");
-            return NULL;
-        }
-        if (runner_encode((Runner *)r) < 0) {
-            return NULL;
+            goto done;
         }
     }
-    if (buf_raw(&b, hdr, hdr_len) < 0 ||
+    /* None of these calls runs Python code (flags must be real bools). */
+    if (buf_raw(&b, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0])) < 0 ||
         enc_string_field(&b, args[1], "market_id") < 0 ||
         enc_long_field(&b, args[2], "ts_event", 64) < 0 ||
         enc_long_field(&b, args[3], "ts_recv", 64) < 0 ||
         enc_string_field(&b, args[4], "status") < 0 ||
-        enc_bool_field(&b, args[5]) < 0 ||
+        enc_bool_field(&b, args[5], "in_play") < 0 ||
         enc_long_field(&b, args[6], "bet_delay", 32) < 0 ||
         enc_double_field(&b, args[7], "total_matched") < 0 ||
         enc_long_field(&b, args[8], "version", 64) < 0 ||
-        enc_bool_field(&b, args[9]) < 0 ||
-        enc_bool_field(&b, args[10]) < 0 ||
+        enc_bool_field(&b, args[9], "complete") < 0 ||
+        enc_bool_field(&b, args[10], "cross_matching") < 0 ||
         enc_long_field(&b, args[11], "number_of_active_runners", 32) < 0) {
-        goto fail;
+        goto done;
     }
     if (n > 0 && buf_varlong(&b, n) < 0) {
-        goto fail;
+        goto done;
     }
     for (i = 0; i < n; i++) {
-        Runner *r = (Runner *)PyList_GET_ITEM(runners, i);
-        if (buf_raw(&b, r->enc, r->enc_len) < 0) {
-            goto fail;
+        /* copied right after it is encoded: nothing runs in between */
+        Runner *r = (Runner *)PyTuple_GET_ITEM(runners, i);
+        if (runner_encode(r) < 0 || buf_raw(&b, r->enc, r->enc_len) < 0) {
+            goto done;
         }
     }
     if (buf_varlong(&b, 0) < 0) {
-        goto fail;
+        goto done;
     }
     out = PyBytes_FromStringAndSize(b.data, b.len);
+done:
+    Py_DECREF(runners);
     PyMem_Free(b.data);
     return out;
-fail:
-    PyMem_Free(b.data);
-    return NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1115,6 +1166,9 @@ skip_value(Scan *s)
         case '"':
             s->p++;
             while (s->p < s->end && *s->p != '"') {
+                if (*s->p == '\\' && s->end - s->p < 2) {
+                    return 0; /* an escape cut by the end of the line: never step past it */
+                }
                 s->p += (*s->p == '\\') ? 2 : 1;
             }
             if (s->p >= s->end) {
@@ -1592,13 +1646,17 @@ apply_changes(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
             Py_DECREF(rc);
             return NULL;
         }
+        Py_INCREF(id); /* looking up "hc" may compare keys by a str subclass's __eq__ */
         hc = PyDict_GetItemWithError(rc, hc_str);
+        Py_XINCREF(hc);
         runner = (hc == NULL && PyErr_Occurred()) ? NULL : market_runner(runners, runner_list, id, hc);
+        Py_XINCREF(runner); /* held before anything else can run */
+        Py_DECREF(id);
+        Py_XDECREF(hc);
         if (runner == NULL) {
             Py_DECREF(rc);
             return NULL;
         }
-        Py_INCREF(runner);
         res = Runner_apply(runner, rc);
         Py_DECREF(runner);
         Py_DECREF(rc);
