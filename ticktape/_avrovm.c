@@ -278,11 +278,14 @@ get_tuple_arg(PyObject *prog, Py_ssize_t i, const char *what)
 /* Decoder                                                                  */
 /* ------------------------------------------------------------------------ */
 
+typedef struct PairEntry PairEntry;
+
 typedef struct {
     const unsigned char *buf;
     Py_ssize_t len;
     Py_ssize_t pos;
     int depth;
+    PairEntry *pairs; /* the module's pair cache (see dec_double_pair) */
 } Dec;
 
 static PyObject *dec_value(Dec *d, PyObject *prog);
@@ -725,6 +728,7 @@ alloc_record(PyTypeObject *tp, Py_ssize_t n)
     if (op == NULL) {
         return NULL;
     }
+    avro_tuple_reset_hash((PyObject *)op);
     if (n > 0) {
         memset(op->ob_item, 0, (size_t)n * sizeof(PyObject *));
     }
@@ -738,17 +742,23 @@ alloc_record(PyTypeObject *tp, Py_ssize_t n)
  * recently, instead of allocating a tuple and two floats.  Equal bytes give an
  * equal value (bit for bit), and NamedTuples of floats are immutable and
  * untracked by the GC, so sharing one is invisible to callers.  The cache is
- * direct-mapped, fixed size, and keeps a strong reference to each entry. */
+ * direct-mapped, fixed size, and keeps a strong reference to each entry.
+ *
+ * It lives in the module's state, not in a static array: its entries are
+ * objects of one interpreter (a sub-interpreter imports its own module
+ * instance, so has its own cache), and they are released with the module. */
 #define PAIR_CACHE_BITS 16
 #define PAIR_CACHE_SIZE (1u << PAIR_CACHE_BITS)
 
-typedef struct {
+struct PairEntry {
     PyObject *cls;  /* borrowed: the entry's instance holds its type */
     uint64_t a, b;
     PyObject *obj;  /* strong reference, or NULL */
-} PairEntry;
+};
 
-static PairEntry pair_cache[PAIR_CACHE_SIZE];
+typedef struct {
+    PairEntry *pairs; /* PAIR_CACHE_SIZE entries, calloc'd by avrovm_exec */
+} ModState;
 
 /* MurmurHash3's 64-bit finaliser: every input bit reaches the low bits (a
  * double's information sits in its high bits: 1.5 is 0x3FF8000000000000). */
@@ -809,7 +819,7 @@ dec_double_pair(Dec *d, PyObject *cls)
     memcpy(&a, d->buf + d->pos, 8);
     memcpy(&b, d->buf + d->pos + 8, 8);
     slot = pair_slot(cls, a, b);
-    e = &pair_cache[slot];
+    e = &d->pairs[slot];
     if (e->obj != NULL && e->cls == cls && e->a == a && e->b == b) {
         d->pos += 16;
         Py_INCREF(e->obj);
@@ -831,10 +841,16 @@ dec_double_pair(Dec *d, PyObject *cls)
     PyTuple_SET_ITEM(res, 0, fx);
     PyTuple_SET_ITEM(res, 1, fy);  /* floats only: stays untracked */
     d->pos += 16;
-    Py_XSETREF(e->obj, Py_NewRef(res));
-    e->cls = cls;
-    e->a = a;
-    e->b = b;
+    {
+        /* the entry is whole before the old one goes: its dealloc may run a
+         * __del__ that decodes again into this very slot */
+        PyObject *old = e->obj;
+        e->obj = Py_NewRef(res);
+        e->cls = cls;
+        e->a = a;
+        e->b = b;
+        Py_XDECREF(old);
+    }
     return res;
 }
 
@@ -1987,7 +2003,7 @@ PyDoc_STRVAR(decode_doc,
 "the byte position) on truncated or malformed input.");
 
 static PyObject *
-avrovm_decode(PyObject *Py_UNUSED(module), PyObject *const *args,
+avrovm_decode(PyObject *module, PyObject *const *args,
               Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"program", "buf", "pos"};
@@ -2015,6 +2031,7 @@ avrovm_decode(PyObject *Py_UNUSED(module), PyObject *const *args,
     d.buf = (const unsigned char *)view.buf;
     d.len = view.len;
     d.depth = 0;
+    d.pairs = ((ModState *)PyModule_GetState(module))->pairs;
     if (get_pos(a[2], view.len, &d.pos) < 0) {
         value = NULL;
     }
@@ -2033,7 +2050,7 @@ PyDoc_STRVAR(decode_many_doc,
 "block) starting at byte offset pos.");
 
 static PyObject *
-avrovm_decode_many(PyObject *Py_UNUSED(module), PyObject *const *args,
+avrovm_decode_many(PyObject *module, PyObject *const *args,
                    Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"program", "buf", "pos", "count"};
@@ -2059,6 +2076,7 @@ avrovm_decode_many(PyObject *Py_UNUSED(module), PyObject *const *args,
     d.buf = (const unsigned char *)view.buf;
     d.len = view.len;
     d.depth = 0;
+    d.pairs = ((ModState *)PyModule_GetState(module))->pairs;
     if (get_pos(a[2], view.len, &d.pos) < 0) {
         goto fail;
     }
@@ -2126,8 +2144,9 @@ typedef struct {
     Py_ssize_t nulls;
     PyObject *validity; /* bytes (nullable columns only) */
     PyObject *data;     /* bytes: values, or offsets for string/bytes */
-    PyObject *heap;     /* bytes: string/bytes payload, sized to the input */
+    PyObject *heap;     /* bytes: string/bytes payload, grown as it fills */
     Py_ssize_t heap_len;
+    Py_ssize_t heap_max; /* the input left: the payload never exceeds it */
 } Col;
 
 /* Fill c's type description from a program node: 1 if flat, 0 if not, -1 on
@@ -2194,8 +2213,10 @@ col_classify(PyObject *prog, Col *c)
     }
 }
 
-/* Allocate c's buffers for n rows; payload of strings is bounded by the
- * input left (each payload byte is an input byte). */
+/* Allocate c's buffers for n rows.  The payload of strings is bounded by the
+ * input left (each payload byte is an input byte) but starts small and grows
+ * (col_heap_room): a block's strings are a fraction of it, and allocating
+ * the whole rest of the input per string column cost columns x block. */
 static int
 col_alloc(Col *c, Py_ssize_t n, Py_ssize_t input_left)
 {
@@ -2225,7 +2246,8 @@ col_alloc(Col *c, Py_ssize_t n, Py_ssize_t input_left)
     }
     else if (c->width == 0) {
         memset(PyBytes_AS_STRING(c->data), 0, 4); /* offsets[0] */
-        c->heap = PyBytes_FromStringAndSize(NULL, input_left);
+        c->heap_max = input_left;
+        c->heap = PyBytes_FromStringAndSize(NULL, Py_MIN(input_left, 16 * n));
         if (c->heap == NULL) {
             return -1;
         }
@@ -2239,6 +2261,23 @@ col_clear(Col *c)
     Py_CLEAR(c->validity);
     Py_CLEAR(c->data);
     Py_CLEAR(c->heap);
+}
+
+/* Room for `more` payload bytes in c's heap (doubling, up to heap_max). */
+static int
+col_heap_room(Col *c, Py_ssize_t more)
+{
+    Py_ssize_t cap = PyBytes_GET_SIZE(c->heap), need = c->heap_len + more;
+    if (need <= cap) {
+        return 0;
+    }
+    cap = cap > c->heap_max / 2 ? c->heap_max : Py_MAX(2 * cap, need);
+    if (cap < need) {
+        /* cannot happen: payload bytes are input bytes (heap_max) */
+        PyErr_SetString(PyExc_SystemError, "decode_columns: string payload exceeds the input");
+        return -1;
+    }
+    return _PyBytes_Resize(&c->heap, cap); /* on failure c->heap is freed, set to NULL */
 }
 
 /* Length of the valid UTF-8 prefix of s[0..n) (n if all valid), with the
@@ -2424,8 +2463,11 @@ col_decode(Dec *d, Col *c, Py_ssize_t i)
                 return -1;
             }
         }
-        /* heap_len + n <= bytes consumed so far <= the heap's size (the
-         * input left at the start), and that is < 2**31 (checked) */
+        /* heap_len + n <= bytes consumed so far <= heap_max (the input
+         * left at the start), and that is < 2**31 (checked) */
+        if (col_heap_room(c, n) < 0) {
+            return -1;
+        }
         memcpy(PyBytes_AS_STRING(c->heap) + c->heap_len, d->buf + d->pos,
                (size_t)n);
         c->heap_len += n;
@@ -2486,7 +2528,7 @@ PyDoc_STRVAR(decode_columns_doc,
 "byte position, on malformed input.");
 
 static PyObject *
-avrovm_decode_columns(PyObject *Py_UNUSED(module), PyObject *const *args,
+avrovm_decode_columns(PyObject *module, PyObject *const *args,
                       Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"entry_program", "buf", "pos",
@@ -2556,6 +2598,7 @@ avrovm_decode_columns(PyObject *Py_UNUSED(module), PyObject *const *args,
     d.buf = (const unsigned char *)view.buf;
     d.len = view.len;
     d.depth = 0;
+    d.pairs = ((ModState *)PyModule_GetState(module))->pairs;
     if (get_pos(a[2], view.len, &d.pos) < 0) {
         goto done;
     }
@@ -2803,7 +2846,13 @@ static PyMethodDef avrovm_methods[] = {
 static int
 avrovm_exec(PyObject *module)
 {
+    ModState *st = (ModState *)PyModule_GetState(module);
     int i;
+    st->pairs = PyMem_Calloc(PAIR_CACHE_SIZE, sizeof(PairEntry));
+    if (st->pairs == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
     for (i = 0; i < OP_COUNT; i++) {
         if (PyModule_AddIntConstant(module, op_names[i], i) < 0) {
             return -1;
@@ -2815,8 +2864,50 @@ avrovm_exec(PyObject *module)
     return 0;
 }
 
+static int
+avrovm_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    ModState *st = (ModState *)PyModule_GetState(module);
+    size_t i;
+    if (st != NULL && st->pairs != NULL) {
+        for (i = 0; i < PAIR_CACHE_SIZE; i++) {
+            Py_VISIT(st->pairs[i].obj);
+        }
+    }
+    return 0;
+}
+
+static int
+avrovm_clear(PyObject *module)
+{
+    ModState *st = (ModState *)PyModule_GetState(module);
+    size_t i;
+    if (st != NULL && st->pairs != NULL) {
+        for (i = 0; i < PAIR_CACHE_SIZE; i++) {
+            Py_CLEAR(st->pairs[i].obj);
+        }
+    }
+    return 0;
+}
+
+static void
+avrovm_free(void *module)
+{
+    ModState *st = (ModState *)PyModule_GetState((PyObject *)module);
+    avrovm_clear((PyObject *)module);
+    if (st != NULL) {
+        PyMem_Free(st->pairs);
+        st->pairs = NULL;
+    }
+}
+
+/* No process-global state (the pair cache is in the module's state), so every
+ * interpreter, including one with its own GIL, can import its own instance. */
 static PyModuleDef_Slot avrovm_slots[] = {
     {Py_mod_exec, (void *)avrovm_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
     {0, NULL},
 };
 
@@ -2830,12 +2921,12 @@ static struct PyModuleDef avrovm_module = {
     PyModuleDef_HEAD_INIT,
     "ticktape._avrovm",
     module_doc,
-    0,
+    sizeof(ModState),
     avrovm_methods,
     avrovm_slots,
-    NULL,
-    NULL,
-    NULL,
+    avrovm_traverse,
+    avrovm_clear,
+    avrovm_free,
 };
 
 PyMODINIT_FUNC

@@ -1,4 +1,4 @@
-"""Memory safety of the C extension `producers.betfair._ladders` where it calls
+"""Memory safety of the C extensions (`ticktape._avrovm`, `producers.betfair._ladders`) where they call
 back into Python: a `__bool__`, `__float__` or a mutated container must not leave C holding a dangling
 pointer or a stale length.
 
@@ -22,8 +22,10 @@ if os.environ.get("TICKTAPE_NO_CEXT") == "1":
     pytest.skip("C extensions disabled by TICKTAPE_NO_CEXT=1", allow_module_level=True)
 
 from producers.betfair import _ladders, cache  # type: ignore[attr-defined]
+from ticktape import _avrovm as vm  # type: ignore[attr-defined]
+from ticktape import avro_program as ap
 from ticktape.codec import default_codec
-from ticktape.events import MarketBook, PriceSize, RunnerBook
+from ticktape.events import RECORD_TYPES, MarketBook, PriceSize, RunnerBook, Trade
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -229,6 +231,25 @@ def test_a_runner_book_built_mid_apply_is_not_served_stale_afterwards() -> None:
 # --- tuples built in C have the tuple hash cache of the CPython they run on -----------------------
 
 
+def test_decoded_records_hash_like_constructed_ones() -> None:
+    """`alloc_record` builds NamedTuples without tuple.__new__; on CPython 3.14+ (tuples cache their
+    hash) the cache must start as 'not computed', or hash() is garbage and dict/set lookups miss."""
+    codec = default_codec()
+    trade = Trade("binance", "BTCUSDT", 1, 2, 3.5, 0.25, "BUY", "7")
+    assert hash(codec.decode(codec.encode(trade))) == hash(trade)
+    prog = ap.compile_schema(default_codec().registry.current["MarketBook"].schema, RECORD_TYPES)
+    level = PriceSize(2.5, 100.0)
+    rb = RunnerBook(1, 0.0, "ACTIVE", None, 0.0, (level,), (), ())
+    book = MarketBook("1.1", 1, 2, "OPEN", False, 0, 0.0, 1, True, True, 1, (rb,))
+    for _ in range(2):  # the second decode takes the levels from the pair cache
+        decoded, _end = vm.decode(prog, vm.encode(prog, book))
+        assert decoded == book
+        assert hash(decoded.runners[0].available_to_back[0]) == hash(level)
+        assert hash(decoded.runners[0]) == hash(rb)
+        assert hash(decoded) == hash(book)
+        assert {decoded: 1}[book] == 1
+
+
 def test_ladder_levels_and_books_hash_like_constructed_ones() -> None:
     r = _ladders.Runner(1, 0.0)
     r.set_status("ACTIVE")
@@ -239,7 +260,85 @@ def test_ladder_levels_and_books_hash_like_constructed_ones() -> None:
     assert hash(r.runner_book()) == hash(expected)
 
 
-# --- split_market_line's skip_value -------------------------------------------------------------
+# --- the pair cache lives in the module's state -------------------------------------------------
+
+
+def test_pair_cache_belongs_to_the_module_instance() -> None:
+    """The two-double record cache was a process-global array holding strong references: entries outlived
+    the module (and would be shared by sub-interpreters, each with its own objects). It is module state now:
+    dropping the module releases them, and the class they hold can be collected."""
+    out = run_child("""
+        import weakref
+        from typing import NamedTuple
+        import ticktape
+        import ticktape._avrovm as vm
+
+        class Pair(NamedTuple):
+            a: float
+            b: float
+
+        prog = (vm.ARRAY, (vm.RECORD, Pair, ((vm.DOUBLE,), (vm.DOUBLE,))))
+        data = vm.encode(prog, [Pair(1.0, 2.0), Pair(3.0, 4.0)])
+        first = vm.decode(prog, data)[0]
+        assert vm.decode(prog, data)[0][0] is first[0], "the pair cache is not in use"
+        ref = weakref.ref(Pair)
+        del Pair, prog, first
+        del sys.modules["ticktape._avrovm"], ticktape._avrovm, vm
+        for _ in range(5):  # the module is a cycle (through its functions); then the class is one
+            gc.collect()
+        print("released" if ref() is None else "kept alive")
+    """, prelude="import gc, sys\n")  # (the codec would hold the module)
+    assert out.strip() == "released"
+
+
+SUB_CODE = """\
+from typing import NamedTuple
+import ticktape._avrovm as vm
+class Pair(NamedTuple):
+    a: float
+    b: float
+prog = (vm.ARRAY, (vm.RECORD, Pair, ((vm.DOUBLE,), (vm.DOUBLE,))))
+data = vm.encode(prog, [Pair(float(i), 1.0) for i in range(5000)])
+assert vm.decode(prog, data)[0] == vm.decode(prog, data)[0]
+"""
+
+
+def test_avrovm_in_a_sub_interpreter_does_not_touch_the_main_interpreters_objects() -> None:
+    """Legacy sub-interpreters (3.11's `_xxsubinterpreters`, 3.13's `_interpreters`) get their own module
+    instance, so their own pair cache: decoding there, ending the interpreter, then decoding here is safe."""
+    out = run_child(f"""
+        SUB_CODE = {SUB_CODE!r}
+        try:
+            import _xxsubinterpreters as interpreters
+        except ImportError:
+            try:
+                import _interpreters as interpreters
+            except ImportError:
+                print("no sub-interpreters"); sys.exit(0)
+        code = SUB_CODE
+        try:
+            interp = interpreters.create(isolated=False) if "_interpreters" in sys.modules else interpreters.create()
+        except TypeError:
+            interp = interpreters.create()
+        (interpreters.run_string(interp, code) if hasattr(interpreters, "run_string")
+         else interpreters.exec(interp, code))
+        interpreters.destroy(interp)
+        from typing import NamedTuple
+        import ticktape._avrovm as vm
+        class Pair(NamedTuple):
+            a: float
+            b: float
+        prog = (vm.ARRAY, (vm.RECORD, Pair, ((vm.DOUBLE,), (vm.DOUBLE,))))
+        for k in range(20):  # evicts whatever the cache holds
+            data = vm.encode(prog, [Pair(float(i), float(k)) for i in range(5000)])
+            assert vm.decode(prog, data)[0] == tuple(Pair(float(i), float(k)) for i in range(5000))
+        gc.collect()
+        print("ok")
+    """)
+    assert out.strip() in ("ok", "no sub-interpreters")
+
+
+# --- split_market_line's skip_value, decode_columns' buffers ----------------------------------------
 
 
 @pytest.mark.parametrize("line", [
@@ -252,3 +351,24 @@ def test_split_market_line_refuses_a_line_ending_in_an_escape(line: bytes) -> No
     """`skip_value` stepped over an escape's two bytes even when only one was left, pointing past the end
     of the buffer (harmless only because bytes objects carry a trailing NUL). Not taken: orjson reports it."""
     assert _ladders.split_market_line(line) is None
+
+
+def test_decode_columns_allocates_string_payloads_by_what_the_block_holds() -> None:
+    """Each string column (and the key column) allocated the whole rest of the input for its payload:
+    a block of short strings in a large buffer cost columns x buffer size. It now grows as it is filled."""
+    import tracemalloc
+
+    trade_prog = ap.compile_schema(default_codec().registry.current["Trade"].schema, RECORD_TYPES)
+    entry_prog = (ap.RECORD, None, ((ap.UNION, ((ap.NULL,), (ap.STRING,)), None), (ap.UNION, (trade_prog,), None)))
+    trade = Trade("binance", "BTCUSDT", 1, 2, 3.5, 0.25, "BUY", "7")
+    one = vm.encode(entry_prog, ("k", trade))
+    count = 1000
+    block = one * count + b"\x00" * (20 << 20)  # 20 MiB after the entries: 'the rest of the block'
+    tracemalloc.start()
+    try:
+        res = vm.decode_columns(entry_prog, block, 0, count)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert res is not None and res[3] == len(one) * count
+    assert peak < 2 << 20, f"decode_columns of {len(one) * count} bytes peaked at {peak / 2**20:.1f} MiB"
