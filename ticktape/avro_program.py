@@ -98,21 +98,53 @@ _FLOAT = struct.Struct("<f")
 
 
 def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
+    """A zig-zag varint of at most 10 bytes (64 bits), as the C engine reads it."""
+    start = pos
     try:
         b = buf[pos]
         pos += 1
+        if b < 0x80:
+            return (b >> 1) ^ -(b & 1), pos
         n = b & 0x7F
         shift = 7
-        while b & 0x80:
+        while True:
             b = buf[pos]
             pos += 1
+            if shift == 63 and b > 1:  # the 10th byte holds the 64th bit only
+                raise ValueError(f"malformed varint at byte {start}: more than 64 bits")
             n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return (n >> 1) ^ -(n & 1), pos
             shift += 7
-            if shift > 70:
-                raise ValueError(f"varint too long at byte {pos}")
     except IndexError:
-        raise ValueError(f"truncated varint at byte {pos}") from None
-    return (n >> 1) ^ -(n & 1), pos
+        raise ValueError(f"truncated data: unterminated varint at byte {start}") from None
+
+
+def _read_int(buf: bytes, pos: int) -> tuple[int, int]:
+    """An Avro int: a varint whose value fits in 32 bits."""
+    n, end = _read_long(buf, pos)
+    if not -(1 << 31) <= n < (1 << 31):
+        raise ValueError(f"int value {n} at byte {pos} does not fit in 32 bits")
+    return n, end
+
+
+MAX_ZERO_WIDTH_ITEMS = 1 << 20
+"""Items that encode in zero bytes (array<null>) cannot be bounded by the input left: a block
+count beyond the input is allowed for them up to this many items (the C engine's limit)."""
+
+
+def min_width(prog: Program) -> int:
+    """The fewest bytes any value of a program encodes to (records saturate at 2**40)."""
+    op = prog[0]
+    if op == NULL:
+        return 0
+    if op in (FLOAT, DOUBLE):
+        return 4 if op == FLOAT else 8
+    if op == FIXED:
+        return int(prog[1])
+    if op == RECORD:
+        return min(sum(min_width(f) for f in prog[2]), 1 << 40)
+    return 1
 
 
 def _write_long(n: int, out: bytearray) -> None:
@@ -127,8 +159,10 @@ def _write_long(n: int, out: bytearray) -> None:
 
 def _take(buf: bytes, pos: int, n: int) -> tuple[bytes, int]:
     end = pos + n
-    if n < 0 or end > len(buf):
-        raise ValueError(f"length {n} at byte {pos} runs past the end ({len(buf)} bytes)")
+    if n < 0:
+        raise ValueError(f"negative length {n} at byte {pos}")
+    if end > len(buf):
+        raise ValueError(f"truncated data: length {n} at byte {pos} runs past the end ({len(buf)} bytes)")
     return bytes(buf[pos:end]), end
 
 
@@ -140,10 +174,15 @@ def make_decoder(prog: Program) -> Decoder:
     if op == BOOLEAN:
         def dec_bool(buf: bytes, pos: int) -> tuple[Any, int]:
             if pos >= len(buf):
-                raise ValueError(f"truncated boolean at byte {pos}")
-            return buf[pos] != 0, pos + 1
+                raise ValueError(f"truncated data: boolean needs 1 byte at byte {pos}")
+            b = buf[pos]
+            if b > 1:
+                raise ValueError(f"invalid boolean byte 0x{b:02x} at byte {pos}")
+            return b == 1, pos + 1
         return dec_bool
-    if op in (INT, LONG):
+    if op == INT:
+        return _read_int
+    if op == LONG:
         return _read_long
     if op in (FLOAT, DOUBLE):
         st = _DOUBLE if op == DOUBLE else _FLOAT
@@ -179,18 +218,30 @@ def make_decoder(prog: Program) -> Decoder:
     if op in (ARRAY, MAP):
         item = make_decoder(prog[1])
         is_map = op == MAP
+        width = 1 if is_map else min_width(prog[1])  # a map entry has at least its key's length
 
         def dec_blocks(buf: bytes, pos: int) -> tuple[Any, int]:
             items: list[Any] = []
             while True:
+                at = pos
                 count, pos = _read_long(buf, pos)
                 if count == 0:
                     break
                 if count < 0:
+                    if count == -(1 << 63):
+                        raise ValueError(f"invalid block count at byte {at}")
                     count = -count
-                    _, pos = _read_long(buf, pos)  # block size in bytes: not needed here
-                if count > len(buf) - pos + 1:
-                    raise ValueError(f"block count {count} at byte {pos} exceeds the data")
+                    size, end = _read_long(buf, pos)  # block size in bytes: only checked
+                    if size < 0:
+                        raise ValueError(f"negative block byte size {size} at byte {pos}")
+                    pos = end
+                if count > len(buf) - pos:  # the checks of the C engine, in its order
+                    if width > 0:
+                        raise ValueError(f"truncated data: block count {count} at byte {at} exceeds the "
+                                         f"{len(buf) - pos} remaining byte(s)")
+                    if count > MAX_ZERO_WIDTH_ITEMS - len(items):
+                        raise ValueError(f"block count {count} at byte {at} is too large for zero-width items "
+                                         f"(limit {MAX_ZERO_WIDTH_ITEMS})")
                 for _ in range(count):
                     if is_map:
                         k, pos = dec_key(buf, pos)

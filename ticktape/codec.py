@@ -48,18 +48,35 @@ BodyDecoder = Callable[[bytes, int], tuple[Any, int]]
 BodyEncoder = Callable[[Any, bytearray], None]
 
 
-def body_decoder(prog: ap.Program) -> BodyDecoder:
-    """`(buf, pos) -> (value, new_pos)` for a program, on the fastest engine available."""
-    if VM is not None:
-        vm_decode = VM.decode
+ENGINES = ("c", "python")
+"""The two engines that run a program: `c` (`ticktape._avrovm`) and `python` (`avro_program`)."""
+
+
+def _vm(engine: str | None) -> Any:
+    """The C module for `engine` ("c", or None when it is built), None for the Python engine."""
+    if engine is None or engine == "python":
+        return VM if engine is None else None
+    if engine != "c":
+        raise ValueError(f"unknown codec engine {engine!r}; known: {', '.join(ENGINES)}")
+    if VM is None:
+        raise ValueError("the C codec engine is not available (not built, or TICKTAPE_NO_CEXT=1)")
+    return VM
+
+
+def body_decoder(prog: ap.Program, engine: str | None = None) -> BodyDecoder:
+    """`(buf, pos) -> (value, new_pos)` for a program, on `engine` (None: the fastest available)."""
+    vm = _vm(engine)
+    if vm is not None:
+        vm_decode = vm.decode
         return lambda buf, pos: vm_decode(prog, buf, pos)  # type: ignore[no-any-return,unused-ignore]
     return ap.make_decoder(prog)
 
 
-def body_encoder(prog: ap.Program) -> BodyEncoder:
-    """`(value, out: bytearray) -> None` for a program, on the fastest engine available."""
-    if VM is not None:
-        vm_encode_into = VM.encode_into
+def body_encoder(prog: ap.Program, engine: str | None = None) -> BodyEncoder:
+    """`(value, out: bytearray) -> None` for a program, on `engine` (None: the fastest available)."""
+    vm = _vm(engine)
+    if vm is not None:
+        vm_encode_into = vm.encode_into
         return lambda value, out: vm_encode_into(prog, value, out)  # type: ignore[no-any-return,unused-ignore]
     return ap.make_encoder(prog)
 
@@ -278,7 +295,7 @@ def to_python(value: Any) -> Any:
 class TypeCodec:
     """Encoder/decoder of one schema version of one event type."""
 
-    def __init__(self, version: SchemaVersion, current: SchemaVersion) -> None:
+    def __init__(self, version: SchemaVersion, current: SchemaVersion, engine: str | None = None) -> None:
         self.version = version
         self.current = current
         self.cls = EVENT_TYPES[current.name]
@@ -286,8 +303,8 @@ class TypeCodec:
         self.header = MARKER + version.fingerprint
         if self.is_current:
             self.program = ap.compile_schema(version.schema, RECORD_TYPES)
-            self.decode_body: BodyDecoder = body_decoder(self.program)
-            self.encode_body: BodyEncoder = body_encoder(self.program)
+            self.decode_body: BodyDecoder = body_decoder(self.program, engine)
+            self.encode_body: BodyEncoder = body_encoder(self.program, engine)
         else:
             writer = fastavro.parse_schema(copy.deepcopy(version.schema))
             reader = fastavro.parse_schema(copy.deepcopy(current.schema))
@@ -302,9 +319,13 @@ class TypeCodec:
 
 
 class Codec:
-    """Single-object encoding of every event type, by class and by fingerprint."""
+    """Single-object encoding of every event type, by class and by fingerprint.
 
-    def __init__(self, reg: SchemaRegistry | None = None) -> None:
+    `engine` picks the engine of current-schema bodies: "c", "python", or None for the fastest
+    available (the C one when built). Both accept and refuse the same bytes (a test holds them to it).
+    """
+
+    def __init__(self, reg: SchemaRegistry | None = None, *, engine: str | None = None) -> None:
         self.registry = reg or registry()
         self.by_fingerprint: dict[bytes, TypeCodec] = {}
         self.by_class: dict[type, TypeCodec] = {}
@@ -313,7 +334,7 @@ class Codec:
                 raise DecodeError(f"schema {name} has no event class: run python -m ticktape.gen_events")
             current = self.registry.current[name]
             for version in self.registry.history(name):
-                tc = TypeCodec(version, current)
+                tc = TypeCodec(version, current, engine)
                 self.by_fingerprint[version.fingerprint] = tc
                 if tc.is_current:
                     self.by_class[tc.cls] = tc
