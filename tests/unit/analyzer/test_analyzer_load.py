@@ -156,7 +156,8 @@ def test_corrupt_record_stops_the_load_naming_it_and_skip_bad_loads_the_rest(tmp
     assert (s.rows, s.bad) == (100, 50)  # the rest of the corrupt block has no findable record boundary
     errors = con.execute('SELECT "offset", error FROM load_errors ORDER BY "offset"').fetchall()
     assert [o for o, _ in errors] == list(range(150, 200))
-    assert "offset 150" in errors[0][1] and "negative string length" in errors[0][1]
+    # the facts, not one engine's words (the C and the Python decoder phrase it differently)
+    assert "offset 150" in errors[0][1] and "length -64" in errors[0][1]
     assert con.execute('SELECT count(*), count(DISTINCT _offset) FROM trade WHERE _offset BETWEEN 150 AND 199'
                        ).fetchone() == (0, 0)
     assert con.execute('SELECT count(*) FROM trade').fetchone() == (250,)
