@@ -131,7 +131,7 @@ as_number(PyObject *v, double *out, const char *ladder, Py_ssize_t row, const ch
         *out = PyFloat_AS_DOUBLE(v);
         return 0;
     }
-    if (PyLong_Check(v) || PyFloat_Check(v)) {
+    if ((PyLong_Check(v) && !PyBool_Check(v)) || PyFloat_Check(v)) { /* JSON true is no number */
         *out = PyFloat_AsDouble(v);
         return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
     }
@@ -220,9 +220,12 @@ ladder_update(Ladder *l, PyObject *rows, const char *name)
         }
         return 0;
     }
+    if (!PyList_Check(rows) && !PyTuple_Check(rows)) { /* as the Python twin: a JSON object is no list */
+        PyErr_Format(PyExc_TypeError, "%s: expected a list of rows, got %.100s", name, Py_TYPE(rows)->tp_name);
+        return -1;
+    }
     seq = PySequence_Fast(rows, "");
     if (seq == NULL) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a list of rows, got %.100s", name, Py_TYPE(rows)->tp_name);
         return -1;
     }
     Py_CLEAR(l->levels); /* changed from here on, even if a row fails half-way */

@@ -34,6 +34,7 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from ticktape.errors import EncodeError
 from ticktape.events import MarketBook, PriceSize, RunnerBook
 
 if TYPE_CHECKING:
@@ -45,45 +46,85 @@ UNKNOWN = "UNKNOWN"
 """Status of a market or runner before any definition said otherwise (betfairlightweight: None)."""
 
 
+def _is_number(x: object) -> bool:
+    """A JSON number: an int or a float, not a bool (as the C twin takes them)."""
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _check_rows(name: str, rows: Any, width: int) -> None:
+    """Raise what the C twin raises for a malformed ladder delta (same classes, same words)."""
+    if not isinstance(rows, list | tuple):
+        raise TypeError(f"{name}: expected a list of rows, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, list | tuple):
+            raise TypeError(f"{name} row {i}: expected a list, got {type(row).__name__}")
+        if len(row) != width:
+            raise ValueError(f"{name} row {i}: expected {width} values, got {len(row)}")
+        for value, what in ((row[0], "position" if width == 3 else "price"), (row[-1], "size"),
+                            (row[1], "price")):
+            if not _is_number(value):
+                raise TypeError(f"{name} row {i}: {what} must be a number, got {type(value).__name__}")
+
+
 class Ladder:
     """Levels keyed by price (or position), kept sorted, each level a ready `PriceSize`."""
 
-    __slots__ = ("by_key", "clear_on_empty", "levels", "reverse", "triple")
+    __slots__ = ("by_key", "clear_on_empty", "levels", "name", "reverse", "triple")
 
-    def __init__(self, reverse: bool, triple: bool = False, clear_on_empty: bool = False) -> None:
+    def __init__(self, reverse: bool, triple: bool = False, clear_on_empty: bool = False, name: str = "") -> None:
         self.by_key: dict[float, PriceSize] = {}
         self.levels: tuple[PriceSize, ...] = ()
         self.reverse = reverse
         self.triple = triple  # [position, price, size] rows (best offers) instead of [price, size]
         self.clear_on_empty = clear_on_empty  # traded volume: an empty list means 'cleared'
+        self.name = name  # the stream's name for it (atb, ...), for errors
 
     def update(self, rows: list[list[float]]) -> None:
-        """Apply a ladder delta: each row replaces its level; size 0 removes it."""
+        """Apply a ladder delta: each row replaces its level; size 0 removes it.
+
+        A malformed row (not a list of numbers) raises what the C twin raises, after the rows before
+        it were applied, as in the C twin: the hot loops only compare types, `_check_rows` words it.
+        """
         if not rows:
             if self.clear_on_empty:
                 self.by_key = {}
                 self.levels = ()
             return
+        if type(rows) is not list:
+            _check_rows(self.name, rows, 3 if self.triple else 2)  # raises unless a tuple of good rows
         book = self.by_key
         n = len(book)
         pop = book.pop
         deleted = 0
-        if self.triple:
-            for key, price, size in rows:
-                if size:
-                    book[key] = _new(PriceSize, (price, size))
-                elif pop(key, None) is not None:
-                    deleted += 1
-        else:
-            for key, size in rows:
-                if size:
-                    book[key] = _new(PriceSize, (key, size))
-                elif pop(key, None) is not None:
-                    deleted += 1
-        if len(book) + deleted > n:
-            # New levels were appended at the dict's end: restore price order.
-            self.by_key = book = dict(sorted(book.items(), reverse=self.reverse))
-        self.levels = tuple(book.values())
+        try:
+            if self.triple:
+                for row in rows:
+                    if type(row) is not list or len(row) != 3:
+                        _check_rows(self.name, rows, 3)
+                    key, price, size = row
+                    if not ((type(key) is float or type(key) is int) and (type(price) is float or type(price) is int)
+                            and (type(size) is float or type(size) is int)):
+                        _check_rows(self.name, rows, 3)
+                    if size:
+                        book[key] = _new(PriceSize, (price, size))
+                    elif pop(key, None) is not None:
+                        deleted += 1
+            else:
+                for row in rows:
+                    if type(row) is not list or len(row) != 2:
+                        _check_rows(self.name, rows, 2)
+                    key, size = row
+                    if not ((type(key) is float or type(key) is int) and (type(size) is float or type(size) is int)):
+                        _check_rows(self.name, rows, 2)
+                    if size:
+                        book[key] = _new(PriceSize, (key, size))
+                    elif pop(key, None) is not None:
+                        deleted += 1
+        finally:  # also after a bad row: the levels before it stay applied and in order, as in C
+            if len(book) + deleted > n:
+                # New levels were appended at the dict's end: restore price order.
+                self.by_key = book = dict(sorted(book.items(), reverse=self.reverse))
+            self.levels = tuple(book.values())
 
 
 class RunnerCache:
@@ -100,15 +141,15 @@ class RunnerCache:
         self.tv: float = 0
         self.spn: float | None = None
         self.spf: float | None = None
-        self.atb = Ladder(True)
-        self.atl = Ladder(False)
-        self.trd = Ladder(False, clear_on_empty=True)
-        self.batb = Ladder(False, True)
-        self.batl = Ladder(False, True)
-        self.bdatb = Ladder(False, True)
-        self.bdatl = Ladder(False, True)
-        self.spb = Ladder(True)
-        self.spl = Ladder(False)
+        self.atb = Ladder(True, name="atb")
+        self.atl = Ladder(False, name="atl")
+        self.trd = Ladder(False, clear_on_empty=True, name="trd")
+        self.batb = Ladder(False, True, name="batb")
+        self.batl = Ladder(False, True, name="batl")
+        self.bdatb = Ladder(False, True, name="bdatb")
+        self.bdatl = Ladder(False, True, name="bdatl")
+        self.spb = Ladder(True, name="spb")
+        self.spl = Ladder(False, name="spl")
         self.ladders = {"atb": self.atb, "atl": self.atl, "trd": self.trd, "batb": self.batb, "batl": self.batl,
                         "bdatb": self.bdatb, "bdatl": self.bdatl, "spb": self.spb, "spl": self.spl}
         self.book: RunnerBook | None = None
@@ -232,13 +273,17 @@ class MarketCache:
 
     def encoded_book(self, pt: int, ts_recv: int) -> bytes:
         """`Codec.encode(self.book(pt, ts_recv))`, written straight from the C ladders when they are in
-        use (no Python objects per level; the importer's path), else through the codec."""
+        use (no Python objects per level; the importer's path), else through the codec. A value the
+        schema cannot hold (a string `ltp`, a `betDelay` beyond 32 bits) is an EncodeError either way."""
         if FAST is None:
             return _codec().encode(self.book(pt, ts_recv))
-        return FAST.encode_book(  # type: ignore[no-any-return]
-            _BOOK_HEADER, self.market_id, pt, ts_recv, self.status, self.in_play, self.bet_delay,
-            self.total_matched, self.version, self.complete, self.cross_matching, self.n_active,
-            self.runner_list)
+        try:
+            return FAST.encode_book(  # type: ignore[no-any-return]
+                _BOOK_HEADER, self.market_id, pt, ts_recv, self.status, self.in_play, self.bet_delay,
+                self.total_matched, self.version, self.complete, self.cross_matching, self.n_active,
+                self.runner_list)
+        except (TypeError, ValueError, OverflowError) as exc:  # what the codec raises for the same book
+            raise EncodeError(f"MarketBook: {exc}") from exc
 
     def apply(self, mc: dict[str, Any], pt: int, ts_recv: int) -> MarketBook:
         """Fold one market change published at `pt` (ns); the book after it."""

@@ -30,7 +30,7 @@ import orjson
 from producers.betfair.definition import from_catalogue, runner_names
 from producers.betfair.parse import MARKET_TOPIC, StreamDecoder
 from producers.common import ImportRun, ImportSummary, file_identity, gc_paused, path_name
-from ticktape.errors import TicktapeError, ValidationError
+from ticktape.errors import EncodeError, TicktapeError, ValidationError
 from ticktape.tape.base import Tape
 from ticktape.timeutil import Clock
 
@@ -43,8 +43,9 @@ BATCH = 1000
 """Events per append: MarketBooks with full ladders are ~8 KB each (held encoded), so ~8 MB a batch."""
 CATALOGUE_SUFFIX = ".catalogue.json"
 
-# What a malformed payload can raise inside the decoder: all become dead letters.
-BAD_INPUT = (ValidationError, KeyError, TypeError, ValueError, IndexError, AttributeError)
+# What a malformed payload can raise inside the decoder: all become dead letters (EncodeError: a book
+# with a value its schema cannot hold, e.g. a string ltp, with either twin of the runner ladders).
+BAD_INPUT = (ValidationError, EncodeError, KeyError, TypeError, ValueError, IndexError, AttributeError)
 
 
 def _decompressed(name: str, raw: IO[bytes]) -> IO[bytes]:
