@@ -1620,7 +1620,14 @@ apply_changes(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
         const Changes *c = (const Changes *)rcs;
         for (i = 0; i < c->n; i++) {
             Runner *runner = market_runner(runners, runner_list, c->rc[i].id, c->rc[i].hc);
-            if (runner == NULL || runner_apply_parsed(runner, c, &c->rc[i]) < 0) {
+            int r;
+            if (runner == NULL) {
+                return NULL;
+            }
+            Py_INCREF(runner); /* replacing a value may run a __del__ that drops it from the dict */
+            r = runner_apply_parsed(runner, c, &c->rc[i]);
+            Py_DECREF(runner);
+            if (r < 0) {
                 return NULL;
             }
         }
