@@ -46,6 +46,9 @@ UNKNOWN = "UNKNOWN"
 """Status of a market or runner before any definition said otherwise (betfairlightweight: None)."""
 
 
+_NUMBER = frozenset((int, float))
+
+
 def _is_number(x: object) -> bool:
     """A JSON number: an int or a float, not a bool (as the C twin takes them)."""
     return isinstance(x, int | float) and not isinstance(x, bool)
@@ -90,36 +93,37 @@ class Ladder:
                 self.by_key = {}
                 self.levels = ()
             return
+        width = 3 if self.triple else 2
         if type(rows) is not list:
-            _check_rows(self.name, rows, 3 if self.triple else 2)  # raises unless a tuple of good rows
+            _check_rows(self.name, rows, width)  # raises unless a tuple of good rows
         book = self.by_key
         n = len(book)
         pop = book.pop
         deleted = 0
+        number = _NUMBER
         try:
+            # Rows are unpacked as they come (orjson gives lists; any other iterable of the right length
+            # gets through too); a value of another type than int/float goes to _check_rows, which raises
+            # unless it is a subclass of them; an unpacking error is reworded by _check_rows below.
             if self.triple:
-                for row in rows:
-                    if type(row) is not list or len(row) != 3:
-                        _check_rows(self.name, rows, 3)
-                    key, price, size = row
-                    if not ((type(key) is float or type(key) is int) and (type(price) is float or type(price) is int)
-                            and (type(size) is float or type(size) is int)):
+                for key, price, size in rows:
+                    if type(key) not in number or type(price) not in number or type(size) not in number:
                         _check_rows(self.name, rows, 3)
                     if size:
                         book[key] = _new(PriceSize, (price, size))
                     elif pop(key, None) is not None:
                         deleted += 1
             else:
-                for row in rows:
-                    if type(row) is not list or len(row) != 2:
-                        _check_rows(self.name, rows, 2)
-                    key, size = row
-                    if not ((type(key) is float or type(key) is int) and (type(size) is float or type(size) is int)):
+                for key, size in rows:
+                    if type(key) not in number or type(size) not in number:
                         _check_rows(self.name, rows, 2)
                     if size:
                         book[key] = _new(PriceSize, (key, size))
                     elif pop(key, None) is not None:
                         deleted += 1
+        except (TypeError, ValueError):
+            _check_rows(self.name, rows, width)  # the C twin's error for the first bad row
+            raise
         finally:  # also after a bad row: the levels before it stay applied and in order, as in C
             if len(book) + deleted > n:
                 # New levels were appended at the dict's end: restore price order.
