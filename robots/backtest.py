@@ -31,10 +31,11 @@ from robots.venues import default_venue, ledger_for, make_venue, venue_spec
 from ticktape import code_version
 from ticktape.events import Event, OrderFilled, RunFinished, RunStarted
 from ticktape.tape import Tape, open_tape
+from ticktape.tape.base import Encoded
 from ticktape.timeutil import format_time, parse_time
 
-__all__ = ["EVENT_TOPIC", "INTENT_TOPIC", "RUNS_TOPIC", "BacktestResult", "backtest", "find_run", "replay_steps",
-           "runner_for_run"]
+__all__ = ["EVENT_TOPIC", "INTENT_TOPIC", "RUNS_TOPIC", "BacktestResult", "CapturedRun", "append_captured", "backtest",
+           "find_run", "replay_steps", "runner_for_run"]
 
 INTENT_TOPIC = "orders.intent"
 EVENT_TOPIC = "orders.event"
@@ -52,6 +53,7 @@ class BacktestResult:
     order_events: list[Event] = field(default_factory=list)
     position_rows: list[dict[str, Any]] = field(default_factory=list)
     state: Any = None
+    captured: CapturedRun | None = None
 
     @cached_property
     def intents(self) -> Any:
@@ -116,6 +118,45 @@ class _TapeWriter:
         self.tape.append(RUNS_TOPIC, [event], keys=[self.run_id])
 
 
+class CapturedRun:
+    """A run's records encoded for a tape instead of written to it, in the order a `_TapeWriter` writes them.
+
+    A sweep's workers capture their runs and hand them to the one process that writes the output
+    tape (a file tape partition has one writer). `records` is [(topic, [Encoded, ...]), ...]:
+    `RunStarted` first and `RunFinished` last, so a finished run on the tape is a whole one.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        from ticktape.codec import default_codec
+
+        self.run_id = run_id
+        self.codec = default_codec()
+        self.buf: dict[str, list[Encoded]] = {INTENT_TOPIC: [], EVENT_TOPIC: []}
+        self.records: list[tuple[str, list[Encoded]]] = []
+
+    def add(self, topic: str, event: Event) -> None:
+        self.buf[topic].append(Encoded(self.run_id, event.ts_event, self.codec.encode(event)))
+
+    def flush(self, topic: str | None = None) -> None:
+        for t in [topic] if topic else list(self.buf):
+            if self.buf[t]:
+                self.records.append((t, self.buf[t]))
+                self.buf[t] = []
+
+    def write_run(self, event: RunStarted | RunFinished) -> None:
+        self.flush()
+        self.records.append((RUNS_TOPIC, [Encoded(self.run_id, event.ts_event, self.codec.encode(event))]))
+
+
+def append_captured(tape: Tape, records: Sequence[tuple[str, Sequence[Encoded]]]) -> None:
+    """Write a `CapturedRun`'s records to `tape`, in order (creating the output topics if needed)."""
+    for topic in (INTENT_TOPIC, EVENT_TOPIC, RUNS_TOPIC):
+        if tape.partitions(topic) == 0:
+            tape.create_topic(topic)
+    for topic, items in records:
+        tape.append_encoded(topic, items)
+
+
 def _ts(value: int | str | None) -> int | None:
     if value is None or isinstance(value, int):
         return value
@@ -136,15 +177,21 @@ def backtest(robot: Robot[Any, Any] | str, *, tape: Tape | str | None = None, to
              controls: ControlsLike | Mapping[str, Any] | None = None, out_tape: Tape | str | None = None,
              run_id: str | None = None, robot_id: str | None = None,
              end_offsets: Mapping[str, Mapping[int, int]] | None = None, keep: bool = True,
-             progress: bool = False, columnar: bool = True, allow_impure: bool = False) -> BacktestResult:
+             progress: bool = False, columnar: bool = True, allow_impure: bool = False, sweep_id: str = "",
+             capture_for: str | None = None) -> BacktestResult:
     """Backtest a robot (name, `module:Class` or instance) on a tape, a DataFrame or events.
 
     `topics` default to the robot's subscriptions; `start`/`end` are ISO times or ns (`end`
     exclusive); `venue` is a venue object or a name (`crypto`, `betfair`, `naive`) built with
     `venue_settings`; `controls` is a `Controls` object or a `[controls]` table (default: the
     kill switch only); `out_tape` receives the run's manifest, intents and order events;
-    `allow_impure` skips the registry's purity check of the robot's module.
+    `allow_impure` skips the registry's purity check of the robot's module; `sweep_id` marks the
+    run as one point of a sweep (`RunStarted.sweep_id`, and the summary). `capture_for` (an output
+    tape URI, instead of `out_tape`) encodes the run's records into `result.captured` for the
+    caller to append to that tape later (`append_captured`).
     """
+    if capture_for is not None and out_tape is not None:
+        raise RobotError("pass out_tape or capture_for, not both")
     robot_name = robot if isinstance(robot, str) else f"{type(robot).__module__}:{type(robot).__name__}"
     bot = (get_robot(robot, params, robot_id=robot_id, allow_impure=allow_impure) if isinstance(robot, str)
            else robot)
@@ -180,7 +227,8 @@ def backtest(robot: Robot[Any, Any] | str, *, tape: Tape | str | None = None, to
     rid = run_id or f"{bot.robot_id}-{uuid.uuid4().hex[:12]}"
     out, own_out = (in_tape, False) if (isinstance(out_tape, str) and in_tape is not None
                                         and out_tape == in_tape.uri) else _open(out_tape)
-    writer = _TapeWriter(out, rid) if out is not None else None
+    writer: _TapeWriter | CapturedRun | None = (_TapeWriter(out, rid) if out is not None
+                                                 else CapturedRun(rid) if capture_for is not None else None)
     intents: list[Intent] = []
     answers: list[Event] = []
     sink_i = sink_e = None
@@ -201,7 +249,7 @@ def backtest(robot: Robot[Any, Any] | str, *, tape: Tape | str | None = None, to
                     horizon=t1)
     manifest = RunStarted(rid, robot_name, bot.robot_id, 0, time.time_ns(), bot.params.to_json(), source.describe(),
                           tuple(source.topics), t0, t1, source.end_offsets_json(), spec, controls_json, "backtest",
-                          code_version())
+                          code_version(), sweep_id)
     try:
         inputs: Iterable[Event] = source
         if progress:
@@ -216,21 +264,24 @@ def backtest(robot: Robot[Any, Any] | str, *, tape: Tape | str | None = None, to
         stats = runner.run(inputs)
         wall = time.perf_counter() - wall0
         summary = _summary(rid, robot_name, bot, source, t0, t1, stats, runner, wall)
+        if sweep_id:
+            summary["sweep_id"] = sweep_id
         if writer is not None:
-            summary["out"] = out.uri if out is not None else None
+            summary["out"] = out.uri if out is not None else capture_for
             writer.write_run(RunFinished(rid, stats.last_ts or 0, time.time_ns(), stats.events, stats.intents,
                                          stats.intents_sha256, json.dumps(summary, sort_keys=True)))
     finally:
         source_close = getattr(source, "close", None)
         if own_in and in_tape is not None:
-            if out is in_tape and writer is not None:
+            if out is in_tape and isinstance(writer, _TapeWriter):
                 writer.flush()
             in_tape.close()
         elif source_close is not None and not isinstance(source, TapeSource):
             source_close()
         if own_out and out is not None:
             out.close()
-    return BacktestResult(rid, summary, intents, answers, runner.ledger.positions(), runner.state)
+    return BacktestResult(rid, summary, intents, answers, runner.ledger.positions(), runner.state,
+                          writer if isinstance(writer, CapturedRun) else None)
 
 
 _PRICE_FREE_CONTROLS = frozenset({"kill_switch", "max_order_size", "max_position", "max_orders", "orders_window_ns"})

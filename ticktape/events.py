@@ -433,6 +433,7 @@ class RunStarted(NamedTuple):
     controls: str = "{}"
     mode: str = "backtest"
     code_version: str = ""
+    sweep_id: str = ""
 
 
 class SourceImported(NamedTuple):
