@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tomllib
@@ -128,28 +129,49 @@ def backtest(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str
 @click.argument("robot")
 @_common
 @click.option("--grid", "grids", multiple=True, required=True, help="Parameter values k=v1,v2,... (repeatable).")
-@click.option("--workers", default=1, show_default=True, help="Worker processes.")
+@click.option("--search", default="grid", show_default=True,
+              help="grid (every point) or random:N (N distinct grid points drawn with --seed).")
+@click.option("--seed", default=0, show_default=True, help="Seed of --search random:N.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: worker processes here; ray: one Ray task per run (ticktape[ray] extra).")
+@click.option("--address", default=None, help="Ray cluster HOST:PORT (default: $RAY_ADDRESS, else a local Ray).")
+@click.option("--workers", default=1, show_default=True, help="Worker processes (--engine local).")
+@click.option("--sweep-id", default=None, help="Sweep id; again on the same output tape, runs only what is missing.")
+@click.option("--out", "out", default=None, help="Output tape URI for the runs (default: the input tape).")
+@click.option("--no-out", is_flag=True, help="Do not write the runs to any tape.")
 @click.option("--sort", "sort_by", default="pnl", show_default=True, help="Summary field to sort by.")
 @click.option("--ascending", is_flag=True, help="Sort ascending (default: descending).")
 @click.option("--save", "save", default=None, help="Also write the results as JSON to this file.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr: runs, runs/s, best --sort value (default: when stderr is a terminal).")
 @click.pass_context
 def sweep(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, ...], start: int | None,
           end: int | None, params: tuple[str, ...], params_file: str | None, allow_impure: bool,
           venue: str | None, venue_params: tuple[str, ...],
           controls_file: str | None, control_pairs: tuple[str, ...], as_json: bool, grids: tuple[str, ...],
-          workers: int, sort_by: str, ascending: bool, save: str | None, progress: bool | None) -> None:
-    """Backtest ROBOT over a parameter grid in WORKERS processes; print a sorted table (or JSON)."""
-    from robots.sweep import format_table, parse_grid
+          search: str, seed: int, engine: str, address: str | None, workers: int, sweep_id: str | None,
+          out: str | None, no_out: bool, sort_by: str, ascending: bool, save: str | None,
+          progress: bool | None) -> None:
+    """Backtest ROBOT over a parameter grid (locally or on Ray); every run goes to the output tape
+    under one sweep id; print a sorted table (or JSON)."""
+    from robots.sweep import format_table, new_sweep_id, parse_grid
     from robots.sweep import sweep as run_sweep
 
+    uri = _tape_uri(ctx, tape)
+    sid = sweep_id or new_sweep_id(robot)
+    out_uri = None if no_out else (out or uri)
     try:
         grid = parse_grid(grids)
-        rows = run_sweep(robot, grid, fixed=_params(params_file, params), workers=workers, sort_by=sort_by,
-                         descending=not ascending, progress=sys.stderr.isatty() if progress is None else progress,
-                         tape=_tape_uri(ctx, tape), topics=_topics(topics), start=start, end=end, venue=venue,
-                         venue_settings=parse_param_args(venue_params),
-                         controls=_controls(controls_file, control_pairs), allow_impure=allow_impure)
+        # Whatever prints while the sweep runs (Ray's notes on a lost worker, a chatty robot) goes to
+        # stderr: stdout carries the table or the --json document only.
+        with contextlib.redirect_stdout(sys.stderr):
+            rows = run_sweep(robot, grid, fixed=_params(params_file, params), workers=workers, sort_by=sort_by,
+                             descending=not ascending,
+                             progress=sys.stderr.isatty() if progress is None else progress, engine=engine,
+                             address=address, sweep_id=sid, out_tape=out_uri, search=search, seed=seed, tape=uri,
+                             topics=_topics(topics), start=start, end=end, venue=venue,
+                             venue_settings=parse_param_args(venue_params),
+                             controls=_controls(controls_file, control_pairs), allow_impure=allow_impure)
     except (TicktapeError, RobotError, ValueError, OSError) as exc:
         _fail(exc)
         return
@@ -157,7 +179,12 @@ def sweep(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, .
     if save:
         with open(save, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
-    click.echo(text if as_json else format_table(rows, list(grid)))
+    if as_json:
+        click.echo(text)
+        return
+    click.echo(format_table(rows, list(grid)))
+    where = f"written to {out_uri} (topic runs)" if out_uri else "not written to a tape"
+    click.echo(f"sweep {sid}: {len(rows)} runs, {where}")
 
 
 def register(cli: click.Group) -> None:
