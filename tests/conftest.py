@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.mongo_fixtures import mongo_db_uri, mongo_server, mongo_uri  # noqa: F401
+from tests.ray_fixtures import ray_cluster  # noqa: F401
 from ticktape.events import Trade
 from ticktape.tape import Tape, open_tape
 
