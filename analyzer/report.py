@@ -19,6 +19,7 @@ import click
 
 from analyzer.api import Analyzer
 from analyzer.svg import Chart, Markers, Series, bar_chart, line_chart
+from ticktape.errors import TicktapeError
 
 _NICE_BUCKETS = [10**6 * m for m in (1, 10, 100)] + [10**9 * s for s in (1, 5, 10, 30, 60, 300, 900, 1800, 3600,
                                                                           4 * 3600, 86_400)]
@@ -258,18 +259,36 @@ def build_report(a: Analyzer, run: str) -> str:
 
 
 @click.command("report")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
 @click.option("--db", required=True, help="Analyzer database (after `ticktape load`).")
-@click.option("--out", "out", default=None, help="HTML file to write (default: report-RUN_ID.html).")
-def report_cmd(run_id: str, db: str, out: str | None) -> None:
-    """Write a self-contained HTML report of RUN_ID: equity, drawdown, positions, prices with fills, PnL."""
+@click.option("--out", "out", default=None, help="HTML file to write (default: report-RUN_ID.html or sweep-ID.html).")
+@click.option("--sweep", "sweep_id", default=None, help="Report a sweep instead: heat map and best runs.")
+@click.option("--objective", default="pnl", show_default=True, help="With --sweep: summary field to rank by.")
+def report_cmd(run_id: str | None, db: str, out: str | None, sweep_id: str | None, objective: str) -> None:
+    """Write a self-contained HTML report of RUN_ID: equity, drawdown, positions, prices with fills, PnL.
+
+    With --sweep ID: the sweep's runs instead, best first (also printed), and a heat map of the
+    objective over the first two parameters that vary."""
     from analyzer.cli import open_database
 
+    if (run_id is None) == (sweep_id is None):
+        raise click.UsageError("give a RUN_ID or --sweep ID")
     a = open_database(Analyzer, db)
     try:
-        html = build_report(a, run_id)
+        if sweep_id is not None:
+            from analyzer.sweep_report import build_sweep_report, sweep_rows, text_table
+
+            try:
+                rows, varying = sweep_rows(a, sweep_id, objective)
+                html = build_sweep_report(a, sweep_id, objective)
+            except TicktapeError as exc:
+                raise click.ClickException(str(exc)) from exc
+            click.echo(text_table(rows, varying, objective))
+        else:
+            assert run_id is not None
+            html = build_report(a, run_id)
     finally:
         a.close()
-    path = Path(out or f"report-{run_id}.html")
+    path = Path(out or (f"sweep-{sweep_id}.html" if sweep_id else f"report-{run_id}.html"))
     path.write_text(html, encoding="utf-8")
     click.echo(f"wrote {path} ({len(html) / 1024:.0f} KiB)")

@@ -259,7 +259,8 @@ class _Progress:
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="run", desc=desc, leave=False)
+            # every run redraws it: a run takes long next to a line on stderr
+            self.bar = tqdm(total=total, unit="run", desc=desc, leave=False, mininterval=0, miniters=1)
 
     def update(self, row: Mapping[str, Any]) -> None:
         v = row.get(self.objective, row["params"].get(self.objective))

@@ -217,3 +217,31 @@ def test_without_ray_the_ray_engine_names_the_extra(tape_uri: str) -> None:
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [
         "error: --engine ray needs Ray: pip install 'ticktape[ray]' (import of ray halted; None in sys.modules)"]
+
+
+def test_report_sweep_ranks_the_runs_on_the_tape_and_maps_the_objective(tape_uri: str, tmp_path: Path) -> None:
+    rows = sweep("ema_cross", {"fast": ["3", "5"], "slow": ["20", "30", "40"]}, tape=tape_uri, out_tape=tape_uri,
+                 sweep_id="rep", sort_by="pnl")
+    sweep("ema_cross", {"fast": ["8"]}, tape=tape_uri, out_tape=tape_uri, sweep_id="other")  # not in the report
+    db, html = tmp_path / "a.duckdb", tmp_path / "s.html"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["load", "--tape", tape_uri, "--db", str(db), "--no-progress"]).exit_code == 0
+    res = runner.invoke(cli, ["report", "--sweep", "rep", "--db", str(db), "--out", str(html)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[0].split()[:3] == ["fast", "slow", "pnl"] and len(lines) == 1 + 6 + 1
+    ranked = [(int(line.split()[0]), int(line.split()[1])) for line in lines[1:7]]
+    assert ranked == [(r["params"]["fast"], r["params"]["slow"]) for r in rows]  # best pnl first, as the sweep sorts
+    page = html.read_text()
+    assert page.count("<rect") == 6 and rows[0]["run_id"] in page and "other-" not in page
+    bad = runner.invoke(cli, ["report", "--sweep", "nope", "--db", str(db)])
+    assert bad.exit_code != 0 and "no finished run of sweep 'nope'" in bad.output
+
+
+def test_progress_goes_to_stderr_with_the_best_objective_and_json_stays_clean(tape_uri: str) -> None:
+    res = CliRunner().invoke(cli, ["sweep", "ema_cross", "--tape", tape_uri, "--grid", "fast=3,5", "--grid",
+                                   "slow=20,30", "--json", "--progress", "--no-out"], catch_exceptions=False)
+    assert res.exit_code == 0, res.stderr
+    rows = json.loads(res.stdout)  # nothing but the document on stdout
+    assert "4/4" in res.stderr and "run/s" in res.stderr
+    assert f"best pnl {max(r['pnl'] for r in rows):g}" in res.stderr
