@@ -63,13 +63,18 @@ class RayCluster:
             if proc.wait(timeout=120) != 0:
                 raise RuntimeError(f"ray start {' '.join(args)} failed (exit {proc.returncode})")
 
-    def start(self) -> str:
-        """Head and worker node; return the head's HOST:PORT."""
+    def start(self, worker_nodes: int = 1) -> str:
+        """The head and `worker_nodes` more nodes (one CPU each); return the head's HOST:PORT."""
         port = _free_port()
         self._ray("--head", f"--port={port}", f"--temp-dir={self.dir / 't'}", "--include-dashboard=false")
         self.address = f"127.0.0.1:{port}"
-        self._ray(f"--address={self.address}")
+        for _ in range(worker_nodes):
+            self.add_node()
         return self.address
+
+    def add_node(self) -> None:
+        """One more node with one CPU, joined to the head."""
+        self._ray(f"--address={self.address}")
 
     def _members(self) -> list[tuple[int, int, str]]:
         """(pid, parent pid, command line) of every live process of this cluster: in our process groups, or
