@@ -200,6 +200,8 @@ class LocalEngine:
 
 
 def _ray_engine(*, workers: int = 1, address: str | None = None) -> Engine:
+    if workers > 1:
+        raise SweepError("--workers is for --engine local: a Ray cluster runs as many runs at once as it has CPUs")
     from robots.sweep_ray import RayEngine
 
     return RayEngine(address=address)
@@ -295,6 +297,8 @@ def sweep(robot: str, grid: Mapping[str, Sequence[object]], *, fixed: Mapping[st
     points that already have a finished run of that sweep there are not run again: their rows
     come from the tape. `search` is `grid` (default) or `random:N` drawn with `seed`.
     """
+    from robots.backtest import append_captured
+
     if engine not in ENGINES:
         raise SweepError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
     if "tape" not in backtest_kwargs or not isinstance(backtest_kwargs["tape"], str):
@@ -351,8 +355,6 @@ def sweep(robot: str, grid: Mapping[str, Sequence[object]], *, fixed: Mapping[st
         try:
             for res in ENGINES[engine](workers=workers, address=address).run(tasks):
                 if out is not None:
-                    from robots.backtest import append_captured
-
                     append_captured(out, res.records)
                 rows.append(res.row)
                 bar.update(res.row)

@@ -2,7 +2,8 @@
 
 A 12-point sweep on Ray equals the local sweep run by run, on the tape too; a Ray worker killed
 (kill -9) mid-task costs only that task, which Ray runs again, and changes nothing in the results;
-a sweep whose driver is killed, started again with the same sweep id, runs only what was missing.
+a sweep whose driver is killed, started again with the same sweep id, runs only what was missing;
+on a Kafka tape the workers read the inputs from the broker and the runs go back to it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,27 @@ def test_a_sweep_started_again_runs_only_what_was_missing(ray_cluster: RayCluste
     finished_params = sorted(e.params for e in started2 if e.run_id in {f.run_id for f in finished2})
     assert finished_params == sorted({e.params for e in started2})  # one finished run per point
     assert intents.keys() == _sweep_on_tape(tape_uri, "local")[2].keys()
+
+
+@pytest.mark.kafka
+def test_a_sweep_on_ray_reads_a_kafka_tape_and_writes_its_runs_there(ray_cluster: RayCluster, tape_uri: str,
+                                                                     kafka_tape_uri: Callable[[str], str],
+                                                                     topic: str) -> None:
+    grid = {"fast": ["3", "8"], "slow": ["20", "40", "60"]}
+    kafka_uri = kafka_tape_uri("kafka")
+    kafka = open_tape(kafka_uri)
+    try:
+        kafka.create_topic(topic)
+        events = [r.event for r in open_tape(tape_uri).read(TOPIC, limit=10_000)]
+        kafka.append(topic, events)
+    finally:
+        kafka.close()
+    sweep_id = f"kafka-{topic}"
+    on_ray = sweep("ema_cross", grid, tape=kafka_uri, topics=[topic], out_tape=kafka_uri, sweep_id=sweep_id,
+                   engine="ray", address=ray_cluster.address)
+    end = events[-1].ts_event + 1  # the same 10,000 trades from the file tape
+    local = sweep("ema_cross", grid, tape=tape_uri, topics=[TOPIC], end=end)
+    assert _key(on_ray) == _key(local) and all(r["events"] == 10_000 for r in on_ray)
+    started, finished, intents = _sweep_on_tape(kafka_uri, sweep_id)
+    assert len(started) == len(finished) == 6 and sum(map(len, intents.values())) == sum(
+        int(r["intents"]) for r in on_ray)

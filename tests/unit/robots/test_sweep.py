@@ -245,3 +245,10 @@ def test_progress_goes_to_stderr_with_the_best_objective_and_json_stays_clean(ta
     rows = json.loads(res.stdout)  # nothing but the document on stdout
     assert "4/4" in res.stderr and "run/s" in res.stderr
     assert f"best pnl {max(r['pnl'] for r in rows):g}" in res.stderr
+
+
+def test_workers_are_refused_with_the_ray_engine_before_anything_runs(tape_uri: str) -> None:
+    res = CliRunner().invoke(cli, ["sweep", "ema_cross", "--tape", tape_uri, "--grid", "fast=3", "--engine", "ray",
+                                   "--workers", "2", "--no-progress"])
+    assert res.exit_code != 0 and "--workers is for --engine local" in res.output
+    assert not open_tape(tape_uri).partitions(RUNS_TOPIC)  # nothing ran, nothing was written
