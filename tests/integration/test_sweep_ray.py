@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from robots.backtest import INTENT_TOPIC, RUNS_TOPIC
-from robots.sweep import sweep
+from robots.sweep import SweepError, sweep
 from tests.ray_fixtures import RayCluster
 from ticktape.demo import synthetic_trades
 from ticktape.events import RunFinished, RunStarted
@@ -167,3 +168,15 @@ def test_a_sweep_on_ray_reads_a_kafka_tape_and_writes_its_runs_there(ray_cluster
     started, finished, intents = _sweep_on_tape(kafka_uri, sweep_id)
     assert len(started) == len(finished) == 6 and sum(map(len, intents.values())) == sum(
         int(r["intents"]) for r in on_ray)
+
+
+def test_a_ray_worker_that_cannot_see_the_file_tape_says_so_in_one_line(ray_cluster: RayCluster,
+                                                                        tmp_path: Path) -> None:
+    # Offsets given, so the driver opens nothing: only the workers look for the tape, and do not find it.
+    missing = tmp_path / "not-mounted-here"
+    with pytest.raises(SweepError) as err:
+        sweep("ema_cross", {"fast": ["3", "5"]}, tape=f"file:{missing}", topics=[TOPIC],
+              end_offsets={TOPIC: {0: 100}}, engine="ray", address=ray_cluster.address)
+    msg = str(err.value)
+    assert "\n" not in msg and f"file tape {missing} is not visible on {socket.gethostname()}" in msg
+    assert f"(pid {os.getpid()})" not in msg and not missing.exists()  # said by a Ray worker; no tape made there
