@@ -239,12 +239,9 @@ def sweep_runs(tape: Any, sweep_id: str) -> tuple[dict[str, Any], dict[str, dict
 
 
 def _pin_offsets(uri: str, topics: Sequence[str]) -> dict[str, dict[int, int]]:
-    from ticktape.tape import open_tape
+    from ticktape.tape import open_existing_tape
 
-    path = file_tape_path(uri)
-    if path is not None and not os.path.isdir(path):
-        raise SweepError(f"file tape {path} does not exist (the sweep's driver pins its input offsets)")
-    tape = open_tape(uri)
+    tape = open_existing_tape(uri)  # the driver reads the end offsets only; a missing file tape is an error
     try:
         return {t: dict(tape.end_offsets(t)) for t in topics if tape.partitions(t) > 0}
     finally:

@@ -252,3 +252,10 @@ def test_workers_are_refused_with_the_ray_engine_before_anything_runs(tape_uri: 
                                    "--workers", "2", "--no-progress"])
     assert res.exit_code != 0 and "--workers is for --engine local" in res.output
     assert not open_tape(tape_uri).partitions(RUNS_TOPIC)  # nothing ran, nothing was written
+
+
+def test_a_sweep_of_a_tape_that_is_not_there_fails_naming_it_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    res = CliRunner().invoke(cli, ["sweep", "ema_cross", "--tape", f"file:{missing}", "--grid", "fast=3",
+                                   "--no-out", "--no-progress"])
+    assert res.exit_code != 0 and str(missing) in res.output and not missing.exists()
