@@ -309,12 +309,17 @@ def sweep(robot: str, grid: Mapping[str, Sequence[object]], *, fixed: Mapping[st
         return []
     canon = [_canonical(robot, p, allow_impure) for _, p in planned]
 
+    from ticktape.tape import open_existing_tape, open_tape
+
+    if "end_offsets" not in kwargs or out_uri == kwargs["tape"]:
+        # The driver needs the input to pin its offsets; and it must be there before an output tape
+        # at the same place is opened (that makes a file tape's directory). With offsets given and
+        # the runs going elsewhere, only the workers read it.
+        open_existing_tape(kwargs["tape"]).close()
     out = None
     done: dict[str, dict[str, Any]] = {}
     pinned: dict[str, dict[int, int]] | None = None
     if out_uri is not None:
-        from ticktape.tape import open_tape
-
         out = open_tape(out_uri)
         started, done = sweep_runs(out, sid)
         if started:
