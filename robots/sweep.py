@@ -238,6 +238,22 @@ def sweep_runs(tape: Any, sweep_id: str) -> tuple[dict[str, Any], dict[str, dict
     return started, done
 
 
+Offsets = dict[str, dict[int, int]]
+
+
+def _recorded(out: Any, sweep_id: str, robot: str) -> tuple[dict[str, dict[str, Any]], Offsets | None]:
+    """What a sweep id already has on its output tape: rows of its finished points (by canonical
+    params), and the input offsets its first run read (None for a new sweep)."""
+    started, done = sweep_runs(out, sweep_id)
+    if not started:
+        return done, None
+    first = min(started.values(), key=lambda e: (e.ts_recv, e.run_id))
+    if first.robot != robot:
+        raise SweepError(f"sweep {sweep_id} on {out.uri} is a sweep of {first.robot}, not {robot}")
+    # The resumed points read exactly the inputs the first ones read, however the tape grew since.
+    return done, {t: {int(p): int(o) for p, o in parts.items()} for t, parts in json.loads(first.end_offsets).items()}
+
+
 def _pin_offsets(uri: str, topics: Sequence[str]) -> dict[str, dict[int, int]]:
     from ticktape.tape import open_existing_tape
 
@@ -321,15 +337,11 @@ def sweep(robot: str, grid: Mapping[str, Sequence[object]], *, fixed: Mapping[st
     pinned: dict[str, dict[int, int]] | None = None
     if out_uri is not None:
         out = open_tape(out_uri)
-        started, done = sweep_runs(out, sid)
-        if started:
-            first = min(started.values(), key=lambda e: (e.ts_recv, e.run_id))
-            if first.robot != robot:
-                out.close()
-                raise SweepError(f"sweep {sid} on {out_uri} is a sweep of {first.robot}, not {robot}")
-            # The resumed points read exactly the inputs the first ones read.
-            pinned = {t: {int(p): int(o) for p, o in parts.items()}
-                      for t, parts in json.loads(first.end_offsets).items()}
+        try:
+            done, pinned = _recorded(out, sid, robot)
+        except SweepError:
+            out.close()
+            raise
     try:
         if pinned is None and "end_offsets" not in kwargs:
             from robots.registry import get_robot
