@@ -12,6 +12,7 @@ import pytest
 
 from tests.mongo_fixtures import mongo_db_uri, mongo_server, mongo_uri  # noqa: F401
 from tests.ray_fixtures import ray_cluster  # noqa: F401
+from tests.shared_data import check_item
 from ticktape.events import Trade
 from ticktape.tape import Tape, open_tape
 
@@ -28,6 +29,12 @@ except ImportError:
     pass
 
 TapeFactory = Callable[..., Tape]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `shared_data` need the real recorded data: skipped without it, failed under CI."""
+    check_item(item)
 
 
 @pytest.fixture(params=BACKENDS)

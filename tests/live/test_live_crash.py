@@ -22,10 +22,9 @@ import pytest
 from producers.betfair.historical import import_file
 from robots.live.topics import EVENT_TOPIC, INTENT_TOPIC
 from tests.live.harness import Feeder, Proc, check_run, journal_covers, referenced, wait_for, wavy_trades
+from tests.shared_data import BETFAIR
 from ticktape.events import Event
 from ticktape.tape import open_tape
-
-BETFAIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "betfair"
 
 TOPIC = "md.binance.trade"
 N = 6000
@@ -119,7 +118,7 @@ def test_kill9_runner_and_gateway_on_the_file_tape(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not BETFAIR.is_dir(), reason="no ../shared/data/betfair (real recorded markets)")
+@pytest.mark.shared_data("betfair/1.197931750", "betfair/1.197931751")
 def test_kill9_on_a_recorded_betfair_market(tmp_path: Path) -> None:
     """Two recorded Betfair markets (the sample in ../shared/data) replayed as live; the robot backs the
     favourite before each off and the paper venue matches and settles it, through 10 kills."""

@@ -15,13 +15,13 @@ from analyzer.api import Analyzer
 from analyzer.report import build_report
 from producers.betfair.historical import import_file
 from robots.backtest import backtest
+from tests.shared_data import BETFAIR
 from ticktape.tape.file import FileTape
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "betfair"
+SHARED = BETFAIR
 MARKETS = ["1.197931750", "1.197931751"]
 
-pytestmark = pytest.mark.skipif(not all((SHARED / m).exists() for m in MARKETS),
-                                reason="no ../shared/data/betfair (real recorded markets)")
+pytestmark = pytest.mark.shared_data(*(f"betfair/{m}" for m in MARKETS))
 
 
 def test_betfair_run_settles_like_the_venue(tmp_path: Path) -> None:

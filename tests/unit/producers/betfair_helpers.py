@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tests.shared_data import BETFAIR
+
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "betfair"
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "betfair"
-"""The real recorded markets (`../shared/data/betfair` next to the repository)."""
+SHARED = BETFAIR
+"""The real recorded markets (`../shared/data/betfair` next to the repository, see tests/shared_data.py)."""
 
 REAL_MARKETS = ("1.197931750", "1.197931751")
 

@@ -125,7 +125,7 @@ def test_cli_import_strict_exit_code_and_summary(tmp_path: Path) -> None:
     assert again.exit_code == 0 and "skipped" in again.output
 
 
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="no ../shared/data/betfair (real recorded markets)")
+needs_shared = pytest.mark.shared_data(*(f"betfair/{m}" for m in REAL_MARKETS))
 
 
 @needs_shared
@@ -240,7 +240,7 @@ def test_a_directory_imports_every_stream_file_and_uses_catalogues_for_names(tmp
     assert isinstance(first, MarketDefinition) and first.runners[0].name == "1. Fast"
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="no ../shared/data/betfair (real recorded markets)")
+@needs_shared
 def test_the_pure_python_import_in_another_process_writes_the_same_records(tmp_path: Path) -> None:
     """`TICKTAPE_NO_CEXT=1` (no C anywhere: Python ladders, codec, tape encoder) in a second process
     writes the same records, byte for byte, as this process's C path."""

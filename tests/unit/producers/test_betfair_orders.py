@@ -21,7 +21,7 @@ from producers.betfair.orders import OrderCache
 from producers.betfair.parse import ORDERS_TOPIC, StreamDecoder
 from ticktape.events import Event, OrderAccepted, OrderCancelled, OrderFilled
 
-pytestmark = pytest.mark.skipif(not (SHARED / "ORDER-1.177596575").exists(), reason="no ../shared/data/betfair")
+pytestmark = pytest.mark.shared_data("betfair/ORDER-1.177596575")
 MS = 1_000_000
 
 

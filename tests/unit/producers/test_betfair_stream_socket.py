@@ -75,7 +75,8 @@ def _books(reader: FileTape) -> int:
     return sum(isinstance(r.event, MarketBook) for r in reader.read(MARKET_TOPIC))
 
 
-@pytest.mark.parametrize("source", sorted(SOURCES))
+@pytest.mark.parametrize("source", [pytest.param("fixture"),
+                                    pytest.param("real", marks=pytest.mark.shared_data("betfair/1.197931750"))])
 def test_recorder_loses_nothing_when_betfair_cuts_the_connection_mid_message(
         source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, cuts = SOURCES[source]

@@ -7,7 +7,6 @@ then the two real recorded markets in /work/shared/data/betfair (skipped only wh
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from robots.builtin.betfair_back_favourite import BetfairBackFavourite, BetfairP
 from robots.builtin.betfair_lay_lowest import BetfairLayLowest
 from robots.registry import get_robot
 from robots.sim.betfair_books import book, runner
+from tests.shared_data import BETFAIR
 from ticktape.events import (
     BetSettled,
     Event,
@@ -172,15 +172,14 @@ def test_market_type_filter_skips_other_markets() -> None:
 
 # ---------------------------------------------------------------- the real recorded markets
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "betfair"  # shared/ beside the repo
+DATA = BETFAIR  # shared/ beside the repo (tests/shared_data.py)
 REAL = ("1.197931750", "1.197931751")  # greyhounds, Sheffield 2022-04-19 18:26 UTC: WIN and PLACE (2 winners)
+needs_real = pytest.mark.shared_data(*(f"betfair/{m}" for m in REAL))
 FAV = 39823721  # trap 6, the favourite in both; it lost the WIN market and placed in the PLACE market
 
 
 @pytest.fixture(scope="module")
 def real_tape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tape]:
-    if not DATA.is_dir():
-        pytest.skip(f"{DATA} is not here")
     from producers.betfair.historical import import_file
 
     tape = open_tape(f"file:{tmp_path_factory.mktemp('bf') / 'tape'}")
@@ -190,6 +189,7 @@ def real_tape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tape]:
     tape.close()
 
 
+@needs_real
 def test_back_favourite_on_the_real_markets(real_tape: Tape) -> None:
     res = backtest("betfair_back_favourite", tape=real_tape, params={"stake": "2", "seconds_before_off": "60"})
     # The window opens at 18:25:00; the first book after it is pt 1650392700473. Then (checked with
@@ -215,6 +215,7 @@ def test_back_favourite_on_the_real_markets(real_tape: Tape) -> None:
     assert again.summary["intents_sha256"] == res.summary["intents_sha256"]
 
 
+@needs_real
 def test_lay_lowest_on_the_real_markets_fills_the_rest_from_traded_volume(real_tape: Tape) -> None:
     res = backtest("betfair_lay_lowest", tape=real_tape, params={"stake": "50", "max_price": "2"})
     assert [(i.instrument, i.side, i.price, i.size) for i in res.intent_events] == [
@@ -237,6 +238,7 @@ def test_lay_lowest_on_the_real_markets_fills_the_rest_from_traded_volume(real_t
     assert res.summary["pnl"] == pytest.approx(33.5)
 
 
+@needs_real
 def test_lay_lowest_threshold_on_the_real_markets(real_tape: Tape) -> None:
     # Only the PLACE market's lowest lay price (1.28) is under 1.4; the WIN market's (1.55 at 18:25:00)
     # never comes down to 1.4 before the off.

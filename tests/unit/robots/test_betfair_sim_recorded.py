@@ -28,11 +28,12 @@ import pytest
 
 from producers.betfair.historical import import_file
 from robots.backtest import backtest
+from tests.shared_data import BETFAIR
 from ticktape.events import BetSettled, OrderCancelled, OrderFilled
 from ticktape.tape.file import FileTape
 
 REPO = Path(__file__).resolve().parents[3]
-SHARED = REPO.parent / "shared" / "data" / "betfair"
+SHARED = BETFAIR
 MARKET = "1.197931751"
 FAVOURITE = 39823721
 STAKE = 1000.0
@@ -44,7 +45,7 @@ FLUMINE_MATCHES_BY_BOOK = [89.37, 14.1, 66.96, 0.01, 28.14, 0.09, 0.01, 22.0, 20
 """flumine's matches summed per market book, in order (it matches one price level at a time: the
 suspension's 200.99 are its 156.90 from 1.28 and 44.09 from 1.29)."""
 
-pytestmark = pytest.mark.skipif(not (SHARED / MARKET).exists(), reason="no ../shared/data/betfair (real markets)")
+pytestmark = pytest.mark.shared_data(f"betfair/{MARKET}")
 
 
 def run(tmp_path: Path, **venue: Any) -> Any:
