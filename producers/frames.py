@@ -19,9 +19,10 @@ Binance's symbols, so bars from a DataFrame and from Binance's files or streams 
 Pass `instrument=` to use any other name (e.g. a Betfair `market:selection`).
 
 Bars go to topic `md.<venue>.bar` (Binance's own bars use `md.binance.bar` too); custom data
-to `custom.<name>`. Time: the DataFrame's DatetimeIndex, or a column (`time`, `timestamp`,
-`date`, `datetime`, `open_time`, `close_time`, `ts`, or `time_column=`); naive times are UTC;
-integers are s/ms/µs/ns told apart by magnitude. A `Bar`'s ts_event is its close: with
+to `custom.<name>`. Time: the DataFrame's DatetimeIndex, or a column (`ts_event`, `time`,
+`timestamp`, `date`, `datetime`, `open_time`, `close_time`, `ts`, or `time_column=`); naive
+times are UTC; integers are s/ms/µs/ns told apart by magnitude, except `ts_event`, which is ns
+(`ticktape.frame_time`, the rule backtests from DataFrames use too). A `Bar`'s ts_event is its close: with
 `label="open"` (the default, as most OHLCV data is labelled) the close is open + interval.
 
 Where funhandler keeps a hidden global cursor, `load_bars` returns a `BarCursor` that
@@ -46,6 +47,7 @@ from producers.common import ImportRun, ImportSummary, gc_paused
 from ticktape.bars import BarSelection, bar_topic, interval_ns
 from ticktape.errors import ValidationError
 from ticktape.events import Bar, CustomData
+from ticktape.frame_time import time_ns
 from ticktape.tape.base import Tape
 from ticktape.timeutil import parse_time
 
@@ -54,49 +56,11 @@ if TYPE_CHECKING:
 
 BAR_FIELDS = ("open", "high", "low", "close", "volume")
 _new_bar = partial(tuple.__new__, Bar)
-TIME_COLUMNS = ("time", "timestamp", "date", "datetime", "open_time", "close_time", "ts", "ts_event")
 
 
 def instrument_name(base: str, quote: str) -> str:
     """`BTC`, `usdt` -> `BTCUSDT` (Binance's spelling; see the module doc)."""
     return f"{base}{quote}".upper()
-
-
-def _ints_to_ns(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    v = values.astype(np.int64)
-    return np.select([v < 10**11, v < 10**14, v < 10**17], [v * 10**9, v * 10**6, v * 10**3], v)
-
-
-def time_ns(df: pd.DataFrame, time_column: str | None = None) -> tuple[np.ndarray[Any, Any], str | None]:
-    """Integer ns since the epoch for every row, and the column it came from (None: the index)."""
-    if time_column is None:
-        if isinstance(df.index, pd.DatetimeIndex):
-            return _datetimes_ns(df.index, "the index"), None
-        lower = {str(c).lower(): c for c in df.columns}
-        found = next((lower[c] for c in TIME_COLUMNS if c in lower), None)
-        if found is None:
-            raise ValidationError(f"no time: use a DatetimeIndex, a column named one of {', '.join(TIME_COLUMNS)}, "
-                                  "or time_column=", field="time")
-        time_column = str(found)
-    if time_column not in df.columns:
-        raise ValidationError(f"time column {time_column!r} is missing (columns: {', '.join(map(str, df.columns))})",
-                              field=time_column)
-    col = df[time_column]
-    if pd.api.types.is_integer_dtype(col.dtype):
-        return _ints_to_ns(col.to_numpy()), time_column
-    try:
-        return _datetimes_ns(pd.DatetimeIndex(pd.to_datetime(col, utc=True)), time_column), time_column
-    except (ValueError, TypeError) as exc:
-        raise ValidationError(f"column {time_column!r} is not a time: {exc}", field=time_column) from exc
-
-
-def _datetimes_ns(idx: pd.DatetimeIndex, what: str) -> np.ndarray[Any, Any]:
-    if idx.hasnans:
-        row = int(np.flatnonzero(idx.isna())[0])
-        raise ValidationError(f"{what} has a missing time at row {row}", field="time")
-    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
-    out: np.ndarray[Any, Any] = idx.as_unit("ns").asi8.copy()
-    return out
 
 
 @dataclass

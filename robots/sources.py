@@ -143,35 +143,14 @@ class ListSource:
         pass
 
 
-_TS_COLUMNS = ("ts_event", "timestamp", "time", "ts", "date", "datetime")
-
-
-def _ns_column(frame: Any) -> list[int]:
-    import pandas as pd
-
-    for name in _TS_COLUMNS:
-        if name in frame.columns:
-            col = frame[name]
-            break
-    else:
-        if isinstance(frame.index, pd.DatetimeIndex):
-            col = frame.index.to_series()
-        else:
-            raise ValueError(f"the DataFrame needs a time column ({', '.join(_TS_COLUMNS)}) or a DatetimeIndex")
-    if pd.api.types.is_datetime64_any_dtype(col):
-        if getattr(col.dt, "tz", None) is None:
-            col = col.dt.tz_localize("UTC")
-        return [int(v) for v in col.dt.tz_convert("UTC").astype("int64")]
-    return [int(v) for v in col]
-
-
 def frame_to_events(frame: Any, *, kind: str | None = None, instrument: str = "", venue: str = "sim",
                     interval: str = "") -> list[Event]:
     """A pandas DataFrame of trades, quotes or bars -> events, in row order.
 
     Kinds (guessed from the columns when not given): bars (`open, high, low, close[, volume]`),
     quotes (`bid_price, ask_price[, bid_size, ask_size]`), trades (`price[, size]`). Time from
-    `ts_event` / `timestamp` / ... (ns integers or datetimes, naive = UTC) or a DatetimeIndex.
+    a DatetimeIndex or a column `ts_event` / `time` / `timestamp` / ... (`ticktape.frame_time`: the
+    same rule as `add_bars`; datetimes of any resolution, naive = UTC).
     `instrument` / `venue` columns override the arguments per row.
     """
     cols = set(frame.columns)
@@ -184,7 +163,9 @@ def frame_to_events(frame: Any, *, kind: str | None = None, instrument: str = ""
             kind = "trades"
         else:
             raise ValueError("cannot tell the DataFrame's kind: need price, bid_price/ask_price or open/high/low/close")
-    ts = _ns_column(frame)
+    from ticktape.frame_time import time_ns  # pandas only when a DataFrame is given
+
+    ts = time_ns(frame)[0].tolist()
     n = len(frame)
 
     def col(name: str, default: Any) -> list[Any]:
