@@ -15,7 +15,6 @@ position (step sequence number) and the robot's state just before it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 
 from analyzer.replay import build_runner
 from ticktape.codec import default_codec, to_python
+from ticktape.domain import IntentDigest
 from ticktape.tape.base import Tape
 
 INTENT_TOPIC = "orders.intent"
@@ -97,14 +97,13 @@ def audit(tape: Tape, run_id: str, *, robot: str | None = None) -> AuditResult:
     recorded = recorded_intents(tape, run_id)
     expected = [encode(e) for _, e in recorded]
     _, finished, runner, source = build_runner(tape, run_id, robot)
-    sha = hashlib.sha256()
+    digest = IntentDigest()
     count = 0
     mismatch: int | None = None
 
     def check(intent: Any) -> None:
         nonlocal count, mismatch
-        data = encode(intent)
-        sha.update(data)
+        data = digest.add(intent)
         if count >= len(expected) or data != expected[count]:
             mismatch = count
             raise _Diverged
@@ -117,7 +116,7 @@ def audit(tape: Tape, run_id: str, *, robot: str | None = None) -> AuditResult:
         mismatch = count  # the recomputation ended before the recorded intents did
     divergence = None if mismatch is None else _locate(tape, run_id, robot, mismatch, recorded)
     return AuditResult(run_id, len(recorded), count if mismatch is None else mismatch, divergence,
-                       sha.hexdigest(), finished.intents_sha256 if finished is not None else None,
+                       digest.hexdigest(), finished.intents_sha256 if finished is not None else None,
                        time.perf_counter() - t0)
 
 

@@ -38,12 +38,14 @@ from __future__ import annotations
 import duckdb
 
 from analyzer.load import ensure_table, upgrade_tables
+from ticktape.domain import betfair_instrument_sql
 
 NEEDED_TYPES = ("Trade", "Quote", "MarketBook", "OrderFilled", "PlaceOrder", "OrderAccepted", "OrderRejected",
                 "MarketDefinition", "RunStarted", "RunFinished")
 """Tables the metrics read: created empty when the tape had none, so every view exists."""
 
 D = "DECIMAL(38, 9)"
+BETFAIR_RUNNER = betfair_instrument_sql("market_id", "r.selection_id", "r.handicap")
 YEAR_NS = 365 * 86_400 * 1_000_000_000
 
 _VIEWS = [
@@ -66,8 +68,8 @@ _VIEWS = [
     UNION ALL
     SELECT instrument, ts_event, ((bid_price::{D} + ask_price::{D}) / 2)::{D}, 'mid' FROM quote
     WHERE bid_price > 0 AND ask_price > 0
-    UNION ALL  -- Betfair: each runner's last traded price, instrument '<market_id>:<selection_id>'
-    SELECT market_id || ':' || r.selection_id, ts_event, r.last_price_traded::{D}, 'ltp'
+    UNION ALL  -- Betfair: each runner's last traded price, instrument '<market_id>:<selection_id>[:<handicap>]'
+    SELECT {BETFAIR_RUNNER}, ts_event, r.last_price_traded::{D}, 'ltp'
     FROM market_book, UNNEST(runners) AS u(r) WHERE r.last_price_traded IS NOT NULL""",
     f"""CREATE OR REPLACE VIEW round_trips AS
     WITH legs AS (
@@ -102,13 +104,14 @@ _VIEWS = [
     """CREATE OR REPLACE MACRO betfair_commission() AS 0.05""",
     f"""CREATE OR REPLACE VIEW betfair_selection_pnl AS
     WITH result AS (
-        SELECT market_id, r.selection_id, r.status AS result
+        SELECT market_id, r.selection_id, coalesce(r.handicap, 0) AS handicap, r.status AS result
         FROM (SELECT * FROM market_definition
               QUALIFY ROW_NUMBER() OVER (PARTITION BY market_id ORDER BY ts_event DESC, _offset DESC) = 1) d,
              UNNEST(d.runners) AS u(r)),
     bets AS (  -- one row per bet (order): Betfair settles each bet to the cent
         SELECT run, robot, client_order_id, split_part(instrument, ':', 1) AS market_id,
-               TRY_CAST(split_part(instrument, ':', 2) AS BIGINT) AS selection_id, side,
+               TRY_CAST(split_part(instrument, ':', 2) AS BIGINT) AS selection_id,
+               coalesce(TRY_CAST(NULLIF(split_part(instrument, ':', 3), '') AS DOUBLE), 0) AS handicap, side,
                SUM(size) AS size, SUM(price * size) AS price_x_size
         FROM fills WHERE venue = 'betfair' GROUP BY ALL)
     SELECT b.run, b.robot, b.market_id, b.selection_id,
@@ -120,7 +123,7 @@ _VIEWS = [
                  WHEN 'WINNER' THEN ROUND(CASE WHEN b.side = 'BUY' THEN 1 ELSE -1 END * (b.price_x_size - b.size), 2)
                  WHEN 'LOSER' THEN CASE WHEN b.side = 'BUY' THEN -b.size ELSE b.size END
                  ELSE 0 END)::{D} AS profit  -- REMOVED (and anything else) voids the bet
-    FROM bets b LEFT JOIN result r USING (market_id, selection_id)
+    FROM bets b LEFT JOIN result r USING (market_id, selection_id, handicap)
     GROUP BY ALL""",
     f"""CREATE OR REPLACE VIEW pnl_summary AS
     WITH last AS (

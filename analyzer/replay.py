@@ -31,7 +31,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ticktape.codec import default_codec, to_python
+from ticktape.codec import to_python
+from ticktape.domain import IntentDigest
 from ticktape.errors import TicktapeError
 from ticktape.tape.base import Tape
 
@@ -107,12 +108,9 @@ class _Rows:
 def replay(tape: Tape, run_id: str, con: duckdb.DuckDBPyConnection, *, robot: str | None = None,
            every: int = 0) -> ReplaySummary:
     """Re-run `run_id` over its recorded inputs; write `robot_state` and `replay_intents` (see module doc)."""
-    import hashlib
-
     t0 = time.perf_counter()
     _, _, runner, source = build_runner(tape, run_id, robot)
-    encode = default_codec().encode
-    sha = hashlib.sha256()
+    digest = IntentDigest()
     for ddl in _DDL:
         con.execute(ddl)
     con.begin()
@@ -135,8 +133,7 @@ def replay(tape: Tape, run_id: str, con: duckdb.DuckDBPyConnection, *, robot: st
                            current)
                 n_states += 1
             for k, intent in enumerate(step.intents):
-                data = encode(intent)
-                sha.update(data)
+                data = digest.add(intent)
                 intents.add(run_id, step.seq, k, type(intent).__name__, intent.client_order_id, intent.instrument,
                             getattr(intent, "side", None), getattr(intent, "price", None),
                             getattr(intent, "size", None), intent.ts_event, json.dumps(to_python(intent)), data)
@@ -155,7 +152,7 @@ def replay(tape: Tape, run_id: str, con: duckdb.DuckDBPyConnection, *, robot: st
         close = getattr(source, "close", None)
         if close is not None and source.tape is not tape:
             close()
-    return ReplaySummary(run_id, n_steps, n_states + 1, n_intents, sha.hexdigest(), time.perf_counter() - t0)
+    return ReplaySummary(run_id, n_steps, n_states + 1, n_intents, digest.hexdigest(), time.perf_counter() - t0)
 
 
 def first_col(rows: _Rows) -> list[Any]:

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from robots.control_view import ALL_ROBOTS, ControlView, OpenOrder
 from robots.positions import SCALE, from_units, to_units
 from robots.sim.base import Intent
+from ticktape.domain import betfair_instrument
 from ticktape.errors import ValidationError
 from ticktape.events import (
     BookSnapshot,
@@ -358,9 +359,9 @@ class Controls:
             self.view.mid[event.instrument] = (max(bids) + min(asks)) / 2
 
     def _on_market_book(self, event: MarketBook) -> None:
-        # Betfair: instrument '<market_id>:<selection_id>'; mid between best back and best lay odds.
+        # Betfair: instrument '<market_id>:<selection_id>[:<handicap>]'; mid between best back and best lay odds.
         for runner in event.runners:
-            inst = f"{event.market_id}:{runner.selection_id}"
+            inst = betfair_instrument(event.market_id, runner.selection_id, runner.handicap)
             if runner.last_price_traded is not None:
                 self.view.last_trade[inst] = runner.last_price_traded
             backs = [lv.price for lv in runner.available_to_back if lv.size > 0]

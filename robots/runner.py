@@ -24,7 +24,6 @@ with the state as JSON when it changed, for the analyzer's replay and audit.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from robots.dispatch import Dispatch, Handler, SubscriptionFilter
 from robots.execution import SimulatedExecution
 from robots.ledger import Ledger, LedgerLike
 from robots.sim.base import Intent, SimVenue
-from ticktape.codec import default_codec
+from ticktape.domain import IntentDigest
 from ticktape.events import Control, Event, OrderFilled, OrderRejected, Timer
 from ticktape.timeutil import VirtualClock
 
@@ -109,8 +108,7 @@ class Runner(Generic[StateT]):
         self.mark_to_market = mark_to_market
         self.clock = VirtualClock()
         self.stats = RunStats()
-        self._sha = hashlib.sha256()
-        self._encode = default_codec().encode
+        self._digest = IntentDigest()
         self._started = False
 
     # ------------------------------------------------------------------ public API
@@ -150,8 +148,7 @@ class Runner(Generic[StateT]):
         ledger = self.ledger
         stats = self.stats
         clock = self.clock
-        sha_update = self._sha.update
-        encode = self._encode
+        digest_add = self._digest.add
         sink_intent = self.on_intent
         sink_event = self.on_order_event
         dispatch = Dispatch(robot)  # the tables are per run: the filter remembers market definitions
@@ -183,7 +180,7 @@ class Runner(Generic[StateT]):
             nonlocal created
             for intent in intents:
                 stats.intents += 1
-                sha_update(encode(intent))
+                digest_add(intent)
                 if sink_intent is not None:
                     sink_intent(intent)
                 if controls is not None:
@@ -327,9 +324,9 @@ class Runner(Generic[StateT]):
                 yield None
         stats.robot_steps = steps
         stats.last_ts = max(now, clock.now()) if n_events else None
-        stats.intents_sha256 = self._sha.hexdigest()
+        stats.intents_sha256 = self._digest.hexdigest()
 
     @property
     def intents_sha256(self) -> str:
         """sha256 over the single-object encoding of every intent so far, in order."""
-        return self._sha.hexdigest()
+        return self._digest.hexdigest()

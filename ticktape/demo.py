@@ -190,7 +190,7 @@ def _line(name: str, s: dict[str, Any]) -> str:
 def demo(out_dir: str, events: int, betfair_data: str | None) -> None:
     """Import a sample, backtest ema_cross and a Betfair robot, replay, and show where the results are."""
     from robots.backtest import backtest, find_run, replay_steps
-    from ticktape.codec import default_codec
+    from ticktape.domain import IntentDigest
 
     root = Path(out_dir)
     tape = _fresh_tape(root)
@@ -211,17 +211,14 @@ def demo(out_dir: str, events: int, betfair_data: str | None) -> None:
                       params={"stake": 2, "seconds_before_off": 60}, out_tape=tape, keep=False).summary
         click.echo(_line("betfair_back_favourite", bf))
         # replay the crypto run from its manifest alone and compare the intent bytes
-        import hashlib
-
-        h = hashlib.sha256()
-        encode = default_codec().encode
+        digest = IntentDigest()
         for step in replay_steps(tape, ema["run_id"]):
             for intent in step.intents:
-                h.update(encode(intent))
+                digest.add(intent)
         _, finished = find_run(tape, ema["run_id"])
-        same = finished is not None and h.hexdigest() == finished.intents_sha256
+        same = finished is not None and digest.hexdigest() == finished.intents_sha256
         click.echo(f"replay of {ema['run_id']} from the tape: intents {'identical' if same else 'DIFFERENT'} "
-                   f"(sha256 {h.hexdigest()[:16]}...)")
+                   f"(sha256 {digest.hexdigest()[:16]}...)")
     finally:
         tape.close()
     click.echo(f"\nresults: tape {uri}  (topics orders.intent, orders.event, runs; keyed by run id)")

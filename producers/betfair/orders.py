@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ticktape.domain import betfair_instrument
 from ticktape.events import Event, OrderAccepted, OrderCancelled, OrderFilled, Side
 
 VENUE = "betfair"
@@ -57,10 +58,8 @@ _NO_GROWTH: dict[float, int] = {}  # never written: a ladder only shrinks when i
 
 
 def instrument_id(market_id: str, selection_id: int, handicap: float = 0) -> str:
-    """`<market_id>:<selection_id>`, with `:<handicap>` when the runner has one."""
-    if handicap:
-        return f"{market_id}:{selection_id}:{handicap:g}"
-    return f"{market_id}:{selection_id}"
+    """`<market_id>:<selection_id>`, with `:<handicap>` when the runner has one (`ticktape.domain`)."""
+    return betfair_instrument(market_id, selection_id, handicap)
 
 
 def _c(value: Any) -> int:

@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 
 from robots.api import Context, Params, Robot, RobotError, Subscription
 from robots.sim.betfair_money import MAX_PRICE, MIN_PRICE, is_valid_price
+from ticktape.domain import betfair_instrument
 from ticktape.events import Event, MarketBook, MarketDefinition, MarketSettled, OrderFilled, RunnerBook
 
 SEC = 1_000_000_000
@@ -100,9 +101,9 @@ class PreOffBetfairRobot(Robot[BetfairParams, BetfairState]):
         p = self.params
         if not (p.min_price <= price <= p.max_price) or not is_valid_price(price):
             return
-        state.bets[market_id] = ctx.place(f"{market_id}:{runner.selection_id}", self.side, p.stake,
-                                          order_type="LIMIT", price=price, time_in_force=p.time_in_force,
-                                          reason=self.reason(runner, price))
+        instrument = betfair_instrument(market_id, runner.selection_id, runner.handicap)
+        state.bets[market_id] = ctx.place(instrument, self.side, p.stake, order_type="LIMIT", price=price,
+                                          time_in_force=p.time_in_force, reason=self.reason(runner, price))
         del state.market_time[market_id]  # not needed any more: keeps the state small
 
     def on_order_update(self, state: BetfairState, event: Event, ctx: Context) -> None:

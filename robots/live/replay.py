@@ -8,7 +8,6 @@ order, across every restart; snapshots are not used (a replay from the start als
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +17,7 @@ from robots.live.fold import RunFold
 from robots.live.journal import Journal, JournalReplay
 from robots.registry import get_robot
 from robots.runner import RunStats, Step
-from ticktape.codec import default_codec
+from ticktape.domain import IntentDigest
 from ticktape.events import Event, RunStarted
 from ticktape.tape.base import Tape
 
@@ -70,8 +69,7 @@ class LiveReplayRunner:
     def steps(self, events: JournalSource, *, states: bool = True) -> Iterator[Step]:
         """Every step with the state JSON when it changed (None otherwise, or when `states` is False)."""
         fold = self.fold
-        sha = hashlib.sha256()
-        encode = default_codec().encode
+        digest = IntentDigest()
         stats = self.stats
         sink = self.on_intent
         last = fold.state_json() if states else None
@@ -83,7 +81,7 @@ class LiveReplayRunner:
                 stats.first_ts = event.ts_event
             for intent in intents:
                 stats.intents += 1
-                sha.update(encode(intent))
+                digest.add(intent)
                 if sink is not None:
                     sink(intent)
             changed = None
@@ -94,7 +92,7 @@ class LiveReplayRunner:
             yield Step(seq, event, changed, tuple(intents))
         stats.robot_steps = stats.events
         stats.last_ts = fold.last_ts or None
-        stats.intents_sha256 = sha.hexdigest()
+        stats.intents_sha256 = digest.hexdigest()
 
 
 def runner_for_live_run(tape: Tape, manifest: RunStarted) -> tuple[LiveReplayRunner, JournalSource]:

@@ -9,7 +9,6 @@ run id it resumes from its latest snapshot and journal: intents are re-derived, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from robots.live.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_T
 from robots.registry import get_robot
 from robots.venues import venue_kind, venue_names
 from ticktape import code_version
-from ticktape.codec import default_codec
+from ticktape.domain import IntentDigest
 from ticktape.events import Control, CustomData, Event, RunFinished, RunStarted
 from ticktape.tape import Tape
 from ticktape.tape.base import Record
@@ -250,10 +249,7 @@ class LiveRunner:
 
 def intents_digest(tape: Tape, run_id: str) -> tuple[str, int]:
     """sha256 over the single-object encoding of every recorded intent of the run, in tape order."""
-    sha = hashlib.sha256()
-    encode = default_codec().encode
-    n = 0
+    digest = IntentDigest()
     for _, _, event in recorded(tape, INTENT_TOPIC, run_id, {}):
-        sha.update(encode(event))
-        n += 1
-    return sha.hexdigest(), n
+        digest.add(event)
+    return digest.hexdigest(), digest.count
