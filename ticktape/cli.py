@@ -238,8 +238,8 @@ def main() -> None:
     errors 2, anything unexpected 1 with its type and a hint; `--log-level debug` also logs the
     traceback of whatever went wrong.
     """
-    _register_plugins()
     try:
+        _register_plugins()
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
@@ -263,18 +263,60 @@ def _fail(exc: BaseException, message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+BUILTIN_COMMANDS = {
+    "demo": "ticktape.demo:register",
+    "mirror": "ticktape.mirror:register",
+    "repair": "ticktape.tape.repair:register",
+    "producers": "producers.cli:register",
+    "robots": "robots.cli:register",
+    "live": "robots.live.cli:register",
+    "analyzer": "analyzer.cli:register",
+    "mongo": "ticktape.mongo.cli:register",
+}
+"""ticktape's own command groups, as declared under `[project.entry-points."ticktape.commands"]`."""
+
+PLUGIN_GROUP = "ticktape.commands"
+"""Entry-point group of command plugins: `name = "module:register"`, `register(cli)` adds commands."""
+
+
+class PluginError(TicktapeError):
+    """A command plugin that cannot be loaded: named, never silently left out."""
+
+
+def _plugin_targets() -> dict[str, str]:
+    """Every command plugin: ticktape's own (also from an uninstalled source tree) and the installed ones."""
+    from importlib.metadata import entry_points
+
+    targets = dict(BUILTIN_COMMANDS)
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if targets.get(ep.name, ep.value) != ep.value:
+            raise PluginError(f"command plugin {ep.name!r}: {ep.value} clashes with ticktape's own "
+                              f"{targets[ep.name]} (rename the entry point)")
+        targets[ep.name] = ep.value
+    return targets
+
+
+_registered: set[str] = set()
+
+
 def _register_plugins() -> None:
-    """Subcommands living in other packages (demo, import, backtest, load, ...) attach here."""
+    """Attach every command plugin's commands (demo, import, backtest, load, ...) to `cli`.
+
+    A plugin that fails to import, or has no callable `register`, is an error naming it: a broken
+    module must never quietly take its commands away.
+    """
     import importlib
 
-    for module in ("ticktape.demo", "ticktape.mirror", "ticktape.tape.repair", "producers.cli", "robots.cli",
-                   "robots.live.cli", "analyzer.cli", "ticktape.mongo.cli"):
+    for name, target in _plugin_targets().items():
+        if name in _registered:
+            continue
+        module, _, attr = target.partition(":")
         try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and module.startswith(exc.name):
-                continue  # that part is not installed/written yet
-            raise
-        register = getattr(mod, "register", None)
-        if register is not None:
-            register(cli)
+            register = getattr(importlib.import_module(module), attr or "register")
+        except Exception as exc:
+            raise PluginError(f"command plugin {name!r} ({target}) failed to load: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        if not callable(register):
+            raise PluginError(f"command plugin {name!r} ({target}) is not callable")
+        register(cli)
+        _registered.add(name)
