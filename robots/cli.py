@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import tomllib
 from typing import Any
 
 import click
 
 from robots.api import RobotError, parse_param_args
 from ticktape.cli import TIME
+from ticktape.config import read_toml
 from ticktape.errors import TicktapeError
 
 
@@ -32,8 +32,7 @@ def _params(path: str | None, pairs: tuple[str, ...]) -> dict[str, object]:
     """Robot params: typed values from a TOML file, then `--param k=v` strings over them."""
     out: dict[str, object] = {}
     if path:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
+        doc = read_toml(path, "params file")
         table = doc.get("params", doc)
         out.update({k: v for k, v in table.items() if not isinstance(v, dict)})
     out.update(parse_param_args(pairs))
@@ -45,8 +44,7 @@ def _controls(path: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:
 
     table: dict[str, Any] = {}
     if path:
-        with open(path, "rb") as fh:
-            table.update(tomllib.load(fh).get("controls", {}))
+        table.update(read_toml(path, "controls file").get("controls", {}))
     table.update({k: coerce_setting(v) for k, v in parse_param_args(pairs).items()})
     return table
 

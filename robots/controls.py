@@ -27,7 +27,6 @@ Conventions (documented because they are choices):
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any, Protocol
 from robots.control_view import ALL_ROBOTS, ControlView, OpenOrder
 from robots.positions import SCALE, from_units, to_units
 from robots.sim.base import Intent
+from ticktape.config import read_toml
 from ticktape.domain import betfair_instrument
 from ticktape.errors import ValidationError
 from ticktape.events import (
@@ -406,11 +406,7 @@ class ControlsConfig:
     @classmethod
     def from_toml(cls, path: str | Path, *, section: str = "controls") -> ControlsConfig:
         """Read the `[controls]` table of a TOML file (an absent table = no limits but the kill switch)."""
-        with open(path, "rb") as fh:
-            try:
-                doc = tomllib.load(fh)
-            except tomllib.TOMLDecodeError as exc:
-                raise ValidationError(str(exc), where=str(path)) from exc
+        doc = read_toml(path, "controls file")
         return cls.from_mapping(doc.get(section, {}), where=f"{path} [{section}]")
 
     def build(self) -> Controls:

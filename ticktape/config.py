@@ -60,7 +60,25 @@ class Settings:
     tape: str = DEFAULT_TAPE
     log_level: str = "info"
     log_format: str = "auto"  # json | text | auto
-    partitions: int = 1
+
+
+MOVED_SETTINGS = {"partitions": "partitions is set per tape: --tape 'file:PATH?partitions=N'"}
+"""Settings that are not (or no longer) settings, and where they belong instead."""
+
+
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The one TOML reader: a dict, or a `ConfigError` naming the file and the problem in one line
+    (missing, unreadable, or not TOML, with its line and column)."""
+    p = Path(path).expanduser()
+    try:
+        with open(p, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {p} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {p} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {p} cannot be read: {exc.strerror or exc}") from None
 
 
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
@@ -77,18 +95,14 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     if named and not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     if path.is_file():
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+        data = read_toml(path)
         table = data.get("ticktape", data)
         if not isinstance(table, dict):
             raise ConfigError(f"config file {path}: [ticktape] must be a table")
         names = {f.name: f for f in fields(Settings)}
         for key, value in table.items():  # a misspelt setting is an error, not a default
+            if key in MOVED_SETTINGS:
+                raise ConfigError(f"config file {path}: {MOVED_SETTINGS[key]}")
             if key not in names and not isinstance(value, dict):  # other tables are other tools' sections
                 close = difflib.get_close_matches(key, names, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(names))})"

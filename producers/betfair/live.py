@@ -15,7 +15,6 @@ import os
 import queue
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import orjson
 from producers.betfair.catalogue import CataloguePoller
 from producers.betfair.session import StreamSession
 from producers.common import BatchAppender, dlq_topic
-from ticktape.config import inside_git_repo
+from ticktape.config import inside_git_repo, read_toml
 from ticktape.errors import TicktapeError
 from ticktape.events import Event
 from ticktape.retry import backoff_delays
@@ -99,8 +98,7 @@ def load_credentials(path: str | None = None, env: dict[str, str] | None = None)
         p = Path(path).expanduser().resolve()
         if inside_git_repo(p):
             raise TicktapeError(f"{p} is inside a git repository: keep credentials outside it")
-        with open(p, "rb") as f:
-            data = tomllib.load(f)
+        data = read_toml(p, "credentials file")
         values = {k: str(v) for k, v in data.get("betfair", data).items()}
 
     def get(key: str) -> str | None:

@@ -8,12 +8,11 @@ or an error message cannot show them; `.get()` is called only where they are han
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ticktape.config import Secret, inside_git_repo
+from ticktape.config import Secret, inside_git_repo, read_toml
 from ticktape.errors import ConfigError
 
 __all__ = ["BinanceKeys", "load_binance_keys"]
@@ -41,11 +40,7 @@ def load_binance_keys(credentials_file: str | None = None, env: Mapping[str, str
         path = Path(credentials_file).expanduser().resolve()
         if inside_git_repo(path):
             raise ConfigError(f"{path} is inside a git repository: keep credentials outside it")
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"credentials file {path}: {exc}") from None
+        data = read_toml(path, "credentials file")
         table = data.get("binance", data)
         values = {k: str(v) for k, v in table.items() if k in ("api_key", "api_secret")}
     key = values.get("api_key") or env.get("BINANCE_API_KEY")

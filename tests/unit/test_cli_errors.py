@@ -191,8 +191,21 @@ CASES = [
          setup=write("ticktape.toml", 'log_levl = "debug"\n')),
     Case("unknown setting in [ticktape]", ("topics",), "config file ticktape.toml: unknown setting 'colour' (known: ",
          setup=write("ticktape.toml", '[ticktape]\ncolour = "red"\n')),
-    Case("TICKTAPE_PARTITIONS", ("topics",), "$TICKTAPE_PARTITIONS must be a whole number, not 'two'",
-         env={"TICKTAPE_PARTITIONS": "two"}),
+    Case("TICKTAPE_LOG_LEVEL", ("topics",), "$TICKTAPE_LOG_LEVEL: log_level must be one of",
+         env={"TICKTAPE_LOG_LEVEL": "loud"}),
+    Case("partitions in ticktape.toml", ("topics",),
+         "config file ticktape.toml: partitions is set per tape: --tape 'file:PATH?partitions=N'",
+         setup=write("ticktape.toml", "partitions = 4\n")),
+    Case("malformed credentials TOML", ("record", "betfair", "--market-ids", "1.1", "--credentials", "{tmp}/bf.toml"),
+         "credentials file {tmp}/bf.toml is not valid TOML: Expected ']' at the end of a table declaration (at line 1",
+         setup=write("bf.toml", '[betfair\nusername = "x"\n')),
+    Case("malformed Binance credentials", ("record", "binance", "--symbols", "BTCUSDT", "--user-data",
+                                           "--credentials", "{tmp}/bn.toml"),
+         "credentials file {tmp}/bn.toml is not valid TOML", setup=write("bn.toml", "api_key = \n")),
+    Case("missing --params file", ("backtest", "ema_cross", "--params", "nope.toml", "--no-out"),
+         "params file nope.toml does not exist"),
+    Case("malformed --controls file", ("backtest", "ema_cross", "--controls", "c.toml", "--no-out"),
+         "controls file c.toml is not valid TOML", setup=write("c.toml", "[controls\n")),
     # options
     Case("--from-time garbage", ("cat", "md.trade", "--from-time", "garbage"),
          "Invalid value for '--from-time': not an ISO 8601 time or integer ns: 'garbage'", setup=trades_on_tape),
@@ -239,7 +252,7 @@ def test_one_line_and_a_non_zero_exit(case: Case, tmp_path: Path) -> None:
     assert done.returncode != 0, done.stderr
     assert "Traceback" not in done.stderr
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("error: ") and case.expect in lines[0], lines[0]
+    assert lines[0].startswith("error: ") and case.expect.format(tmp=tmp_path) in lines[0], lines[0]
     assert sorted((tmp_path / "tape").glob("*/topic.json")) == topics_before, "a failed command created a topic"
 
 
