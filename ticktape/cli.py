@@ -251,7 +251,40 @@ def main() -> None:
     except TicktapeError as exc:
         _fail(exc, str(exc), 2)
     except Exception as exc:  # a bug or an untranslated library error: still one line, the trace on request
+        outside = outside_failure(exc)
+        if outside is not None:
+            _fail(exc, outside, 2)
         _fail(exc, f"{type(exc).__name__}: {exc} (unexpected; --log-level debug shows the traceback)", 1)
+
+
+def outside_failure(exc: BaseException) -> str | None:
+    """A failure of the world outside ticktape (no network, a venue refusing) said plainly, or None.
+
+    These are not bugs: the message names what could not be reached or what the venue said, without
+    the "unexpected" hint. Only libraries already imported are consulted.
+    """
+    requests = sys.modules.get("requests")
+    if requests is not None and isinstance(exc, requests.exceptions.RequestException):
+        request = getattr(exc, "request", None)
+        url = getattr(request, "url", None) or ""
+        where = url.split("?")[0] or "the venue"
+        text = str(exc)
+        if "resolve" in text or "Name or service not known" in text:
+            reason = "its host name does not resolve (no network or DNS?)"
+        elif "refused" in text.lower():
+            reason = "the connection was refused"
+        elif isinstance(exc, requests.exceptions.Timeout):
+            reason = "it did not answer in time"
+        else:
+            reason = text
+        return f"cannot reach {where}: {reason}"
+    for module, venue in (("betfairlightweight.exceptions", "Betfair"), ("binance.exceptions", "Binance")):
+        errors = sys.modules.get(module)
+        base = getattr(errors, "BetfairError", None) or getattr(errors, "BinanceAPIException", None)
+        if isinstance(base, type) and isinstance(exc, base):
+            text = str(exc)  # betfairlightweight's APIError reads "method | Params: ... | Exception: what"
+            return f"{venue}: {text.rsplit('Exception: ', 1)[-1] if 'Exception: ' in text else text}"
+    return None
 
 
 def _fail(exc: BaseException, message: str, code: int) -> NoReturn:

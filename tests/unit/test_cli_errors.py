@@ -193,6 +193,13 @@ CASES = [
          setup=write("ticktape.toml", '[ticktape]\ncolour = "red"\n')),
     Case("TICKTAPE_LOG_LEVEL", ("topics",), "$TICKTAPE_LOG_LEVEL: log_level must be one of",
          env={"TICKTAPE_LOG_LEVEL": "loud"}),
+    Case("unreachable Kafka", ("--tape", "kafka://127.0.0.1:9?timeout=3", "topics"),
+         "Kafka at 127.0.0.1:9: connecting: KafkaTimeoutError: Unable to bootstrap"),
+    Case("Betfair certificates folder without certificates",
+         ("record", "betfair", "--market-ids", "1.1", "--credentials", "{tmp}/bf.toml"),
+         "Betfair: Certificates not found in directory: '{tmp}/certs'",
+         setup=lambda tmp: ((tmp / "certs").mkdir(), (tmp / "bf.toml").write_text(
+             f'[betfair]\nusername = "u"\npassword = "p"\napp_key = "k"\ncerts = "{tmp}/certs"\n'))),
     Case("partitions in ticktape.toml", ("topics",),
          "config file ticktape.toml: partitions is set per tape: --tape 'file:PATH?partitions=N'",
          setup=write("ticktape.toml", "partitions = 4\n")),
@@ -295,3 +302,25 @@ def test_disk_full_on_put_is_one_line(tmp_path: Path) -> None:
         assert [r.event.trade_id for r in FileTape(disk / "tape").read("md.trade")] == ["0"]  # type: ignore[attr-defined]
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_network_failures_are_said_plainly_not_as_bugs() -> None:
+    """Real requests failures (a name that cannot resolve, RFC 6761; a closed local port) become one
+    plain line naming the address, without the "unexpected" hint."""
+    import socket
+
+    import requests
+
+    from ticktape.cli import outside_failure
+
+    with pytest.raises(requests.exceptions.ConnectionError) as unresolvable:
+        requests.get("https://no-such-host.invalid/api/v3/ping", timeout=10)
+    assert outside_failure(unresolvable.value) == (
+        "cannot reach https://no-such-host.invalid/api/v3/ping: its host name does not resolve (no network or DNS?)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connections are refused
+        with pytest.raises(requests.exceptions.ConnectionError) as refused:
+            requests.get(f"http://127.0.0.1:{port}/x?signature=secret", timeout=10)
+    assert outside_failure(refused.value) == f"cannot reach http://127.0.0.1:{port}/x: the connection was refused"
+    assert outside_failure(RuntimeError("a bug")) is None

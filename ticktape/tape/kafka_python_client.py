@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -68,6 +69,22 @@ class KafkaPythonReader:
         self._consumer.close(autocommit=False)
 
 
+@contextlib.contextmanager
+def _library_logs_quiet() -> Iterator[None]:
+    """kafka-python's own log lines off while connecting, unless debugging: it logs a warning per
+    bootstrap attempt (about 20 over the timeout) before the error that ticktape reports in one line."""
+    logger = logging.getLogger("kafka")
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    before = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 class KafkaPythonClient:
     """Admin, producer and consumers of kafka-python on one cluster, created lazily."""
 
@@ -91,6 +108,9 @@ class KafkaPythonClient:
         deadline = time.monotonic() + self.timeout
         while True:
             try:
+                if what.startswith("connecting"):
+                    with _library_logs_quiet():  # our one-line error says it all; no 20 lines of waiting
+                        return fn()
                 return fn()
             except KafkaError as exc:
                 if not getattr(exc, "retriable", False) or time.monotonic() > deadline:
