@@ -13,13 +13,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from analyzer.api import Analyzer
 from analyzer.svg import Chart, Markers, Series, bar_chart, line_chart
 from ticktape.errors import TicktapeError
+
+if TYPE_CHECKING:  # duckdb and pandas load when a report is written, not with the CLI
+    from analyzer.api import Analyzer
 
 _NICE_BUCKETS = [10**6 * m for m in (1, 10, 100)] + [10**9 * s for s in (1, 5, 10, 30, 60, 300, 900, 1800, 3600,
                                                                           4 * 3600, 86_400)]
@@ -269,6 +271,7 @@ def report_cmd(run_id: str | None, db: str, out: str | None, sweep_id: str | Non
 
     With --sweep ID: the sweep's runs instead, best first (also printed), and a heat map of the
     objective over the first two parameters that vary."""
+    from analyzer.api import Analyzer
     from analyzer.cli import open_database
 
     if (run_id is None) == (sweep_id is None):

@@ -1,7 +1,7 @@
 """`ticktape import ...` and `ticktape record ...`: one group each, venues attach their commands.
 
-Each venue's `cli.register(import_group, record_group)` is called on its own, so a venue whose
-package (or optional dependency) is missing does not take the others down.
+Each venue's `cli.register(import_group, record_group)` attaches its commands; a venue module that
+cannot be imported fails the CLI loudly (`ticktape.cli`), naming the module.
 """
 
 from __future__ import annotations
@@ -27,10 +27,5 @@ def register(cli: click.Group) -> None:
     def record_group() -> None:
         """Record a live venue feed onto the tape."""
 
-    for module in VENUES:
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as exc:
-            log.debug("producer commands %s unavailable: %s", module, exc)
-            continue
-        mod.register(import_group, record_group)
+    for module in VENUES:  # a venue module that fails to import is an error, never a silently missing command
+        importlib.import_module(module).register(import_group, record_group)

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import pandas as pd
-import pyarrow as pa
 
 from producers.common import (
     DEFAULT_BATCH,
@@ -18,11 +17,13 @@ from producers.common import (
     query_identity,
     report_and_exit,
 )
-from producers.frames import bars_from_frame
 from ticktape.bars import BarSelection, bar_topic
 from ticktape.cli import TIME
 from ticktape.errors import ValidationError
 from ticktape.tape.base import Tape
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def register(import_group: click.Group, record_group: click.Group) -> None:
@@ -30,12 +31,15 @@ def register(import_group: click.Group, record_group: click.Group) -> None:
     import_group.add_command(import_bars)
 
 
-def read_frame(path: Path) -> pd.DataFrame:
+def read_frame(path: Path) -> pd.DataFrame:  # pandas is imported when a command runs, not by `--help`
     """A CSV or Parquet file as a DataFrame (CSV time columns are parsed later, by name)."""
     suffix = path.suffix.lower()
     parquet = suffix in (".parquet", ".pq")
     if not parquet and suffix not in (".csv", ".gz", ".txt"):
         raise click.UsageError(f"{path}: expected .csv or .parquet")
+    import pandas as pd
+    import pyarrow as pa
+
     try:
         return pd.read_parquet(path) if parquet else pd.read_csv(path)
     except (ValueError, OSError, pa.ArrowException) as exc:  # pandas' ParserError and pyarrow's are ValueErrors
@@ -91,6 +95,8 @@ def import_bars(ctx: click.Context, files: tuple[Path, ...], mongo_uri: str | No
         run = ImportRun(tape, source="bars", kind="bars", name=str(path), source_id=query_identity("bars", params),
                         force=force, index=index)
         if not run.skipped:
+            from producers.frames import bars_from_frame
+
             df = read_frame(path)
             try:
                 bars, problems = bars_from_frame(df, venue=venue, instrument=instrument, interval=interval,

@@ -14,22 +14,71 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
+from functools import cache
 from operator import itemgetter
 from typing import Any
 
 from ticktape.events import Event
-from ticktape.tape.columnar import (
-    entries_to_tables,
-    is_flat,
-    parquet_copy,
-    segment_entries,
-    table_to_events,
-    write_parquet_copy,
-)
+from ticktape.schemas import registry
 from ticktape.tape.file import FileTape
 
 _second = itemgetter(1)
 _third = itemgetter(2)
+
+
+_NESTED = frozenset(("record", "array", "map"))
+
+
+def _nested(avro_type: Any) -> bool:
+    if isinstance(avro_type, list):  # a union: nested if any branch is
+        return any(_nested(t) for t in avro_type)
+    if isinstance(avro_type, dict):
+        return avro_type.get("type") in _NESTED
+    return False  # a primitive, or a named enum/fixed (records are always written inline here)
+
+
+@cache
+def flat_type(type_name: str) -> bool:
+    """Whether an event type has scalar fields only (no record, array or map), from its Avro schema:
+    the same answer as `ticktape.tape.columnar.is_flat`, without importing pyarrow."""
+    return not any(_nested(f["type"]) for f in registry().current[type_name].schema["fields"])
+
+
+def _starts_flat(seg: Any) -> bool:
+    """Whether the segment's first event is of a flat type: only then can an Arrow/Parquet copy pay.
+    Nested types (MarketBook, books) go straight to the Avro decoder, never through Arrow (nor is
+    pyarrow imported for them: that alone costs ~0.2 s and ~50 MB)."""
+    first = seg.read_block(0)
+    return bool(first) and flat_type(type(first[0][1]).__name__)
+
+
+def _flat_segment(seg: Any, lo: int) -> Iterable[Event] | None:
+    """A sealed segment of one flat type as events from Arrow (its Parquet copy, written on first use),
+    or None when it must be read from Avro (nested or mixed types)."""
+    from ticktape.tape.columnar import (
+        entries_to_tables,
+        is_flat,
+        parquet_copy,
+        segment_entries,
+        table_to_events,
+        write_parquet_copy,
+    )
+
+    copy = parquet_copy(seg, dictionary=True)
+    if copy is not None:
+        if not is_flat(copy[0]):
+            return None
+        type_name, table = copy
+        first = int(table.column("_offset")[0].as_py())
+        if lo > first:
+            table = table.slice(lo - first)
+        return table_to_events(type_name, table)
+    entries = segment_entries(seg)
+    tables = list(entries_to_tables(entries)) if entries else []
+    if len(tables) == 1 and is_flat(tables[0][0]):
+        write_parquet_copy(seg, *tables[0])  # flat types read faster from Parquet next time
+    skip = lo - seg.base
+    return map(_third, entries[skip:] if skip > 0 else entries)
 
 
 def _pieces(tape: FileTape, topic: str, partition: int, lo: int) -> Iterator[Iterable[Event]]:
@@ -38,25 +87,12 @@ def _pieces(tape: FileTape, topic: str, partition: int, lo: int) -> Iterator[Ite
     for i, seg in enumerate(segments):
         if seg.end_offset <= lo or not seg.blocks:
             continue
-        if i < last:
-            copy = parquet_copy(seg, dictionary=True)
-            if copy is not None and is_flat(copy[0]):
-                type_name, table = copy
-                first = int(table.column("_offset")[0].as_py())
-                if lo > first:
-                    table = table.slice(lo - first)
-                if table.num_rows:
-                    yield table_to_events(type_name, table)
+        if i < last and _starts_flat(seg):
+            events = _flat_segment(seg, lo)
+            if events is not None:
+                yield events
                 continue
-            if copy is None:
-                entries = segment_entries(seg)
-                tables = list(entries_to_tables(entries)) if entries else []
-                if len(tables) == 1 and is_flat(tables[0][0]):
-                    write_parquet_copy(seg, *tables[0])  # flat types read faster from Parquet next time
-                skip = lo - seg.base
-                yield map(_third, entries[skip:] if skip > 0 else entries)
-                continue
-        # the growing last segment, and nested types (MarketBook, books): the C Avro decoder
+        # the growing last segment, nested types (MarketBook, books) and mixed segments: the C Avro decoder
         for bi, info in enumerate(seg.blocks):
             if info.first_offset + info.records <= lo:
                 continue

@@ -9,7 +9,6 @@ import click
 from tqdm import tqdm
 
 from producers.binance.credentials import load_binance_keys
-from producers.binance.files import LAYOUTS, data_size, import_file, symbol_from_name, verify_checksum
 from producers.binance.parsers import VENUE
 from producers.common import (
     ImportIndex,
@@ -22,6 +21,10 @@ from producers.common import (
 from ticktape.cli import TIME
 from ticktape.errors import TicktapeError
 from ticktape.timeutil import WallClock, format_time
+
+KINDS = ("klines", "aggTrades", "trades")
+"""The file layouts `import binance --kind` takes (`producers.binance.files.LAYOUTS`, which imports
+pyarrow: it is loaded only when a command runs, so `ticktape --help` and other commands stay light)."""
 
 
 def _tape(ctx: click.Context):  # type: ignore[no-untyped-def]
@@ -36,7 +39,7 @@ def register(import_group: click.Group, record_group: click.Group) -> None:
 
 @click.command("binance")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--kind", type=click.Choice(list(LAYOUTS)), required=True, help="What the files (or --rest) hold.")
+@click.option("--kind", type=click.Choice(KINDS), required=True, help="What the files (or --rest) hold.")
 @click.option("--symbol", default=None, help="Symbol, e.g. BTCUSDT (default: from each file's name).")
 @click.option("--interval", default=None, help="Kline interval (default: from the file name, e.g. -1m-).")
 @click.option("--rest", is_flag=True, help="Fetch history through the REST API instead of files.")
@@ -54,6 +57,8 @@ def import_binance(ctx: click.Context, files: tuple[Path, ...], kind: str, symbo
     importing the same file (same bytes) or the same REST range twice adds nothing. A
     `FILE.CHECKSUM` next to a file (as data.binance.vision publishes) is verified first.
     """
+    from producers.binance.files import data_size, import_file, symbol_from_name, verify_checksum
+
     tape = _tape(ctx)
     index = ImportIndex(tape)
     summaries: list[ImportSummary] = []

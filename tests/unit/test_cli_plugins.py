@@ -61,3 +61,20 @@ def test_a_plugin_cannot_take_a_builtin_name(tmp_path: Path) -> None:
     env = _with_plugin(tmp_path, "robots", "other:register", None)
     done = _ticktape(env, "topics")
     assert done.returncode == 2 and "clashes with ticktape's own robots.cli:register" in done.stderr
+
+
+def test_binance_kinds_are_the_file_layouts() -> None:
+    from producers.binance.cli import KINDS
+    from producers.binance.files import LAYOUTS
+
+    assert KINDS == tuple(LAYOUTS)
+
+
+def test_help_imports_no_data_library() -> None:
+    """`ticktape --help` (every command registered) loads no pandas or pyarrow: they cost ~0.2 s and
+    ~40 MB at every start and only commands that read frames or files need them."""
+    code = ("import sys; from ticktape.cli import _register_plugins; _register_plugins();"
+            "print(sorted(m for m in ('pandas', 'pyarrow') if m in sys.modules))")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"

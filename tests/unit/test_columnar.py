@@ -86,3 +86,35 @@ def test_a_parquet_copy_missing_rows_is_not_used(tmp_path: Path) -> None:
     write_parquet_copy(seg, name, full)
     copy = parquet_copy(seg)
     assert copy is not None and copy[1].num_rows == full.num_rows
+
+
+def test_the_fast_path_knows_flat_types_without_arrow() -> None:
+    from robots.fastread import flat_type
+    from ticktape.tape.columnar import is_flat
+
+    answers = {name: flat_type(name) for name in registry().names()}
+    assert answers == {name: is_flat(name) for name in registry().names()}
+    assert answers["Trade"] and not answers["MarketBook"]
+
+
+def test_a_backtest_on_nested_books_reads_avro_only(tmp_path: Path) -> None:
+    """Sealed MarketBook segments: no Arrow round trip (and no pyarrow import) on any run; the same
+    events as reading the tape, from any offset."""
+    import subprocess
+    import sys
+
+    from robots.fastread import partition_events
+
+    tape = FileTape(tmp_path, segment_bytes=2_000)
+    books = [book(i) for i in range(300)]
+    for i in range(0, 300, 10):
+        tape.append("md.betfair.market", books[i:i + 10])
+    assert len(tape.segment_paths("md.betfair.market")) >= 3
+    assert list(partition_events(tape, "md.betfair.market", 0, 0, 300)) == books
+    assert list(partition_events(tape, "md.betfair.market", 0, 123, 300)) == books[123:]
+    assert not list(tmp_path.glob("md.betfair.market/0/*.parquet"))
+    code = ("import sys; from robots.fastread import partition_events; from ticktape.tape.file import FileTape;"
+            f"n = sum(1 for _ in partition_events(FileTape({str(tmp_path)!r}), 'md.betfair.market', 0, 0, 300));"
+            "print(n, 'pyarrow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.split() == ["300", "False"]
