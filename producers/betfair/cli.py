@@ -24,14 +24,20 @@ def register(import_group: click.Group, record_group: click.Group) -> None:
 @click.option("--no-catalogue", is_flag=True, help="Ignore FILE.catalogue.json next to a stream file.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Events per tape append.")
+@click.option("--merge/--no-merge", default=True, show_default=True,
+              help="Several stream files: merge their lines by publish time (one recording of all markets), "
+                   "or import them one after another.")
 @click.option("--json", "as_json", is_flag=True, help="Summaries as JSON lines.")
 @click.pass_obj
 def import_betfair(obj: object, files: tuple[str, ...], strict: bool, force: bool, no_catalogue: bool,
-                   batch_size: int, as_json: bool) -> None:
+                   batch_size: int, merge: bool, as_json: bool) -> None:
     """Import Betfair historical stream files (plain, .gz, .bz2, tar archives) and catalogue JSON.
 
     A directory means every file under it (Betfair's unpacked PRO/BASIC trees), in name order;
     FILE.catalogue.json files there name the runners of FILE rather than being imported alone.
+    Several stream files are merged by publish time (`pt`), so the markets interleave on the tape
+    as in one recording of all of them (--no-merge: one file after another); tar archives and
+    files imported before are imported alone.
 
     Every market change becomes a MarketBook (full ladders) on md.betfair.market, definition
     changes a MarketDefinition there too; order changes go to orders.betfair, race data to
@@ -41,7 +47,21 @@ def import_betfair(obj: object, files: tuple[str, ...], strict: bool, force: boo
 
     tape = obj.tape()  # type: ignore[attr-defined]
     summaries = []
-    for path in expand_inputs(files):
+    paths = expand_inputs(files)
+    if merge and len(paths) > 1:
+        from producers.betfair.merged import import_merged
+
+        with tqdm(total=1, unit="B", unit_scale=True, desc="merging", leave=False,
+                  disable=not sys.stderr.isatty()) as bar:
+            def advanced(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            summaries = import_merged(tape, paths, force=force, batch_size=batch_size, use_catalogue=not no_catalogue,
+                                      progress=advanced)
+        click.echo(summaries_text(summaries, as_json))
+        sys.exit(exit_code(summaries, strict))
+    for path in paths:
         with tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc=os.path.basename(path), leave=False,
                   disable=not sys.stderr.isatty()) as bar:
             def advance(done: int, bar: tqdm = bar) -> None:

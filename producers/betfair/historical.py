@@ -149,6 +149,16 @@ def import_file(tape: Tape, path: str | os.PathLike[str], *, clock: Clock | None
     return run.finish()
 
 
+def is_catalogue_document(path: str | os.PathLike[str]) -> bool:
+    """Whether a file is one catalogue JSON document (an object or a list of them with `marketId`)."""
+    try:
+        data = orjson.loads(Path(path).read_bytes())
+    except orjson.JSONDecodeError:
+        return False
+    items = data if isinstance(data, list) else [data]
+    return bool(items) and all(isinstance(c, dict) and "marketId" in c for c in items)
+
+
 def _import_catalogue_file(run: ImportRun, path: str | os.PathLike[str]) -> bool:
     """A whole-file catalogue (one object or a list, possibly pretty-printed); False if it is not one."""
     try:

@@ -67,7 +67,7 @@ def test_binance_kinds_are_the_file_layouts() -> None:
     from producers.binance.cli import KINDS
     from producers.binance.files import LAYOUTS
 
-    assert KINDS == tuple(LAYOUTS)
+    assert tuple(LAYOUTS) == KINDS
 
 
 def test_help_imports_no_data_library() -> None:
@@ -76,5 +76,6 @@ def test_help_imports_no_data_library() -> None:
     code = ("import sys; from ticktape.cli import _register_plugins; _register_plugins();"
             "print(sorted(m for m in ('pandas', 'pyarrow') if m in sys.modules))")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          check=True)
     assert done.stdout.strip() == "[]"

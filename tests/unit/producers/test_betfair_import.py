@@ -233,8 +233,12 @@ def test_a_directory_imports_every_stream_file_and_uses_catalogues_for_names(tmp
     uri = f"file:{tmp_path / 'tape'}"
     result = CliRunner().invoke(cli, ["--tape", uri, "import", "betfair", str(tmp_path / "PRO")])
     assert result.exit_code == 0, result.output
-    assert "1.100: 9 events" in result.output and "orders: 7 events" in result.output  # 6 order events + 1 race
+    # one import of the two stream files merged by publish time: 9 market events + 6 order events + 1 race
+    assert "2 files merged by publish time" in result.output and ": 16 events" in result.output, result.output
     assert "catalogue.json" not in result.output  # read for names, not imported on its own
+    separate = CliRunner().invoke(cli, ["--tape", f"file:{tmp_path / 'tape2'}", "import", "betfair", "--no-merge",
+                                        str(tmp_path / "PRO")])
+    assert "1.100: 9 events" in separate.output and "orders: 7 events" in separate.output
     tape = open_tape(uri)
     first = _events(tape, MARKET_TOPIC)[0]
     assert isinstance(first, MarketDefinition) and first.runners[0].name == "1. Fast"
