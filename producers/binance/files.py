@@ -146,7 +146,11 @@ def build_events(layout: Layout, cols: Columns, symbol: str, interval: str) -> l
                                     cols["quantity" if agg else "qty"].tolist(), side, ids, strict=True)))
 
 
-_TRUE = {"true": True, "false": False}
+TRUE_VALUES = ("true", "True", "TRUE", "1")
+FALSE_VALUES = ("false", "False", "FALSE", "0")
+"""Booleans as Binance writes them (`True`/`False`, or `1`/`0` in some files): one rule for the
+column-wise reader and the line-by-line fallback, so a bad row never turns good rows bad."""
+_BOOLS = {**dict.fromkeys(TRUE_VALUES, True), **dict.fromkeys(FALSE_VALUES, False)}
 
 
 def _convert(value: str, typ: pa.DataType) -> Any:
@@ -154,9 +158,9 @@ def _convert(value: str, typ: pa.DataType) -> Any:
         return float(value)
     if typ == I64:
         return int(value)
-    b = _TRUE.get(value.strip().lower())
+    b = _BOOLS.get(value)
     if b is None:
-        raise ValueError("expected true or false")
+        raise ValueError(f"expected one of {', '.join(TRUE_VALUES + FALSE_VALUES)}")
     return b
 
 
@@ -221,9 +225,7 @@ class BlockImporter:
         for width in widths:
             if width in self.layout.widths:
                 return self.layout.widths[width]
-        expected = " or ".join(str(w) for w in sorted(self.layout.widths))
-        raise ValueError(f"{self.where}line {line_no}: {widths[0] if widths else 0} columns, a Binance "
-                         f"{self.layout.kind} file has {expected} (is --kind right?)")
+        raise _width_error(self.layout, widths[0] if widths else 0, f"{self.where}line {line_no}: ")
 
     def _fast(self, body: bytes, lines: int) -> None:
         assert self.names is not None
@@ -232,7 +234,8 @@ class BlockImporter:
             read_options=pacsv.ReadOptions(column_names=list(self.names), use_threads=False,
                                            block_size=max(len(body) + 1, 1 << 20)),
             convert_options=pacsv.ConvertOptions(column_types=self.layout.used,
-                                                 include_columns=list(self.layout.used)))
+                                                 include_columns=list(self.layout.used),
+                                                 true_values=list(TRUE_VALUES), false_values=list(FALSE_VALUES)))
         if table.num_rows != lines or any(c.null_count for c in table.columns):
             raise ValueError("row count or nulls disagree: use the line-by-line path")
         cols = {name: table.column(name).to_numpy() for name in self.layout.used}
@@ -351,10 +354,11 @@ def import_file(run: ImportRun, path: Path, *, kind: str, symbol: str, interval:
     layout = LAYOUTS.get(kind)
     if layout is None:
         raise ValueError(f"unknown --kind {kind!r}: use {', '.join(LAYOUTS)}")
-    if kind == "klines":
-        interval = interval or interval_from_name(path.name)
+    if kind == "klines" and not interval:
+        interval = interval_from_name(path.name)
         if not interval:
-            raise ValueError(f"{path}: cannot tell the kline interval from the name; pass --interval")
+            _check_width(path, layout)  # a file of another kind: say that, not that the name lacks an interval
+            raise ValueError("cannot tell the kline interval from the name; pass --interval")
     rows = 0
     try:
         with gc_paused():
@@ -365,6 +369,25 @@ def import_file(run: ImportRun, path: Path, *, kind: str, symbol: str, interval:
     except ZIP_ERRORS as exc:  # the zip's directory, or a member found damaged while it was read
         raise _bad_zip(path, exc) from exc
     return rows
+
+
+def _check_width(path: Path, layout: Layout) -> None:
+    """ValueError when the file's first lines have no width of `layout` (the columns do not fit --kind)."""
+    for where, stream in csv_streams(path):
+        head = stream.read(64 << 10)
+        lines = [line for line in head.split(b"\n")[:8] if line.strip()]
+        widths = [line.count(b",") + 1 for line in lines]
+        if widths and not any(w in layout.widths for w in widths):
+            raise _width_error(layout, widths[0], where)
+        return
+
+
+def _width_error(layout: Layout, width: int, where: str) -> ValueError:
+    expected = " or ".join(str(w) for w in sorted(layout.widths))
+    fits = [k for k, other in LAYOUTS.items() if width in other.widths]
+    hint = f" (it looks like --kind {' or '.join(fits)})" if fits else " (is --kind right?)"
+    return ValueError(f"{where}the columns do not fit --kind {layout.kind}: {width} columns, a Binance "
+                      f"{layout.kind} file has {expected}{hint}")
 
 
 def import_bytes(run: ImportRun, data: bytes, *, kind: str, symbol: str, interval: str = "") -> int:

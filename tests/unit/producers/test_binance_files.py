@@ -100,9 +100,34 @@ def test_block_boundaries_do_not_change_the_result(tmp_path: Path) -> None:
 def test_wrong_kind_is_a_clear_error(tmp_path: Path) -> None:
     tape = open_tape(f"file:{tmp_path / 'tape'}")
     run = ImportRun(tape, source="binance", kind="k", name="x", source_id="x")
-    with pytest.raises(ValueError, match="12 columns, a Binance trades file has 6 or 7"):
+    with pytest.raises(ValueError, match=r"the columns do not fit --kind trades: 12 columns, a Binance trades file "
+                                         r"has 6 or 7 \(it looks like --kind klines\)"):
         import_bytes(run, (FIX / "BTCUSDT-1m-2024-01-01.csv").read_bytes(), kind="trades", symbol="BTCUSDT")
     assert interval_from_name("BTCUSDT-15m-2024-01.zip") == "15m" and interval_from_name("x.csv") is None
+    # klines without an interval in the name: the columns are the problem, said once, not the name
+    with pytest.raises(ValueError) as err:
+        import_file(run, FIX / "BTCUSDT-aggTrades-2024-01-01.zip", kind="klines", symbol="BTCUSDT")
+    assert str(err.value) == ("the columns do not fit --kind klines: 8 columns, a Binance klines file has 11 or 12 "
+                              "(it looks like --kind aggTrades)")
+
+
+def test_one_boolean_rule_for_both_parsers(tmp_path: Path) -> None:
+    """1/0 booleans import, and one bad row (which sends its block to the line-by-line parser)
+    dead-letters that row only, not the 1/0 rows around it."""
+    rows = [f"{100 + i},42000.5,0.01,{200 + i},{200 + i},{1704067200000 + i},{i % 2},1" for i in range(32)]
+    clean = open_tape(f"file:{tmp_path / 'clean'}")
+    run = ImportRun(clean, source="binance", kind="aggTrades", name="x", source_id="x")
+    import_bytes(run, ("\n".join(rows) + "\n").encode(), kind="aggTrades", symbol="BTCUSDT")
+    assert run.finish().events == {"md.binance.aggtrade": 32}
+    rows[5] = rows[5].replace("42000.5", "abc")
+    tape = open_tape(f"file:{tmp_path / 'bad'}")
+    run = ImportRun(tape, source="binance", kind="aggTrades", name="x", source_id="x")
+    import_bytes(run, ("\n".join(rows) + "\n").encode(), kind="aggTrades", symbol="BTCUSDT")
+    summary = run.finish()
+    assert summary.events == {"md.binance.aggtrade": 31} and summary.dead_letters == 1
+    assert [d.position for d in _events(tape, "dlq.binance")] == ["line 6"]
+    sides = [t.aggressor_side for t in _events(tape, "md.binance.aggtrade")]
+    assert sides == [t.aggressor_side for i, t in enumerate(_events(clean, "md.binance.aggtrade")) if i != 5]
 
 
 def test_cli_import_twice_adds_nothing_and_strict_fails_on_bad_rows(tmp_path: Path) -> None:
