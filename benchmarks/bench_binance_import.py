@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -46,13 +47,15 @@ def run_one(kind: str, path: str, tape_dir: str) -> None:
     """Child process: import one file, print rows, seconds and peak RSS as JSON."""
     from benchmarks.common import max_rss_mb
     from producers.binance.files import import_file
+    from producers.binance.seen import SeenIds
     from producers.common import ImportRun, file_identity
     from ticktape.tape import open_tape
 
     tape = open_tape(f"file:{tape_dir}")
     t0, c0 = time.perf_counter(), time.process_time()
     run = ImportRun(tape, source="binance", kind=f"binance.{kind}", name=path, source_id=file_identity(path))
-    rows = import_file(run, Path(path), kind=kind, symbol="BTCUSDT", interval="1m")
+    seen = None if os.environ.get("BENCH_NO_DEDUPE") else SeenIds(tape)  # as the CLI: ids checked across files
+    rows = import_file(run, Path(path), kind=kind, symbol="BTCUSDT", interval="1m", seen=seen)
     summary = run.finish()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     tape.close()

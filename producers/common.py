@@ -311,6 +311,8 @@ class ImportSummary:
     errors: list[str] = field(default_factory=list)
     resumed: int = 0
     """Events an interrupted earlier run had already appended (counted in `events`, not appended again)."""
+    duplicates: int = 0
+    """Rows left out because other inputs had put them on the tape already (e.g. Binance trade ids)."""
 
     @property
     def total_events(self) -> int:
@@ -324,7 +326,7 @@ class ImportSummary:
         return {"name": self.name, "kind": self.kind, "source_id": self.source_id,
                 "outcome": "skipped" if self.skipped else "imported", "events": self.total_events,
                 "events_per_topic": dict(sorted(self.events.items())), "dead_letters": self.dead_letters,
-                "errors": list(self.errors), "resumed": self.resumed}
+                "errors": list(self.errors), "resumed": self.resumed, "duplicates": self.duplicates}
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict())
@@ -335,7 +337,9 @@ class ImportSummary:
             return f"{self.name}: skipped, already imported ({self.kind}, {self.source_id[:19]}{bad})"
         topics = ", ".join(f"{t}={n}" for t, n in sorted(self.events.items())) or "none"
         resumed = f", resumed after {self.resumed} already on the tape" if self.resumed else ""
-        lines = [f"{self.name}: {self.total_events} events ({topics}), {self.dead_letters} dead letters{resumed}"]
+        dupes = f", {self.duplicates} rows already on the tape from other files left out" if self.duplicates else ""
+        lines = [f"{self.name}: {self.total_events} events ({topics}), {self.dead_letters} dead letters{resumed}"
+                 f"{dupes}"]
         lines += [f"  bad input: {e}" for e in self.errors]
         if self.dead_letters > len(self.errors):
             lines.append(f"  ... and {self.dead_letters - len(self.errors)} more (see the dlq topic)")
@@ -392,6 +396,7 @@ class ImportRun:
         self.dlq = DeadLetterSink(self.appender, source, f"{source}:{name}", self.clock)
         self.index = index
         self.resumed = 0
+        self.duplicates = 0
         self.previous: SourceImported | None = None
         if not force:
             self.previous = index.get(source_id) if index is not None else find_import(tape, source_id)
@@ -452,7 +457,8 @@ class ImportRun:
                                            dead_letters=self.previous.dead_letters)
             return self._finished
         self.appender.flush()
-        counts = {t: n for t, n in self.appender.counts.items() if t != self.dlq.topic}
+        # bookkeeping records (meta.*, e.g. the Binance id ranges) are not events of the input
+        counts = {t: n for t, n in self.appender.counts.items() if t != self.dlq.topic and not t.startswith("meta.")}
         recv = self.clock.now()
         mark = SourceImported(self.source_id, self.kind, self.name, recv, recv, sum(counts.values()),
                               self.dlq.count, tuple(sorted(self.appender.counts)))
@@ -461,7 +467,8 @@ class ImportRun:
         if self.index is not None:
             self.index.add(mark)
         self._finished = ImportSummary(self.name, self.kind, self.source_id, counts, self.dlq.count,
-                                       errors=list(self.dlq.samples), resumed=self.resumed)
+                                       errors=list(self.dlq.samples), resumed=self.resumed,
+                                       duplicates=self.duplicates)
         return self._finished
 
     def __enter__(self) -> ImportRun:

@@ -58,9 +58,11 @@ def import_binance(ctx: click.Context, files: tuple[Path, ...], kind: str, symbo
     `FILE.CHECKSUM` next to a file (as data.binance.vision publishes) is verified first.
     """
     from producers.binance.files import data_size, import_file, symbol_from_name, verify_checksum
+    from producers.binance.seen import SeenIds
 
     tape = _tape(ctx)
     index = ImportIndex(tape)
+    seen = None if force else SeenIds(tape)  # rows other files put on the tape are left out
     summaries: list[ImportSummary] = []
     if rest:
         if files or not symbol or start is None:
@@ -80,7 +82,8 @@ def import_binance(ctx: click.Context, files: tuple[Path, ...], kind: str, symbo
                 verify_checksum(path, identity)
                 with tqdm(total=data_size(path), unit="B", unit_scale=True, desc=path.name, leave=False,
                           disable=not sys.stderr.isatty()) as bar:
-                    import_file(run, path, kind=kind, symbol=sym, interval=interval, progress=bar.update)
+                    import_file(run, path, kind=kind, symbol=sym, interval=interval, progress=bar.update,
+                                seen=seen)
             except (ValueError, OSError) as exc:
                 run.appender.flush()
                 raise click.ClickException(f"{path}: {exc}") from exc

@@ -39,7 +39,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from producers.binance.parsers import TOPIC_AGGTRADE, TOPIC_BAR, TOPIC_TRADE, VENUE
+from producers.binance.seen import IDS_TOPIC, SeenIds, contiguous_runs, ids_event, ids_key, merged
 from producers.common import ImportRun, gc_paused
+from ticktape.bars import interval_ns
 from ticktape.errors import ValidationError
 from ticktape.events import Bar, Event, Trade
 
@@ -164,10 +166,22 @@ def _convert(value: str, typ: pa.DataType) -> Any:
     return b
 
 
-class BlockImporter:
-    """Parses a CSV byte stream block by block into one `ImportRun`."""
+def row_ids(layout: Layout, cols: Columns) -> np.ndarray[Any, Any]:
+    """What identifies a row across files: the trade id, or a kline's close time in ns."""
+    if layout.kind == "klines":
+        return _ts_ns(cols["close_time"])
+    return cols["agg_trade_id" if layout.kind == "aggTrades" else "id"]
 
-    def __init__(self, run: ImportRun, layout: Layout, symbol: str, interval: str, where: str = "") -> None:
+
+class BlockImporter:
+    """Parses a CSV byte stream block by block into one `ImportRun`.
+
+    With `seen`, rows whose id is on the tape already (another file had them) are left out and
+    counted in `duplicates`; `ranges` collects the id runs this stream covered.
+    """
+
+    def __init__(self, run: ImportRun, layout: Layout, symbol: str, interval: str, where: str = "",
+                 seen: SeenIds | None = None) -> None:
         self.run = run
         self.layout = layout
         self.symbol = symbol
@@ -175,6 +189,26 @@ class BlockImporter:
         self.where = where  # prefix of positions, e.g. the zip member
         self.names: tuple[str, ...] | None = None
         self.rows = 0
+        self.duplicates = 0
+        self.seen = seen
+        self.key = ids_key(symbol, layout.kind, interval)
+        self.step = (interval_ns(interval) or 1) if layout.kind == "klines" else 1
+        self.ranges: list[tuple[int, int]] = []
+
+    def _emit(self, cols: Columns) -> None:
+        """Emit the rows of typed columns that are not on the tape yet; note the ids they cover."""
+        if self.seen is not None:
+            ids = row_ids(self.layout, cols)
+            self.ranges = merged(self.ranges + contiguous_runs(ids, self.step), self.step)
+            fresh = self.seen.fresh(self.key, ids)
+            if not fresh.all():
+                self.duplicates += int(len(fresh) - fresh.sum())
+                cols = {n: c[fresh] for n, c in cols.items()}
+        n = len(next(iter(cols.values())))
+        if n:
+            self.run.emit_many(self.layout.topic, build_events(self.layout, cols, self.symbol, self.interval),
+                               self.symbol)
+            self.rows += n
 
     def _pos(self, line: int) -> str:
         return f"{self.where}line {line}"
@@ -241,9 +275,7 @@ class BlockImporter:
         cols = {name: table.column(name).to_numpy() for name in self.layout.used}
         if _problems(self.layout, cols) is not None:
             raise ValueError("invalid values: use the line-by-line path")
-        self.run.emit_many(self.layout.topic, build_events(self.layout, cols, self.symbol, self.interval),
-                               self.symbol)
-        self.rows += table.num_rows
+        self._emit(cols)
 
     def _slow(self, body: bytes, line_no: int) -> None:
         assert self.names is not None
@@ -280,10 +312,7 @@ class BlockImporter:
             bad += [(ln, str(why), raw) for (ln, raw), why in zip(raw_good, reasons, strict=True) if why]
             cols = {n: c[keep] for n, c in cols.items()}
         self._dead(bad)
-        if len(cols[names[0]]):
-            self.run.emit_many(self.layout.topic, build_events(self.layout, cols, self.symbol, self.interval),
-                               self.symbol)
-            self.rows += len(cols[names[0]])
+        self._emit(cols)
 
 
     def _dead(self, bad: list[tuple[int, str, bytes]]) -> None:
@@ -346,10 +375,13 @@ def csv_streams(path: Path) -> Iterator[tuple[str, IO[bytes]]]:
 
 
 def import_file(run: ImportRun, path: Path, *, kind: str, symbol: str, interval: str | None = None,
-                block_bytes: int = BLOCK_BYTES, progress: Callable[[int], object] | None = None) -> int:
+                block_bytes: int = BLOCK_BYTES, progress: Callable[[int], object] | None = None,
+                seen: SeenIds | None = None) -> int:
     """Import one Binance data file into `run` (the caller finishes it); returns rows imported.
 
-    `progress(n)` is called with the number of (uncompressed) bytes read, block by block.
+    `progress(n)` is called with the number of (uncompressed) bytes read, block by block. With
+    `seen` (`producers.binance.seen`), rows already on the tape from other files are skipped
+    (`run.duplicates` counts them) and the id ranges the file covers are recorded with it.
     """
     layout = LAYOUTS.get(kind)
     if layout is None:
@@ -363,9 +395,13 @@ def import_file(run: ImportRun, path: Path, *, kind: str, symbol: str, interval:
     try:
         with gc_paused():
             for where, stream in csv_streams(path):
-                imp = BlockImporter(run, layout, symbol, interval or "", where)
+                imp = BlockImporter(run, layout, symbol, interval or "", where, seen)
                 imp.feed(stream, block_bytes, progress)
                 rows += imp.rows
+                run.duplicates += imp.duplicates
+                if seen is not None and imp.ranges:
+                    seen.record(imp.key, imp.ranges)
+                    run.emit(IDS_TOPIC, ids_event(imp.key, imp.ranges, run.source_id, run.clock.now()))
     except ZIP_ERRORS as exc:  # the zip's directory, or a member found damaged while it was read
         raise _bad_zip(path, exc) from exc
     return rows
