@@ -145,6 +145,8 @@ def record_binance(ctx: click.Context, symbols: str, streams: str, futures: bool
     syms = [s.strip().upper() for s in symbols.split(",") if s.strip()]
     stream_list = [s.strip() for s in streams.split(",") if s.strip()]
     stream_names(syms, stream_list)  # an unknown stream name fails here, before any connection
+    if not stream_list and not user_data:
+        raise click.UsageError("nothing to record: give --streams, or --user-data for the account alone")
     keys = load_binance_keys(credentials_file, required=user_data)  # --user-data needs them
     s = record_live(_tape(ctx), syms, stream_list, keys=keys, futures=futures,
                     user_data=user_data, account=account, keep_raw=raw)

@@ -13,6 +13,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from producers.binance.parsers import (
     robot_of_client_order_id,
     unwrap,
 )
+from producers.binance.userdata import USER_DATA_URLS, UserDataStream, ws_api_signature
 from producers.common import BatchAppender, DeadLetterSink
 from ticktape.events import BookDelta, CustomData, FeedGap, Trade
 from ticktape.retry import backoff_delays
@@ -53,6 +55,9 @@ TOPIC_RAW = "raw.binance"
 
 MAX_REPAIR = 5000
 """Aggregate trades fetched at most to fill one gap (more is recorded as an unrepaired gap)."""
+
+UserStreamFactory = Callable[[Callable[[Any], None]], UserDataStream]
+"""handler -> the account's user-data stream (not started) delivering each event to `handler`."""
 
 STREAM_NAMES = {"trade": "trade", "aggTrade": "aggTrade", "bookTicker": "bookTicker", "depth": "depth@100ms"}
 
@@ -250,7 +255,8 @@ def _json_bytes(message: Mapping[str, Any]) -> bytes:
 def run_live(core: RecorderCore, *, streams: list[str], keys: BinanceKeys | None,
              user_data: bool, futures: bool, clock: Clock, flush_every: float = 0.25,
              stop: threading.Event | None = None, max_backoff: float = 60.0, first_backoff: float = 1.0,
-             manager_factory: Callable[..., Any] | None = None) -> None:
+             manager_factory: Callable[..., Any] | None = None,
+             user_stream: UserStreamFactory | None = None) -> None:
     """Subscribe with python-binance's ThreadedWebsocketManager and record until `stop` (or Ctrl-C).
 
     python-binance reconnects a dropped socket itself (a few times, with backoff) and reports
@@ -258,7 +264,14 @@ def run_live(core: RecorderCore, *, streams: list[str], keys: BinanceKeys | None
     snapshot at the next delta). When it gives up (`SELF_RECONNECTING` does not name the
     error), we restart the manager with our own exponential backoff.
     `manager_factory(api_key=, api_secret=)` defaults to python-binance's ThreadedWebsocketManager.
+
+    User data (`user_data`) comes from `user_stream(handler)`, our own `UserDataStream`, not from
+    python-binance's manager: that one ignores futures' `listenKeyExpired` and does not subscribe
+    spot again after a reconnect, so the account's events would stop without a word. Without
+    market `streams` only the user-data stream runs.
     """
+    if user_data and user_stream is None:
+        raise ValueError("run_live: user_data needs a user_stream factory")
     factory: Callable[..., Any]
     if manager_factory is None:
         from binance import ThreadedWebsocketManager
@@ -273,6 +286,36 @@ def run_live(core: RecorderCore, *, streams: list[str], keys: BinanceKeys | None
     def on_message(msg: Any) -> None:
         inbox.put((clock.now(), msg))  # ts_recv stamped at the edge, before any queueing delay
 
+    account_stream = user_stream(on_message) if user_data and user_stream is not None else None
+    if account_stream is not None:
+        account_stream.start()
+    try:
+        _follow_market(core, inbox, on_message, streams=streams, keys=keys, futures=futures, factory=factory,
+                       stop=stop, flush_every=flush_every, first_backoff=first_backoff, max_backoff=max_backoff)
+    finally:
+        if account_stream is not None:
+            account_stream.stop()
+            while not inbox.empty():  # what the account's stream delivered before it stopped
+                ts_recv, msg = inbox.get_nowait()
+                core.handle(msg, ts_recv)
+            core.appender.flush()
+
+
+def _follow_market(core: RecorderCore, inbox: queue.Queue[tuple[int, Any]], on_message: Callable[[Any], None], *,
+                   streams: list[str], keys: BinanceKeys | None, futures: bool, factory: Callable[..., Any],
+                   stop: threading.Event, flush_every: float, first_backoff: float, max_backoff: float) -> None:
+    """Record the inbox until `stop`, (re)starting python-binance's manager for the market `streams`."""
+    if not streams:  # the account's stream alone
+        while not stop.is_set():
+            try:
+                ts_recv, msg = inbox.get(timeout=flush_every)
+            except queue.Empty:
+                core.appender.flush()
+                continue
+            core.handle(msg, ts_recv)
+            if inbox.empty() or core.appender.pending >= 1000:
+                core.appender.flush()
+        return
     delays = backoff_delays(first_backoff, max_backoff)
     while not stop.is_set():
         twm = factory(api_key=keys.api_key.get() if keys else None, api_secret=keys.api_secret.get() if keys else None)
@@ -281,8 +324,6 @@ def run_live(core: RecorderCore, *, streams: list[str], keys: BinanceKeys | None
             twm.start_futures_multiplex_socket(callback=on_message, streams=streams)
         else:
             twm.start_multiplex_socket(callback=on_message, streams=streams)
-        if user_data:
-            (twm.start_futures_user_socket if futures else twm.start_user_socket)(callback=on_message)
         failed = False
         try:
             while not stop.is_set() and not failed:
@@ -316,14 +357,41 @@ def run_live(core: RecorderCore, *, streams: list[str], keys: BinanceKeys | None
             stop.wait(wait)
 
 
+def user_stream_factory(client: Any, keys: BinanceKeys, *, futures: bool, url: str | None = None,
+                        testnet: bool = False) -> UserStreamFactory:
+    """The account's user-data stream for the recorder: spot subscribes on the WebSocket API with a
+    signed request (again after each reconnect), futures listens with a listen key from `client`
+    (python-binance's REST client), kept alive and renewed when Binance says `listenKeyExpired`."""
+    market = "futures" if futures else "spot"
+    base = url.rstrip("/") + ("/private/ws" if futures else "/ws-api/v3") if url else USER_DATA_URLS[market][testnet]
+
+    def subscribe_params() -> dict[str, Any]:
+        params: dict[str, Any] = {"apiKey": keys.api_key.get(), "timestamp": int(time.time() * 1000)}
+        params["signature"] = ws_api_signature(params, keys.api_secret.get())
+        return params
+
+    def make(handler: Callable[[Any], None]) -> UserDataStream:
+        if futures:
+            return UserDataStream(url=base, handler=handler, market=market,
+                                  listen_key=lambda: str(client.futures_stream_get_listen_key()),
+                                  keepalive=lambda key: client.futures_stream_keepalive(listenKey=key),
+                                  backoff=(1.0, 60.0))
+        return UserDataStream(url=base, handler=handler, market=market, subscribe_params=subscribe_params,
+                              backoff=(1.0, 60.0))
+
+    return make
+
+
 def record_live(tape: Tape, symbols: Sequence[str], streams: Sequence[str], *, keys: BinanceKeys | None,
                 futures: bool = False, user_data: bool = False, account: str = "spot",
                 keep_raw: bool = False, stop: threading.Event | None = None,
-                clock: Clock | None = None) -> RecorderStats:
+                clock: Clock | None = None, user_data_url: str | None = None) -> RecorderStats:
     """`ticktape record binance`: record `streams` of `symbols` until `stop` is set (or Ctrl-C).
 
     python-binance's REST client fetches depth snapshots and refills aggregate-trade gaps;
-    its websocket manager delivers the messages (`run_live`). Returns the counts per outcome.
+    its websocket manager delivers the market's messages, our `UserDataStream` the account's
+    (`run_live`; `user_data_url` replaces Binance's WebSocket base, e.g. a local venue).
+    Returns the counts per outcome.
     """
     from binance import Client
 
@@ -347,8 +415,12 @@ def record_live(tape: Tape, symbols: Sequence[str], streams: Sequence[str], *, k
                         keep_raw=keep_raw)
     stop = stop or threading.Event()
     try:
+        if user_data and keys is None:
+            raise ValueError("recording user data needs API keys")
+        account_stream = (user_stream_factory(client, keys, futures=futures, url=user_data_url)
+                          if user_data and keys is not None else None)
         run_live(core, streams=names, keys=keys, user_data=user_data,
-                 futures=futures, clock=clock, stop=stop)
+                 futures=futures, clock=clock, stop=stop, user_stream=account_stream)
     except KeyboardInterrupt:
         stop.set()
     finally:

@@ -32,7 +32,7 @@ from producers.binance.limits import WEIGHTS, RateLimiter, limits_from_rules
 from producers.binance.parsers import TICKTAPE_VENUE_ID, replace_cancel_id, venue_client_id
 from producers.binance.reports import fill_of_trade, order_report, stream_reports
 from producers.binance.rules import dec
-from producers.binance.userdata import UserDataStream, ws_api_signature
+from producers.binance.userdata import FUTURES_STREAM, SPOT_WS_API, UserDataStream, ws_api_signature
 from robots.live.exchange import (
     AccountReport,
     Command,
@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 MARKETS = ("spot", "futures")
 UNKNOWN_ORDER = (-2013, -2011)  # "Order does not exist." / "Unknown order sent."
 UNKNOWN_OUTCOME = (-1006, -1007)  # "unexpected response" / "Timeout waiting for response from backend"
-SPOT_WS_API = {False: "wss://ws-api.binance.com/ws-api/v3", True: "wss://ws-api.testnet.binance.vision/ws-api/v3"}
-FUTURES_STREAM = {False: "wss://fstream.binance.com/private/ws", True: "wss://fstream.binancefuture.com/private/ws"}
 
 
 def _num(x: float) -> str:

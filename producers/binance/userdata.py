@@ -11,7 +11,7 @@
 python-binance's own managers are not used here: its spot subscription is not renewed when the
 WebSocket API connection reconnects (events would silently stop), it reconnects after at least
 one second with random jitter, and it ignores `listenKeyExpired`. This thread reconnects with
-a bounded backoff, subscribes again on every connection, and renews a listen key when told.
+a bounded backoff (`ticktape.retry`), subscribes again on every connection, and renews a listen key when told.
 """
 
 from __future__ import annotations
@@ -23,16 +23,23 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
+from ticktape.retry import backoff_delays
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Mapping[str, Any]], None]
+
+SPOT_WS_API = {False: "wss://ws-api.binance.com/ws-api/v3", True: "wss://ws-api.testnet.binance.vision/ws-api/v3"}
+FUTURES_STREAM = {False: "wss://fstream.binance.com/private/ws", True: "wss://fstream.binancefuture.com/private/ws"}
+USER_DATA_URLS = {"spot": SPOT_WS_API, "futures": FUTURES_STREAM}
+"""market -> testnet -> the user-data stream's URL."""
 
 
 def ws_api_signature(params: Mapping[str, Any], secret: str) -> str:
@@ -84,23 +91,26 @@ class UserDataStream:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        delay = self.backoff[0]
+        delays = self._delays()
         while not self._stop.is_set():
             try:
                 self._session()
-                delay = self.backoff[0]  # a session that ended normally (expiry, server close): reconnect now
+                delays = self._delays()  # a session that ended normally (expiry, server close): reconnect now
             except (OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError, ValueError) as exc:
+                delay = next(delays)
                 log.warning("binance user-data stream (%s) dropped: %s; reconnecting in %.2f s", self.market,
                             type(exc).__name__, delay)
                 self._stop.wait(delay)
-                delay = min(self.backoff[1], delay * 2)
             except Exception:  # the REST listen key call failed (OutcomeUnknown, VenueBusy, ...): try again later
                 log.exception("binance user-data stream (%s) could not (re)subscribe", self.market)
-                self._stop.wait(delay)
-                delay = min(self.backoff[1], delay * 2)
+                self._stop.wait(next(delays))
             finally:
                 self.subscribed.clear()
                 self._conn = None
+
+    def _delays(self) -> Iterator[float]:
+        # jittered: the gateway's and a recorder's streams on one account do not reconnect in step
+        return backoff_delays(self.backoff[0], self.backoff[1], jitter=0.5)
 
     def _session(self) -> None:
         if self.market == "spot":
