@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from robots.live.journal import INLINE, Journal, JournalReplay
 from robots.live.topics import EVENT_TOPIC, INTENT_TOPIC
 from tests.live.harness import (
     Feeder,
@@ -35,7 +36,7 @@ from tests.live.harness import (
     wait_for,
 )
 from tests.venues.betfair_exchange import LocalBetfairExchange, self_signed_cert
-from ticktape.events import BetSettled, OrderFilled, OrderRejected, PlaceOrder, Trade
+from ticktape.events import BetSettled, Control, OrderCancelled, OrderFilled, OrderRejected, PlaceOrder, Trade
 from ticktape.tape import open_tape
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the server's certificate")
@@ -63,11 +64,11 @@ def exchange(tmp_path: Path) -> Iterator[tuple[LocalBetfairExchange, Path]]:
     ex.close()
 
 
-def gateway_proc(uri: str, ex: LocalBetfairExchange, cert: Path, tmp_path: Path) -> Proc:
+def gateway_proc(uri: str, ex: LocalBetfairExchange, cert: Path, tmp_path: Path, *, dead_after: float = 60) -> Proc:
     settings = ex.settings(cert, timeout=0.5)
     params = [a for k, v in settings.items() for a in ("--venue-param", f"{k}={v}")]
     return Proc("gateway", ["--tape", uri, "gateway", "--venue", "betfair", *params, "--poll-seconds", "0.5",
-                            "--dead-after", "60"], tmp_path, env=ex.credentials_env())
+                            "--dead-after", str(dead_after)], tmp_path, env=ex.credentials_env())
 
 
 def bet_runner(uri: str, run_id: str, tmp_path: Path, *, every: int, snapshot_every: int = 10_000) -> Proc:
@@ -186,23 +187,37 @@ def _bet_through_faults(uri: str, ex: LocalBetfairExchange, cert: Path, tmp_path
         setup.close()
 
 
-@pytest.mark.parametrize("how", ["kill", "stop"])
+@pytest.mark.parametrize("how", ["kill", "stop", "watchdog"])
 def test_kill_and_stop_cancel_resting_bets_at_betfair(how: str, exchange: tuple[LocalBetfairExchange, Path],
                                                       tmp_path: Path) -> None:
     """`ticktape control kill` cancels the run's resting bets and refuses its new ones; stopping the runner
-    (SIGTERM) cancels its resting bets on the way out."""
+    (SIGTERM) cancels its resting bets on the way out; a runner SIGKILLed leaves them to the watchdog, which
+    cancels them once its heartbeat is older than --dead-after."""
     ex, cert = exchange
     ex.set_prices(MARKET, SELECTION, back=1.5, lay=1.52)  # the robot's backs at 2.0 rest
     uri = f"file:{tmp_path / 'tape'}"
     setup = open_tape(uri)
     setup.create_topic(TOPIC)
-    gateway = gateway_proc(uri, ex, cert, tmp_path)
+    gateway = gateway_proc(uri, ex, cert, tmp_path, dead_after=2 if how == "watchdog" else 60)
     runner = bet_runner(uri, "k", tmp_path, every=2)
     procs = [gateway, runner]
     try:
         start_gateway_and_runner(gateway, runner)
         setup.append(TOPIC, ticks(10), partition=0)
         wait_for("five bets resting", lambda: sum(not b.complete for b in ex.bets.values()) == 5, 60, procs)
+        if how == "watchdog":
+            runner.kill9()
+            wait_for("the watchdog to cancel them at Betfair", lambda: all(b.complete for b in ex.bets.values()),
+                     30, procs)
+            assert all(b.cancelled_c == b.size_c for b in ex.bets.values()) and len(ex.bets) == 5
+            wait_for("the cancels on the tape", lambda: sum(
+                1 for e in run_records(setup, EVENT_TOPIC, "k") if type(e) is OrderCancelled) == 5, 30, procs)
+            verdicts = [rec.event for _, entry in Journal(setup, "gateway-betfair").entries()
+                        if entry.topic == INLINE for rec in JournalReplay(setup).records(entry)
+                        if type(rec.event) is Control and rec.event.param == "watchdog"]
+            assert [(v.target, v.command) for v in verdicts] == [("k", "PAUSE")], verdicts
+            assert gateway.terminate() == 0
+            return
         if how == "stop":
             assert runner.terminate() == 0, runner.tail()
             wait_for("the stop to cancel them at Betfair", lambda: all(b.complete for b in ex.bets.values()), 30,
