@@ -502,12 +502,14 @@ class Gateway:
         The venue's open orders (ticktape's client order ids) and the current state of every order the
         journal holds as not done are journaled as reports (source "reconcile"), so the fold appends
         the fills and ends the tape missed while the gateway was away; each such event is also named
-        on `gateway.reconcile`. An open order of a ticktape id this gateway never sent, or a position
-        that differs from the sum of the fills on the tape (futures; `check_positions`), stops the
-        start with a `TicktapeError` naming it.
+        on `gateway.reconcile`. An open order of a ticktape id this gateway never sent, a position
+        that differs from the sum of the fills on the tape (futures), or a spot base asset the account
+        holds less of than the runs' long positions in it (`spot_shortfalls`) stops the start with a
+        `TicktapeError` naming it (the last two unless `check_positions` is off).
 
         Orders keep filling while this runs, so positions are compared only on a consistent look:
-        the account read before and after the orders shows the same positions (no fill in between).
+        the account read before and after the orders shows the same positions and balances (no fill
+        in between).
         After `passes` looks without one, the comparison is skipped with a warning.
         """
         orders = self.fold.orders
@@ -525,7 +527,7 @@ class Gateway:
                                     "them at the venue, or start the gateway (tape) that owns them")
             if not self.check_positions:
                 return
-            if dict(before.positions) != dict(after.positions):
+            if (dict(before.positions), dict(before.balances)) != (dict(after.positions), dict(after.balances)):
                 continue  # something filled while we looked: look again
             wrong = self._position_mismatches(after)
             if wrong:
@@ -556,13 +558,15 @@ class Gateway:
         return account
 
     def _position_mismatches(self, account: AccountReport) -> list[str]:
-        """"instrument: tape x, venue y" for each position that differs (none when the venue reports none)."""
-        if not account.positions:
-            return []  # spot balances, Betfair: no positions to compare
+        """"instrument: tape x, venue y" for each position that differs; on a spot account (balances, no
+        positions), each base asset the account holds less of than the runs' long positions in it
+        (`spot_shortfalls`). Betfair reports neither: nothing is compared."""
         mine: dict[str, float] = {}
         for run in self.fold.runs.values():
             for (_venue, instrument), size in run.position.items():
                 mine[instrument] = mine.get(instrument, 0.0) + size
+        if not account.positions:
+            return spot_shortfalls(mine, account.balances, self.fold.rules.get("symbols") or {})
         return [f"{i}: tape {mine.get(i, 0.0):g}, venue {account.positions.get(i, 0.0):g}"
                 for i in sorted(set(mine) | set(account.positions))
                 if abs(mine.get(i, 0.0) - account.positions.get(i, 0.0)) > 1e-9]
@@ -705,6 +709,36 @@ class Gateway:
             self.real.close()
         self.loop.close()
         self.tape.close()
+
+
+SPOT_FEE_ALLOWANCE = 0.005
+"""Share of a spot long position the account may hold less of than the tape says: Binance may take its fee
+in the asset bought (0.1% at the base rate), which the tape's positions (sums of fill sizes) do not deduct."""
+
+
+def spot_shortfalls(positions: Mapping[str, float], balances: Mapping[str, float],
+                    symbols: Mapping[str, Any]) -> list[str]:
+    """"BTC: tape long 0.5 (BTCUSDT), venue holds 0.2" for each base asset the account holds less of than the
+    runs' long positions in it, less `SPOT_FEE_ALLOWANCE` (pure).
+
+    A spot account's balances include what ticktape never traded, so only this side can be judged: an
+    account holding more than the runs bought is normal; one holding less lost what the robots think they
+    own (sold or withdrawn by hand, or a tape of another account). `symbols` are the venue rules' symbols
+    (`base` asset per instrument); instruments it does not name are not compared.
+    """
+    need: dict[str, float] = {}
+    names: dict[str, list[str]] = {}
+    for instrument, size in positions.items():
+        base = str((symbols.get(instrument) or {}).get("base") or "")
+        if base:
+            need[base] = need.get(base, 0.0) + size
+            names.setdefault(base, []).append(instrument)
+    out = []
+    for base in sorted(need):
+        have = float(balances.get(base, 0.0))
+        if need[base] > 0 and have < need[base] * (1 - SPOT_FEE_ALLOWANCE) - 1e-12:
+            out.append(f"{base}: tape long {need[base]:g} ({', '.join(sorted(names[base]))}), venue holds {have:g}")
+    return out
 
 
 RECONCILE_TOPIC = "gateway.reconcile"

@@ -1,7 +1,7 @@
 """A gateway on a real venue, in-process against the local venues over real sockets: the exchange-filters control
-answers on the tape before anything is sent (Binance and Betfair), and a Betfair gateway reconciles on start
+answers on the tape before anything is sent (Binance and Betfair); a Betfair gateway reconciles on start
 as a Binance one does (bets matched while it was away reach the tape once, marked; a bet nobody here sent
-stops the start, named)."""
+stops the start, named); a Binance spot gateway compares the account's holdings with the runs' positions."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from robots.live.fold import run_tag
-from robots.live.gateway import RECONCILE_TOPIC, Gateway
+from robots.live.gateway import RECONCILE_TOPIC, Gateway, spot_shortfalls
 from robots.live.topics import EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC
 from tests.live.harness import run_records, wait_for
 from tests.venues.betfair_exchange import LocalBetfairExchange, self_signed_cert
@@ -49,8 +50,8 @@ def intent(venue: str, instrument: str, k: int, price: float, size: float) -> Pl
 class Running:
     """A gateway serving on a thread until `close`."""
 
-    def __init__(self, uri: str, venue: str, settings: dict[str, object]) -> None:
-        self.gateway = Gateway(uri, venue=venue, venue_settings=settings, poll_seconds=0.5)
+    def __init__(self, uri: str, venue: str, settings: dict[str, object], **kw: Any) -> None:
+        self.gateway = Gateway(uri, venue=venue, venue_settings=settings, poll_seconds=0.5, **kw)
         self.gateway.start()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.gateway.run, args=(self.stop,), daemon=True)
@@ -185,3 +186,50 @@ def test_a_betfair_bet_nobody_here_sent_stops_the_start_named(betfair: tuple[Loc
     finally:
         refusing.close()
         tape.close()
+
+
+def test_a_spot_account_holding_less_than_the_runs_bought_stops_the_start_named(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The run bought 0.01 BTC; the account holds it (a restart starts); someone sells most of it by hand
+    while the gateway is away: the next start refuses, naming the asset, the tape's position and the
+    venue's holding, unless told --no-position-check."""
+    ex = LocalBinanceExchange(balances={"USDT": "100000", "BTC": "0"})
+    ex.set_price("BTCUSDT", 30_000.0, 30_000.1)
+    monkeypatch.setenv("BINANCE_API_KEY", ex.api_key)
+    monkeypatch.setenv("BINANCE_API_SECRET", ex.api_secret)
+    settings: dict[str, object] = {"rest_url": ex.rest_url, "ws_url": ex.ws_url, "market": "spot", "timeout": 0.5}
+    uri = f"file:{tmp_path / 'tape'}"
+    tape = open_tape(uri)
+    manifest(tape, "binance")
+    ts = time.time_ns()
+    try:
+        first = Running(uri, "binance", settings)
+        try:
+            tape.append(INTENT_TOPIC, [PlaceOrder("bot", f"{TAG}-1-0", "binance", "BTCUSDT", ts, ts, "BUY", "MARKET",
+                                                  0.0, 0.01, "GTC")], keys=[RUN])
+            wait_for("the buy filled", lambda: len(events_of(tape, OrderFilled)) == 1, 30)
+        finally:
+            first.close()
+        assert ex.ledger.balances["BTC"] == Decimal("0.01")
+        Running(uri, "binance", settings).close()  # the account holds what the run bought: it starts
+        ex.ledger.balances["BTC"] = Decimal("0.004")  # sold by hand while no gateway ran
+        refusing = Gateway(uri, venue="binance", venue_settings=settings)
+        try:
+            with pytest.raises(TicktapeError, match=r"BTC: tape long 0\.01 \(BTCUSDT\), venue holds 0\.004"):
+                refusing.start()
+        finally:
+            refusing.close()
+        Running(uri, "binance", settings, check_positions=False).close()  # the operator says: trade anyway
+    finally:
+        tape.close()
+        ex.close()
+
+
+def test_spot_shortfalls_judge_only_what_the_account_lacks() -> None:
+    symbols = {"BTCUSDT": {"base": "BTC"}, "BTCFDUSD": {"base": "BTC"}, "ETHUSDT": {"base": "ETH"}}
+    assert spot_shortfalls({"BTCUSDT": 0.5, "ETHUSDT": -1.0}, {"BTC": 7.0}, symbols) == []  # more held; shorts
+    assert spot_shortfalls({"BTCUSDT": 1.0}, {"BTC": 0.999}, symbols) == []  # a fee taken in the asset bought
+    assert spot_shortfalls({"BTCUSDT": 0.3, "BTCFDUSD": 0.2}, {"BTC": 0.2}, symbols) == [
+        "BTC: tape long 0.5 (BTCFDUSD, BTCUSDT), venue holds 0.2"]  # one asset, two instruments
+    assert spot_shortfalls({"BTCUSDT": 1.0}, {}, symbols) == ["BTC: tape long 1 (BTCUSDT), venue holds 0"]
+    assert spot_shortfalls({"XYZ": 5.0}, {}, symbols) == []  # not in the rules: not compared
