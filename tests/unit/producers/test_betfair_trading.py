@@ -204,6 +204,22 @@ def test_an_expired_session_logs_in_again_and_runs_the_call_once(venue: BetfairV
     assert len(exchange.bets_for("abcdefgh-1-2")) == 1
 
 
+def test_a_started_venue_keeps_its_session_alive(make_venue: Callable[..., BetfairVenue],
+                                                 exchange: LocalBetfairExchange) -> None:
+    """The keep-alive thread sends keepAlive with the session's token once it is older than the interval
+    (Betfair ends idle sessions), without logging in again; the session still places bets."""
+    venue = make_venue(keep_alive_interval=0.5)
+    venue.start(lambda report: None)
+
+    def keep_alives() -> list[str]:
+        return [h.get("X-Authentication", "") for path, h, _ in list(exchange.api.calls) if path == "/api/keepAlive"]
+
+    assert wait_for(lambda: len(keep_alives()) >= 2, timeout=10), keep_alives()
+    assert all(token in exchange.api.tokens for token in keep_alives()) and venue.logins == 1
+    [report] = venue.place(place(order(coid="abcdefgh-1-9")))
+    assert report.status == "open" and venue.logins == 1
+
+
 def test_the_hourly_transaction_budget_refuses_instead_of_exceeding(
         make_venue: Callable[..., BetfairVenue], exchange: LocalBetfairExchange) -> None:
     venue = make_venue(transactions_per_hour=2)

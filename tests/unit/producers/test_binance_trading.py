@@ -119,9 +119,15 @@ def test_resting_limit_order_is_open_then_query_sees_its_maker_fill(venue: Binan
     assert [(f.price, f.size, f.liquidity) for f in q.fills] == [(99.0, 0.1, "MAKER")]
 
 
-def test_ioc_that_does_not_cross_expires(venue: BinanceVenue) -> None:
-    [r] = venue.place(cmd("place", order("abcdefgh-3-0", price=90.0, tif="IOC")))
-    assert r.status == "expired"
+@pytest.mark.parametrize("tif", ["IOC", "FOK"])
+def test_ioc_and_fok_that_do_not_cross_expire_and_that_cross_fill(venue: BinanceVenue, exchange: LocalBinanceExchange,
+                                                                  tif: TimeInForce) -> None:
+    [r] = venue.place(cmd("place", order("abcdefgh-3-0", price=90.0, tif=tif)))
+    assert r.status == "expired" and not r.fills
+    [r] = venue.place(cmd("place", order("abcdefgh-4-0", price=101.0, tif=tif)))
+    assert r.status == "filled" and sum(f.size for f in r.fills) == pytest.approx(0.1)
+    sent = {o.client_order_id: o.time_in_force for o in exchange.ledger.orders}
+    assert sent == {"abcdefgh-3-0": tif, "abcdefgh-4-0": tif}  # the venue got the time in force asked
 
 
 def test_cancel_then_cancel_again_returns_the_final_report(venue: BinanceVenue) -> None:
