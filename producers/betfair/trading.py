@@ -473,6 +473,22 @@ class BetfairVenue:
                 return out
             start += len(page)
 
+    def recent_orders(self, instruments: Sequence[str]) -> Sequence[OrderReport]:
+        """Every current (unsettled) bet of a ticktape customerOrderRef, executable or complete, on any market
+        (Betfair keeps a bet in listCurrentOrders until its market settles; `instruments` is not needed)."""
+        out: list[OrderReport] = []
+        start = 0
+        while True:
+            answer = self._read("listCurrentOrders", functools.partial(
+                self._client.betting.list_current_orders, order_projection="ALL", from_record=start,
+                lightweight=True))
+            page = answer.get("currentOrders") or []
+            out.extend(execution.report_from_current(b, "reconcile") for b in page
+                       if is_client_order_id(b.get("customerOrderRef")))
+            if not answer.get("moreAvailable") or not page:
+                return out
+            start += len(page)
+
     def account(self) -> AccountReport:
         """Balances from getAccountFunds: `<currency>` = available to bet, `<currency>.exposure` = the
         (negative) exposure across markets. Positions are empty: Betfair's exposure is per market and

@@ -24,11 +24,12 @@ WEIGHTS: dict[str, dict[str, tuple[int, int]]] = {
     "spot": {
         "place": (1, 1), "cancel": (1, 0), "replace": (1, 1), "query": (4, 0), "trades": (20, 0),
         "open_orders": (80, 0),  # without a symbol
-        "account": (20, 0), "exchange_info": (20, 0), "order_count": (40, 0),
+        "account": (20, 0), "exchange_info": (20, 0), "order_count": (40, 0), "all_orders": (20, 0),
     },
     "futures": {
         "place": (0, 1), "cancel": (1, 0), "replace": (1, 1), "query": (1, 0), "trades": (5, 0),
         "open_orders": (40, 0), "account": (5, 0), "exchange_info": (1, 0), "listen_key": (1, 0),
+        "all_orders": (5, 0),
     },
 }
 

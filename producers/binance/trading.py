@@ -373,6 +373,17 @@ class BinanceVenue:
         rows = self._call("open_orders", fn)
         return [self._with_fills(o, "reconcile") for o in rows if TICKTAPE_VENUE_ID.match(str(o["clientOrderId"]))]
 
+    def recent_orders(self, instruments: Sequence[str]) -> Sequence[OrderReport]:
+        """The latest orders (Binance's `allOrders` page: up to 500 per symbol, any status) of ticktape client
+        ids on each of `instruments`, without their fills (one report per venue order)."""
+        fn = self._client.get_all_orders if self.market == "spot" else self._client.futures_get_all_orders
+        out: list[OrderReport] = []
+        for symbol in sorted(set(instruments)):
+            rows = self._call("all_orders", fn, symbol=symbol)
+            out.extend(order_report(o, source="reconcile") for o in rows
+                       if TICKTAPE_VENUE_ID.match(str(o.get("clientOrderId", ""))))
+        return out
+
     def account(self) -> AccountReport:
         """Spot: free + locked per asset. Futures: signed position per symbol (positionRisk), wallet balances."""
         if self.market == "spot":

@@ -163,7 +163,8 @@ def run(ctx: click.Context, robot: str, tape: str | None, params: tuple[str, ...
 @click.option("--poll-seconds", default=5.0, show_default=True,
               help="Real venues: ask for the open orders this often (fills still arrive if the stream is silent).")
 @click.option("--no-position-check", is_flag=True,
-              help="Real venues: start even if the venue's positions differ from the fills on the tape.")
+              help="Real venues: start even if the venue's positions (spot: holdings) differ from the fills "
+                   "on the tape, or it has orders of the tape's runs the tape never sent.")
 @click.pass_context
 def gateway(ctx: click.Context, tape: str | None, venue: str, venue_params: tuple[str, ...], topics: tuple[str, ...],
             dead_after: float, credentials_file: str | None, testnet: bool, poll_seconds: float,

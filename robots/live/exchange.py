@@ -166,7 +166,8 @@ class LiveVenue(Protocol):
       order), the current one last, with every fill so far; `[status "unknown"]` when the venue
       has no order with this client order id.
     - `open_orders` lists the open orders of this gateway's runs (client order ids made by
-      ticktape); `account` the positions/balances.
+      ticktape); `recent_orders(instruments)` the venue's recent orders of ticktape client order ids
+      on those instruments, in any status (done ones too); `account` the positions/balances.
     - A venue that `settles` reports a settled order with its `profit` (the gateway keeps asking
       about filled, unsettled orders at each poll until it does).
     - `rules` is the venue's trading rules as JSON-able data (Binance's filters from
@@ -193,6 +194,8 @@ class LiveVenue(Protocol):
     def query(self, command: Command) -> Sequence[OrderReport]: ...
 
     def open_orders(self) -> Sequence[OrderReport]: ...
+
+    def recent_orders(self, instruments: Sequence[str]) -> Sequence[OrderReport]: ...
 
     def account(self) -> AccountReport: ...
 

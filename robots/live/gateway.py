@@ -505,7 +505,11 @@ class Gateway:
         on `gateway.reconcile`. An open order of a ticktape id this gateway never sent, a position
         that differs from the sum of the fills on the tape (futures), or a spot base asset the account
         holds less of than the runs' long positions in it (`spot_shortfalls`) stops the start with a
-        `TicktapeError` naming it (the last two unless `check_positions` is off).
+        `TicktapeError` naming it (the last two unless `check_positions` is off). So does an order of one of
+        this tape's runs that the venue has, in any status, and the journal never sent
+        (`LiveVenue.recent_orders`: Binance's latest 500 orders per instrument the runs traded, Betfair's
+        unsettled bets): the tape is older than the account, and the runs' re-derived intents would place
+        those orders again (unless `check_positions` is off).
 
         Orders keep filling while this runs, so positions are compared only on a consistent look:
         the account read before and after the orders shows the same positions and balances (no fill
@@ -515,6 +519,15 @@ class Gateway:
         orders = self.fold.orders
         real = self.real
         assert orders is not None and real is not None
+        if self.check_positions:
+            unknown = self._unknown_orders_of_our_runs()
+            if unknown:
+                raise TicktapeError(
+                    f"gateway {self.venue_name}: the venue has orders of this tape's runs that the tape does not "
+                    f"hold ({', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}): the tape is older than "
+                    "the account (restored from a copy, or another tape with the same run ids); their intents "
+                    "would be placed again. Start from the tape that sent them, or new run ids (start with "
+                    "--no-position-check to trade anyway)")
         for attempt in range(passes):
             if attempt:
                 time.sleep(0.2 * attempt)
@@ -537,6 +550,23 @@ class Gateway:
             return
         log.warning("gateway %s: positions kept changing during %d looks at the venue; not compared this start",
                     self.venue_name, passes)
+
+    def _unknown_orders_of_our_runs(self) -> list[str]:
+        """Client order ids of this tape's runs (by run tag) that the venue has, in any status, on the runs'
+        instruments, and that the gateway's journal never sent: sorted."""
+        real, orders = self.real, self.fold.orders
+        assert real is not None and orders is not None
+        tags = {run.tag for run in self.fold.runs.values()}  # and runs whose manifest is not folded yet:
+        tags |= {run_tag(rec.event.run_id) for p in range(self.tape.partitions(RUNS_TOPIC))
+                 for rec in self.tape.read(RUNS_TOPIC, p)
+                 if type(rec.event) is RunStarted and self.fold.serves(rec.event)}
+        if not tags:
+            return []
+        instruments = {o.order.instrument for o in orders.orders.values()}
+        instruments |= {i for run in self.fold.runs.values() for (_venue, i) in run.position}
+        recent = _patiently("recent orders", functools.partial(real.recent_orders, sorted(instruments)))
+        return sorted({r.client_order_id for r in recent if r.client_order_id not in orders.orders
+                       and r.client_order_id.split("-", 1)[0] in tags})
 
     def _reconcile_pass(self) -> AccountReport:
         """One look at the venue: its open orders, our orders not done, its account; all journaled."""

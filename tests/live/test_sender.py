@@ -103,6 +103,9 @@ class BookVenue:
     def open_orders(self) -> Sequence[OrderReport]:
         return []
 
+    def recent_orders(self, instruments: Sequence[str]) -> Sequence[OrderReport]:
+        return []
+
     def account(self) -> AccountReport:
         return AccountReport(T)
 

@@ -3,11 +3,12 @@
 REST (`rest_url`): `/api/v3/...` (spot) and `/fapi/v1|v3/...` (futures) with Binance's documented
 semantics: HMAC-SHA256 `signature` over the query string + body and the `X-MBX-APIKEY` header
 (wrong: 401 -1022 / -2015), exchangeInfo with configurable filters and rateLimits, orders placed /
-cancelled / queried / listed / cancel-replaced (spot) / modified (futures), trades, account,
-positionRisk, balance, listen keys. A client order id must be unique among open orders (spot 400
--2010 "Duplicate order sent.", futures -4116); filters are enforced (-1013); every answer carries
-`X-MBX-USED-WEIGHT-<n><u>` (and `X-MBX-ORDER-COUNT-<n><u>` on order requests); a request over a
-limit gets 429 -1003 with Retry-After, and after `ban_after` of those in a window, 418.
+cancelled / queried / listed (open ones; all of a symbol) / cancel-replaced (spot) / modified
+(futures), trades, account, positionRisk, balance, listen keys. A client order id must be unique
+among open orders (spot 400 -2010 "Duplicate order sent.", futures -4116); filters are enforced
+(-1013); every answer carries `X-MBX-USED-WEIGHT-<n><u>` (and `X-MBX-ORDER-COUNT-<n><u>` on order
+requests); a request over a limit gets 429 -1003 with Retry-After, and after `ban_after` of those in
+a window, 418.
 
 User data (`ws_url`): spot through the WebSocket API (`/ws-api/v3`, `userDataStream.subscribe.signature`,
 events wrapped `{"subscriptionId", "event"}`), futures through a listen key
@@ -58,11 +59,13 @@ WEIGHTS: dict[tuple[str, str], tuple[int, bool]] = {
     ("POST", "/api/v3/order"): (1, True), ("DELETE", "/api/v3/order"): (1, False),
     ("GET", "/api/v3/order"): (4, False), ("POST", "/api/v3/order/cancelReplace"): (1, True),
     ("GET", "/api/v3/openOrders"): (80, False), ("GET", "/api/v3/myTrades"): (20, False),
-    ("GET", "/api/v3/account"): (20, False), ("GET", "/api/v3/exchangeInfo"): (20, False),
+    ("GET", "/api/v3/account"): (20, False), ("GET", "/api/v3/allOrders"): (20, False),
+    ("GET", "/api/v3/exchangeInfo"): (20, False),
     ("GET", "/api/v3/rateLimit/order"): (40, False),
     ("POST", "/fapi/v1/order"): (0, True), ("DELETE", "/fapi/v1/order"): (1, False),
     ("GET", "/fapi/v1/order"): (1, False), ("PUT", "/fapi/v1/order"): (1, True),
-    ("GET", "/fapi/v1/openOrders"): (40, False), ("GET", "/fapi/v1/userTrades"): (5, False),
+    ("GET", "/fapi/v1/openOrders"): (40, False), ("GET", "/fapi/v1/allOrders"): (5, False),
+    ("GET", "/fapi/v1/userTrades"): (5, False),
     ("GET", "/fapi/v3/positionRisk"): (5, False), ("GET", "/fapi/v3/balance"): (5, False),
     ("GET", "/fapi/v1/exchangeInfo"): (1, False),
 }
@@ -406,6 +409,8 @@ class LocalBinanceExchange:
                     for r in self.rate_limits if r["rateLimitType"] == "ORDERS"]
         if endpoint == "order/cancelReplace" and market == SPOT and method == "POST":
             return self._cancel_replace(p)
+        if endpoint == "allOrders":
+            return [o.rest() for o in self.ledger.orders if o.market == market and o.symbol == p["symbol"]]
         if endpoint == "openOrders":
             return [o.rest() for o in self.ledger.open_orders(market, p.get("symbol"))]
         if endpoint in ("myTrades", "userTrades"):
