@@ -128,13 +128,14 @@ def _import_rest(tape, kind: str, symbol: str, interval: str | None, start: int,
               help="Comma-separated: trade, aggTrade, bookTicker, depth, kline_<interval>.")
 @click.option("--futures", is_flag=True, help="USD-M futures streams instead of spot.")
 @click.option("--user-data", is_flag=True, help="Also record the account's orders and balances (needs keys).")
-@click.option("--account", default="spot", show_default=True, help="Account name on Balance events.")
+@click.option("--account", default=None,
+              help="Account name on Balance/PositionSnapshot events [default: futures with --futures, else spot].")
 @click.option("--raw/--no-raw", default=False, show_default=True, help="Also keep every raw message on raw.binance.")
 @click.option("--credentials", "credentials_file", default=None,
               help="TOML file with [binance] api_key/api_secret, outside any git repository (default: environment).")
 @click.pass_context
 def record_binance(ctx: click.Context, symbols: str, streams: str, futures: bool, user_data: bool,
-                   account: str, raw: bool, credentials_file: str | None) -> None:
+                   account: str | None, raw: bool, credentials_file: str | None) -> None:
     """Record live Binance streams until Ctrl-C (keys from --credentials or BINANCE_API_KEY / BINANCE_API_SECRET).
 
     Every message becomes events (bad ones go to dlq.binance); depth books are synced from

@@ -383,7 +383,7 @@ def user_stream_factory(client: Any, keys: BinanceKeys, *, futures: bool, url: s
 
 
 def record_live(tape: Tape, symbols: Sequence[str], streams: Sequence[str], *, keys: BinanceKeys | None,
-                futures: bool = False, user_data: bool = False, account: str = "spot",
+                futures: bool = False, user_data: bool = False, account: str | None = None,
                 keep_raw: bool = False, stop: threading.Event | None = None,
                 clock: Clock | None = None, user_data_url: str | None = None) -> RecorderStats:
     """`ticktape record binance`: record `streams` of `symbols` until `stop` is set (or Ctrl-C).
@@ -391,8 +391,11 @@ def record_live(tape: Tape, symbols: Sequence[str], streams: Sequence[str], *, k
     python-binance's REST client fetches depth snapshots and refills aggregate-trade gaps;
     its websocket manager delivers the market's messages, our `UserDataStream` the account's
     (`run_live`; `user_data_url` replaces Binance's WebSocket base, e.g. a local venue).
+    `account` names the account on Balance/PositionSnapshot events (default: "futures" with
+    `futures`, else "spot", so the two accounts' balances never mix on the tape).
     Returns the counts per outcome.
     """
+    account = account or ("futures" if futures else "spot")
     from binance import Client
 
     clock = clock or WallClock()

@@ -17,13 +17,13 @@ import pytest
 from binance.base_client import BaseClient
 
 from producers.binance.credentials import BinanceKeys
-from producers.binance.parsers import TOPIC_ORDERS
+from producers.binance.parsers import TOPIC_BALANCE, TOPIC_ORDERS, TOPIC_POSITION
 from producers.binance.recorder import RecorderStats, record_live
 from producers.binance.trading import BinanceVenue
 from robots.live.exchange import Command
 from tests.venues.binance_exchange import LocalBinanceExchange
 from ticktape.config import Secret
-from ticktape.events import DeadLetter, OrderFilled, PlaceOrder
+from ticktape.events import Balance, DeadLetter, OrderFilled, PlaceOrder, PositionSnapshot
 from ticktape.tape.file import FileTape
 
 SYM = "BTCUSDT"
@@ -66,7 +66,7 @@ def test_the_account_stream_outlives_an_expired_listen_key_and_a_dropped_connect
     def record() -> None:
         try:  # the account's stream alone: no market streams
             result.append(record_live(tape, [SYM], [], keys=keys, futures=market == "futures", user_data=True,
-                                      account=market, stop=stop, user_data_url=exchange.ws_url))
+                                      stop=stop, user_data_url=exchange.ws_url))
         except BaseException as exc:  # reported below
             result.append(exc)
 
@@ -103,3 +103,9 @@ def test_the_account_stream_outlives_an_expired_listen_key_and_a_dropped_connect
     dead = [r.event for t in reader.topic_names() if t.startswith("dlq.") for r in reader.read(t)
             if isinstance(r.event, DeadLetter)]
     assert dead == [] and result[0].dead_letters == 0, dead  # listenKeyExpired is handled, not dead-lettered
+    # the balances (and futures positions) carry the account they are of: futures ones never read as spot
+    balances = [r.event for r in reader.read(TOPIC_BALANCE) if isinstance(r.event, Balance)]
+    assert balances and {b.account for b in balances} == {market}
+    if market == "futures":
+        positions = [r.event for r in reader.read(TOPIC_POSITION) if isinstance(r.event, PositionSnapshot)]
+        assert positions and {p.robot for p in positions} == {"futures"}  # robot field = the account
