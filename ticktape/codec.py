@@ -25,7 +25,7 @@ import fastavro
 from ticktape import avro_program as ap
 from ticktape.errors import DecodeError, EncodeError, ValidationError
 from ticktape.events import EVENT_TYPES, RECORD_TYPES, Event
-from ticktape.schemas import NAMESPACE, SchemaRegistry, SchemaVersion, registry
+from ticktape.schemas import NAMESPACE, SchemaRegistry, SchemaVersion, enum_symbols, fingerprint_of, registry
 
 MARKER = b"\xc3\x01"
 HEADER_SIZE = 10
@@ -293,16 +293,24 @@ def to_python(value: Any) -> Any:
 # --- the codec ------------------------------------------------------------------------------
 
 class TypeCodec:
-    """Encoder/decoder of one schema version of one event type."""
+    """Encoder/decoder of one schema version of one event type.
 
-    def __init__(self, version: SchemaVersion, current: SchemaVersion, engine: str | None = None) -> None:
+    An older version whose bodies the current one writes byte for byte (`SchemaRegistry.same_body`:
+    only enum symbols were appended) shares the current version's fast program and is *writable*:
+    the codec writes an event under that older header when the event's values fit it.
+    """
+
+    def __init__(self, version: SchemaVersion, current: SchemaVersion, engine: str | None = None,
+                 same_body: bool = False) -> None:
         self.version = version
         self.current = current
         self.cls = EVENT_TYPES[current.name]
         self.is_current = version is current
+        self.writable = self.is_current or same_body
         self.header = MARKER + version.fingerprint
-        if self.is_current:
-            self.program = ap.compile_schema(version.schema, RECORD_TYPES)
+        self.choose_header: Callable[[Any], bytes] | None = None  # set by Codec for a current version
+        if self.writable:
+            self.program = ap.compile_schema(current.schema, RECORD_TYPES)
             self.decode_body: BodyDecoder = body_decoder(self.program, engine)
             self.encode_body: BodyEncoder = body_encoder(self.program, engine)
         else:
@@ -316,6 +324,40 @@ class TypeCodec:
                 record = fastavro.schemaless_reader(stream, writer, reader)
                 return convert(record, ""), stream.tell()
             self.decode_body = decode_old
+
+
+def header_choice(current: SchemaVersion, older: list[SchemaVersion]) -> Callable[[Any], bytes] | None:
+    """`event -> header`: the oldest same-body version whose enum symbols hold the event's values.
+
+    Only versions that differ from the current one in top-level enum fields are candidates (checked
+    by rebuilding the old fingerprint from the current schema with the old symbols); None when there
+    is none, so types that never gained a symbol keep the plain, constant header.
+    """
+    fields = [f["name"] for f in current.schema["fields"]]
+    now = enum_symbols(current.schema)
+    options: list[tuple[bytes, list[tuple[int, frozenset[str]]]]] = []
+    for old in older:
+        then = enum_symbols(old.schema)
+        if then.keys() != now.keys():
+            continue
+        rebuilt = copy.deepcopy(current.schema)
+        for field in rebuilt["fields"]:
+            if field["name"] in then:
+                field["type"]["symbols"] = list(then[field["name"]])
+        if fingerprint_of(rebuilt)[1] != old.fingerprint:
+            continue
+        checks = [(fields.index(name), frozenset(then[name])) for name in then if then[name] != now[name]]
+        options.append((MARKER + old.fingerprint, checks))
+    if not options:
+        return None
+    newest = MARKER + current.fingerprint
+
+    def choose(event: Any) -> bytes:
+        for header, checks in options:
+            if all(event[i] in allowed for i, allowed in checks):
+                return header
+        return newest
+    return choose
 
 
 class Codec:
@@ -333,22 +375,28 @@ class Codec:
             if name not in EVENT_TYPES:
                 raise DecodeError(f"schema {name} has no event class: run python -m ticktape.gen_events")
             current = self.registry.current[name]
-            for version in self.registry.history(name):
-                tc = TypeCodec(version, current, engine)
+            history = self.registry.history(name)
+            for version in history:
+                tc = TypeCodec(version, current, engine, same_body=version.fingerprint in self.registry.same_body)
                 self.by_fingerprint[version.fingerprint] = tc
                 if tc.is_current:
                     self.by_class[tc.cls] = tc
+                    same = [v for v in history if v.fingerprint in self.registry.same_body]
+                    tc.choose_header = header_choice(current, same) if same else None
+        self.writable: dict[bytes, TypeCodec] = {tc.header: tc for tc in self.by_fingerprint.values() if tc.writable}
+        """Single-object header -> codec, for every header `encode` may write (appended bytes may carry any)."""
         self._key_getters: dict[type, Callable[[Any], str | None]] = {}
         self.converters = {name: make_converter(self.registry.current[name].schema, check=True)
                            for name in self.registry.names()}
 
     def encode(self, event: Event) -> bytes:
-        """The single-object encoding of an event (writer = its current schema)."""
+        """The single-object encoding of an event: its current schema's body, under the oldest
+        header that writes the same bytes for it (see `header_choice`), else the current one."""
         try:
             tc = self.by_class[type(event)]
         except KeyError:
             raise EncodeError(f"{type(event).__name__} is not an event type") from None
-        out = bytearray(tc.header)
+        out = bytearray(tc.header if tc.choose_header is None else tc.choose_header(event))
         try:
             tc.encode_body(event, out)
         except (TypeError, ValueError, OverflowError) as exc:

@@ -11,7 +11,7 @@ from typing import Literal, NamedTuple, TypeAlias
 AggressorSide: TypeAlias = Literal["BUY", "SELL", "NONE"]
 ControlCommand: TypeAlias = Literal["PAUSE", "RESUME", "FLATTEN", "KILL", "SET_PARAM"]
 Liquidity: TypeAlias = Literal["MAKER", "TAKER"]
-OrderType: TypeAlias = Literal["MARKET", "LIMIT", "STOP_MARKET"]
+OrderType: TypeAlias = Literal["MARKET", "LIMIT", "STOP_MARKET", "LIMIT_MAKER", "LIMIT_ON_CLOSE"]
 Side: TypeAlias = Literal["BUY", "SELL"]
 TimeInForce: TypeAlias = Literal["GTC", "IOC", "FOK", "DAY"]
 
@@ -578,7 +578,7 @@ ENUM_SYMBOLS: dict[str, tuple[str, ...]] = {
     "AggressorSide": ("BUY", "SELL", "NONE"),
     "ControlCommand": ("PAUSE", "RESUME", "FLATTEN", "KILL", "SET_PARAM"),
     "Liquidity": ("MAKER", "TAKER"),
-    "OrderType": ("MARKET", "LIMIT", "STOP_MARKET"),
+    "OrderType": ("MARKET", "LIMIT", "STOP_MARKET", "LIMIT_MAKER", "LIMIT_ON_CLOSE"),
     "Side": ("BUY", "SELL"),
     "TimeInForce": ("GTC", "IOC", "FOK", "DAY"),
 }

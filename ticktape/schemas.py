@@ -88,6 +88,11 @@ class SchemaRegistry:
             self.by_fingerprint[v.fingerprint] = v
             self.current[v.name] = v  # sorted by version: the last one wins
         self._current_entry: Schema | None = None
+        self.same_body: dict[bytes, SchemaVersion] = {
+            v.fingerprint: self.current[v.name] for v in self.versions
+            if v is not self.current[v.name] and same_body(v.canonical, self.current[v.name].canonical)}
+        """Older versions whose bodies the current version writes byte for byte (fingerprint -> the
+        current version): they differ only by enum symbols appended at the end (see `same_body`)."""
 
     @classmethod
     def load(cls, directory: Path | None = None) -> SchemaRegistry:
@@ -159,6 +164,40 @@ class SchemaRegistry:
             for old, new in itertools.pairwise(history):
                 problems.extend(compatibility_problems(old, new))
         return problems
+
+
+def same_body(old_canonical: str, new_canonical: str) -> bool:
+    """Whether every body written with `old` is, byte for byte, `new`'s body of the same value.
+
+    True when the two Parsing Canonical Forms differ only in enums that gained symbols at the
+    end: an enum is written as its symbol's index, so the old symbols keep their indices. Such a
+    version is how ticktape adds an order type without changing the bytes (and digests) of
+    every intent that does not use it: the codec writes an event in the oldest such version
+    that holds its values.
+    """
+    def walk(old: Any, new: Any) -> bool:
+        if isinstance(old, dict) and isinstance(new, dict):
+            if old.keys() != new.keys():
+                return False
+            if old.get("type") == "enum":
+                symbols, more = old["symbols"], new["symbols"]
+                return bool(more[:len(symbols)] == symbols and old.get("name") == new.get("name"))
+            return all(walk(old[k], new[k]) for k in old)
+        if isinstance(old, list) and isinstance(new, list):
+            return len(old) == len(new) and all(walk(a, b) for a, b in zip(old, new, strict=True))
+        return bool(old == new)
+
+    return walk(json.loads(old_canonical), json.loads(new_canonical))
+
+
+def enum_symbols(schema: Schema) -> dict[str, tuple[str, ...]]:
+    """Top-level field name -> symbols, for the record's fields whose type is an enum."""
+    out = {}
+    for field in schema["fields"]:
+        kind = field["type"]
+        if isinstance(kind, dict) and kind.get("type") == "enum":
+            out[field["name"]] = tuple(kind["symbols"])
+    return out
 
 
 def inline_once(schemas: list[Schema]) -> list[Schema]:

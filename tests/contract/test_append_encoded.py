@@ -20,7 +20,7 @@ from tests.conftest import TapeFactory, make_trades
 from ticktape.codec import Codec, default_codec
 from ticktape.demo import synthetic_betfair
 from ticktape.errors import TapeError
-from ticktape.events import CustomData, Event, Quote, Timer
+from ticktape.events import CustomData, Event, PlaceOrder, Quote, Timer
 from ticktape.schemas import SchemaRegistry, default_schema_dir
 from ticktape.tape import Encoded, Position, Record, Tape, partition_for
 
@@ -178,6 +178,28 @@ def test_an_old_schema_version_is_refused(tape_factory: TapeFactory, topic: str,
     assert tape.partitions(topic) == 0
     assert tape.append_encoded(topic, items[:3]) == [Position(0, i) for i in range(3)]
     assert [r.event for r in tape.read(topic)] == events
+
+
+def limit_and_maker_intents() -> list[Event]:
+    """PlaceOrder intents of a v1 order type (LIMIT) and of one only v2 has (LIMIT_MAKER), interleaved."""
+    return [PlaceOrder("bot", f"abc-{i}-0", "binance", "BTCUSDT", TS0 + i, TS0 + i, "BUY",
+                       "LIMIT_MAKER" if i % 2 else "LIMIT", 100.0 + i, 0.5, "GTC") for i in range(6)]
+
+
+def test_an_older_same_body_version_is_written_read_and_spliced(tape_factory: TapeFactory, topic: str) -> None:
+    """PlaceOrder v2 only appended order types: a LIMIT intent keeps v1's header (and bytes), a
+    LIMIT_MAKER one gets v2's; both kinds append, splice and read back on every backend."""
+    codec = default_codec()
+    intents = limit_and_maker_intents()
+    v1, v2 = codec.registry.history("PlaceOrder")
+    headers = [codec.encode(e)[2:10] for e in intents]
+    assert headers == [v1.fingerprint if e.order_type == "LIMIT" else v2.fingerprint for e in intents]
+    tape = tape_factory()
+    tape.append(f"{topic}.plain", intents)
+    tape.append_encoded(f"{topic}.encoded", encoded(intents))
+    for t in (f"{topic}.plain", f"{topic}.encoded"):
+        assert [r.event for r in tape.read(t)] == intents
+        assert [codec.encode(r.event) for r in tape.read(t)] == [codec.encode(e) for e in intents]
 
 
 def test_a_bad_event_in_append_appends_nothing(tape_factory: TapeFactory, topic: str) -> None:

@@ -41,7 +41,10 @@ def test_every_type_round_trips(event: object) -> None:
     c = default_codec()
     data = c.encode(event)  # type: ignore[arg-type]
     assert data[:2] == b"\xc3\x01"
-    assert data[2:10] == c.fingerprint(type(event))
+    written = REG.by_fingerprint[data[2:10]]
+    assert written.name == type(event).__name__
+    # The current version, or an older one that writes the same body and holds every value.
+    assert written is REG.current[written.name] or data[2:10] in REG.same_body
     assert c.decode(data) == event
 
 

@@ -360,7 +360,7 @@ def _key_problem(key: object) -> str | None:
 
 
 def header_index(topic: str, datas: Sequence[bytes], by_header: Mapping[bytes, T], codec: Codec) -> list[T]:
-    """`by_header[data[:10]]` for each item, where `by_header` has the header of every current schema.
+    """`by_header[data[:10]]` for each item, where `by_header` has every header the codec writes.
 
     One dict lookup checks the marker and that the fingerprint is a current one; a miss is
     explained (too short, no marker, an old version, unknown) with the item's index.
@@ -386,7 +386,7 @@ def encoded_problem(data: object, codec: Codec) -> str:
     tc = codec.by_fingerprint.get(fp)
     if tc is None:
         return f"unknown schema fingerprint {fp.hex()}: no schema in schemas/ has it"
-    if not tc.is_current:
+    if not tc.writable:
         return (f"schema fingerprint {fp.hex()} is {tc.version.name} v{tc.version.version}, not its current "
                 f"v{tc.current.version}: decode the event and append it instead")
     return "bad data"  # not reached: the header is a current one

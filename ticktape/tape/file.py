@@ -433,10 +433,10 @@ class FileTape:
         branch = {b[1]: i for i, b in enumerate(union_prog[1])}  # every branch is a record: [1] is its class
         write_index = ap.make_encoder((ap.LONG,))  # a union's branch index is written as a long
         prefixes = {}
-        for tc in self.codec.by_class.values():
+        for head, tc in self.codec.writable.items():  # an older same-body header is the same branch
             out = bytearray()
             write_index(branch[tc.cls], out)
-            prefixes[tc.header] = bytes(out)
+            prefixes[head] = bytes(out)
         return prefixes
 
     # --- topics -------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from ticktape.config import Secret
 from ticktape.errors import DecodeError, EncodeError, TapeError
 from ticktape.events import Event
 from ticktape.tape.base import (
+    SINGLE_OBJECT_HEADER,
     Encoded,
     PartitionInfo,
     Positions,
@@ -137,7 +138,6 @@ class KafkaTape:
                                         _flag(check_crcs))
         self._partitions: dict[str, int] = {}
         self._idle: list[Reader] = []
-        self._headers: dict[type, list[Header]] = {}
         self._headers_by_prefix: dict[bytes, list[Header]] | None = None
         self._decoders: dict[bytes, Callable[[bytes, int], tuple[Any, int]]] | None = None
         self._closed = False
@@ -239,17 +239,13 @@ class KafkaTape:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def _header(self, cls: type) -> list[Header]:
-        h = self._headers.get(cls)
-        if h is None:
-            fp = self.codec.fingerprint(cls).hex().encode()
-            h = self._headers[cls] = [(TYPE_HEADER, cls.__name__.encode()), (SCHEMA_HEADER, fp)]
-        return h
-
     def _prefix_headers(self) -> dict[bytes, list[Header]]:
-        """Single-object header of each current schema -> the record headers of its type (built once)."""
+        """Single-object header of each writable schema -> the record headers naming its type and
+        that schema's fingerprint (built once)."""
         if self._headers_by_prefix is None:
-            self._headers_by_prefix = {tc.header: self._header(tc.cls) for tc in self.codec.by_class.values()}
+            self._headers_by_prefix = {
+                head: [(TYPE_HEADER, tc.cls.__name__.encode()), (SCHEMA_HEADER, tc.version.fingerprint.hex().encode())]
+                for head, tc in self.codec.writable.items()}
         return self._headers_by_prefix
 
     def append(self, topic: str, events: Sequence[Event], keys: Sequence[str | None] | None = None,
@@ -273,9 +269,10 @@ class KafkaTape:
         utf8 = utf8_keys(topic, keys)
         if create:  # only once the batch has encoded: one that cannot be appended creates nothing
             self.create_topic(topic, create)
-        header = self._header
+        # The headers follow the bytes: an event may be written under an older same-body schema.
+        headers = self._prefix_headers()
         return self._produce(topic, parts, [utf8[k] for k in keys], values, [e.ts_event for e in events],
-                             [header(type(e)) for e in events])
+                             [headers[v[:SINGLE_OBJECT_HEADER]] for v in values])
 
     def append_encoded(self, topic: str, items: Sequence[Encoded], partition: int | None = None) -> Positions:
         """Produce events given in their single-object encoding; see `Tape.append_encoded`.
@@ -423,7 +420,7 @@ class KafkaTape:
         if self._decoders is None:
             self._decoders = {}
             for fp, tc in self.codec.by_fingerprint.items():
-                if tc.is_current and VM is not None:
+                if tc.writable and VM is not None:
                     self._decoders[fp] = functools.partial(VM.decode, tc.program)
                 else:
                     self._decoders[fp] = tc.decode_body

@@ -54,7 +54,10 @@ class EntryDecoder:
         self.where = where
         current = codec.registry.entry_schema()
         written = header.meta.get("ticktape.fingerprints", "").split(",")
+        # An older version whose bodies the current one writes byte for byte (only enum symbols
+        # appended) needs no resolution either: its branch decodes with the writer's own union.
         known = {v.fingerprint.hex() for v in codec.registry.current.values()}
+        known |= {fp.hex() for fp in codec.registry.same_body}
         if header.schema == current or (written != [""] and set(written) <= known):
             # Every type in the segment's union is at its current version: decode with a
             # program compiled from the writer's own union (its branch numbers), no resolution.
