@@ -253,7 +253,12 @@ class Context:
     def place(self, instrument: str, side: Side, size: float, *, order_type: OrderType = "MARKET",
               price: float = 0.0, time_in_force: TimeInForce = "GTC", venue: str | None = None,
               reason: str = "") -> str:
-        """Emit a PlaceOrder; returns its client order id."""
+        """Emit a PlaceOrder; returns its client order id.
+
+        `order_type`: MARKET, LIMIT, LIMIT_MAKER (post-only: refused if it would match on arrival),
+        LIMIT_ON_CLOSE (Betfair BSP with a limit price) or STOP_MARKET; README "Order types" says
+        which venue takes which.
+        """
         coid = self.next_client_order_id()
         ts = self.ts
         self.intents.append(PlaceOrder(self.robot_id, coid, venue or self.venue, instrument, ts, ts, side,

@@ -131,7 +131,7 @@ class MaxPosition:
 
 
 def _order_price(intent: PlaceOrder | ReplaceOrder, view: ControlView) -> float | None:
-    if intent.order_type == "LIMIT" and intent.price > 0:
+    if intent.order_type in ("LIMIT", "LIMIT_MAKER", "LIMIT_ON_CLOSE") and intent.price > 0:
         return intent.price
     return view.reference_price(intent.instrument)
 

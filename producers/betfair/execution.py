@@ -13,6 +13,9 @@ Mapping of an intent (`PlaceOrder`) to a Betfair `PlaceInstruction`:
 | LIMIT, FOK                          | `limitOrder` timeInForce FILL_OR_KILL, minFillSize = size          |
 | MARKET                              | `marketOnCloseOrder` {liability: size} (BSP: a BACK's liability is |
 |                                     | its stake, a LAY's is what it can lose; the intent's size is that) |
+| LIMIT_ON_CLOSE                      | `limitOnCloseOrder` {liability: size, price} (BSP with a limit: a  |
+|                                     | BACK takes an SP of at least price, a LAY of at most price)        |
+| LIMIT_MAKER                         | refused: Betfair has no post-only order                            |
 | client order id / run ref           | `customerOrderRef` / `customerStrategyRef` (<= 32 / 15 chars)      |
 
 A report's status from Betfair's order state: EXECUTABLE -> "open" (partly matched or not);
@@ -108,15 +111,19 @@ def check(rules: Mapping[str, Any], intent: PlaceOrder | ReplaceOrder) -> Refusa
     decimals = int(rules["size_decimals"])
     if intent.size <= 0 or _decimals_over(intent.size, decimals):
         return refuse(f"size {intent.size} must be positive with at most {decimals} decimals")
-    if intent.order_type == "MARKET":
+    if intent.order_type in ("MARKET", "LIMIT_ON_CLOSE"):
         # A BSP bet: the size is a liability, with its own minimum for lays.
         least = float(rules["min_stake"] if intent.side == "BUY" else rules["min_bsp_liability"])
         if intent.size < least:
             side = "back stake" if intent.side == "BUY" else "lay liability"
             return refuse(f"BSP {side} {intent.size} is below the minimum {least:g} {rules['currency']}")
-        return None
-    if intent.order_type != "LIMIT":
-        return refuse(f"order type {intent.order_type} is not offered by Betfair (LIMIT, or MARKET for BSP)")
+        if intent.order_type == "MARKET":
+            return None
+        if intent.time_in_force in ("IOC", "FOK"):
+            return refuse(f"a LIMIT_ON_CLOSE bet waits for the starting price: it cannot be {intent.time_in_force}")
+    elif intent.order_type != "LIMIT":
+        return refuse(f"order type {intent.order_type} is not offered by Betfair "
+                      "(LIMIT, MARKET and LIMIT_ON_CLOSE for BSP)")
     low, high = float(rules["min_price"]), float(rules["max_price"])
     if not low <= intent.price <= high:
         return refuse(f"price {intent.price} is outside Betfair's {low:g}..{high:g}")
@@ -152,6 +159,10 @@ def place_instruction(order: PlaceOrder) -> dict[str, Any]:
     if order.order_type == "MARKET":
         instruction["orderType"] = "MARKET_ON_CLOSE"
         instruction["marketOnCloseOrder"] = {"liability": order.size}
+        return instruction
+    if order.order_type == "LIMIT_ON_CLOSE":
+        instruction["orderType"] = "LIMIT_ON_CLOSE"
+        instruction["limitOnCloseOrder"] = {"liability": order.size, "price": order.price}
         return instruction
     limit: dict[str, Any] = {"size": order.size, "price": order.price}
     if order.time_in_force in ("IOC", "FOK"):

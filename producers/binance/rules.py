@@ -74,8 +74,11 @@ def check(rules: Mapping[str, Any], intent: PlaceOrder | ReplaceOrder) -> Refusa
         return _refuse(f"symbol: {intent.instrument} is not listed in exchangeInfo")
     if sym.get("status") not in ("TRADING", ""):
         return _refuse(f"symbol: {intent.instrument} is {sym.get('status')}, not TRADING")
-    if intent.order_type not in ("MARKET", "LIMIT"):
-        return _refuse(f"order type: {intent.order_type} is not supported on Binance by ticktape (MARKET, LIMIT)")
+    if intent.order_type not in ("MARKET", "LIMIT", "LIMIT_MAKER"):
+        return _refuse(f"order type: {intent.order_type} is not supported on Binance by ticktape "
+                       "(MARKET, LIMIT, LIMIT_MAKER)")
+    if intent.order_type == "LIMIT_MAKER" and intent.time_in_force in ("IOC", "FOK"):
+        return _refuse(f"order type: a LIMIT_MAKER order only rests, it cannot be {intent.time_in_force}")
     try:
         price, qty = dec(intent.price), dec(intent.size)
     except InvalidOperation:

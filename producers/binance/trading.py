@@ -8,6 +8,10 @@ Client order ids: version 0 of an order is sent with the intent's client order i
 with `<coid>.<n>` on spot (a cancel-replace makes a new venue order); futures modify the order in
 place (`PUT /fapi/v1/order`, LIMIT only) and keep `<coid>`. Reports always carry `<coid>`.
 
+Order types: MARKET and LIMIT as they are; LIMIT_MAKER (post-only) is spot's `LIMIT_MAKER` type and
+futures' LIMIT with time in force `GTX`. One that would match on arrival is refused by Binance
+(spot -2010 "Order would immediately match and take.", futures -5022) and becomes OrderRejected.
+
 python-binance raises `BinanceAPIException` for every non-2xx answer (its `.response` holds the
 headers), lets `requests`' timeouts and connection errors through, and keeps the last answer in
 `client.response`; each call here reads that answer's weight headers into the limiter.
@@ -178,6 +182,10 @@ class BinanceVenue:
         if order.order_type == "LIMIT":
             params["price"] = _num(order.price)
             params["timeInForce"] = "GTC" if order.time_in_force == "DAY" else order.time_in_force
+        elif order.order_type == "LIMIT_MAKER":  # post-only: spot has the type, futures the time in force GTX
+            params["price"] = _num(order.price)
+            if self.market == "futures":
+                params.update(type="LIMIT", timeInForce="GTX")
         return params
 
     def _rejected(self, command: Command, reason: str) -> OrderReport:
@@ -333,7 +341,7 @@ class BinanceVenue:
 
     def _modify(self, command: Command) -> list[OrderReport]:
         order = command.order
-        if order.order_type != "LIMIT":
+        if order.order_type not in ("LIMIT", "LIMIT_MAKER"):
             return [self._rejected(command, "only LIMIT orders can be modified on Binance futures")]
         try:
             answer = self._call("replace", self._client.futures_modify_order, symbol=order.instrument,

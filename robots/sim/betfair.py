@@ -442,6 +442,9 @@ class BetfairSimVenue:
     def _validate(self, intent: PlaceOrder | ReplaceOrder, parsed: tuple[str, int, float] | None) -> str | None:
         if parsed is None:
             return f"bad instrument {intent.instrument!r}: expected '<market_id>:<selection_id>'"
+        if intent.order_type in ("MARKET", "LIMIT_ON_CLOSE"):
+            return (f"order type {intent.order_type} not supported: BSP bets (MARKET_ON_CLOSE, LIMIT_ON_CLOSE) "
+                    "are not simulated, the simulator takes LIMIT orders")
         if intent.order_type != "LIMIT":
             return f"order type {intent.order_type} not supported: Betfair takes LIMIT orders"
         if not is_valid_price(intent.price):

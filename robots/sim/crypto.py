@@ -77,6 +77,7 @@ __all__ = ["QUEUE_MODELS", "CryptoVenue", "CryptoVenueConfig", "MarketState", "S
 
 
 _UNLIMITED = 1 << 62
+_LIMIT_TYPES = ("LIMIT", "LIMIT_MAKER")  # orders with a limit price that may rest
 """Size available at the last trade under `unlimited_trade_fallback` (more than any order)."""
 
 
@@ -182,8 +183,10 @@ class CryptoVenue:
     def _validate(self, intent: PlaceOrder | ReplaceOrder) -> str | None:
         if intent.side not in ("BUY", "SELL"):
             return f"unknown side {intent.side!r}"
-        if intent.order_type not in ("MARKET", "LIMIT", "STOP_MARKET"):
-            return f"unknown order type {intent.order_type!r}"
+        if intent.order_type not in ("MARKET", "LIMIT", "STOP_MARKET", "LIMIT_MAKER"):
+            return f"order type {intent.order_type} is not offered by the crypto venue"
+        if intent.order_type == "LIMIT_MAKER" and intent.time_in_force != "GTC":
+            return f"a LIMIT_MAKER order only rests: time in force must be GTC, not {intent.time_in_force}"
         if not (math.isfinite(intent.size) and intent.size > 0 and to_units(intent.size) > 0):
             return f"size must be positive (at least 1e-9), got {intent.size!r}"
         if intent.order_type != "MARKET" and not (math.isfinite(intent.price) and intent.price > 0):
@@ -200,6 +203,9 @@ class CryptoVenue:
         if problem is not None:
             return [self._rejected(intent, ts, problem)]
         m = self.market(intent.instrument)
+        taker = self._post_only_takes(m, intent)
+        if taker:
+            return [self._rejected(intent, ts, taker)]
         if intent.order_type == "MARKET" and m.source() is None and (
             not self.config.trade_fallback or m.last_trade is None
         ):
@@ -223,9 +229,15 @@ class CryptoVenue:
         self._execute(m, o, ts, out)
         return out
 
+    def _post_only_takes(self, m: MarketState, intent: PlaceOrder | ReplaceOrder) -> str | None:
+        """Why a LIMIT_MAKER order would take liquidity at once (Binance refuses it), or None."""
+        if intent.order_type != "LIMIT_MAKER" or self._available(m, intent.side, to_units(intent.price)) == 0:
+            return None
+        return f"LIMIT_MAKER {intent.side} at {intent.price:g} would immediately match and take"
+
     def _execute(self, m: MarketState, o: SimOrder, ts: int, out: list[Event]) -> None:
         """Take what crosses now; rest or expire the rest by order type and time in force."""
-        limit = o.price_u if o.order_type == "LIMIT" else None
+        limit = o.price_u if o.order_type in _LIMIT_TYPES else None
         if o.tif == "FOK":
             available = self._available(m, o.side, limit)
             if available < o.leaves_u:
@@ -235,8 +247,8 @@ class CryptoVenue:
         self._take(m, o, limit, ts, out)
         if o.leaves_u == 0:
             self._close(o)
-        elif o.order_type != "LIMIT" or o.tif != "GTC":
-            kind = "market order" if o.order_type != "LIMIT" else o.tif
+        elif o.order_type not in _LIMIT_TYPES or o.tif != "GTC":
+            kind = "market order" if o.order_type not in _LIMIT_TYPES else o.tif
             out.append(self._expired(o, ts, f"{kind}: {_fmt(o.leaves_u)} of {_fmt(o.size_u)} unfilled, "
                                      "no more displayed liquidity" + (f" at or better than {_fmt(limit)}"
                                                                        if limit is not None else "")))
@@ -301,6 +313,8 @@ class CryptoVenue:
         problem = self._validate(intent)
         if problem is None and (intent.side != o.side or intent.order_type != o.order_type):
             problem = "replace cannot change side or order type (cancel and place a new order)"
+        if problem is None:
+            problem = self._post_only_takes(self.market(o.instrument), intent)
         if problem is not None:
             return [self._rejected(intent, ts, f"replace: {problem}", o.venue_order_id)]
         new_size = to_units(intent.size)

@@ -6,9 +6,10 @@ semantics: HMAC-SHA256 `signature` over the query string + body and the `X-MBX-A
 cancelled / queried / listed (open ones; all of a symbol) / cancel-replaced (spot) / modified
 (futures), trades, account, positionRisk, balance, listen keys. A client order id must be unique
 among open orders (spot 400 -2010 "Duplicate order sent.", futures -4116); filters are enforced
-(-1013); every answer carries `X-MBX-USED-WEIGHT-<n><u>` (and `X-MBX-ORDER-COUNT-<n><u>` on order
-requests); a request over a limit gets 429 -1003 with Retry-After, and after `ban_after` of those in
-a window, 418.
+(-1013); a post-only order (spot LIMIT_MAKER, futures GTX) that would match on arrival is refused
+(spot -2010 "Order would immediately match and take.", futures -5022); every answer carries
+`X-MBX-USED-WEIGHT-<n><u>` (and `X-MBX-ORDER-COUNT-<n><u>` on order requests); a request over a
+limit gets 429 -1003 with Retry-After, and after `ban_after` of those in a window, 418.
 
 User data (`ws_url`): spot through the WebSocket API (`/ws-api/v3`, `userDataStream.subscribe.signature`,
 events wrapped `{"subscriptionId", "event"}`), futures through a listen key
@@ -461,8 +462,9 @@ class LocalBinanceExchange:
         if sym is None:
             raise ApiError(400, -1121, "Invalid symbol.")
         side, type_ = p.get("side", ""), p.get("type", "")
-        if side not in ("BUY", "SELL") or type_ not in ("MARKET", "LIMIT"):
-            raise ApiError(400, -1106 if type_ else -1102, "Invalid side or order type.")
+        types = ("MARKET", "LIMIT", "LIMIT_MAKER") if market == SPOT else ("MARKET", "LIMIT")
+        if side not in ("BUY", "SELL") or type_ not in types:
+            raise ApiError(400, -1116 if type_ else -1102, "Invalid side or order type.")
         try:
             qty = Decimal(p["quantity"])
             price = Decimal(p.get("price", "0"))
@@ -470,15 +472,22 @@ class LocalBinanceExchange:
             raise ApiError(400, -1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.") \
                 from None
         tif = p.get("timeInForce", "GTC")
-        if type_ == "LIMIT":
-            if "timeInForce" not in p or "price" not in p:
+        if type_ == "LIMIT_MAKER":  # spot's post-only type: a price, and no time in force
+            if "timeInForce" in p:
+                raise ApiError(400, -1106, "Parameter 'timeInForce' sent when not required.")
+            if "price" not in p:
+                raise ApiError(400, -1102, "Mandatory parameter 'price' was not sent.")
+        if market == FUTURES and tif not in ("GTC", "IOC", "FOK", "GTX"):
+            raise ApiError(400, -1115, "Invalid timeInForce.")
+        if type_ in ("LIMIT", "LIMIT_MAKER"):
+            if type_ == "LIMIT" and ("timeInForce" not in p or "price" not in p):
                 raise ApiError(400, -1102, "Mandatory parameter 'timeInForce' or 'price' was not sent.")
             if price < Decimal(sym.min_price) or price > Decimal(sym.max_price) or \
                     (price - Decimal(sym.min_price)) % Decimal(sym.tick) != 0:
                 raise ApiError(400, -1013, "Filter failure: PRICE_FILTER")
         if qty < Decimal(sym.min_qty) or qty > Decimal(sym.max_qty) or (qty - Decimal(sym.min_qty)) % Decimal(sym.step):
             raise ApiError(400, -1013, "Filter failure: LOT_SIZE")
-        ref = price if type_ == "LIMIT" else self.ledger.prices.get(p["symbol"], (Decimal(0), Decimal(0)))[1]
+        ref = price if type_ != "MARKET" else self.ledger.prices.get(p["symbol"], (Decimal(0), Decimal(0)))[1]
         if ref and ref * qty < Decimal(sym.min_notional):
             raise ApiError(400, -1013, "Filter failure: NOTIONAL" if market == SPOT else "Filter failure: MIN_NOTIONAL")
         if market == SPOT:
@@ -495,9 +504,20 @@ class LocalBinanceExchange:
             if market == SPOT:
                 raise ApiError(400, -2010, "Duplicate order sent.")
             raise ApiError(400, -4116, "ClientOrderId is duplicated.")
+        self._post_only(market, p["symbol"], type_, tif, side, price)
         o, msgs = self.ledger.new_order(market, p["symbol"], client_id, side, type_, tif, price, qty)
         self._push(msgs)
         return o
+
+    def _post_only(self, market: str, symbol: str, type_: str, tif: str, side: str, price: Decimal) -> None:
+        """Refuse a post-only order (spot LIMIT_MAKER, futures GTX) that would match on arrival."""
+        if type_ != "LIMIT_MAKER" and tif != "GTX":
+            return
+        if self.ledger.crosses(symbol, side, price):
+            if market == SPOT:
+                raise ApiError(400, -2010, "Order would immediately match and take.")
+            raise ApiError(400, -5022, "Due to the order could not be executed as maker, the Post Only order "
+                                       "will be rejected.")
 
     def _full(self, o: VenueOrder) -> dict[str, Any]:
         """A spot FULL answer: the order with its fills."""
@@ -560,5 +580,6 @@ class LocalBinanceExchange:
         _, _, _, price, qty = self._checked(FUTURES, {**p, "type": "LIMIT", "timeInForce": o.time_in_force})
         if price == o.price and qty == o.qty:
             raise ApiError(400, -5027, "No need to modify the order.")
+        self._post_only(FUTURES, o.symbol, o.type, o.time_in_force, o.side, price)
         self._push(self.ledger.amend(o, price, qty))
         return o.rest()

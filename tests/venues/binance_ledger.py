@@ -193,6 +193,13 @@ class Ledger:
                 msgs += self._match(o, taker=False)
         return msgs
 
+    def crosses(self, symbol: str, side: str, price: Decimal) -> bool:
+        """Whether a limit order at `price` would match the current market at once."""
+        if symbol not in self.prices:
+            return False
+        bid, ask = self.prices[symbol]
+        return price >= ask if side == "BUY" else price <= bid
+
     def _match(self, o: VenueOrder, *, taker: bool) -> list[dict[str, Any]]:
         if o.symbol not in self.prices:
             return []

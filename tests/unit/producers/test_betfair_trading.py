@@ -123,6 +123,37 @@ def test_market_order_is_a_bsp_bet_with_the_size_as_liability(venue: BetfairVenu
     assert ins["marketOnCloseOrder"] == {"liability": 20.0}
 
 
+@pytest.mark.parametrize(("side", "sp", "status", "stake"),
+                         [("BUY", 3.5, "filled", 20.0), ("BUY", 2.5, "expired", 0.0),
+                          ("SELL", 2.5, "filled", 13.33), ("SELL", 3.5, "expired", 0.0)])
+def test_limit_on_close_is_a_bsp_bet_matched_at_the_sp_only_within_its_limit(
+        venue: BetfairVenue, exchange: LocalBetfairExchange, side: str, sp: float, status: str, stake: float) -> None:
+    [report] = venue.place(place(order(side=side, order_type="LIMIT_ON_CLOSE", price=3.0, size=20.0)))
+    assert report.status == "open" and report.matched == 0.0
+    ins = exchange.executed[0][1]["instructions"][0]
+    assert ins["orderType"] == "LIMIT_ON_CLOSE" and ins["limitOnCloseOrder"] == {"liability": 20.0, "price": 3.0}
+    exchange.set_prices(MARKET, SELECTION, back=2.0, lay=2.02)  # the exchange's prices do not touch a BSP bet
+    assert venue.query(place(order()))[-1].matched == 0.0
+    exchange.reconcile_bsp(MARKET, {SELECTION: sp})  # a back takes an SP >= 3, a lay an SP <= 3
+    final = venue.query(place(order()))[-1]
+    assert (final.status, final.matched) == (status, stake)
+    if stake:
+        assert final.avg_price == sp
+
+
+def test_check_refuses_order_types_betfair_does_not_have() -> None:
+    r = rules()
+    maker = check(r, order(order_type="LIMIT_MAKER"))
+    assert maker is not None and "LIMIT_MAKER" in maker.reason
+    assert check(r, order(order_type="LIMIT_ON_CLOSE", price=3.0, size=2.0)) is None
+    lay = check(r, order(side="SELL", order_type="LIMIT_ON_CLOSE", price=3.0, size=5.0))
+    assert lay is not None and "lay liability 5.0 is below the minimum 10" in lay.reason
+    off = check(r, order(order_type="LIMIT_ON_CLOSE", price=3.03, size=2.0))
+    assert off is not None and "ladder" in off.reason
+    fok = check(r, order(order_type="LIMIT_ON_CLOSE", price=3.0, size=2.0, tif="FOK"))
+    assert fok is not None and "FOK" in fok.reason
+
+
 def test_betfair_refusals_are_rejected_reports(venue: BetfairVenue, exchange: LocalBetfairExchange) -> None:
     [bad_odds] = venue.place(place(order(coid="abcdefgh-1-2", price=2.03)))  # not checked first on purpose
     assert bad_odds.status == "rejected" and "INVALID_ODDS" in bad_odds.reason

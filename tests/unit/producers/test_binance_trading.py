@@ -130,6 +130,34 @@ def test_ioc_and_fok_that_do_not_cross_expire_and_that_cross_fill(venue: Binance
     assert sent == {"abcdefgh-3-0": tif, "abcdefgh-4-0": tif}  # the venue got the time in force asked
 
 
+def test_limit_maker_rests_as_post_only_and_one_that_would_take_is_rejected(venue: BinanceVenue,
+                                                                            exchange: LocalBinanceExchange) -> None:
+    [crossing] = venue.place(cmd("place", order("abcdefgh-p-0", type_="LIMIT_MAKER", price=101.0)))
+    assert crossing.status == "rejected" and not crossing.fills
+    assert ("-2010" in crossing.reason and "immediately match" in crossing.reason) if venue.market == "spot" \
+        else "-5022" in crossing.reason
+    assert not [f for f in exchange.ledger.fills if f.market == venue.market]  # nothing was taken
+    o = order("abcdefgh-q-0", type_="LIMIT_MAKER", price=100.5)
+    [resting] = venue.place(cmd("place", o))
+    assert resting.status == "open"
+    [sent] = [x for x in exchange.ledger.orders if x.market == venue.market]
+    # spot has the type; futures says post-only with time in force GTX on a LIMIT order
+    assert (sent.type, sent.time_in_force) == (("LIMIT_MAKER", "GTC") if venue.market == "spot" else ("LIMIT", "GTX"))
+    exchange.set_price(SYM, "99.5", "100.5")  # the market comes to it: it fills as the maker
+    q = venue.query(cmd("verify", o))[-1]
+    assert q.status == "filled" and [(f.price, f.liquidity) for f in q.fills] == [(100.5, "MAKER")]
+
+
+def test_a_post_only_order_is_refused_before_sending_when_it_cannot_rest(venue: BinanceVenue) -> None:
+    rules = venue.rules()
+    for tif in ("IOC", "FOK"):
+        refusal = venue.check(rules, order("abcdefgh-r-0", type_="LIMIT_MAKER", price=100.0, tif=tif))
+        assert refusal is not None and "LIMIT_MAKER" in refusal.reason and tif in refusal.reason
+    bsp = venue.check(rules, order("abcdefgh-s-0", type_="LIMIT_ON_CLOSE", price=100.0))
+    assert bsp is not None and "LIMIT_ON_CLOSE" in bsp.reason
+    assert venue.check(rules, order("abcdefgh-t-0", type_="LIMIT_MAKER", price=100.0)) is None
+
+
 def test_cancel_then_cancel_again_returns_the_final_report(venue: BinanceVenue) -> None:
     o = order("abcdefgh-4-0")
     venue.place(cmd("place", o))

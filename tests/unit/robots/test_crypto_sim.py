@@ -138,6 +138,27 @@ def test_crossing_limit_takes_then_rests_and_fills_as_maker() -> None:
     assert v.open_orders() == []
 
 
+def test_limit_maker_is_refused_when_it_would_take_and_otherwise_rests_and_fills_as_maker() -> None:
+    v = CryptoVenue(CryptoVenueConfig(maker_fee="0.0002", taker_fee="0.001"))
+    v.on_market(book(1, [(99.0, 3.0)], [(100.0, 1.0)]))
+    out = v.on_intent(place("M1", "BUY", 1.0, price=100.0, order_type="LIMIT_MAKER"), 2)
+    assert kinds(out) == ["OrderRejected"] and "would immediately match and take" in out[0].reason
+    assert v.open_orders() == []
+    out = v.on_intent(place("M2", "BUY", 1.0, price=99.5, order_type="LIMIT_MAKER"), 3)
+    assert kinds(out) == ["OrderAccepted"]
+    (o,) = v.open_orders()
+    assert o.order_type == "LIMIT_MAKER" and o.queue_u == 0
+    # moving it across the ask is refused as Binance refuses a post-only replacement that would take
+    moved = ReplaceOrder("r1", "M2", "sim", INST, 4, 4, "BUY", "LIMIT_MAKER", 100.0, 1.0, "GTC")
+    out = v.on_intent(moved, 4)
+    assert kinds(out) == ["OrderRejected"] and "would immediately match" in out[0].reason
+    out = v.on_market(trade(5, 99.5, 2.0, "SELL"))
+    assert fills(out) == [("BUY", 99.5, 1.0, "MAKER")]
+    for tif in ("IOC", "FOK"):
+        out = v.on_intent(place(f"M{tif}", "BUY", 1.0, price=90.0, order_type="LIMIT_MAKER", tif=tif), 6)
+        assert kinds(out) == ["OrderRejected"] and "must be GTC" in out[0].reason
+
+
 def test_queue_ahead_is_the_displayed_size_and_advances_with_trades() -> None:
     v = CryptoVenue()
     v.on_market(book(1, [(99.0, 3.0), (98.0, 1.0)], [(100.0, 1.0)]))
