@@ -1,4 +1,5 @@
-"""Schema versions that only append enum symbols: old bytes stay old, old tapes stay on the fast path.
+"""Schema evolution without slowing old tapes: same-body versions keep old bytes, and a segment
+written before a type changed still decodes on the fast path (only the changed records resolved).
 
 PlaceOrder v2 and ReplaceOrder v2 added LIMIT_MAKER and LIMIT_ON_CLOSE. An intent that uses neither
 must encode exactly as v1 wrote it (header included), or every recorded `intents_sha256` and every
@@ -16,7 +17,7 @@ import fastavro
 import pytest
 
 from ticktape.codec import Codec, default_codec
-from ticktape.events import PlaceOrder, ReplaceOrder, Trade
+from ticktape.events import OrderAccepted, PlaceOrder, ReplaceOrder, RunStarted, Trade
 from ticktape.schemas import SchemaRegistry, default_schema_dir, fingerprint_of, registry, same_body
 from ticktape.tape import open_tape
 
@@ -102,3 +103,51 @@ def test_a_segment_written_before_v2_is_read_without_schema_resolution(tmp_path:
         assert [r.event for r in tape.read("orders.intent")] == intents
         decoders = [seg.decoder for log in tape._logs.values() for seg in log.segments if seg.decoder]  # type: ignore[attr-defined]
         assert decoders and not any(d.slow for d in decoders)
+
+
+def registry_without(tmp_path: Path, *names: str) -> SchemaRegistry:
+    """The schema directory as it was before the given files were added."""
+    before = tmp_path / "schemas-before"
+    before.mkdir()
+    for p in default_schema_dir().glob("*.avsc"):
+        if p.name not in names:
+            shutil.copy(p, before / p.name)
+    return SchemaRegistry.load(before)
+
+
+def old_shape(cls: type, values: tuple[object, ...]) -> object:
+    """An instance of today's class holding only an older version's fields (what older code encoded)."""
+    return tuple.__new__(cls, values)
+
+
+def test_a_segment_holding_changed_types_resolves_only_those_records(tmp_path: Path) -> None:
+    """A segment from before OrderAccepted v2 and RunStarted v2/v3: its trades decode on the fast path,
+    its OrderAccepted v1 and RunStarted v1 records come out as today's events (new fields at their
+    defaults), equal to what Avro schema resolution of the same bytes gives."""
+    old_reg = registry_without(tmp_path, "OrderAccepted.v2.avsc", "RunStarted.v2.avsc", "RunStarted.v3.avsc")
+    old_codec = Codec(old_reg)
+    trades = [Trade("binance", "BTCUSDT", TS0 + i, TS0 + i, 100.0 + i, 1.0, "BUY", str(i)) for i in range(4)]
+    accepted = [old_shape(OrderAccepted, ("bot", f"abc-{i}-0", f"v{i}", "binance", "BTCUSDT", TS0 + i, TS0 + i))
+                for i in range(3)]
+    started = old_shape(RunStarted, ("run-1", "mod:Bot", "bot", TS0, TS0, "{}", "file:x", ("md.trade",), 0, 0,
+                                     "{}", "sim", "{}", "backtest"))
+    mixed = [trades[0], accepted[0], trades[1], started, accepted[1], trades[2], accepted[2], trades[3]]
+    root = tmp_path / "tape"
+    with open_tape(f"file:{root}", codec=old_codec) as tape:
+        tape.append("mixed", mixed, keys=["k"] * len(mixed))  # type: ignore[arg-type]
+    expected = [default_codec().decode(old_codec.encode(e)) for e in mixed]  # type: ignore[arg-type]
+    assert expected[1] == OrderAccepted("bot", "abc-0-0", "v0", "binance", "BTCUSDT", TS0, TS0, None, None, None, None)
+    assert type(expected[3]) is RunStarted and expected[3].code_version == "" and expected[3].sweep_id == ""
+    with open_tape(f"file:{root}") as tape:
+        assert [r.event for r in tape.read("mixed")] == expected
+        assert [r.event for r in tape.read("mixed", from_offset=3)] == expected[3:]
+        segments = [seg for log in tape._logs.values() for seg in log.segments if seg.decoder]  # type: ignore[attr-defined]
+        decoders = [seg.decoder for seg in segments]
+        assert decoders and not any(d.slow for d in decoders)
+        # record by record (how a block that fails as a whole is read up to its damage)
+        data, pos, got = segments[0].read_block_data(0), 0, []
+        for offset in range(len(mixed)):
+            (_, event), pos = decoders[0].decode_one(data, pos, offset)
+            got.append(event)
+        assert got == expected
+        assert {t.__name__ for d in decoders for t in d.resolvers} == {"OldOrderAccepted", "OldRunStarted"}

@@ -35,6 +35,7 @@ from ticktape.events import RECORD_TYPES, Event
 from ticktape.tape.base import PartitionInfo
 from ticktape.tape.container import SYNC_SIZE, Compress, Header, contains_sync, decompressor, probe_block, read_header
 from ticktape.tape.index import V1, V1_ENTRY, V2, V2_ENTRY, BlockInfo, index_version, parse_entries
+from ticktape.tape.legacy import Resolver, legacy_plan, resolve_entries
 
 __all__ = ["BlockInfo", "EntryDecoder", "PartitionLog", "Segment", "segment_name"]
 
@@ -58,10 +59,18 @@ class EntryDecoder:
         # appended) needs no resolution either: its branch decodes with the writer's own union.
         known = {v.fingerprint.hex() for v in codec.registry.current.values()}
         known |= {fp.hex() for fp in codec.registry.same_body}
-        if header.schema == current or (written != [""] and set(written) <= known):
-            # Every type in the segment's union is at its current version: decode with a
-            # program compiled from the writer's own union (its branch numbers), no resolution.
-            prog = ap.compile_schema(header.schema, RECORD_TYPES)
+        self.resolvers: dict[type, Resolver] = {}
+        plan = None
+        if not (header.schema == current or (written != [""] and set(written) <= known)):
+            plan = legacy_plan(codec, header.schema, written)
+        if header.schema == current or (written != [""] and set(written) <= known) or plan is not None:
+            # Decode with a program compiled from the writer's own union (its branch numbers): no
+            # resolution when every type in it is at its current version; otherwise only the records
+            # of the types that changed are resolved (`legacy`), the rest keeps this speed.
+            if plan is None:
+                prog = ap.compile_schema(header.schema, RECORD_TYPES)
+            else:
+                prog, self.resolvers = plan
             self.prog = prog
             self.slow = False
             if VM is None:
@@ -88,6 +97,8 @@ class EntryDecoder:
                     entry, pos = self.py(buf, pos)
                     entries.append(entry)
                 end = pos
+            if self.resolvers:
+                entries = resolve_entries(entries, self.resolvers)
         except SchemaResolutionError as exc:
             raise DecodeError(f"block at offset {first_offset} holds a record the current schemas cannot read "
                               f"(unknown type or incompatible version): {str(exc)[:200]}", where=self.where) from exc
@@ -113,8 +124,12 @@ class EntryDecoder:
                 return (rec["key"], self.converters[name](body, "")), stream.tell()
             if VM is not None:
                 entries, end = VM.decode_many(self.prog, buf, pos, 1)
-                return entries[0], end
-            return self.py(buf, pos)
+            else:
+                entry, end = self.py(buf, pos)
+                entries = [entry]
+            if self.resolvers:
+                entries = resolve_entries(entries, self.resolvers)
+            return entries[0], end
         except SchemaResolutionError as exc:
             raise DecodeError(f"record at offset {offset} cannot be read with the current schemas "
                               f"(unknown type or incompatible version): {str(exc)[:200]}", where=self.where) from exc
