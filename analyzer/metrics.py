@@ -13,7 +13,7 @@ Views (all time columns BIGINT ns):
   which is FIFO for longs and shorts alike): qty, entry/exit prices and times, `pnl` (gross).
 - `realized_pnl`: cumulative realized (FIFO) PnL per round-trip close.
 - `pnl_summary`: per run/robot/instrument: fills, volume, fees, position, realized,
-  unrealized (marked to the last trade or quote mid at the run's end, else the last fill),
+  unrealized (marked to the last trade or quote mid at the run's end, or the last fill if later),
   total = cash + position x mark; for a settled Betfair selection, its settled profit
   (`pnl_basis` says which: mark or settled).
 - `trade_stats`: per run/robot/instrument: round trips, win rate, average win and loss,
@@ -29,8 +29,8 @@ Views (all time columns BIGINT ns):
 Table macros:
 - `equity_curve(run, bucket_ns)`: per bucket end: cash, position value at the mark, equity
   (= total PnL), running peak, drawdown.
-- `run_stats(run, bucket_ns)`: equity curve statistics: final equity, max drawdown, Sharpe
-  and Sortino of per-bucket PnL changes, annualised with sqrt(buckets per 365 days).
+  For charts only: the run's metrics (drawdown at every fill and mark, daily Sharpe and Sortino)
+  are `analyzer.run_metrics` (`equity_points`, `daily_equity`, `run_metrics`, `run_stats(run)`).
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ from __future__ import annotations
 import duckdb
 
 from analyzer.load import ensure_table, upgrade_tables
+from analyzer.run_metrics import RUN_METRIC_VIEWS
 from ticktape.domain import betfair_instrument_sql
 
 NEEDED_TYPES = ("Trade", "Quote", "MarketBook", "OrderFilled", "PlaceOrder", "OrderAccepted", "OrderRejected",
-                "MarketDefinition", "RunStarted", "RunFinished")
+                "MarketDefinition", "MarketSettled", "RunStarted", "RunFinished")
 """Tables the metrics read: created empty when the tape had none, so every view exists."""
 
 D = "DECIMAL(38, 9)"
 BETFAIR_RUNNER = betfair_instrument_sql("market_id", "r.selection_id", "r.handicap")
-YEAR_NS = 365 * 86_400 * 1_000_000_000
 
 _VIEWS = [
     f"""CREATE OR REPLACE VIEW fills AS
@@ -64,12 +64,12 @@ _VIEWS = [
     FROM fills
     WINDOW w AS (PARTITION BY run, robot, instrument ORDER BY ts_event, _offset ROWS UNBOUNDED PRECEDING)""",
     f"""CREATE OR REPLACE VIEW marks AS
-    SELECT instrument, ts_event, price::{D} AS mark, 'trade' AS source FROM trade
+    SELECT instrument, ts_event, price::{D} AS mark, 'trade' AS source, _offset FROM trade
     UNION ALL
-    SELECT instrument, ts_event, ((bid_price::{D} + ask_price::{D}) / 2)::{D}, 'mid' FROM quote
+    SELECT instrument, ts_event, ((bid_price::{D} + ask_price::{D}) / 2)::{D}, 'mid', _offset FROM quote
     WHERE bid_price > 0 AND ask_price > 0
     UNION ALL  -- Betfair: each runner's last traded price, instrument '<market_id>:<selection_id>[:<handicap>]'
-    SELECT {BETFAIR_RUNNER}, ts_event, r.last_price_traded::{D}, 'ltp'
+    SELECT {BETFAIR_RUNNER}, ts_event, r.last_price_traded::{D}, 'ltp', _offset
     FROM market_book, UNNEST(runners) AS u(r) WHERE r.last_price_traded IS NOT NULL""",
     f"""CREATE OR REPLACE VIEW round_trips AS
     WITH legs AS (
@@ -99,7 +99,8 @@ _VIEWS = [
         SELECT _key AS run, MIN(ts_event) AS t0, MAX(ts_event) AS t1 FROM order_filled GROUP BY _key
         UNION ALL SELECT _key, MIN(ts_event), MAX(ts_event) FROM place_order GROUP BY _key
         UNION ALL SELECT run_id, MIN(ts_event), MAX(ts_event) FROM run_started GROUP BY run_id
-        UNION ALL SELECT run_id, MIN(ts_event), MAX(ts_event) FROM run_finished GROUP BY run_id)
+        UNION ALL SELECT run_id, MIN(ts_event), MAX(ts_event) FROM run_finished GROUP BY run_id
+        UNION ALL SELECT _key, MIN(ts_event), MAX(ts_event) FROM market_settled GROUP BY _key)
     GROUP BY run""",
     """CREATE OR REPLACE MACRO betfair_commission() AS 0.05""",
     f"""CREATE OR REPLACE VIEW betfair_selection_pnl AS
@@ -134,8 +135,10 @@ _VIEWS = [
                SUM(fee) AS fees
         FROM fills GROUP BY ALL),
     rt AS (SELECT run, robot, instrument, SUM(pnl) AS realized FROM round_trips GROUP BY ALL),
-    mk AS (
-        SELECT l.run, l.robot, l.instrument, COALESCE(m.mark, l.price) AS mark
+    mk AS (  -- the latest price at the run's end: a fill after the last market mark marks at its price, as
+             -- the ledger and equity_points do (at one instant the market mark wins, as there)
+        SELECT l.run, l.robot, l.instrument,
+               CASE WHEN m.ts_event IS NULL OR l.ts_event > m.ts_event THEN l.price ELSE m.mark END AS mark
         FROM (SELECT l.*, rb.end_ts FROM last l JOIN run_bounds rb USING (run)) l
         ASOF LEFT JOIN marks m ON l.instrument = m.instrument AND l.end_ts >= m.ts_event),
     -- Betfair bets are not linear positions: once the market has settled, a selection's PnL is its
@@ -214,16 +217,6 @@ _VIEWS = [
            MAX(equity) OVER (ORDER BY ts_event ROWS UNBOUNDED PRECEDING) AS peak,
            (MAX(equity) OVER (ORDER BY ts_event ROWS UNBOUNDED PRECEDING) - equity)::{D} AS drawdown
     FROM total ORDER BY ts_event""",
-    f"""CREATE OR REPLACE MACRO run_stats(which_run, bucket_ns) AS TABLE
-    WITH e AS (SELECT *, equity - COALESCE(LAG(equity) OVER (ORDER BY ts_event), 0) AS change
-               FROM equity_curve(which_run, bucket_ns))
-    SELECT which_run AS run, COUNT(*) AS buckets, LAST(equity ORDER BY ts_event) AS final_equity,
-           MAX(drawdown) AS max_drawdown, MAX(peak) AS peak_equity,
-           AVG(change::DOUBLE) AS mean_change, STDDEV_SAMP(change::DOUBLE) AS stddev_change,
-           AVG(change::DOUBLE) / NULLIF(STDDEV_SAMP(change::DOUBLE), 0) * SQRT({YEAR_NS} / bucket_ns) AS sharpe,
-           AVG(change::DOUBLE) / NULLIF(SQRT(AVG(POW(LEAST(change::DOUBLE, 0), 2))), 0)
-               * SQRT({YEAR_NS} / bucket_ns) AS sortino
-    FROM e""",
 ]
 
 
@@ -232,5 +225,5 @@ def install_metrics(con: duckdb.DuckDBPyConnection) -> None:
     upgrade_tables(con)
     for type_name in NEEDED_TYPES:
         ensure_table(con, type_name)
-    for sql in _VIEWS:
+    for sql in _VIEWS + RUN_METRIC_VIEWS:
         con.execute(sql)

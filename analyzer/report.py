@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from analyzer.money import money_text
 from analyzer.svg import Chart, Markers, Series, bar_chart, line_chart
+from robots.performance import ratio_text
 from ticktape.errors import TicktapeError
 
 if TYPE_CHECKING:  # duckdb and pandas load when a report is written, not with the CLI
@@ -47,8 +49,7 @@ def money(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, Decimal):
-        text = format(value.normalize(), "f") if value != 0 else "0"
-        return text
+        return money_text(value)
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
@@ -105,6 +106,11 @@ def _card(label: str, value: Any, signed: bool = False) -> str:
     return f'<div class="card"><div class="k">{escape(label)}</div><div class="v {cls}">{escape(text)}</div></div>'
 
 
+def _ratio(v: Any) -> float | None:
+    """A ratio column's value, None for NULL (which pandas may give as None or NaN)."""
+    return None if v is None or v != v else float(v)
+
+
 def _f(v: Any) -> float:
     return float(v) if v is not None else 0.0
 
@@ -116,14 +122,20 @@ def build_report(a: Analyzer, run: str) -> str:
         known = ", ".join(a.sql("SELECT run FROM run_bounds ORDER BY run")["run"].tolist()[:20]) or "none"
         raise click.ClickException(f"no run {run!r} in the database (runs: {known}); load its tape first")
     start, end = int(bounds["start_ts"][0]), int(bounds["end_ts"][0])
-    bucket = choose_bucket(max(end - start, 1))
+    bucket = choose_bucket(max(end - start, 1), 1000)
     manifest = a.sql("SELECT * FROM run_started WHERE run_id = ?", [run])
     finished = a.sql("SELECT * FROM run_finished WHERE run_id = ?", [run])
-    pnl = a.pnl_summary(run)
-    stats = a.trade_stats(run)
-    eq = a.equity_curve(run, bucket)
-    rs = a.run_stats(run, bucket)
-    fills = a.fills(run)
+    # exact=True: the report sums and prints money to the last unit
+    pnl = a.pnl_summary(run, exact=True)
+    stats = a.trade_stats(run, exact=True)
+    # The chart keeps, per bucket, the deepest point and the last one, so the drawn drawdown
+    # reaches the figure on the card (every point would make the file too large on a long run).
+    eq = a.sql("""SELECT ts_event, equity, drawdown FROM equity_points WHERE run = ?
+                  QUALIFY ROW_NUMBER() OVER (PARTITION BY ts_event // ? ORDER BY drawdown DESC, seq DESC) = 1
+                       OR ROW_NUMBER() OVER (PARTITION BY ts_event // ? ORDER BY seq DESC) = 1
+                  ORDER BY seq""", [run, bucket, bucket], exact=True)
+    rm = a.run_metrics(run, exact=True).iloc[0]  # the one definition of total PnL, drawdown, Sharpe, Sortino
+    fills = a.fills(run, exact=True)
     lat = a.sql("""SELECT count(*) AS orders, count(accepted_ts) AS accepted, count(rejected_ts) AS rejected,
                           count(first_fill_ts) AS filled,
                           median(intent_to_accepted_ns) AS median_intent_to_accepted_ns,
@@ -131,32 +143,35 @@ def build_report(a: Analyzer, run: str) -> str:
                           median(intent_to_fill_ns) AS median_intent_to_fill_ns,
                           quantile_cont(intent_to_fill_ns, 0.99) AS p99_intent_to_fill_ns
                    FROM order_latency WHERE run = ?""", [run])
-    markets = a.betfair_markets(run)
+    markets = a.betfair_markets(run, exact=True)
     robots = ", ".join(sorted(set(pnl["robot"]))) if len(pnl) else "-"
 
     total = sum((v for v in pnl["total_pnl"]), Decimal(0)) if len(pnl) else Decimal(0)
     fees = sum((v for v in pnl["fees"]), Decimal(0)) if len(pnl) else Decimal(0)
     realized = sum((v for v in pnl["realized"]), Decimal(0)) if len(pnl) else Decimal(0)
     unrealized = sum((v for v in pnl["unrealized"]), Decimal(0)) if len(pnl) else Decimal(0)
-    r = rs.iloc[0] if len(rs) else None
     trips = int(stats["round_trips"].sum()) if len(stats) else 0
     wins = int(stats["wins"].sum()) if len(stats) else 0
     betfair = len(markets) > 0
     cards = []
     if betfair:  # the settled result is the headline; marking to the last traded price is only an estimate
-        cards.append(_card("Betfair net (settled, after commission)",
-                           sum((v for v in markets["net_profit"]), Decimal(0)), signed=True))
+        cards.append(_card("Betfair net (settled, after commission)", rm["total_pnl"], signed=True))
         cards.append(_card("Commission", sum((v for v in markets["commission"]), Decimal(0))))
+        cards.append(_card("Mark-to-market PnL (before settlement)", total, signed=True))
+    else:
+        cards.append(_card("Total PnL", rm["total_pnl"], signed=True))
     cards += [
-        _card("Mark-to-market PnL (before settlement)" if betfair else "Total PnL", total, signed=True),
-        _card("Realized (FIFO)", realized, signed=True),
-        _card("Unrealized", unrealized, signed=True), _card("Fees", fees),
-        _card("Max drawdown", r["max_drawdown"] if r is not None else None),
-        _card("Sharpe", None if r is None or r["sharpe"] != r["sharpe"] else round(float(r["sharpe"]), 3)),
-        _card("Sortino", None if r is None or r["sortino"] != r["sortino"] else round(float(r["sortino"]), 3)),
+        _card("Realized (FIFO, before fees)", realized, signed=True),
+        _card("Unrealized (before fees)", unrealized, signed=True), _card("Fees", fees),
+        _card("Max drawdown", rm["max_drawdown"]),
+        _card("Sharpe (daily, x sqrt(365))", ratio_text(_ratio(rm["sharpe"]), rm["sharpe_note"])),
+        _card("Sortino (daily, x sqrt(365))", ratio_text(_ratio(rm["sortino"]), rm["sortino_note"])),
         _card("Fills", len(fills)), _card("Round trips", trips),
         _card("Win rate", f"{wins / trips:.1%}" if trips else None),
     ]
+    # How the money adds up, in one line (a settled Betfair selection's fees are its market's commission)
+    identity = (f"Realized {money(realized)} + unrealized {money(unrealized)} − fees {money(fees)} = "
+                f"{'mark-to-market PnL' if betfair else 'total PnL'} {money(total)}")
 
     charts = []
     ex = [float(t) for t in eq["ts_event"]]
@@ -214,7 +229,10 @@ def build_report(a: Analyzer, run: str) -> str:
         fz = finished.iloc[0]
         info += [("input events", str(fz["events"])), ("intents", str(fz["intents"])),
                  ("intents_sha256", fz["intents_sha256"])]
-    info += [("period", f"{_time(start)} .. {_time(end)}"), ("equity bucket", _duration(bucket))]
+    info += [("period", f"{_time(start)} .. {_time(end)}"),
+             ("equity points", f"{rm['points']:,} (fills and marks; the chart keeps the deepest and last per "
+                               f"{_duration(bucket)})"),
+             ("daily returns", f"{rm['days']} UTC day{'' if rm['days'] == 1 else 's'}")]
     info_html = "".join(f'<tr><th class="l">{escape(k)}</th><td class="l">{escape(str(v))}</td></tr>'
                         for k, v in info)
     summary_json = ""
@@ -230,6 +248,7 @@ def build_report(a: Analyzer, run: str) -> str:
         f"<h1>Run {escape(run)}</h1><div class='sub'>robots: {escape(robots)} &middot; "
         f"{escape(_time(start))} .. {escape(_time(end))}</div>",
         f"<div class='cards'>{''.join(cards)}</div>",
+        f"<p class='identity'>{escape(identity)}</p>",
         *charts,
         "<h2>PnL by robot and instrument</h2>",
         _table(pnl, [("robot", "robot"), ("instrument", "instrument"), ("fills", "fills"), ("volume", "volume"),

@@ -19,10 +19,12 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
 from robots.api import Intent, Robot, RobotError
+from robots.performance import DAY_NS, daily_ratios, daily_returns, too_few_days_note
 from robots.registry import get_robot
 from robots.runner import ControlsLike, Runner, Step
 from robots.sim.base import SimVenue
@@ -324,10 +326,24 @@ def _summary(run_id: str, robot_name: str, bot: Robot[Any, Any], source: TapeSou
         "out_of_order_inputs": stats.out_of_order,
     }
     out.update(money)
+    out.update(_ratios(runner.ledger, t0 if t0 is not None else stats.first_ts, stats.last_ts))
     out["wall_time_s"] = round(wall, 6)
     out["events_per_s"] = round(stats.events / wall) if wall > 0 else None
     out["intents_sha256"] = stats.intents_sha256
     return out
+
+
+def _ratios(ledger: object, start_ts: int | None, end_ts: int | None) -> dict[str, Any]:
+    """Daily Sharpe and Sortino of the ledger's equity (robots.performance; the analyzer's run_metrics in SQL)."""
+    closes_of = getattr(ledger, "daily_closes", None)
+    closes: dict[int, Decimal] = closes_of() if closes_of is not None else {}
+    if start_ts is None:
+        return {"sharpe": None, "sortino": None, "days": 0, "sharpe_note": too_few_days_note(0),
+                "sortino_note": too_few_days_note(0)}
+    last = max([end_ts or start_ts] + [(d + 1) * DAY_NS - 1 for d in closes])
+    r = daily_ratios(daily_returns(closes, start_ts, last))
+    return {"sharpe": r.sharpe, "sortino": r.sortino, "days": r.days, "sharpe_note": r.sharpe_note,
+            "sortino_note": r.sortino_note}
 
 
 # --------------------------------------------------------------------------- replay

@@ -8,9 +8,11 @@ event) so the max drawdown is sampled on every market event while a position is 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Protocol
 
+from robots.performance import DAY_NS
 from robots.positions import SCALE, DrawdownTracker, money_to_decimal, to_units
 from robots.positions import Ledger as Book
 from ticktape.events import Bar, Event, OrderFilled, Quote, Trade
@@ -66,14 +68,39 @@ class Ledger:
         self._adverse = 0.0
         self._adv_from = self._adv_to = 0.0
         self._equity = 0  # exact equity when several instruments are open (else unused)
+        # Daily closes for Sharpe/Sortino (robots.performance): equity at each UTC day's last point.
+        # Only a day change costs anything: the hot path compares one integer.
+        self._day_end = -1  # end (ns, exclusive) of the day of the last fill or mark; -1: none yet
+        self._closes: dict[int, int] = {}
 
     def on_event(self, event: Event) -> None:
         """Any venue answer; only fills move money."""
         if type(event) is OrderFilled:
             self.on_fill(event)
 
+    def _current_equity(self) -> int:
+        """Exact equity at the last fill or mark (the segment's last price, when one instrument is open)."""
+        if self._seg is not None:
+            return self._k + self._q * to_units(self._last[self._seg])
+        return self._equity
+
+    def _roll_day(self, ts: int) -> None:
+        """A point on a later day: the previous point's equity is its day's close."""
+        if self._day_end >= 0:
+            self._closes[self._day_end // DAY_NS - 1] = self._current_equity()
+        self._day_end = (ts // DAY_NS + 1) * DAY_NS
+
+    def daily_closes(self) -> dict[int, Decimal]:
+        """{UTC day number: equity at that day's last fill or mark}, for `robots.performance.daily_returns`."""
+        closes = dict(self._closes)
+        if self._day_end >= 0:
+            closes[self._day_end // DAY_NS - 1] = self._current_equity()
+        return {day: money_to_decimal(v) for day, v in closes.items()}
+
     def on_fill(self, fill: OrderFilled) -> None:
         """Book a fill exactly and start a new mark segment (fills are rare next to market events)."""
+        if fill.ts_event >= self._day_end:
+            self._roll_day(fill.ts_event)
         self._close_segment()
         self._sync_marks()
         self.book.apply_fill(fill)
@@ -154,6 +181,8 @@ class Ledger:
 
     def on_market(self, event: Event) -> None:
         """Mark from a Trade price, a Quote mid or a Bar close (the runner calls it while a position is open)."""
+        if event.ts_event >= self._day_end:
+            self._roll_day(event.ts_event)
         t = type(event)
         if t is Trade:
             if event.instrument == self._seg:  # type: ignore[union-attr]
@@ -233,6 +262,7 @@ class SettlementLedger:
         self.drawdown = DrawdownTracker()
         self.drawdown.update(0)
         self._markets: dict[tuple[str, str], dict[str, Any]] = {}
+        self._closes: dict[int, int] = {}  # UTC day -> settled PnL (units) after its last settlement
 
     def on_fill(self, fill: OrderFilled) -> None:
         """Count a matched (part of a) bet."""
@@ -250,6 +280,7 @@ class SettlementLedger:
             self.pnl += net
             self.commission += fee
             self.drawdown.update(self.pnl)
+            self._closes[event.ts_event // DAY_NS] = self.pnl
             row = self._markets.setdefault((event.robot, event.market_id),  # type: ignore[union-attr]
                                            {"profit": 0, "commission": 0, "net": 0, "bets": 0})
             row["profit"] += to_units(event.profit)  # type: ignore[union-attr]
@@ -259,6 +290,10 @@ class SettlementLedger:
 
     def on_market(self, event: Event) -> None:
         """Nothing is marked to market."""
+
+    def daily_closes(self) -> dict[int, Decimal]:
+        """{UTC day number: settled PnL after that day's last settlement}."""
+        return {day: money_to_decimal(v * SCALE) for day, v in self._closes.items()}
 
     def summary(self) -> dict[str, Any]:
         """PnL net of commission (fees = commission), matched stake, drawdown over settlements."""

@@ -31,7 +31,7 @@ def test_betfair_run_settles_like_the_venue(tmp_path: Path) -> None:
     uri = f"file:{tmp_path / 'tape'}"
     res = backtest("betfair_back_favourite", tape=uri, out_tape=uri, run_id="bf1")
     assert res.summary["fills"] >= 1
-    a = Analyzer(str(tmp_path / "a.duckdb"))
+    a = Analyzer(str(tmp_path / "a.duckdb"), exact=True)
     a.load(uri)
     with FileTape(tmp_path / "tape") as tape:
         on_tape = [type(r.event).__name__ for r in tape.read("md.betfair.market")]

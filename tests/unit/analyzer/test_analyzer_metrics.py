@@ -6,6 +6,7 @@ import math
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from analyzer.api import Analyzer, bucket_ns
@@ -72,7 +73,7 @@ def analyzer(tmp_path: Path) -> Analyzer:
                 fill("bf", 5, "BUY", 2.0, 3.0, 0.0, "1.2:33", "betfair", 5)]    # market not settled yet
         tape.append("orders.event", bets, keys=["bf-run"] * 5)
         tape.append("md.betfair.def", [market_def("1.1", 11, 22)])
-        a = Analyzer(str(tmp_path / "a.duckdb"))
+        a = Analyzer(str(tmp_path / "a.duckdb"), exact=True)
         a.load(tape)
     yield a
     a.close()
@@ -131,15 +132,28 @@ def test_equity_curve_drawdown_sharpe_sortino(analyzer: Analyzer) -> None:
     assert [str(v) for v in eq["equity"]] == ["-0.100000000", "2.850000000", "10.150000000", "8.050000000",
                                               "10.550000000", "10.550000000"]
     assert [str(v) for v in eq["drawdown"]] == ["0E-9", "0E-9", "0E-9", "2.100000000", "0E-9", "0E-9"]
-    stats = analyzer.run_stats("r1", "1s").iloc[0]
-    assert str(stats["max_drawdown"]) == "2.100000000" and str(stats["final_equity"]) == "10.550000000"
-    changes = [-0.1, 2.95, 7.3, -2.1, 2.5, 0.0]
-    mean = sum(changes) / 6
-    std = math.sqrt(sum((c - mean) ** 2 for c in changes) / 5)
-    downside = math.sqrt(sum(min(c, 0.0) ** 2 for c in changes) / 6)
-    per_year = math.sqrt(365 * 86400)
-    assert stats["sharpe"] == pytest.approx(mean / std * per_year)
-    assert stats["sortino"] == pytest.approx(mean / downside * per_year)
+
+
+def test_equity_points_drawdown_and_run_stats(analyzer: Analyzer) -> None:
+    pts = analyzer.equity_points("r1")
+    # every fill (marked at its price) and every trade of X within the run (0.99 s .. 5 s):
+    # 1 s buy 2 @100: -200.1 + 2 x 100 = -0.1; 1.5 s mark 102: 3.9; 2 s buy 1 @103: -303.15 + 3 x 103 = 5.85;
+    # 3 s sell 2.5 @105: -40.85 + 0.5 x 105 = 11.65; 3.5 s mark 104: 11.15; 4 s sell 1 @101: 60.05 - 0.5 x 101
+    # = 9.55; 5 s mark 99: 10.55. The peak starts at 0, so the first point is already 0.1 down.
+    assert pts["point"].tolist() == ["fill", "mark", "fill", "fill", "mark", "fill", "mark"]
+    assert [str(v) for v in pts["equity"]] == ["-0.100000000", "3.900000000", "5.850000000", "11.650000000",
+                                               "11.150000000", "9.550000000", "10.550000000"]
+    assert [str(v) for v in pts["drawdown"]] == ["0.100000000", "0E-9", "0E-9", "0E-9", "0.500000000",
+                                                 "2.100000000", "1.100000000"]
+    stats = analyzer.run_stats("r1").iloc[0]
+    assert str(stats["max_drawdown"]) == "2.100000000" and str(stats["total_pnl"]) == "10.550000000"
+    # the whole run is on one day: one daily return, so no ratio, and the reason says so
+    assert stats["days"] == 1 and math.isnan(stats["sharpe"]) and math.isnan(stats["sortino"])  # NULL
+    assert stats["sharpe_note"] == stats["sortino_note"] == "fewer than 2 daily returns (1 day)"
+    with pytest.raises(ValueError, match="no interval"):
+        analyzer.run_stats("r1", "1s")
+    with pytest.raises(duckdb.InvalidInputException, match="takes no interval"):
+        analyzer.sql("SELECT * FROM run_stats('r1', 3600000000000)")
 
 
 def test_latency(analyzer: Analyzer) -> None:
