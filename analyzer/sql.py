@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import duckdb
 
 from analyzer.metrics import install_metrics
+from analyzer.money import money_text
 
 FORMATS = ("table", "csv", "json")
 
@@ -33,6 +34,8 @@ def _cell(value: Any) -> str:
         return repr(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, Decimal):
+        return money_text(value)
     return str(value)
 
 
@@ -40,7 +43,7 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return str(value)
+        return money_text(value)  # a string: JSON numbers would round exact money to a double
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, dict):

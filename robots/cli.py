@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from robots.api import RobotError, parse_param_args
+from robots.performance import PERIODS_PER_YEAR, ratio_text
 from ticktape.cli import TIME
 from ticktape.config import read_toml
 from ticktape.errors import TicktapeError
@@ -81,9 +82,13 @@ def _human(summary: dict[str, Any]) -> str:
         f"  events processed  {summary['events']:,}  ({summary['first_event']} .. {summary['last_event']})",
         f"  intents           {summary['intents']:,}  (rejected by controls: {summary['rejected_by_controls']})",
         f"  fills             {summary['fills']:,}",
-        f"  PnL               {summary['pnl_exact']}",
+        f"  PnL               {summary['pnl_exact']}  (after fees)",
         f"  fees              {summary['fees_exact']}",
-        f"  max drawdown      {summary['max_drawdown_exact']}",
+        f"  max drawdown      {summary['max_drawdown_exact']}  (equity at every fill and mark)",
+        f"  Sharpe            {ratio_text(summary.get('sharpe'), summary.get('sharpe_note'))}"
+        f"  (daily, x sqrt({PERIODS_PER_YEAR}))",
+        f"  Sortino           {ratio_text(summary.get('sortino'), summary.get('sortino_note'))}"
+        f"  (daily, x sqrt({PERIODS_PER_YEAR}))",
         f"  wall time         {summary['wall_time_s']:.3f} s  ({summary['events_per_s'] or 0:,} events/s)",
         f"  intents_sha256    {summary['intents_sha256']}",
     ]

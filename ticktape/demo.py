@@ -176,9 +176,16 @@ def _fresh_tape(out_dir: Path) -> Tape:
     return open_tape(f"file:{out_dir / 'tape'}")
 
 
+def _ratio(s: dict[str, Any], name: str) -> str:
+    """A daily ratio of the summary, or n/a with its reason (the definition: robots.performance)."""
+    value, note = s.get(name), s.get(f"{name}_note")
+    return f"{value:.3f}" if value is not None else f"n/a ({note})"
+
+
 def _line(name: str, s: dict[str, Any]) -> str:
     return (f"  {name:<24} run {s['run_id']}: {s['events']:,} events, {s['intents']:,} intents, {s['fills']:,} fills, "
             f"PnL {s['pnl_exact']}, fees {s['fees_exact']}, max drawdown {s['max_drawdown_exact']}, "
+            f"Sharpe {_ratio(s, 'sharpe')}, "
             f"{s['events_per_s'] or 0:,} events/s")
 
 
