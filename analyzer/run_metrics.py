@@ -12,8 +12,8 @@ Views (time columns BIGINT ns, money DECIMAL(38, 9)):
   equity is the settled profit after commission, like the backtest's settlement ledger.
   `peak` (running maximum, starting at 0) and `drawdown` = peak - equity.
 - `daily_equity`: per run and UTC day from its first to its last day: `close` (equity at the
-  day's last point, carried over quiet days, 0 before the first point) and `ret` (change from the
-  previous close).
+  day's last point, carried over quiet days, 0 before the first point), `ret` (change from the
+  previous close), the day's `points` and their largest `max_drawdown`.
 - `run_metrics`: per run: `total_pnl` (last equity), `max_drawdown`, `points`, `days`, `sharpe`,
   `sortino` (daily, x sqrt(365); NULL below `MIN_DAILY_RETURNS` days or with a zero denominator,
   `sharpe_note` / `sortino_note` say why).
@@ -72,26 +72,26 @@ RUN_METRIC_VIEWS = [
         SELECT run, UNNEST(range(start_ts // {DAY_NS}, GREATEST(end_ts, start_ts) // {DAY_NS} + 1)) AS day
         FROM run_bounds),
     closes AS (
-        SELECT run, ts_event // {DAY_NS} AS day, LAST(equity ORDER BY seq) AS close
+        SELECT run, ts_event // {DAY_NS} AS day, LAST(equity ORDER BY seq) AS close, COUNT(*) AS points,
+               MAX(drawdown) AS max_drawdown
         FROM equity_points GROUP BY ALL),
     filled AS (
-        SELECT d.run, d.day, COALESCE(c.close, 0::{D}) AS close
+        SELECT d.run, d.day, COALESCE(c.close, 0::{D}) AS close,
+               CASE WHEN c.day = d.day THEN c.points ELSE 0 END AS points,
+               CASE WHEN c.day = d.day THEN c.max_drawdown ELSE 0::{D} END AS max_drawdown
         FROM days d ASOF LEFT JOIN closes c ON d.run = c.run AND d.day >= c.day)
     SELECT run, day, day * {DAY_NS} AS day_start_ts, close,
-           (close - LAG(close, 1, 0::{D}) OVER (PARTITION BY run ORDER BY day))::{D} AS ret
+           (close - LAG(close, 1, 0::{D}) OVER (PARTITION BY run ORDER BY day))::{D} AS ret, points, max_drawdown
     FROM filled""",
+    # One pass over equity_points (through daily_equity): every figure of a run comes from its days.
     f"""CREATE OR REPLACE VIEW run_metrics AS
-    WITH p AS (SELECT run, COUNT(*) AS points, LAST(equity ORDER BY seq) AS total_pnl,
-                      MAX(drawdown) AS max_drawdown FROM equity_points GROUP BY run),
-    d AS (SELECT run, COUNT(*) AS days, AVG(ret::DOUBLE) AS mean_ret, STDDEV_SAMP(ret::DOUBLE) AS std_ret,
-                 SQRT(AVG(POW(LEAST(ret::DOUBLE, 0), 2))) AS downside_ret
-          FROM daily_equity GROUP BY run),
-    r AS (
-        SELECT rb.run, COALESCE(p.points, 0) AS points, COALESCE(p.total_pnl, 0::{D}) AS total_pnl,
-               COALESCE(p.max_drawdown, 0::{D}) AS max_drawdown, d.days, d.mean_ret, d.std_ret, d.downside_ret,
-               'fewer than {MIN_DAILY_RETURNS} daily returns (' || d.days || ' day'
-                   || CASE WHEN d.days = 1 THEN '' ELSE 's' END || ')' AS short_note
-        FROM run_bounds rb LEFT JOIN p USING (run) LEFT JOIN d USING (run))
+    WITH r AS (
+        SELECT run, LAST(close ORDER BY day) AS total_pnl, MAX(max_drawdown) AS max_drawdown,
+               SUM(points)::BIGINT AS points, COUNT(*) AS days, AVG(ret::DOUBLE) AS mean_ret,
+               STDDEV_SAMP(ret::DOUBLE) AS std_ret, SQRT(AVG(POW(LEAST(ret::DOUBLE, 0), 2))) AS downside_ret,
+               'fewer than {MIN_DAILY_RETURNS} daily returns (' || COUNT(*) || ' day'
+                   || CASE WHEN COUNT(*) = 1 THEN '' ELSE 's' END || ')' AS short_note
+        FROM daily_equity GROUP BY run)
     SELECT run, total_pnl, max_drawdown, points, days,
            CASE WHEN days >= {MIN_DAILY_RETURNS} AND std_ret > 0
                 THEN mean_ret / std_ret * SQRT({PERIODS_PER_YEAR}) END AS sharpe,
