@@ -336,10 +336,10 @@ def _summary(run_id: str, robot_name: str, bot: Robot[Any, Any], source: TapeSou
 def _ratios(ledger: object, start_ts: int | None, end_ts: int | None) -> dict[str, Any]:
     """Daily Sharpe and Sortino of the ledger's equity (robots.performance; the analyzer's run_metrics in SQL)."""
     closes_of = getattr(ledger, "daily_closes", None)
-    closes: dict[int, Decimal] = closes_of() if closes_of is not None else {}
-    if start_ts is None:
-        return {"sharpe": None, "sortino": None, "days": 0, "sharpe_note": too_few_days_note(0),
-                "sortino_note": too_few_days_note(0)}
+    if start_ts is None or closes_of is None:  # no input, or a venue's own ledger that keeps no daily equity
+        note = too_few_days_note(0) if start_ts is None else "the venue's ledger keeps no daily equity"
+        return {"sharpe": None, "sortino": None, "days": 0, "sharpe_note": note, "sortino_note": note}
+    closes: dict[int, Decimal] = closes_of()
     last = max([end_ts or start_ts] + [(d + 1) * DAY_NS - 1 for d in closes])
     r = daily_ratios(daily_returns(closes, start_ts, last))
     return {"sharpe": r.sharpe, "sortino": r.sortino, "days": r.days, "sharpe_note": r.sharpe_note,
