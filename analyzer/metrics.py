@@ -46,6 +46,8 @@ NEEDED_TYPES = ("Trade", "Quote", "MarketBook", "OrderFilled", "PlaceOrder", "Or
 """Tables the metrics read: created empty when the tape had none, so every view exists."""
 
 D = "DECIMAL(38, 9)"
+MAX_CURVE_BUCKETS = 10_000_000
+"""`equity_curve` refuses a finer grid (a clear error instead of DuckDB running out of list size)."""
 BETFAIR_RUNNER = betfair_instrument_sql("market_id", "r.selection_id", "r.handicap")
 
 _VIEWS = [
@@ -197,7 +199,13 @@ _VIEWS = [
     grid AS (
         SELECT UNNEST(generate_series((rb.start_ts // bucket_ns) * bucket_ns + bucket_ns,
                                       (rb.end_ts // bucket_ns) * bucket_ns + bucket_ns, bucket_ns)) AS ts_event
-        FROM rb),
+        FROM rb
+        -- a grid too fine for the run would fail deep inside DuckDB ("Lists larger than 2^32"); say so
+        WHERE bucket_ns > 0 AND (rb.end_ts - rb.start_ts) // bucket_ns <= {MAX_CURVE_BUCKETS}
+           OR error('equity_curve: ' || ((rb.end_ts - rb.start_ts) // GREATEST(bucket_ns, 1) + 1)::VARCHAR
+                    || ' buckets of ' || bucket_ns::VARCHAR || ' ns over the run; use a bucket of at least '
+                    || ((rb.end_ts - rb.start_ts) // {MAX_CURVE_BUCKETS} + 1)::VARCHAR
+                    || ' ns (or equity_points: every fill and mark)')),
     inst AS (SELECT DISTINCT robot, instrument FROM fills WHERE run = which_run),
     pts AS (SELECT g.ts_event, i.robot, i.instrument FROM grid g CROSS JOIN inst i),
     pos AS (SELECT * FROM positions WHERE run = which_run),

@@ -156,6 +156,13 @@ def test_equity_points_drawdown_and_run_stats(analyzer: Analyzer) -> None:
         analyzer.sql("SELECT * FROM run_stats('r1', 3600000000000)")
 
 
+def test_equity_curve_refuses_a_grid_too_fine_for_the_run(analyzer: Analyzer) -> None:
+    # r1 spans 0.99 .. 5 s: 1 ns buckets would be 4e9 grid points, past DuckDB's list limit
+    with pytest.raises(duckdb.InvalidInputException, match="use a bucket of at least"):
+        analyzer.equity_curve("r1", 1)
+    assert len(analyzer.equity_curve("r1", "1ms")) == 4011  # bucket ends 0.991 s .. 5.001 s
+
+
 def test_latency(analyzer: Analyzer) -> None:
     lat = analyzer.order_latency("r1")
     assert len(lat) == 4
