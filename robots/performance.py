@@ -29,8 +29,10 @@ from decimal import Decimal
 DAY_NS = 86_400 * 1_000_000_000
 PERIODS_PER_YEAR = 365
 """Annualisation: sqrt(365) daily periods (markets open every day)."""
-MIN_DAILY_RETURNS = 2
-"""Fewer daily returns than this leave Sharpe and Sortino undefined (a sample deviation needs 2)."""
+MIN_DAILY_RETURNS = 7
+"""Fewer daily returns than this (a week) leave Sharpe and Sortino undefined. Two would be the
+arithmetic minimum, but a five-hour run that crosses midnight would then get a "Sharpe" from
+two partial days (the demo's ema_cross run did: -30); a week is the least we print a ratio for."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,7 +149,7 @@ def test_equity_points_drawdown_and_run_stats(analyzer: Analyzer) -> None:
     assert str(stats["max_drawdown"]) == "2.100000000" and str(stats["total_pnl"]) == "10.550000000"
     # the whole run is on one day: one daily return, so no ratio, and the reason says so
     assert stats["days"] == 1 and math.isnan(stats["sharpe"]) and math.isnan(stats["sortino"])  # NULL
-    assert stats["sharpe_note"] == stats["sortino_note"] == "fewer than 2 daily returns (1 day)"
+    assert stats["sharpe_note"] == stats["sortino_note"] == "fewer than 7 daily returns (1 day)"
     with pytest.raises(ValueError, match="no interval"):
         analyzer.run_stats("r1", "1s")
     with pytest.raises(duckdb.InvalidInputException, match="takes no interval"):

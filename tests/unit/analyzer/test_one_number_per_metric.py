@@ -161,8 +161,8 @@ def crypto(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     tape.close()
     two = f"file:{root / 'two'}"
     tape = open_tape(two)  # two instruments at once: the ledger's several-open-instruments path
-    merged = sorted(synthetic_trades(20_000, step_ns=STEP_NS) +
-                    synthetic_trades(20_000, instrument="ETHUSDT", step_ns=STEP_NS, seed=11,
+    merged = sorted(synthetic_trades(25_000, step_ns=STEP_NS) +
+                    synthetic_trades(25_000, instrument="ETHUSDT", step_ns=STEP_NS, seed=11,
                                      ts0=1_700_000_000_000_000_000 + 7_000_000_000), key=lambda t: t.ts_event)
     tape.append(TOPIC, merged)
     tape.close()
