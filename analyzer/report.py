@@ -172,6 +172,12 @@ def build_report(a: Analyzer, run: str) -> str:
     # How the money adds up, in one line (a settled Betfair selection's fees are its market's commission)
     identity = (f"Realized {money(realized)} + unrealized {money(unrealized)} − fees {money(fees)} = "
                 f"{'mark-to-market PnL' if betfair else 'total PnL'} {money(total)}")
+    identities = [identity]
+    if betfair:  # Betfair's fee is the commission on each market's net winnings, charged at settlement
+        gross = sum((v for v in markets["gross_profit"]), Decimal(0))
+        commission = sum((v for v in markets["commission"]), Decimal(0))
+        identities.append(f"Settled gross {money(gross)} − commission {money(commission)} = "
+                          f"Betfair net {money(rm['total_pnl'])}")
 
     charts = []
     ex = [float(t) for t in eq["ts_event"]]
@@ -248,7 +254,7 @@ def build_report(a: Analyzer, run: str) -> str:
         f"<h1>Run {escape(run)}</h1><div class='sub'>robots: {escape(robots)} &middot; "
         f"{escape(_time(start))} .. {escape(_time(end))}</div>",
         f"<div class='cards'>{''.join(cards)}</div>",
-        f"<p class='identity'>{escape(identity)}</p>",
+        *(f"<p class='identity'>{escape(line)}</p>" for line in identities),
         *charts,
         "<h2>PnL by robot and instrument</h2>",
         _table(pnl, [("robot", "robot"), ("instrument", "instrument"), ("fills", "fills"), ("volume", "volume"),

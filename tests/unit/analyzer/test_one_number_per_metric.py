@@ -229,3 +229,9 @@ def test_cli_sql_and_report_agree_on_a_recorded_betfair_run(tmp_path: Path) -> N
     # equity is settled profit after commission: the sum of the venue's MarketSettled, as in the ledger
     settled = run.analyzer.sql("SELECT sum(net_profit::DECIMAL(38, 9)) AS s FROM market_settled WHERE _key = 'bf'")
     assert settled["s"][0] == Decimal(run.sql["total_pnl"])
+    # the report says how the commission comes off, and the numbers add up to the headline
+    html = build_report(run.analyzer, "bf")
+    line = unescape(re.findall(r"<p class='identity'>(.*?)</p>", html)[1])
+    assert line.startswith("Settled gross ") and " − commission " in line and " = Betfair net " in line
+    gross, commission, net = (Decimal(x) for x in re.findall(r"-?\d+(?:\.\d+)?", line))
+    assert gross - commission == net == Decimal(run.sql["total_pnl"])
