@@ -8,7 +8,8 @@ ratios (win rate, Sharpe, averages of prices) are doubles. Grain: run (the `_key
 Views (all time columns BIGINT ns):
 - `fills`: every fill with signed `qty`, `notional`, `cash_flow` (after fees), `latency_ns`.
 - `positions`: after each fill: `position`, `cash`, `fees`, `buy_volume`, `sell_volume`.
-- `marks`: mark prices per instrument: trade prices, quote mids, Betfair runners' last traded price.
+- `marks`: mark prices per instrument: trade prices, quote mids, bar closes, Betfair runners' last
+  traded price (with the `_topic` and `_offset` they came from).
 - `round_trips`: FIFO lot matching (the k-th unit bought closes against the k-th unit sold,
   which is FIFO for longs and shorts alike): qty, entry/exit prices and times, `pnl` (gross).
 - `realized_pnl`: cumulative realized (FIFO) PnL per round-trip close.
@@ -41,7 +42,7 @@ from analyzer.load import ensure_table, upgrade_tables
 from analyzer.run_metrics import RUN_METRIC_VIEWS
 from ticktape.domain import betfair_instrument_sql
 
-NEEDED_TYPES = ("Trade", "Quote", "MarketBook", "OrderFilled", "PlaceOrder", "OrderAccepted", "OrderRejected",
+NEEDED_TYPES = ("Trade", "Quote", "Bar", "MarketBook", "OrderFilled", "PlaceOrder", "OrderAccepted", "OrderRejected",
                 "MarketDefinition", "MarketSettled", "RunStarted", "RunFinished")
 """Tables the metrics read: created empty when the tape had none, so every view exists."""
 
@@ -66,12 +67,14 @@ _VIEWS = [
     FROM fills
     WINDOW w AS (PARTITION BY run, robot, instrument ORDER BY ts_event, _offset ROWS UNBOUNDED PRECEDING)""",
     f"""CREATE OR REPLACE VIEW marks AS
-    SELECT instrument, ts_event, price::{D} AS mark, 'trade' AS source, _offset FROM trade
+    SELECT instrument, ts_event, price::{D} AS mark, 'trade' AS source, _offset, _topic FROM trade
     UNION ALL
-    SELECT instrument, ts_event, ((bid_price::{D} + ask_price::{D}) / 2)::{D}, 'mid', _offset FROM quote
+    SELECT instrument, ts_event, ((bid_price::{D} + ask_price::{D}) / 2)::{D}, 'mid', _offset, _topic FROM quote
     WHERE bid_price > 0 AND ask_price > 0
+    UNION ALL  -- a bar's close at its close time, as the backtest's ledger marks it
+    SELECT instrument, ts_event, close::{D}, 'bar', _offset, _topic FROM bar
     UNION ALL  -- Betfair: each runner's last traded price, instrument '<market_id>:<selection_id>[:<handicap>]'
-    SELECT {BETFAIR_RUNNER}, ts_event, r.last_price_traded::{D}, 'ltp', _offset
+    SELECT {BETFAIR_RUNNER}, ts_event, r.last_price_traded::{D}, 'ltp', _offset, _topic
     FROM market_book, UNNEST(runners) AS u(r) WHERE r.last_price_traded IS NOT NULL""",
     f"""CREATE OR REPLACE VIEW round_trips AS
     WITH legs AS (

@@ -5,12 +5,13 @@ summary). The report, `ticktape sql` and the Python API all read `run_metrics`.
 
 Views (time columns BIGINT ns, money DECIMAL(38, 9)):
 - `equity_points`: per run, equity after every fill and at every mark (trade price, quote mid,
-  Betfair last traded price) of an instrument the run traded, between the run's first and last
-  event; at a fill the instrument is marked at the fill price. Equity = cash + position x mark
-  (after fees), summed over the run's robots and instruments. A Betfair run (fills on venue
-  `betfair`) books money when a market settles, so its points are its `MarketSettled` events and
-  equity is the settled profit after commission, like the backtest's settlement ledger.
-  `peak` (running maximum, starting at 0) and `drawdown` = peak - equity.
+  bar close) of an instrument the run traded, on the topics the run read (`RunStarted.topics`;
+  all topics for a run without a manifest), between the run's first and last event; at a fill
+  the instrument is marked at the fill price. Equity = cash + position x mark (after fees),
+  summed over the run's robots and instruments. A Betfair run (fills on venue `betfair`) books
+  money when a market settles, so its points are its `MarketSettled` events and equity is the
+  settled profit after commission, like the backtest's settlement ledger. `peak` (running
+  maximum, starting at 0) and `drawdown` = peak - equity.
 - `daily_equity`: per run and UTC day from its first to its last day: `close` (equity at the
   day's last point, carried over quiet days, 0 before the first point), `ret` (change from the
   previous close), the day's `points` and their largest `max_drawdown`.
@@ -34,12 +35,16 @@ RUN_METRIC_VIEWS = [
     f"""CREATE OR REPLACE VIEW equity_points AS
     WITH lin AS (SELECT * FROM fills WHERE run NOT IN (SELECT run FROM settlement_runs)),
     inst AS (SELECT DISTINCT run, robot, instrument FROM lin),
+    -- marks only from the topics the run read (its manifest), as its ledger saw them; no manifest: all
+    seen AS (SELECT run_id AS run, UNNEST(topics) AS topic FROM run_started),
+    src AS (SELECT i.*, rb.start_ts, rb.end_ts, s.topic
+            FROM inst i JOIN run_bounds rb USING (run) LEFT JOIN seen s USING (run)),
     ev AS (  -- at one instant a fill comes before the mark of the market event that caused it, as in the runner
         SELECT run, robot, instrument, ts_event, 0 AS kind, _offset AS ord, qty, cash_flow, price FROM lin
         UNION ALL
         SELECT i.run, i.robot, i.instrument, m.ts_event, 1, m._offset, 0::{D}, 0::{D}, m.mark
-        FROM inst i JOIN run_bounds rb USING (run)
-        JOIN marks m ON m.instrument = i.instrument AND m.ts_event BETWEEN rb.start_ts AND rb.end_ts),
+        FROM src i JOIN marks m ON m.instrument = i.instrument AND m.ts_event BETWEEN i.start_ts AND i.end_ts
+                                AND (i.topic IS NULL OR m._topic = i.topic)),
     valued AS (
         SELECT *, SUM(cash_flow) OVER w + SUM(qty) OVER w * price AS value
         FROM ev WINDOW w AS (PARTITION BY run, robot, instrument ORDER BY ts_event, kind, ord

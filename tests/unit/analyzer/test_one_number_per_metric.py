@@ -28,7 +28,7 @@ from robots.performance import ratio_text
 from tests.shared_data import BETFAIR
 from ticktape.cli import _register_plugins, cli
 from ticktape.demo import synthetic_trades
-from ticktape.events import OrderFilled, Trade
+from ticktape.events import Bar, OrderFilled, Quote, Trade
 from ticktape.tape import open_tape
 
 _register_plugins()
@@ -166,12 +166,26 @@ def crypto(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
                                      ts0=1_700_000_000_000_000_000 + 7_000_000_000), key=lambda t: t.ts_event)
     tape.append(TOPIC, merged)
     tape.close()
+    three = f"file:{root / 'three'}"
+    tape = open_tape(three)  # quotes beside the trades on another topic: a run reading trades never sees them
+    trades = synthetic_trades(30_000, step_ns=STEP_NS)
+    tape.append(TOPIC, trades)
+    tape.append("md.sim.quote", [Quote("sim", t.instrument, t.ts_event + 1_000_000, t.ts_event + 1_000_000,
+                                       round(t.price * 0.99, 2), 1.0, round(t.price * 1.02, 2), 1.0)
+                                 for t in trades[::3]])
+    # five-minute bars of the same market: the ledger marks at each bar's close
+    tape.append("md.sim.bar", [Bar("sim", "BTCUSDT", c[-1].ts_event, c[-1].ts_event, "5m", c[0].price,
+                                   max(t.price for t in c), min(t.price for t in c), c[-1].price, 1.0)
+                               for c in (trades[i:i + 10] for i in range(0, len(trades), 10))])
+    tape.close()
     return {"losing": see_run(root, one, "ema-10-50", "ema_cross", "--param", "fast=10", "--param", "slow=50"),
+            "beside-quotes": see_run(root, three, "ema-trades", "ema_cross", "--topics", TOPIC),
+            "bars": see_run(root, three, "ema-bars", "ema_cross", "--topics", "md.sim.bar"),
             "other": see_run(root, one, "ema-3-20", "ema_cross", "--param", "fast=3", "--param", "slow=20"),
             "two": see_run(root, two, "ema-two", "ema_cross", "--param", "fast=10", "--param", "slow=50")}
 
 
-@pytest.mark.parametrize("name", ["losing", "other", "two"])
+@pytest.mark.parametrize("name", ["losing", "other", "two", "beside-quotes", "bars"])
 def test_cli_sql_and_report_agree_on_synthetic_runs(crypto: dict[str, Run], name: str) -> None:
     run = crypto[name]
     assert run.cli_json["fills"] > 50 and run.sql["days"] >= 7  # enough trading and days for real ratios
