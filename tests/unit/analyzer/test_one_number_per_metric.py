@@ -49,6 +49,7 @@ class Run:
     analyzer: Analyzer
     tape_uri: str
     db: str
+    report_identity: str
 
 
 def invoke(*args: str) -> str:
@@ -80,7 +81,9 @@ def see_run(root: Path, tape_uri: str, run_id: str, robot: str, *args: str) -> R
     out = invoke("sql", db, f"SELECT * FROM run_stats('{run_id}')", "--format", "json")
     sql = json.loads(out.strip())
     a = Analyzer(db, exact=True)
-    return Run(run_id, cli_json, cli_text, sql, report_cards(build_report(a, run_id)), a, tape_uri, db)
+    html = build_report(a, run_id)
+    identity = unescape(re.findall(r"<p class='identity'>(.*?)</p>", html)[0])
+    return Run(run_id, cli_json, cli_text, sql, report_cards(html), a, tape_uri, db, identity)
 
 
 def brute_force_drawdown(equity: list[Decimal]) -> Decimal:
@@ -146,6 +149,11 @@ def assert_one_number(run: Run) -> None:
         expected = ratio_text(q[name], q[f"{name}_note"])
         assert rep[card] == expected
         assert cli_line(text, name.capitalize()) == ratio_text(s[name], s[f"{name}_note"]) == expected
+    # the report's fees line adds up, and (but for Betfair, marked to the last traded price) to the headline
+    nums = [Decimal(x) for x in re.findall(r"-?\d+(?:\.\d+)?", run.report_identity)]
+    assert nums[0] + nums[1] - nums[2] == nums[3]
+    if total_label == "Total PnL":
+        assert nums[3] == Decimal(q["total_pnl"])
     # the drawdown is the brute-force one over the run's own equity points
     pts = run.analyzer.equity_points(run.run_id)
     assert len(pts) == q["points"] > 0
