@@ -71,19 +71,23 @@ def cli_line(text: str, label: str) -> str:
     return m[1]
 
 
-def see_run(root: Path, tape_uri: str, run_id: str, robot: str, *args: str) -> Run:
-    """Backtest through the CLI (JSON, and the human text with --no-out), load, query `ticktape sql`, report."""
-    common = ["backtest", robot, "--tape", tape_uri, "--no-progress", *args]
-    cli_json = json.loads(invoke(*common, "--run-id", run_id, "--json"))
-    cli_text = invoke(*common, "--run-id", run_id, "--no-out")
-    db = str(root / f"{run_id}.duckdb")
+def see_runs(root: Path, tape_uri: str, runs: dict[str, tuple[str, ...]]) -> dict[str, Run]:
+    """Backtest each run id through the CLI (JSON, and the human text with --no-out), load the tape
+    once, then read each run through `ticktape sql` and the report."""
+    printed = {}
+    for run_id, (robot, *args) in runs.items():
+        common = ["backtest", robot, "--tape", tape_uri, "--no-progress", *args, "--run-id", run_id]
+        printed[run_id] = (json.loads(invoke(*common, "--json")), invoke(*common, "--no-out"))
+    db = str(root / f"{Path(tape_uri).name}.duckdb")
     invoke("load", "--tape", tape_uri, "--db", db, "--no-progress")
-    out = invoke("sql", db, f"SELECT * FROM run_stats('{run_id}')", "--format", "json")
-    sql = json.loads(out.strip())
     a = Analyzer(db, exact=True)
-    html = build_report(a, run_id)
-    identity = unescape(re.findall(r"<p class='identity'>(.*?)</p>", html)[0])
-    return Run(run_id, cli_json, cli_text, sql, report_cards(html), a, tape_uri, db, identity)
+    out = {}
+    for run_id, (cli_json, cli_text) in printed.items():
+        sql = json.loads(invoke("sql", db, f"SELECT * FROM run_stats('{run_id}')", "--format", "json").strip())
+        html = build_report(a, run_id)
+        identity = unescape(re.findall(r"<p class='identity'>(.*?)</p>", html)[0])
+        out[run_id] = Run(run_id, cli_json, cli_text, sql, report_cards(html), a, tape_uri, db, identity)
+    return out
 
 
 def brute_force_drawdown(equity: list[Decimal]) -> Decimal:
@@ -169,8 +173,9 @@ def crypto(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     tape.close()
     two = f"file:{root / 'two'}"
     tape = open_tape(two)  # two instruments at once: the ledger's several-open-instruments path
-    merged = sorted(synthetic_trades(25_000, step_ns=STEP_NS) +
-                    synthetic_trades(25_000, instrument="ETHUSDT", step_ns=STEP_NS, seed=11,
+    # (fewer, sparser trades: loading alternating instruments is slow, ~0.3 ms a trade)
+    merged = sorted(synthetic_trades(12_000, step_ns=2 * STEP_NS) +
+                    synthetic_trades(12_000, instrument="ETHUSDT", step_ns=2 * STEP_NS, seed=11,
                                      ts0=1_700_000_000_000_000_000 + 7_000_000_000), key=lambda t: t.ts_event)
     tape.append(TOPIC, merged)
     tape.close()
@@ -186,11 +191,12 @@ def crypto(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
                                    max(t.price for t in c), min(t.price for t in c), c[-1].price, 1.0)
                                for c in (trades[i:i + 10] for i in range(0, len(trades), 10))])
     tape.close()
-    return {"losing": see_run(root, one, "ema-10-50", "ema_cross", "--param", "fast=10", "--param", "slow=50"),
-            "beside-quotes": see_run(root, three, "ema-trades", "ema_cross", "--topics", TOPIC),
-            "bars": see_run(root, three, "ema-bars", "ema_cross", "--topics", "md.sim.bar"),
-            "other": see_run(root, one, "ema-3-20", "ema_cross", "--param", "fast=3", "--param", "slow=20"),
-            "two": see_run(root, two, "ema-two", "ema_cross", "--param", "fast=10", "--param", "slow=50")}
+    ema = ("ema_cross", "--param", "fast=10", "--param", "slow=50")
+    runs = {**see_runs(root, one, {"losing": ema, "other": ("ema_cross", "--param", "fast=3", "--param", "slow=20")}),
+            **see_runs(root, two, {"two": ema}),
+            **see_runs(root, three, {"beside-quotes": ("ema_cross", "--topics", TOPIC),
+                                     "bars": ("ema_cross", "--topics", "md.sim.bar")})}
+    return runs
 
 
 @pytest.mark.parametrize("name", ["losing", "other", "two", "beside-quotes", "bars"])
@@ -245,7 +251,7 @@ def test_cli_sql_and_report_agree_on_a_recorded_betfair_run(tmp_path: Path) -> N
     for m in ("1.197931750", "1.197931751"):
         import_file(tape, BETFAIR / m)
     tape.close()
-    run = see_run(tmp_path, uri, "bf", "betfair_back_favourite")
+    run = see_runs(tmp_path, uri, {"bf": ("betfair_back_favourite",)})["bf"]
     assert run.cli_json["fills"] >= 1 and run.sql["points"] == run.cli_json["markets_settled"]
     assert_one_number(run)
     # equity is settled profit after commission: the sum of the venue's MarketSettled, as in the ledger
