@@ -133,8 +133,15 @@ def backtest(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str
 @_common
 @click.option("--grid", "grids", multiple=True, required=True, help="Parameter values k=v1,v2,... (repeatable).")
 @click.option("--search", default="grid", show_default=True,
-              help="grid (every point) or random:N (N distinct grid points drawn with --seed).")
-@click.option("--seed", default=0, show_default=True, help="Seed of --search random:N.")
+              help="grid (every point), random:N (N distinct grid points drawn with --seed) or optuna:N (N trials "
+                   "of Optuna's TPE over the grid's values, seeded by --seed, maximising --objective; "
+                   "ticktape[optuna] extra).")
+@click.option("--seed", default=0, show_default=True, help="Seed of --search random:N and optuna:N.")
+@click.option("--train", "train", default=None, metavar="FROM..TO",
+              help="Walk-forward: search on this window only, then run the best --top sets on --test.")
+@click.option("--test", "test", default=None, metavar="FROM..TO",
+              help="Walk-forward: the window (after or before --train, never overlapping) the best sets are scored on.")
+@click.option("--top", default=1, show_default=True, help="Walk-forward: how many of the best sets to test.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: worker processes here; ray: one Ray task per run (ticktape[ray] extra).")
 @click.option("--address", default=None, help="Ray cluster HOST:PORT (default: $RAY_ADDRESS, else a local Ray).")
@@ -142,8 +149,9 @@ def backtest(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str
 @click.option("--sweep-id", default=None, help="Sweep id; again on the same output tape, runs only what is missing.")
 @click.option("--out", "out", default=None, help="Output tape URI for the runs (default: the input tape).")
 @click.option("--no-out", is_flag=True, help="Do not write the runs to any tape.")
-@click.option("--sort", "sort_by", default="pnl", show_default=True, help="Summary field to sort by.")
-@click.option("--ascending", is_flag=True, help="Sort ascending (default: descending).")
+@click.option("--objective", "--sort", "sort_by", default="pnl", show_default=True,
+              help="Summary field to rank by and to search for: pnl, sharpe, sortino, max_drawdown, ...")
+@click.option("--ascending", is_flag=True, help="Lower is better (default: higher is better).")
 @click.option("--save", "save", default=None, help="Also write the results as JSON to this file.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr: runs, runs/s, best --sort value (default: when stderr is a terminal).")
@@ -152,33 +160,45 @@ def sweep(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, .
           end: int | None, params: tuple[str, ...], params_file: str | None, allow_impure: bool,
           venue: str | None, venue_params: tuple[str, ...],
           controls_file: str | None, control_pairs: tuple[str, ...], as_json: bool, grids: tuple[str, ...],
-          search: str, seed: int, engine: str, address: str | None, workers: int, sweep_id: str | None,
+          search: str, seed: int, train: str | None, test: str | None, top: int, engine: str,
+          address: str | None, workers: int, sweep_id: str | None,
           out: str | None, no_out: bool, sort_by: str, ascending: bool, save: str | None,
           progress: bool | None) -> None:
     """Backtest ROBOT over a parameter grid (locally or on Ray); every run goes to the output tape
     under one sweep id; print a sorted table (or JSON)."""
     from robots.sweep import format_table, new_sweep_id, parse_grid
     from robots.sweep import sweep as run_sweep
+    from robots.sweep_walk import parse_window, walk_forward
 
     uri = _tape_uri(ctx, tape)
     sid = sweep_id or new_sweep_id(robot)
     out_uri = None if no_out else (out or uri)
+    walk: dict[str, Any] | None = None
     try:
         grid = parse_grid(grids)
+        if (train is None) != (test is None):
+            raise RobotError("walk-forward needs both --train FROM..TO and --test FROM..TO")
+        kwargs: dict[str, Any] = dict(
+            fixed=_params(params_file, params), workers=workers, sort_by=sort_by, descending=not ascending,
+            progress=sys.stderr.isatty() if progress is None else progress, engine=engine, address=address,
+            sweep_id=sid, out_tape=out_uri, search=search, seed=seed, tape=uri, topics=_topics(topics),
+            venue=venue, venue_settings=parse_param_args(venue_params),
+            controls=_controls(controls_file, control_pairs), allow_impure=allow_impure)
         # Whatever prints while the sweep runs (Ray's notes on a lost worker, a chatty robot) goes to
         # stderr: stdout carries the table or the --json document only.
         with contextlib.redirect_stdout(sys.stderr):
-            rows = run_sweep(robot, grid, fixed=_params(params_file, params), workers=workers, sort_by=sort_by,
-                             descending=not ascending,
-                             progress=sys.stderr.isatty() if progress is None else progress, engine=engine,
-                             address=address, sweep_id=sid, out_tape=out_uri, search=search, seed=seed, tape=uri,
-                             topics=_topics(topics), start=start, end=end, venue=venue,
-                             venue_settings=parse_param_args(venue_params),
-                             controls=_controls(controls_file, control_pairs), allow_impure=allow_impure)
+            if train is not None and test is not None:
+                if start is not None or end is not None:
+                    raise RobotError("--start/--end and --train/--test both set the window: give one or the other")
+                walk = walk_forward(robot, grid, train=parse_window(train, "--train"),
+                                    test=parse_window(test, "--test"), top=top, **kwargs)
+                rows = walk["train"]
+            else:
+                rows = run_sweep(robot, grid, start=start, end=end, **kwargs)
     except (TicktapeError, RobotError, ValueError, OSError) as exc:
         _fail(exc)
         return
-    text = json.dumps(rows, sort_keys=True)
+    text = json.dumps(walk if walk is not None else rows, sort_keys=True)
     if save:
         with open(save, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
@@ -188,6 +208,13 @@ def sweep(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, .
     click.echo(format_table(rows, list(grid)))
     where = f"written to {out_uri} (topic runs)" if out_uri else "not written to a tape"
     click.echo(f"sweep {sid}: {len(rows)} runs, {where}")
+    if walk is not None:
+        click.echo(f"\nscored on --test {test} (sweep {sid}.test): the best {len(walk['test'])} by {sort_by} "
+                   "on --train, on data they were not chosen on")
+        click.echo(format_table(walk["test"], list(grid)))
+        for r in walk["test"]:
+            click.echo(f"  {json.dumps({n: r['params'].get(n) for n in grid})}: train {sort_by} "
+                       f"{r.get(f'train_{sort_by}')}, test {sort_by} {r.get(sort_by, r['params'].get(sort_by))}")
 
 
 def register(cli: click.Group) -> None:

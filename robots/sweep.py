@@ -32,7 +32,8 @@ from ticktape.tape.base import Encoded
 __all__ = ["ENGINES", "RESULT_FIELDS", "PointResult", "SweepError", "SweepTask", "format_table", "parse_grid",
            "parse_search", "plan_points", "run_point", "sweep", "sweep_runs"]
 
-RESULT_FIELDS = ("pnl", "fees", "max_drawdown", "fills", "intents", "events", "events_per_s", "intents_sha256")
+RESULT_FIELDS = ("pnl", "fees", "max_drawdown", "sharpe", "sortino", "fills", "intents", "events", "events_per_s",
+                 "intents_sha256")
 """Summary fields kept per grid point (plus the params, and `pnl_exact` for exact comparisons)."""
 
 ROW_EXTRA = ("pnl_exact", "wall_time_s", "run_id", "sweep_id")
@@ -74,13 +75,13 @@ def grid_point(grid: Mapping[str, Sequence[object]], index: int) -> dict[str, ob
 
 
 def parse_search(spec: str | None) -> tuple[str, int | None]:
-    """`None`/`"grid"` -> ("grid", None); `"random:N"` -> ("random", N)."""
+    """`None`/`"grid"` -> ("grid", None); `"random:N"` -> ("random", N); `"optuna:N"` -> ("optuna", N)."""
     if spec is None or spec == "grid":
         return "grid", None
     kind, _, n = spec.partition(":")
-    if kind == "random" and n.isdigit() and int(n) > 0:
-        return "random", int(n)
-    raise SweepError(f"--search expects grid or random:N (N > 0), got {spec!r}")
+    if kind in ("random", "optuna") and n.isdigit() and int(n) > 0:
+        return kind, int(n)
+    raise SweepError(f"--search expects grid, random:N or optuna:N (N > 0), got {spec!r}")
 
 
 def plan_points(grid: Mapping[str, Sequence[object]], search: str | None = None,
@@ -91,6 +92,8 @@ def plan_points(grid: Mapping[str, Sequence[object]], search: str | None = None,
     resumed random sweep draws the same points.
     """
     kind, n = parse_search(search)
+    if kind == "optuna":
+        raise SweepError("optuna:N points are chosen while the sweep runs (robots.sweep_optuna), not planned")
     total = math.prod(len(v) for v in grid.values()) if grid else 0
     if kind == "grid":
         return list(enumerate(grid_points(grid)))
@@ -168,7 +171,18 @@ def run_point(task: SweepTask) -> PointResult:
 
 
 class Engine(Protocol):
-    """Runs tasks and yields their results as they finish (in any order)."""
+    """Runs tasks and yields their results as they finish (in any order).
+
+    Used as a context manager around every `run` of one sweep (a search runs many batches: the
+    engine's workers or cluster connection are set up once).
+    """
+
+    def __enter__(self) -> Engine: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def slots(self) -> int:
+        """How many runs it runs at once (the batch a search asks for)."""
 
     def run(self, tasks: Sequence[SweepTask]) -> Iterator[PointResult]:
         """Every task's result, each once, in finish order; a task's error is raised."""
@@ -181,22 +195,36 @@ class LocalEngine:
         if address is not None:
             raise SweepError("--address is for --engine ray")
         self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def slots(self) -> int:
+        """The worker processes."""
+        return max(1, self.workers)
 
     def run(self, tasks: Sequence[SweepTask]) -> Iterator[PointResult]:
-        """Sequentially, or over a process pool (spawn: workers start clean, no inherited tapes or threads)."""
-        if self.workers <= 1 or len(tasks) <= 1:
+        """Sequentially, or over a process pool (spawn: workers start clean, no inherited tapes or threads);
+        the pool stays up for the engine's next `run` until the engine is closed."""
+        if self.workers <= 1 or (len(tasks) <= 1 and self._pool is None):
             for t in tasks:
                 yield run_point(t)
             return
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx) as pool:
-            futures = [pool.submit(run_point, t) for t in tasks]
-            try:
-                for fut in as_completed(futures):
-                    yield fut.result()
-            finally:
-                for fut in futures:
-                    fut.cancel()
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        futures = [self._pool.submit(run_point, t) for t in tasks]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
 
 
 def _ray_engine(*, workers: int = 1, address: str | None = None) -> Engine:
@@ -254,6 +282,17 @@ def _recorded(out: Any, sweep_id: str, robot: str) -> tuple[dict[str, dict[str, 
     return done, {t: {int(p): int(o) for p, o in parts.items()} for t, parts in json.loads(first.end_offsets).items()}
 
 
+def recorded_offsets(out_uri: str, sweep_id: str, robot: str) -> Offsets | None:
+    """The input offsets the first run of `sweep_id` on `out_uri` read (None: no run of it there)."""
+    from ticktape.tape import open_existing_tape
+
+    out = open_existing_tape(out_uri)
+    try:
+        return _recorded(out, sweep_id, robot)[1]
+    finally:
+        out.close()
+
+
 def _pin_offsets(uri: str, topics: Sequence[str]) -> dict[str, dict[int, int]]:
     from ticktape.tape import open_existing_tape
 
@@ -300,7 +339,7 @@ def sweep(robot: str, grid: Mapping[str, Sequence[object]], *, fixed: Mapping[st
           workers: int = 1, sort_by: str = "pnl", descending: bool = True, progress: bool = False,
           engine: str = "local", address: str | None = None, sweep_id: str | None = None,
           out_tape: str | None = None, search: str | None = None, seed: int = 0,
-          **backtest_kwargs: Any) -> list[dict[str, Any]]:
+          points: Sequence[Mapping[str, object]] | None = None, **backtest_kwargs: Any) -> list[dict[str, Any]]:
     """Backtest `robot` on every planned point (merged over `fixed` params); rows sorted by `sort_by`.
 
     `backtest_kwargs` go to `robots.backtest.backtest` (`tape` as a URI string, topics, start, end,
@@ -308,7 +347,9 @@ def sweep(robot: str, grid: Mapping[str, Sequence[object]], *, fixed: Mapping[st
     `ENGINES` (`ray` connects to `address`, else `RAY_ADDRESS`, else starts a local Ray).
     With `out_tape`, every run is appended there under `sweep_id` (default: a new id), and the
     points that already have a finished run of that sweep there are not run again: their rows
-    come from the tape. `search` is `grid` (default) or `random:N` drawn with `seed`.
+    come from the tape. `search` is `grid` (default), `random:N` drawn with `seed`, or `optuna:N`
+    (TPE over the grid's values, seeded, `sort_by` its objective: `robots.sweep_optuna`). `points`
+    runs exactly those parameter sets instead of planning from the grid.
     """
     from robots.backtest import append_captured
 
@@ -320,10 +361,15 @@ def sweep(robot: str, grid: Mapping[str, Sequence[object]], *, fixed: Mapping[st
     kwargs = {**backtest_kwargs, "tape": absolute_uri(backtest_kwargs["tape"])}
     out_uri = absolute_uri(out_tape) if out_tape is not None else None
     sid = sweep_id or new_sweep_id(robot)
-    planned = [(i, {**(fixed or {}), **p}) for i, p in plan_points(grid, search, seed)]
+    kind, n_trials = parse_search(search)
+    if points is not None:
+        planned = [(i, {**(fixed or {}), **p}) for i, p in enumerate(points)]
+    elif kind == "optuna":  # chosen while running; the first point of the grid tells the topics to pin
+        planned = [(0, {**(fixed or {}), **grid_point(grid, 0)})] if grid else []
+    else:
+        planned = [(i, {**(fixed or {}), **p}) for i, p in plan_points(grid, search, seed)]
     if not planned:
         return []
-    canon = [_canonical(robot, p, allow_impure) for _, p in planned]
 
     from ticktape.tape import open_existing_tape, open_tape
 
@@ -351,29 +397,56 @@ def sweep(robot: str, grid: Mapping[str, Sequence[object]], *, fixed: Mapping[st
             pinned = _pin_offsets(kwargs["tape"], topics)
         if pinned is not None:
             kwargs["end_offsets"] = pinned
-        rows: list[dict[str, Any]] = []
-        tasks: list[SweepTask] = []
-        seen: set[str] = set()
-        for (index, point), c in zip(planned, canon, strict=True):
-            if c in seen:
-                continue  # the same parameters twice (e.g. "5" and "05"): one run
-            seen.add(c)
-            if c in done:
-                rows.append(done[c])
+
+        def task(index: int, point: Mapping[str, object]) -> SweepTask:
+            return SweepTask(robot, dict(point), f"{sid}-{index:04d}-{uuid.uuid4().hex[:6]}", sid, out_uri, kwargs)
+
+        with ENGINES[engine](workers=workers, address=address) as runner:
+            def run_tasks(tasks: Sequence[SweepTask]) -> Iterator[PointResult]:
+                for res in runner.run(tasks):
+                    if out is not None:
+                        append_captured(out, res.records)
+                    bar.update(res.row)
+                    yield res
+
+            if kind == "optuna" and points is None:
+                from robots.sweep_optuna import optuna_search
+
+                def run_batch(todo: list[tuple[int, dict[str, object], str]]) -> dict[str, dict[str, Any]]:
+                    keys = {}
+                    tasks = []
+                    for number, point, k in todo:
+                        tasks.append(task(number, point))
+                        keys[tasks[-1].run_id] = k
+                    return {keys[res.row["run_id"]]: res.row for res in run_tasks(tasks)}
+
+                bar = _Progress(progress, n_trials or 0, f"sweep {sid}", sort_by, descending)
+                try:
+                    rows = optuna_search(grid, n_trials or 0, seed=seed, objective=sort_by, maximize=descending,
+                                         batch=runner.slots(), key=lambda p: _canonical(robot, p, allow_impure),
+                                         known=done, run_batch=run_batch, fixed=fixed)
+                finally:
+                    bar.close()
             else:
-                tasks.append(SweepTask(robot, point, f"{sid}-{index:04d}-{uuid.uuid4().hex[:6]}", sid, out_uri,
-                                       kwargs))
-        bar = _Progress(progress, len(seen), f"sweep {sid}", sort_by, descending)
-        for row in rows:
-            bar.update(row)
-        try:
-            for res in ENGINES[engine](workers=workers, address=address).run(tasks):
-                if out is not None:
-                    append_captured(out, res.records)
-                rows.append(res.row)
-                bar.update(res.row)
-        finally:
-            bar.close()
+                rows = []
+                tasks: list[SweepTask] = []
+                seen: set[str] = set()
+                for index, point in planned:
+                    c = _canonical(robot, point, allow_impure)
+                    if c in seen:
+                        continue  # the same parameters twice (e.g. "5" and "05"): one run
+                    seen.add(c)
+                    if c in done:
+                        rows.append(done[c])
+                    else:
+                        tasks.append(task(index, point))
+                bar = _Progress(progress, len(seen), f"sweep {sid}", sort_by, descending)
+                for row in rows:
+                    bar.update(row)
+                try:
+                    rows.extend(res.row for res in run_tasks(tasks))
+                finally:
+                    bar.close()
     finally:
         if out is not None:
             out.close()

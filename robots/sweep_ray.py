@@ -38,6 +38,26 @@ class RayEngine:
         self.ray = import_ray()
         self.address = address
         self.max_retries = max_retries
+        self._entered = False
+        self._own = False
+
+    def __enter__(self) -> RayEngine:
+        """Connect once for every `run` of the sweep (a search runs one batch after another)."""
+        self._own = self._connect()
+        self._entered = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._entered = False
+        if self._own:
+            self.ray.shutdown()
+            self._own = False
+
+    def slots(self) -> int:
+        """The cluster's CPUs (each run takes one)."""
+        if not self.ray.is_initialized():
+            return 1
+        return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
 
     def _connect(self) -> bool:
         """Connect (unless this process already is); True when this engine must disconnect at the end."""
@@ -56,7 +76,7 @@ class RayEngine:
         if not tasks:
             return
         ray = self.ray
-        own = self._connect()
+        own = False if self._entered else self._connect()
         remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(run_point)
         pending = {remote.remote(t): t for t in tasks}
         try:

@@ -183,8 +183,8 @@ def test_random_search_is_a_seeded_draw_of_distinct_grid_points() -> None:
     assert len({i for i, _ in one}) == 10 and all(every[i] == p for i, p in one)
     assert len(plan_points(grid, "random:500")) == len(every)  # never more than the grid
     assert plan_points(grid, None) == plan_points(grid, "grid") == list(enumerate(every))
-    for bad in ("random", "random:0", "optuna:5", "random:x"):
-        with pytest.raises(RobotError, match="--search expects grid or random:N"):
+    for bad in ("random", "random:0", "tpe:5", "random:x"):
+        with pytest.raises(RobotError, match="--search expects grid, random:N or optuna:N"):
             parse_search(bad)
 
 
