@@ -7,8 +7,10 @@ DuckDB returns DECIMAL(38, 9) zero as `Decimal("0E-9")` and one as `Decimal("1.0
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:  # pyarrow only where frames are made: `ticktape --help` and `sql` printing stay light
+    import pyarrow as pa
 
 
 def money_text(value: Decimal) -> str:
@@ -25,6 +27,8 @@ def decimals_to_float(table: pa.Table) -> pa.Table:
 
     pandas has no exact decimal dtype: DECIMAL columns arrive as object columns of `Decimal`,
     which do not plot or aggregate like numbers. Callers wanting exact money skip this."""
+    import pyarrow as pa
+
     fields = [pa.field(f.name, pa.float64(), f.nullable, f.metadata) if pa.types.is_decimal(f.type) else f
               for f in table.schema]
     if all(a is b for a, b in zip(fields, table.schema, strict=True)):

@@ -180,3 +180,16 @@ def test_a_ray_worker_that_cannot_see_the_file_tape_says_so_in_one_line(ray_clus
     msg = str(err.value)
     assert "\n" not in msg and f"file tape {missing} is not visible on {socket.gethostname()}" in msg
     assert f"(pid {os.getpid()})" not in msg and not missing.exists()  # said by a Ray worker; no tape made there
+
+
+def test_an_optuna_search_on_ray_asks_what_the_local_one_with_as_many_workers_asks(
+        ray_cluster: RayCluster, tape_uri: str) -> None:
+    """TPE asks a batch as large as the engine runs at once (two CPUs here, two local workers): the
+    same seed then gives the same trials, the same runs, byte for byte, on either engine."""
+    pytest.importorskip("optuna", reason="the optuna extra (in ticktape[dev]) is not installed")
+    on_ray = sweep("ema_cross", GRID, tape=tape_uri, out_tape=tape_uri, sweep_id="opt-ray", engine="ray",
+                   address=ray_cluster.address, search="optuna:6", seed=11)
+    local = sweep("ema_cross", GRID, tape=tape_uri, out_tape=tape_uri, sweep_id="opt-local", workers=2,
+                  search="optuna:6", seed=11)
+    assert 1 < len(on_ray) <= 6 and _key(on_ray) == _key(local)
+    assert _sweep_on_tape(tape_uri, "opt-ray")[2] == _sweep_on_tape(tape_uri, "opt-local")[2]
