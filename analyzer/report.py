@@ -304,14 +304,19 @@ def report_cmd(run_id: str | None, db: str, out: str | None, sweep_id: str | Non
     a = open_database(Analyzer, db)
     try:
         if sweep_id is not None:
-            from analyzer.sweep_report import build_sweep_report, sweep_rows, text_table
+            from analyzer.sweep_report import build_sweep_report, sweep_rows, test_rows, text_table
 
             try:
                 rows, varying = sweep_rows(a, sweep_id, objective)
+                tested = test_rows(a, sweep_id, objective)
                 html = build_sweep_report(a, sweep_id, objective)
             except TicktapeError as exc:
                 raise click.ClickException(str(exc)) from exc
             click.echo(text_table(rows, varying, objective))
+            if tested:
+                click.echo(f"\nwalk-forward, on the test window ({objective} there; train_{objective} where "
+                           "they were chosen):")
+                click.echo(text_table(tested, varying, f"train_{objective}"))
         else:
             assert run_id is not None
             html = build_report(a, run_id)

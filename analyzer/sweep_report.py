@@ -13,9 +13,10 @@ from html import escape
 from typing import Any
 
 from analyzer.api import Analyzer
+from robots.sweep_walk import TEST_SUFFIX
 from ticktape.errors import TicktapeError
 
-__all__ = ["build_sweep_report", "sweep_rows", "text_table"]
+__all__ = ["build_sweep_report", "sweep_rows", "test_rows", "text_table"]
 
 COLUMNS = ("pnl", "fees", "max_drawdown", "fills", "intents", "intents_sha256", "run_id")
 
@@ -41,6 +42,20 @@ def sweep_rows(a: Analyzer, sweep_id: str, objective: str = "pnl") -> tuple[list
     names = list(rows[0]["params"])
     varying = [n for n in names if len({json.dumps(r["params"].get(n)) for r in rows}) > 1]
     return rows, varying
+
+
+def test_rows(a: Analyzer, sweep_id: str, objective: str = "pnl") -> list[dict[str, Any]]:
+    """A walk-forward's test runs (sweep `<sweep_id>.test`), each with its params' training score as
+    `train_<objective>`; [] when the sweep has no test runs."""
+    try:
+        tested, _ = sweep_rows(a, sweep_id + TEST_SUFFIX, objective)
+    except TicktapeError:
+        return []
+    trained, _ = sweep_rows(a, sweep_id, objective)
+    train_score = {json.dumps(r["params"], sort_keys=True): r.get(objective) for r in trained}
+    for row in tested:
+        row[f"train_{objective}"] = train_score.get(json.dumps(row["params"], sort_keys=True))
+    return tested
 
 
 def text_table(rows: Sequence[dict[str, Any]], varying: Sequence[str], objective: str, top: int = 10) -> str:
@@ -118,5 +133,16 @@ def build_sweep_report(a: Analyzer, sweep_id: str, objective: str = "pnl", top: 
     if len(varying) >= 2:
         parts.append(f"<h2>{escape(objective)}</h2>" + heat_map(rows, varying[0], varying[1], objective))
     parts.append(f"<h2>best {min(top, len(rows))} runs by {escape(objective)}</h2>"
-                 f"<table><tr>{head}</tr>{''.join(body)}</table></body></html>")
+                 f"<table><tr>{head}</tr>{''.join(body)}</table>")
+    tested = test_rows(a, sweep_id, objective)
+    if tested:
+        tcols = [*varying, f"train_{objective}", objective, "run_id"]
+        thead = "".join(f"<th>{escape(c if c != objective else f'test {objective}')}</th>" for c in tcols)
+        tbody = "".join("<tr>" + "".join(
+            f"<td>{escape(f'{v:.6g}' if isinstance(v, float) else str(v))}</td>"
+            for v in [r["params"].get(n) for n in varying] + [r.get(c) for c in tcols[len(varying):]]) + "</tr>"
+            for r in tested)
+        parts.append(f"<h2>walk-forward: the chosen sets on the test window (sweep {escape(sweep_id + TEST_SUFFIX)})"
+                     f"</h2><table><tr>{thead}</tr>{tbody}</table>")
+    parts.append("</body></html>")
     return "\n".join(parts)

@@ -147,3 +147,21 @@ def test_walk_forward_refuses_a_window_given_twice(tape_uri: str) -> None:
     with pytest.raises(RobotError, match="walk-forward sets start"):
         walk_forward("ema_cross", GRID, train=(T0, T0 + 10), test=(T0 + 10, T0 + 20), sweep_id="x", tape=tape_uri,
                      start=T0)
+
+
+def test_report_sweep_shows_the_walk_forward_test_scores(tape_uri: str, tmp_path: Path) -> None:
+    train, test = (T0, T0 + 200 * 10**9), (T0 + 200 * 10**9, T0 + 400 * 10**9)
+    res = walk_forward("ema_cross", GRID, train=train, test=test, top=2, sweep_id="wfr", tape=tape_uri,
+                       out_tape=tape_uri, search="random:6", seed=2)
+    db = tmp_path / "a.duckdb"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["load", "--tape", tape_uri, "--db", str(db)]).exit_code == 0
+    out = tmp_path / "sweep.html"
+    rep = runner.invoke(cli, ["report", "--sweep", "wfr", "--db", str(db), "--out", str(out)], catch_exceptions=False)
+    assert rep.exit_code == 0, rep.output
+    text = rep.output.split("walk-forward, on the test window")[1]
+    for row in res["test"]:
+        assert str(row["run_id"]) in text
+    html = out.read_text()
+    assert "walk-forward: the chosen sets on the test window (sweep wfr.test)" in html
+    assert html.count(str(res["test"][0]["run_id"])) == 1
