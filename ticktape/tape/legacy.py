@@ -8,9 +8,11 @@ trades never changed shape.
 
 So such a segment decodes with the writer's own union, compiled with today's classes for every type
 whose version is still current (or writes the same body, see `SchemaRegistry.same_body`), and a
-marker class for each type that changed. Only records of a changed type are resolved, one at a time,
-through Avro schema resolution (`TypeCodec.decode_body` of their old version). Nested records that
-only changed types use decode to plain tuples and are re-encoded with the old schema for that step.
+marker class for each type that changed. Only records of a changed type are resolved, one at a time:
+when the new version only appended top-level fields with plain defaults (the usual evolution), by
+adding those defaults to the old tuple; otherwise through Avro schema resolution (`TypeCodec.decode_body`
+of their old version; nested records that only changed types use decode to plain tuples and are
+re-encoded with the old schema for that step).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from ticktape import avro_program as ap
 from ticktape.codec import Codec
 from ticktape.events import RECORD_TYPES, Event
+from ticktape.schemas import fingerprint_of
 
 Resolver = Callable[[tuple[Any, ...]], Event]
 
@@ -115,16 +118,42 @@ def legacy_plan(codec: Codec, entry_schema: dict[str, Any],
         changed.append((i, _full_name(branch, "ticktape")[0], fp))
     classes: dict[str, type] = {name: RECORD_TYPES[name] for name in current_records if name in RECORD_TYPES}
     resolvers: dict[type, Resolver] = {}
-    for _, name, fp in changed:
+    for i, name, fp in changed:
         marker = type(f"Old{name.rsplit('.', 1)[-1]}", (tuple,), {"__slots__": ()})
         classes[name] = marker
-        resolvers[marker] = _resolver(codec, fp)
+        nested = set(_records_used(union[i], "ticktape", defs, set())) - {name}
+        resolvers[marker] = _resolver(codec, fp, nested_as_today=nested <= current_records)
     return ap.compile_schema(entry_schema, classes), resolvers
 
 
-def _resolver(codec: Codec, fingerprint: bytes) -> Resolver:
-    """Old-version record (a tuple, nested records plain tuples) -> today's event, by Avro resolution."""
+def appended_defaults(old: dict[str, Any], new: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The defaults of the fields `new` appends to `old`'s, when that is the only difference and each
+    default is a plain value (null, boolean, number, string); else None."""
+    old_fields, new_fields = old["fields"], new["fields"]
+    if len(new_fields) <= len(old_fields) or not all("default" in f for f in new_fields[len(old_fields):]):
+        return None
+    defaults = tuple(f["default"] for f in new_fields[len(old_fields):])
+    if not all(d is None or isinstance(d, bool | int | float | str) for d in defaults):
+        return None
+    head = {**new, "fields": new_fields[:len(old_fields)]}
+    if fingerprint_of(head)[1] != fingerprint_of(old)[1]:
+        return None  # a field before them changed too
+    return defaults
+
+
+def _resolver(codec: Codec, fingerprint: bytes, *, nested_as_today: bool) -> Resolver:
+    """Old-version record (a tuple) -> today's event: today's class with the appended fields' defaults
+    when only that changed and every nested record decodes as today's; else by Avro resolution."""
     old = codec.registry.by_fingerprint[fingerprint]
+    current = codec.registry.current[old.name]
+    defaults = appended_defaults(old.schema, current.schema) if nested_as_today else None
+    if defaults is not None:
+        make = tuple.__new__
+        cls = codec.by_fingerprint[current.fingerprint].cls
+
+        def extend(record: tuple[Any, ...]) -> Event:
+            return make(cls, (*record, *defaults))
+        return extend
     encode = ap.make_encoder(ap.compile_schema(old.schema))
     decode_old = codec.by_fingerprint[fingerprint].decode_body
 
