@@ -193,3 +193,5 @@ def test_appended_defaults_only_for_a_pure_append() -> None:
     assert appended_defaults(base, no_default) is None
     changed = {**more, "fields": [{"name": "a", "type": "double"}, *more["fields"][1:]]}
     assert appended_defaults(base, changed) is None
+    raw = {**base, "fields": [*base["fields"], {"name": "b", "type": "bytes", "default": "\u00ff"}]}
+    assert appended_defaults(base, raw) is None  # Avro writes a bytes default as text

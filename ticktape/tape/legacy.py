@@ -132,9 +132,15 @@ def appended_defaults(old: dict[str, Any], new: dict[str, Any]) -> tuple[Any, ..
     old_fields, new_fields = old["fields"], new["fields"]
     if len(new_fields) <= len(old_fields) or not all("default" in f for f in new_fields[len(old_fields):]):
         return None
-    defaults = tuple(f["default"] for f in new_fields[len(old_fields):])
+    appended = new_fields[len(old_fields):]
+    defaults = tuple(f["default"] for f in appended)
     if not all(d is None or isinstance(d, bool | int | float | str) for d in defaults):
         return None
+    for f in appended:  # a default's JSON is the value only for these (bytes and fixed defaults are text)
+        kind = f["type"][0] if isinstance(f["type"], list) else f["type"]
+        kind = kind.get("type") if isinstance(kind, dict) else kind
+        if kind not in ("null", "boolean", "int", "long", "float", "double", "string", "enum"):
+            return None
     head = {**new, "fields": new_fields[:len(old_fields)]}
     if fingerprint_of(head)[1] != fingerprint_of(old)[1]:
         return None  # a field before them changed too
