@@ -24,7 +24,7 @@ import duckdb
 from analyzer.load import LoadSummary, connect, load
 from analyzer.metrics import install_metrics
 from analyzer.money import decimals_to_float
-from ticktape.tape import Tape, open_tape
+from ticktape.tape import Tape
 
 _UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "min": 60_000_000_000,
           "h": 3_600_000_000_000, "d": 86_400_000_000_000}
@@ -53,12 +53,7 @@ class Analyzer:
 
     def load(self, tape: Tape | str, *, topics: Sequence[str] | None = None, skip_bad: bool = False) -> LoadSummary:
         """Load what is new on a tape (see `analyzer.load.load`), then refresh the views."""
-        t = open_tape(tape) if isinstance(tape, str) else tape
-        try:
-            summary = load(t, self.con, topics=topics, skip_bad=skip_bad)
-        finally:
-            if isinstance(tape, str):
-                t.close()
+        summary = load(tape, self.con, topics=topics, skip_bad=skip_bad)
         install_metrics(self.con)
         return summary
 

@@ -23,6 +23,7 @@ from typing import Any
 from analyzer.replay import build_runner
 from ticktape.codec import default_codec, to_python
 from ticktape.domain import IntentDigest
+from ticktape.tape import TapeLike, using_tape
 from ticktape.tape.base import Tape
 
 INTENT_TOPIC = "orders.intent"
@@ -90,8 +91,16 @@ def recorded_intents(tape: Tape, run_id: str) -> list[tuple[int, Any]]:
     return out
 
 
-def audit(tape: Tape, run_id: str, *, robot: str | None = None) -> AuditResult:
-    """Recompute `run_id`'s intents and compare them with the recorded ones (see module doc)."""
+def audit(tape: TapeLike, run_id: str, *, robot: str | None = None) -> AuditResult:
+    """Recompute `run_id`'s intents and compare them with the recorded ones (see module doc).
+
+    `tape` is a `Tape` or its URI (`ticktape.tape.using_tape`).
+    """
+    with using_tape(tape, existing=True) as t:
+        return _audit(t, run_id, robot=robot)
+
+
+def _audit(tape: Tape, run_id: str, *, robot: str | None) -> AuditResult:
     t0 = time.perf_counter()
     encode = default_codec().encode
     recorded = recorded_intents(tape, run_id)

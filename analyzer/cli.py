@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import click
 
-from ticktape.cli import TIME
+from ticktape.cli import TIME, tape_uri
 
 T = TypeVar("T")
 
@@ -30,16 +30,7 @@ def open_database(open_fn: Callable[[str], T], db: str, *, existing: bool = True
         raise click.ClickException(f"cannot open database {db}: {exc}") from exc
 
 
-def _tape_uri(ctx: click.Context, tape: str | None) -> str:
-    """`--tape` given to the subcommand, else the group's (`ticktape --tape ... load`)."""
-    if tape:
-        return tape
-    obj = ctx.find_object(object)
-    return getattr(obj, "tape_uri", None) or "file:./tape"
-
-
 @click.command("load")
-@click.option("--tape", "tape_uri", default=None, help="Tape URI (default: the global --tape).")
 @click.option("--db", required=True, help="DuckDB file to load into (created if missing).")
 @click.option("--topics", multiple=True, help="Topics to load (repeat or comma-separate; default: all).")
 @click.option("--from", "from_time", type=TIME, default=None,
@@ -51,7 +42,7 @@ def _tape_uri(ctx: click.Context, tape: str | None) -> str:
               help="Rows per transaction.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.pass_context
-def load_cmd(ctx: click.Context, tape_uri: str | None, db: str, topics: tuple[str, ...], from_time: int | None,
+def load_cmd(ctx: click.Context, db: str, topics: tuple[str, ...], from_time: int | None,
              to_time: int | None, skip_bad: bool, batch_rows: int, progress: bool | None) -> None:
     """Load the tape into DuckDB: one table per event type, incremental and atomic per batch."""
     from analyzer.load import connect, load
@@ -59,7 +50,7 @@ def load_cmd(ctx: click.Context, tape_uri: str | None, db: str, topics: tuple[st
     from ticktape.tape import open_existing_tape
 
     names = [t for group in topics for t in group.split(",") if t]
-    tape = open_existing_tape(_tape_uri(ctx, tape_uri))
+    tape = open_existing_tape(tape_uri(ctx))
     con = open_database(connect, db, existing=False)
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -84,22 +75,28 @@ def load_cmd(ctx: click.Context, tape_uri: str | None, db: str, topics: tuple[st
 @click.command("sql")
 @click.argument("db")
 @click.argument("query", required=False)
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="table, csv, or json (one object per line).")
 def sql_cmd(db: str, query: str | None, fmt: str) -> None:
     """Run QUERY on the analyzer database DB, or read statements from stdin (a SQL shell).
+
+    QUERY may also be one of the shell's dot-commands: ".tables", ".schema TABLE".
 
     The metric views and macros (fills, positions, pnl_summary, equity_curve, ...) are there.
     """
     import duckdb
 
-    from analyzer.sql import open_db, run_query, shell
+    from analyzer.sql import DotCommandError, dot_command, open_db, run_query, shell
 
     con = open_database(open_db, db)
     try:
         if query is not None:
             try:
-                run_query(con, query, fmt, sys.stdout)
-            except duckdb.Error as exc:
+                if query.strip().startswith("."):  # the shell's .tables / .schema T, one-shot
+                    dot_command(con, query, fmt, sys.stdout)
+                else:
+                    run_query(con, query, fmt, sys.stdout)
+            except (duckdb.Error, DotCommandError) as exc:
                 raise click.ClickException(str(exc)) from exc
             return
         failures = shell(con, fmt)
@@ -111,26 +108,29 @@ def sql_cmd(db: str, query: str | None, fmt: str) -> None:
 
 @click.command("replay")
 @click.argument("robot", required=False)
-@click.option("--tape", "tape_uri", default=None, help="Tape holding the run (default: the global --tape).")
 @click.option("--run", "run_id", required=True, help="Run id (its RunStarted manifest is on topic `runs`).")
 @click.option("--db", required=True, help="DuckDB file to write robot_state and replay_intents into.")
 @click.option("--every", default=0, show_default=True,
               help="Store the state every N steps and at each intent instead of at every change (0: every change).")
+@click.option("--param", "params", multiple=True,
+              help="Robot parameter k=v over the run's own (repeatable; as in backtest).")
 @click.pass_context
-def replay_cmd(ctx: click.Context, robot: str | None, tape_uri: str | None, run_id: str, db: str, every: int) -> None:
+def replay_cmd(ctx: click.Context, robot: str | None, run_id: str, db: str, every: int,
+               params: tuple[str, ...]) -> None:
     """Re-run a recorded run over its exact inputs; store the robot's state per step and its intents.
 
-    ROBOT defaults to the run's own robot; another name (or module:Class) replays that robot,
-    with the run's params, over the same inputs.
+    ROBOT defaults to the run's own robot; another name (or module:Class) replays that robot over
+    the same inputs, with the run's params it has; --param k=v overrides any of them.
     """
     from analyzer.load import connect
     from analyzer.replay import replay
+    from robots.api import parse_param_args
     from ticktape.tape import open_existing_tape
 
-    tape = open_existing_tape(_tape_uri(ctx, tape_uri))
+    tape = open_existing_tape(tape_uri(ctx))
     con = open_database(connect, db, existing=False)  # it writes robot_state there
     try:
-        summary = replay(tape, run_id, con, robot=robot, every=every)
+        summary = replay(tape, run_id, con, robot=robot, every=every, params=parse_param_args(params))
     finally:
         con.close()
         tape.close()
@@ -138,11 +138,10 @@ def replay_cmd(ctx: click.Context, robot: str | None, tape_uri: str | None, run_
 
 
 @click.command("audit")
-@click.option("--tape", "tape_uri", default=None, help="Tape holding the run (default: the global --tape).")
 @click.option("--run", "run_id", required=True, help="Run id to audit.")
 @click.option("--robot", default=None, help="Audit another robot (name or module:Class) against the run.")
 @click.pass_context
-def audit_cmd(ctx: click.Context, tape_uri: str | None, run_id: str, robot: str | None) -> None:
+def audit_cmd(ctx: click.Context, run_id: str, robot: str | None) -> None:
     """Recompute a run's intents from its recorded inputs and compare them byte for byte with the recorded ones.
 
     Exit 0 with a one-line summary when identical; exit 1 with the first divergence (input
@@ -152,7 +151,7 @@ def audit_cmd(ctx: click.Context, tape_uri: str | None, run_id: str, robot: str 
     from analyzer.audit import audit
     from ticktape.tape import open_existing_tape
 
-    tape = open_existing_tape(_tape_uri(ctx, tape_uri))
+    tape = open_existing_tape(tape_uri(ctx))
     try:
         result = audit(tape, run_id, robot=robot)
     finally:

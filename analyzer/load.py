@@ -39,6 +39,7 @@ from analyzer.arrow_schema import (
 from analyzer.source import BadRecord, Chunk, chunks
 from ticktape.errors import DecodeError, TicktapeError
 from ticktape.schemas import registry
+from ticktape.tape import TapeLike, using_tape
 from ticktape.tape.base import Tape
 
 log = logging.getLogger("ticktape.analyzer.load")
@@ -186,11 +187,11 @@ def _cut_at_time(chunk: Chunk, to_ns: int) -> tuple[Chunk, bool]:
     return Chunk(chunk.type_name, table.slice(0, first), [], stop), True
 
 
-def load(tape: Tape, con: duckdb.DuckDBPyConnection, *, topics: Sequence[str] | None = None,
+def load(tape: TapeLike, con: duckdb.DuckDBPyConnection, *, topics: Sequence[str] | None = None,
          from_ns: int | None = None, to_ns: int | None = None, skip_bad: bool = False,
          batch_rows: int = DEFAULT_BATCH_ROWS, on_progress: Callable[[int], None] | None = None,
          columnar: bool = True) -> LoadSummary:
-    """Load what is new on the tape (all topics, or `topics`) into the database `con`.
+    """Load what is new on the tape (a `Tape` or its URI; all topics, or `topics`) into the database `con`.
 
     `from_ns` positions the first load of a partition (later loads continue from the
     bookmark); `to_ns` stops each partition before its first event with ts_event > to_ns, so
@@ -198,6 +199,14 @@ def load(tape: Tape, con: duckdb.DuckDBPyConnection, *, topics: Sequence[str] | 
     load with LoadError naming topic, partition and offset; with `skip_bad` it is listed in
     `load_errors` and the rest loads.
     """
+    with using_tape(tape, existing=True) as t:
+        return _load_open(t, con, topics=topics, from_ns=from_ns, to_ns=to_ns, skip_bad=skip_bad,
+                          batch_rows=batch_rows, on_progress=on_progress, columnar=columnar)
+
+
+def _load_open(tape: Tape, con: duckdb.DuckDBPyConnection, *, topics: Sequence[str] | None, from_ns: int | None,
+               to_ns: int | None, skip_bad: bool, batch_rows: int, on_progress: Callable[[int], None] | None,
+               columnar: bool) -> LoadSummary:
     t0 = time.perf_counter()
     for ddl in _META_DDL:
         con.execute(ddl)

@@ -24,7 +24,9 @@ Replaying a run again replaces its rows (one transaction).
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +36,10 @@ import pyarrow as pa
 from ticktape.codec import to_python
 from ticktape.domain import IntentDigest
 from ticktape.errors import TicktapeError
+from ticktape.tape import TapeLike, using_tape
 from ticktape.tape.base import Tape
+
+log = logging.getLogger("analyzer.replay")
 
 _DDL = [
     """CREATE TABLE IF NOT EXISTS robot_state (run VARCHAR NOT NULL, input_offset BIGINT NOT NULL,
@@ -66,15 +71,31 @@ class RunError(TicktapeError):
     """A recorded run cannot be rebuilt or re-run (no such run, unknown robot, the robot failed)."""
 
 
-def build_runner(tape: Tape, run_id: str, robot: str | None = None) -> tuple[Any, Any, Any, Any]:
-    """(manifest, finished, runner, source) of a recorded run; `robot` overrides the manifest's robot."""
+def build_runner(tape: Tape, run_id: str, robot: str | None = None,
+                 params: Mapping[str, object] | None = None) -> tuple[Any, Any, Any, Any]:
+    """(manifest, finished, runner, source) of a recorded run; `robot` overrides the manifest's robot
+    and `params` (strings as from `--param k=v`, or typed values) override the recorded params.
+
+    Another robot gets those of the run's params its own params type has (the rest belonged to the
+    run's robot; the dropped names are logged), then `params` over them.
+    """
     from robots.api import RobotError
     from robots.backtest import find_run, runner_for_run
+    from robots.registry import robot_class
 
     try:
         manifest, finished = find_run(tape, run_id)
+        recorded: dict[str, object] = json.loads(manifest.params or "{}")
         if robot is not None and robot != manifest.robot:
+            known = robot_class(robot).params_type.fields()
+            dropped = sorted(set(recorded) - set(known))
+            if dropped:
+                log.info("replay of run %s with %s: leaving out the run's params it does not have: %s",
+                         run_id, robot, ", ".join(dropped))
+            recorded = {k: v for k, v in recorded.items() if k in known}
             manifest = manifest._replace(robot=robot)
+        if params or robot is not None:
+            manifest = manifest._replace(params=json.dumps({**recorded, **(params or {})}, sort_keys=True))
         runner, source = runner_for_run(tape, manifest)
     except (RobotError, ValueError) as exc:
         raise RunError(f"run {run_id}: {exc}") from exc
@@ -105,11 +126,21 @@ class _Rows:
             col.clear()
 
 
-def replay(tape: Tape, run_id: str, con: duckdb.DuckDBPyConnection, *, robot: str | None = None,
-           every: int = 0) -> ReplaySummary:
-    """Re-run `run_id` over its recorded inputs; write `robot_state` and `replay_intents` (see module doc)."""
+def replay(tape: TapeLike, run_id: str, con: duckdb.DuckDBPyConnection, *, robot: str | None = None,
+           every: int = 0, params: Mapping[str, object] | None = None) -> ReplaySummary:
+    """Re-run `run_id` over its recorded inputs; write `robot_state` and `replay_intents` (see module doc).
+
+    `tape` is a `Tape` or its URI; `robot` replays another robot over the same inputs; `params`
+    override the run's params.
+    """
+    with using_tape(tape, existing=True) as t:
+        return _replay(t, run_id, con, robot=robot, every=every, params=params)
+
+
+def _replay(tape: Tape, run_id: str, con: duckdb.DuckDBPyConnection, *, robot: str | None, every: int,
+            params: Mapping[str, object] | None) -> ReplaySummary:
     t0 = time.perf_counter()
-    _, _, runner, source = build_runner(tape, run_id, robot)
+    _, _, runner, source = build_runner(tape, run_id, robot, params)
     digest = IntentDigest()
     for ddl in _DDL:
         con.execute(ddl)

@@ -91,6 +91,33 @@ _HELP = """.tables            list tables and views
 Statements end with ';' and may span lines."""
 
 
+class DotCommandError(ValueError):
+    """A shell dot-command that does not exist or lacks its argument."""
+
+
+def dot_command(con: duckdb.DuckDBPyConnection, command: str, fmt: str, out: TextIO) -> str:
+    """Run one dot-command (`.tables`, `.schema TABLE`, `.format FMT`, `.help`); return the output format
+    from now on. The shell and the one-shot `ticktape sql DB ".tables"` both come through here."""
+    cmd, _, arg = command.strip().partition(" ")
+    arg = arg.strip()
+    if cmd == ".help":
+        out.write(_HELP + "\n")
+    elif cmd == ".tables":
+        format_rows(["name", "type"], con.execute(
+            "SELECT table_name, table_type FROM information_schema.tables ORDER BY table_name").fetchall(), fmt, out)
+    elif cmd == ".schema" and arg:
+        rows = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+                           "ORDER BY ordinal_position", [arg]).fetchall()
+        if not rows:
+            raise DotCommandError(f"no table or view {arg!r} (see .tables)")
+        format_rows(["column", "type"], rows, fmt, out)
+    elif cmd == ".format" and arg in FORMATS:
+        return arg
+    else:
+        raise DotCommandError(f"unknown command {command.strip()!r} (try .help)")
+    return fmt
+
+
 def shell(con: duckdb.DuckDBPyConnection, fmt: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout,
           err: TextIO = sys.stderr) -> int:
     """A small SQL shell reading statements from `stdin`; returns how many statements failed."""
@@ -106,23 +133,12 @@ def shell(con: duckdb.DuckDBPyConnection, fmt: str, stdin: TextIO = sys.stdin, o
             break
         stripped = line.strip()
         if not buf.getvalue() and stripped.startswith("."):
-            cmd, _, arg = stripped.partition(" ")
-            if cmd in (".quit", ".exit"):
+            if stripped.split(" ", 1)[0] in (".quit", ".exit"):
                 break
-            if cmd == ".help":
-                out.write(_HELP + "\n")
-            elif cmd == ".tables":
-                format_rows(["name", "type"], con.execute(
-                    "SELECT table_name, table_type FROM information_schema.tables ORDER BY table_name").fetchall(),
-                    fmt, out)
-            elif cmd == ".schema" and arg:
-                format_rows(["column", "type"], con.execute(
-                    "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
-                    "ORDER BY ordinal_position", [arg.strip()]).fetchall(), fmt, out)
-            elif cmd == ".format" and arg.strip() in FORMATS:
-                fmt = arg.strip()
-            else:
-                err.write(f"unknown command {stripped!r} (try .help)\n")
+            try:
+                fmt = dot_command(con, stripped, fmt, out)
+            except DotCommandError as exc:
+                err.write(f"{exc}\n")
                 failures += 1
             continue
         buf.write(line)

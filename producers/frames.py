@@ -48,7 +48,7 @@ from ticktape.bars import BarSelection, bar_topic, interval_ns
 from ticktape.errors import ValidationError
 from ticktape.events import Bar, CustomData
 from ticktape.frame_time import time_ns
-from ticktape.tape.base import Tape
+from ticktape.tape import TapeLike, using_tape
 from ticktape.timeutil import parse_time
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ def frame_identity(kind: str, params: dict[str, Any], arrays: list[np.ndarray[An
 
 
 def add_bars(df: pd.DataFrame, *, venue: str, base: str | None = None, quote: str | None = None,
-             instrument: str | None = None, interval: str, tape: Tape | None = None,
+             instrument: str | None = None, interval: str, tape: TapeLike | None = None,
              mongo: str | Database[Any] | None = None, label: str = "open", time_column: str | None = None,
              name: str = "DataFrame") -> ImportSummary:
     """Append a DataFrame of OHLCV bars (columns open, high, low, close, volume; any case) to the
@@ -194,16 +194,17 @@ def add_bars(df: pd.DataFrame, *, venue: str, base: str | None = None, quote: st
     if mongo is not None:
         return _add_bars_to_mongo(mongo, bars, name=name, source_id=sid)
     assert tape is not None  # _one_store
-    run = ImportRun(tape, source="bars", kind="bars", name=name, source_id=sid)
-    if not run.skipped:
-        run.emit_many(bar_topic(venue), bars, inst)
-    return run.finish()
+    with using_tape(tape) as opened:
+        run = ImportRun(opened, source="bars", kind="bars", name=name, source_id=sid)
+        if not run.skipped:
+            run.emit_many(bar_topic(venue), bars, inst)
+        return run.finish()
 
 
-def _one_store(tape: Tape | None, mongo: object) -> None:
+def _one_store(tape: TapeLike | None, mongo: object) -> None:
     if (tape is None) == (mongo is None):
-        raise ValueError("give exactly one of tape= (a Tape) or mongo= (a mongodb://host:port/db URI or a pymongo "
-                         f"Database), not {'both' if tape is not None else 'neither'}")
+        raise ValueError("give exactly one of tape= (a Tape or a tape URI) or mongo= (a mongodb://host:port/db URI "
+                         f"or a pymongo Database), not {'both' if tape is not None else 'neither'}")
 
 
 def _add_bars_to_mongo(mongo: str | Database[Any], bars: list[Bar], *, name: str, source_id: str) -> ImportSummary:
@@ -216,7 +217,7 @@ def _add_bars_to_mongo(mongo: str | Database[Any], bars: list[Bar], *, name: str
     return ImportSummary(name, "bars", source_id, events, skipped=bool(bars) and counts.inserted == 0)
 
 
-def add_data(name: str, df: pd.DataFrame, *, tape: Tape, key: str = "", key_column: str | None = None,
+def add_data(name: str, df: pd.DataFrame, *, tape: TapeLike, key: str = "", key_column: str | None = None,
              time_column: str | None = None) -> ImportSummary:
     """Append any time-indexed DataFrame as `CustomData` on `custom.<name>`, one event per row.
 
@@ -240,10 +241,11 @@ def add_data(name: str, df: pd.DataFrame, *, tape: Tape, key: str = "", key_colu
     events = [CustomData(name, keys[i], t[i], t[i], payloads[i]) for i in order]
     sid = frame_identity("custom", {"name": name}, [ts, np.frombuffer("\n".join(payloads).encode(), np.uint8),
                                                       np.frombuffer("\n".join(keys).encode(), np.uint8)])
-    run = ImportRun(tape, source="custom", kind=f"custom.{name}", name=name, source_id=sid)
-    if not run.skipped:
-        run.emit_many(f"custom.{name}", events)
-    return run.finish()
+    with using_tape(tape) as t:
+        run = ImportRun(t, source="custom", kind=f"custom.{name}", name=name, source_id=sid)
+        if not run.skipped:
+            run.emit_many(f"custom.{name}", events)
+        return run.finish()
 
 
 def _refuse_infinities(df: pd.DataFrame) -> None:
@@ -296,7 +298,7 @@ class BarCursor:
 
 
 def load_bars(base: str, quote: str, venue: str, start: str | int | pd.Timestamp | None = None,
-              end: str | int | pd.Timestamp | None = None, *, tape: Tape | None = None,
+              end: str | int | pd.Timestamp | None = None, *, tape: TapeLike | None = None,
               mongo: str | Database[Any] | None = None, interval: str | None = None,
               instrument: str | None = None) -> BarCursor:
     """Bars of `base`+`quote` (or `instrument`) on `venue` with start <= ts_event < end, in time order,
@@ -317,8 +319,9 @@ def load_bars(base: str, quote: str, venue: str, start: str | int | pd.Timestamp
         assert tape is not None  # _one_store
         topic = bar_topic(venue)
         on_topic = replace(selection, venue=None)  # the topic is the venue (as before MongoDB)
-        out = [r.event for p in range(tape.partitions(topic)) for r in tape.read(topic, p)
-               if isinstance(r.event, Bar) and on_topic.matches(r.event)]
+        with using_tape(tape, existing=True) as t:
+            out = [r.event for p in range(t.partitions(topic)) for r in t.read(topic, p)
+                   if isinstance(r.event, Bar) and on_topic.matches(r.event)]
     out.sort(key=lambda b: b.ts_event)  # stable: equal times keep tape (MongoDB: key) order
     return BarCursor(out)
 

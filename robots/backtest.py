@@ -18,8 +18,10 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import Enum
 from functools import cached_property
 from typing import Any
 
@@ -28,11 +30,11 @@ from robots.performance import DAY_NS, daily_ratios, daily_returns, too_few_days
 from robots.registry import get_robot
 from robots.runner import ControlsLike, Runner, Step
 from robots.sim.base import SimVenue
-from robots.sources import FrameSource, ListSource, TapeSource
+from robots.sources import FrameSource, ListSource, TapeSource, fit_topics
 from robots.venues import default_venue, ledger_for, make_venue, venue_spec
 from ticktape import code_version
 from ticktape.events import Event, OrderFilled, RunFinished, RunStarted
-from ticktape.tape import Tape, open_tape
+from ticktape.tape import Tape, TapeLike, open_tape, using_tape
 from ticktape.tape.base import Encoded
 from ticktape.timeutil import format_time, parse_time
 
@@ -165,34 +167,44 @@ def _ts(value: int | str | None) -> int | None:
     return parse_time(value)
 
 
-def _open(tape: Tape | str | None) -> tuple[Tape | None, bool]:
-    if tape is None or not isinstance(tape, str):
-        return tape, False
-    return open_tape(tape), True
+class _Output(Enum):
+    """`backtest(out_tape=...)`'s default: the run goes where the CLI's does."""
+
+    INPUT_TAPE = "the input tape"
 
 
-def backtest(robot: Robot[Any, Any] | str, *, tape: Tape | str | None = None, topics: Sequence[str] | None = None,
+INPUT_TAPE = _Output.INPUT_TAPE
+"""`out_tape` default: write the run to the tape it reads (nowhere for a DataFrame or event list)."""
+
+
+def backtest(robot: Robot[Any, Any] | str, *, tape: TapeLike | None = None, topics: Sequence[str] | None = None,
              params: Mapping[str, object] | None = None, start: int | str | None = None,
              end: int | str | None = None, frame: Any = None, frame_kind: str | None = None,
              events: Iterable[Event] | None = None, venue: SimVenue | str | None = None,
              venue_settings: Mapping[str, object] | None = None,
-             controls: ControlsLike | Mapping[str, Any] | None = None, out_tape: Tape | str | None = None,
+             controls: ControlsLike | Mapping[str, Any] | None = None,
+             out_tape: TapeLike | _Output | None = INPUT_TAPE,
              run_id: str | None = None, robot_id: str | None = None,
              end_offsets: Mapping[str, Mapping[int, int]] | None = None, keep: bool = True,
              progress: bool = False, columnar: bool = True, allow_impure: bool = False, sweep_id: str = "",
-             capture_for: str | None = None) -> BacktestResult:
+             capture_for: str | None = None, topics_flag: str = "topics=[...]") -> BacktestResult:
     """Backtest a robot (name, `module:Class` or instance) on a tape, a DataFrame or events.
 
-    `topics` default to the robot's subscriptions; `start`/`end` are ISO times or ns (`end`
-    exclusive); `venue` is a venue object or a name (`crypto`, `betfair`, `naive`) built with
-    `venue_settings`; `controls` is a `Controls` object or a `[controls]` table (default: the
-    kill switch only); `out_tape` receives the run's manifest, intents and order events;
+    `topics` default to the robot's subscriptions (a default topic missing from the tape is replaced by
+    the tape's only topic of its kind, `robots.sources.fit_topics`; `topics_flag` is how the error for
+    several such topics tells the caller to choose, e.g. `--topics` from the CLI); `start`/`end` are ISO
+    times or ns (`end` exclusive); `venue` is a venue object or a name (`crypto`, `betfair`, `naive`) built
+    with `venue_settings`; `controls` is a `Controls` object or a `[controls]` table (default: the
+    kill switch only); `out_tape` receives the run's manifest, intents and order events: by default
+    the input tape, as `ticktape backtest` does, so `ticktape load`/`report`/`replay` find the run
+    (`out_tape=None` writes nothing; a DataFrame or event list has no tape to default to). `tape` and
+    `out_tape` take a `Tape` or a URI/path string (`ticktape.tape.using_tape`);
     `allow_impure` skips the registry's purity check of the robot's module; `sweep_id` marks the
     run as one point of a sweep (`RunStarted.sweep_id`, and the summary). `capture_for` (an output
     tape URI, instead of `out_tape`) encodes the run's records into `result.captured` for the
     caller to append to that tape later (`append_captured`).
     """
-    if capture_for is not None and out_tape is not None:
+    if capture_for is not None and out_tape is not None and out_tape is not INPUT_TAPE:
         raise RobotError("pass out_tape or capture_for, not both")
     robot_name = robot if isinstance(robot, str) else f"{type(robot).__module__}:{type(robot).__name__}"
     bot = (get_robot(robot, params, robot_id=robot_id, allow_impure=allow_impure) if isinstance(robot, str)
@@ -200,10 +212,31 @@ def backtest(robot: Robot[Any, Any] | str, *, tape: Tape | str | None = None, to
     if params and not isinstance(robot, str):
         raise RobotError("pass params only with a robot name (an instance already has its params)")
     t0, t1 = _ts(start), _ts(end)
-    in_tape, own_in = _open(tape)
+    if out_tape is INPUT_TAPE:
+        # a sweep's workers capture their runs for the driver to write instead
+        out_tape = tape if capture_for is None else None
+    with ExitStack() as stack:
+        in_tape = stack.enter_context(using_tape(tape)) if tape is not None else None
+        out = (in_tape if out_tape is tape or (isinstance(out_tape, str) and in_tape is not None
+                                              and out_tape == in_tape.uri)
+               else stack.enter_context(using_tape(out_tape)) if out_tape is not None else None)
+        return _backtest(bot, robot_name, in_tape, out, t0=t0, t1=t1, topics=topics, frame=frame,
+                         frame_kind=frame_kind, events=events, venue=venue, venue_settings=venue_settings,
+                         controls=controls, run_id=run_id, end_offsets=end_offsets, keep=keep, progress=progress,
+                         columnar=columnar, sweep_id=sweep_id, capture_for=capture_for, topics_flag=topics_flag)
+
+
+def _backtest(bot: Robot[Any, Any], robot_name: str, in_tape: Tape | None, out: Tape | None, *, t0: int | None,
+              t1: int | None, topics: Sequence[str] | None, frame: Any, frame_kind: str | None,
+              events: Iterable[Event] | None, venue: SimVenue | str | None,
+              venue_settings: Mapping[str, object] | None, controls: ControlsLike | Mapping[str, Any] | None,
+              run_id: str | None, end_offsets: Mapping[str, Mapping[int, int]] | None, keep: bool, progress: bool,
+              columnar: bool, sweep_id: str, capture_for: str | None, topics_flag: str) -> BacktestResult:
+    """`backtest` on tapes already open (the caller closes them)."""
     source: TapeSource | ListSource
     if in_tape is not None:
-        topic_list = tuple(topics or bot.subscriptions().topics)
+        # the robot's own topics adapt to the data on the tape; topics the caller named are read as named
+        topic_list = tuple(topics) if topics else fit_topics(in_tape, bot.subscriptions().topics, flag=topics_flag)
         source = TapeSource(in_tape, topic_list, start=t0, end=t1, end_offsets=end_offsets, columnar=columnar)
     elif frame is not None:
         source = FrameSource(frame, kind=frame_kind, start=t0, end=t1)
@@ -227,8 +260,6 @@ def backtest(robot: Robot[Any, Any] | str, *, tape: Tape | str | None = None, to
         ctl = controls
         controls_json = json.dumps({"object": type(controls).__name__})
     rid = run_id or f"{bot.robot_id}-{uuid.uuid4().hex[:12]}"
-    out, own_out = (in_tape, False) if (isinstance(out_tape, str) and in_tape is not None
-                                        and out_tape == in_tape.uri) else _open(out_tape)
     writer: _TapeWriter | CapturedRun | None = (_TapeWriter(out, rid) if out is not None
                                                  else CapturedRun(rid) if capture_for is not None else None)
     intents: list[Intent] = []
@@ -274,14 +305,10 @@ def backtest(robot: Robot[Any, Any] | str, *, tape: Tape | str | None = None, to
                                          stats.intents_sha256, json.dumps(summary, sort_keys=True)))
     finally:
         source_close = getattr(source, "close", None)
-        if own_in and in_tape is not None:
-            if out is in_tape and isinstance(writer, _TapeWriter):
-                writer.flush()
-            in_tape.close()
-        elif source_close is not None and not isinstance(source, TapeSource):
+        if isinstance(writer, _TapeWriter) and out is in_tape:
+            writer.flush()  # what the run wrote before it failed stays on the tape with its manifest
+        if source_close is not None and not isinstance(source, TapeSource):
             source_close()
-        if own_out and out is not None:
-            out.close()
     return BacktestResult(rid, summary, intents, answers, runner.ledger.positions(), runner.state,
                           writer if isinstance(writer, CapturedRun) else None)
 
@@ -349,8 +376,14 @@ def _ratios(ledger: object, start_ts: int | None, end_ts: int | None) -> dict[st
 # --------------------------------------------------------------------------- replay
 
 
-def find_run(tape: Tape, run_id: str) -> tuple[RunStarted, RunFinished | None]:
-    """The manifest (and the end record, if the run finished) of `run_id` on topic `runs`."""
+def find_run(tape: TapeLike, run_id: str) -> tuple[RunStarted, RunFinished | None]:
+    """The manifest (and the end record, if the run finished) of `run_id` on topic `runs` of `tape`
+    (a `Tape` or its URI)."""
+    with using_tape(tape, existing=True) as t:
+        return _find_run(t, run_id)
+
+
+def _find_run(tape: Tape, run_id: str) -> tuple[RunStarted, RunFinished | None]:
     started: RunStarted | None = None
     finished: RunFinished | None = None
     for p in range(tape.partitions(RUNS_TOPIC)):
@@ -392,8 +425,12 @@ def runner_for_run(tape: Tape, manifest: RunStarted) -> tuple[Runner[Any], TapeS
     return runner, source
 
 
-def replay_steps(tape: Tape, run_id: str) -> Iterator[Step]:
-    """Re-run a recorded run over its exact inputs, yielding every robot step (state JSON when changed)."""
-    manifest, _ = find_run(tape, run_id)
-    runner, source = runner_for_run(tape, manifest)
-    yield from runner.steps(source)
+def replay_steps(tape: TapeLike, run_id: str) -> Iterator[Step]:
+    """Re-run a recorded run over its exact inputs, yielding every robot step (state JSON when changed).
+
+    `tape` is a `Tape` or its URI (opened for as long as the steps are being read).
+    """
+    with using_tape(tape, existing=True) as t:
+        manifest, _ = find_run(t, run_id)
+        runner, source = runner_for_run(t, manifest)
+        yield from runner.steps(source)

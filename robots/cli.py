@@ -11,17 +11,9 @@ import click
 
 from robots.api import RobotError, parse_param_args
 from robots.performance import PERIODS_PER_YEAR, ratio_text
-from ticktape.cli import TIME
+from ticktape.cli import TIME, tape_uri
 from ticktape.config import read_toml
 from ticktape.errors import TicktapeError
-
-
-def _tape_uri(ctx: click.Context, tape: str | None) -> str:
-    if tape:
-        return tape
-    obj = ctx.find_object(object)
-    uri = getattr(ctx.obj, "tape_uri", None) if obj is not None else None
-    return uri or "file:./tape"
 
 
 def _topics(values: tuple[str, ...]) -> list[str] | None:
@@ -52,7 +44,6 @@ def _controls(path: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:
 
 def _common(f: Any) -> Any:
     options = [
-        click.option("--tape", "tape", default=None, help="Input tape URI (default: the global --tape)."),
         click.option("--topics", multiple=True, help="Input topics, in tie-break order (default: the robot's)."),
         click.option("--from", "start", type=TIME, default=None,
                      help="First event time (ISO 8601, UTC if naive, or ns)."),
@@ -65,7 +56,6 @@ def _common(f: Any) -> Any:
         click.option("--venue-param", "venue_params", multiple=True, help="Venue setting k=v (repeatable)."),
         click.option("--controls", "controls_file", default=None, help="TOML file with a [controls] table."),
         click.option("--control", "control_pairs", multiple=True, help="Control setting k=v (repeatable)."),
-        click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
     ]
     for opt in reversed(options):
         f = opt(f)
@@ -106,8 +96,9 @@ def _human(summary: dict[str, Any]) -> str:
 @click.option("--run-id", default=None, help="Run id (default: ROBOT_ID-<random>).")
 @click.option("--robot-id", default=None, help="Robot id carried by the intents (default: the robot's name).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.pass_context
-def backtest(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, ...], start: int | None,
+def backtest(ctx: click.Context, robot: str, topics: tuple[str, ...], start: int | None,
              end: int | None, params: tuple[str, ...], params_file: str | None, allow_impure: bool,
              venue: str | None, venue_params: tuple[str, ...],
              controls_file: str | None, control_pairs: tuple[str, ...], as_json: bool, out: str | None,
@@ -115,13 +106,14 @@ def backtest(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str
     """Backtest ROBOT (a built-in name or module:Class) on a tape and print the summary."""
     from robots.backtest import backtest as run_backtest
 
-    uri = _tape_uri(ctx, tape)
+    uri = tape_uri(ctx)
     try:
         res = run_backtest(robot, tape=uri, topics=_topics(topics), params=_params(params_file, params), start=start,
                            end=end, venue=venue, venue_settings=parse_param_args(venue_params),
                            controls=_controls(controls_file, control_pairs), out_tape=None if no_out else (out or uri),
                            run_id=run_id, robot_id=robot_id, keep=False, allow_impure=allow_impure,
-                           progress=sys.stderr.isatty() if progress is None else progress)
+                           progress=sys.stderr.isatty() if progress is None else progress,
+                           topics_flag="--topics")
     except (TicktapeError, RobotError, ValueError, OSError) as exc:
         _fail(exc)
         return
@@ -155,8 +147,10 @@ def backtest(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str
 @click.option("--save", "save", default=None, help="Also write the results as JSON to this file.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr: runs, runs/s, best --sort value (default: when stderr is a terminal).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the runs as one JSON array (one summary object per run, sorted); nothing else on stdout.")
 @click.pass_context
-def sweep(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, ...], start: int | None,
+def sweep(ctx: click.Context, robot: str, topics: tuple[str, ...], start: int | None,
           end: int | None, params: tuple[str, ...], params_file: str | None, allow_impure: bool,
           venue: str | None, venue_params: tuple[str, ...],
           controls_file: str | None, control_pairs: tuple[str, ...], as_json: bool, grids: tuple[str, ...],
@@ -170,7 +164,7 @@ def sweep(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, .
     from robots.sweep import sweep as run_sweep
     from robots.sweep_walk import parse_window, walk_forward
 
-    uri = _tape_uri(ctx, tape)
+    uri = tape_uri(ctx)
     sid = sweep_id or new_sweep_id(robot)
     out_uri = None if no_out else (out or uri)
     walk: dict[str, Any] | None = None
@@ -183,7 +177,7 @@ def sweep(ctx: click.Context, robot: str, tape: str | None, topics: tuple[str, .
             progress=sys.stderr.isatty() if progress is None else progress, engine=engine, address=address,
             sweep_id=sid, out_tape=out_uri, search=search, seed=seed, tape=uri, topics=_topics(topics),
             venue=venue, venue_settings=parse_param_args(venue_params),
-            controls=_controls(controls_file, control_pairs), allow_impure=allow_impure)
+            controls=_controls(controls_file, control_pairs), allow_impure=allow_impure, topics_flag="--topics")
         # Whatever prints while the sweep runs (Ray's notes on a lost worker, a chatty robot) goes to
         # stderr: stdout carries the table or the --json document only.
         with contextlib.redirect_stdout(sys.stderr):

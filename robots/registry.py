@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
 from robots import purity
@@ -30,7 +33,7 @@ def robot_class(name: str, *, allow_impure: bool = False) -> type[Robot[Any, Any
         known = ", ".join(sorted(BUILTIN))
         raise RobotError(f"unknown robot {name!r}: use a built-in name ({known}) or module:Class")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_robot_module(module_name)
     except ImportError as exc:
         raise RobotError(f"robot {name!r}: cannot import {module_name!r}: {exc}") from exc
     cls = getattr(module, cls_name, None)
@@ -42,6 +45,26 @@ def robot_class(name: str, *, allow_impure: bool = False) -> type[Robot[Any, Any
             raise RobotError(f"robot {name!r} is not pure (robots do no I/O, read no clock, use no unseeded "
                              f"randomness): {'; '.join(found[:5])}")
     return cls
+
+
+def _import_robot_module(module_name: str) -> ModuleType:
+    """Import a robot's module; one not found on the path is looked for in the current directory too.
+
+    `ticktape backtest mypkg.robots:Breakout` run beside `mypkg/` finds it as `python -m` would,
+    without `PYTHONPATH=.`. The directory goes at the end of the path, so it never shadows an
+    installed module, and only when the robot's own module (or its package) is what was missing.
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        parts = module_name.split(".")
+        own = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        here = os.getcwd()
+        if exc.name not in own or here in sys.path or "" in sys.path:
+            raise
+        sys.path.append(here)
+        importlib.invalidate_caches()
+        return importlib.import_module(module_name)
 
 
 def get_robot(name: str, params: Mapping[str, object] | None = None, *, robot_id: str | None = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
@@ -20,8 +21,46 @@ from typing import Any
 from ticktape.events import Bar, Event, Quote, Trade
 from ticktape.tape import Tape, open_tape
 from ticktape.tape.file import FileTape
+from ticktape.topics import topic_kind
 
-__all__ = ["FrameSource", "ListSource", "TapeSource", "frame_to_events"]
+__all__ = ["FrameSource", "ListSource", "TapeSource", "TopicChoiceError", "fit_topics", "frame_to_events"]
+
+log = logging.getLogger("robots.sources")
+
+
+class TopicChoiceError(ValueError):
+    """A robot's default topic is not on the tape and the tape does not say which one to read instead."""
+
+
+def fit_topics(tape: Tape, topics: Sequence[str], *, flag: str = "--topics") -> tuple[str, ...]:
+    """A robot's default `topics`, each one missing from `tape` replaced by the tape's only topic of its kind.
+
+    Built-in robots default to `md.sim.*` topics while a user's data sits on, say, `md.binance.trade`:
+    with exactly one topic of the kind (`md.*.trade`) that one is read, and one log line says so.
+    With none, the topic is kept (the source then names it as missing); with several, a
+    `TopicChoiceError` lists them and names `flag`, the way to pick one. Explicitly chosen topics
+    must not come through here: they are read as given.
+    """
+    present: list[str] | None = None
+    out: list[str] = []
+    for topic in topics:
+        kind = topic_kind(topic)
+        if tape.partitions(topic) > 0 or kind is None:
+            out.append(topic)
+            continue
+        if present is None:
+            present = [t.name for t in tape.topics()]
+        same = sorted(t for t in present if topic_kind(t) == kind and t not in out)
+        if len(same) > 1:
+            raise TopicChoiceError(f"topic {topic!r} (the robot's default) does not exist on {tape.uri}, and it has "
+                                   f"{len(same)} {kind} topics: {', '.join(same)}; pick one with {flag} TOPIC")
+        if same:
+            log.info("topic %r (the robot's default) is not on %s: reading its only %s topic, %r",
+                     topic, tape.uri, kind, same[0])
+            out.append(same[0])
+        else:
+            out.append(topic)
+    return tuple(out)
 
 Ranges = dict[str, dict[int, tuple[int, int]]]
 

@@ -163,7 +163,7 @@ def run_point(task: SweepTask) -> PointResult:
 
     check_visible(task.backtest_kwargs["tape"])
     res = backtest(task.robot, params=task.params, keep=False, run_id=task.run_id, sweep_id=task.sweep_id,
-                   capture_for=task.out_uri, **task.backtest_kwargs)
+                   out_tape=None, capture_for=task.out_uri, **task.backtest_kwargs)
     return PointResult(row_of(res.summary), res.captured.records if res.captured is not None else [])
 
 
@@ -293,6 +293,21 @@ def recorded_offsets(out_uri: str, sweep_id: str, robot: str) -> Offsets | None:
         out.close()
 
 
+def _fit_default_topics(robot: str, point: Mapping[str, object], kwargs: Mapping[str, Any],
+                        allow_impure: bool) -> list[str]:
+    """The robot's default topics fitted to the input tape (`robots.sources.fit_topics`)."""
+    from robots.registry import get_robot
+    from robots.sources import fit_topics
+    from ticktape.tape import open_existing_tape
+
+    default = get_robot(robot, point, allow_impure=allow_impure).subscriptions().topics
+    tape = open_existing_tape(kwargs["tape"])
+    try:
+        return list(fit_topics(tape, default, flag=str(kwargs.get("topics_flag", "topics=[...]"))))
+    finally:
+        tape.close()
+
+
 def _pin_offsets(uri: str, topics: Sequence[str]) -> dict[str, dict[int, int]]:
     from ticktape.tape import open_existing_tape
 
@@ -389,12 +404,12 @@ def sweep(robot: str, grid: Mapping[str, Sequence[object]], *, fixed: Mapping[st
             out.close()
             raise
     try:
+        if not kwargs.get("topics") and "end_offsets" not in kwargs:
+            # the driver fits the robot's default topics to the tape once (one log line, one error),
+            # and every worker then reads the topics it chose
+            kwargs["topics"] = _fit_default_topics(robot, planned[0][1], kwargs, allow_impure)
         if pinned is None and "end_offsets" not in kwargs:
-            from robots.registry import get_robot
-
-            topics = kwargs.get("topics") or get_robot(robot, planned[0][1], allow_impure=allow_impure
-                                                       ).subscriptions().topics
-            pinned = _pin_offsets(kwargs["tape"], topics)
+            pinned = _pin_offsets(kwargs["tape"], kwargs["topics"])
         if pinned is not None:
             kwargs["end_offsets"] = pinned
 

@@ -42,6 +42,48 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def tape_uri(ctx: click.Context) -> str:
+    """The tape URI a command runs on: its own `--tape`, else the group's, else settings (default `file:./tape`)."""
+    obj = ctx.find_object(Context)
+    return obj.tape_uri if obj is not None else "file:./tape"
+
+
+TAPE_HELP = "Tape URI: file:PATH (default file:./tape) or kafka://HOST:PORT."
+
+
+def _set_tape(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """`--tape` given after a subcommand overrides the group's: the last, most specific flag wins."""
+    if value is not None:
+        obj = ctx.find_object(Context)
+        if obj is not None:
+            obj.tape_uri = value
+
+
+def accept_tape_option(command: click.Command) -> None:
+    """Give `command` (and, for a group, every command under it) the `--tape URI` option.
+
+    One option object shape for every command, added where the group resolves the command, so a
+    plugin's commands take `--tape` after their name as ticktape's own do (`ticktape put X --tape U`).
+    """
+    if not any(isinstance(p, click.Option) and "--tape" in p.opts for p in command.params):
+        command.params.append(click.Option(["--tape"], default=None, expose_value=False, is_eager=False,
+                                           callback=_set_tape, help=TAPE_HELP))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_tape_option(sub)
+
+
+class TicktapeGroup(click.Group):
+    """The root group: every subcommand it resolves accepts `--tape` (see `accept_tape_option`)."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        # every path to a subcommand (running it, its --help) comes through here
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            accept_tape_option(command)
+        return command
+
+
 class TimeParam(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2 (we take 8.1)
     """A time option: ISO 8601 (UTC if naive) or integer ns, as ns; a bad one is a usage error naming the option."""
 
@@ -60,9 +102,9 @@ TIME = TimeParam()
 """The type of every time option (`--from-time`, `--from`, `--to`, `--start`, `--end`)."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=TicktapeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--tape", "tape_uri", envvar="TICKTAPE_TAPE", default=None,
-              help="Tape URI: file:PATH (default file:./tape) or kafka://HOST:PORT.")
+              help=TAPE_HELP + " Every subcommand also takes it after its name.")
 @click.option("--config", "config_file", default=None, help="TOML config file (default ./ticktape.toml).")
 @click.option("--log-level", default=None, help="debug, info, warning, error.")
 @click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default=None)
@@ -200,7 +242,7 @@ def cat(obj: Context, topic: str, partition: int | None, from_offset: int | None
 
 @cli.group()
 def schemas() -> None:
-    """List and check the Avro schemas."""
+    """List, show and check the Avro schemas."""
 
 
 @schemas.command("list")
@@ -210,6 +252,52 @@ def schemas_list() -> None:
     for v in reg.versions:
         current = " (current)" if reg.current[v.name] is v else ""
         click.echo(f"{v.name:<18} v{v.version:<3} {v.fingerprint.hex()}  {v.path.name}{current}")
+
+
+@schemas.command("show")
+@click.argument("name")
+@click.option("--version", "version", type=int, default=None, help="A past version (default: the current one).")
+def schemas_show(name: str, version: int | None) -> None:
+    """The fields of event type NAME (e.g. Trade): name, type and doc, one per line."""
+    reg = default_codec().registry
+    if name not in reg.current:
+        raise click.ClickException(f"no schema {name!r}: one of {', '.join(sorted(reg.current))}")
+    versions = [v for v in reg.versions if v.name == name]
+    chosen = reg.current[name] if version is None else next((v for v in versions if v.version == version), None)
+    if chosen is None:
+        raise click.ClickException(f"{name} has no version {version}: "
+                                   f"{', '.join(str(v.version) for v in versions)}")
+    doc = chosen.schema.get("doc")
+    click.echo(f"{name} v{chosen.version} ({chosen.path.name}, fingerprint {chosen.fingerprint.hex()})"
+               + (f": {doc}" if doc else ""))
+    rows = [("FIELD", "TYPE", "DOC")]
+    rows += [(f["name"], _type_name(f["type"]), str(f.get("doc", ""))) for f in chosen.schema["fields"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    for r in rows:
+        click.echo(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2]}".rstrip())
+
+
+def _type_name(avro_type: Any) -> str:
+    """An Avro type as a short readable name: `double`, `string?` (nullable), `enum AggressorSide{BUY|SELL|NONE}`,
+    `array<PriceSize>`, a record by its name."""
+    if isinstance(avro_type, str):
+        return avro_type
+    if isinstance(avro_type, list):
+        others = [t for t in avro_type if t != "null"]
+        inner = " | ".join(_type_name(t) for t in others)
+        return f"{inner}?" if len(others) < len(avro_type) else inner
+    kind = avro_type.get("type")
+    if kind == "enum":
+        return f"enum {avro_type['name']}{{{'|'.join(avro_type['symbols'])}}}"
+    if kind == "array":
+        return f"array<{_type_name(avro_type['items'])}>"
+    if kind == "map":
+        return f"map<{_type_name(avro_type['values'])}>"
+    if kind == "record":
+        return f"record {avro_type['name']}"
+    if avro_type.get("logicalType"):
+        return f"{kind} ({avro_type['logicalType']})"
+    return str(kind)
 
 
 @schemas.command("check")

@@ -15,7 +15,8 @@ from typing import Any
 import click
 
 from robots.api import parse_param_args
-from robots.cli import _controls, _params, _tape_uri
+from robots.cli import _controls, _params
+from ticktape.cli import tape_uri
 from ticktape.events import Control
 from ticktape.timeutil import format_time
 
@@ -62,7 +63,6 @@ def _guarded(target: Any, own_stop: threading.Event, run_stop: threading.Event,
 
 @click.command()
 @click.argument("robot")
-@click.option("--tape", "tape", default=None, help="Tape URI (default: the global --tape).")
 @click.option("--param", "params", multiple=True, help="Robot parameter k=v (repeatable).")
 @click.option("--params", "params_file", default=None, help="TOML file of robot parameters.")
 @click.option("--controls", "controls_file", default=None, help="TOML file with a [controls] table.")
@@ -87,7 +87,7 @@ def _guarded(target: Any, own_stop: threading.Event, run_stop: threading.Event,
 @click.option("--dead-after", default=5.0, show_default=True, help="Inline gateway: watchdog timeout, s.")
 @click.option("--allow-impure", is_flag=True, help="Skip the purity check of a module:Class robot.")
 @click.pass_context
-def run(ctx: click.Context, robot: str, tape: str | None, params: tuple[str, ...], params_file: str | None,
+def run(ctx: click.Context, robot: str, params: tuple[str, ...], params_file: str | None,
         controls_file: str | None, control_pairs: tuple[str, ...], venue: str, venue_params: tuple[str, ...],
         gateway_mode: str, run_id: str | None,
         robot_id: str | None, from_start: bool, snapshot_every: int, snapshot_seconds: float,
@@ -98,7 +98,7 @@ def run(ctx: click.Context, robot: str, tape: str | None, params: tuple[str, ...
     from robots.live.snapshots import open_snapshot_store
     from ticktape.tape import open_tape
 
-    uri = _tape_uri(ctx, tape)
+    uri = tape_uri(ctx)
     _live_process()
     stop = threading.Event()
     seen = _stop_on_signals(stop)
@@ -147,7 +147,6 @@ def run(ctx: click.Context, robot: str, tape: str | None, params: tuple[str, ...
 
 
 @click.command()
-@click.option("--tape", "tape", default=None, help="Tape URI (default: the global --tape).")
 @click.option("--venue", default="paper", show_default=True,
               help="Venue to send to: paper (the simulator), binance, betfair (real orders).")
 @click.option("--venue-param", "venue_params", multiple=True,
@@ -166,14 +165,14 @@ def run(ctx: click.Context, robot: str, tape: str | None, params: tuple[str, ...
               help="Real venues: start even if the venue's positions (spot: holdings) differ from the fills "
                    "on the tape, or it has orders of the tape's runs the tape never sent.")
 @click.pass_context
-def gateway(ctx: click.Context, tape: str | None, venue: str, venue_params: tuple[str, ...], topics: tuple[str, ...],
+def gateway(ctx: click.Context, venue: str, venue_params: tuple[str, ...], topics: tuple[str, ...],
             dead_after: float, credentials_file: str | None, testnet: bool, poll_seconds: float,
             no_position_check: bool) -> None:
     """Serve the live runs' intents on VENUE until SIGINT/SIGTERM; restart it any time."""
     from robots.cli import _topics
     from robots.live.gateway import Gateway, paper_topics
 
-    uri = _tape_uri(ctx, tape)
+    uri = tape_uri(ctx)
     _live_process()
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -197,16 +196,15 @@ def gateway(ctx: click.Context, tape: str | None, venue: str, venue_params: tupl
 @click.command()
 @click.argument("command", type=click.Choice(COMMANDS))
 @click.argument("run_id")
-@click.option("--tape", "tape", default=None, help="Tape URI (default: the global --tape).")
 @click.option("--reason", default="", help="Why (kept on the tape).")
 @click.pass_context
-def control(ctx: click.Context, command: str, run_id: str, tape: str | None, reason: str) -> None:
+def control(ctx: click.Context, command: str, run_id: str, reason: str) -> None:
     """Send COMMAND (pause, resume, flatten, kill) to a live run (RUN_ID, or * for every run)."""
     from robots.live.status import live_runs
     from robots.live.topics import CONTROLS_TOPIC
     from ticktape.tape import open_tape
 
-    uri = _tape_uri(ctx, tape)
+    uri = tape_uri(ctx)
     t = open_tape(uri)
     try:
         if run_id != "*" and run_id not in {r["run_id"] for r in live_runs(t)}:
@@ -223,16 +221,15 @@ def control(ctx: click.Context, command: str, run_id: str, tape: str | None, rea
 
 
 @click.command()
-@click.option("--tape", "tape", default=None, help="Tape URI (default: the global --tape).")
 @click.option("--dead-after", default=5.0, show_default=True, help="A running run with an older heartbeat is dead.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
 @click.pass_context
-def runs(ctx: click.Context, tape: str | None, dead_after: float, as_json: bool) -> None:
+def runs(ctx: click.Context, dead_after: float, as_json: bool) -> None:
     """List live runs: state (running, stopped, dead), last input time, open orders."""
     from robots.live.status import live_runs
     from ticktape.tape import open_tape
 
-    t = open_tape(_tape_uri(ctx, tape))
+    t = open_tape(tape_uri(ctx))
     try:
         rows = live_runs(t, dead_after=dead_after)
     finally:

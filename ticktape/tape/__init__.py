@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ticktape.errors import TapeError
@@ -18,8 +20,8 @@ from ticktape.tape.base import (
     whole_option,
 )
 
-__all__ = ["Encoded", "PartitionInfo", "Position", "Positions", "Record", "Tape", "TopicInfo", "open_existing_tape",
-           "open_tape", "partition_for"]
+__all__ = ["Encoded", "PartitionInfo", "Position", "Positions", "Record", "Tape", "TapeLike", "TopicInfo",
+           "open_existing_tape", "open_tape", "partition_for", "using_tape"]
 
 
 def open_tape(uri: str, **options: Any) -> Tape:
@@ -30,6 +32,29 @@ def open_tape(uri: str, **options: Any) -> Tape:
     `options`; `codec=` (a `Codec` over another schema registry) works on every backend.
     """
     return _open(uri, options, existing=False)
+
+
+TapeLike = Tape | str | os.PathLike[str]
+"""What the Python API takes wherever it reads or writes a tape: a `Tape`, or a URI or path to open."""
+
+
+@contextmanager
+def using_tape(tape: TapeLike, *, existing: bool = False) -> Iterator[Tape]:
+    """The tape a Python API call works on: `tape` itself, or the tape its URI/path names.
+
+    A tape this opens is closed when the block ends; a `Tape` passed in is left open (its owner
+    closes it). `existing`: a file tape that is not there is a `TapeError` (for callers that only
+    read). The one way every notebook-facing function takes `tape=`, so a URI string works anywhere.
+    """
+    if isinstance(tape, str | os.PathLike):
+        uri = os.fspath(tape)
+        opened = open_existing_tape(uri) if existing else open_tape(uri)
+        try:
+            yield opened
+        finally:
+            opened.close()
+    else:
+        yield tape
 
 
 def open_existing_tape(uri: str, **options: Any) -> Tape:
