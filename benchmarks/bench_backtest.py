@@ -141,7 +141,7 @@ def main() -> None:
     # never trading (warmup longer than the run), crypto venue and default controls on every event
     def quiet() -> dict[str, Any]:
         return backtest("ema_cross", tape=tape, topics=[TOPIC], params={"fast": 10, "slow": 50, "warmup": n + 1},
-                        keep=False).summary
+                        keep=False, out_tape=None).summary
 
     wall, cpu, summary = timed(quiet, args.repeat)
     assert summary["intents"] == 0
@@ -149,7 +149,8 @@ def main() -> None:
            seconds_wall=round(wall, 3), seconds_cpu=round(cpu, 3))
 
     def ema() -> dict[str, Any]:
-        return backtest("ema_cross", tape=tape, topics=[TOPIC], params={"fast": 10, "slow": 50}, keep=False).summary
+        return backtest("ema_cross", tape=tape, topics=[TOPIC], params={"fast": 10, "slow": 50}, keep=False,
+                        out_tape=None).summary
 
     wall, cpu, summary = timed(ema, args.repeat)
     report("ema_cross", events_per_s_wall=round(n / wall), events_per_s_cpu=round(n / cpu),
@@ -159,7 +160,7 @@ def main() -> None:
     # the same with market orders filled in full at the last trade (the peers' fill model; ~29k orders)
     def ema_naive() -> dict[str, Any]:
         return backtest("ema_cross", tape=tape, topics=[TOPIC], params={"fast": 10, "slow": 50}, venue="naive",
-                        keep=False).summary
+                        keep=False, out_tape=None).summary
 
     wall, cpu, summary = timed(ema_naive, args.repeat)
     report("ema_cross_naive_venue", events_per_s_wall=round(n / wall), events_per_s_cpu=round(n / cpu),
