@@ -30,7 +30,7 @@ from robots.performance import DAY_NS, daily_ratios, daily_returns, too_few_days
 from robots.registry import get_robot
 from robots.runner import ControlsLike, Runner, Step
 from robots.sim.base import SimVenue
-from robots.sources import FrameSource, ListSource, TapeSource, fit_topics
+from robots.sources import FrameSource, ListSource, TapeSource, robot_topics
 from robots.venues import default_venue, ledger_for, make_venue, venue_spec
 from ticktape import code_version
 from ticktape.events import Event, OrderFilled, RunFinished, RunStarted
@@ -191,7 +191,7 @@ def backtest(robot: Robot[Any, Any] | str, *, tape: TapeLike | None = None, topi
     """Backtest a robot (name, `module:Class` or instance) on a tape, a DataFrame or events.
 
     `topics` default to the robot's subscriptions (a default topic missing from the tape is replaced by
-    the tape's only topic of its kind, `robots.sources.fit_topics`; `topics_flag` is how the error for
+    the tape's only topic of its kind, `robots.sources.robot_topics`; `topics_flag` is how the error for
     several such topics tells the caller to choose, e.g. `--topics` from the CLI); `start`/`end` are ISO
     times or ns (`end` exclusive); `venue` is a venue object or a name (`crypto`, `betfair`, `naive`) built
     with `venue_settings`; `controls` is a `Controls` object or a `[controls]` table (default: the
@@ -236,7 +236,7 @@ def _backtest(bot: Robot[Any, Any], robot_name: str, in_tape: Tape | None, out: 
     source: TapeSource | ListSource
     if in_tape is not None:
         # the robot's own topics adapt to the data on the tape; topics the caller named are read as named
-        topic_list = tuple(topics) if topics else fit_topics(in_tape, bot.subscriptions().topics, flag=topics_flag)
+        topic_list = tuple(topics) if topics else robot_topics(in_tape, bot, flag=topics_flag)
         source = TapeSource(in_tape, topic_list, start=t0, end=t1, end_offsets=end_offsets, columnar=columnar)
     elif frame is not None:
         source = FrameSource(frame, kind=frame_kind, start=t0, end=t1)

@@ -18,18 +18,32 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
+from robots.api import Robot, RobotError
 from ticktape.events import Bar, Event, Quote, Trade
 from ticktape.tape import Tape, open_tape
 from ticktape.tape.file import FileTape
 from ticktape.topics import topic_kind
 
-__all__ = ["FrameSource", "ListSource", "TapeSource", "TopicChoiceError", "fit_topics", "frame_to_events"]
+__all__ = ["FrameSource", "ListSource", "TapeSource", "TopicChoiceError", "fit_topics", "frame_to_events",
+           "robot_topics"]
 
 log = logging.getLogger("robots.sources")
 
 
 class TopicChoiceError(ValueError):
     """A robot's default topic is not on the tape and the tape does not say which one to read instead."""
+
+
+def robot_topics(tape: Tape, bot: Robot[Any, Any], *, flag: str = "--topics") -> tuple[str, ...]:
+    """The topics `bot` reads from `tape` when the caller names none: its subscription, fitted to the tape
+    (`fit_topics`) only when that is the robot's default one. A subscription its params chose (say
+    `--param topic=md.okx.trade`) is the user's choice and is read as chosen, never swapped."""
+    topics = tuple(bot.subscriptions().topics)
+    try:
+        default = tuple(type(bot)(type(bot).params_type()).subscriptions().topics)
+    except (TypeError, ValueError, RobotError):  # params without defaults: no default subscription to tell apart
+        default = topics
+    return fit_topics(tape, topics, flag=flag) if topics == default else topics
 
 
 def fit_topics(tape: Tape, topics: Sequence[str], *, flag: str = "--topics") -> tuple[str, ...]:

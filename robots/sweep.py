@@ -295,15 +295,15 @@ def recorded_offsets(out_uri: str, sweep_id: str, robot: str) -> Offsets | None:
 
 def _fit_default_topics(robot: str, point: Mapping[str, object], kwargs: Mapping[str, Any],
                         allow_impure: bool) -> list[str]:
-    """The robot's default topics fitted to the input tape (`robots.sources.fit_topics`)."""
+    """The robot's topics fitted to the input tape (`robots.sources.robot_topics`)."""
     from robots.registry import get_robot
-    from robots.sources import fit_topics
+    from robots.sources import robot_topics
     from ticktape.tape import open_existing_tape
 
-    default = get_robot(robot, point, allow_impure=allow_impure).subscriptions().topics
+    bot = get_robot(robot, point, allow_impure=allow_impure)
     tape = open_existing_tape(kwargs["tape"])
     try:
-        return list(fit_topics(tape, default, flag=str(kwargs.get("topics_flag", "topics=[...]"))))
+        return list(robot_topics(tape, bot, flag=str(kwargs.get("topics_flag", "topics=[...]"))))
     finally:
         tape.close()
 

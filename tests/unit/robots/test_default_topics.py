@@ -70,13 +70,16 @@ def test_several_topics_of_the_kind_stop_with_one_line_naming_them_and_the_flag(
     assert res.summary["topics"] == ["md.okx.trade"]
 
 
-def test_named_topics_and_present_defaults_are_never_replaced(tmp_path: Path) -> None:
+def test_named_topics_chosen_topics_and_present_defaults_are_never_replaced(tmp_path: Path) -> None:
     uri = tape_with(tmp_path, "md.sim.trade", "md.binance.trade")
     with open_tape(uri) as tape:
         assert fit_topics(tape, ["md.sim.trade"]) == ("md.sim.trade",)
         assert fit_topics(tape, ["md.none.bar"]) == ("md.none.bar",)  # no topic of the kind: left to fail as before
     with pytest.raises((ValueError, RobotError), match=r"'x\.y' does not exist"):
         backtest("ema_cross", tape=uri, topics=["x.y"], keep=False)
+    # a topic the params chose is the user's choice: missing, it is an error, not a swap
+    with pytest.raises((ValueError, RobotError), match=r"'md\.okx\.trade' does not exist"):
+        backtest("ema_cross", tape=uri, params={"topic": "md.okx.trade"}, keep=False)
 
 
 def test_a_sweep_fits_the_default_topic_too(tmp_path: Path) -> None:
