@@ -30,7 +30,7 @@ __all__ = ["FrameSource", "ListSource", "TapeSource", "TopicChoiceError", "fit_t
 log = logging.getLogger("robots.sources")
 
 
-class TopicChoiceError(ValueError):
+class TopicChoiceError(RobotError):
     """A robot's default topic is not on the tape and the tape does not say which one to read instead."""
 
 

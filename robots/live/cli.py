@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from robots.api import parse_param_args
-from robots.cli import _controls, _params
+from robots.cli import _controls, _params, _topics
 from ticktape.cli import tape_uri
 from ticktape.events import Control
 from ticktape.timeutil import format_time
@@ -65,6 +65,9 @@ def _guarded(target: Any, own_stop: threading.Event, run_stop: threading.Event,
 @click.argument("robot")
 @click.option("--param", "params", multiple=True, help="Robot parameter k=v (repeatable).")
 @click.option("--params", "params_file", default=None, help="TOML file of robot parameters.")
+@click.option("--topics", "topics", multiple=True,
+              help="Input topics, comma-separated or repeated (default: the robot's; a default topic missing from "
+                   "the tape becomes its only topic of the kind, e.g. md.*.trade; a restart keeps the first start's).")
 @click.option("--controls", "controls_file", default=None, help="TOML file with a [controls] table.")
 @click.option("--control", "control_pairs", multiple=True, help="Control setting k=v (repeatable).")
 @click.option("--venue", default="paper", show_default=True, help="Execution venue (paper: the simulator).")
@@ -87,7 +90,7 @@ def _guarded(target: Any, own_stop: threading.Event, run_stop: threading.Event,
 @click.option("--dead-after", default=5.0, show_default=True, help="Inline gateway: watchdog timeout, s.")
 @click.option("--allow-impure", is_flag=True, help="Skip the purity check of a module:Class robot.")
 @click.pass_context
-def run(ctx: click.Context, robot: str, params: tuple[str, ...], params_file: str | None,
+def run(ctx: click.Context, robot: str, params: tuple[str, ...], params_file: str | None, topics: tuple[str, ...],
         controls_file: str | None, control_pairs: tuple[str, ...], venue: str, venue_params: tuple[str, ...],
         gateway_mode: str, run_id: str | None,
         robot_id: str | None, from_start: bool, snapshot_every: int, snapshot_seconds: float,
@@ -106,7 +109,7 @@ def run(ctx: click.Context, robot: str, params: tuple[str, ...], params_file: st
     runner = LiveRunner(robot, tape=uri, run_id=run_id, params=_params(params_file, params), robot_id=robot_id,
                         controls=_controls(controls_file, control_pairs), venue=venue, gateway=gateway_mode,
                         store=store, snapshot_every=snapshot_every, snapshot_seconds=snapshot_seconds,
-                        allow_impure=allow_impure)
+                        allow_impure=allow_impure, topics=_topics(topics))
     gateway: Gateway | None = None
     gateway_stop = threading.Event()
     failures: list[BaseException] = []
@@ -169,7 +172,6 @@ def gateway(ctx: click.Context, venue: str, venue_params: tuple[str, ...], topic
             dead_after: float, credentials_file: str | None, testnet: bool, poll_seconds: float,
             no_position_check: bool) -> None:
     """Serve the live runs' intents on VENUE until SIGINT/SIGTERM; restart it any time."""
-    from robots.cli import _topics
     from robots.live.gateway import Gateway, paper_topics
 
     uri = tape_uri(ctx)

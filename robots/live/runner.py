@@ -25,6 +25,7 @@ from robots.live.real_venues import is_real_venue
 from robots.live.snapshots import SnapshotStore
 from robots.live.topics import CONTROLS_TOPIC, EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, heartbeat_topic
 from robots.registry import get_robot
+from robots.sources import robot_topics
 from robots.venues import venue_kind, venue_names
 from ticktape import code_version
 from ticktape.domain import IntentDigest
@@ -111,7 +112,8 @@ class LiveRunner:
                  robot_id: str | None = None, controls: Mapping[str, Any] | None = None, venue: str = "paper",
                  gateway: str = "external",
                  store: SnapshotStore | None = None, snapshot_every: int = 10_000, snapshot_seconds: float = 30.0,
-                 heartbeat_seconds: float = 1.0, allow_impure: bool = False, poll: float = 0.0005) -> None:
+                 heartbeat_seconds: float = 1.0, allow_impure: bool = False, poll: float = 0.0005,
+                 topics: Sequence[str] | None = None) -> None:
         self.robot_name = robot
         self.uri = tape
         self.bot = get_robot(robot, params, robot_id=robot_id, allow_impure=allow_impure)
@@ -129,7 +131,7 @@ class LiveRunner:
         self.tape = open_live_tape(tape)
         self.heartbeat_seconds = heartbeat_seconds
         self._last_beat = 0.0
-        self.topics = tuple(self.bot.subscriptions().topics)
+        self.topics = self._input_topics(topics)
         if not self.topics:
             raise RobotError(f"robot {robot!r} subscribes to no topics; a live run needs some")
         for topic in (INTENT_TOPIC, EVENT_TOPIC, CONTROLS_TOPIC, RUNS_TOPIC, heartbeat_topic(self.run_id)):
@@ -144,6 +146,17 @@ class LiveRunner:
                              store=store, snapshot_every=snapshot_every, snapshot_seconds=snapshot_seconds, poll=poll)
         self.restarted = False
         self.cancelled = 0  # open orders the stop cancelled
+
+    def _input_topics(self, named: Sequence[str] | None) -> tuple[str, ...]:
+        """The topics this run follows: `named` (`--topics`); on a restart, the ones its first start
+        recorded (the tape may have gained topics since, and a run must not change its inputs); on a
+        first start, the robot's subscription fitted to the tape (`robots.sources.robot_topics`)."""
+        if named:
+            return tuple(named)
+        existing = read_manifest(self.tape, self.run_id)
+        if existing is not None and existing.mode == "live":
+            return tuple(existing.topics)
+        return robot_topics(self.tape, self.bot, flag="--topics")
 
     # ------------------------------------------------------------------ lifecycle
     def manifest(self) -> RunStarted:
@@ -163,6 +176,9 @@ class LiveRunner:
             if existing.mode != "live":
                 raise RobotError(f"run id {self.run_id!r} is a {existing.mode} run; pick another --run-id")
             mine = self.manifest()
+            if tuple(existing.topics) != mine.topics:
+                raise RobotError(f"run {self.run_id} was started on topics {', '.join(existing.topics)}; restart it "
+                                 f"on the same topics, or start a new run id")
             if (existing.robot, existing.robot_id, existing.params) != (mine.robot, mine.robot_id, mine.params):
                 raise RobotError(f"run {self.run_id} was started as {existing.robot} ({existing.robot_id}) with "
                                  f"params {existing.params}; restart it with the same robot and params")
