@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import click
 
 from ticktape.codec import default_codec, to_python
-from ticktape.config import load_settings
+from ticktape.config import DEFAULT_TAPE, load_settings
 from ticktape.errors import TicktapeError, ValidationError
 from ticktape.events import Event
 from ticktape.logs import setup_logging
@@ -45,7 +45,7 @@ pass_ctx = click.make_pass_decorator(Context)
 def tape_uri(ctx: click.Context) -> str:
     """The tape URI a command runs on: its own `--tape`, else the group's, else settings (default `file:./tape`)."""
     obj = ctx.find_object(Context)
-    return obj.tape_uri if obj is not None else "file:./tape"
+    return obj.tape_uri if obj is not None else DEFAULT_TAPE
 
 
 TAPE_HELP = "Tape URI: file:PATH (default file:./tape) or kafka://HOST:PORT."
@@ -64,6 +64,7 @@ def accept_tape_option(command: click.Command) -> None:
 
     One option object shape for every command, added where the group resolves the command, so a
     plugin's commands take `--tape` after their name as ticktape's own do (`ticktape put X --tape U`).
+    A command that declares its own `--tape` keeps it.
     """
     if not any(isinstance(p, click.Option) and "--tape" in p.opts for p in command.params):
         command.params.append(click.Option(["--tape"], default=None, expose_value=False, is_eager=False,

@@ -34,6 +34,6 @@ def test_first_start_fits_a_restart_keeps_and_several_stop(tmp_path: Path) -> No
     assert chosen.topics == ("md.okx.trade",)
     chosen.close()
     other = LiveRunner("ema_cross", tape=uri, run_id="r1", gateway="inline", topics=["md.okx.trade"])
-    with pytest.raises(RobotError, match="was started on topics md.binance.trade"):
+    with pytest.raises(RobotError, match=r"was started on topics md\.binance\.trade"):
         other.start()
     other.close()
