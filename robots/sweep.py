@@ -30,7 +30,7 @@ from robots.api import RobotError
 from ticktape.tape.base import Encoded
 
 __all__ = ["ENGINES", "RESULT_FIELDS", "PointResult", "SweepError", "SweepTask", "format_table", "parse_grid",
-           "parse_search", "plan_points", "run_point", "sweep", "sweep_runs"]
+           "parse_search", "pin_input_offsets", "plan_points", "run_point", "sweep", "sweep_runs"]
 
 RESULT_FIELDS = ("pnl", "fees", "max_drawdown", "sharpe", "sortino", "fills", "intents", "events", "events_per_s",
                  "intents_sha256")
@@ -282,15 +282,15 @@ def _recorded(out: Any, sweep_id: str, robot: str) -> tuple[dict[str, dict[str, 
     return done, {t: {int(p): int(o) for p, o in parts.items()} for t, parts in json.loads(first.end_offsets).items()}
 
 
-def recorded_offsets(out_uri: str, sweep_id: str, robot: str) -> Offsets | None:
-    """The input offsets the first run of `sweep_id` on `out_uri` read (None: no run of it there)."""
-    from ticktape.tape import open_existing_tape
+def pin_input_offsets(robot: str, point: Mapping[str, object], uri: str, *,
+                      topics: Sequence[str] | None = None, allow_impure: bool = False) -> Offsets:
+    """The input tape's end offsets now, for the topics `robot` at `point` reads (or `topics`).
 
-    out = open_existing_tape(out_uri)
-    try:
-        return _recorded(out, sweep_id, robot)[1]
-    finally:
-        out.close()
+    A sweep's runs all read up to these offsets, so a tape that grows while it runs changes no run.
+    """
+    if not topics:  # the robot's default topics, fitted to the tape as its runs will fit them
+        topics = _fit_default_topics(robot, point, {"tape": uri}, allow_impure)
+    return _pin_offsets(uri, topics)
 
 
 def _fit_default_topics(robot: str, point: Mapping[str, object], kwargs: Mapping[str, Any],

@@ -4,9 +4,10 @@
 the inputs inside the training window only, takes the best `top` parameter sets by the objective,
 and runs each of them again on the test window. The test runs are ordinary runs on the tape
 under the sweep id `<sweep id>.test`, so `ticktape report --sweep ID` shows each chosen set's
-training score beside the score it got on data it was not chosen on. The test runs read up to the
-input offsets the training runs read (when the runs are written to a tape), and a resumed
-walk-forward (same sweep id) runs only what has no finished run.
+training score beside the score it got on data it was not chosen on. Training and test read the
+same snapshot of the input tape (its end offsets taken once, before training), so data appended
+while the walk-forward runs changes neither; a resumed walk-forward (same sweep id) runs only what
+has no finished run, each part on the inputs its first runs read.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from robots.sweep import SweepError, absolute_uri, recorded_offsets, sweep
+from robots.sweep import SweepError, absolute_uri, grid_point, pin_input_offsets, sweep
 
 __all__ = ["TEST_SUFFIX", "parse_window", "walk_forward"]
 
@@ -60,6 +61,13 @@ def walk_forward(robot: str, grid: Mapping[str, Sequence[object]], *, train: tup
         if sweep_kwargs.get(key) is not None:
             raise SweepError(f"walk-forward sets {key} itself (from --train and --test)")
     sweep_kwargs = {k: v for k, v in sweep_kwargs.items() if k not in ("start", "end", "points")}
+    if "end_offsets" not in sweep_kwargs and isinstance(sweep_kwargs.get("tape"), str):
+        # Pinned here, not taken from the training runs: a run records its offsets cut at its window's
+        # end, so a test window after training would read nothing up to the training runs' offsets.
+        first = {**(sweep_kwargs.get("fixed") or {}), **(grid_point(grid, 0) if grid else {})}
+        sweep_kwargs["end_offsets"] = pin_input_offsets(
+            robot, first, absolute_uri(sweep_kwargs["tape"]), topics=sweep_kwargs.get("topics"),
+            allow_impure=bool(sweep_kwargs.get("allow_impure", False)))
     trained = sweep(robot, grid, start=train[0], end=train[1], sweep_id=sweep_id, sort_by=sort_by,
                     descending=descending, **sweep_kwargs)
     scored = [r for r in trained if isinstance(r.get(sort_by, r["params"].get(sort_by)), int | float)]
@@ -67,12 +75,6 @@ def walk_forward(robot: str, grid: Mapping[str, Sequence[object]], *, train: tup
     if not best:
         raise SweepError(f"no training run has a numeric {sort_by}: nothing to test")
     kwargs = {k: v for k, v in sweep_kwargs.items() if k not in ("search", "seed", "fixed")}
-    out_uri = kwargs.get("out_tape")
-    if out_uri is not None and "end_offsets" not in kwargs:
-        # the test reads the tape as far as training did, whatever was appended since
-        offsets = recorded_offsets(absolute_uri(out_uri), sweep_id, robot)
-        if offsets is not None:
-            kwargs["end_offsets"] = offsets
     tested = sweep(robot, {}, start=test[0], end=test[1], sweep_id=sweep_id + TEST_SUFFIX, sort_by=sort_by,
                    descending=descending, points=[r["params"] for r in best], **kwargs)
     train_score = {json.dumps(r["params"], sort_keys=True): r.get(sort_by) for r in best}

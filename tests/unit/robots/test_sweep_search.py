@@ -10,11 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from robots.api import RobotError
+from robots.backtest import EVENT_TOPIC
 from robots.sweep import SweepError, parse_search, sweep, sweep_runs
 from robots.sweep_walk import TEST_SUFFIX, check_windows, parse_window, walk_forward
 from ticktape.cli import _register_plugins, cli
 from ticktape.demo import synthetic_trades
-from ticktape.events import RunStarted
+from ticktape.events import OrderFilled, RunStarted
 from ticktape.tape import open_tape
 
 pytest.importorskip("optuna", reason="the optuna extra (in ticktape[dev]) is not installed")
@@ -37,6 +38,17 @@ def runs_of(uri: str, sweep_id: str) -> list[RunStarted]:
     with open_tape(uri) as tape:
         started, _ = sweep_runs(tape, sweep_id)
     return list(started.values())
+
+
+def fill_times(uri: str, run_ids: set[str]) -> dict[str, list[int]]:
+    """ts_event of every fill the runs in `run_ids` got, per run (runs write their answers keyed by run id)."""
+    out: dict[str, list[int]] = {r: [] for r in run_ids}
+    with open_tape(uri) as tape:
+        for p in range(tape.partitions(EVENT_TOPIC)):
+            for rec in tape.read(EVENT_TOPIC, p):
+                if rec.key in out and type(rec.event) is OrderFilled:
+                    out[rec.key].append(rec.event.ts_event)
+    return out
 
 
 def shape(rows: list[dict[str, object]]) -> list[tuple[str, object, object]]:
@@ -116,9 +128,15 @@ def test_walk_forward_scores_the_best_training_sets_on_the_test_window(tape_uri:
     for sid, (lo, hi) in (("wf", train), ("wf" + TEST_SUFFIX, test)):
         started = runs_of(tape_uri, sid)
         assert started and all((s.from_ts, s.to_ts) == (lo, hi) for s in started)
-    # the test runs read the tape as far as the training runs did
+    # what the runs traded on lies inside their own window: every fill of a test run is in the test window
+    for sid, (lo, hi) in (("wf", train), ("wf" + TEST_SUFFIX, test)):
+        fills = fill_times(tape_uri, {s.run_id for s in runs_of(tape_uri, sid)})
+        assert all(fills.values()), fills  # each run traded, so the bounds below check something
+        assert all(lo <= ts < hi for times in fills.values() for ts in times), (sid, lo, hi, fills)
+    # each part read the tape up to its own window's end, from one snapshot taken before training
     [train_offsets] = {s.end_offsets for s in runs_of(tape_uri, "wf")}
-    assert {s.end_offsets for s in runs_of(tape_uri, "wf" + TEST_SUFFIX)} == {train_offsets}
+    [test_offsets] = {s.end_offsets for s in runs_of(tape_uri, "wf" + TEST_SUFFIX)}
+    assert json.loads(train_offsets) == {TOPIC: {"0": 2_000}} and json.loads(test_offsets) == {TOPIC: {"0": 4_000}}
     again = walk_forward("ema_cross", GRID, train=train, test=test, top=2, sweep_id="wf", tape=tape_uri,
                          out_tape=tape_uri, search="random:8", seed=5)
     assert shape(again["test"]) == shape(res["test"]) and len(runs_of(tape_uri, "wf" + TEST_SUFFIX)) == 2
