@@ -4,6 +4,9 @@ on the local engine with real Optuna and real file tapes. The Ray engine: tests/
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from ticktape.demo import synthetic_trades
 from ticktape.events import OrderFilled, RunStarted
 from ticktape.tape import open_tape
 
+REPO = Path(__file__).resolve().parents[3]
 pytest.importorskip("optuna", reason="the optuna extra (in ticktape[dev]) is not installed")
 
 _register_plugins()
@@ -75,6 +79,40 @@ def test_an_optuna_search_is_seeded_and_every_trial_is_a_run_on_the_tape(tape_ur
     # the search chose from the grid only, and ranked by the objective
     assert all(r["params"]["fast"] in {2, 3, 4, 5, 6, 7} for r in first)
     assert [r["pnl"] for r in first] == sorted((r["pnl"] for r in first), reverse=True)
+
+
+def cli_sweep(*args: str, sys_modules: str = "") -> subprocess.CompletedProcess[str]:
+    """`ticktape sweep ARGS` in a fresh interpreter (after `sys_modules`, code run before the CLI)."""
+    code = f"import sys\n{sys_modules}\nfrom ticktape.cli import main; main()"
+    return subprocess.run([sys.executable, "-c", code, "sweep", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_the_same_optuna_command_in_two_processes_gives_the_same_trials_and_records_them(tape_uri: str) -> None:
+    args = ["ema_cross", "--tape", tape_uri, "--grid", "fast=2,3,4,5,6,7", "--grid", "slow=15,20,25,30,40",
+            "--search", "optuna:6", "--seed", "4", "--objective", "max_drawdown", "--ascending", "--workers", "2",
+            "--json", "--no-progress"]
+    docs = []
+    for sid in ("two-a", "two-b"):
+        proc = cli_sweep(*args, "--sweep-id", sid)
+        assert proc.returncode == 0, proc.stderr
+        docs.append(json.loads(proc.stdout))
+    assert shape(docs[0]) == shape(docs[1]) and len(docs[0]) > 1
+    assert [r["max_drawdown"] for r in docs[0]] == sorted(r["max_drawdown"] for r in docs[0])
+    with open_tape(tape_uri) as tape:
+        started, done = sweep_runs(tape, "two-a")
+    # every trial is a finished run on the tape, and its objective there is the one the search was told
+    assert sorted(done[s.params]["max_drawdown"] for s in started.values()) == \
+        sorted(r["max_drawdown"] for r in docs[0])
+
+
+def test_without_optuna_the_search_names_the_extra_in_one_line(tape_uri: str) -> None:
+    proc = cli_sweep("ema_cross", "--tape", tape_uri, "--grid", "fast=3,4", "--search", "optuna:2", "--no-progress",
+                     sys_modules="sys.modules['optuna'] = None  # as if Optuna were not installed")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        "error: --search optuna:N needs Optuna: pip install 'ticktape[optuna]' "
+        "(import of optuna halted; None in sys.modules)"]
 
 
 def test_a_resumed_optuna_search_runs_only_the_trials_without_a_finished_run(tape_uri: str) -> None:
