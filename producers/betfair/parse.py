@@ -39,13 +39,22 @@ RAW_TOPIC = "raw.betfair"
 GAP_TOPIC = "md.betfair.gap"
 
 MS = 1_000_000  # Betfair times are ms since the epoch; ticktape's are ns
+CLOSED_TTL = 8 * 3600 * 1_000_000_000
+"""How long (ns of stream time) a closed market's state is kept after its last change: betfairlightweight's
+`MAX_CACHE_AGE` (8 h), after which its live stream drops a closed market's cache when a new one arrives."""
 
 
 class StreamDecoder:
     """Stateful fold of one stream's messages into events (state: market and order caches).
 
-    `evict_closed` drops a market's cache once its definition says CLOSED (flat memory on
-    files holding many markets); a later change for that market would start a fresh cache.
+    A closed market keeps its state, as betfairlightweight keeps it: a CLOSED definition re-sent
+    (e.g. with the settled time) or a runner change after the close folds into the market's last
+    book, never into an empty one. Memory: with `evict_closed` (the default), a closed market is
+    dropped once it has had no change for `CLOSED_TTL` (8 h) of stream time, checked when a new
+    market's cache is made -- betfairlightweight's live rule (`clear_stale_cache`); its historical
+    stream never drops one, a difference only for a market changed again 8 h after its close.
+    So a stream of thousands of markets holds the open ones plus those closed in the last 8 h of
+    its time: each costs its last book (full ladders; ~10-50 KB in objects for a race market).
     """
 
     def __init__(self, *, evict_closed: bool = True, runner_names: dict[str, dict[int, str]] | None = None,
@@ -56,6 +65,9 @@ class StreamDecoder:
         self.runner_names = runner_names or {}
         self.market_names = market_names or {}
         self._last_definition: dict[str, MarketDefinition] = {}
+        # Closed markets by the pt (ns) of their last change, oldest first: pt does not go backwards in
+        # a stream, so re-inserting on each change keeps the order and eviction looks at the front only.
+        self._closed: dict[str, int] = {}
         self.market_updates = 0
         self.last_pt: int | None = None
         self.encode_books = encode_books
@@ -106,6 +118,8 @@ class StreamDecoder:
             cache = markets.get(market_id)
             if cache is None or mc.get("img"):
                 # A full image replaces the cache, as betfairlightweight does (historical files have no img).
+                if self.evict_closed:
+                    self._evict_closed(pt)
                 cache = markets[market_id] = MarketCache(market_id)
             definition = mc.get("marketDefinition")
             cache.fold(mc)
@@ -116,9 +130,11 @@ class StreamDecoder:
                 if last is None or last[3:] != md[3:]:  # fields after the times: a real change
                     self._last_definition[market_id] = md
                     out.append((MARKET_TOPIC, md))
-                if self.evict_closed and cache.closed:
-                    del markets[market_id]
-                    self._last_definition.pop(market_id, None)
+            closed = self._closed
+            if market_id in closed:
+                del closed[market_id]  # re-inserted below at the end: its last change is now
+            if cache.closed:
+                closed[market_id] = pt
             if self.encode_books:
                 out.append((MARKET_TOPIC, Encoded(market_id, pt, cache.encoded_book(pt, ts_recv))))
             else:
@@ -128,8 +144,19 @@ class StreamDecoder:
         return out
 
     def market(self, market_id: str) -> MarketCache | None:
-        """The live cache of a market (None when unknown or evicted after closing)."""
+        """The cache of a market (None when unknown, or dropped 8 h of stream time after it closed)."""
         return self.markets.get(market_id)
+
+    def _evict_closed(self, pt: int) -> None:
+        """Drop the closed markets with no change in the last `CLOSED_TTL` before `pt` (oldest first)."""
+        closed = self._closed
+        while closed:
+            market_id, last = next(iter(closed.items()))
+            if pt - last <= CLOSED_TTL:
+                break
+            del closed[market_id]
+            self.markets.pop(market_id, None)
+            self._last_definition.pop(market_id, None)
 
 
 def _join_split(reduced: bytes, changes: list[Any], line: bytes | str) -> Any:

@@ -49,8 +49,8 @@ class StreamSession:
     def __init__(self, stream: str, *, keep_raw: bool = False, decoder: StreamDecoder | None = None) -> None:
         self.stream = stream
         self.keep_raw = keep_raw
-        # Closed markets are dropped (flat memory over days of recording); betfairlightweight keeps
-        # them 8 h, but Betfair sends nothing for a market after its CLOSED definition.
+        # Closed markets are kept 8 h of stream time after their last change, then dropped when a new
+        # market arrives (flat memory over days of recording), as betfairlightweight's live stream does.
         self.decoder = decoder or StreamDecoder()
         self.origin = f"{VENUE}:{stream}-stream"
         self.initial_clk: str | None = None
