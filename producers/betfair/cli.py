@@ -98,16 +98,35 @@ def import_betfair(obj: object, files: tuple[str, ...], strict: bool, force: boo
 @click.option("--credentials", "credentials_file", default=None,
               help="TOML file OUTSIDE the repository with username/password/app_key/certs "
                    "(default: BETFAIR_USERNAME, BETFAIR_PASSWORD, BETFAIR_APP_KEY, BETFAIR_CERTS).")
+@click.option("--stream-endpoint", default=None, metavar="ADDRESS:PORT",
+              help="Connect the stream socket here instead of the host's port 443 (a local exchange).")
+@click.option("--identity-url", default=None, help="Login base URL instead of the locale's (a local exchange).")
+@click.option("--api-url", default=None, help="Betting API base URL instead of the locale's (a local exchange).")
 @click.pass_obj
 def record_betfair(obj: object, market_filter: str | None, market_ids: str | None, orders: bool, fields: str,
                    conflate_ms: int, heartbeat_ms: int, catalogue_interval: float, raw: bool,
-                   stream_host: str | None, locale: str | None, credentials_file: str | None) -> None:
-    """Record Betfair's live market (and order) streams onto the tape; reconnects from the last clk."""
+                   stream_host: str | None, locale: str | None, credentials_file: str | None,
+                   stream_endpoint: str | None, identity_url: str | None, api_url: str | None) -> None:
+    """Record Betfair's live market (and order) streams onto the tape; reconnects from the last clk.
+
+    With --raw, a restart on the same tape resumes the streams from the clocks the raw payloads hold.
+    """
     from producers.betfair.live import RecordOptions, load_credentials, market_filter_from, run_recorder
 
     options = RecordOptions(
         market_filter=market_filter_from(market_filter, market_ids), fields=tuple(fields.split(",")),
         orders=orders, conflate_ms=conflate_ms or None, heartbeat_ms=heartbeat_ms,
-        catalogue_interval=catalogue_interval, keep_raw=raw, stream_host=stream_host, locale=locale)
+        catalogue_interval=catalogue_interval, keep_raw=raw, stream_host=stream_host, locale=locale,
+        stream_endpoint=_endpoint(stream_endpoint), identity_url=identity_url, api_url=api_url)
     credentials = load_credentials(credentials_file)
     run_recorder(obj.tape(), credentials, options)  # type: ignore[attr-defined]
+
+
+def _endpoint(text: str | None) -> tuple[str, int] | None:
+    """`ADDRESS:PORT` as (address, port); a bad value is a usage error naming the option."""
+    if text is None:
+        return None
+    address, _, port = text.rpartition(":")
+    if not address or not port.isdigit():
+        raise click.BadParameter(f"expected ADDRESS:PORT, got {text!r}", param_hint="--stream-endpoint")
+    return address, int(port)

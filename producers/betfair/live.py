@@ -24,11 +24,12 @@ import betfairlightweight
 import orjson
 
 from producers.betfair.catalogue import CataloguePoller
+from producers.betfair.parse import RAW_TOPIC
 from producers.betfair.session import StreamSession
 from producers.common import BatchAppender, dlq_topic
 from ticktape.config import inside_git_repo, read_toml
 from ticktape.errors import TicktapeError
-from ticktape.events import Event
+from ticktape.events import CustomData, Event
 from ticktape.retry import backoff_delays
 from ticktape.tape.base import Encoded, Tape
 from ticktape.timeutil import Clock, WallClock
@@ -65,6 +66,8 @@ class RecordOptions:
     stream_host: str | None = None  # betfairlightweight's host name: None = production, "integration"
     locale: str | None = None  # betfairlightweight's jurisdiction for login and API: spain, italy, ... (None: .com)
     stream_endpoint: tuple[str, int] | None = None  # (address, port) instead of the host's :443 (tests: a local server)
+    identity_url: str | None = None  # overrides of the login and API base URLs (tests: a local server)
+    api_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -215,6 +218,30 @@ def betfairlightweight_connect(client: Any, options: RecordOptions) -> Connect:
     return connect
 
 
+def resume_sessions(tape: Tape, sessions: Sequence[StreamSession], ts_recv: int) -> None:
+    """Give each session the state a previous recorder on this tape left: its raw payloads on
+    `raw.betfair` (keyed by stream name) replayed in order, clocks and caches included.
+
+    Only a recorder that keeps raw payloads (`--raw`) can resume: nothing else on the tape holds
+    Betfair's clocks and the ladders' full state. Cost: one pass over the raw topic at start-up.
+    Window left: raw payloads and decoded events are different topics, appended one after the
+    other (topics in name order: `md.*`, `orders.*`, then `raw.betfair`); a kill -9 between those
+    appends of one flush leaves books whose raw payload is missing, and the resumed stream sends
+    their messages again: those books are then on the tape twice (never lost).
+    """
+    by_stream = {s.stream: s for s in sessions}
+    lines: dict[str, list[str]] = {name: [] for name in by_stream}
+    for partition in range(tape.partitions(RAW_TOPIC)):
+        for record in tape.read(RAW_TOPIC, partition):
+            event = record.event
+            if isinstance(event, CustomData) and event.key in lines:
+                lines[event.key].append(event.payload)
+    for name, session in by_stream.items():
+        n = session.restore(lines[name], ts_recv)
+        if n:
+            log.info("betfair %s stream: resuming from clk %s after %d recorded messages", name, session.clk, n)
+
+
 def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOptions, *, clock: Clock | None = None,
                  client: Any = None, stop: threading.Event | None = None) -> None:
     """Record until interrupted (Ctrl-C) or `stop` is set: market (+ order) streams and the catalogue onto `tape`.
@@ -228,6 +255,11 @@ def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOpt
         client = betfairlightweight.APIClient(credentials.username, credentials.password.get(),
                                               app_key=credentials.app_key.get(), certs=credentials.certs,
                                               locale=options.locale)
+        # Per-client attributes set from the locale: overriding them points this client elsewhere.
+        if options.identity_url:
+            client.identity_uri = client.identity_cert_uri = options.identity_url
+        if options.api_url:
+            client.api_uri = options.api_url
         log_in(client, credentials)
     stop = stop or threading.Event()
     events: queue.Queue[Sequence[tuple[str, Event | Encoded]]] = queue.Queue()
@@ -235,6 +267,8 @@ def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOpt
     sessions = [StreamSession("market", keep_raw=options.keep_raw)]
     if options.orders:
         sessions.append(StreamSession("order", keep_raw=options.keep_raw))
+    if options.keep_raw:
+        resume_sessions(tape, sessions, clock.now())
     failures: list[BaseException] = []
 
     def guarded(session: StreamSession) -> None:

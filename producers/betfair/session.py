@@ -16,6 +16,7 @@ message with a non-null `status` (e.g. 503: Betfair's stream is lagging) is reco
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,25 @@ class StreamSession:
         if self._dropped_at is None:
             self._dropped_at = ts_recv
             self._drop_reason = reason
+
+    def restore(self, raw_lines: Iterable[bytes | str], ts_recv: int) -> int:
+        """Rebuild the state a previous recorder had from its raw payloads (`raw.betfair`, in order).
+
+        Each line goes through `on_message` again and its events are dropped (they are on the tape
+        already): the decoder's market and order caches and the clocks come back as they were, so a
+        restarted recorder resubscribes with `initialClk`/`clk` and Betfair's resent deltas fold into
+        the right books. The restart is then treated as a drop at `ts_recv`: the resubscription's
+        answer is recorded as a `FeedGap` (repaired by a resub delta, not by a new image).
+        Returns how many lines were replayed (0: nothing to resume, a fresh subscription).
+        """
+        n = 0
+        for raw in raw_lines:
+            self.on_message(raw, ts_recv)
+            n += 1
+        self.messages = 0  # dead letters of this run count its own messages
+        if n and self.clk:
+            self.on_disconnected(ts_recv, "recorder restarted")
+        return n
 
     def resubscribe_clocks(self) -> tuple[str | None, str | None]:
         """(initialClk, clk) to subscribe with: both set after the first data, so nothing is missed."""

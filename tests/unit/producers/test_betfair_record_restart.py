@@ -1,0 +1,115 @@
+"""`ticktape record betfair --raw` killed with SIGKILL and started again on the same tape resumes the
+stream where it left off: it subscribes with the clocks of the last recorded message and the books
+after the restart are the ones the whole file gives (the caches come back from `raw.betfair`).
+
+Real processes, real sockets: the command as an operator runs it, against the local Betfair login
+and stream servers (tests/venues/betfair_exchange.py) over TLS.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from betfair_helpers import FIXTURES, SHARED
+
+from producers.betfair.parse import GAP_TOPIC, MARKET_TOPIC, RAW_TOPIC, StreamDecoder
+from tests.venues.betfair_exchange import BetfairApiServer, BetfairStreamServer, self_signed_cert
+from ticktape.events import Event, FeedGap, MarketBook
+from ticktape.tape.file import FileTape
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the server's certificate")
+
+SOURCES = {
+    "fixture": (FIXTURES / "market.stream", 1),  # the first connection is cut after this many changes
+    "real": (SHARED / "1.197931750", 60),
+}
+
+
+def _events(tape_dir: Path, topic: str) -> list[Event]:
+    tape = FileTape(tape_dir)
+    if topic not in tape.topic_names():
+        return []
+    return [r.event for r in tape.read(topic)]
+
+
+def _books(tape_dir: Path) -> int:
+    return sum(isinstance(e, MarketBook) for e in _events(tape_dir, MARKET_TOPIC))
+
+
+def _wait(what: str, done: object, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():  # type: ignore[operator]
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the recorder exited ({proc.returncode}) before {what}: "
+                                 f"{proc.stderr.read().decode() if proc.stderr else ''}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("source", [pytest.param("fixture"),
+                                    pytest.param("real", marks=pytest.mark.shared_data("betfair/1.197931750"))])
+def test_a_killed_recorder_resumes_from_the_recorded_clocks(source: str, tmp_path: Path) -> None:
+    path, cut = SOURCES[source]
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    changes = [orjson.loads(line) for line in lines]
+    decoder = StreamDecoder()
+    expected = [e for line in lines for t, e in decoder.decode_line(line) if t == MARKET_TOPIC]
+    books = sum(isinstance(e, MarketBook) for e in expected)
+    cert, key = self_signed_cert(tmp_path)
+    # The first subscription is cut after `cut` changes; the recorder then backs off (1 s) and is killed
+    # in that pause, once what it received is on the tape.
+    stream = BetfairStreamServer(changes, [cut], cert, key)
+    api = BetfairApiServer([], "user", "pa55word", "app-key", cert, key)
+    market_id = changes[0]["mc"][0]["id"]
+    tape_dir = tmp_path / "tape"
+    command = [sys.executable, "-m", "ticktape", "--tape", f"file:{tape_dir}", "record", "betfair",
+               "--market-ids", market_id, "--no-orders", "--raw", "--catalogue-interval", "0",
+               "--heartbeat-ms", "500", "--stream-endpoint", f"127.0.0.1:{stream.port}",
+               "--identity-url", api.identity_url, "--api-url", api.api_url]
+    env = {**os.environ, "BETFAIR_USERNAME": "user", "BETFAIR_PASSWORD": "pa55word", "BETFAIR_APP_KEY": "app-key",
+           "REQUESTS_CA_BUNDLE": str(cert), "PYTHONPATH": str(Path.cwd())}
+    try:
+        first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+        try:
+            _wait("the first changes are on the tape", lambda: _books(tape_dir) >= cut, first)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        before = _books(tape_dir)
+        assert cut <= before < books
+        raw = [orjson.loads(e.payload) for e in _events(tape_dir, RAW_TOPIC)]  # type: ignore[attr-defined]
+        last_clk = [m["clk"] for m in raw if m.get("clk")][-1]
+
+        second = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+        try:
+            _wait("every change is on the tape", lambda: stream.all_sent.is_set() and _books(tape_dir) >= books,
+                  second)
+            time.sleep(0.3)  # a duplicate, were there one, would be appended by now
+            second.send_signal(signal.SIGINT)
+            second.wait(timeout=20)
+        finally:
+            if second.poll() is None:
+                second.kill()
+    finally:
+        stream.close()
+        api.close()
+
+    subs = [m for m in stream.received if m["op"] == "marketSubscription"]
+    assert subs[0].get("clk") is None
+    assert (subs[-1].get("initialClk"), subs[-1].get("clk")) == ("initial", last_clk)  # the restart's
+    recorded = [e._replace(ts_recv=0) for e in _events(tape_dir, MARKET_TOPIC)]
+    assert recorded == [e._replace(ts_recv=0) for e in expected]  # every change once, in order, right books
+    gaps = [e for e in _events(tape_dir, GAP_TOPIC) if isinstance(e, FeedGap)]
+    assert gaps and gaps[-1].repaired and "recorder restarted" in gaps[-1].reason
