@@ -41,7 +41,7 @@ def import_betfair(obj: object, files: tuple[str, ...], strict: bool, force: boo
 
     Every market change becomes a MarketBook (full ladders) on md.betfair.market, definition
     changes a MarketDefinition there too; order changes go to orders.betfair, race data to
-    md.betfair.race, bad lines to dlq.betfair.
+    md.betfair.race, cricket data to md.betfair.cricket, bad lines to dlq.betfair.
     """
     from producers.betfair.historical import expand_inputs, import_file
 

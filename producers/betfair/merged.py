@@ -43,7 +43,7 @@ from producers.betfair.historical import (
     is_catalogue_document,
     sibling_catalogue,
 )
-from producers.betfair.parse import StreamDecoder
+from producers.betfair.parse import PT_SECONDS, StreamDecoder
 from producers.common import (
     IMPORTS_TOPIC,
     ImportIndex,
@@ -69,7 +69,11 @@ def line_pt(line: bytes, default: int) -> int:
     """The `pt` of a stream line, found without parsing the JSON (`default` when it has none).
     Betfair writes `pt` near the start of each message, so the search stops early."""
     found = _PT.search(line)
-    return int(found[1]) if found is not None else default
+    if found is None:
+        return default
+    pt = int(found[1])
+    # in ms like every other line, so a race file's seconds merge in time order (as the decoder reads them)
+    return pt * 1000 if PT_SECONDS[0] <= pt < PT_SECONDS[1] else pt
 
 
 def _timed_lines(k: int, stream: IO[bytes]) -> Iterator[tuple[int, int, int, bytes]]:

@@ -10,7 +10,11 @@ into `(topic, event)` pairs:
 * order changes (`oc`) -> `OrderAccepted`/`OrderFilled`/`OrderCancelled` on `orders.betfair`
   (see `producers.betfair.orders`);
 * race changes (`rc` of an `rcm`, Betfair's race stream) -> `CustomData` named `betfair.race` on
-  `md.betfair.race`, keyed by market id, payload = the change as JSON.
+  `md.betfair.race`, keyed by market id, payload = the change as JSON;
+* cricket changes (`cc` of a `ccm`) -> `CustomData` named `betfair.cricket` on `md.betfair.cricket`,
+  keyed by market id, payload = the change as JSON.
+
+A `pt` in seconds (race stream files have them: 1e9..1e11) is read as seconds, not as ms in 1970.
 
 The same decoder serves `ticktape import betfair` (historical files, ts_recv = pt) and
 `ticktape record betfair` (live, ts_recv = the recorder's capture time). With `encode_books` the
@@ -35,6 +39,7 @@ from ticktape.tape.base import Encoded
 MARKET_TOPIC = "md.betfair.market"
 ORDERS_TOPIC = "orders.betfair"
 RACE_TOPIC = "md.betfair.race"
+CRICKET_TOPIC = "md.betfair.cricket"
 RAW_TOPIC = "raw.betfair"
 GAP_TOPIC = "md.betfair.gap"
 
@@ -105,6 +110,10 @@ class StreamDecoder:
             pt = _pt(data)
             recv = pt if ts_recv is None else ts_recv
             return [(RACE_TOPIC, race_data(rc, pt, recv)) for rc in data.get("rc") or ()]
+        if op == "ccm":
+            pt = _pt(data)
+            recv = pt if ts_recv is None else ts_recv
+            return [(CRICKET_TOPIC, cricket_data(cc, pt, recv)) for cc in data.get("cc") or ()]
         if op in ("connection", "status", "marketCatalogue"):
             return []
         raise ValidationError(f"unknown stream operation op={op!r}")
@@ -176,11 +185,26 @@ def _join_split(reduced: bytes, changes: list[Any], line: bytes | str) -> Any:
     return data
 
 
+PT_SECONDS = (10**9, 10**11)
+"""A `pt` in this range is in seconds (2001-09-09 .. 5138), not ms (it would be 1970-01-12 .. 1973-03-03):
+Betfair's race stream files (`rcm`) were written with seconds; every other stream uses ms."""
+
+
 def _pt(data: dict[str, Any]) -> int:
+    """The message's publish time in ns; `pt` in ms, or in seconds where it can only be seconds."""
     pt = data.get("pt")
-    if not isinstance(pt, int):
+    if not isinstance(pt, int) or isinstance(pt, bool):
         raise ValidationError(f"message without a valid publish time pt: {pt!r}")
-    return pt * MS
+    if PT_SECONDS[0] <= pt < PT_SECONDS[1]:
+        return pt * 1_000_000_000
+    return pt * MS  # smaller values too: hand-written streams (tests, samples) count ms from 0
+
+
+def cricket_data(cc: dict[str, Any], ts_event: int, ts_recv: int) -> CustomData:
+    """One cricket-stream change (fixture, scores, incidents) as `CustomData` keyed by market id,
+    the change as Betfair sent it (lossless: nothing of it is interpreted yet)."""
+    key = str(cc.get("marketId") or cc.get("eventId") or "")
+    return CustomData("betfair.cricket", key, ts_event, ts_recv, orjson.dumps(cc).decode(), "application/json")
 
 
 def race_data(rc: dict[str, Any], ts_event: int, ts_recv: int) -> CustomData:

@@ -123,7 +123,7 @@ class StreamSession:
             if not isinstance(data, dict):
                 raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
             self._control(data, ts_recv, out)
-            if data.get("op") in ("mcm", "ocm", "rcm"):
+            if data.get("op") in ("mcm", "ocm", "rcm", "ccm"):
                 out.events.extend(self.decoder.decode(data, ts_recv))
         except (orjson.JSONDecodeError, *BAD_INPUT) as exc:
             out.dead_letters.append(DeadLetter(self.origin, f"message {self.messages}", f"{type(exc).__name__}: {exc}",
@@ -140,7 +140,7 @@ class StreamSession:
                 out.error = f"{data.get('errorCode')}: {data.get('errorMessage')}"
                 out.close = bool(data.get("connectionClosed"))
             return
-        if op not in ("mcm", "ocm", "rcm"):
+        if op not in ("mcm", "ocm", "rcm", "ccm"):
             return
         # Sequence tokens: keep the latest, exactly as betfairlightweight's stream does.
         if data.get("initialClk"):
