@@ -24,12 +24,12 @@ import betfairlightweight
 import orjson
 
 from producers.betfair.catalogue import CataloguePoller
-from producers.betfair.parse import RAW_TOPIC
+from producers.betfair.parse import MARKET_TOPIC, ORDERS_TOPIC, RAW_TOPIC
 from producers.betfair.session import StreamSession
 from producers.common import BatchAppender, dlq_topic
 from ticktape.config import inside_git_repo, read_toml
 from ticktape.errors import TicktapeError
-from ticktape.events import CustomData, Event
+from ticktape.events import CustomData, Event, MarketDefinition
 from ticktape.retry import backoff_delays
 from ticktape.tape.base import Encoded, Tape
 from ticktape.timeutil import Clock, WallClock
@@ -224,10 +224,13 @@ def resume_sessions(tape: Tape, sessions: Sequence[StreamSession], ts_recv: int)
 
     Only a recorder that keeps raw payloads (`--raw`) can resume: nothing else on the tape holds
     Betfair's clocks and the ladders' full state. Cost: one pass over the raw topic at start-up.
-    Window left: raw payloads and decoded events are different topics, appended one after the
-    other (topics in name order: `md.*`, `orders.*`, then `raw.betfair`); a kill -9 between those
-    appends of one flush leaves books whose raw payload is missing, and the resumed stream sends
-    their messages again: those books are then on the tape twice (never lost).
+    Raw payloads and decoded events are different topics, appended one after the other (topics
+    in name order: `md.*`, `orders.*`, then `raw.betfair`): a kill -9 between those appends leaves
+    books whose raw payload is missing, and the resumed stream sends their messages again. The
+    replay counts the events its payloads give per topic; what the tape holds beyond that (books,
+    definitions and orders: not the catalogue's definitions, which no stream message gives) is
+    dropped from the resumed stream's first events, so nothing is on the tape twice. Cost: one
+    more pass over `md.betfair.market` and `orders.betfair` at start-up.
     """
     by_stream = {s.stream: s for s in sessions}
     lines: dict[str, list[str]] = {name: [] for name in by_stream}
@@ -240,6 +243,17 @@ def resume_sessions(tape: Tape, sessions: Sequence[StreamSession], ts_recv: int)
         n = session.restore(lines[name], ts_recv)
         if n:
             log.info("betfair %s stream: resuming from clk %s after %d recorded messages", name, session.clk, n)
+        for topic, replayed in session.replayed.items():
+            if topic in (MARKET_TOPIC, ORDERS_TOPIC):
+                surplus = _stream_events_on(tape, topic) - replayed
+                if surplus > 0:
+                    session.already_recorded[topic] = surplus
+
+
+def _stream_events_on(tape: Tape, topic: str) -> int:
+    """Events on `topic` that stream messages gave (catalogue definitions are the poller's)."""
+    return sum(1 for p in range(tape.partitions(topic)) for r in tape.read(topic, p)
+               if not (isinstance(r.event, MarketDefinition) and r.event.status == "CATALOGUE"))
 
 
 def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOptions, *, clock: Clock | None = None,

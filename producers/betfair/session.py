@@ -63,6 +63,10 @@ class StreamSession:
         self._dropped_at: int | None = None  # ts_recv of the drop, while a gap is unresolved
         self._drop_reason = ""
         self._status: int | None = None
+        # Per topic: decoded events a resumed stream will send again that are on the tape already
+        # (their raw payload was not: a kill between the two appends), not to be emitted twice.
+        self.already_recorded: dict[str, int] = {}
+        self.replayed: dict[str, int] = {}  # per topic: events `restore` rebuilt (those on the tape before)
 
     # --- the socket's events -------------------------------------------------------------------
 
@@ -89,7 +93,9 @@ class StreamSession:
         """
         n = 0
         for raw in raw_lines:
-            self.on_message(raw, ts_recv)
+            for topic, _ in self.on_message(raw, ts_recv).events:
+                if topic != RAW_TOPIC:
+                    self.replayed[topic] = self.replayed.get(topic, 0) + 1
             n += 1
         self.messages = 0  # dead letters of this run count its own messages
         if n and self.clk:
@@ -124,11 +130,25 @@ class StreamSession:
                 raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
             self._control(data, ts_recv, out)
             if data.get("op") in ("mcm", "ocm", "rcm", "ccm"):
-                out.events.extend(self.decoder.decode(data, ts_recv))
+                events = self.decoder.decode(data, ts_recv)
+                if self.already_recorded:
+                    events = self._not_recorded(events)
+                out.events.extend(events)
         except (orjson.JSONDecodeError, *BAD_INPUT) as exc:
             out.dead_letters.append(DeadLetter(self.origin, f"message {self.messages}", f"{type(exc).__name__}: {exc}",
                                                ts_recv, ts_recv, raw_bytes))
         return out
+
+    def _not_recorded(self, events: list[tuple[str, Event | Encoded]]) -> list[tuple[str, Event | Encoded]]:
+        """`events` without the leading ones per topic that `already_recorded` says are on the tape."""
+        kept = []
+        for topic, event in events:
+            if self.already_recorded.get(topic, 0) > 0:
+                self.already_recorded[topic] -= 1
+            else:
+                kept.append((topic, event))
+        self.already_recorded = {t: n for t, n in self.already_recorded.items() if n > 0}
+        return kept
 
     def _control(self, data: dict[str, Any], ts_recv: int, out: SessionOutput) -> None:
         op = data.get("op")

@@ -113,3 +113,32 @@ def test_a_killed_recorder_resumes_from_the_recorded_clocks(source: str, tmp_pat
     assert recorded == [e._replace(ts_recv=0) for e in expected]  # every change once, in order, right books
     gaps = [e for e in _events(tape_dir, GAP_TOPIC) if isinstance(e, FeedGap)]
     assert gaps and gaps[-1].repaired and "recorder restarted" in gaps[-1].reason
+
+
+def test_books_on_the_tape_without_their_raw_payload_are_not_appended_again(tmp_path: Path) -> None:
+    """The kill -9 window between a flush's appends: `md.betfair.market` is appended before
+    `raw.betfair`, so the last message's books can be on the tape without its raw line. The resumed
+    stream resends that message (its clk was never recorded); its books must not land twice."""
+    from producers.betfair.live import resume_sessions
+    from producers.betfair.session import StreamSession
+
+    lines = [line for line in (FIXTURES / "market.stream").read_bytes().splitlines() if line.strip()]
+    killed = 3  # a line with a book (line 2 is a heartbeat)
+    decoder = StreamDecoder()
+    expected = [[e for t, e in decoder.decode_line(line) if t == MARKET_TOPIC] for line in lines]
+    assert expected[killed] and expected[killed + 1]
+    tape = FileTape(tmp_path / "tape")
+    first = StreamSession("market", keep_raw=True)
+    for i, line in enumerate(lines[:killed + 1]):
+        for topic, event in first.on_message(line, 7).events:
+            if not (i == killed and topic == RAW_TOPIC):  # killed before this raw payload was appended
+                tape.append(topic, [event])  # type: ignore[list-item]
+
+    resumed = StreamSession("market", keep_raw=True)
+    resume_sessions(tape, [resumed], 9)
+    assert resumed.clk == orjson.loads(lines[killed - 1])["clk"]  # the last one whose raw line is on the tape
+    again = resumed.on_message(lines[killed], 10)  # resent by Betfair: its books are on the tape already
+    assert [t for t, _ in again.events] == [RAW_TOPIC]  # only its missing raw line
+    fresh = resumed.on_message(lines[killed + 1], 11)
+    assert [e._replace(ts_recv=0) for t, e in fresh.events if t == MARKET_TOPIC] == [  # type: ignore[union-attr]
+        e._replace(ts_recv=0) for e in expected[killed + 1]]
