@@ -195,6 +195,11 @@ def _pt(data: dict[str, Any]) -> int:
     pt = data.get("pt")
     if not isinstance(pt, int) or isinstance(pt, bool):
         raise ValidationError(f"message without a valid publish time pt: {pt!r}")
+    return pt_ns(pt)
+
+
+def pt_ns(pt: int) -> int:
+    """A stream `pt` (ms, or seconds in `PT_SECONDS`) in ns since the epoch."""
     if PT_SECONDS[0] <= pt < PT_SECONDS[1]:
         return pt * 1_000_000_000
     return pt * MS  # smaller values too: hand-written streams (tests, samples) count ms from 0

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from producers.betfair.parse import GAP_TOPIC, RAW_TOPIC, StreamDecoder
+from producers.betfair.parse import GAP_TOPIC, RAW_TOPIC, StreamDecoder, pt_ns
 from ticktape.errors import ValidationError
 from ticktape.events import CustomData, DeadLetter, Event, FeedGap
 from ticktape.tape import Encoded
@@ -168,8 +168,8 @@ class StreamSession:
         if data.get("clk"):
             self.clk = data["clk"]
         pt = data.get("pt")
-        if isinstance(pt, int):
-            self.last_pt = pt * 1_000_000
+        if isinstance(pt, int) and not isinstance(pt, bool):
+            self.last_pt = pt_ns(pt)  # the decoder's reading (race streams may send seconds)
         status = data.get("status")
         if status != self._status:
             if status is not None:

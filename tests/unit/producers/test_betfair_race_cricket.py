@@ -59,3 +59,14 @@ def test_merged_import_orders_a_seconds_pt_by_its_time() -> None:
     first_cricket = (SHARED / "CRICKET-1.179676557").read_bytes().splitlines()[0]
     # 2018 (seconds) before 2022 (ms): read as numbers alone, the race line would sort 1000x too early
     assert line_pt(first_race, 0) == 1518626764 * 1000 < line_pt(first_cricket, 0)
+
+
+def test_the_live_session_reads_seconds_and_keeps_cricket_changes() -> None:
+    from producers.betfair.session import StreamSession
+
+    session = StreamSession("market")
+    out = session.on_message(b'{"op":"rcm","clk":"3","pt":1518626764,"rc":[{"mid":"1.2"}]}', 5)
+    assert session.last_pt == 1518626764 * S and not out.dead_letters  # the time a gap is stamped with
+    out = session.on_message(b'{"op":"ccm","clk":"4","pt":1643299036304,"cc":[{"marketId":"1.3","eventId":"9"}]}', 6)
+    assert not out.dead_letters and [(t, e.key) for t, e in out.events] == [(CRICKET_TOPIC, "1.3")]  # type: ignore[union-attr]
+    assert session.clk == "4"

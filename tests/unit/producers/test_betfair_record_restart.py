@@ -77,7 +77,7 @@ def test_a_killed_recorder_resumes_from_the_recorded_clocks(source: str, tmp_pat
                "--heartbeat-ms", "500", "--stream-endpoint", f"127.0.0.1:{stream.port}",
                "--identity-url", api.identity_url, "--api-url", api.api_url]
     env = {**os.environ, "BETFAIR_USERNAME": "user", "BETFAIR_PASSWORD": "pa55word", "BETFAIR_APP_KEY": "app-key",
-           "REQUESTS_CA_BUNDLE": str(cert), "PYTHONPATH": str(Path.cwd())}
+           "REQUESTS_CA_BUNDLE": str(cert), "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     try:
         first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
         try:
