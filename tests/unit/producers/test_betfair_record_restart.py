@@ -142,3 +142,15 @@ def test_books_on_the_tape_without_their_raw_payload_are_not_appended_again(tmp_
     fresh = resumed.on_message(lines[killed + 1], 11)
     assert [e._replace(ts_recv=0) for t, e in fresh.events if t == MARKET_TOPIC] == [  # type: ignore[union-attr]
         e._replace(ts_recv=0) for e in expected[killed + 1]]
+
+
+@pytest.mark.parametrize("bad", ["127.0.0.1", ":443", "localhost:https"])
+def test_a_bad_stream_endpoint_is_a_usage_error_naming_the_option(bad: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ticktape.cli import _register_plugins, cli
+
+    _register_plugins()
+    result = CliRunner().invoke(cli, ["--tape", f"file:{tmp_path / 'tape'}", "record", "betfair",
+                                      "--market-ids", "1.1", "--stream-endpoint", bad])
+    assert result.exit_code == 2 and "--stream-endpoint" in result.output and "ADDRESS:PORT" in result.output
