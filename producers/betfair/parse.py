@@ -59,7 +59,8 @@ class StreamDecoder:
     market's cache is made -- betfairlightweight's live rule (`clear_stale_cache`); its historical
     stream never drops one, a difference only for a market changed again 8 h after its close.
     So a stream of thousands of markets holds the open ones plus those closed in the last 8 h of
-    its time: each costs its last book (full ladders; ~10-50 KB in objects for a race market).
+    its time: each costs its ladders' state (measured with tracemalloc: ~50 KB for the recorded
+    6-runner greyhound market 1.197931750, on either twin; more runners and deeper ladders cost more).
     """
 
     def __init__(self, *, evict_closed: bool = True, runner_names: dict[str, dict[int, str]] | None = None,
