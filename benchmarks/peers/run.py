@@ -71,52 +71,75 @@ def run_measured(cmd: list[str], *, cwd: Path = REPO) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- one run of each engine
 
-def ticktape_ema(tape_uri: str, work: Path) -> dict[str, Any]:
-    """`ticktape backtest ema_cross` on the naive venue (market orders fill in full at the last trade)."""
+def ticktape_ema(tape_uri: str, work: Path, *, keep: bool = False) -> dict[str, Any]:
+    """`ticktape backtest ema_cross` on the naive venue (market orders fill in full at the last trade).
+
+    Timed runs write no output tape (`--no-out`: the peers write none either, and writing the run
+    costs ticktape ~4x here: see BENCHMARKS.md); `keep=True` is the one untimed run whose output
+    tape gives the fills, and its intents digest must equal the timed runs'.
+    """
     out = work / "ema-out"
     shutil.rmtree(out, ignore_errors=True)
     m = run_measured([sys.executable, "-m", "ticktape", "--tape", tape_uri, "backtest", "ema_cross",
                       "--param", f"topic={data.TRADE_TOPIC}", "--venue", "naive", "--json",
-                      "--out", f"file:{out}", "--run-id", "peers-ema", "--no-progress"])
+                      *(["--out", f"file:{out}"] if keep else ["--no-out"]), "--run-id", "peers-ema",
+                      "--no-progress"])
     summary = json.loads(m.pop("stdout"))
-    from ticktape.events import OrderFilled
-    from ticktape.tape import open_tape
-
-    tape = open_tape(f"file:{out}")
-    fills = [[e.ts_event, e.side, e.price, e.size] for e in tape.read_events("orders.event", 0)  # type: ignore[attr-defined]
-             if type(e) is OrderFilled]
-    tape.close()
     import ticktape
 
-    return {**m, "engine": "ticktape", "version": getattr(ticktape, "__version__", "main"),
-            "events": summary["events"], "run_s": summary["wall_time_s"], "segments_s": [], "fills": fills}
+    res = {**m, "engine": "ticktape", "version": getattr(ticktape, "__version__", "main"),
+           "events": summary["events"], "run_s": summary["wall_time_s"], "segments_s": [],
+           "intents_sha256": summary["intents_sha256"]}
+    if keep:
+        from ticktape.events import OrderFilled
+        from ticktape.tape import open_tape
+
+        tape = open_tape(f"file:{out}")
+        res["fills"] = [[e.ts_event, e.side, e.price, e.size]
+                        for e in tape.read_events("orders.event", 0)  # type: ignore[attr-defined]
+                        if type(e) is OrderFilled]
+        tape.close()
+    return res
 
 
-def ticktape_betfair(tape_uri: str, work: Path) -> dict[str, Any]:
-    """`ticktape backtest betfair_back_favourite` (its defaults: stake 2, 60 s before the off)."""
+def ticktape_betfair(tape_uri: str, work: Path, *, keep: bool = False) -> dict[str, Any]:
+    """`ticktape backtest betfair_back_favourite` (its defaults: stake 2, 60 s before the off); see `ticktape_ema`."""
     out = work / "bf-out"
     shutil.rmtree(out, ignore_errors=True)
     m = run_measured([sys.executable, "-m", "ticktape", "--tape", tape_uri, "backtest", "betfair_back_favourite",
-                      "--json", "--out", f"file:{out}", "--run-id", "peers-bf", "--no-progress"])
+                      "--json", *(["--out", f"file:{out}"] if keep else ["--no-out"]), "--run-id", "peers-bf",
+                      "--no-progress"])
     summary = json.loads(m.pop("stdout"))
-    from ticktape.events import OrderFilled, PlaceOrder
-    from ticktape.tape import open_tape
-
-    tape = open_tape(f"file:{out}")
-    placed = {e.client_order_id: e for e in tape.read_events("orders.intent", 0)  # type: ignore[attr-defined]
-              if type(e) is PlaceOrder}
-    matched: dict[str, float] = dict.fromkeys(placed, 0.0)
-    for e in tape.read_events("orders.event", 0):  # type: ignore[attr-defined]
-        if type(e) is OrderFilled:
-            matched[e.client_order_id] += e.size
-    tape.close()
-    bets = [{"market_id": p.instrument.split(":")[0], "selection_id": int(p.instrument.split(":")[1]),
-             "price": p.price, "size": p.size, "matched": matched[cid]} for cid, p in placed.items()]
     import ticktape
 
-    return {**m, "engine": "ticktape", "version": getattr(ticktape, "__version__", "main"),
-            "events": summary["events"], "run_s": summary["wall_time_s"],
-            "segments_s": [], "bets": sorted(bets, key=lambda b: b["market_id"])}
+    res = {**m, "engine": "ticktape", "version": getattr(ticktape, "__version__", "main"),
+           "events": summary["events"], "run_s": summary["wall_time_s"], "segments_s": [],
+           "intents_sha256": summary["intents_sha256"]}
+    if keep:
+        from ticktape.events import OrderFilled, PlaceOrder
+        from ticktape.tape import open_tape
+
+        tape = open_tape(f"file:{out}")
+        placed = {e.client_order_id: e for e in tape.read_events("orders.intent", 0)  # type: ignore[attr-defined]
+                  if type(e) is PlaceOrder}
+        matched: dict[str, float] = dict.fromkeys(placed, 0.0)
+        for e in tape.read_events("orders.event", 0):  # type: ignore[attr-defined]
+            if type(e) is OrderFilled:
+                matched[e.client_order_id] += e.size
+        tape.close()
+        bets = [{"market_id": p.instrument.split(":")[0], "selection_id": int(p.instrument.split(":")[1]),
+                 "price": p.price, "size": p.size, "matched": matched[cid]} for cid, p in placed.items()]
+        res["bets"] = sorted(bets, key=lambda b: b["market_id"])
+    return res
+
+
+def decisions_of(timed: list[dict[str, Any]], kept: dict[str, Any]) -> dict[str, Any]:
+    """The untimed run that kept its output, after checking it decided as every timed run did."""
+    digests = {r["intents_sha256"] for r in timed}
+    if digests != {kept["intents_sha256"]}:
+        raise compare.DecisionMismatch(f"ticktape's runs placed different intents: {digests}, kept "
+                                       f"{kept['intents_sha256']}")
+    return kept
 
 
 def child(peer: str, script: str, src: Path, work: Path) -> dict[str, Any]:
@@ -175,7 +198,8 @@ def ema_section(trades: int, seed: int, rounds: int, work: Path, loads: list[flo
         "nautilus_trader": lambda: child("nautilus", "nautilus_ema.py", parquet, work),
         "backtrader": lambda: child("backtrader", "backtrader_ema.py", parquet, work),
     }, loads)
-    last = {name: rs[-1]["fills"] for name, rs in runs.items()}
+    kept = decisions_of(runs["ticktape"], ticktape_ema(tape_uri, work, keep=True))
+    last = {"ticktape": kept["fills"], **{name: rs[-1]["fills"] for name, rs in runs.items() if name != "ticktape"}}
     counts = {name: compare.side_counts(f) for name, f in last.items()}
     compare.require_equal("ema_cross buy/sell counts", compare.check_orders(counts))
     figures = {name: median_figures(rs, trades) for name, rs in runs.items()}
@@ -201,7 +225,8 @@ def betfair_section(markets: int, rounds: int, work: Path, loads: list[float]) -
         "ticktape": lambda: ticktape_betfair(tape_uri, work),
         "flumine": lambda: child("flumine", "flumine_back_favourite.py", d / "markets", work),
     }, loads)
-    ours = [compare.Bet.of(b) for b in runs["ticktape"][-1]["bets"]]
+    kept = decisions_of(runs["ticktape"], ticktape_betfair(tape_uri, work, keep=True))
+    ours = [compare.Bet.of(b) for b in kept["bets"]]
     theirs = [compare.Bet.of(b) for b in runs["flumine"][-1]["bets"]]
     compare.require_equal("betfair_back_favourite bets", compare.check_bets(ours, theirs))
     figures = {name: median_figures(rs, updates) for name, rs in runs.items()}
