@@ -42,30 +42,40 @@ def run_process(cmd: list[str], *, cwd: Path = REPO) -> dict[str, Any]:
 
 
 def run_measured(cmd: list[str], *, cwd: Path = REPO) -> dict[str, Any]:
-    """Like `run_process` but with this child's own rusage (not the sum over all children)."""
-    t0 = time.perf_counter()
-    with open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdin=devnull, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        # wait4 reaps the child and returns its rusage; the pipes are drained by threads meanwhile
-        import threading
+    """Like `run_process`, with the child's CPU time and peak RSS.
 
-        chunks: dict[str, bytes] = {}
+    The child runs under `/usr/bin/time`: Linux carries a process's RSS high-water mark over fork
+    and exec, so a child forked straight from this (large) process would report at least our own
+    RSS as its peak. `time` is small, and reports its child's own `ru_maxrss`.
+    """
+    import tempfile
 
-        def drain(name: str, stream: Any) -> None:
-            chunks[name] = stream.read()
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        t0 = time.perf_counter()
+        with open(os.devnull, "rb") as devnull:
+            proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd], cwd=cwd, stdin=devnull,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            import threading
 
-        threads = [threading.Thread(target=drain, args=(n, s)) for n, s in (("out", proc.stdout), ("err", proc.stderr))]
-        for t in threads:
-            t.start()
-        _, status, ru = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        for t in threads:
-            t.join()
+            chunks: dict[str, bytes] = {}
+
+            def drain(name: str, stream: Any) -> None:
+                chunks[name] = stream.read()
+
+            threads = [threading.Thread(target=drain, args=(n, s)) for n, s in (("out", proc.stdout),
+                                                                                 ("err", proc.stderr))]
+            for t in threads:
+                t.start()
+            _, status, ru = os.wait4(proc.pid, 0)  # this child's (and its child's) rusage alone
+            wall = time.perf_counter() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            for t in threads:
+                t.join()
+        peak_kb = int(rss.read().strip().splitlines()[-1] or 0) if proc.returncode == 0 else 0
     if proc.returncode != 0:
         err = chunks.get("err", b"").decode(errors="replace")
         raise RuntimeError(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}):\n{err[-3000:]}")
-    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "maxrss_mb": ru.ru_maxrss / 1024,
+    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "maxrss_mb": peak_kb / 1024,
             "stdout": chunks.get("out", b"").decode()}
 
 
