@@ -172,6 +172,27 @@ def test_damage_is_read_exactly_or_named(pristine: Path, tmp_path: Path, pattern
     assert checked >= 3 * CASES_PER_FILE[(pattern, kind)]
 
 
+@pytest.mark.parametrize("blocks_cut", [1, 2])
+def test_a_cut_exactly_at_a_block_boundary_is_named_and_repaired(pristine: Path, tmp_path: Path,
+                                                                 blocks_cut: int) -> None:
+    """Every byte left verifies, so only the index shows the loss: readers name it and repair fixes it.
+    (Found by the random cuts above: one that removed exactly the last block left repair with
+    nothing to do and the partition unreadable.)"""
+    for file_index in range(len(_files(pristine, "*.avro"))):
+        root = tmp_path / f"{file_index}" / "tape"
+        shutil.copytree(pristine, root)
+        target = _files(root, "*.avro")[file_index]
+        pos, _ = _blocks(target)[-blocks_cut]
+        target.write_bytes(target.read_bytes()[:pos])
+        try:
+            assert not _check_read(root, ORIGINAL, target), "acknowledged blocks were cut and nobody said so"
+            expected = _check_writer(root, ORIGINAL, target)
+            _check_read(root, expected, target)
+            _check_repair(root, {p.name: p.read_bytes() for p in _files(root, "*.avro")})
+        except AssertionError as exc:
+            raise AssertionError(f"{target.name}, cut at block boundary {pos}: {exc}") from exc
+
+
 def _ten_block_tape(root: Path) -> Path:
     tape = FileTape(root)
     for i in range(10):

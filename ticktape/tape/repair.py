@@ -287,6 +287,13 @@ def _check_segment(tape: FileTape, topic: str, partition: int, path: Path, next_
         codec = COMPRESSIONS[tape.compression_of(topic)]  # the header that said it is unreadable
         return report, _successor(tape, topic, partition, path, lost[0][1], codec) if next_base is None else []
     parts, problem = _Verifier(data, header, tape.codec, where, indexed).parts(header.size)
+    past_end = sorted(e.pos for e in indexed.values() if e.end > len(data))
+    if past_end and (not parts or isinstance(parts[-1], Block)):
+        # Cut exactly at a block boundary: every byte left verifies, but the index (which readers
+        # trust) lists blocks the file no longer holds. Their offsets are lost, as after any cut.
+        problem = problem or (f"the index lists a block at byte {past_end[0]} but the file ends at byte "
+                              f"{len(data)} (truncated)")
+        parts.append(Gap(len(data), len(data), None))
     if problem is None or (next_base is None and _torn_tail(parts, data, header.sync, indexed)):
         return None
     blocks, lost, estimated = _number(parts, base, end)
