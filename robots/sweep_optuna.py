@@ -19,9 +19,13 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from robots.sweep import SweepError
+from robots.sweep import RESULT_FIELDS, SweepError
 
-__all__ = ["import_optuna", "optuna_search"]
+__all__ = ["OBJECTIVES", "import_optuna", "optuna_search"]
+
+OBJECTIVES = tuple(f for f in RESULT_FIELDS if f not in ("events", "events_per_s", "intents_sha256"))
+"""Summary fields a search may optimise: the numeric results that are the same on every run of the
+same inputs (not the input count, the machine-dependent speed, or the hash)."""
 
 Point = dict[str, object]
 RunBatch = Callable[[list[tuple[int, Point, str]]], dict[str, dict[str, Any]]]
@@ -59,8 +63,7 @@ def optuna_search(grid: Mapping[str, Sequence[object]], n_trials: int, *, seed: 
     names = list(grid)
     if not names:
         raise SweepError("--search optuna:N needs at least one --grid parameter to search")
-    if objective not in ("pnl", "fees", "max_drawdown", "fills", "intents", "sharpe", "sortino") and \
-            objective not in names:
+    if objective not in OBJECTIVES and objective not in names:
         # a misspelt objective would make every trial a failure and the search a random one
         raise SweepError(f"--objective {objective!r} is not a run summary field (pnl, max_drawdown, sharpe, ...)")
     study = optuna.create_study(direction="maximize" if maximize else "minimize",

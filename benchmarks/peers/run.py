@@ -81,6 +81,20 @@ def run_measured(cmd: list[str], *, cwd: Path = REPO) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- one run of each engine
 
+def _ticktape_backtest(tape_uri: str, out: Path, keep: bool, run_id: str, args: list[str]) -> dict[str, Any]:
+    """One `ticktape backtest ... --json` measured as a process: its figures and summary fields, and
+    with `keep` its output tape left at `out` (else `--no-out`)."""
+    shutil.rmtree(out, ignore_errors=True)
+    m = run_measured([sys.executable, "-m", "ticktape", "--tape", tape_uri, "backtest", *args, "--json",
+                      *(["--out", f"file:{out}"] if keep else ["--no-out"]), "--run-id", run_id, "--no-progress"])
+    summary = json.loads(m.pop("stdout"))
+    import ticktape
+
+    return {**m, "engine": "ticktape", "version": getattr(ticktape, "__version__", "main"),
+            "events": summary["events"], "run_s": summary["wall_time_s"], "segments_s": [],
+            "intents_sha256": summary["intents_sha256"]}
+
+
 def ticktape_ema(tape_uri: str, work: Path, *, keep: bool = False) -> dict[str, Any]:
     """`ticktape backtest ema_cross` on the naive venue (market orders fill in full at the last trade).
 
@@ -89,17 +103,8 @@ def ticktape_ema(tape_uri: str, work: Path, *, keep: bool = False) -> dict[str, 
     tape gives the fills, and its intents digest must equal the timed runs'.
     """
     out = work / "ema-out"
-    shutil.rmtree(out, ignore_errors=True)
-    m = run_measured([sys.executable, "-m", "ticktape", "--tape", tape_uri, "backtest", "ema_cross",
-                      "--param", f"topic={data.TRADE_TOPIC}", "--venue", "naive", "--json",
-                      *(["--out", f"file:{out}"] if keep else ["--no-out"]), "--run-id", "peers-ema",
-                      "--no-progress"])
-    summary = json.loads(m.pop("stdout"))
-    import ticktape
-
-    res = {**m, "engine": "ticktape", "version": getattr(ticktape, "__version__", "main"),
-           "events": summary["events"], "run_s": summary["wall_time_s"], "segments_s": [],
-           "intents_sha256": summary["intents_sha256"]}
+    res = _ticktape_backtest(tape_uri, out, keep, "peers-ema",
+                             ["ema_cross", "--param", f"topic={data.TRADE_TOPIC}", "--venue", "naive"])
     if keep:
         from ticktape.events import OrderFilled
         from ticktape.tape import open_tape
@@ -115,16 +120,7 @@ def ticktape_ema(tape_uri: str, work: Path, *, keep: bool = False) -> dict[str, 
 def ticktape_betfair(tape_uri: str, work: Path, *, keep: bool = False) -> dict[str, Any]:
     """`ticktape backtest betfair_back_favourite` (its defaults: stake 2, 60 s before the off); see `ticktape_ema`."""
     out = work / "bf-out"
-    shutil.rmtree(out, ignore_errors=True)
-    m = run_measured([sys.executable, "-m", "ticktape", "--tape", tape_uri, "backtest", "betfair_back_favourite",
-                      "--json", *(["--out", f"file:{out}"] if keep else ["--no-out"]), "--run-id", "peers-bf",
-                      "--no-progress"])
-    summary = json.loads(m.pop("stdout"))
-    import ticktape
-
-    res = {**m, "engine": "ticktape", "version": getattr(ticktape, "__version__", "main"),
-           "events": summary["events"], "run_s": summary["wall_time_s"], "segments_s": [],
-           "intents_sha256": summary["intents_sha256"]}
+    res = _ticktape_backtest(tape_uri, out, keep, "peers-bf", ["betfair_back_favourite"])
     if keep:
         from ticktape.events import OrderFilled, PlaceOrder
         from ticktape.tape import open_tape
