@@ -60,10 +60,9 @@ class EntryDecoder:
         known = {v.fingerprint.hex() for v in codec.registry.current.values()}
         known |= {fp.hex() for fp in codec.registry.same_body}
         self.resolvers: dict[type, Resolver] = {}
-        plan = None
-        if not (header.schema == current or (written != [""] and set(written) <= known)):
-            plan = legacy_plan(codec, header.schema, written)
-        if header.schema == current or (written != [""] and set(written) <= known) or plan is not None:
+        as_today = header.schema == current or (written != [""] and set(written) <= known)
+        plan = None if as_today else legacy_plan(codec, header.schema, written)
+        if as_today or plan is not None:
             # Decode with a program compiled from the writer's own union (its branch numbers): no
             # resolution when every type in it is at its current version; otherwise only the records
             # of the types that changed are resolved (`legacy`), the rest keeps this speed.
