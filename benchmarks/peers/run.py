@@ -98,9 +98,10 @@ def _ticktape_backtest(tape_uri: str, out: Path, keep: bool, run_id: str, args: 
 def ticktape_ema(tape_uri: str, work: Path, *, keep: bool = False) -> dict[str, Any]:
     """`ticktape backtest ema_cross` on the naive venue (market orders fill in full at the last trade).
 
-    Timed runs write no output tape (`--no-out`: the peers write none either, and writing the run
-    costs ticktape ~4x here: see BENCHMARKS.md); `keep=True` is the one untimed run whose output
-    tape gives the fills, and its intents digest must equal the timed runs'.
+    Timed runs write no output tape (`--no-out`: the peers write none either); `keep=True` is the one
+    untimed run whose output tape gives the fills, and its intents digest must equal the timed runs'.
+    The first run on a fresh tape also writes the Parquet copies of its sealed segments (once, ~0.8 s
+    per 1M trades); the median of the rounds leaves that out.
     """
     out = work / "ema-out"
     res = _ticktape_backtest(tape_uri, out, keep, "peers-ema",

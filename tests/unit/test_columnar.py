@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import make_trades, segment_header_bytes
 from tests.strategies import strategy_for
+from ticktape.codec import VM
 from ticktape.events import MarketBook, PriceSize, Quote, RunnerBook
 from ticktape.schemas import registry
 from ticktape.tape.columnar import arrow_schema, events_to_table, iter_events_columnar, read_columnar, table_to_events
@@ -118,3 +119,35 @@ def test_a_backtest_on_nested_books_reads_avro_only(tmp_path: Path) -> None:
             "print(n, 'pyarrow' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert done.stdout.split() == ["300", "False"]
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_a_backtest_on_flat_segments_reads_arrow_from_the_first_run(tmp_path: Path, writable: bool,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sealed Trade segments: the first run converts the Avro blocks to Arrow (with the C engine, no
+    event tuples built on the way), writes the Parquet copies and gives the same events, from any offset; a tape whose
+    directory refuses the copy is read from the table and nothing is cached."""
+    import robots.fastread
+    from robots.fastread import partition_events
+    from ticktape.tape import columnar
+
+    tape = FileTape(tmp_path, segment_bytes=30_000)
+    events = make_trades(3_000)
+    for i in range(0, 3_000, 100):
+        tape.append("md.trade", events[i:i + 100])
+    assert len(tape.segment_paths("md.trade")) >= 3
+
+    def no_events(*_: object) -> None:
+        raise AssertionError("the first run built event tuples to make its Arrow table")
+    if VM is not None:
+        monkeypatch.setattr(columnar, "events_to_table", no_events)
+    if not writable:
+        def refuse(*_: object) -> None:
+            raise PermissionError("read-only tape")
+        monkeypatch.setattr(columnar, "write_parquet_copy", refuse)
+    assert list(partition_events(tape, "md.trade", 0, 1_234, 3_000)) == events[1_234:]
+    assert list(partition_events(tape, "md.trade", 0, 0, 3_000)) == events
+    copies = list(tmp_path.glob("md.trade/0/*.parquet"))
+    assert len(copies) == (len(tape.segment_paths("md.trade")) - 1 if writable else 0)
+    assert list(partition_events(tape, "md.trade", 0, 5, 3_000)) == events[5:]  # from the copies
+    assert robots.fastread.flat_type("Trade")

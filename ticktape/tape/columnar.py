@@ -148,15 +148,6 @@ def entries_to_tables(entries: list[tuple[int, str | None, Event]]) -> Iterator[
         yield type_name, events_to_table(type_name, offsets, keys, events)
 
 
-def segment_entries(seg: Segment) -> list[tuple[int, str | None, Event]]:
-    """Every (offset, key, event) of a segment, decoded by the C decoder."""
-    out: list[tuple[int, str | None, Event]] = []
-    for bi, info in enumerate(seg.blocks):
-        for i, (key, event) in enumerate(seg.read_block(bi)):
-            out.append((info.first_offset + i, key, event))
-    return out
-
-
 @cache
 def _symbols(symbols: tuple[str, ...]) -> pa.Array:
     return pa.array(symbols, pa.string())
@@ -225,7 +216,7 @@ def block_table(seg: Segment, index: int) -> tuple[str, pa.Table] | list[tuple[s
     return decoder.decode(data, info.records, info.first_offset)
 
 
-def _segment_tables(seg: Segment) -> list[tuple[str, pa.Table]]:
+def segment_tables(seg: Segment) -> list[tuple[str, pa.Table]]:
     """A segment as maximal same-type runs of tables; flat blocks skip the Python objects."""
     runs: list[tuple[str, list[pa.Table]]] = []
     pending: list[tuple[int, str | None, Event]] = []
@@ -302,7 +293,7 @@ def _cached_segment(seg: Segment, write_cache: bool) -> list[tuple[str, pa.Table
     copy = parquet_copy(seg)
     if copy is not None:
         return [copy]
-    tables = _segment_tables(seg)
+    tables = segment_tables(seg)
     if write_cache and len(tables) == 1:
         write_parquet_copy(seg, *tables[0])
     return tables
@@ -318,7 +309,7 @@ def read_columnar(tape: Tape, topic: str, partition: int = 0, from_offset: int =
             if seg.end_offset <= from_offset or not seg.blocks:
                 continue
             sealed = i < len(segments) - 1
-            tables = _cached_segment(seg, cache_sealed) if sealed else _segment_tables(seg)
+            tables = _cached_segment(seg, cache_sealed) if sealed else segment_tables(seg)
             for type_name, table in tables:
                 if from_offset > 0:
                     table = table.filter(pc.greater_equal(table.column("_offset"), from_offset))
