@@ -119,6 +119,124 @@ class Control(NamedTuple):
     issued_by: str = ""
 
 
+class CricketFixtureInfo(NamedTuple):
+    """The fixture (fixtureInfo)."""
+
+    home_team: str | None = None
+    away_team: str | None = None
+    expected_start_time: int | None = None
+    fixture_status: str | None = None
+    event_description: str | None = None
+    max_overs: int | None = None
+    event_status: str | None = None
+
+
+class CricketPlayerInfo(NamedTuple):
+    """One player of a team."""
+
+    name: str | None = None
+    is_captain: bool | None = None
+    is_wicket_keeper: bool | None = None
+
+
+class CricketTeamInfo(NamedTuple):
+    """A team (homeTeam, awayTeam)."""
+
+    name: str | None = None
+    players: tuple[CricketPlayerInfo, ...] | None = None
+    selection_id: int | None = None
+
+
+class CricketInningsStats(NamedTuple):
+    """One innings."""
+
+    innings_num: int | None = None
+    batting_team: str | None = None
+    bowling_team: str | None = None
+    innings_runs: int | None = None
+    innings_overs: str | None = None
+    innings_wickets: int | None = None
+
+
+class CricketBattingTeamStats(NamedTuple):
+    """The batting side's two batters (battingTeamStats)."""
+
+    team_name: str | None = None
+    bat_1_name: str | None = None
+    bat_1_runs: int | None = None
+    bat_1_balls: int | None = None
+    bat_1_fours: int | None = None
+    bat_1_sixes: int | None = None
+    bat_1_strike: int | None = None
+    bat_2_name: str | None = None
+    bat_2_runs: int | None = None
+    bat_2_balls: int | None = None
+    bat_2_fours: int | None = None
+    bat_2_sixes: int | None = None
+    bat_2_strike: int | None = None
+
+
+class CricketBowlingTeamStats(NamedTuple):
+    """The bowling side's two bowlers (bowlingTeamStats)."""
+
+    team_name: str | None = None
+    bowl_1_name: str | None = None
+    bowl_1_overs: str | None = None
+    bowl_1_runs: int | None = None
+    bowl_1_maidens: int | None = None
+    bowl_1_wickets: int | None = None
+    bowl_2_name: str | None = None
+    bowl_2_overs: str | None = None
+    bowl_2_runs: int | None = None
+    bowl_2_maidens: int | None = None
+    bowl_2_wickets: int | None = None
+
+
+class CricketMatchStats(NamedTuple):
+    """The score (matchStats)."""
+
+    current_innings: int | None = None
+    toss_result: str | None = None
+    innings_stats: tuple[CricketInningsStats, ...] | None = None
+    batting_team_stats: CricketBattingTeamStats | None = None
+    bowling_team_stats: CricketBowlingTeamStats | None = None
+    winner: str | None = None
+    scoreboard_status: str | None = None
+
+
+class CricketIncident(NamedTuple):
+    """One incident (incidentListWrapper.incidentList entry)."""
+
+    participant_ref: str | None = None
+    incident_type: str | None = None
+    qualifier_type: str | None = None
+    value: str | None = None
+    innings: int | None = None
+    overs: str | None = None
+    actual_time: int | None = None
+    modified: bool | None = None
+
+
+class CricketMatch(NamedTuple):
+    """Betfair cricket stream (ccm): one match's state after one change."""
+
+    market_id: str
+    ts_event: int
+    ts_recv: int
+    event_id: str | None
+    pt: int
+    clk: str | None
+    initial_clk: str | None
+    ct: str | None
+    fixture_info: CricketFixtureInfo | None
+    home_team: CricketTeamInfo | None
+    away_team: CricketTeamInfo | None
+    match_stats: CricketMatchStats | None
+    incidents: tuple[CricketIncident, ...] | None
+    change: str
+    extra: str | None = None
+
+
 class CustomData(NamedTuple):
     """Anything else with a time: tweets, signals, race data."""
 
@@ -373,6 +491,49 @@ class Quote(NamedTuple):
     ask_size: float
 
 
+class RaceProgress(NamedTuple):
+    """The race's progress (rpc)."""
+
+    feed_time: int | None = None
+    gate_name: str | None = None
+    sectional_time: float | None = None
+    running_time: float | None = None
+    speed: float | None = None
+    progress: float | None = None
+    order: tuple[int, ...] | None = None
+    jumps: str | None = None
+    warn: str | None = None
+
+
+class RaceRunner(NamedTuple):
+    """One runner's last change (an rrc entry)."""
+
+    selection_id: int
+    feed_time: int | None = None
+    lat: float | None = None
+    long: float | None = None
+    speed: float | None = None
+    progress: float | None = None
+    stride_frequency: float | None = None
+
+
+class RaceChange(NamedTuple):
+    """Betfair race stream (rcm, tracking data): one race's state after one change."""
+
+    market_id: str
+    ts_event: int
+    ts_recv: int
+    race_id: str | None
+    pt: int
+    clk: str | None
+    initial_clk: str | None
+    ct: str | None
+    progress: RaceProgress | None
+    runners: tuple[RaceRunner, ...]
+    change: str
+    extra: str | None = None
+
+
 class ReplaceOrder(NamedTuple):
     """Intent: change price and/or size of a resting order."""
 
@@ -480,6 +641,7 @@ Event: TypeAlias = (
     | BookSnapshot
     | CancelOrder
     | Control
+    | CricketMatch
     | CustomData
     | DeadLetter
     | FeedGap
@@ -495,6 +657,7 @@ Event: TypeAlias = (
     | PlaceOrder
     | PositionSnapshot
     | Quote
+    | RaceChange
     | ReplaceOrder
     | RunFinished
     | RunSnapshot
@@ -513,6 +676,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     "BookSnapshot": BookSnapshot,
     "CancelOrder": CancelOrder,
     "Control": Control,
+    "CricketMatch": CricketMatch,
     "CustomData": CustomData,
     "DeadLetter": DeadLetter,
     "FeedGap": FeedGap,
@@ -528,6 +692,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     "PlaceOrder": PlaceOrder,
     "PositionSnapshot": PositionSnapshot,
     "Quote": Quote,
+    "RaceChange": RaceChange,
     "ReplaceOrder": ReplaceOrder,
     "RunFinished": RunFinished,
     "RunSnapshot": RunSnapshot,
@@ -547,6 +712,15 @@ RECORD_TYPES: dict[str, type[tuple[object, ...]]] = {
     "ticktape.BookSnapshot": BookSnapshot,
     "ticktape.CancelOrder": CancelOrder,
     "ticktape.Control": Control,
+    "ticktape.CricketFixtureInfo": CricketFixtureInfo,
+    "ticktape.CricketPlayerInfo": CricketPlayerInfo,
+    "ticktape.CricketTeamInfo": CricketTeamInfo,
+    "ticktape.CricketInningsStats": CricketInningsStats,
+    "ticktape.CricketBattingTeamStats": CricketBattingTeamStats,
+    "ticktape.CricketBowlingTeamStats": CricketBowlingTeamStats,
+    "ticktape.CricketMatchStats": CricketMatchStats,
+    "ticktape.CricketIncident": CricketIncident,
+    "ticktape.CricketMatch": CricketMatch,
     "ticktape.CustomData": CustomData,
     "ticktape.DeadLetter": DeadLetter,
     "ticktape.FeedGap": FeedGap,
@@ -564,6 +738,9 @@ RECORD_TYPES: dict[str, type[tuple[object, ...]]] = {
     "ticktape.PlaceOrder": PlaceOrder,
     "ticktape.PositionSnapshot": PositionSnapshot,
     "ticktape.Quote": Quote,
+    "ticktape.RaceProgress": RaceProgress,
+    "ticktape.RaceRunner": RaceRunner,
+    "ticktape.RaceChange": RaceChange,
     "ticktape.ReplaceOrder": ReplaceOrder,
     "ticktape.RunFinished": RunFinished,
     "ticktape.RunSnapshot": RunSnapshot,

@@ -40,8 +40,8 @@ def import_betfair(obj: object, files: tuple[str, ...], strict: bool, force: boo
     files imported before are imported alone.
 
     Every market change becomes a MarketBook (full ladders) on md.betfair.market, definition
-    changes a MarketDefinition there too; order changes go to orders.betfair, race data to
-    md.betfair.race, cricket data to md.betfair.cricket, bad lines to dlq.betfair.
+    changes a MarketDefinition there too; order changes go to orders.betfair, race data (RaceChange) to
+    md.betfair.race, cricket data (CricketMatch) to md.betfair.cricket, bad lines to dlq.betfair.
     """
     from producers.betfair.historical import expand_inputs, import_file
 

@@ -1,18 +1,17 @@
 """Betfair Exchange Stream API messages -> ticktape events. Pure: no I/O, no clock.
 
 One `StreamDecoder` per connection (live) or per historical file: it holds the market and
-order caches and turns each message (`mcm`, `ocm`, `rcm`; `connection`/`status` carry no data)
-into `(topic, event)` pairs:
+order caches, the races and the cricket matches, and turns each message (`mcm`, `ocm`, `rcm`,
+`ccm`; `connection`/`status` carry no data) into `(topic, event)` pairs:
 
 * every market change (`mc` entry) -> one `MarketBook` on `md.betfair.market` with the full book
   after that change (ts_event = the message's `pt` in ns), preceded by a `MarketDefinition` on
   the same topic when the change carries a definition that differs from the last one recorded;
 * order changes (`oc`) -> `OrderAccepted`/`OrderFilled`/`OrderCancelled` on `orders.betfair`
   (see `producers.betfair.orders`);
-* race changes (`rc` of an `rcm`, Betfair's race stream) -> `CustomData` named `betfair.race` on
-  `md.betfair.race`, keyed by market id, payload = the change as JSON;
-* cricket changes (`cc` of a `ccm`) -> `CustomData` named `betfair.cricket` on `md.betfair.cricket`,
-  keyed by market id, payload = the change as JSON.
+* race changes (`rc` of an `rcm`, Betfair's race stream) -> `RaceChange` on `md.betfair.race`, and
+  cricket changes (`cc` of a `ccm`) -> `CricketMatch` on `md.betfair.cricket`, keyed by market id:
+  the race's or match's state after the change, with the change as sent (see `producers.betfair.sports`).
 
 A `pt` in seconds (race stream files have them: 1e9..1e11) is read as seconds, not as ms in 1970.
 
@@ -32,18 +31,23 @@ from producers.betfair import cache
 from producers.betfair.cache import MarketCache
 from producers.betfair.definition import from_stream
 from producers.betfair.orders import OrderCache
+
+# The topics and time rules of the sports streams, imported from here as before they moved.
+from producers.betfair.sports import CRICKET_TOPIC as CRICKET_TOPIC
+from producers.betfair.sports import RACE_TOPIC as RACE_TOPIC
+from producers.betfair.sports import SportsStreams
+from producers.betfair.stream_time import MS as MS
+from producers.betfair.stream_time import PT_SECONDS as PT_SECONDS
+from producers.betfair.stream_time import pt_ns as pt_ns
 from ticktape.errors import ValidationError
-from ticktape.events import CustomData, Event, MarketDefinition
+from ticktape.events import Event, MarketDefinition
 from ticktape.tape.base import Encoded
 
 MARKET_TOPIC = "md.betfair.market"
 ORDERS_TOPIC = "orders.betfair"
-RACE_TOPIC = "md.betfair.race"
-CRICKET_TOPIC = "md.betfair.cricket"
 RAW_TOPIC = "raw.betfair"
 GAP_TOPIC = "md.betfair.gap"
 
-MS = 1_000_000  # Betfair times are ms since the epoch; ticktape's are ns
 CLOSED_TTL = 8 * 3600 * 1_000_000_000
 """How long (ns of stream time) a closed market's state is kept after its last change: betfairlightweight's
 `MAX_CACHE_AGE` (8 h), after which its live stream drops a closed market's cache when a new one arrives."""
@@ -67,6 +71,7 @@ class StreamDecoder:
                  market_names: dict[str, str] | None = None, encode_books: bool = False) -> None:
         self.markets: dict[str, MarketCache] = {}
         self.orders = OrderCache()
+        self.sports = SportsStreams()
         self.evict_closed = evict_closed
         self.runner_names = runner_names or {}
         self.market_names = market_names or {}
@@ -109,12 +114,10 @@ class StreamDecoder:
             return out
         if op == "rcm":
             pt = _pt(data)
-            recv = pt if ts_recv is None else ts_recv
-            return [(RACE_TOPIC, race_data(rc, pt, recv)) for rc in data.get("rc") or ()]
+            return list(self.sports.race(data, pt, pt if ts_recv is None else ts_recv))
         if op == "ccm":
             pt = _pt(data)
-            recv = pt if ts_recv is None else ts_recv
-            return [(CRICKET_TOPIC, cricket_data(cc, pt, recv)) for cc in data.get("cc") or ()]
+            return list(self.sports.cricket(data, pt, pt if ts_recv is None else ts_recv))
         if op in ("connection", "status", "marketCatalogue"):
             return []
         raise ValidationError(f"unknown stream operation op={op!r}")
@@ -186,34 +189,9 @@ def _join_split(reduced: bytes, changes: list[Any], line: bytes | str) -> Any:
     return data
 
 
-PT_SECONDS = (10**9, 10**11)
-"""A `pt` in this range is in seconds (2001-09-09 .. 5138), not ms (it would be 1970-01-12 .. 1973-03-03):
-Betfair's race stream files (`rcm`) were written with seconds; every other stream uses ms."""
-
-
 def _pt(data: dict[str, Any]) -> int:
     """The message's publish time in ns; `pt` in ms, or in seconds where it can only be seconds."""
     pt = data.get("pt")
     if not isinstance(pt, int) or isinstance(pt, bool):
         raise ValidationError(f"message without a valid publish time pt: {pt!r}")
     return pt_ns(pt)
-
-
-def pt_ns(pt: int) -> int:
-    """A stream `pt` (ms, or seconds in `PT_SECONDS`) in ns since the epoch."""
-    if PT_SECONDS[0] <= pt < PT_SECONDS[1]:
-        return pt * 1_000_000_000
-    return pt * MS  # smaller values too: hand-written streams (tests, samples) count ms from 0
-
-
-def cricket_data(cc: dict[str, Any], ts_event: int, ts_recv: int) -> CustomData:
-    """One cricket-stream change (fixture, scores, incidents) as `CustomData` keyed by market id,
-    the change as Betfair sent it (lossless: nothing of it is interpreted yet)."""
-    key = str(cc.get("marketId") or cc.get("eventId") or "")
-    return CustomData("betfair.cricket", key, ts_event, ts_recv, orjson.dumps(cc).decode(), "application/json")
-
-
-def race_data(rc: dict[str, Any], ts_event: int, ts_recv: int) -> CustomData:
-    """One race-stream change (positions `rpc`, runners `rrc`) as `CustomData` keyed by market id."""
-    key = str(rc.get("mid") or rc.get("id") or "")
-    return CustomData("betfair.race", key, ts_event, ts_recv, orjson.dumps(rc).decode(), "application/json")

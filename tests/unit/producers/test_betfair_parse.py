@@ -12,12 +12,12 @@ from producers.betfair.parse import MARKET_TOPIC, ORDERS_TOPIC, RACE_TOPIC, Stre
 from ticktape.codec import default_codec
 from ticktape.errors import ValidationError
 from ticktape.events import (
-    CustomData,
     MarketBook,
     MarketDefinition,
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
+    RaceChange,
 )
 from ticktape.tape.base import Encoded
 
@@ -169,11 +169,11 @@ def test_order_stream_becomes_accepted_filled_cancelled() -> None:
     assert fill1.fill_id != fill2.fill_id
 
 
-def test_race_stream_becomes_custom_data() -> None:
+def test_race_stream_becomes_race_changes() -> None:
     race = [e for t, e in _decode("orders.stream") if t == RACE_TOPIC]
-    assert len(race) == 1 and isinstance(race[0], CustomData)
-    assert (race[0].name, race[0].key, race[0].ts_event) == ("betfair.race", "1.300", 1_700_000_004 * S)
-    assert '"rrc"' in race[0].payload
+    assert len(race) == 1 and isinstance(race[0], RaceChange)
+    assert (race[0].market_id, race[0].ts_event, race[0].clk) == ("1.300", 1_700_000_004 * S, "R1")
+    assert '"rrc"' in race[0].change and race[0].runners[0].selection_id == 11
 
 
 @pytest.mark.parametrize("line, message", [
