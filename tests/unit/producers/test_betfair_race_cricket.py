@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pytest
 from betfair_helpers import FIXTURES, SHARED
@@ -234,7 +235,7 @@ def test_malformed_lines_are_dead_lettered_with_file_and_line_and_the_import_goe
 
 
 @needs_files
-def test_cli_import_puts_the_typed_events_on_their_topics(tmp_path: Path) -> None:
+def test_cli_import_puts_the_typed_events_on_their_topics_and_load_makes_their_tables(tmp_path: Path) -> None:
     from ticktape.cli import _register_plugins, cli
 
     _register_plugins()
@@ -252,12 +253,18 @@ def test_cli_import_puts_the_typed_events_on_their_topics(tmp_path: Path) -> Non
     assert all(e.ts_event > YEAR_2001 for e in expected)
     assert matches == [e for line in _by_line(CRICKET) for _, e in line]
     assert not _dead_letters(tape)
+    db = tmp_path / "a.duckdb"
+    loaded = CliRunner().invoke(cli, ["--tape", uri, "load", "--db", str(db), "--no-progress",
+                                      "--topics", f"{CRICKET_TOPIC},{RACE_TOPIC}"])
+    assert loaded.exit_code == 0 and "loaded 7 events" in loaded.output, loaded.output
+    with duckdb.connect(str(db)) as con:
+        assert con.execute("SELECT count(*), max(len(runners)) FROM race_change").fetchone() == (4, 4)
+        assert con.execute("SELECT list(fixture_info.event_status ORDER BY _offset) FROM cricket_match").fetchone() == (
+            ["BALL_IN_PROGRESS", "MATCH_STABLE", "RUNS_LIKELY"],)
 
 
 @needs_files
 def test_the_analyzer_loads_both_tables(tmp_path: Path) -> None:
-    import duckdb
-
     from analyzer.load import load
 
     tape = open_tape(f"file:{tmp_path / 'tape'}")
