@@ -194,4 +194,7 @@ def _pt(data: dict[str, Any]) -> int:
     pt = data.get("pt")
     if not isinstance(pt, int) or isinstance(pt, bool):
         raise ValidationError(f"message without a valid publish time pt: {pt!r}")
-    return pt_ns(pt)
+    ns = pt_ns(pt)
+    if not -(1 << 63) <= ns < 1 << 63:  # refused here, not when its events' batch is encoded (that stops an import)
+        raise ValidationError(f"publish time pt out of range: {pt!r}")
+    return ns

@@ -212,7 +212,7 @@ class Header(NamedTuple):
 
 
 def header(data: dict[str, Any], changes_key: str) -> Header:
-    """The message's header fields (its `pt` already checked to be an integer)."""
+    """The message's header fields (its `pt` already checked by the decoder: an integer, a time ns can hold)."""
     typed: dict[str, str | None] = {}
     extra: dict[str, Any] = {}
     for key, value in data.items():
@@ -294,13 +294,14 @@ class SportsStreams:
                  if key in cc}
         if "incidentListWrapper" in cc:
             wrapper = cc["incidentListWrapper"]
-            if wrapper is not None and not isinstance(wrapper, dict):
+            if wrapper is None:
+                parts["incidents"] = None
+            elif not isinstance(wrapper, dict):
                 raise _fail(f"{path}.incidentListWrapper", "an object", wrapper)
-            incidents = None if wrapper is None else wrapper.get("incidentList")
-            # betfairlightweight reads a wrapper without its list as no incidents
-            parts["incidents"] = None if wrapper is None else _value(
-                ("list", CricketIncident), [] if incidents is None else incidents,
-                f"{path}.incidentListWrapper.incidentList")
+            else:  # betfairlightweight reads a wrapper without its list as no incidents
+                incidents = wrapper.get("incidentList")
+                parts["incidents"] = _value(("list", CricketIncident), [] if incidents is None else incidents,
+                                            f"{path}.incidentListWrapper.incidentList")
         return market_id, event_id, cc, parts
 
     def race(self, data: dict[str, Any], ts_event: int, ts_recv: int) -> list[tuple[str, RaceChange]]:

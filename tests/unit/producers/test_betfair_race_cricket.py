@@ -193,6 +193,10 @@ def test_the_fixture_race_line_is_typed() -> None:
     (b'{"op":"rcm","pt":1,"rc":[{"mid":"1.2","rpc":{"ord":[1,null]}}]}', r"rc\[0\]\.rpc\.ord\[1\]"),
     (b'{"op":"rcm","pt":1,"rc":[{"mid":"1.2","rpc":{"spd":"fast"}}]}', r"rc\[0\]\.rpc\.spd: expected a number"),
     (b'{"op":"rcm","pt":1,"rc":[{"mid":"1.2","rrc":[{"id":1,"ft":1.5}]}]}', r"rrc\[0\]\.ft: expected an integer"),
+    (b'{"op":"rcm","pt":1,"rc":[{"mid":"1.2","rrc":[{"id":1,"ft":10000000000000}]}]}', r"ft: expected a time"),
+    (b'{"op":"ccm","pt":10000000000000,"cc":[]}', "publish time pt out of range"),
+    (b'{"op":"ocm","pt":10000000000000,"oc":[]}', "publish time pt out of range"),  # orders too: not at the append
+    (b'{"op":"ccm","pt":1,"cc":[{"marketId":"1.3","incidentListWrapper":[]}]}', "incidentListWrapper: expected an obj"),
 ])
 def test_a_value_its_field_cannot_hold_is_refused_naming_where(line: bytes, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
