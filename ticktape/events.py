@@ -610,6 +610,21 @@ class SourceImported(NamedTuple):
     topics: tuple[str, ...]
 
 
+class StreamClock(NamedTuple):
+    """A live recorder's checkpoint: a stream's resume tokens (Betfair initialClk/clk) after the events it covers."""
+
+    venue: str
+    stream: str
+    ts_event: int
+    ts_recv: int
+    connection_id: str | None
+    initial_clk: str | None
+    clk: str | None
+    subscription: str
+    topic: str
+    end_offsets: tuple[int, ...]
+
+
 class Timer(NamedTuple):
     """A timer a robot scheduled, firing at ts_event (event time)."""
 
@@ -663,6 +678,7 @@ Event: TypeAlias = (
     | RunSnapshot
     | RunStarted
     | SourceImported
+    | StreamClock
     | Timer
     | Trade
 )
@@ -698,6 +714,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     "RunSnapshot": RunSnapshot,
     "RunStarted": RunStarted,
     "SourceImported": SourceImported,
+    "StreamClock": StreamClock,
     "Timer": Timer,
     "Trade": Trade,
 }
@@ -746,6 +763,7 @@ RECORD_TYPES: dict[str, type[tuple[object, ...]]] = {
     "ticktape.RunSnapshot": RunSnapshot,
     "ticktape.RunStarted": RunStarted,
     "ticktape.SourceImported": SourceImported,
+    "ticktape.StreamClock": StreamClock,
     "ticktape.Timer": Timer,
     "ticktape.Trade": Trade,
 }

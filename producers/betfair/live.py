@@ -24,12 +24,13 @@ import betfairlightweight
 import orjson
 
 from producers.betfair.catalogue import CataloguePoller
-from producers.betfair.parse import MARKET_TOPIC, ORDERS_TOPIC, RAW_TOPIC
+from producers.betfair.parse import CLOCK_TOPIC, MARKET_TOPIC, ORDERS_TOPIC, RAW_TOPIC
+from producers.betfair.resume import checkpoint, resume_market_stream, subscription
 from producers.betfair.session import StreamSession
 from producers.common import BatchAppender, dlq_topic
 from ticktape.config import inside_git_repo, read_toml
 from ticktape.errors import TicktapeError
-from ticktape.events import CustomData, Event, MarketDefinition
+from ticktape.events import CustomData, Event, MarketDefinition, StreamClock
 from ticktape.retry import backoff_delays
 from ticktape.tape.base import Encoded, Tape
 from ticktape.timeutil import Clock, WallClock
@@ -222,8 +223,8 @@ def resume_sessions(tape: Tape, sessions: Sequence[StreamSession], ts_recv: int)
     """Give each session the state a previous recorder on this tape left: its raw payloads on
     `raw.betfair` (keyed by stream name) replayed in order, clocks and caches included.
 
-    Only a recorder that keeps raw payloads (`--raw`) can resume: nothing else on the tape holds
-    Betfair's clocks and the ladders' full state. Cost: one pass over the raw topic at start-up.
+    For a recorder that keeps raw payloads (`--raw`; without them the market stream resumes from its
+    `StreamClock` checkpoints: `producers.betfair.resume`). Cost: one pass over the raw topic at start-up.
     Raw payloads and decoded events are different topics, appended one after the other (topics
     in name order: `md.*`, `orders.*`, then `raw.betfair`): a kill -9 between those appends leaves
     books whose raw payload is missing, and the resumed stream sends their messages again. The
@@ -256,6 +257,42 @@ def _stream_events_on(tape: Tape, topic: str) -> int:
                if not (isinstance(r.event, MarketDefinition) and r.event.status == "CATALOGUE"))
 
 
+class Checkpointing:
+    """The recorder's appender: events as they come, and each flush followed by one checkpoint.
+
+    A session's clock mark (a `StreamClock` on CLOCK_TOPIC, the last item of a message's events) is
+    held, not appended: `flush` appends every pending event first, then the latest mark as a
+    checkpoint with the market topic's end offsets -- one per flush (not per message), and only when
+    the clocks moved. A kill between the two appends leaves books after the last checkpoint, which
+    a restart matches against Betfair's resent changes (`StreamSession.resume`).
+    """
+
+    def __init__(self, appender: BatchAppender, subscription_id: str) -> None:
+        self.appender = appender
+        self.subscription_id = subscription_id
+        self._mark: StreamClock | None = None
+        self._last_clk: str | None = None
+
+    def add_all(self, batch: Sequence[tuple[str, Event | Encoded]]) -> None:
+        """Queue a message's events (its clock mark is held for the next flush)."""
+        add = self.appender.add
+        for topic, event in batch:
+            if topic == CLOCK_TOPIC and isinstance(event, StreamClock):
+                self._mark = event
+            else:
+                add(topic, event)
+
+    def flush(self) -> None:
+        """Append everything pending, then the checkpoint of the last message appended."""
+        self.appender.flush()
+        mark = self._mark
+        if mark is not None and mark.clk != self._last_clk:
+            self.appender.add(CLOCK_TOPIC, checkpoint(mark, self.subscription_id, self.appender.tape))
+            self.appender.flush()
+            self._last_clk = mark.clk
+        self._mark = None
+
+
 def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOptions, *, clock: Clock | None = None,
                  client: Any = None, stop: threading.Event | None = None) -> None:
     """Record until interrupted (Ctrl-C) or `stop` is set: market (+ order) streams and the catalogue onto `tape`.
@@ -278,11 +315,17 @@ def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOpt
     stop = stop or threading.Event()
     events: queue.Queue[Sequence[tuple[str, Event | Encoded]]] = queue.Queue()
     connect = betfairlightweight_connect(client, options)
-    sessions = [StreamSession("market", keep_raw=options.keep_raw)]
+    # Without raw payloads, the market stream checkpoints its clocks (`producers.betfair.resume`); the
+    # order stream does not resume (a fresh subscription's image), as before.
+    sessions = [StreamSession("market", keep_raw=options.keep_raw, checkpoints=not options.keep_raw)]
     if options.orders:
         sessions.append(StreamSession("order", keep_raw=options.keep_raw))
+    subscription_id = subscription(options.market_filter, options.fields, options.conflate_ms)
     if options.keep_raw:
         resume_sessions(tape, sessions, clock.now())
+    else:
+        log.info("betfair market stream: %s",
+                 resume_market_stream(tape, sessions[0], subscription_id, options.fields, clock.now()))
     failures: list[BaseException] = []
 
     def guarded(session: StreamSession) -> None:
@@ -301,7 +344,7 @@ def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOpt
                                         args=(client, clock, events.put, stop, options.catalogue_interval)))
     for t in threads:
         t.start()
-    appender = BatchAppender(tape, batch_size=1000)
+    appender = Checkpointing(BatchAppender(tape, batch_size=1000), subscription_id)
     last_keep_alive = time.monotonic()
     try:
         while not stop.is_set() and any(t.is_alive() for t in threads):
@@ -310,8 +353,7 @@ def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOpt
             except queue.Empty:
                 appender.flush()
             else:
-                for topic, event in batch:
-                    appender.add(topic, event)
+                appender.add_all(batch)
                 if events.empty():
                     appender.flush()  # live: durable as soon as the queue is drained
             if time.monotonic() - last_keep_alive > 15 * 60:  # Betfair sessions expire without it
@@ -324,8 +366,7 @@ def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOpt
         for t in threads:
             t.join(timeout=5)
         while not events.empty():
-            for topic, event in events.get_nowait():
-                appender.add(topic, event)
+            appender.add_all(events.get_nowait())
         appender.flush()
     if failures:
         raise TicktapeError(f"the Betfair recorder stopped: {type(failures[0]).__name__}: {failures[0]}") \

@@ -47,6 +47,8 @@ MARKET_TOPIC = "md.betfair.market"
 ORDERS_TOPIC = "orders.betfair"
 RAW_TOPIC = "raw.betfair"
 GAP_TOPIC = "md.betfair.gap"
+CLOCK_TOPIC = "meta.betfair.clock"
+"""The live recorder's checkpoints (`StreamClock`): the stream's clocks after the events they cover."""
 
 CLOSED_TTL = 8 * 3600 * 1_000_000_000
 """How long (ns of stream time) a closed market's state is kept after its last change: betfairlightweight's
@@ -155,6 +157,18 @@ class StreamDecoder:
             self.market_updates += 1
         self.last_pt = pt
         return out
+
+    def restore_market(self, market: MarketCache, definition: MarketDefinition | None, pt: int) -> None:
+        """Take a market's state rebuilt elsewhere (a restarted recorder: `producers.betfair.resume`):
+        its cache, the last definition recorded for it (later equal ones are not emitted again) and
+        `pt` (ns), its last change (a closed market is evicted `CLOSED_TTL` after it). Restore markets
+        in the order of their `pt`, as eviction looks at the oldest closed market first."""
+        self.markets[market.market_id] = market
+        if definition is not None:
+            self._last_definition[market.market_id] = definition
+        self._closed.pop(market.market_id, None)
+        if market.closed:
+            self._closed[market.market_id] = pt
 
     def market(self, market_id: str) -> MarketCache | None:
         """The cache of a market (None when unknown, or dropped 8 h of stream time after it closed)."""

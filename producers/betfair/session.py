@@ -16,15 +16,16 @@ message with a non-null `status` (e.g. 503: Betfair's stream is lagging) is reco
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from producers.betfair.parse import GAP_TOPIC, RAW_TOPIC, StreamDecoder, pt_ns
+from producers.betfair.parse import CLOCK_TOPIC, GAP_TOPIC, RAW_TOPIC, StreamDecoder, pt_ns
 from ticktape.errors import ValidationError
-from ticktape.events import CustomData, DeadLetter, Event, FeedGap
+from ticktape.events import CustomData, DeadLetter, Event, FeedGap, MarketBook, MarketDefinition, StreamClock
 from ticktape.tape import Encoded
 
 VENUE = "betfair"
@@ -47,9 +48,13 @@ class StreamSession:
     `origin` names it in dead letters (e.g. `betfair:market-stream`).
     """
 
-    def __init__(self, stream: str, *, keep_raw: bool = False, decoder: StreamDecoder | None = None) -> None:
+    def __init__(self, stream: str, *, keep_raw: bool = False, decoder: StreamDecoder | None = None,
+                 checkpoints: bool = False) -> None:
         self.stream = stream
         self.keep_raw = keep_raw
+        # With `checkpoints`, each message with a clk ends its events with a `StreamClock` on CLOCK_TOPIC:
+        # a mark for the recorder, which appends it (end offsets filled in) once the events before it are.
+        self.checkpoints = checkpoints
         # Closed markets are kept 8 h of stream time after their last change, then dropped when a new
         # market arrives (flat memory over days of recording), as betfairlightweight's live stream does.
         self.decoder = decoder or StreamDecoder()
@@ -67,6 +72,9 @@ class StreamSession:
         # (their raw payload was not: a kill between the two appends), not to be emitted twice.
         self.already_recorded: dict[str, int] = {}
         self.replayed: dict[str, int] = {}  # per topic: events `restore` rebuilt (those on the tape before)
+        # Per market: events on the tape after the last checkpoint (a kill before it was appended), in
+        # order; the resumed stream resends them, and each resent event equal to the next one is dropped.
+        self.unconfirmed: dict[str, deque[MarketBook | MarketDefinition]] = {}
 
     # --- the socket's events -------------------------------------------------------------------
 
@@ -102,6 +110,26 @@ class StreamSession:
             self.on_disconnected(ts_recv, "recorder restarted")
         return n
 
+    def resume(self, checkpoint: StreamClock, unconfirmed: Mapping[str, Sequence[MarketBook | MarketDefinition]],
+               ts_recv: int) -> None:
+        """Resume after a previous recorder's last `checkpoint` (its decoder's caches already rebuilt from
+        the events it covers): subscribe with its clocks, and do not emit again the `unconfirmed` events
+        (per market, the stream's events on the tape after the checkpoint's offsets, in order) that
+        Betfair resends: a resent event equal to the next unconfirmed one of its market (capture time
+        aside) is dropped; the first that differs ends the matching for that market (Betfair conflated
+        the resent changes differently: from then on everything is emitted, nothing lost).
+        The restart is then treated as a drop at `ts_recv`, recorded as a `FeedGap` once Betfair answers.
+        """
+        self.initial_clk, self.clk = checkpoint.initial_clk, checkpoint.clk
+        self.connection_id = checkpoint.connection_id
+        self.last_pt = checkpoint.ts_event
+        self.unconfirmed = {m: deque(events) for m, events in unconfirmed.items() if events}
+        self.on_disconnected(ts_recv, "recorder restarted")
+
+    def restarted(self, ts_recv: int, why: str) -> None:
+        """A restart that cannot resume (`why`): the fresh subscription's image is recorded as an unrepaired gap."""
+        self.on_disconnected(ts_recv, f"recorder restarted ({why})")
+
     def resubscribe_clocks(self) -> tuple[str | None, str | None]:
         """(initialClk, clk) to subscribe with: both set after the first data, so nothing is missed."""
         if self.initial_clk and self.clk:
@@ -133,7 +161,11 @@ class StreamSession:
                 events = self.decoder.decode(data, ts_recv)
                 if self.already_recorded:
                     events = self._not_recorded(events)
+                if self.unconfirmed:
+                    events = self._not_confirmed(events)
                 out.events.extend(events)
+            if self.checkpoints and data.get("clk"):
+                out.events.append((CLOCK_TOPIC, self.clock_mark(ts_recv)))
         except (orjson.JSONDecodeError, *BAD_INPUT) as exc:
             out.dead_letters.append(DeadLetter(self.origin, f"message {self.messages}", f"{type(exc).__name__}: {exc}",
                                                ts_recv, ts_recv, raw_bytes))
@@ -148,6 +180,28 @@ class StreamSession:
             else:
                 kept.append((topic, event))
         self.already_recorded = {t: n for t, n in self.already_recorded.items() if n > 0}
+        return kept
+
+    def clock_mark(self, ts_recv: int) -> StreamClock:
+        """The session's clocks now, as a checkpoint without its subscription and offsets (the recorder's)."""
+        ts = self.last_pt if self.last_pt is not None else ts_recv
+        return StreamClock(venue=VENUE, stream=self.stream, ts_event=ts, ts_recv=ts_recv,
+                           connection_id=self.connection_id, initial_clk=self.initial_clk, clk=self.clk,
+                           subscription="", topic="", end_offsets=())
+
+    def _not_confirmed(self, events: list[tuple[str, Event | Encoded]]) -> list[tuple[str, Event | Encoded]]:
+        """`events` without those already on the tape after the last checkpoint (see `resume`)."""
+        kept = []
+        for topic, event in events:
+            if isinstance(event, MarketBook | MarketDefinition) and event.market_id in self.unconfirmed:
+                pending = self.unconfirmed[event.market_id]
+                if event._replace(ts_recv=0) == pending[0]._replace(ts_recv=0):
+                    pending.popleft()
+                    if not pending:
+                        del self.unconfirmed[event.market_id]
+                    continue
+                del self.unconfirmed[event.market_id]  # resent otherwise: keep everything from here
+            kept.append((topic, event))
         return kept
 
     def _control(self, data: dict[str, Any], ts_recv: int, out: SessionOutput) -> None:

@@ -1,6 +1,8 @@
-"""`ticktape record betfair --raw` killed with SIGKILL and started again on the same tape resumes the
-stream where it left off: it subscribes with the clocks of the last recorded message and the books
-after the restart are the ones the whole file gives (the caches come back from `raw.betfair`).
+"""`ticktape record betfair` killed with SIGKILL and started again on the same tape resumes the
+stream where it left off: it subscribes with the last recorded clocks and the books after the
+restart are the ones the whole file gives. With `--raw` the caches and clocks come back from
+`raw.betfair`; without it, from the last `StreamClock` checkpoint on `meta.betfair.clock` and the
+books it covers (unit tests of that restore, cut between books and checkpoint: test_betfair_resume.py).
 
 Real processes, real sockets: the command as an operator runs it, against the local Betfair login
 and stream servers (tests/venues/betfair_exchange.py) over TLS.
@@ -20,9 +22,9 @@ import orjson
 import pytest
 from betfair_helpers import FIXTURES, SHARED
 
-from producers.betfair.parse import GAP_TOPIC, MARKET_TOPIC, RAW_TOPIC, StreamDecoder
+from producers.betfair.parse import CLOCK_TOPIC, GAP_TOPIC, MARKET_TOPIC, RAW_TOPIC, StreamDecoder
 from tests.venues.betfair_exchange import BetfairApiServer, BetfairStreamServer, self_signed_cert
-from ticktape.events import Event, FeedGap, MarketBook
+from ticktape.events import CustomData, Event, FeedGap, MarketBook, MarketDefinition, StreamClock
 from ticktape.tape.file import FileTape
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the server's certificate")
@@ -38,6 +40,12 @@ def _events(tape_dir: Path, topic: str) -> list[Event]:
     if topic not in tape.topic_names():
         return []
     return [r.event for r in tape.read(topic)]
+
+
+def _untimed(event: object) -> Event:
+    """A market event without its capture time (a restart captures the same changes later)."""
+    assert isinstance(event, MarketBook | MarketDefinition)
+    return event._replace(ts_recv=0)
 
 
 def _books(tape_dir: Path) -> int:
@@ -56,9 +64,10 @@ def _wait(what: str, done: object, proc: subprocess.Popen[bytes], timeout: float
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "checkpoints"])
 @pytest.mark.parametrize("source", [pytest.param("fixture"),
                                     pytest.param("real", marks=pytest.mark.shared_data("betfair/1.197931750"))])
-def test_a_killed_recorder_resumes_from_the_recorded_clocks(source: str, tmp_path: Path) -> None:
+def test_a_killed_recorder_resumes_from_the_recorded_clocks(source: str, raw: bool, tmp_path: Path) -> None:
     path, cut = SOURCES[source]
     lines = [line for line in path.read_bytes().splitlines() if line.strip()]
     changes = [orjson.loads(line) for line in lines]
@@ -73,7 +82,7 @@ def test_a_killed_recorder_resumes_from_the_recorded_clocks(source: str, tmp_pat
     market_id = changes[0]["mc"][0]["id"]
     tape_dir = tmp_path / "tape"
     command = [sys.executable, "-m", "ticktape", "--tape", f"file:{tape_dir}", "record", "betfair",
-               "--market-ids", market_id, "--no-orders", "--raw", "--catalogue-interval", "0",
+               "--market-ids", market_id, "--no-orders", "--raw" if raw else "--no-raw", "--catalogue-interval", "0",
                "--heartbeat-ms", "500", "--stream-endpoint", f"127.0.0.1:{stream.port}",
                "--identity-url", api.identity_url, "--api-url", api.api_url]
     env = {**os.environ, "BETFAIR_USERNAME": "user", "BETFAIR_PASSWORD": "pa55word", "BETFAIR_APP_KEY": "app-key",
@@ -89,8 +98,16 @@ def test_a_killed_recorder_resumes_from_the_recorded_clocks(source: str, tmp_pat
                 first.kill()
         before = _books(tape_dir)
         assert cut <= before < books
-        raw = [orjson.loads(e.payload) for e in _events(tape_dir, RAW_TOPIC)]  # type: ignore[attr-defined]
-        last_clk = [m["clk"] for m in raw if m.get("clk")][-1]
+        if raw:
+            payloads = [orjson.loads(e.payload) for e in _events(tape_dir, RAW_TOPIC) if isinstance(e, CustomData)]
+            last_clk = [m["clk"] for m in payloads if m.get("clk")][-1]
+            assert not _events(tape_dir, CLOCK_TOPIC)
+        else:
+            assert not _events(tape_dir, RAW_TOPIC)
+            clocks = [e for e in _events(tape_dir, CLOCK_TOPIC) if isinstance(e, StreamClock)]
+            last_clk = clocks[-1].clk
+            assert clocks[-1].initial_clk == "initial" and clocks[-1].end_offsets[0] <= len(
+                _events(tape_dir, MARKET_TOPIC))
 
         second = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
         try:
@@ -109,8 +126,8 @@ def test_a_killed_recorder_resumes_from_the_recorded_clocks(source: str, tmp_pat
     subs = [m for m in stream.received if m["op"] == "marketSubscription"]
     assert subs[0].get("clk") is None
     assert (subs[-1].get("initialClk"), subs[-1].get("clk")) == ("initial", last_clk)  # the restart's
-    recorded = [e._replace(ts_recv=0) for e in _events(tape_dir, MARKET_TOPIC)]
-    assert recorded == [e._replace(ts_recv=0) for e in expected]  # every change once, in order, right books
+    recorded = [_untimed(e) for e in _events(tape_dir, MARKET_TOPIC)]
+    assert recorded == [_untimed(e) for e in expected]  # every change once, in order, right books
     gaps = [e for e in _events(tape_dir, GAP_TOPIC) if isinstance(e, FeedGap)]
     assert gaps and gaps[-1].repaired and "recorder restarted" in gaps[-1].reason
 
@@ -140,8 +157,7 @@ def test_books_on_the_tape_without_their_raw_payload_are_not_appended_again(tmp_
     again = resumed.on_message(lines[killed], 10)  # resent by Betfair: its books are on the tape already
     assert [t for t, _ in again.events] == [RAW_TOPIC]  # only its missing raw line
     fresh = resumed.on_message(lines[killed + 1], 11)
-    assert [e._replace(ts_recv=0) for t, e in fresh.events if t == MARKET_TOPIC] == [  # type: ignore[union-attr]
-        e._replace(ts_recv=0) for e in expected[killed + 1]]
+    assert [_untimed(e) for t, e in fresh.events if t == MARKET_TOPIC] == [_untimed(e) for e in expected[killed + 1]]
 
 
 @pytest.mark.parametrize("bad", ["127.0.0.1", ":443", "localhost:https"])

@@ -1,0 +1,153 @@
+"""A restarted `record betfair` (without `--raw`) resumes its market stream from the tape's last checkpoint.
+
+The recorder appends a `StreamClock` on `meta.betfair.clock` after each flush of the market
+stream's events (`checkpoint`): the stream's initialClk/clk then, and the end offsets of
+`md.betfair.market` that the clocks cover. A kill -9 can land anywhere; the books are always
+appended before the checkpoint that covers them, so at restart:
+
+* books and definitions below the last checkpoint's offsets rebuild each market's cache (its last
+  `MarketBook` is the whole state the cache shows; its last stream `MarketDefinition` is what later
+  definitions are compared to), and the stream resubscribes with the checkpoint's clocks;
+* events at or after those offsets were appended but not checkpointed (the kill came between the
+  two appends): Betfair resends their messages, and each resent event equal to the next of these
+  is not appended again (`StreamSession.resume`); nothing is lost, nothing is on the tape twice.
+
+What a `MarketBook` v1 cannot give back, and the safe behaviour for it: the positional best-offer
+ladders (`batb`/`bdatb`/`batl`/`bdatl`: the book has their levels without positions, and only when
+the full-depth ladder is empty) -- a subscription with EX_BEST_OFFERS or EX_BEST_OFFERS_DISP
+subscribes afresh for a new image, and the restart is recorded as an unrepaired gap. The starting
+price fields (`spn`/`spf`/`spb`/`spl`) are not on a v1 book either, but no v1 event shows them, so
+their absence changes nothing that is recorded; `RESTORED_RUNNER_FIELDS` makes a `RunnerBook` with
+more fields (a v2 book) refuse to resume until `cache_from_book` restores them too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+import orjson
+
+from producers.betfair.cache import UNKNOWN, MarketCache
+from producers.betfair.parse import CLOCK_TOPIC, MARKET_TOPIC
+from producers.betfair.session import StreamSession
+from ticktape.events import MarketBook, MarketDefinition, PriceSize, RunnerBook, StreamClock
+from ticktape.tape.base import Tape
+
+log = logging.getLogger(__name__)
+
+RESTORABLE_FIELDS = frozenset(("EX_ALL_OFFERS", "EX_TRADED", "EX_TRADED_VOL", "EX_LTP", "EX_MARKET_DEF",
+                               "SP_TRADED", "SP_PROJECTED"))
+"""Market data fields whose state a recorded `MarketBook` gives back whole (SP: see the module doc)."""
+
+RESTORED_RUNNER_FIELDS = ("selection_id", "handicap", "status", "last_price_traded", "total_matched",
+                          "available_to_back", "available_to_lay", "traded_volume")
+"""The `RunnerBook` fields `cache_from_book` restores: a book with others cannot resume from the tape."""
+
+
+def subscription(market_filter: object, fields: Iterable[str], conflate_ms: int | None) -> str:
+    """The identity of a market subscription (canonical JSON): a checkpoint's clocks resume only the same one."""
+    return orjson.dumps({"conflateMs": conflate_ms or None, "fields": sorted(set(fields)), "filter": market_filter},
+                        option=orjson.OPT_SORT_KEYS).decode()
+
+
+def checkpoint(mark: StreamClock, subscription_id: str, tape: Tape) -> StreamClock:
+    """The checkpoint to append once the events before `mark` are on the tape: `mark` (a session's
+    clocks) with the subscription and the market topic's end offsets now."""
+    ends = tape.end_offsets(MARKET_TOPIC)
+    offsets = tuple(ends.get(p, 0) for p in range(max(ends, default=-1) + 1))
+    return mark._replace(subscription=subscription_id, topic=MARKET_TOPIC, end_offsets=offsets)
+
+
+def not_restorable(fields: Iterable[str]) -> str | None:
+    """Why books recorded with these subscription fields cannot rebuild the caches (None: they can)."""
+    if RunnerBook._fields != RESTORED_RUNNER_FIELDS:
+        return f"RunnerBook fields {RunnerBook._fields} are not the ones the restore knows"
+    extra = sorted(set(fields) - RESTORABLE_FIELDS)
+    if extra:
+        return f"the books do not keep the state of {', '.join(extra)}"
+    return None
+
+
+def cache_from_book(book: MarketBook) -> MarketCache:
+    """A market's cache holding the state `book` shows (the book it gives is `book`, capture time aside).
+
+    Fed through the cache's own entry points (a definition, then one runner change per runner with
+    its whole ladders), so either twin (C or Python) is rebuilt the same way.
+    """
+    market = MarketCache(book.market_id)
+    market.apply_definition({
+        "status": book.status, "inPlay": book.in_play, "betDelay": book.bet_delay, "version": book.version,
+        "complete": book.complete, "crossMatching": book.cross_matching,
+        "numberOfActiveRunners": book.number_of_active_runners,
+        "runners": [{"id": r.selection_id, "hc": r.handicap, "status": None if r.status == UNKNOWN else r.status}
+                    for r in book.runners]})
+    market.definition = None  # no stream definition was folded: only its fields above
+    changes = []
+    for r in book.runners:
+        rc: dict[str, object] = {"id": r.selection_id, "hc": r.handicap, "tv": r.total_matched,
+                                 "atb": _rows(r.available_to_back), "atl": _rows(r.available_to_lay),
+                                 "trd": _rows(r.traded_volume)}
+        if r.last_price_traded is not None:
+            rc["ltp"] = r.last_price_traded
+        changes.append(rc)
+    market.fold({"tv": book.total_matched, "rc": changes})
+    return market
+
+
+def _rows(levels: Sequence[PriceSize]) -> list[list[float]]:
+    return [[level.price, level.size] for level in levels]
+
+
+def last_checkpoint(tape: Tape, stream: str = "market") -> StreamClock | None:
+    """The last Betfair `StreamClock` of `stream` on the tape (None: no recorder checkpointed it)."""
+    last = None
+    for partition in range(tape.partitions(CLOCK_TOPIC)):
+        for record in tape.read(CLOCK_TOPIC, partition):
+            event = record.event
+            if isinstance(event, StreamClock) and event.venue == "betfair" and event.stream == stream and (
+                    last is None or event.ts_recv >= last.ts_recv):
+                last = event
+    return last
+
+
+def resume_market_stream(tape: Tape, session: StreamSession, subscription_id: str, fields: Iterable[str],
+                         ts_recv: int) -> str:
+    """Resume `session` (the market stream) from the tape's last checkpoint; what was done, for the log.
+
+    One pass over `md.betfair.market` at start-up (its cost grows with the tape; a recorder restarted
+    on a tape of days reads days of books once).
+    """
+    cp = last_checkpoint(tape, session.stream)
+    if cp is None or not cp.clk:
+        return "no checkpoint on the tape: a fresh subscription"
+    if cp.subscription != subscription_id:
+        session.restarted(ts_recv, "another subscription than the checkpoint's: a fresh image")
+        return "the checkpoint is another subscription's: a fresh subscription"
+    why = not_restorable(fields)
+    if why:
+        session.restarted(ts_recv, f"{why}: a fresh image")
+        return f"cannot rebuild the caches ({why}): a fresh subscription"
+    books: dict[str, MarketBook] = {}
+    definitions: dict[str, MarketDefinition] = {}
+    unconfirmed: dict[str, list[MarketBook | MarketDefinition]] = {}
+    for partition in range(tape.partitions(MARKET_TOPIC)):
+        end = cp.end_offsets[partition] if partition < len(cp.end_offsets) else 0
+        for record in tape.read(MARKET_TOPIC, partition):
+            event = record.event
+            if isinstance(event, MarketDefinition) and event.status == "CATALOGUE":
+                continue  # the catalogue poller's, not the stream's
+            if not isinstance(event, MarketBook | MarketDefinition):
+                continue
+            if record.offset >= end:
+                unconfirmed.setdefault(event.market_id, []).append(event)
+            elif isinstance(event, MarketBook):
+                books[event.market_id] = event
+            else:
+                definitions[event.market_id] = event
+    for book in sorted(books.values(), key=lambda b: b.ts_event):
+        session.decoder.restore_market(cache_from_book(book), definitions.get(book.market_id), book.ts_event)
+    session.resume(cp, unconfirmed, ts_recv)
+    pending = sum(len(v) for v in unconfirmed.values())
+    return (f"resuming from clk {cp.clk}: {len(books)} market(s) rebuilt from the tape, "
+            f"{pending} event(s) after the checkpoint to match against Betfair's resent changes")
