@@ -270,27 +270,29 @@ class Checkpointing:
     def __init__(self, appender: BatchAppender, subscription_id: str) -> None:
         self.appender = appender
         self.subscription_id = subscription_id
-        self._mark: StreamClock | None = None
-        self._last_clk: str | None = None
+        self._marks: dict[str, StreamClock] = {}  # per stream: the last message's, until the next flush
+        self._last_clk: dict[str, str | None] = {}  # per stream: the clk of the last checkpoint appended
 
     def add_all(self, batch: Sequence[tuple[str, Event | Encoded]]) -> None:
         """Queue a message's events (its clock mark is held for the next flush)."""
         add = self.appender.add
         for topic, event in batch:
             if topic == CLOCK_TOPIC and isinstance(event, StreamClock):
-                self._mark = event
+                self._marks[event.stream] = event
             else:
                 add(topic, event)
 
     def flush(self) -> None:
-        """Append everything pending, then the checkpoint of the last message appended."""
+        """Append everything pending, then the checkpoint of each stream's last message appended."""
         self.appender.flush()
-        mark = self._mark
-        if mark is not None and mark.clk != self._last_clk:
-            self.appender.add(CLOCK_TOPIC, checkpoint(mark, self.subscription_id, self.appender.tape))
-            self.appender.flush()
-            self._last_clk = mark.clk
-        self._mark = None
+        if not self._marks:
+            return
+        for stream, mark in self._marks.items():
+            if mark.clk != self._last_clk.get(stream):
+                self.appender.add(CLOCK_TOPIC, checkpoint(mark, self.subscription_id, self.appender.tape))
+                self._last_clk[stream] = mark.clk
+        self._marks = {}
+        self.appender.flush()
 
 
 def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOptions, *, clock: Clock | None = None,

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 import orjson
 
 from producers.betfair.cache import UNKNOWN, MarketCache
-from producers.betfair.parse import CLOCK_TOPIC, MARKET_TOPIC
+from producers.betfair.parse import CLOCK_TOPIC, CLOSED_TTL, MARKET_TOPIC
 from producers.betfair.session import StreamSession
 from ticktape.events import MarketBook, MarketDefinition, PriceSize, RunnerBook, StreamClock
 from ticktape.tape.base import Tape
@@ -99,15 +99,28 @@ def _rows(levels: Sequence[PriceSize]) -> list[list[float]]:
     return [[level.price, level.size] for level in levels]
 
 
+TAIL = 64
+"""Checkpoints read back from the end of each partition before reading a partition whole."""
+
+
 def last_checkpoint(tape: Tape, stream: str = "market") -> StreamClock | None:
-    """The last Betfair `StreamClock` of `stream` on the tape (None: no recorder checkpointed it)."""
+    """The last Betfair `StreamClock` of `stream` on the tape (None: no recorder checkpointed it).
+
+    A recorder checkpoints a few times a second, so a day's recording holds ~10^5 of them: each
+    partition is read from `TAIL` records before its end first, and whole only if those hold none.
+    """
     last = None
-    for partition in range(tape.partitions(CLOCK_TOPIC)):
-        for record in tape.read(CLOCK_TOPIC, partition):
-            event = record.event
-            if isinstance(event, StreamClock) and event.venue == "betfair" and event.stream == stream and (
-                    last is None or event.ts_recv >= last.ts_recv):
-                last = event
+    for partition, end in sorted(tape.end_offsets(CLOCK_TOPIC).items()):
+        for start in (max(0, end - TAIL), 0):
+            found = None
+            for record in tape.read(CLOCK_TOPIC, partition, from_offset=start, limit=end - start):
+                event = record.event
+                if isinstance(event, StreamClock) and event.venue == "betfair" and event.stream == stream:
+                    found = event
+            if found is not None or start == 0:
+                break
+        if found is not None and (last is None or found.ts_recv >= last.ts_recv):
+            last = found
     return last
 
 
@@ -119,7 +132,7 @@ def resume_market_stream(tape: Tape, session: StreamSession, subscription_id: st
     on a tape of days reads days of books once).
     """
     cp = last_checkpoint(tape, session.stream)
-    if cp is None or not cp.clk:
+    if cp is None or not cp.clk or not cp.initial_clk:
         return "no checkpoint on the tape: a fresh subscription"
     if cp.subscription != subscription_id:
         session.restarted(ts_recv, "another subscription than the checkpoint's: a fresh image")
@@ -146,6 +159,8 @@ def resume_market_stream(tape: Tape, session: StreamSession, subscription_id: st
             else:
                 definitions[event.market_id] = event
     for book in sorted(books.values(), key=lambda b: b.ts_event):
+        if book.status == "CLOSED" and cp.ts_event - book.ts_event > CLOSED_TTL and book.market_id not in unconfirmed:
+            continue  # the live decoder evicts it when the next market arrives: not worth its memory
         session.decoder.restore_market(cache_from_book(book), definitions.get(book.market_id), book.ts_event)
     session.resume(cp, unconfirmed, ts_recv)
     pending = sum(len(v) for v in unconfirmed.values())

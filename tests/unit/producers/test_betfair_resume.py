@@ -164,3 +164,63 @@ def test_the_checkpoint_covers_the_market_topic_as_appended(tmp_path: Path) -> N
     cp = checkpoint(mark, SUB, tape)
     assert cp.end_offsets == (len(out) - 1,) and cp.topic == MARKET_TOPIC and cp.subscription == SUB
     assert StreamSession("market").on_message(lines[0], 7).events[-1][0] != CLOCK_TOPIC  # off by default
+
+
+def test_the_last_checkpoint_is_found_behind_many_of_another_stream(tmp_path: Path) -> None:
+    from producers.betfair.resume import TAIL
+
+    tape = FileTape(tmp_path / "tape")
+    mark = StreamSession("market").clock_mark(1)
+
+    def cp(stream: str, clk: str) -> StreamClock:
+        return mark._replace(stream=stream, clk=clk, initial_clk="i", subscription=SUB, topic=MARKET_TOPIC)
+
+    assert last_checkpoint(tape) is None
+    tape.append(CLOCK_TOPIC, [cp("market", "1"), cp("market", "2")])
+    tape.append(CLOCK_TOPIC, [cp("order", str(i)) for i in range(TAIL + 5)])
+    found = last_checkpoint(tape)
+    assert found is not None and found.clk == "2"
+    tape.append(CLOCK_TOPIC, [cp("market", "3")])
+    assert last_checkpoint(tape) == cp("market", "3")
+
+
+def test_the_recorder_appends_one_checkpoint_per_flush_after_the_events(tmp_path: Path) -> None:
+    from producers.betfair.live import Checkpointing
+    from producers.common import BatchAppender
+
+    tape = FileTape(tmp_path / "tape")
+    appender = Checkpointing(BatchAppender(tape, batch_size=1000), SUB)
+    session = StreamSession("market", checkpoints=True)
+    lines = _lines(FIXTURES / "market.stream")
+    for line in lines[:3]:
+        appender.add_all(session.on_message(line, 7).events)
+    appender.flush()
+    appender.flush()  # nothing new: no second checkpoint
+    clocks = [r.event for r in tape.read(CLOCK_TOPIC)]
+    assert len(clocks) == 1 and isinstance(clocks[0], StreamClock)
+    assert clocks[0].clk == "3" and clocks[0].end_offsets == (len(_market(tape)),)
+    appender.add_all(session.on_message(lines[3], 8).events)
+    appender.flush()
+    clocks = [r.event for r in tape.read(CLOCK_TOPIC)]
+    assert [c.clk for c in clocks] == ["3", "4"]  # type: ignore[union-attr]
+    assert clocks[-1].end_offsets == (len(_market(tape)),)  # type: ignore[union-attr]
+
+
+def test_markets_closed_long_before_the_checkpoint_are_not_rebuilt(tmp_path: Path) -> None:
+    """The live decoder drops a market closed 8 h (of stream time) before a new one arrives: a restart
+    does not rebuild the caches of every market the tape ever held."""
+    from producers.betfair.parse import CLOSED_TTL
+
+    def book(market_id: str, ts: int, status: str) -> MarketBook:
+        return MarketBook(market_id=market_id, ts_event=ts, ts_recv=ts, status=status, in_play=False, bet_delay=0,
+                          total_matched=0.0, version=1, complete=True, cross_matching=False,
+                          number_of_active_runners=0, runners=())
+
+    tape = FileTape(tmp_path / "tape")
+    late = CLOSED_TTL + 10
+    tape.append(MARKET_TOPIC, [book("1.1", 1, "CLOSED"), book("1.2", 2, "OPEN"), book("1.3", late - 5, "CLOSED")])
+    mark = StreamSession("market").clock_mark(late)._replace(ts_event=late, initial_clk="i", clk="9")
+    tape.append(CLOCK_TOPIC, [checkpoint(mark, SUB, tape)])
+    resumed = StreamSession("market")
+    resume_market_stream(tape, resumed, SUB, FIELDS, late + 1)
+    assert sorted(resumed.decoder.markets) == ["1.2", "1.3"]
