@@ -40,7 +40,7 @@ from typing import Any
 
 from ticktape.codec import default_codec
 from ticktape.events import DeadLetter, Event, SourceImported
-from ticktape.tape.base import Encoded, Tape
+from ticktape.tape.base import Encoded, Position, Tape
 from ticktape.timeutil import Clock, WallClock
 
 IMPORTS_TOPIC = "meta.imports"
@@ -108,6 +108,10 @@ class BatchAppender:
         self.counts: dict[str, int] = {}  # per topic, including events skipped by `skip`
         self.skip: dict[str, int] = {}  # per topic: leading events not to append again (resume)
         self.on_append: Callable[[str], None] | None = None  # called after each durable append
+        # Per topic named in `track_ends`: the end offset per partition after this appender's appends (a
+        # checkpoint names them without asking the tape); seed it with the tape's `end_offsets`.
+        self.track_ends: set[str] = set()
+        self.ends: dict[str, dict[int, int]] = {}
         # Per topic: events, and their keys once any key was given (None: the schema keys).
         self._pending: dict[str, tuple[list[Event | Encoded], list[str | None] | None]] = {}
         self._any_encoded = False  # once an Encoded was added, batches are checked for them
@@ -163,10 +167,15 @@ class BatchAppender:
             self.skip[topic] -= drop
             events = events[drop:]
             keys = keys[drop:] if keys is not None else None
+        positions: Sequence[Position] = ()
         if self._any_encoded and any(type(e) is Encoded for e in events):
-            self.tape.append_encoded(topic, as_encoded(events, keys))
+            positions = self.tape.append_encoded(topic, as_encoded(events, keys))
         elif events:
-            self.tape.append(topic, events, keys=keys)  # type: ignore[arg-type]  # no Encoded in it
+            positions = self.tape.append(topic, events, keys=keys)  # type: ignore[arg-type]  # no Encoded in it
+        if topic in self.track_ends:
+            ends = self.ends.setdefault(topic, {})
+            for position in positions:
+                ends[position.partition] = position.offset + 1
         self.counts[topic] = self.counts.get(topic, 0) + n
         if events and self.on_append is not None:
             self.on_append(topic)

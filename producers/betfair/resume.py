@@ -24,7 +24,7 @@ more fields (a v2 book) refuse to resume until `cache_from_book` restores them t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
 
@@ -51,10 +51,9 @@ def subscription(market_filter: object, fields: Iterable[str], conflate_ms: int 
                         option=orjson.OPT_SORT_KEYS).decode()
 
 
-def checkpoint(mark: StreamClock, subscription_id: str, tape: Tape) -> StreamClock:
+def checkpoint(mark: StreamClock, subscription_id: str, ends: Mapping[int, int]) -> StreamClock:
     """The checkpoint to append once the events before `mark` are on the tape: `mark` (a session's
-    clocks) with the subscription and the market topic's end offsets now."""
-    ends = tape.end_offsets(MARKET_TOPIC)
+    clocks) with the subscription and `ends`, the market topic's end offset per partition now."""
     offsets = tuple(ends.get(p, 0) for p in range(max(ends, default=-1) + 1))
     return mark._replace(subscription=subscription_id, topic=MARKET_TOPIC, end_offsets=offsets)
 

@@ -50,7 +50,7 @@ def _record(tape: FileTape, session: StreamSession, lines: list[bytes], *, check
             else:
                 tape.append(topic, [event])  # type: ignore[list-item]
         if mark is not None and (checkpoint_last or i < len(lines) - 1):
-            tape.append(CLOCK_TOPIC, [checkpoint(mark, SUB, tape)])  # type: ignore[arg-type]
+            tape.append(CLOCK_TOPIC, [checkpoint(mark, SUB, tape.end_offsets(MARKET_TOPIC))])  # type: ignore[arg-type]
 
 
 def _market(tape: FileTape) -> list[Event]:
@@ -161,7 +161,7 @@ def test_the_checkpoint_covers_the_market_topic_as_appended(tmp_path: Path) -> N
         tape.append(topic, [event])  # type: ignore[list-item]
     mark = out[-1][1]
     assert isinstance(mark, StreamClock) and mark.clk == "1" and mark.end_offsets == ()
-    cp = checkpoint(mark, SUB, tape)
+    cp = checkpoint(mark, SUB, tape.end_offsets(MARKET_TOPIC))
     assert cp.end_offsets == (len(out) - 1,) and cp.topic == MARKET_TOPIC and cp.subscription == SUB
     assert StreamSession("market").on_message(lines[0], 7).events[-1][0] != CLOCK_TOPIC  # off by default
 
@@ -220,7 +220,7 @@ def test_markets_closed_long_before_the_checkpoint_are_not_rebuilt(tmp_path: Pat
     late = CLOSED_TTL + 10
     tape.append(MARKET_TOPIC, [book("1.1", 1, "CLOSED"), book("1.2", 2, "OPEN"), book("1.3", late - 5, "CLOSED")])
     mark = StreamSession("market").clock_mark(late)._replace(ts_event=late, initial_clk="i", clk="9")
-    tape.append(CLOCK_TOPIC, [checkpoint(mark, SUB, tape)])
+    tape.append(CLOCK_TOPIC, [checkpoint(mark, SUB, tape.end_offsets(MARKET_TOPIC))])
     resumed = StreamSession("market")
     resume_market_stream(tape, resumed, SUB, FIELDS, late + 1)
     assert sorted(resumed.decoder.markets) == ["1.2", "1.3"]

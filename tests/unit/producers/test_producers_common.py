@@ -21,7 +21,7 @@ from producers.common import (
 )
 from tests.conftest import TapeFactory, make_trades
 from ticktape.codec import default_codec
-from ticktape.events import DeadLetter, SourceImported
+from ticktape.events import DeadLetter, SourceImported, Trade
 from ticktape.tape import Encoded
 from ticktape.timeutil import VirtualClock
 
@@ -189,3 +189,16 @@ def test_an_interrupted_import_resumes_without_appending_anything_twice(tape_fac
     mark = find_import(tape, sid)
     assert mark is not None and mark.events == 23
     assert ImportRun(tape, source=source, kind="k", name="big.csv", source_id=sid).skipped
+
+
+def test_the_appender_keeps_the_end_offsets_of_tracked_topics(tmp_path: Path) -> None:
+    from ticktape.tape.file import FileTape
+
+    tape = FileTape(tmp_path / "tape", partitions=3)
+    appender = BatchAppender(tape, batch_size=4)
+    appender.track_ends.add("md.x")
+    for i in range(10):
+        appender.add("md.x", Trade("binance", f"S{i % 5}", i, i, 1.0, 1.0, "BUY", str(i)))
+        appender.add("md.y", Trade("binance", "S", i, i, 1.0, 1.0, "BUY", str(i)))
+    appender.flush()
+    assert appender.ends == {"md.x": {p: n for p, n in tape.end_offsets("md.x").items() if n}}
