@@ -123,15 +123,26 @@ def last_checkpoint(tape: Tape, stream: str = "market") -> StreamClock | None:
     return last
 
 
+HEAD = 64
+"""Without a checkpoint, the first stream events per market kept to match a fresh image against."""
+
+
 def resume_market_stream(tape: Tape, session: StreamSession, subscription_id: str, fields: Iterable[str],
                          ts_recv: int) -> str:
     """Resume `session` (the market stream) from the tape's last checkpoint; what was done, for the log.
 
     One pass over `md.betfair.market` at start-up (its cost grows with the tape; a recorder restarted
-    on a tape of days reads days of books once).
+    on a tape of days reads days of books once). Books on the tape but no checkpoint (a kill before
+    the first one was appended, or a recorder older than checkpoints): a fresh subscription, whose
+    image events equal to the first ones of their market on the tape (`HEAD` kept per market) are
+    not appended again.
     """
     cp = last_checkpoint(tape, session.stream)
     if cp is None or not cp.clk or not cp.initial_clk:
+        _, _, head = _scan(tape, (), HEAD)
+        if not head:
+            return "no checkpoint and no book on the tape: a fresh subscription"
+        session.restarted(ts_recv, "no checkpoint on the tape: a fresh image", head)
         return "no checkpoint on the tape: a fresh subscription"
     if cp.subscription != subscription_id:
         session.restarted(ts_recv, "another subscription than the checkpoint's: a fresh image")
@@ -140,23 +151,7 @@ def resume_market_stream(tape: Tape, session: StreamSession, subscription_id: st
     if why:
         session.restarted(ts_recv, f"{why}: a fresh image")
         return f"cannot rebuild the caches ({why}): a fresh subscription"
-    books: dict[str, MarketBook] = {}
-    definitions: dict[str, MarketDefinition] = {}
-    unconfirmed: dict[str, list[MarketBook | MarketDefinition]] = {}
-    for partition in range(tape.partitions(MARKET_TOPIC)):
-        end = cp.end_offsets[partition] if partition < len(cp.end_offsets) else 0
-        for record in tape.read(MARKET_TOPIC, partition):
-            event = record.event
-            if isinstance(event, MarketDefinition) and event.status == "CATALOGUE":
-                continue  # the catalogue poller's, not the stream's
-            if not isinstance(event, MarketBook | MarketDefinition):
-                continue
-            if record.offset >= end:
-                unconfirmed.setdefault(event.market_id, []).append(event)
-            elif isinstance(event, MarketBook):
-                books[event.market_id] = event
-            else:
-                definitions[event.market_id] = event
+    books, definitions, unconfirmed = _scan(tape, cp.end_offsets, None)
     for book in sorted(books.values(), key=lambda b: b.ts_event):
         if book.status == "CLOSED" and cp.ts_event - book.ts_event > CLOSED_TTL and book.market_id not in unconfirmed:
             continue  # the live decoder evicts it when the next market arrives: not worth its memory
@@ -165,3 +160,29 @@ def resume_market_stream(tape: Tape, session: StreamSession, subscription_id: st
     pending = sum(len(v) for v in unconfirmed.values())
     return (f"resuming from clk {cp.clk}: {len(books)} market(s) rebuilt from the tape, "
             f"{pending} event(s) after the checkpoint to match against Betfair's resent changes")
+
+
+def _scan(tape: Tape, end_offsets: Sequence[int], limit: int | None) -> tuple[
+        dict[str, MarketBook], dict[str, MarketDefinition], dict[str, list[MarketBook | MarketDefinition]]]:
+    """The stream's events on the market topic: the last book and definition per market below
+    `end_offsets` (per partition), and per market the events at or after them (at most `limit`)."""
+    books: dict[str, MarketBook] = {}
+    definitions: dict[str, MarketDefinition] = {}
+    after: dict[str, list[MarketBook | MarketDefinition]] = {}
+    for partition in range(tape.partitions(MARKET_TOPIC)):
+        end = end_offsets[partition] if partition < len(end_offsets) else 0
+        for record in tape.read(MARKET_TOPIC, partition):
+            event = record.event
+            if isinstance(event, MarketDefinition) and event.status == "CATALOGUE":
+                continue  # the catalogue poller's, not the stream's
+            if not isinstance(event, MarketBook | MarketDefinition):
+                continue
+            if record.offset >= end:
+                pending = after.setdefault(event.market_id, [])
+                if limit is None or len(pending) < limit:
+                    pending.append(event)
+            elif isinstance(event, MarketBook):
+                books[event.market_id] = event
+            else:
+                definitions[event.market_id] = event
+    return books, definitions, after

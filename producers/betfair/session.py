@@ -126,8 +126,11 @@ class StreamSession:
         self.unconfirmed = {m: deque(events) for m, events in unconfirmed.items() if events}
         self.on_disconnected(ts_recv, "recorder restarted")
 
-    def restarted(self, ts_recv: int, why: str) -> None:
-        """A restart that cannot resume (`why`): the fresh subscription's image is recorded as an unrepaired gap."""
+    def restarted(self, ts_recv: int, why: str,
+                  unconfirmed: Mapping[str, Sequence[MarketBook | MarketDefinition]] | None = None) -> None:
+        """A restart that cannot resume (`why`): the fresh subscription's image is recorded as an unrepaired
+        gap; its events equal to the `unconfirmed` ones on the tape (see `resume`) are not emitted again."""
+        self.unconfirmed = {m: deque(events) for m, events in (unconfirmed or {}).items() if events}
         self.on_disconnected(ts_recv, f"recorder restarted ({why})")
 
     def resubscribe_clocks(self) -> tuple[str | None, str | None]:

@@ -224,3 +224,22 @@ def test_markets_closed_long_before_the_checkpoint_are_not_rebuilt(tmp_path: Pat
     resumed = StreamSession("market")
     resume_market_stream(tape, resumed, SUB, FIELDS, late + 1)
     assert sorted(resumed.decoder.markets) == ["1.2", "1.3"]
+
+
+def test_a_kill_before_the_first_checkpoint_appends_nothing_twice(tmp_path: Path) -> None:
+    """Killed after the first flush's books, before its checkpoint: no clocks to resume from, so a fresh
+    subscription; its image events equal to those on the tape are not appended again."""
+    lines = _lines(FIXTURES / "market.stream")
+    decoder = StreamDecoder()
+    expected = [_untimed(e) for line in lines for t, e in decoder.decode_line(line) if t == MARKET_TOPIC]
+    tape = FileTape(tmp_path / "tape")
+    _record(tape, StreamSession("market", checkpoints=True), lines[:1], checkpoint_last=False)
+    assert _market(tape) and last_checkpoint(tape) is None
+    restarted = StreamSession("market", checkpoints=True)
+    assert "no checkpoint" in resume_market_stream(tape, restarted, SUB, FIELDS, 5000)
+    assert restarted.resubscribe_clocks() == (None, None) and restarted.unconfirmed
+    image = orjson.dumps(dict(orjson.loads(lines[0]), ct="SUB_IMAGE"))
+    _record(tape, restarted, [image, *lines[1:]])
+    assert _market(tape) == expected
+    gaps = [r.event for r in tape.read(GAP_TOPIC)]
+    assert len(gaps) == 1 and isinstance(gaps[0], FeedGap) and not gaps[0].repaired
