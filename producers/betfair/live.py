@@ -3,8 +3,10 @@
 Threads: one per stream (market, optionally order) running `run_stream` (connect, subscribe
 with the session's last clocks, read until the socket drops, back off, again), one catalogue
 poller, and the caller's thread appending everything to the tape from one queue (a tape has
-one writer). Nothing here decides what a message means: that is `StreamSession`, tested
-offline. Credentials come only from the environment or a TOML file outside the repository and
+one writer). Each flush of that thread is followed by a `StreamClock` checkpoint of the market
+stream's clocks (`Checkpointing`), from which a restarted recorder resumes (`producers.betfair.resume`;
+with `--raw`, from the raw payloads instead). Nothing here decides what a message means: that is
+`StreamSession`, tested offline. Credentials come only from the environment or a TOML file outside the repository and
 are passed to betfairlightweight as they are, never logged.
 """
 

@@ -138,6 +138,9 @@ def test_without_a_checkpoint_or_with_another_subscription_the_stream_starts_afr
     sub = subscription({"marketIds": ["1.200"]}, FIELDS, None)
     assert "another subscription" in resume_market_stream(tape, other, sub, FIELDS, 5000)
     assert other.resubscribe_clocks() == (None, None) and not other.decoder.markets
+    best = StreamSession("market", checkpoints=True)
+    assert "cannot rebuild" in resume_market_stream(tape, best, SUB, (*FIELDS, "EX_BEST_OFFERS"), 5000)
+    assert best.resubscribe_clocks() == (None, None) and not best.decoder.markets
     out = other.on_message(orjson.dumps(dict(orjson.loads(lines[0]), ct="SUB_IMAGE", initialClk="i")), 6000)
     gaps = [e for t, e in out.events if t == GAP_TOPIC]
     assert len(gaps) == 1 and not gaps[0].repaired and "recorder restarted" in gaps[0].reason  # type: ignore[union-attr]
