@@ -37,6 +37,36 @@ def make_tape(root: Path, n: int) -> None:
                 for i in range(start, min(n, start + 10_000))])
 
 
+def measure(work: Path, n: int) -> dict[str, float]:
+    """N trades on a tape in `work`, an `ema_cross` backtest onto `work/out` (run id "bench"), then its audit:
+    wall and CPU seconds of each and their ratios. Raises if the audit finds the run not identical."""
+    make_tape(work / "md", n)
+    uri_in, uri_out = f"file:{work / 'md'}", f"file:{work / 'out'}"
+    backtest("ema_cross", tape=uri_in, out_tape=f"file:{work / 'warm'}", run_id="warm", keep=False)  # warm caches
+    c0, w0 = time.process_time(), time.perf_counter()
+    res = backtest("ema_cross", tape=uri_in, out_tape=uri_out, run_id="bench", keep=False)
+    bt_cpu, bt_wall = time.process_time() - c0, time.perf_counter() - w0
+    with FileTape(work / "out") as out:
+        c0, w0 = time.process_time(), time.perf_counter()
+        result = audit(out, "bench")
+        au_cpu, au_wall = time.process_time() - c0, time.perf_counter() - w0
+    if not result.identical:
+        raise RuntimeError(result.line())
+    return {"events": res.summary["events"], "intents": res.summary["intents"], "recomputed": result.recomputed,
+            "backtest_wall_s": round(bt_wall, 3), "backtest_cpu_s": round(bt_cpu, 3),
+            "audit_wall_s": round(au_wall, 3), "audit_cpu_s": round(au_cpu, 3),
+            "cpu_ratio_to_backtest": round(au_cpu / bt_cpu, 2), "wall_ratio_to_backtest": round(au_wall / bt_wall, 2)}
+
+
+def figures(n: int = 1_000_000) -> dict[str, float]:
+    """`measure` in a temporary directory."""
+    work = Path(tempfile.mkdtemp(prefix="bench_audit_"))
+    try:
+        return measure(work, n)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("n", type=int, nargs="?", default=1_000_000)
@@ -44,22 +74,13 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_audit_"))
     try:
-        make_tape(work / "md", args.n)
-        uri_in, uri_out = f"file:{work / 'md'}", f"file:{work / 'out'}"
-        backtest("ema_cross", tape=uri_in, out_tape=f"file:{work / 'warm'}", run_id="warm", keep=False)  # warm caches
-        c0, w0 = time.process_time(), time.perf_counter()
-        res = backtest("ema_cross", tape=uri_in, out_tape=uri_out, run_id="bench", keep=False)
-        bt_cpu, bt_wall = time.process_time() - c0, time.perf_counter() - w0
-        report("backtest", machine=machine(), events=res.summary["events"], intents=res.summary["intents"],
-               wall_s=round(bt_wall, 3), cpu_s=round(bt_cpu, 3))
+        f = measure(work, args.n)
+        report("backtest", machine=machine(), events=f["events"], intents=f["intents"],
+               wall_s=f["backtest_wall_s"], cpu_s=f["backtest_cpu_s"])
+        report("audit", events=f["events"], intents=f["recomputed"], wall_s=f["audit_wall_s"],
+               cpu_s=f["audit_cpu_s"], cpu_ratio_to_backtest=f["cpu_ratio_to_backtest"],
+               wall_ratio_to_backtest=f["wall_ratio_to_backtest"])
         with FileTape(work / "out") as out:
-            c0, w0 = time.process_time(), time.perf_counter()
-            result = audit(out, "bench")
-            au_cpu, au_wall = time.process_time() - c0, time.perf_counter() - w0
-            assert result.identical, result.line()
-            report("audit", events=res.summary["events"], intents=result.recomputed, wall_s=round(au_wall, 3),
-                   cpu_s=round(au_cpu, 3), cpu_ratio_to_backtest=round(au_cpu / bt_cpu, 2),
-                   wall_ratio_to_backtest=round(au_wall / bt_wall, 2))
             if args.replay:
                 con = duckdb.connect(str(work / "r.duckdb"))
                 c0, w0 = time.process_time(), time.perf_counter()

@@ -136,6 +136,22 @@ def _run(mode: str, path: Path, tmp: Path, repeat: int = 1) -> dict[str, float]:
     return best
 
 
+def rates(res: dict[str, float]) -> dict[str, float]:
+    """A child's result as the figures the result line names."""
+    return {"updates": int(res["updates"]), "updates_per_s": round(res["updates"] / res["seconds"]),
+            "updates_per_cpu_s": round(res["updates"] / res["cpu_seconds"]), "peak_rss_mb": round(res["rss_mb"], 1),
+            "tape_mb": round(res.get("tape_mb", 0.0), 1)}
+
+
+def figures(copies: int = 100, repeat: int = 3, data: Path = DATA) -> dict[str, float]:
+    """`ticktape import betfair` of the two recorded markets copied `copies` times (its own process, best of
+    `repeat` by CPU time): updates/s by wall and CPU time, peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="bench-betfair-") as d:
+        tmp = Path(d)
+        make_file(data, copies, tmp / "big.stream")
+        return rates(_run("import", tmp / "big.stream", tmp, repeat=repeat))
+
+
 def main() -> None:
     """Build the replicated file, run every mode in its own process, print JSON result lines."""
     ap = argparse.ArgumentParser()
@@ -160,10 +176,7 @@ def main() -> None:
                 res = _child_result(mode, args.data, str(args.copies))
             else:
                 res = _run(mode, big, tmp, repeat=args.repeat)
-            report(f"betfair.{mode}", copies=args.copies, file_mb=round(size_mb, 1), updates=int(res["updates"]),
-                   updates_per_s=round(res["updates"] / res["seconds"]),
-                   updates_per_cpu_s=round(res["updates"] / res["cpu_seconds"]), peak_rss_mb=round(res["rss_mb"], 1),
-                   tape_mb=round(res.get("tape_mb", 0.0), 1))
+            report(f"betfair.{mode}", copies=args.copies, file_mb=round(size_mb, 1), **rates(res))
         res_small = _run("import", small, tmp)
         res_big = _run("import", big, tmp)
         report("betfair.import.memory", updates_small=n_small, peak_rss_small_mb=round(res_small["rss_mb"], 1),

@@ -70,6 +70,29 @@ def measure(kind: str, csv: Path, tape_dir: Path) -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def throughput(kind: str, csv: Path, tape_dir: Path, repeat: int) -> dict[str, float]:
+    """Best of `repeat` imports of `csv`, each in a fresh process: rows/s by wall and CPU time, peak RSS."""
+    runs = [measure(kind, csv, tape_dir) for _ in range(repeat)]
+    best = min(runs, key=lambda r: r["seconds"])
+    # rows per CPU second as well: on a shared VM the wall clock also counts other tenants.
+    return {"rows": int(best["rows"]), "mb": round(csv.stat().st_size / 2**20),
+            "rows_per_s": round(best["rows"] / best["seconds"]),
+            "rows_per_cpu_s": round(best["rows"] / min(r["cpu"] for r in runs)), "peak_rss_mb": round(best["rss_mb"])}
+
+
+def figures(rows: int = 2_000_000, repeat: int = 3) -> dict[str, dict[str, float]]:
+    """`throughput` of a klines and an aggTrades file of `rows` rows each."""
+    root = Path(tempfile.mkdtemp(prefix="ticktape-bench-binance-"))
+    try:
+        out = {}
+        for kind, writer in (("klines", write_klines), ("aggTrades", write_agg_trades)):
+            writer(root / f"{kind}.csv", rows)
+            out[kind] = throughput(kind, root / f"{kind}.csv", root / "tape", repeat)
+        return out
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=2_000_000, help="rows for the throughput runs")
@@ -86,12 +109,7 @@ def main() -> None:
         for kind, writer in (("klines", write_klines), ("aggTrades", write_agg_trades)):
             csv = root / f"{kind}.csv"
             writer(csv, args.rows)
-            runs = [measure(kind, csv, root / "tape") for _ in range(args.repeat)]
-            best = min(runs, key=lambda r: r["seconds"])
-            # rows per CPU second as well: on a shared VM the wall clock also counts other tenants.
-            report(f"binance_import.{kind}", rows=int(best["rows"]), mb=round(csv.stat().st_size / 2**20),
-                   rows_per_s=round(best["rows"] / best["seconds"]),
-                   rows_per_cpu_s=round(best["rows"] / min(r["cpu"] for r in runs)), peak_rss_mb=round(best["rss_mb"]))
+            report(f"binance_import.{kind}", **throughput(kind, csv, root / "tape", args.repeat))
             for size in (int(s) for s in args.sizes.split(",")):
                 big = root / f"{kind}-{size}.csv"
                 writer(big, size)

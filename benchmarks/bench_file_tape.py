@@ -45,31 +45,39 @@ def main() -> None:
             encoded_vs_objects(root, "market_books", market_books(args.books), args.book_batch)
             report("machine", machine=machine())
             return
-        events = synthetic_trades(args.n)
-        tape = FileTape(root, compression=args.compression)
-        t0 = time.perf_counter()
-        for i in range(0, args.n, args.batch):
-            tape.append("md.trade", events[i:i + args.batch])
-        append_s = time.perf_counter() - t0
-        on_disk = sum(p.stat().st_size for p in tape.segment_paths("md.trade"))
+        f = figures(root, args.n, args.batch, args.compression)
         report("file_tape.append", batch=args.batch, compression=args.compression,
-               events_per_s=round(args.n / append_s), bytes_per_event=round(on_disk / args.n, 1))
-        del events
-        reader = FileTape(root)
-        t0 = time.perf_counter()
-        count = sum(1 for _ in reader.read("md.trade"))
-        read_s = time.perf_counter() - t0
-        report("file_tape.read(records)", events_per_s=round(count / read_s))
-        t0 = time.perf_counter()
-        count = sum(1 for _ in reader.read_events("md.trade"))
-        report("file_tape.read_events", events_per_s=round(count / (time.perf_counter() - t0)))
-        tape.close()
-        reader.close()
+               events_per_s=f["append_per_s"], bytes_per_event=f["bytes_per_event"])
+        report("file_tape.read(records)", events_per_s=f["read_records_per_s"])
+        report("file_tape.read_events", events_per_s=f["read_events_per_s"])
         if args.stream:
             stream(root / "stream", args.stream, args.batch)
         report("machine", machine=machine())
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def figures(root: Path, n: int = 1_000_000, batch: int = 10_000, compression: str = "none") -> dict[str, float]:
+    """Events/s of appending `n` Trades in batches to a fresh tape in `root`, and of reading them back."""
+    events = synthetic_trades(n)
+    tape = FileTape(root, compression=compression)
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        tape.append("md.trade", events[i:i + batch])
+    append_s = time.perf_counter() - t0
+    on_disk = sum(p.stat().st_size for p in tape.segment_paths("md.trade"))
+    del events
+    reader = FileTape(root)
+    t0 = time.perf_counter()
+    count = sum(1 for _ in reader.read("md.trade"))
+    read_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    count_events = sum(1 for _ in reader.read_events("md.trade"))
+    events_s = time.perf_counter() - t0
+    tape.close()
+    reader.close()
+    return {"append_per_s": round(n / append_s), "bytes_per_event": round(on_disk / n, 1),
+            "read_records_per_s": round(count / read_s), "read_events_per_s": round(count_events / events_s)}
 
 
 def stream(root: Path, total: int, batch: int) -> None:
@@ -109,7 +117,7 @@ def market_books(n: int, runners: int = 10, traded_levels: int = 40) -> list[Eve
     return out
 
 
-def encoded_vs_objects(root: Path, name: str, events: list[Event], batch: int, repeat: int = 5) -> None:
+def encoded_vs_objects(root: Path, name: str, events: Sequence[Event], batch: int, repeat: int = 5) -> None:
     """`append` vs `append_encoded` of the same events into fresh tapes, best of `repeat` each."""
     codec = default_codec()
     items = [Encoded(codec.key_of(e), e.ts_event, codec.encode(e)) for e in events]

@@ -64,9 +64,10 @@ class Rates:
         self.cpu = max(self.cpu, n / cpu_s)
         self.broker = max(self.broker, n / broker_s) if broker_s else 0.0
 
-    def report(self, name: str, **extra: object) -> None:
+    def figures(self) -> dict[str, int]:
+        """The rates as the result line names them (the broker's only when it is ours)."""
         broker = {"events_per_broker_cpu_s": round(self.broker)} if self.broker else {}
-        report(name, **extra, events_per_s=round(self.wall), events_per_client_cpu_s=round(self.cpu), **broker)
+        return {"events_per_s": round(self.wall), "events_per_client_cpu_s": round(self.cpu), **broker}
 
 
 def produce_rate(uri: str, events: list[Trade], batch: int, repeat: int) -> tuple[Rates, str]:
@@ -142,6 +143,47 @@ def latency(uri: str, seconds: float, rate: int = 1000) -> dict[str, float]:
             "max_ms": round(lat[-1], 2), "events": n, "appends": appends}
 
 
+def missing_prerequisite() -> str | None:
+    """Why `scripts/kafka` cannot start a broker here, or None (as the test fixtures decide it)."""
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        return "Java 17+ is not installed (needed to run the Kafka broker); give a broker instead"
+    cache = Path(os.environ.get("TICKTAPE_KAFKA_CACHE") or REPO / ".cache" / "kafka")
+    if not any(cache.glob("*/.complete")) and not shutil.which("mvn"):
+        return "Maven is not installed and no Kafka jars are cached (scripts/kafka fetch needs mvn)"
+    return None
+
+
+def start_broker(run_dir: Path) -> str:
+    """Start a broker with `scripts/kafka` in `run_dir`; its HOST:PORT."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "kafka"), "start", "--dir", str(run_dir)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scripts/kafka start failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def stop_broker(run_dir: Path) -> None:
+    """Stop the broker `start_broker` started in `run_dir` and remove the directory."""
+    subprocess.run([sys.executable, str(REPO / "scripts" / "kafka"), "stop", "--dir", str(run_dir)],
+                   check=False, capture_output=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def figures(broker: str, n: int = 200_000, batch: int = 10_000, repeat: int = 3, seconds: float = 10.0,
+            clients: tuple[str, ...] = ("kafka+rdkafka", "kafka")) -> dict[str, dict[str, float]]:
+    """Per client scheme: produce and consume+decode rates of `n` Trades, and latency at 1k events/s."""
+    events = synthetic_trades(n)
+    out: dict[str, dict[str, float]] = {}
+    for scheme in clients:
+        uri = f"{scheme}://{broker}"
+        rates, topic = produce_rate(uri, events, batch, repeat)
+        consumed = consume_rate(uri, topic, n, repeat)
+        out[scheme] = {**{f"produce_{k}": v for k, v in rates.figures().items()},
+                       **{f"consume_{k}": v for k, v in consumed.figures().items()},
+                       **{f"latency_{k}": v for k, v in latency(uri, seconds).items()}}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--broker", default=os.environ.get("TICKTAPE_KAFKA"), help="HOST:PORT (default: start one)")
@@ -155,24 +197,22 @@ def main() -> None:
     broker = args.broker
     if not broker:
         run_dir = Path(tempfile.mkdtemp(prefix="ticktape-bench-kafka-"))
-        broker = subprocess.run([sys.executable, str(REPO / "scripts" / "kafka"), "start", "--dir", str(run_dir)],
-                                check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        broker = start_broker(run_dir)
         global BROKER_PID
         BROKER_PID = int((run_dir / "kafka.pid").read_text())
     try:
-        events = synthetic_trades(args.n)
-        for scheme in args.clients.split(","):
-            uri = f"{scheme}://{broker}"
-            rates, topic = produce_rate(uri, events, args.batch, args.repeat)
-            rates.report(f"kafka.produce[{scheme}]", batch=args.batch)
-            consume_rate(uri, topic, args.n, args.repeat).report(f"kafka.consume+decode[{scheme}]")
-            report(f"kafka.latency[{scheme}]", rate_per_s=1000, **latency(uri, args.seconds))
+        got = figures(broker, args.n, args.batch, args.repeat, args.seconds, tuple(args.clients.split(",")))
+        for scheme, f in got.items():
+            report(f"kafka.produce[{scheme}]", batch=args.batch,
+                   **{k.removeprefix("produce_"): v for k, v in f.items() if k.startswith("produce_")})
+            report(f"kafka.consume+decode[{scheme}]",
+                   **{k.removeprefix("consume_"): v for k, v in f.items() if k.startswith("consume_")})
+            report(f"kafka.latency[{scheme}]", rate_per_s=1000,
+                   **{k.removeprefix("latency_"): v for k, v in f.items() if k.startswith("latency_")})
         report("machine", machine=machine(), load_average=os.getloadavg())
     finally:
         if run_dir is not None:
-            subprocess.run([sys.executable, str(REPO / "scripts" / "kafka"), "stop", "--dir", str(run_dir)],
-                           check=False, capture_output=True)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            stop_broker(run_dir)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,28 @@ def timed_load(tape: FileTape, db: Path, columnar: bool = True) -> tuple[float, 
     return time.perf_counter() - t0, time.process_time() - c0, summary.rows
 
 
+def loads(tape: FileTape, work: Path) -> dict[str, dict[str, float]]:
+    """Into fresh databases in `work`: a load through the block reader, the first columnar load (which
+    writes the Parquet copies), and a second one (which reads them); events, wall and CPU s of each."""
+    out = {}
+    for name, db, columnar in (("blocks", "a", False), ("first_columnar", "a", True), ("cached", "b", True)):
+        wall, cpu, rows = timed_load(tape, work / f"{db}.duckdb", columnar=columnar)
+        out[name] = {"events": rows, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+                     "events_per_cpu_s": round(rows / cpu)}
+    return out
+
+
+def figures(n: int = 1_000_000, segment_mb: int = 64) -> dict[str, float]:
+    """`loads` of `n` trades on a fresh tape, as events per CPU second, and the process's peak RSS so far."""
+    work = Path(tempfile.mkdtemp(prefix="bench_load_"))
+    try:
+        f = loads(make_tape(work / "tape", n, segment_mb), work)
+        return {**{f"{k}_events_per_cpu_s": v["events_per_cpu_s"] for k, v in f.items()},
+                "peak_rss_mb": round(max_rss_mb(), 1)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("n", type=int, nargs="?", default=1_000_000)
@@ -55,15 +77,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_load_"))
     try:
         tape = make_tape(work / "tape", args.n, args.segment_mb)
-        blocks, cpu, rows = timed_load(tape, work / "a.duckdb", columnar=False)
-        report("load_blocks", machine=machine(), events=rows, wall_s=round(blocks, 3), cpu_s=round(cpu, 3),
-               events_per_cpu_s=round(rows / cpu))
-        first, cpu, rows = timed_load(tape, work / "a.duckdb")
-        report("load_first_columnar", events=rows, wall_s=round(first, 3), cpu_s=round(cpu, 3),
-               events_per_cpu_s=round(rows / cpu), segments=len(tape.segment_paths("md.binance.trade")))
-        second, cpu, rows = timed_load(tape, work / "b.duckdb")
-        report("load_cached", events=rows, wall_s=round(second, 3), cpu_s=round(cpu, 3),
-               events_per_cpu_s=round(rows / cpu))
+        f = loads(tape, work)
+        report("load_blocks", machine=machine(), **f["blocks"])
+        report("load_first_columnar", **f["first_columnar"], segments=len(tape.segment_paths("md.binance.trade")))
+        report("load_cached", **f["cached"])
         con = connect(str(work / "b.duckdb"))
         t0 = time.perf_counter()
         again = load(tape, con)

@@ -6,6 +6,8 @@ so a change in the shared machine's load hits every engine alike. Per run: wall 
 the process (`os.wait4`'s rusage), peak RSS (`ru_maxrss`), the run phase's seconds as the engine
 reports them, seconds per 100k events where the engine reports them, and the decisions. The
 decisions are compared (`compare.py`) before any ratio is computed; a mismatch stops the run.
+Then the pipeline pieces (`pipeline.py`: codec, file tape, Kafka, imports, load, audit), each in its own
+process, against their targets; `--pipeline-only` runs just those.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.peers import compare, data, report, venvs
+from benchmarks.peers import compare, data, pipeline, report, venvs
 
 REPO = Path(__file__).resolve().parents[2]
 CHILDREN = Path(__file__).resolve().parent / "children"
@@ -209,7 +211,7 @@ def ema_section(trades: int, seed: int, rounds: int, work: Path, loads: list[flo
     last = {"ticktape": kept["fills"], **{name: rs[-1]["fills"] for name, rs in runs.items() if name != "ticktape"}}
     counts = {name: compare.side_counts(f) for name, f in last.items()}
     compare.require_equal("ema_cross buy/sell counts", compare.check_orders(counts))
-    figures = {name: median_figures(rs, trades) for name, rs in runs.items()}
+    figures: dict[str, Any] = {name: median_figures(rs, trades) for name, rs in runs.items()}
     for name in ("nautilus_trader", "backtrader"):
         figures[name]["fill_price_differences"] = compare.fill_price_differences(last["ticktape"], last[name])
     figures["buys"], figures["sells"] = counts["ticktape"]
@@ -236,7 +238,7 @@ def betfair_section(markets: int, rounds: int, work: Path, loads: list[float]) -
     ours = [compare.Bet.of(b) for b in kept["bets"]]
     theirs = [compare.Bet.of(b) for b in runs["flumine"][-1]["bets"]]
     compare.require_equal("betfair_back_favourite bets", compare.check_bets(ours, theirs))
-    figures = {name: median_figures(rs, updates) for name, rs in runs.items()}
+    figures: dict[str, Any] = {name: median_figures(rs, updates) for name, rs in runs.items()}
     figures["bets"] = len(ours)
     return figures
 
@@ -254,7 +256,19 @@ def _ratio(r: dict[str, float] | None) -> str:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    """The Peers section's body from the results."""
+    """The Peers section's body from the results: the engines compared, then the pipeline pieces (either
+    may be absent: `--pipeline-only` measures only the pieces)."""
+    parts = [peers_markdown(res)] if "ema" in res["figures"] else [
+        "## Peers — `python -m benchmarks peers`", "",
+        f"Measured {res['date']} on {res['machine']['cpus']} cores ({res['machine']['cpu']}), Python "
+        f"{res['machine']['python']}; `--pipeline-only`: the engines were not compared."]
+    if "pipeline" in res["figures"]:
+        parts.append(pipeline.markdown(res["figures"]["pipeline"], res["pipeline_measured"]))
+    return "\n\n".join(parts)
+
+
+def peers_markdown(res: dict[str, Any]) -> str:
+    """The engines' comparison: machine and load, the EMA and the Betfair tables."""
     m, ema, bf = res["machine"], res["figures"]["ema"], res["figures"]["betfair"]
     loaded = " — a loaded, shared machine: wall figures are pessimistic" if res["load"]["median"] > 1 else ""
     lines = [
@@ -311,6 +325,39 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def pipeline_section(quick: bool, kafka: str | None, loads: list[float]) -> dict[str, Any]:
+    """The pipeline pieces, each in its own process. Without `kafka` (HOST:PORT) a broker is started with
+    `scripts/kafka` when the Kafka piece comes up and stopped at the end; without Java the Kafka rows are
+    skipped with the reason."""
+    import tempfile
+
+    from benchmarks import bench_kafka
+
+    skip: dict[str, str] = {}
+    run_dir: list[Path] = []  # the broker's directory, once started
+
+    def broker() -> str:
+        if kafka:
+            return kafka
+        run_dir.append(Path(tempfile.mkdtemp(prefix="ticktape-bench-kafka-")))
+        print("peers: pipeline: starting a Kafka broker (scripts/kafka)", file=sys.stderr)
+        return bench_kafka.start_broker(run_dir[0])
+
+    if not kafka and (reason := bench_kafka.missing_prerequisite()):
+        skip["kafka"] = reason
+        print(f"peers: pipeline: skipping the Kafka rows: {reason}", file=sys.stderr)
+
+    def measured(cmd: list[str]) -> dict[str, Any]:
+        loads.append(os.getloadavg()[0])
+        return run_measured(cmd)
+
+    try:
+        return pipeline.run_pieces(measured, quick=quick, kafka=broker, skip=skip)
+    finally:
+        for d in run_dir:
+            bench_kafka.stop_broker(d)
+
+
 def machine() -> dict[str, Any]:
     """What ran the benchmark."""
     cpu = platform.processor() or ""
@@ -327,7 +374,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markets", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=18)
-    ap.add_argument("--quick", action="store_true", help="100k trades, 20 markets, 1 round; writes no files")
+    ap.add_argument("--quick", action="store_true",
+                    help="100k trades, 20 markets, 1 round, pipeline pieces at a tenth of their size; writes no files")
+    ap.add_argument("--pipeline-only", action="store_true",
+                    help="only the pipeline pieces (codec, file tape, Kafka, imports, load, audit), not the engines")
+    ap.add_argument("--no-pipeline", action="store_true", help="only the engines, not the pipeline pieces")
+    ap.add_argument("--kafka", metavar="HOST:PORT", default=os.environ.get("TICKTAPE_KAFKA"),
+                    help="the broker for the Kafka rows (default: $TICKTAPE_KAFKA, else one started by scripts/kafka)")
     ap.add_argument("--check-readme", action="store_true",
                     help="flag README figures more than 20%% away from the last measured (exit 0 either way)")
     ap.add_argument("--work", type=Path, default=REPO / ".cache" / "bench-peers")
@@ -339,25 +392,42 @@ def main(argv: list[str] | None = None) -> int:
             print(f"peers: FLAG {f}")
         print(f"peers: README check: {len(flags)} figure(s) flagged" if flags else "peers: README figures agree")
         return 0  # flag, don't fail the build
+    if args.pipeline_only and args.no_pipeline:
+        ap.error("--pipeline-only and --no-pipeline exclude each other")
     if args.quick:
         args.trades, args.markets, args.rounds, args.no_write = 100_000, 20, 1, True
-    versions = {name: venvs.ensure(REPO, name) for name in venvs.PEERS}
-    args.work.mkdir(parents=True, exist_ok=True)
     loads: list[float] = []
     t0 = time.time()
-    ema = ema_section(args.trades, args.seed, args.rounds, args.work, loads)
-    bf = betfair_section(args.markets, args.rounds, args.work, loads)
-    loads.append(os.getloadavg()[0])
-    res = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)), "machine": machine(), "versions": versions,
-        "params": {"trades": args.trades, "markets": args.markets, "rounds": args.rounds, "seed": args.seed},
-        "load": {"min": min(loads), "max": max(loads), "median": statistics.median(loads), "samples": loads},
-        "figures": {"ema": ema, "betfair": bf},
-        "ratios": {"ema": ratios(ema, "ticktape", ("nautilus_trader", "backtrader")),
-                   "betfair": ratios(bf, "ticktape", ("flumine",))},
+    res: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)), "machine": machine(),
+        "params": {"trades": args.trades, "markets": args.markets, "rounds": args.rounds, "seed": args.seed,
+                   "quick": args.quick},
+        "figures": {},
     }
+    if not args.pipeline_only:
+        res["versions"] = {name: venvs.ensure(REPO, name) for name in venvs.PEERS}
+        args.work.mkdir(parents=True, exist_ok=True)
+        ema = ema_section(args.trades, args.seed, args.rounds, args.work, loads)
+        bf = betfair_section(args.markets, args.rounds, args.work, loads)
+        res["figures"] = {"ema": ema, "betfair": bf}
+        res["ratios"] = {"ema": ratios(ema, "ticktape", ("nautilus_trader", "backtrader")),
+                         "betfair": ratios(bf, "ticktape", ("flumine",))}
+    if not args.no_pipeline:
+        p0 = len(loads)
+        res["figures"]["pipeline"] = pipeline_section(args.quick, args.kafka, loads)
+        res["pipeline_measured"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
+                                    "load": {"min": min(loads[p0:], default=0.0), "max": max(loads[p0:], default=0.0)}}
+    loads.append(os.getloadavg()[0])
+    res["load"] = {"min": min(loads), "max": max(loads), "median": statistics.median(loads), "samples": loads}
+    if args.pipeline_only and not args.no_write and RESULTS.exists():
+        # keep the engines' last comparison: only the pipeline's figures are new
+        last = json.loads(RESULTS.read_text())
+        last["figures"]["pipeline"] = res["figures"]["pipeline"]
+        last["pipeline_measured"] = res["pipeline_measured"]
+        res = last
     text = markdown(res)
     print(text)
+    print(f"peers: {time.time() - t0:.0f} s in all", file=sys.stderr)
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(res, indent=1) + "\n")

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -135,3 +136,152 @@ def test_quick_peer_run_agrees_across_engines(tmp_path: Path) -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Same decisions in all three" in proc.stdout and "fill prices differing" in proc.stdout
+
+
+# ---------------------------------------------------------------- the pipeline pieces
+
+def test_pipeline_rows_met_missed_and_no_target_on_given_figures() -> None:
+    from benchmarks.peers import pipeline
+
+    results: dict[str, dict[str, Any]] = {
+        "codec": {"encode_per_s": 300_000, "decode_per_s": 299_999},  # at the target is met, below it missed
+        "audit": {"cpu_ratio_to_backtest": 2.0},  # "< 2": equal is missed
+        "load": {"cached_events_per_cpu_s": 1_250_000, "blocks_events_per_cpu_s": 400_000},
+    }
+    got = {r["piece"]: r for r in pipeline.rows(results)}
+    assert [r["status"] for r in pipeline.rows(results)] == ["met", "missed", "met", "no target", "missed"]
+    encode = got["codec: `Codec.encode` of a Trade"]
+    assert encode == {"piece": "codec: `Codec.encode` of a Trade", "figure": "300,000", "unit": "events/s",
+                      "target": "≥ 300,000", "status": "met"}
+    audit = got["`ticktape audit` of an `ema_cross` run, CPU vs the backtest"]
+    assert (audit["figure"], audit["target"], audit["status"]) == ("2.00", "< 2.00", "missed")
+    assert pipeline.rows({"audit": {"cpu_ratio_to_backtest": 1.1}})[0]["status"] == "met"
+    # a piece that ran but lacks a figure is a failed row, not a KeyError
+    assert pipeline.rows({"audit": {"other": 1}})[0]["status"] == "failed: no figure cpu_ratio_to_backtest"
+    table = pipeline.markdown(results, {"date": "2026-12-05 20:00 UTC", "quick": True, "load": {"min": 1, "max": 2}})
+    assert table.startswith("### Pipeline pieces\n")
+    assert "| piece | figure | unit | target | met/missed |" in table
+    assert "| codec: `Codec.decode` of a Trade | 299,999 | events/s | ≥ 300,000 | missed |" in table
+    assert "| `ticktape load`, first load (block reader) | 400,000 | events/CPU-s | — | no target |" in table
+
+
+def test_targets_compare_in_their_direction() -> None:
+    from benchmarks.peers.pipeline import at_least, below
+
+    assert at_least(100).met(100) and at_least(100).met(101) and not at_least(100).met(99.9)
+    assert below(10).met(9.99) and not below(10).met(10) and not below(10).met(11)
+    assert (at_least(1_000_000).text(), below(10).text()) == ("≥ 1,000,000", "< 10.00")
+
+
+def test_a_failing_piece_is_a_failed_row_and_the_others_still_run() -> None:
+    from benchmarks.peers import pipeline
+
+    calls: list[list[str]] = []
+
+    def measure(cmd: list[str]) -> dict[str, object]:
+        calls.append(cmd)
+        piece = cmd[cmd.index("benchmarks.peers.pipeline") + 1]
+        if piece == "codec":
+            raise RuntimeError("python -m benchmarks.peers.pipeline codec ... failed (1):\nTraceback ...\n"
+                               "MemoryError: out of memory in encode")
+        if piece == "file_tape":
+            return {"wall_s": 1.0, "cpu_s": 1.0, "maxrss_mb": 50.0, "stdout": "not json\n"}
+        return {"wall_s": 1.0, "cpu_s": 1.0, "maxrss_mb": 50.0,
+                "stdout": '{"updates_per_s": 25000, "cpu_ratio_to_backtest": 1.2}\n'}
+
+    def broker() -> str:
+        raise RuntimeError("scripts/kafka start failed (1): broker did not come up")
+
+    res = pipeline.run_pieces(measure, quick=True, kafka=broker, skip={"binance_import": "no reason"})
+    assert res["codec"] == {"error": "MemoryError: out of memory in encode"}
+    assert "error" in res["file_tape"]
+    assert res["kafka"] == {"error": "scripts/kafka start failed (1): broker did not come up"}
+    assert res["binance_import"] == {"skipped": "no reason"}
+    assert res["betfair_import"]["updates_per_s"] == 25000 and res["betfair_import"]["process"]["wall_s"] == 1.0
+    assert res["audit"]["cpu_ratio_to_backtest"] == 1.2
+    assert all("--quick" in c for c in calls) and not any("--kafka" in c for c in calls)
+    status = {r["piece"]: r["status"] for r in pipeline.rows(res)}
+    assert status["codec: `Codec.encode` of a Trade"] == "failed: MemoryError: out of memory in encode"
+    assert status["Kafka produce, kafka-python"].startswith("failed: scripts/kafka start failed")
+    assert status["`ticktape import binance` klines"] == "skipped: no reason"
+    assert status["`ticktape import betfair`, end to end in its process"] == "met"
+    assert status["`ticktape audit` of an `ema_cross` run, CPU vs the backtest"] == "met"
+    # the whole report renders with them (a --pipeline-only result: no engine figures)
+    from benchmarks.peers import run
+
+    text = run.markdown({"date": "d", "machine": run.machine(), "params": {}, "figures": {"pipeline": res},
+                         "pipeline_measured": {"date": "d", "quick": True, "load": {"min": 0.5, "max": 1.5}}})
+    assert "`--pipeline-only`: the engines were not compared" in text
+    assert "| codec: `Codec.encode` of a Trade | — | events/s | ≥ 300,000 | failed: MemoryError" in text
+
+
+def test_kafka_piece_gets_the_broker_it_is_given() -> None:
+    from benchmarks.peers import pipeline
+
+    seen: list[list[str]] = []
+
+    def measure(cmd: list[str]) -> dict[str, object]:
+        seen.append(cmd)
+        return {"wall_s": 1.0, "cpu_s": 1.0, "maxrss_mb": 50.0, "stdout": "{}\n"}
+
+    pipeline.run_pieces(measure, quick=False, kafka=lambda: "127.0.0.1:9", pieces=("kafka", "codec"))
+    assert seen[0][-2:] == ["--kafka", "127.0.0.1:9"] and "--quick" not in seen[0]
+    assert "--kafka" not in seen[1]
+
+
+def _positive_numbers(d: object) -> bool:
+    if isinstance(d, dict):  # a file's size in whole MiB is 0 at a tiny size
+        return all(_positive_numbers(v) for k, v in d.items() if k != "mb")
+    return isinstance(d, int | float) and d > 0
+
+
+@pytest.mark.parametrize("piece, sizes, keys", [
+    ("codec", {"n": 2_000}, {"encode_per_s", "decode_per_s", "fastavro_encode_per_s", "fastavro_decode_per_s"}),
+    ("file_tape", {"n": 5_000, "batch": 1_000},
+     {"append_per_s", "bytes_per_event", "read_records_per_s", "read_events_per_s"}),
+    ("binance_import", {"rows": 3_000, "repeat": 1}, {"klines", "aggTrades"}),
+    ("betfair_import", {"copies": 1, "repeat": 1}, {"updates", "updates_per_s", "updates_per_cpu_s", "peak_rss_mb",
+                                                    "tape_mb"}),
+    ("load", {"n": 20_000, "segment_mb": 1}, {"blocks_events_per_cpu_s", "first_columnar_events_per_cpu_s",
+                                              "cached_events_per_cpu_s", "peak_rss_mb"}),
+    ("audit", {"n": 20_000}, {"events", "intents", "recomputed", "backtest_wall_s", "backtest_cpu_s", "audit_wall_s",
+                              "audit_cpu_s", "cpu_ratio_to_backtest", "wall_ratio_to_backtest"}),
+])
+def test_each_piece_figures_at_a_tiny_size(piece: str, sizes: dict[str, int], keys: set[str]) -> None:
+    from benchmarks.peers import pipeline
+
+    if piece == "betfair_import":
+        from benchmarks.bench_betfair_import import DATA, MARKETS
+
+        if not (DATA / MARKETS[0]).exists():
+            pytest.skip(f"no recorded Betfair markets at {DATA}")
+    got = pipeline.measure_piece(piece, sizes)
+    assert set(got) == keys
+    assert _positive_numbers(got), got
+    if piece == "binance_import":
+        for kind in ("klines", "aggTrades"):
+            assert set(got[kind]) == {"rows", "mb", "rows_per_s", "rows_per_cpu_s", "peak_rss_mb"}
+            assert got[kind]["rows"] == 3_000
+    if piece == "betfair_import":
+        assert got["updates"] == 332  # the two recorded markets, 166 updates each
+    if piece == "audit":
+        assert got["events"] == 20_000 and got["recomputed"] == got["intents"] > 0
+    # every row of the piece finds its figure
+    assert all(r["figure"] != "—" for r in pipeline.rows({piece: got}))
+
+
+def test_every_row_names_a_piece_with_sizes_and_the_quick_sizes_are_smaller() -> None:
+    from benchmarks.peers import pipeline
+
+    assert set(pipeline.PIECES) == set(pipeline.SIZES)
+    for piece, sizes in pipeline.SIZES.items():
+        assert set(sizes["quick"]) == set(sizes["full"]), piece
+        assert all(sizes["quick"][k] <= v for k, v in sizes["full"].items()), piece
+
+
+def test_readme_check_covers_pipeline_figures() -> None:
+    figures = {"pipeline": {"betfair_import": {"updates_per_s": 30_000}, "codec": {"error": "boom"}}}
+    readme = ("import at <!-- peers:pipeline.betfair_import.updates_per_s --> 29,000 updates/s, "
+              "<!-- peers:pipeline.codec.encode_per_s --> 1,900,000")
+    flags = report.check_readme(readme, figures)
+    assert len(flags) == 1 and "pipeline.codec.encode_per_s" in flags[0] and "no such figure" in flags[0]
