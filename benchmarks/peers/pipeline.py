@@ -36,7 +36,8 @@ class Target:
 
     def text(self) -> str:
         """As the report prints it, e.g. `≥ 300,000` or `< 2`."""
-        return f"{'≥' if self.op == '>=' else '<'} {_number(self.value)}"
+        return f"{'≥' if self.op == '>=' else '<'} {self.value:,.0f}" if self.value >= 100 else \
+            f"{'≥' if self.op == '>=' else '<'} {self.value:g}"
 
 
 @dataclass(frozen=True, kw_only=True)

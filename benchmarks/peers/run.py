@@ -31,6 +31,8 @@ from benchmarks.peers import compare, data, pipeline, report, venvs
 REPO = Path(__file__).resolve().parents[2]
 CHILDREN = Path(__file__).resolve().parent / "children"
 RESULTS = REPO / "benchmarks" / "results" / "peers.json"
+PIECE_TIMEOUT_S = 1200.0
+"""A pipeline piece still running after this long (a quarter of it under --quick) is killed and reported failed."""
 
 
 def run_process(cmd: list[str], *, cwd: Path = REPO) -> dict[str, Any]:
@@ -43,20 +45,23 @@ def run_process(cmd: list[str], *, cwd: Path = REPO) -> dict[str, Any]:
     return {"wall_s": wall, "stdout": proc.stdout}
 
 
-def run_measured(cmd: list[str], *, cwd: Path = REPO) -> dict[str, Any]:
+def run_measured(cmd: list[str], *, cwd: Path = REPO, timeout: float | None = None) -> dict[str, Any]:
     """Like `run_process`, with the child's CPU time and peak RSS.
 
     The child runs under `/usr/bin/time`: Linux carries a process's RSS high-water mark over fork
     and exec, so a child forked straight from this (large) process would report at least our own
-    RSS as its peak. `time` is small, and reports its child's own `ru_maxrss`.
+    RSS as its peak. `time` is small, and reports its child's own `ru_maxrss`. With `timeout`, the
+    child runs in its own process group, which is killed (all of it) after `timeout` seconds.
     """
+    import signal
     import tempfile
 
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         t0 = time.perf_counter()
         with open(os.devnull, "rb") as devnull:
             proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd], cwd=cwd, stdin=devnull,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=timeout is not None)
             import threading
 
             chunks: dict[str, bytes] = {}
@@ -68,14 +73,28 @@ def run_measured(cmd: list[str], *, cwd: Path = REPO) -> dict[str, Any]:
                                                                                  ("err", proc.stderr))]
             for t in threads:
                 t.start()
+            timed_out = threading.Event()
+
+            def kill() -> None:
+                timed_out.set()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+            timer = threading.Timer(timeout, kill) if timeout is not None else None
+            if timer is not None:
+                timer.start()
             _, status, ru = os.wait4(proc.pid, 0)  # this child's (and its child's) rusage alone
             wall = time.perf_counter() - t0
+            if timer is not None:
+                timer.cancel()
             proc.returncode = os.waitstatus_to_exitcode(status)
             for t in threads:
                 t.join()
         peak_kb = int(rss.read().strip().splitlines()[-1] or 0) if proc.returncode == 0 else 0
     if proc.returncode != 0:
         err = chunks.get("err", b"").decode(errors="replace")
+        if timed_out.is_set():
+            err += f"\ntimed out after {timeout:.0f} s"
         raise RuntimeError(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}):\n{err[-3000:]}")
     return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "maxrss_mb": peak_kb / 1024,
             "stdout": chunks.get("out", b"").decode()}
@@ -259,7 +278,7 @@ def markdown(res: dict[str, Any]) -> str:
     """The Peers section's body from the results: the engines compared, then the pipeline pieces (either
     may be absent: `--pipeline-only` measures only the pieces)."""
     parts = [peers_markdown(res)] if "ema" in res["figures"] else [
-        "## Peers — `python -m benchmarks peers`", "",
+        "## Peers — `python -m benchmarks peers`\n\n"
         f"Measured {res['date']} on {res['machine']['cpus']} cores ({res['machine']['cpu']}), Python "
         f"{res['machine']['python']}; `--pipeline-only`: the engines were not compared."]
     if "pipeline" in res["figures"]:
@@ -325,7 +344,8 @@ def peers_markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def pipeline_section(quick: bool, kafka: str | None, loads: list[float]) -> dict[str, Any]:
+def pipeline_section(quick: bool, kafka: str | None, loads: list[float],
+                     pieces: tuple[str, ...] = pipeline.PIECES) -> dict[str, Any]:
     """The pipeline pieces, each in its own process. Without `kafka` (HOST:PORT) a broker is started with
     `scripts/kafka` when the Kafka piece comes up and stopped at the end; without Java the Kafka rows are
     skipped with the reason."""
@@ -343,16 +363,16 @@ def pipeline_section(quick: bool, kafka: str | None, loads: list[float]) -> dict
         print("peers: pipeline: starting a Kafka broker (scripts/kafka)", file=sys.stderr)
         return bench_kafka.start_broker(run_dir[0])
 
-    if not kafka and (reason := bench_kafka.missing_prerequisite()):
+    if "kafka" in pieces and not kafka and (reason := bench_kafka.missing_prerequisite()):
         skip["kafka"] = reason
         print(f"peers: pipeline: skipping the Kafka rows: {reason}", file=sys.stderr)
 
     def measured(cmd: list[str]) -> dict[str, Any]:
         loads.append(os.getloadavg()[0])
-        return run_measured(cmd)
+        return run_measured(cmd, timeout=PIECE_TIMEOUT_S * (0.25 if quick else 1))
 
     try:
-        return pipeline.run_pieces(measured, quick=quick, kafka=broker, skip=skip)
+        return pipeline.run_pieces(measured, quick=quick, kafka=broker, skip=skip, pieces=pieces)
     finally:
         for d in run_dir:
             bench_kafka.stop_broker(d)

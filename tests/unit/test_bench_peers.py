@@ -154,7 +154,7 @@ def test_pipeline_rows_met_missed_and_no_target_on_given_figures() -> None:
     assert encode == {"piece": "codec: `Codec.encode` of a Trade", "figure": "300,000", "unit": "events/s",
                       "target": "≥ 300,000", "status": "met"}
     audit = got["`ticktape audit` of an `ema_cross` run, CPU vs the backtest"]
-    assert (audit["figure"], audit["target"], audit["status"]) == ("2.00", "< 2.00", "missed")
+    assert (audit["figure"], audit["target"], audit["status"]) == ("2.00", "< 2", "missed")
     assert pipeline.rows({"audit": {"cpu_ratio_to_backtest": 1.1}})[0]["status"] == "met"
     # a piece that ran but lacks a figure is a failed row, not a KeyError
     assert pipeline.rows({"audit": {"other": 1}})[0]["status"] == "failed: no figure cpu_ratio_to_backtest"
@@ -170,7 +170,7 @@ def test_targets_compare_in_their_direction() -> None:
 
     assert at_least(100).met(100) and at_least(100).met(101) and not at_least(100).met(99.9)
     assert below(10).met(9.99) and not below(10).met(10) and not below(10).met(11)
-    assert (at_least(1_000_000).text(), below(10).text()) == ("≥ 1,000,000", "< 10.00")
+    assert (at_least(1_000_000).text(), below(10).text()) == ("≥ 1,000,000", "< 10")
 
 
 def test_a_failing_piece_is_a_failed_row_and_the_others_still_run() -> None:
@@ -211,7 +211,7 @@ def test_a_failing_piece_is_a_failed_row_and_the_others_still_run() -> None:
 
     text = run.markdown({"date": "d", "machine": run.machine(), "params": {}, "figures": {"pipeline": res},
                          "pipeline_measured": {"date": "d", "quick": True, "load": {"min": 0.5, "max": 1.5}}})
-    assert "`--pipeline-only`: the engines were not compared" in text
+    assert "`--pipeline-only`: the engines were not compared.\n\n### Pipeline pieces\n\n" in text
     assert "| codec: `Codec.encode` of a Trade | — | events/s | ≥ 300,000 | failed: MemoryError" in text
 
 
@@ -285,3 +285,42 @@ def test_readme_check_covers_pipeline_figures() -> None:
               "<!-- peers:pipeline.codec.encode_per_s --> 1,900,000")
     flags = report.check_readme(readme, figures)
     assert len(flags) == 1 and "pipeline.codec.encode_per_s" in flags[0] and "no such figure" in flags[0]
+    assert "<!-- peers:pipeline.betfair_import.updates_per_s -->" in (REPO / "README.md").read_text()
+
+
+def test_a_piece_that_hangs_is_killed_with_its_children_and_fails(tmp_path: Path) -> None:
+    from benchmarks.peers import run
+
+    pid_file = tmp_path / "grandchild.pid"
+    script = ("import subprocess, sys, time\n"
+              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+              "time.sleep(60)\n")
+    with pytest.raises(RuntimeError, match="timed out after 2 s"):
+        run.run_measured([sys.executable, "-c", script], timeout=2)
+    grandchild = int(pid_file.read_text())
+    import time
+
+    for _ in range(50):  # killed with its group (a zombie until init reaps it counts as gone)
+        try:
+            if Path(f"/proc/{grandchild}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the piece's child {grandchild} outlived the timeout")
+    assert run.run_measured([sys.executable, "-c", "print('ok')"], timeout=60)["stdout"] == "ok\n"
+
+
+def test_without_java_the_kafka_rows_are_skipped_with_the_reason(monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import bench_kafka
+    from benchmarks.peers import pipeline, run
+
+    monkeypatch.setattr(bench_kafka, "missing_prerequisite", lambda: "Java 17+ is not installed")
+    monkeypatch.setattr(bench_kafka, "start_broker", lambda run_dir: pytest.fail("no broker may be started"))
+    res = run.pipeline_section(True, None, [], pieces=("kafka",))
+    assert res == {"kafka": {"skipped": "Java 17+ is not installed"}}
+    assert "skipping the Kafka rows: Java 17+ is not installed" in capsys.readouterr().err
+    assert {r["status"] for r in pipeline.rows(res)} == {"skipped: Java 17+ is not installed"}
