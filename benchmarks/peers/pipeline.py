@@ -86,6 +86,8 @@ ROWS: tuple[Row, ...] = (
         unit="rows/s", target=at_least(300_000)),
     Row(piece="betfair_import", label="`ticktape import betfair`, end to end in its process", key=("updates_per_s",),
         unit="updates/s", target=at_least(20_000)),
+    Row(piece="betfair_import", label="`ticktape import betfair`, the whole command (issue 18: per core)",
+        key=("cli_updates_per_s",), unit="updates/s", target=at_least(50_000)),
     Row(piece="load", label="`ticktape load`, sealed segments from Parquet", key=("cached_events_per_cpu_s",),
         unit="events/CPU-s", target=at_least(1_000_000)),
     Row(piece="load", label="`ticktape load`, first load (block reader)", key=("blocks_events_per_cpu_s",),
