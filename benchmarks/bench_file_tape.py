@@ -45,7 +45,7 @@ def main() -> None:
             encoded_vs_objects(root, "market_books", market_books(args.books), args.book_batch)
             report("machine", machine=machine())
             return
-        f = figures(root, args.n, args.batch, args.compression)
+        f = figures(args.n, args.batch, args.compression, root)
         report("file_tape.append", batch=args.batch, compression=args.compression,
                events_per_s=f["append_per_s"], bytes_per_event=f["bytes_per_event"])
         report("file_tape.read(records)", events_per_s=f["read_records_per_s"])
@@ -57,8 +57,13 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def figures(root: Path, n: int = 1_000_000, batch: int = 10_000, compression: str = "none") -> dict[str, float]:
-    """Events/s of appending `n` Trades in batches to a fresh tape in `root`, and of reading them back."""
+def figures(n: int = 1_000_000, batch: int = 10_000, compression: str = "none", root: Path | None = None
+            ) -> dict[str, float]:
+    """Events/s of appending `n` Trades in batches to a fresh tape in `root` (a temporary directory when
+    None), and of reading them back."""
+    if root is None:
+        with tempfile.TemporaryDirectory(prefix="ticktape-bench-") as d:
+            return figures(n, batch, compression, Path(d))
     events = synthetic_trades(n)
     tape = FileTape(root, compression=compression)
     t0 = time.perf_counter()

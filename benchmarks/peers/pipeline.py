@@ -14,10 +14,8 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 KAFKA_CLIENTS = ("kafka+rdkafka", "kafka")
@@ -95,56 +93,44 @@ ROWS: tuple[Row, ...] = (
     Row(piece="audit", label="`ticktape audit` of an `ema_cross` run, CPU vs the backtest",
         key=("cpu_ratio_to_backtest",), unit="×", target=below(2)),
 )
-PIECES = tuple(dict.fromkeys(r.piece for r in ROWS))
+@dataclass(frozen=True, kw_only=True)
+class Piece:
+    """A piece's benchmark: the module whose `figures(**kwargs)` measures it, its sizes, whether it needs
+    the broker (passed as `broker`)."""
 
-SIZES: dict[str, dict[str, dict[str, Any]]] = {
-    # piece -> {"full": kwargs, "quick": kwargs} of its benchmark's `figures`
-    "codec": {"full": {"n": 300_000}, "quick": {"n": 100_000}},
-    "file_tape": {"full": {"n": 1_000_000}, "quick": {"n": 200_000}},
-    "kafka": {"full": {"n": 200_000, "repeat": 3, "seconds": 10.0},
-              "quick": {"n": 20_000, "repeat": 1, "seconds": 2.0}},
-    "binance_import": {"full": {"rows": 2_000_000, "repeat": 3}, "quick": {"rows": 200_000, "repeat": 1}},
-    "betfair_import": {"full": {"copies": 100, "repeat": 3}, "quick": {"copies": 25, "repeat": 1}},
+    module: str
+    full: Mapping[str, Any]
+    quick: Mapping[str, Any]
+    needs_broker: bool = False
+
+
+REGISTRY: dict[str, Piece] = {
+    "codec": Piece(module="benchmarks.bench_codec", full={"n": 300_000}, quick={"n": 100_000}),
+    "file_tape": Piece(module="benchmarks.bench_file_tape", full={"n": 1_000_000}, quick={"n": 200_000}),
+    "kafka": Piece(module="benchmarks.bench_kafka", needs_broker=True,
+                   full={"n": 200_000, "repeat": 3, "seconds": 10.0, "clients": KAFKA_CLIENTS},
+                   quick={"n": 20_000, "repeat": 1, "seconds": 2.0, "clients": KAFKA_CLIENTS}),
+    "binance_import": Piece(module="benchmarks.bench_binance_import", full={"rows": 2_000_000, "repeat": 3},
+                            quick={"rows": 200_000, "repeat": 1}),
+    "betfair_import": Piece(module="benchmarks.bench_betfair_import", full={"copies": 100, "repeat": 3},
+                            quick={"copies": 25, "repeat": 1}),
     # segments small enough that most of the tape is sealed (the cached path reads sealed segments)
-    "load": {"full": {"n": 1_000_000, "segment_mb": 8}, "quick": {"n": 200_000, "segment_mb": 2}},
-    "audit": {"full": {"n": 1_000_000}, "quick": {"n": 200_000}},
+    "load": Piece(module="benchmarks.bench_load", full={"n": 1_000_000, "segment_mb": 8},
+                  quick={"n": 200_000, "segment_mb": 2}),
+    "audit": Piece(module="benchmarks.bench_audit", full={"n": 1_000_000}, quick={"n": 200_000}),
 }
+PIECES = tuple(REGISTRY)
 
 
-def measure_piece(piece: str, sizes: Mapping[str, Any], kafka: str | None = None) -> dict[str, Any]:
+def measure_piece(piece: str, sizes: Mapping[str, Any], broker: str | None = None) -> dict[str, Any]:
     """Run `piece`'s benchmark in this process at `sizes`; its figures."""
-    if piece == "codec":
-        from benchmarks import bench_codec
+    import importlib
 
-        return bench_codec.figures(**sizes)
-    if piece == "file_tape":
-        from benchmarks import bench_file_tape
-
-        with tempfile.TemporaryDirectory(prefix="ticktape-bench-") as d:
-            return bench_file_tape.figures(Path(d), **sizes)
-    if piece == "kafka":
-        from benchmarks import bench_kafka
-
-        if not kafka:
-            raise ValueError("the kafka piece needs a broker (--kafka HOST:PORT)")
-        return bench_kafka.figures(kafka, clients=KAFKA_CLIENTS, **sizes)
-    if piece == "binance_import":
-        from benchmarks import bench_binance_import
-
-        return bench_binance_import.figures(**sizes)
-    if piece == "betfair_import":
-        from benchmarks import bench_betfair_import
-
-        return bench_betfair_import.figures(**sizes)
-    if piece == "load":
-        from benchmarks import bench_load
-
-        return bench_load.figures(**sizes)
-    if piece == "audit":
-        from benchmarks import bench_audit
-
-        return bench_audit.figures(**sizes)
-    raise ValueError(f"unknown pipeline piece {piece!r} (known: {', '.join(PIECES)})")
+    spec = REGISTRY[piece]
+    if spec.needs_broker and not broker:
+        raise ValueError(f"the {piece} piece needs a Kafka broker (--kafka HOST:PORT)")
+    figures: Callable[..., dict[str, Any]] = importlib.import_module(spec.module).figures
+    return figures(**sizes, **({"broker": broker} if spec.needs_broker else {}))
 
 
 # ---------------------------------------------------------------- the parent: one process per piece
@@ -170,7 +156,7 @@ def run_pieces(measure: Measure, *, quick: bool, kafka: Callable[[], str] | None
         load = os.getloadavg()[0]
         try:
             cmd = [sys.executable, "-m", "benchmarks.peers.pipeline", piece, *(["--quick"] if quick else [])]
-            if piece == "kafka":
+            if REGISTRY[piece].needs_broker:
                 if kafka is None:
                     raise RuntimeError("no Kafka broker given")
                 cmd += ["--kafka", kafka()]
@@ -252,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--kafka", help="HOST:PORT of the broker (the kafka piece)")
     args = ap.parse_args(argv)
-    figures = measure_piece(args.piece, SIZES[args.piece]["quick" if args.quick else "full"], args.kafka)
+    spec = REGISTRY[args.piece]
+    figures = measure_piece(args.piece, spec.quick if args.quick else spec.full, args.kafka)
     print(json.dumps(figures))
     return 0
 
