@@ -277,6 +277,15 @@ def test_every_row_names_a_piece_and_the_quick_sizes_are_smaller() -> None:
     for name, piece in pipeline.REGISTRY.items():
         assert set(piece.quick) == set(piece.full), name
         assert all(piece.quick[k] <= v for k, v in piece.full.items() if isinstance(v, int | float)), name
+        # both sizes (and the broker, where needed) fit the module's figures() as keywords
+        import importlib
+        import inspect
+
+        signature = inspect.signature(importlib.import_module(piece.module).figures)
+        for sizes in (piece.full, piece.quick):
+            signature.bind(**sizes, **({"broker": "127.0.0.1:9092"} if piece.needs_broker else {}))
+    with pytest.raises(ValueError, match="needs a Kafka broker"):
+        pipeline.measure_piece("kafka", pipeline.REGISTRY["kafka"].quick)
 
 
 def test_readme_check_covers_pipeline_figures() -> None:
