@@ -333,3 +333,27 @@ def test_without_java_the_kafka_rows_are_skipped_with_the_reason(monkeypatch: py
     assert res == {"kafka": {"skipped": "Java 17+ is not installed"}}
     assert "skipping the Kafka rows: Java 17+ is not installed" in capsys.readouterr().err
     assert {r["status"] for r in pipeline.rows(res)} == {"skipped: Java 17+ is not installed"}
+
+
+def test_pipeline_only_keeps_the_last_engine_comparison_in_the_files(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from benchmarks.peers import run
+
+    (tmp_path / "results").mkdir()
+    results = tmp_path / "results" / "peers.json"
+    results.write_text(run.RESULTS.read_text())  # the last real comparison
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n\n" + report.BEGIN + "\nold\n" + report.END + "\nnotes\n")
+    pieces = {"codec": {"encode_per_s": 2_000_000, "decode_per_s": 1_000_000}, "kafka": {"skipped": "no Java"}}
+    monkeypatch.setattr(run, "REPO", tmp_path)
+    monkeypatch.setattr(run, "RESULTS", results)
+    monkeypatch.setattr(run, "pipeline_section", lambda *args, **kwargs: pieces)
+    assert run.main(["--pipeline-only"]) == 0
+    saved = json.loads(results.read_text())
+    assert saved["figures"]["pipeline"] == pieces and "ema" in saved["figures"] and "betfair" in saved["figures"]
+    assert saved["pipeline_measured"]["quick"] is False
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "**EMA 10/50 cross" in text and "### Pipeline pieces" in text and "old" not in text
+    assert "| codec: `Codec.encode` of a Trade | 2,000,000 | events/s | ≥ 300,000 | met |" in text
+    assert "skipped: no Java" in text and text.endswith(report.END + "\nnotes\n")
