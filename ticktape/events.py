@@ -298,6 +298,10 @@ class RunnerBook(NamedTuple):
     available_to_back: tuple[PriceSize, ...]
     available_to_lay: tuple[PriceSize, ...]
     traded_volume: tuple[PriceSize, ...]
+    sp_near: float | None = None
+    sp_far: float | None = None
+    sp_back_stake_taken: tuple[PriceSize, ...] = ()
+    sp_lay_liability_taken: tuple[PriceSize, ...] = ()
 
 
 class MarketBook(NamedTuple):

@@ -87,6 +87,8 @@ def _literal(value: Any, type_: Any) -> str:
         return _q(value)
     if value is None:
         return "None"
+    if isinstance(value, list) and not value:
+        return "()"  # arrays decode to tuples: the default must be one (and immutable)
     if type_ == "double" or type_ == "float":
         return repr(float(value))
     return repr(value)

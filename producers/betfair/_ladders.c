@@ -459,6 +459,28 @@ field_of(PyObject *key)
     return F_OTHER;
 }
 
+/* A stream spn/spf as the book holds it (new reference, NULL on error): the
+ * words Betfair sends for a starting price it cannot compute ("NaN",
+ * "Infinity", "-Infinity") as the doubles they name, anything else as sent
+ * (the Python twin's sp_value).  Exact str only; the comparison runs no
+ * Python code. */
+static PyObject *
+sp_value(PyObject *value)
+{
+    if (PyUnicode_CheckExact(value)) {
+        if (PyUnicode_CompareWithASCIIString(value, "NaN") == 0) {
+            return PyFloat_FromDouble(Py_NAN);
+        }
+        if (PyUnicode_CompareWithASCIIString(value, "Infinity") == 0) {
+            return PyFloat_FromDouble(Py_HUGE_VAL);
+        }
+        if (PyUnicode_CompareWithASCIIString(value, "-Infinity") == 0) {
+            return PyFloat_FromDouble(-Py_HUGE_VAL);
+        }
+    }
+    return Py_NewRef(value);
+}
+
 PyDoc_STRVAR(Runner_apply_doc,
 "apply(rc) -> None\n\n"
 "Apply one runner change (an `rc` entry of a market change, parsed JSON).\n"
@@ -488,8 +510,20 @@ Runner_apply(Runner *self, PyObject *rc)
             switch (f) {
             case F_LTP: Py_SETREF(self->ltp, Py_NewRef(value)); break;
             case F_TV: Py_SETREF(self->tv, Py_NewRef(value)); break;
-            case F_SPN: Py_SETREF(self->spn, Py_NewRef(value)); break;
-            case F_SPF: Py_SETREF(self->spf, Py_NewRef(value)); break;
+            case F_SPN:
+            case F_SPF: {
+                PyObject *sp = sp_value(value);
+                if (sp == NULL) {
+                    r = -1;
+                }
+                else if (f == F_SPN) {
+                    Py_SETREF(self->spn, sp);
+                }
+                else {
+                    Py_SETREF(self->spf, sp);
+                }
+                break;
+            }
             default: break;
             }
         }
@@ -546,7 +580,7 @@ static PyObject *
 Runner_runner_book(Runner *self, PyObject *Py_UNUSED(ignored))
 {
     PyTypeObject *tp = (PyTypeObject *)RunnerBook_cls;
-    PyObject *book, *status, *back, *lay, *traded;
+    PyObject *book, *status, *back, *lay, *traded, *sp_back, *sp_lay;
     int truth;
     if (self->book != NULL) {
         return Py_NewRef(self->book);
@@ -563,12 +597,17 @@ Runner_runner_book(Runner *self, PyObject *Py_UNUSED(ignored))
     back = first_levels(self, ATB, BDATB, BATB);
     lay = back ? first_levels(self, ATL, BDATL, BATL) : NULL;
     traded = lay ? ladder_levels(&self->lad[TRD]) : NULL;
-    book = traded ? tp->tp_alloc(tp, 8) : NULL;
+    /* spl -> back stake taken, spb -> lay liability taken: betfairlightweight's mapping */
+    sp_back = traded ? ladder_levels(&self->lad[SPL]) : NULL;
+    sp_lay = sp_back ? ladder_levels(&self->lad[SPB]) : NULL;
+    book = sp_lay ? tp->tp_alloc(tp, 12) : NULL;
     if (book == NULL) {
         Py_DECREF(status);
         Py_XDECREF(back);
         Py_XDECREF(lay);
         Py_XDECREF(traded);
+        Py_XDECREF(sp_back);
+        Py_XDECREF(sp_lay);
         return NULL;
     }
     avro_tuple_reset_hash(book);
@@ -580,6 +619,10 @@ Runner_runner_book(Runner *self, PyObject *Py_UNUSED(ignored))
     PyTuple_SET_ITEM(book, 5, back);
     PyTuple_SET_ITEM(book, 6, lay);
     PyTuple_SET_ITEM(book, 7, traded);
+    PyTuple_SET_ITEM(book, 8, Py_NewRef(self->spn));
+    PyTuple_SET_ITEM(book, 9, Py_NewRef(self->spf));
+    PyTuple_SET_ITEM(book, 10, sp_back);
+    PyTuple_SET_ITEM(book, 11, sp_lay);
     Py_XSETREF(self->book, Py_NewRef(book)); /* (a __bool__ above may have cached one) */
     return book;
 }
@@ -770,6 +813,16 @@ enc_string_field(Buf *b, PyObject *v, const char *field)
     return buf_raw(b, s, n);
 }
 
+/* ["null", "double"]: branch 0 for None, else branch 1 and the number. */
+static int
+enc_optional_double(Buf *b, PyObject *v, const char *field)
+{
+    if (v == Py_None) {
+        return buf_varlong(b, 0);
+    }
+    return buf_varlong(b, 1) < 0 ? -1 : enc_double_field(b, v, field);
+}
+
 /* Flags take True or False only: PyObject_IsTrue could run a __bool__ in the
  * middle of encoding a book (and it did invalidate runners' encodings). */
 static int
@@ -849,18 +902,17 @@ runner_encode(Runner *self)
     if (r) {
         goto fail;
     }
-    if (self->ltp == Py_None) {
-        if (buf_varlong(&b, 0) < 0) {
-            goto fail;
-        }
-    }
-    else if (buf_varlong(&b, 1) < 0 || enc_double_field(&b, self->ltp, "runner ltp") < 0) {
-        goto fail;
-    }
-    if (enc_double_field(&b, self->tv, "runner tv") < 0 ||
+    /* RunnerBook v2: v1's fields, then sp_near, sp_far, sp_back_stake_taken (spl),
+     * sp_lay_liability_taken (spb) */
+    if (enc_optional_double(&b, self->ltp, "runner ltp") < 0 ||
+        enc_double_field(&b, self->tv, "runner tv") < 0 ||
         enc_ladder(&b, first_ladder(self, ATB, BDATB, BATB)) < 0 ||
         enc_ladder(&b, first_ladder(self, ATL, BDATL, BATL)) < 0 ||
-        enc_ladder(&b, &self->lad[TRD]) < 0) {
+        enc_ladder(&b, &self->lad[TRD]) < 0 ||
+        enc_optional_double(&b, self->spn, "runner spn") < 0 ||
+        enc_optional_double(&b, self->spf, "runner spf") < 0 ||
+        enc_ladder(&b, &self->lad[SPL]) < 0 ||
+        enc_ladder(&b, &self->lad[SPB]) < 0) {
         goto fail;
     }
     self->enc = b.data;

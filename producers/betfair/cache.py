@@ -69,6 +69,19 @@ def _check_rows(name: str, rows: Any, width: int) -> None:
                 raise TypeError(f"{name} row {i}: {what} must be a number, got {type(value).__name__}")
 
 
+SP_WORDS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+"""Betfair sends a starting price it cannot compute (no SP bets yet, or one side only) as these JSON
+strings; the book holds them as the doubles they name (the schema's type), the C twin too."""
+
+
+def sp_value(value: Any) -> Any:
+    """A stream `spn`/`spf` as the book holds it: NaN/Infinity words as floats, anything else as sent
+    (a value the schema cannot hold fails at encoding, as a bad `ltp` does)."""
+    if type(value) is str:
+        return SP_WORDS.get(value, value)
+    return value
+
+
 class Ladder:
     """Levels keyed by price (or position), kept sorted, each level a ready `PriceSize`."""
 
@@ -171,9 +184,9 @@ class RunnerCache:
             elif name == "tv":
                 self.tv = value
             elif name == "spn":
-                self.spn = value
+                self.spn = sp_value(value)
             elif name == "spf":
-                self.spf = value
+                self.spf = sp_value(value)
             # "id" and "hc" identify the runner; unknown fields are ignored like betfairlightweight does.
 
     def set_status(self, status: str | None) -> None:
@@ -191,9 +204,11 @@ class RunnerCache:
         if book is None:
             back = self.atb.levels or self.bdatb.levels or self.batb.levels
             lay = self.atl.levels or self.bdatl.levels or self.batl.levels
+            # spl -> back stake taken, spb -> lay liability taken: betfairlightweight's mapping
+            # (its serialise pairs them this way; a backer's SP stake meets the SP lay side).
             book = self.book = _new(RunnerBook, (
                 self.selection_id, self.handicap, self.status or UNKNOWN, self.ltp, self.tv, back, lay,
-                self.trd.levels))
+                self.trd.levels, self.spn, self.spf, self.spl.levels, self.spb.levels))
         return book
 
 
@@ -301,12 +316,13 @@ class MarketCache:
 
 
 # What the self-check encodes: every ladder kind, a removed runner with a handicap, a runner without a
-# last traded price, ints where Betfair sends whole numbers.
+# last traded price, ints where Betfair sends whole numbers, starting prices (one only, one a word).
 _SELF_CHECK_RUNNERS: tuple[tuple[int, float, str], ...] = ((1, 0, "ACTIVE"), (2, 0.5, "REMOVED"))
 _SELF_CHECK_CHANGES = [
     {"id": 1, "ltp": 2.5, "tv": 3, "atb": [[2.5, 1.5], [2.4, 2]], "atl": [[2.6, 9.25], [1000, 1]],
-     "trd": [[2.5, 3]], "batb": [[0, 2.5, 1.5]], "spb": [[1.01, 5]]},
-    {"id": 2, "hc": 0.5, "bdatb": [[1, 3.1, 4], [0, 3.2, 5]], "batl": [[0, 3.4, 1]]},
+     "trd": [[2.5, 3]], "batb": [[0, 2.5, 1.5]], "spb": [[1.01, 5], [1.5, 2]], "spl": [[4, 1], [3, 2]],
+     "spn": 2.48, "spf": 3},
+    {"id": 2, "hc": 0.5, "bdatb": [[1, 3.1, 4], [0, 3.2, 5]], "batl": [[0, 3.4, 1]], "spf": "Infinity"},
 ]
 
 

@@ -218,9 +218,10 @@ def book_body(*, in_play: bytes = b"\x00", bet_delay: bytes = zz(0), ts_event: b
             + bet_delay + struct.pack("<d", 1.5) + zz(7) + b"\x01\x00" + zz(2) + runners)
 
 
-def runner_body(ltp: bytes) -> bytes:
-    """One RunnerBook (no ladders) with its last_price_traded union given as raw bytes."""
-    return zz(1) + struct.pack("<d", 0.0) + zz(6) + b"ACTIVE" + ltp + struct.pack("<d", 0.0) + zz(0) * 3
+def runner_body(ltp: bytes, sp_near: bytes = zz(0)) -> bytes:
+    """One RunnerBook v2 (no ladders, no sp_far) with its last_price_traded and sp_near unions given as raw bytes."""
+    return (zz(1) + struct.pack("<d", 0.0) + zz(6) + b"ACTIVE" + ltp + struct.pack("<d", 0.0) + zz(0) * 3
+            + sp_near + zz(0) * 3)
 
 
 CODEC_CASES = {
@@ -232,6 +233,10 @@ CODEC_CASES = {
     "ts_event with a 65th bit": (book_body(ts_event=b"\xff" * 9 + b"\x03"), "error"),
     "negative market_id length": (book_body(market_id=zz(-3) + b"1.1"), "error"),
     "bad union index of ltp": (book_body(runners=zz(1) + runner_body(zz(2)) + zz(0)), "error"),
+    "valid runner with sp_near": (book_body(runners=zz(1) + runner_body(zz(0), zz(1) + struct.pack("<d", 4.2))
+                                            + zz(0)), "ok"),
+    "bad union index of sp_near": (book_body(runners=zz(1) + runner_body(zz(0), zz(2)) + zz(0)), "error"),
+    "runner cut before its v2 fields": (book_body(runners=zz(1) + runner_body(zz(0))[:-4] + zz(0)), "error"),
     "runner count beyond the data": (book_body(runners=zz(1000)), "error"),
     "negative block byte size": (book_body(runners=zz(-1) + zz(-9) + runner_body(zz(0)) + zz(0)), "error"),
     "trailing byte": (book_body() + b"\x00", "error"),
