@@ -9,10 +9,12 @@ trades never changed shape.
 So such a segment decodes with the writer's own union, compiled with today's classes for every type
 whose version is still current (or writes the same body, see `SchemaRegistry.same_body`), and a
 marker class for each type that changed. Only records of a changed type are resolved, one at a time:
-when the new version only appended top-level fields with plain defaults (the usual evolution), by
-adding those defaults to the old tuple; otherwise through Avro schema resolution (`TypeCodec.decode_body`
-of their old version; nested records that only changed types use decode to plain tuples and are
-re-encoded with the old schema for that step).
+when the new version only appended fields with plain defaults (the usual evolution), at the top level
+or inside nested records (MarketBook v2 appended to the RunnerBook of its `runners` array), by adding
+those defaults to the old tuples (`upgrader`: nested records the writer's union decodes as plain
+tuples become today's classes on the way); otherwise through Avro schema resolution
+(`TypeCodec.decode_body` of their old version; nested records that only changed types use decode to
+plain tuples and are re-encoded with the old schema for that step).
 """
 
 from __future__ import annotations
@@ -118,11 +120,10 @@ def legacy_plan(codec: Codec, entry_schema: dict[str, Any],
         changed.append((i, _full_name(branch, "ticktape")[0], fp))
     classes: dict[str, type] = {name: RECORD_TYPES[name] for name in current_records if name in RECORD_TYPES}
     resolvers: dict[type, Resolver] = {}
-    for i, name, fp in changed:
+    for _, name, fp in changed:
         marker = type(f"Old{name.rsplit('.', 1)[-1]}", (tuple,), {"__slots__": ()})
         classes[name] = marker
-        nested = set(_records_used(union[i], "ticktape", defs, set())) - {name}
-        resolvers[marker] = _resolver(codec, fp, nested_as_today=nested <= current_records)
+        resolvers[marker] = _resolver(codec, fp, frozenset(current_records))
     return ap.compile_schema(entry_schema, classes), resolvers
 
 
@@ -147,19 +148,159 @@ def appended_defaults(old: dict[str, Any], new: dict[str, Any]) -> tuple[Any, ..
     return defaults
 
 
-def _resolver(codec: Codec, fingerprint: bytes, *, nested_as_today: bool) -> Resolver:
-    """Old-version record (a tuple) -> today's event: today's class with the appended fields' defaults
-    when only that changed and every nested record decodes as today's; else by Avro resolution."""
+Convert = Callable[[Any], Any]
+_PLAIN_DEFAULT_TYPES = ("null", "boolean", "int", "long", "float", "double", "string", "enum")
+
+
+class _Unsupported(Exception):
+    """A difference `upgrader` does not turn into defaults (Avro resolution handles it)."""
+
+
+class _Upgrade:
+    """Builds the converter of old decoded values to today's, walking the old and new schemas together."""
+
+    def __init__(self, old: dict[str, Any], new: dict[str, Any], as_today: frozenset[str]) -> None:
+        self.old_defs: dict[str, tuple[dict[str, Any], str]] = {}
+        self.new_defs: dict[str, tuple[dict[str, Any], str]] = {}
+        _definitions(old, "", self.old_defs)
+        _definitions(new, "", self.new_defs)
+        self.as_today = as_today
+        self.visiting: set[str] = set()
+
+    def _named(self, node: Any, ns: str, defs: dict[str, tuple[dict[str, Any], str]]) -> tuple[Any, str]:
+        """A type reference resolved to its definition (and that definition's namespace)."""
+        if isinstance(node, str) and node not in ap_primitives:
+            full = node if "." in node or not ns else f"{ns}.{node}"
+            if full not in defs:
+                full = node
+            if full not in defs:
+                raise _Unsupported(f"unknown type {node!r}")
+            return defs[full]
+        if isinstance(node, dict) and isinstance(node.get("type"), str) and node["type"] in ap_primitives:
+            return node["type"], ns  # {"type": "long"}
+        return node, ns
+
+    def convert(self, old: Any, old_ns: str, new: Any, new_ns: str) -> Convert | None:
+        """Old decoded value -> today's, or None when it is already today's (raises _Unsupported)."""
+        old, old_ns = self._named(old, old_ns, self.old_defs)
+        new, new_ns = self._named(new, new_ns, self.new_defs)
+        if isinstance(old, str) or isinstance(new, str):
+            if old != new:
+                raise _Unsupported(f"{old!r} became {new!r}")
+            return None
+        if isinstance(old, list) or isinstance(new, list):
+            if not (isinstance(old, list) and isinstance(new, list)) or len(old) != len(new):
+                raise _Unsupported("a union changed")
+            convs = [self.convert(o, old_ns, n, new_ns) for o, n in zip(old, new, strict=True)]
+            changed = [c for c in convs if c is not None]
+            if not changed:
+                return None
+            if len(changed) == 1 and all(b == "null" for b, c in zip(old, convs, strict=True) if c is None):
+                inner = changed[0]
+                return lambda v: None if v is None else inner(v)
+            raise _Unsupported("a union of several changed branches")  # which branch a value is: unknown
+        kind = old.get("type")
+        if kind != new.get("type"):
+            raise _Unsupported(f"{kind!r} became {new.get('type')!r}")
+        if kind == "array":
+            item = self.convert(old["items"], old_ns, new["items"], new_ns)
+            return None if item is None else (lambda v: tuple(map(item, v)))
+        if kind == "map":
+            value = self.convert(old["values"], old_ns, new["values"], new_ns)
+            return None if value is None else (lambda v: {k: value(x) for k, x in v.items()})
+        if kind in ("enum", "fixed"):
+            keys = ("name", "symbols", "size")
+            if {k: old.get(k) for k in keys} != {k: new.get(k) for k in keys}:
+                raise _Unsupported(f"{kind} {old.get('name')} changed")
+            return None
+        if kind in ("record", "error"):
+            return self.record(old, old_ns, new, new_ns)
+        raise _Unsupported(f"schema node {kind!r}")
+
+    def record(self, old: dict[str, Any], old_ns: str, new: dict[str, Any], new_ns: str) -> Convert | None:
+        name, old_inner = _full_name(old, old_ns)
+        new_name, new_inner = _full_name(new, new_ns)
+        if name != new_name or name not in RECORD_TYPES or name in self.visiting:
+            raise _Unsupported(f"record {name} became {new_name} (or is recursive)")
+        self.visiting.add(name)
+        try:
+            return self._record(name, old, old_inner, new, new_inner)
+        finally:
+            self.visiting.discard(name)
+
+    def _record(self, name: str, old: dict[str, Any], old_inner: str, new: dict[str, Any],
+                new_inner: str) -> Convert | None:
+        old_fields, new_fields = old["fields"], new["fields"]
+        if [f["name"] for f in old_fields] != [f["name"] for f in new_fields[:len(old_fields)]]:
+            raise _Unsupported(f"{name}: fields before the appended ones changed")
+        convs = [(i, c) for i, (o, n) in enumerate(zip(old_fields, new_fields, strict=False))
+                 if (c := self.convert(o["type"], old_inner, n["type"], new_inner)) is not None]
+        defaults = tuple(_plain_default(f, name) for f in new_fields[len(old_fields):])
+        if name in self.as_today:  # decoded with today's class: it must be today's shape already
+            if convs or defaults:
+                raise _Unsupported(f"{name} decodes as today's class but changed")
+            return None
+        cls, make = RECORD_TYPES[name], tuple.__new__
+        if not convs:
+            if not defaults:
+                return lambda v: make(cls, v)
+            return lambda v: make(cls, (*v, *defaults))
+
+        def upgrade(v: tuple[Any, ...]) -> Any:
+            values = list(v)
+            for i, conv in convs:
+                values[i] = conv(values[i])
+            values.extend(defaults)
+            return make(cls, values)
+        return upgrade
+
+
+ap_primitives = frozenset(("null", "boolean", "int", "long", "float", "double", "bytes", "string"))
+
+
+def _plain_default(field: dict[str, Any], record: str) -> Any:
+    """An appended field's default as the decoder would give it: a plain value, or () for an empty
+    array default (arrays decode to tuples); anything else (bytes/fixed text, records, maps,
+    non-empty arrays) raises _Unsupported."""
+    if "default" not in field:
+        raise _Unsupported(f"{record}.{field['name']} was appended without a default")
+    default, kind = field["default"], field["type"]
+    kind = kind[0] if isinstance(kind, list) else kind  # a union's default is of its first branch
+    kind = kind.get("type") if isinstance(kind, dict) else kind
+    if kind == "array" and default == []:
+        return ()
+    if kind not in _PLAIN_DEFAULT_TYPES or not (default is None or isinstance(default, bool | int | float | str)):
+        raise _Unsupported(f"{record}.{field['name']}: default {default!r} of type {kind!r}")
+    if kind in ("float", "double") and isinstance(default, int) and not isinstance(default, bool):
+        return float(default)  # the decoder gives a float
+    return default
+
+
+def upgrader(old: dict[str, Any], new: dict[str, Any], as_today: frozenset[str] = frozenset()) -> Convert | None:
+    """Old-version record (a tuple, nested records as plain tuples unless named in `as_today`) ->
+    today's event, when the new version only appended fields with plain or empty-array defaults, at
+    any depth (inside nested records, arrays and maps of them, nullable unions of them); else None."""
+    try:
+        return _Upgrade(old, new, as_today).record(old, "", new, "") or (lambda v: v)
+    except _Unsupported:
+        return None
+
+
+def _resolver(codec: Codec, fingerprint: bytes, as_today: frozenset[str]) -> Resolver:
+    """Old-version record (a tuple) -> today's event: by adding appended fields' defaults (`upgrader`)
+    when only that changed; else by Avro resolution (`_avro_resolver`)."""
     old = codec.registry.by_fingerprint[fingerprint]
     current = codec.registry.current[old.name]
-    defaults = appended_defaults(old.schema, current.schema) if nested_as_today else None
-    if defaults is not None:
-        make = tuple.__new__
-        cls = codec.by_fingerprint[current.fingerprint].cls
+    upgrade = upgrader(old.schema, current.schema, as_today)
+    if upgrade is not None:
+        return upgrade
+    return _avro_resolver(codec, fingerprint)
 
-        def extend(record: tuple[Any, ...]) -> Event:
-            return make(cls, (*record, *defaults))
-        return extend
+
+def _avro_resolver(codec: Codec, fingerprint: bytes) -> Resolver:
+    """Old-version record -> today's event through Avro schema resolution (re-encoded with its old
+    schema, decoded through today's)."""
+    old = codec.registry.by_fingerprint[fingerprint]
     encode = ap.make_encoder(ap.compile_schema(old.schema))
     decode_old = codec.by_fingerprint[fingerprint].decode_body
 
