@@ -59,6 +59,12 @@ BAD_CHANGES: dict[str, Any] = {
     "change a number": [5],
     "changes an object": {"id": 1},
     "changes a number": 5,
+    "spb size a string": [{"id": 1, "spb": [[1.5, "x"]]}],
+    "spl row too short": [{"id": 1, "spl": [[4]]}],
+    "spl a number": [{"id": 1, "spl": 4}],
+    "spn a word Betfair does not send": [{"id": 1, "spn": "nan"}],
+    "spf an object": [{"id": 1, "spf": {"x": 1}}],
+    "spn true": [{"id": 1, "spn": True}],
 }
 
 
