@@ -108,9 +108,16 @@ def ensure_table(con: duckdb.DuckDBPyConnection, type_name: str) -> str:
     table = snake_case(type_name)
     con.execute(create_table_sql(type_name))
     have = _rename_old_position_columns(con, type_name)
+    types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?",
+                             [table]).fetchall())
     for f in table_schema(type_name):
+        spelled = duckdb_type(f.type)
         if f.name not in have:
-            con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{f.name}" {duckdb_type(f.type)}')
+            con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{f.name}" {spelled}')
+        elif pa.types.is_nested(f.type) and types.get(f.name, "").replace('"', "") != spelled.replace('"', ""):
+            # A nested record gained fields (MarketBook v2's RunnerBook): widen the column, old rows get
+            # NULLs there. Without it DuckDB would insert the new rows' structs cut to the old fields.
+            con.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{f.name}" TYPE {spelled}')
     con.execute(timestamp_view_sql(type_name))
     return table
 

@@ -269,13 +269,24 @@ def parquet_copy(seg: Segment, *, dictionary: bool = False) -> tuple[str, pa.Tab
     size = str(seg.path.stat().st_size)
     for path in sorted(seg.path.parent.glob(f"{seg.path.stem}.*.parquet")):
         meta = pq.read_metadata(path)
+        stored = meta.schema.to_arrow_schema()
         # The size tag and the row count both: a copy made from a stale view of the segment (a reader
         # before followers refreshed rolled segments) was tagged with the final size but lacks blocks.
-        tagged = (meta.schema.to_arrow_schema().metadata or {}).get(b"ticktape.segment_size", b"").decode()
+        tagged = (stored.metadata or {}).get(b"ticktape.segment_size", b"").decode()
         if tagged == size and meta.num_rows == seg.end_offset - seg.base:
+            type_name = path.name.split(".")[1]
+            if not _is_current(type_name, stored):
+                continue  # made before the type's schema changed (e.g. MarketBook v2): decoded again
             columns = _few_distinct(meta) if dictionary else None
-            return path.name.split(".")[1], pq.read_table(path, use_threads=False, read_dictionary=columns)
+            return type_name, pq.read_table(path, use_threads=False, read_dictionary=columns)
     return None
+
+
+def _is_current(type_name: str, stored: pa.Schema) -> bool:
+    """True when a Parquet copy's columns are today's table for the type (nested fields included)."""
+    if type_name not in registry().current:
+        return False
+    return bool(stored.remove_metadata().equals(arrow_schema(type_name).remove_metadata()))
 
 
 def write_parquet_copy(seg: Segment, type_name: str, table: pa.Table) -> None:
