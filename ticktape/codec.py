@@ -88,7 +88,8 @@ Converter = Callable[[Any, str], Any]
 NONFINITE = "ticktape.nonfinite"
 """The field property that lets a float or double field hold NaN and ±Infinity from outside:
 `{"name": "x", "type": "double", "ticktape.nonfinite": true}` in its .avsc (Avro keeps unknown
-field attributes as metadata; they are not part of the fingerprint). No schema sets it today."""
+field attributes as metadata; they are not part of the fingerprint). MarketBook v2 sets it on the runners'
+`sp_near`/`sp_far`: Betfair sends "NaN"/"Infinity" for a starting price it cannot compute yet."""
 _RANGES = {"int": (-(1 << 31), (1 << 31) - 1), "long": (-(1 << 63), (1 << 63) - 1)}
 _FLOAT_MAX = 3.4028234663852886e38
 

@@ -21,7 +21,8 @@ from betfair_helpers import ladder, reference_books
 from producers.betfair import cache
 from producers.betfair.historical import import_file
 from producers.betfair.parse import MARKET_TOPIC, StreamDecoder
-from ticktape.codec import default_codec
+from ticktape.codec import default_codec, to_python
+from ticktape.errors import ValidationError
 from ticktape.events import MarketBook
 from ticktape.tape import open_tape
 from ticktape.tape.base import Encoded
@@ -129,3 +130,18 @@ def test_both_twins_give_the_same_books_for_starting_prices(monkeypatch: pytest.
     assert books(True) == c
     monkeypatch.setattr(cache, "FAST", None)
     assert books(False) == books(True) == c
+
+
+def test_only_the_starting_prices_may_be_non_finite() -> None:
+    """The finite rule (tests/unit/test_finite_numbers.py) with the schema's exception: sp_near/sp_far are
+    marked `ticktape.nonfinite` (Betfair's NaN/Infinity words); a runner's other numbers are not."""
+    codec = default_codec()
+    decoder = StreamDecoder()
+    [(_, _), (_, book)] = decoder.decode_line(stream_lines()[0])
+    data = to_python(book)
+    data["runners"][0] = {**data["runners"][0], "sp_near": math.nan, "sp_far": -math.inf}
+    got = codec.from_dict("MarketBook", data)
+    assert math.isnan(got.runners[0].sp_near) and got.runners[0].sp_far == -math.inf
+    data["runners"][0] = {**data["runners"][0], "total_matched": math.inf}
+    with pytest.raises(ValidationError, match="not a finite number"):
+        codec.from_dict("MarketBook", data)
