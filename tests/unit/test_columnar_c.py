@@ -176,7 +176,9 @@ def test_file_tape_columnar_read_uses_the_fast_path_and_matches(tmp_path: Path) 
     all_events: list[Event] = [*trades, trades[0], q, trades[1], *trades[:5]]
     for _ in range(2):  # the second read comes from the Parquet copies
         got = list(read_columnar(tape, "md.t"))
-        names = [n for n, _ in got]
+        # Runs of one type, as segments cut them: where a segment ends depends on its header (the size of
+        # every schema), so the small block may start a segment of its own and then be a run of its own.
+        names = [n for i, (n, _) in enumerate(got) if i == 0 or got[i - 1][0] != n]
         assert names[-3:] == ["Trade", "Quote", "Trade"]
         table = pa.concat_tables([t for n, t in got if n == "Trade"])
         trades_only = [(o, e) for o, e in enumerate(all_events) if e is not q]
