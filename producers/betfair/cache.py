@@ -11,6 +11,10 @@ the `MarketBook` after it. It mirrors betfairlightweight's `MarketBookCache` (li
 * a book's back/lay side is the full-depth ladder when it has levels, else best display offers,
   else best offers (as betfairlightweight's `serialise_available_to_back`);
 * `tv` on the market or a runner replaces the total; `ltp` replaces the last traded price;
+* starting prices (MarketBook v2): `spn`/`spf` replace the near/far price (Betfair's "NaN"/"Infinity"
+  words as those floats: the fields are marked `ticktape.nonfinite`); the book's `sp_back_stake_taken`
+  is the `spl` ladder (ascending) and `sp_lay_liability_taken` the `spb` ladder (highest first), as
+  betfairlightweight's serialise pairs them (`backStakeTaken` <- spl, `layLiabilityTaken` <- spb);
 * a runner seen in `rc` before any definition is added with what the change carries;
 * a `marketDefinition` replaces the market fields and each runner's status.
 
