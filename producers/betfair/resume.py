@@ -16,9 +16,10 @@ What a `MarketBook` v1 cannot give back, and the safe behaviour for it: the posi
 ladders (`batb`/`bdatb`/`batl`/`bdatl`: the book has their levels without positions, and only when
 the full-depth ladder is empty) -- a subscription with EX_BEST_OFFERS or EX_BEST_OFFERS_DISP
 subscribes afresh for a new image, and the restart is recorded as an unrepaired gap. The starting
-price fields (`spn`/`spf`/`spb`/`spl`) are not on a v1 book either, but no v1 event shows them, so
-their absence changes nothing that is recorded; `RESTORED_RUNNER_FIELDS` makes a `RunnerBook` with
-more fields (a v2 book) refuse to resume until `cache_from_book` restores them too.
+prices (`spn`/`spf`/`spb`/`spl`) are on v2 books and restored from them; a book written before v2
+reads back without them, so a restart across that upgrade starts their ladders empty (the resent
+deltas then build on nothing until the next image). `RESTORED_RUNNER_FIELDS` makes a `RunnerBook`
+with more fields (a later version) refuse to resume until `cache_from_book` restores them too.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ RESTORABLE_FIELDS = frozenset(("EX_ALL_OFFERS", "EX_TRADED", "EX_TRADED_VOL", "E
 """Market data fields whose state a recorded `MarketBook` gives back whole (SP: see the module doc)."""
 
 RESTORED_RUNNER_FIELDS = ("selection_id", "handicap", "status", "last_price_traded", "total_matched",
-                          "available_to_back", "available_to_lay", "traded_volume")
+                          "available_to_back", "available_to_lay", "traded_volume", "sp_near", "sp_far",
+                          "sp_back_stake_taken", "sp_lay_liability_taken")
 """The `RunnerBook` fields `cache_from_book` restores: a book with others cannot resume from the tape."""
 
 
@@ -89,6 +91,15 @@ def cache_from_book(book: MarketBook) -> MarketCache:
                                  "trd": _rows(r.traded_volume)}
         if r.last_price_traded is not None:
             rc["ltp"] = r.last_price_traded
+        # starting prices (v2 books): spl is the back stake taken, spb the lay liability (`cache.py`)
+        if r.sp_near is not None:
+            rc["spn"] = r.sp_near
+        if r.sp_far is not None:
+            rc["spf"] = r.sp_far
+        if r.sp_back_stake_taken:
+            rc["spl"] = _rows(r.sp_back_stake_taken)
+        if r.sp_lay_liability_taken:
+            rc["spb"] = _rows(r.sp_lay_liability_taken)
         changes.append(rc)
     market.fold({"tv": book.total_matched, "rc": changes})
     return market
