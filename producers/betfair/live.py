@@ -27,7 +27,7 @@ import orjson
 
 from producers.betfair.catalogue import CataloguePoller
 from producers.betfair.parse import CLOCK_TOPIC, MARKET_TOPIC, ORDERS_TOPIC, RAW_TOPIC
-from producers.betfair.resume import checkpoint, resume_market_stream, subscription
+from producers.betfair.resume import checkpoint, resume_market_stream, resume_order_stream, subscription
 from producers.betfair.session import StreamSession
 from producers.common import BatchAppender, dlq_topic
 from ticktape.config import inside_git_repo, read_toml
@@ -324,7 +324,7 @@ def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOpt
     events: queue.Queue[Sequence[tuple[str, Event | Encoded]]] = queue.Queue()
     connect = betfairlightweight_connect(client, options)
     # Without raw payloads, the market stream checkpoints its clocks (`producers.betfair.resume`); the
-    # order stream does not resume (a fresh subscription's image), as before.
+    # order stream's cache is rebuilt from its events and it subscribes afresh (an image).
     sessions = [StreamSession("market", keep_raw=options.keep_raw, checkpoints=not options.keep_raw)]
     if options.orders:
         sessions.append(StreamSession("order", keep_raw=options.keep_raw))
@@ -334,6 +334,8 @@ def run_recorder(tape: Tape, credentials: Credentials | None, options: RecordOpt
     else:
         log.info("betfair market stream: %s",
                  resume_market_stream(tape, sessions[0], subscription_id, options.fields, clock.now()))
+        if options.orders:
+            log.info("betfair order stream: %s", resume_order_stream(tape, sessions[1], clock.now()))
     failures: list[BaseException] = []
 
     def guarded(session: StreamSession) -> None:

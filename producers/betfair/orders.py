@@ -45,9 +45,11 @@ left out of a later full image produces nothing.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
-from ticktape.domain import betfair_instrument
+from ticktape.domain import betfair_instrument, parse_betfair_instrument
 from ticktape.events import Event, OrderAccepted, OrderCancelled, OrderFilled, Side
 
 VENUE = "betfair"
@@ -55,6 +57,9 @@ VENUE = "betfair"
 _PERSISTENCE = {"L": "LAPSE", "P": "PERSIST", "MOC": "MARKET_ON_CLOSE"}
 _DONE_PARTS = (("sc", "cancelled"), ("sl", "lapsed"), ("sv", "voided"))
 _NO_GROWTH: dict[float, int] = {}  # never written: a ladder only shrinks when it grew in the same change
+_PART_NAMES = [name for _, name in _DONE_PARTS]
+_PART_AMOUNT = re.compile(r"(cancelled|lapsed|voided) (-?[0-9]+(?:\.[0-9]+)?)")
+_MATCHED_AFTER_VOID = re.compile(r"\(matched [0-9.]+ -> ([0-9.]+)\)")
 
 
 def instrument_id(market_id: str, selection_id: int, handicap: float = 0) -> str:
@@ -124,6 +129,53 @@ class OrderCache:
         self.orders: dict[tuple[str, int, float, str], _Order] = {}
         self.runners: dict[str, dict[tuple[int, float], _Runner]] = {}  # market -> (selection, handicap) ->
         self.by_market: dict[str, list[tuple[str, int, float, str]]] = {}
+
+    def restore(self, events: Iterable[Event]) -> int:
+        """Rebuild the state that emitting `events` (this stream's `orders.betfair` events, in order) left;
+        returns how many were folded in. A restarted recorder without raw payloads does this, then
+        subscribes afresh: the image's orders are compared with what was recorded, so an order is not
+        accepted twice nor its matched stake filled again, and only what changed while it was down
+        becomes events.
+
+        Each order: its identity, side and limit from `OrderAccepted`; matched stake and the notional
+        from its fills (their prices also rebuild the runner's matched-by-price ladders, which Betfair
+        builds from the same matches); the cancelled/lapsed/voided amounts recorded from the reasons
+        of its `OrderCancelled` events (this module writes them: "cancelled 2, lapsed 0.5", "... after
+        completion", "lapsed ... at market close"); complete once an `OrderCancelled` or a fill leaving
+        nothing unmatched was recorded. Orders whose `OrderAccepted` is not among `events` are skipped.
+        """
+        n = 0
+        for event in events:
+            if not isinstance(event, OrderAccepted | OrderFilled | OrderCancelled) or event.venue != VENUE:
+                continue
+            market_id, selection_id, handicap = parse_betfair_instrument(event.instrument)
+            key = (market_id, selection_id, handicap, event.venue_order_id or "")
+            o = self.orders.get(key)
+            if isinstance(event, OrderAccepted):
+                if o is None:
+                    o = self.orders[key] = _Order(event.robot, event.client_order_id, event.side == "BUY", event.price)
+                    o.remaining = event.size or 0
+                    self.by_market.setdefault(market_id, []).append(key)
+            elif o is None:
+                continue
+            elif isinstance(event, OrderFilled):
+                cents = round(event.size * 100)
+                o.matched += cents
+                o.notional += round(event.price * 100) * cents
+                o.remaining = event.leaves_size
+                o.done = o.done or event.leaves_size <= 0
+                runner = self.runners.setdefault(market_id, {}).setdefault((selection_id, handicap), _Runner())
+                ladder = runner.mb if o.back else runner.ml
+                ladder[event.price] = ladder.get(event.price, 0) + cents
+            else:
+                o.done = True
+                for name, amount in _PART_AMOUNT.findall(event.reason):
+                    o.parts[_PART_NAMES.index(name)] += _c(float(amount))
+                voided = _MATCHED_AFTER_VOID.search(event.reason)
+                if voided:
+                    o.matched = _c(float(voided.group(1)))
+            n += 1
+        return n
 
     def apply(self, oc: dict[str, Any], ts_event: int, ts_recv: int) -> list[Event]:
         """Events for one order-market change (`oc` entry of an `ocm`)."""
@@ -275,6 +327,7 @@ class OrderCache:
             if o.done:
                 continue
             o.done = True
+            o.parts[1] += _c(o.remaining)  # Betfair lapses it: a later final state saying so is not news
             _, selection_id, handicap, bet_id = key
             reason = f"lapsed {_amount(_c(o.remaining))} at market close (the stream closed the market, no final state)"
             instrument = instrument_id(market_id, selection_id, handicap)

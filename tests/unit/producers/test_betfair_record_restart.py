@@ -22,7 +22,7 @@ import orjson
 import pytest
 from betfair_helpers import FIXTURES, SHARED
 
-from producers.betfair.parse import CLOCK_TOPIC, GAP_TOPIC, MARKET_TOPIC, RAW_TOPIC, StreamDecoder
+from producers.betfair.parse import CLOCK_TOPIC, GAP_TOPIC, MARKET_TOPIC, ORDERS_TOPIC, RAW_TOPIC, StreamDecoder
 from tests.venues.betfair_exchange import BetfairApiServer, BetfairStreamServer, self_signed_cert
 from ticktape.events import CustomData, Event, FeedGap, MarketBook, MarketDefinition, StreamClock
 from ticktape.tape.file import FileTape
@@ -170,3 +170,58 @@ def test_a_bad_stream_endpoint_is_a_usage_error_naming_the_option(bad: str, tmp_
     result = CliRunner().invoke(cli, ["--tape", f"file:{tmp_path / 'tape'}", "record", "betfair",
                                       "--market-ids", "1.1", "--stream-endpoint", bad])
     assert result.exit_code == 2 and "--stream-endpoint" in result.output and "ADDRESS:PORT" in result.output
+
+
+def test_a_killed_recorder_records_each_order_event_once(tmp_path: Path) -> None:
+    """The order stream keeps no clocks: a restarted recorder (without --raw) rebuilds its orders from
+    `orders.betfair` and subscribes afresh. The local server then sends every change again, including
+    those made while the recorder was down; the tape ends as one uninterrupted recording's, each order
+    accepted once and each stake filled once."""
+    order_lines = [line for line in (FIXTURES / "orders.stream").read_bytes().splitlines() if line.strip()]
+    order_changes = [orjson.loads(line) for line in order_lines]
+    decoder = StreamDecoder()
+    expected = [e._replace(ts_recv=0) for line in order_lines  # type: ignore[union-attr]
+                for t, e in decoder.decode_line(line) if t == ORDERS_TOPIC]
+    first_decoder = StreamDecoder()
+    first_part = [e for line in order_lines[:2] for t, e in first_decoder.decode_line(line) if t == ORDERS_TOPIC]
+    market = [orjson.loads(line) for line in (FIXTURES / "market.stream").read_bytes().splitlines() if line.strip()]
+    cert, key = self_signed_cert(tmp_path)
+    stream = BetfairStreamServer(market, [], cert, key, order_changes=order_changes[:2])
+    api = BetfairApiServer([], "user", "pa55word", "app-key", cert, key)
+    tape_dir = tmp_path / "tape"
+    command = [sys.executable, "-m", "ticktape", "--tape", f"file:{tape_dir}", "record", "betfair",
+               "--market-ids", market[0]["mc"][0]["id"], "--no-raw", "--catalogue-interval", "0",
+               "--heartbeat-ms", "500", "--stream-endpoint", f"127.0.0.1:{stream.port}",
+               "--identity-url", api.identity_url, "--api-url", api.api_url]
+    env = {**os.environ, "BETFAIR_USERNAME": "user", "BETFAIR_PASSWORD": "pa55word", "BETFAIR_APP_KEY": "app-key",
+           "REQUESTS_CA_BUNDLE": str(cert), "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+
+    def orders() -> list[Event]:
+        return _events(tape_dir, ORDERS_TOPIC)
+    try:
+        first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+        try:
+            _wait("the first order changes are on the tape", lambda: len(orders()) >= len(first_part), first)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert len(orders()) == len(first_part)
+        for change in order_changes[2:]:  # the orders change while no recorder runs
+            stream.publish(change)
+        second = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+        try:
+            _wait("every order event is on the tape", lambda: len(orders()) >= len(expected), second)
+            time.sleep(0.5)  # a duplicate, were there one, would be appended by now
+            second.send_signal(signal.SIGINT)
+            second.wait(timeout=20)
+        finally:
+            if second.poll() is None:
+                second.kill()
+    finally:
+        stream.close()
+        api.close()
+    assert [e._replace(ts_recv=0) for e in orders()] == expected  # type: ignore[union-attr]
+    order_subs = [m for m in stream.received if m["op"] == "orderSubscription"]
+    assert len(order_subs) == 2 and all(m.get("clk") is None for m in order_subs)  # afresh, both times
