@@ -139,46 +139,18 @@ def flumine_child(files_dir: str, stake: float = STAKE) -> None:
     """
     import logging
 
-    from flumine import BaseStrategy, FlumineSimulation, clients
-    from flumine.order.ordertype import LimitOrder
-    from flumine.order.trade import Trade
+    from flumine import FlumineSimulation, clients
+    from flumine.streams.betfairhistoricalstream import BetfairHistoricalStream
+
+    from benchmarks.peers.children.flumine_back_favourite import BackFavourite
 
     logging.disable(logging.CRITICAL)
-
-    class BackFavourite(BaseStrategy):  # type: ignore[misc]
-        def start(self, flumine: Any = None) -> None:
-            self.done: set[str] = set()
-
-        def check_market_book(self, market: Any, market_book: Any) -> bool:
-            return bool(market_book.status == "OPEN" and not market_book.inplay
-                        and market.market_id not in self.done and market.seconds_to_start <= WINDOW_S)
-
-        def process_market_book(self, market: Any, market_book: Any) -> None:
-            best = None
-            best_price = 0.0
-            for r in market_book.runners:
-                if r.status == "ACTIVE" and r.ex.available_to_back:
-                    price = r.ex.available_to_back[0]["price"]
-                    if best is None or price < best_price:
-                        best, best_price = r, price
-            if best is None:
-                return
-            trade = Trade(market.market_id, best.selection_id, best.handicap, self)
-            order = trade.create_order(side="BACK", order_type=LimitOrder(price=best_price, size=stake))
-            market.place_order(order)
-            self.done.add(market.market_id)
-
     files = sorted(str(p) for p in Path(files_dir).iterdir())
     client = clients.SimulatedClient()
     framework = FlumineSimulation(client=client)
-    try:  # flumine 3.x: one historical stream per file
-        from flumine.streams.betfairhistoricalstream import BetfairHistoricalStream
-
-        strategy = BackFavourite(streams=[BetfairHistoricalStream(file_path=f) for f in files],
-                                 max_order_exposure=max(1000, stake), max_selection_exposure=max(1000, stake))
-    except ImportError:  # flumine 2.x
-        strategy = BackFavourite(market_filter={"markets": files}, max_order_exposure=max(1000, stake),
-                                 max_selection_exposure=max(1000, stake))
+    strategy = BackFavourite(streams=[BetfairHistoricalStream(file_path=f) for f in files],
+                             max_order_exposure=max(1000, stake), max_selection_exposure=max(1000, stake))
+    strategy.stake = stake
     framework.add_strategy(strategy)
     t0 = time.perf_counter()
     framework.run()

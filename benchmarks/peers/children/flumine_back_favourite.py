@@ -2,10 +2,12 @@
 
     python flumine_back_favourite.py MARKETS_DIR OUT.json
 
-Standalone (flumine, betfairlightweight; not ticktape). The strategy of ticktape's robot with its
-defaults: from 60 s before the scheduled off, while the market is OPEN and not in play, back the
-active runner with the lowest best back price, at that price, stake 2, once per market.
-flumine's `FlumineSimulation` with its default latency and matching. One stream per file.
+Standalone (flumine, betfairlightweight; not ticktape). `BackFavourite` is also the flumine side of
+`benchmarks.bench_betfair_backtest` and of `tests/unit/robots/test_betfair_sim_recorded.py` (which
+set `stake`). The strategy of ticktape's robot with its defaults: from 60 s before the scheduled
+off, while the market is OPEN and not in play, back the active runner with the lowest best back
+price, at that price, stake 2, once per market. flumine's `FlumineSimulation` with its default
+latency and matching. One stream per file.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ WINDOW_S = 60.0
 
 
 class BackFavourite(BaseStrategy):  # type: ignore[misc]
-    """Back the favourite once per market shortly before the off."""
+    """Back the favourite once per market shortly before the off, for `stake`."""
+
+    stake = STAKE
 
     def start(self, flumine: Any = None) -> None:
         self.done: set[str] = set()
@@ -50,7 +54,7 @@ class BackFavourite(BaseStrategy):  # type: ignore[misc]
         if best is None:
             return
         trade = Trade(market.market_id, best.selection_id, best.handicap, self)
-        market.place_order(trade.create_order(side="BACK", order_type=LimitOrder(price=best_price, size=STAKE)))
+        market.place_order(trade.create_order(side="BACK", order_type=LimitOrder(price=best_price, size=self.stake)))
         self.done.add(market.market_id)
 
 
