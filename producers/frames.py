@@ -155,8 +155,10 @@ def _make_bars(venue: str, instrument: str, interval: str, t: np.ndarray[Any, An
     n = len(t)
     ts = t.tolist()
     with gc_paused():
+        # tuple.__new__ fills no defaults: the fields after volume (Bar v2's, unknown here) are given as None.
+        unknown = [repeat(None, n) for _ in range(len(Bar._fields) - 5 - len(BAR_FIELDS))]
         return list(map(_new_bar, zip(repeat(venue, n), repeat(instrument, n), ts, ts, repeat(interval, n),
-                                      *vals.tolist(), strict=True)))
+                                      *vals.tolist(), *unknown, strict=True)))
 
 
 def frame_identity(kind: str, params: dict[str, Any], arrays: list[np.ndarray[Any, Any]]) -> str:

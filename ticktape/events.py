@@ -41,6 +41,10 @@ class Bar(NamedTuple):
     low: float
     close: float
     volume: float
+    quote_volume: float | None = None
+    trades: int | None = None
+    taker_buy_base_volume: float | None = None
+    taker_buy_quote_volume: float | None = None
 
 
 class BetSettled(NamedTuple):
@@ -334,6 +338,13 @@ class RunnerDefinition(NamedTuple):
     removal_date: int | None = None
 
 
+class KeyLineSelection(NamedTuple):
+    """KeyLineSelection."""
+
+    selection_id: int
+    handicap: float
+
+
 class MarketDefinition(NamedTuple):
     """Betfair market definition (and catalogue) as it changes."""
 
@@ -359,6 +370,20 @@ class MarketDefinition(NamedTuple):
     version: int
     timezone: str
     runners: tuple[RunnerDefinition, ...]
+    bsp_market: bool | None = None
+    bsp_reconciled: bool | None = None
+    discount_allowed: bool | None = None
+    market_base_rate: float | None = None
+    open_date: int | None = None
+    persistence_enabled: bool | None = None
+    price_ladder_type: str | None = None
+    race_type: str | None = None
+    regulators: tuple[str, ...] | None = None
+    runners_voidable: bool | None = None
+    key_line: tuple[KeyLineSelection, ...] | None = None
+    number_of_runners: int | None = None
+    number_of_active_runners: int | None = None
+    last_match_time: int | None = None
 
 
 class MarketSettled(NamedTuple):
@@ -650,6 +675,9 @@ class Trade(NamedTuple):
     size: float
     aggressor_side: AggressorSide
     trade_id: str
+    first_trade_id: int | None = None
+    last_trade_id: int | None = None
+    is_best_match: bool | None = None
 
 
 Event: TypeAlias = (
@@ -749,6 +777,7 @@ RECORD_TYPES: dict[str, type[tuple[object, ...]]] = {
     "ticktape.RunnerBook": RunnerBook,
     "ticktape.MarketBook": MarketBook,
     "ticktape.RunnerDefinition": RunnerDefinition,
+    "ticktape.KeyLineSelection": KeyLineSelection,
     "ticktape.MarketDefinition": MarketDefinition,
     "ticktape.MarketSettled": MarketSettled,
     "ticktape.OrderAccepted": OrderAccepted,

@@ -135,9 +135,11 @@ def build_events(layout: Layout, cols: Columns, symbol: str, interval: str) -> l
     n = len(next(iter(cols.values())))
     if layout.kind == "klines":
         ts = _ts_ns(cols["close_time"], plus_one_unit=True).tolist()
+        # tuple.__new__ fills no defaults: Bar v2's four fields are given (as None until they are parsed).
         return list(map(_new_bar, zip(repeat(VENUE, n), repeat(symbol, n), ts, ts, repeat(interval, n),
                                       cols["open"].tolist(), cols["high"].tolist(), cols["low"].tolist(),
-                                      cols["close"].tolist(), cols["volume"].tolist(), strict=True)))
+                                      cols["close"].tolist(), cols["volume"].tolist(),
+                                      *(repeat(None, n) for _ in range(4)), strict=True)))
     agg = layout.kind == "aggTrades"
     ts = _ts_ns(cols["transact_time" if agg else "time"]).tolist()
     ids = list(map(str, cols["agg_trade_id" if agg else "id"].tolist()))
@@ -145,7 +147,8 @@ def build_events(layout: Layout, cols: Columns, symbol: str, interval: str) -> l
     # bool reuses two interned strings instead of allocating one per row.
     side = list(map(("BUY", "SELL").__getitem__, cols["is_buyer_maker"].tolist()))
     return list(map(_new_trade, zip(repeat(VENUE, n), repeat(symbol, n), ts, ts, cols["price"].tolist(),
-                                    cols["quantity" if agg else "qty"].tolist(), side, ids, strict=True)))
+                                    cols["quantity" if agg else "qty"].tolist(), side, ids,
+                                    *(repeat(None, n) for _ in range(3)), strict=True)))
 
 
 TRUE_VALUES = ("true", "True", "TRUE", "1")

@@ -56,10 +56,10 @@ def test_schemas_show_prints_each_field_with_type_and_doc() -> None:
     code, out = invoke("schemas", "show", "Trade")
     assert code == 0, out
     lines = out.splitlines()
-    assert lines[0].startswith("Trade v1 (Trade.v1.avsc, fingerprint ")
+    assert lines[0].startswith("Trade v2 (Trade.v2.avsc, fingerprint ")
     fields = {line.split()[0]: line for line in lines[2:]}
     assert list(fields) == ["venue", "instrument", "ts_event", "ts_recv", "price", "size", "aggressor_side",
-                            "trade_id"]
+                            "trade_id", "first_trade_id", "last_trade_id", "is_best_match"]
     assert "venue time of the event" in fields["ts_event"] and "double" in fields["price"]
     assert "enum AggressorSide{BUY|SELL|NONE}" in fields["aggressor_side"]
     code, out = invoke("schemas", "show", "Trades")

@@ -87,7 +87,7 @@ def test_missing_marker() -> None:
 @pytest.mark.parametrize("cut", [1, 5, 20])
 def test_truncated_body(cut: int) -> None:
     data = default_codec().encode(trade())
-    with pytest.raises(DecodeError, match="corrupt Trade v1 body"):
+    with pytest.raises(DecodeError, match="corrupt Trade v2 body"):
         default_codec().decode(data[:-cut], where="somewhere")
 
 

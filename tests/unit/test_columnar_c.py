@@ -145,8 +145,9 @@ def test_corrupt_blocks_fail_or_succeed_the_same_way_as_the_record_path(at: int,
 
 def test_bad_utf8_enum_index_and_record_count_are_rejected() -> None:
     block, _ = _trade_block(1)
-    assert block.endswith(b"\x02" + b"\x02" + b"0")  # ..., aggressor_side (index 1), trade_id "0"
-    bad_enum = block[:-3] + b"\x0a" + block[-2:]  # index 5 of 2 symbols
+    # ..., aggressor_side (index 1), trade_id "0", then v2's three null unions
+    assert block.endswith(b"\x02" + b"\x02" + b"0" + b"\x00" * 3)
+    bad_enum = block[:-6] + b"\x0a" + block[-5:]  # index 5 of 2 symbols
     with pytest.raises(DecodeError, match="enum index 5"):
         decode_block_table(DEC, bad_enum, 1, 0)
     with pytest.raises(DecodeError, match="enum index 5"):

@@ -188,16 +188,23 @@ def decode_block_table(decoder: EntryDecoder, data: bytes, count: int,
         raise DecodeError(f"block at offset {first_offset} has {len(data) - end} stray bytes", where=decoder.where)
     record = decoder.prog[2][1][1][branch]  # entry record -> event union -> branch
     cls = record[1]
+    # An older version of a type that only appended top-level fields with plain defaults (ticktape.tape.
+    # legacy's marker class): its columns are today's first ones, the appended ones are constant.
+    appended: tuple[Any, ...] = getattr(cls, "ticktape_defaults", ())
+    cls = getattr(cls, "ticktape_current", cls)
     type_name = getattr(cls, "__name__", "")
     if type_name not in registry().current or EVENT_TYPES.get(type_name) is not cls:
         return None
     schema = arrow_schema(type_name)
-    if len(schema) != len(columns) + 2:
+    if len(schema) != len(columns) + len(appended) + 2:
         return None
     arrays = [pa.array(np.arange(first_offset, first_offset + count, dtype=np.int64)),
               _column(pa.string(), None, count, key)]
     arrays += [_column(schema.field(i + 2).type, node, count, col)
                for i, (node, col) in enumerate(zip(record[2], columns, strict=True))]
+    for i, value in enumerate(appended, start=len(arrays)):
+        typ = schema.field(i).type
+        arrays.append(pa.nulls(count, typ) if value is None else pa.array([value] * count, typ))
     return type_name, pa.Table.from_arrays(arrays, schema=schema)
 
 

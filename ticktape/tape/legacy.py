@@ -124,6 +124,13 @@ def legacy_plan(codec: Codec, entry_schema: dict[str, Any],
         marker = type(f"Old{name.rsplit('.', 1)[-1]}", (tuple,), {"__slots__": ()})
         classes[name] = marker
         resolvers[marker] = _resolver(codec, fp, frozenset(current_records))
+        old = registry.by_fingerprint[fp]
+        defaults = appended_defaults(old.schema, registry.current[old.name].schema)
+        if defaults is not None:
+            # Only top-level fields were appended (Trade v1 -> v2): a block of these records can still be
+            # decoded into Arrow columns, the appended ones filled with their defaults (columnar.decode_block_table).
+            marker.ticktape_current = RECORD_TYPES[name]  # type: ignore[attr-defined]
+            marker.ticktape_defaults = defaults  # type: ignore[attr-defined]
     return ap.compile_schema(entry_schema, classes), resolvers
 
 
