@@ -5,11 +5,15 @@ drop the trailing `is_best_match`/`ignore` columns where the spot ones have them
 
 * klines: open_time, open, high, low, close, volume, close_time, quote_volume, count,
   taker_buy_volume, taker_buy_quote_volume, ignore -> `Bar` (ts_event = close_time + 1 unit,
-  the bar's close boundary) on `md.binance.bar`.
+  the bar's close boundary; quote_volume, trades, taker_buy_base_volume, taker_buy_quote_volume)
+  on `md.binance.bar`.
 * aggTrades: agg_trade_id, price, quantity, first_trade_id, last_trade_id, transact_time,
-  is_buyer_maker[, is_best_match] -> `Trade` on `md.binance.aggtrade`.
+  is_buyer_maker[, is_best_match] -> `Trade` (first/last trade id, is_best_match) on
+  `md.binance.aggtrade`.
 * trades: id, price, qty, quote_qty, time, is_buyer_maker[, is_best_match] -> `Trade` on
-  `md.binance.trade`.
+  `md.binance.trade` (is_best_match; no first/last trade id: null).
+
+A column a layout may lack (is_best_match in futures files) gives null fields.
 
 Times are ms, or µs in spot files from 2025 on; each value's unit is told by its magnitude.
 Historical rows have no capture time: ts_recv = ts_event, so importing is deterministic.
@@ -27,7 +31,7 @@ import io
 import re
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from itertools import repeat
@@ -55,12 +59,17 @@ _new_trade = partial(tuple.__new__, Trade)
 
 @dataclass(frozen=True)
 class Layout:
-    """One file kind: column names by count, the columns used (index, arrow type)."""
+    """One file kind: column names by count, the columns used (name -> arrow type); a used column
+    missing from a width (is_best_match in futures files) is null."""
 
     kind: str
     topic: str
     widths: dict[int, tuple[str, ...]]
     used: dict[str, pa.DataType]
+
+    def present(self, names: tuple[str, ...]) -> dict[str, pa.DataType]:
+        """The used columns a file of these column names has."""
+        return {n: t for n, t in self.used.items() if n in names}
 
 
 KLINE_COLS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
@@ -72,12 +81,15 @@ TRADE_COLS = ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_b
 F64, I64, BOOL = pa.float64(), pa.int64(), pa.bool_()
 LAYOUTS = {
     "klines": Layout("klines", TOPIC_BAR, {12: KLINE_COLS, 11: KLINE_COLS[:11]},
-                     {"open": F64, "high": F64, "low": F64, "close": F64, "volume": F64, "close_time": I64}),
+                     {"open": F64, "high": F64, "low": F64, "close": F64, "volume": F64, "close_time": I64,
+                      "quote_volume": F64, "count": I64, "taker_buy_volume": F64, "taker_buy_quote_volume": F64}),
     "aggTrades": Layout("aggTrades", TOPIC_AGGTRADE, {8: AGG_COLS, 7: AGG_COLS[:7]},
                         {"agg_trade_id": I64, "price": F64, "quantity": F64, "transact_time": I64,
-                         "is_buyer_maker": BOOL}),
+                         "is_buyer_maker": BOOL, "first_trade_id": I64, "last_trade_id": I64,
+                         "is_best_match": BOOL}),
     "trades": Layout("trades", TOPIC_TRADE, {7: TRADE_COLS, 6: TRADE_COLS[:6]},
-                     {"id": I64, "price": F64, "qty": F64, "time": I64, "is_buyer_maker": BOOL}),
+                     {"id": I64, "price": F64, "qty": F64, "time": I64, "is_buyer_maker": BOOL,
+                      "is_best_match": BOOL}),
 }
 
 Columns = dict[str, np.ndarray[Any, Any]]
@@ -110,7 +122,8 @@ def _problems(layout: Layout, cols: Columns) -> np.ndarray[Any, Any] | None:
         ts = cols["close_time"]
         prices = np.stack([cols["open"], cols["high"], cols["low"], cols["close"]])
         ok_price = np.isfinite(prices).all(axis=0) & (prices > 0).all(axis=0)
-        ok_size = np.isfinite(cols["volume"]) & (cols["volume"] >= 0)
+        volumes = np.stack([cols[n] for n in ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")])
+        ok_size = np.isfinite(volumes).all(axis=0) & (volumes >= 0).all(axis=0) & (cols["count"] >= 0)
         ok_hl = cols["high"] >= cols["low"]
     else:
         ts = cols["transact_time" if layout.kind == "aggTrades" else "time"]
@@ -124,7 +137,8 @@ def _problems(layout: Layout, cols: Columns) -> np.ndarray[Any, Any] | None:
         return None
     reasons = np.full(len(ts), "", dtype=object)
     reasons[~ok_hl] = "high below low"
-    reasons[~ok_size] = "size not a finite number >= 0"
+    reasons[~ok_size] = "volume or trade count not a finite number >= 0" if layout.kind == "klines" else \
+        "size not a finite number >= 0"
     reasons[~ok_price] = "price not a finite number > 0"
     reasons[~ok_ts] = "time out of range (expected ms or µs since 1970, year 2000-2100)"
     return reasons
@@ -133,13 +147,18 @@ def _problems(layout: Layout, cols: Columns) -> np.ndarray[Any, Any] | None:
 def build_events(layout: Layout, cols: Columns, symbol: str, interval: str) -> list[Event]:
     """Events from typed columns, column-wise (no per-field Python work)."""
     n = len(next(iter(cols.values())))
+
+    def col(name: str) -> Iterable[Any]:
+        """A column's values, or None for each row when the file (or kind) has no such column."""
+        return cols[name].tolist() if name in cols else repeat(None, n)
+
     if layout.kind == "klines":
         ts = _ts_ns(cols["close_time"], plus_one_unit=True).tolist()
-        # tuple.__new__ fills no defaults: Bar v2's four fields are given (as None until they are parsed).
         return list(map(_new_bar, zip(repeat(VENUE, n), repeat(symbol, n), ts, ts, repeat(interval, n),
                                       cols["open"].tolist(), cols["high"].tolist(), cols["low"].tolist(),
-                                      cols["close"].tolist(), cols["volume"].tolist(),
-                                      *(repeat(None, n) for _ in range(4)), strict=True)))
+                                      cols["close"].tolist(), cols["volume"].tolist(), col("quote_volume"),
+                                      col("count"), col("taker_buy_volume"), col("taker_buy_quote_volume"),
+                                      strict=True)))
     agg = layout.kind == "aggTrades"
     ts = _ts_ns(cols["transact_time" if agg else "time"]).tolist()
     ids = list(map(str, cols["agg_trade_id" if agg else "id"].tolist()))
@@ -147,8 +166,8 @@ def build_events(layout: Layout, cols: Columns, symbol: str, interval: str) -> l
     # bool reuses two interned strings instead of allocating one per row.
     side = list(map(("BUY", "SELL").__getitem__, cols["is_buyer_maker"].tolist()))
     return list(map(_new_trade, zip(repeat(VENUE, n), repeat(symbol, n), ts, ts, cols["price"].tolist(),
-                                    cols["quantity" if agg else "qty"].tolist(), side, ids,
-                                    *(repeat(None, n) for _ in range(3)), strict=True)))
+                                    cols["quantity" if agg else "qty"].tolist(), side, ids, col("first_trade_id"),
+                                    col("last_trade_id"), col("is_best_match"), strict=True)))
 
 
 TRUE_VALUES = ("true", "True", "TRUE", "1")
@@ -266,16 +285,16 @@ class BlockImporter:
 
     def _fast(self, body: bytes, lines: int) -> None:
         assert self.names is not None
+        used = self.layout.present(self.names)
         table = pacsv.read_csv(
             pa.BufferReader(body),
             read_options=pacsv.ReadOptions(column_names=list(self.names), use_threads=False,
                                            block_size=max(len(body) + 1, 1 << 20)),
-            convert_options=pacsv.ConvertOptions(column_types=self.layout.used,
-                                                 include_columns=list(self.layout.used),
+            convert_options=pacsv.ConvertOptions(column_types=used, include_columns=list(used),
                                                  true_values=list(TRUE_VALUES), false_values=list(FALSE_VALUES)))
         if table.num_rows != lines or any(c.null_count for c in table.columns):
             raise ValueError("row count or nulls disagree: use the line-by-line path")
-        cols = {name: table.column(name).to_numpy() for name in self.layout.used}
+        cols = {name: table.column(name).to_numpy() for name in used}
         if _problems(self.layout, cols) is not None:
             raise ValueError("invalid values: use the line-by-line path")
         self._emit(cols)
@@ -283,6 +302,7 @@ class BlockImporter:
     def _slow(self, body: bytes, line_no: int) -> None:
         assert self.names is not None
         index = {n: i for i, n in enumerate(self.names)}
+        used = self.layout.present(self.names)
         good: list[list[Any]] = []
         raw_good: list[tuple[int, bytes]] = []
         bad: list[tuple[int, str, bytes]] = []  # dead-lettered in line order, whatever the reason
@@ -294,7 +314,7 @@ class BlockImporter:
                 if len(fields) != len(self.names):
                     raise ValueError(f"{len(fields)} columns, expected {len(self.names)}")
                 row = []
-                for name, typ in self.layout.used.items():
+                for name, typ in used.items():
                     try:
                         row.append(_convert(fields[index[name]], typ))
                     except ValueError as exc:
@@ -304,11 +324,10 @@ class BlockImporter:
                 continue
             good.append(row)
             raw_good.append((line_no + i, raw))
-        names = list(self.layout.used)
         if not good:
             self._dead(bad)
             return
-        cols = {n: np.array([r[j] for r in good], dtype=_np_type(self.layout.used[n])) for j, n in enumerate(names)}
+        cols = {n: np.array([r[j] for r in good], dtype=_np_type(typ)) for j, (n, typ) in enumerate(used.items())}
         reasons = _problems(self.layout, cols)
         if reasons is not None:
             keep = reasons == ""

@@ -7,12 +7,12 @@ Payloads handled (spot and USD-M futures field layouts):
 
 | payload `e`               | event(s)                      | topic                |
 | ------------------------- | ----------------------------- | -------------------- |
-| `trade`                   | Trade                         | md.binance.trade     |
-| `aggTrade`                | Trade (trade_id = agg id)     | md.binance.aggtrade  |
+| `trade`                   | Trade (is_best_match `M`)     | md.binance.trade     |
+| `aggTrade`                | Trade (trade_id = agg id, first/last trade id `f`/`l`, `M`) | md.binance.aggtrade |
 | bookTicker (no `e` spot)  | Quote                         | md.binance.quote     |
 | `depthUpdate`             | BookDelta                     | md.binance.book      |
 | partial depth snapshot    | BookSnapshot                  | md.binance.book      |
-| `kline` (closed only)     | Bar                           | md.binance.bar       |
+| `kline` (closed only)     | Bar (+ `q`, `n`, `V`, `Q`)    | md.binance.bar       |
 | `executionReport`         | OrderAccepted/Filled/...      | orders.event         |
 | `outboundAccountPosition` | Balance per asset             | account.balance      |
 | `balanceUpdate`           | CustomData (a delta)          | account.balance_update |
@@ -114,6 +114,18 @@ def _bool(value: Any) -> bool:
     raise ValueError("expected true/false")
 
 
+def _optional(p: Mapping[str, Any], name: str, conv: Callable[[Any], Any], what: str) -> Any:
+    """`_field`, or None when the payload has no such field (or null): e.g. futures' aggTrade has no `M`."""
+    return None if p.get(name) is None else _field(p, name, conv, what)
+
+
+def _int(value: Any) -> int:
+    # int(True) is 1 and int(1.5) is 1: an id or a count is an integer or its decimal text, nothing else.
+    if isinstance(value, bool | float):
+        raise ValueError("expected an integer")
+    return int(value)
+
+
 def _levels(p: Mapping[str, Any], name: str, what: str) -> tuple[PriceSize, ...]:
     def conv(rows: Any) -> tuple[PriceSize, ...]:
         return tuple(PriceSize(_num(r[0]), _num(r[1])) for r in rows)
@@ -130,15 +142,19 @@ def parse_trade(p: Mapping[str, Any], ts_recv: int) -> Parsed:
     """`<symbol>@trade`."""
     w = "trade"
     ev = Trade(VENUE, _field(p, "s", str, w), _field(p, "T", to_ns, w), ts_recv, _field(p, "p", _num, w),
-               _field(p, "q", _num, w), _aggressor(_field(p, "m", _bool, w)), str(_field(p, "t", int, w)))
+               _field(p, "q", _num, w), _aggressor(_field(p, "m", _bool, w)), str(_field(p, "t", int, w)),
+               is_best_match=_optional(p, "M", _bool, w))
     return [(TOPIC_TRADE, ev)]
 
 
 def parse_agg_trade(p: Mapping[str, Any], ts_recv: int) -> Parsed:
-    """`<symbol>@aggTrade`: one Trade per aggregate, trade_id = the aggregate id."""
+    """`<symbol>@aggTrade` (and a REST `aggTrades` row): one Trade per aggregate, trade_id = the aggregate
+    id, first/last trade id from `f`/`l`, is_best_match from `M` (futures sends no `M`: null)."""
     w = "aggTrade"
     ev = Trade(VENUE, _field(p, "s", str, w), _field(p, "T", to_ns, w), ts_recv, _field(p, "p", _num, w),
-               _field(p, "q", _num, w), _aggressor(_field(p, "m", _bool, w)), str(_field(p, "a", int, w)))
+               _field(p, "q", _num, w), _aggressor(_field(p, "m", _bool, w)), str(_field(p, "a", int, w)),
+               first_trade_id=_optional(p, "f", _int, w), last_trade_id=_optional(p, "l", _int, w),
+               is_best_match=_optional(p, "M", _bool, w))
     return [(TOPIC_AGGTRADE, ev)]
 
 
@@ -184,7 +200,9 @@ def parse_kline(p: Mapping[str, Any], ts_recv: int) -> Parsed:
         return []
     bar = Bar(VENUE, _field(k, "s", str, w), _field(k, "T", to_ns, w) + _unit_ns(k["T"]), ts_recv,
               _field(k, "i", str, w), _field(k, "o", _num, w), _field(k, "h", _num, w), _field(k, "l", _num, w),
-              _field(k, "c", _num, w), _field(k, "v", _num, w))
+              _field(k, "c", _num, w), _field(k, "v", _num, w), quote_volume=_optional(k, "q", _num, w),
+              trades=_optional(k, "n", _int, w), taker_buy_base_volume=_optional(k, "V", _num, w),
+              taker_buy_quote_volume=_optional(k, "Q", _num, w))
     return [(TOPIC_BAR, bar)]
 
 

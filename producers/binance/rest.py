@@ -73,10 +73,16 @@ def agg_trade_pages(client: HistoryClient, symbol: str, start_ms: int, end_ms: i
 def kline_row_bar(row: Sequence[Any], symbol: str, interval: str) -> Bar:
     """A REST kline row (the same 12 fields as the data files) -> Bar at its close boundary."""
     close = to_ns(row[6]) + (to_ns(1) if int(row[6]) < 100_000_000_000_000 else 1_000)
-    vals = [finite(float(row[i])) for i in (1, 2, 3, 4, 5)]
-    if vals[1] < vals[2]:
-        raise ValueError(f"high {vals[1]} below low {vals[2]}")
-    return Bar(VENUE, symbol, close, close, interval, *vals)
+    o, h, lo, c, v = (finite(float(row[i])) for i in (1, 2, 3, 4, 5))
+    if h < lo:
+        raise ValueError(f"high {h} below low {lo}")
+    # quote volume, number of trades, taker buy base and quote volume: the files' columns 7-10
+    q, taker_base, taker_quote = (finite(float(row[i])) if len(row) > i and row[i] is not None else None
+                                  for i in (7, 9, 10))
+    count = int(row[8]) if len(row) > 8 and row[8] is not None else None
+    return Bar(venue=VENUE, instrument=symbol, ts_event=close, ts_recv=close, interval=interval, open=o, high=h,
+               low=lo, close=c, volume=v, quote_volume=q, trades=count, taker_buy_base_volume=taker_base,
+               taker_buy_quote_volume=taker_quote)
 
 
 def import_klines(run: ImportRun, client: HistoryClient, symbol: str, interval: str, start_ms: int,

@@ -38,7 +38,8 @@ def test_spot_klines_without_header(tmp_path: Path) -> None:
     bars = _events(tape, "md.binance.bar")
     assert s.events == {"md.binance.bar": 3} and s.dead_letters == 0
     assert bars[0] == Bar("binance", "BTCUSDT", 1704067260000 * MS, 1704067260000 * MS, "1m", 42283.58, 42298.62,
-                          42283.57, 42298.61, 35.92724)
+                          42283.57, 42298.61, 35.92724, quote_volume=1519603.4236787, trades=1327,
+                          taker_buy_base_volume=23.18766, taker_buy_quote_volume=980784.5710149)
     assert [b.ts_event for b in bars] == [(1704067260000 + 60000 * i) * MS for i in range(3)]
 
 
@@ -55,14 +56,21 @@ def test_agg_trades_spot_zip_futures_header_and_trades_in_microseconds(tmp_path:
     tape, _s = _import(tmp_path, "BTCUSDT-aggTrades-2024-01-01.zip", "aggTrades")
     trades = _events(tape, "md.binance.aggtrade")
     assert trades[0] == Trade("binance", "BTCUSDT", 1704067200000 * MS, 1704067200000 * MS, 42283.58, 0.001, "SELL",
-                              "2984720153")
+                              "2984720153", first_trade_id=3346487012, last_trade_id=3346487012, is_best_match=True)
+    assert [(t.first_trade_id, t.last_trade_id) for t in trades[1:]] == [(3346487013, 3346487015),
+                                                                         (3346487016, 3346487016)]
     assert [t.aggressor_side for t in trades] == ["SELL", "BUY", "SELL"]
     tape2, _ = _import(tmp_path / "f", "BTCUSDT-aggTrades-2024-01-01-futures.csv", "aggTrades")
-    assert [(t.trade_id, t.size, t.aggressor_side) for t in _events(tape2, "md.binance.aggtrade")] == [
-        ("1907712913", 0.01, "SELL"), ("1907712914", 0.35, "BUY")]
+    # futures files have no is_best_match column: null
+    assert [(t.trade_id, t.size, t.aggressor_side, t.first_trade_id, t.last_trade_id, t.is_best_match)
+            for t in _events(tape2, "md.binance.aggtrade")] == [
+        ("1907712913", 0.01, "SELL", 4408442401, 4408442401, None),
+        ("1907712914", 0.35, "BUY", 4408442402, 4408442404, None)]
     tape3, _ = _import(tmp_path / "t", "BTCUSDT-trades-2025-01-01.csv", "trades")
-    assert [(t.ts_event, t.trade_id, t.aggressor_side) for t in _events(tape3, "md.binance.trade")] == [
-        (1735689600012345000, "4370303301", "BUY"), (1735689600012999000, "4370303302", "SELL")]
+    # trades files have is_best_match but no first/last trade id
+    assert [(t.ts_event, t.trade_id, t.aggressor_side, t.first_trade_id, t.is_best_match)
+            for t in _events(tape3, "md.binance.trade")] == [
+        (1735689600012345000, "4370303301", "BUY", None, True), (1735689600012999000, "4370303302", "SELL", None, True)]
 
 
 def test_bad_rows_are_dead_lettered_with_line_numbers_and_the_rest_imports(tmp_path: Path) -> None:

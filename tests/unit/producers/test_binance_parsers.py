@@ -36,9 +36,10 @@ def _messages(name: str) -> list[str]:
 def test_every_documented_payload_kind_parses_into_the_right_event() -> None:
     out = [pe for line in _messages("ws_messages.jsonl") for pe in parse_payload(line, RECV)]
     assert out[0] == ("md.binance.trade", Trade("binance", "BTCUSDT", 1700000000120 * MS, RECV, 37012.34, 0.012,
-                                                  "SELL", "3245678901"))
+                                                  "SELL", "3245678901", is_best_match=True))
     assert out[1] == ("md.binance.aggtrade", Trade("binance", "BTCUSDT", 1700000000121 * MS, RECV, 37012.35, 0.5,
-                                                     "BUY", "2876543210"))
+                                                     "BUY", "2876543210", first_trade_id=3245678902,
+                                                     last_trade_id=3245678905, is_best_match=True))
     # Spot bookTicker carries no venue time: ts_event is the receive time.
     assert out[2] == ("md.binance.quote", Quote("binance", "BTCUSDT", RECV, RECV, 37012.34, 1.234, 37012.35, 0.567))
     assert out[3] == ("md.binance.book", BookDelta("binance", "BTCUSDT", 1700000000200 * MS, RECV, 1001, 1003,
@@ -46,7 +47,8 @@ def test_every_documented_payload_kind_parses_into_the_right_event() -> None:
                                                     (PriceSize(37012.35, 0.4),)))
     # The closed kline becomes a bar stamped at its close boundary; the open one is not a bar.
     assert out[4] == ("md.binance.bar", Bar("binance", "BTCUSDT", 1700000040000 * MS, RECV, "1m", 37000.0, 37020.0,
-                                            36990.5, 37012.34, 12.345))
+                                            36990.5, 37012.34, 12.345, quote_volume=456789.123, trades=101,
+                                            taker_buy_base_volume=6.0, taker_buy_quote_volume=222000.0))
     orders = [e for t, e in out if t == "orders.event"]
     assert orders == [
         OrderAccepted("", "rb1-000042", "4293153", "binance", "ETHUSDT", 1700000000999 * MS, RECV),
