@@ -314,6 +314,8 @@ class TypeCodec:
             self.program = ap.compile_schema(current.schema, RECORD_TYPES)
             self.decode_body: BodyDecoder = body_decoder(self.program, engine)
             self.encode_body: BodyEncoder = body_encoder(self.program, engine)
+        elif (decode_upgraded := _upgraded_decoder(version, current, engine)) is not None:
+            self.decode_body = decode_upgraded
         else:
             writer = fastavro.parse_schema(copy.deepcopy(version.schema))
             reader = fastavro.parse_schema(copy.deepcopy(current.schema))
@@ -325,6 +327,25 @@ class TypeCodec:
                 record = fastavro.schemaless_reader(stream, writer, reader)
                 return convert(record, ""), stream.tell()
             self.decode_body = decode_old
+
+
+def _upgraded_decoder(version: SchemaVersion, current: SchemaVersion, engine: str | None) -> BodyDecoder | None:
+    """A body decoder for an older version whose successor only appended fields with plain defaults (Trade,
+    Bar, MarketDefinition v1; MarketBook v1's RunnerBook at any depth): the body decodes on the fast engine
+    with the old version's own program (records as plain tuples), then `legacy.upgrader` adds the defaults
+    and makes today's classes. None when the change is more than that (Avro resolution then). A single
+    message (Kafka, raw, `Codec.decode`) so reads an old Trade ~7x faster than through fastavro."""
+    from ticktape.tape.legacy import upgrader  # imported here: legacy imports this module
+
+    upgrade = upgrader(version.schema, current.schema)
+    if upgrade is None:
+        return None
+    decode = body_decoder(ap.compile_schema(version.schema, {}), engine)
+
+    def decode_upgraded(buf: bytes, pos: int) -> tuple[Any, int]:
+        record, end = decode(buf, pos)
+        return upgrade(record), end
+    return decode_upgraded
 
 
 def header_choice(current: SchemaVersion, older: list[SchemaVersion]) -> Callable[[Any], bytes] | None:

@@ -6,15 +6,27 @@ today's events with the new fields null, and load into the same DuckDB table as 
 
 from __future__ import annotations
 
+import copy
+import io
 import shutil
 from pathlib import Path
 
+import fastavro
 import pyarrow.parquet as pq
 import pytest
 
 from analyzer.load import connect, load
-from ticktape.codec import Codec, default_codec
-from ticktape.events import Bar, KeyLineSelection, MarketDefinition, RunnerDefinition, Trade
+from ticktape.codec import Codec, default_codec, make_converter, to_python
+from ticktape.events import (
+    Bar,
+    KeyLineSelection,
+    MarketBook,
+    MarketDefinition,
+    PriceSize,
+    RunnerBook,
+    RunnerDefinition,
+    Trade,
+)
 from ticktape.schemas import SchemaRegistry, default_schema_dir, registry
 from ticktape.tape import open_tape
 from ticktape.tape.columnar import FAST_MIN_RECORDS, block_table, events_to_table, read_columnar
@@ -58,8 +70,11 @@ def today(event: tuple[object, ...]) -> tuple[object, ...]:
 def test_v1_events_decode_as_v2_with_the_new_fields_null(tmp_path: Path) -> None:
     old = v1_codec(tmp_path)
     for event in (v1_trade(1), v1_bar(1), v1_definition(1)):
-        got = default_codec().decode(old.encode(event), where="test")  # type: ignore[arg-type]
+        data = old.encode(event)  # type: ignore[arg-type]
+        got = default_codec().decode(data, where="test")
         assert got == today(event) and type(got) is type(event)
+        # a single message (Kafka, raw) of a purely appended version: the fast engine, not Avro resolution
+        assert default_codec().by_fingerprint[data[2:10]].decode_body.__name__ == "decode_upgraded"
     new = [Trade("binance", "BTCUSDT", 1, 2, 3.0, 4.0, "SELL", "5", first_trade_id=7, last_trade_id=9,
                  is_best_match=True),
            Bar("binance", "BTCUSDT", 1, 2, "1m", 1.0, 2.0, 0.5, 1.5, 3.0, quote_volume=4.5, trades=12,
@@ -70,6 +85,28 @@ def test_v1_events_decode_as_v2_with_the_new_fields_null(tmp_path: Path) -> None
                                      number_of_active_runners=6, last_match_time=TS0 + 1)]
     for event in new:
         assert default_codec().decode(default_codec().encode(event), where="test") == event  # type: ignore[arg-type]
+
+
+def test_a_single_market_book_v1_message_decodes_as_the_segment_reader_upgrades_it(tmp_path: Path) -> None:
+    """MarketBook v2 appended fields inside RunnerBook: one message of v1 (Kafka, raw) takes the same
+    upgrade as a v1 segment, on the fast engine, and equals Avro resolution of the same bytes."""
+    runner = tuple.__new__(RunnerBook, (47972, 0.0, "ACTIVE", 2.5, 100.0, (PriceSize(2.48, 10.0),),
+                                        (PriceSize(2.5, 7.0),), ()))
+    book = tuple.__new__(MarketBook, ("1.23", TS0, TS0, "OPEN", False, 0, 1000.0, 1, True, False, 1, (runner,)))
+    codecs = tmp_path / "schemas-mb1"
+    codecs.mkdir()
+    for p in default_schema_dir().glob("*.avsc"):
+        if p.name != "MarketBook.v2.avsc":
+            shutil.copy(p, codecs / p.name)
+    data = Codec(SchemaRegistry.load(codecs)).encode(book)  # type: ignore[arg-type]
+    tc = default_codec().by_fingerprint[data[2:10]]
+    assert tc.decode_body.__name__ == "decode_upgraded"
+    got = default_codec().decode(data, where="test")
+    assert isinstance(got, MarketBook) and type(got.runners[0]) is RunnerBook
+    v1 = SchemaRegistry.load(codecs).current["MarketBook"]
+    resolved = fastavro.schemaless_reader(io.BytesIO(data[10:]), fastavro.parse_schema(copy.deepcopy(v1.schema)),
+                                          fastavro.parse_schema(copy.deepcopy(registry().current["MarketBook"].schema)))
+    assert to_python(got) == to_python(make_converter(registry().current["MarketBook"].schema)(resolved, ""))
 
 
 def write_v1_tape(tmp_path: Path) -> tuple[Path, list[Trade], list[Bar], list[MarketDefinition]]:
