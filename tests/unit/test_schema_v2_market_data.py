@@ -208,3 +208,25 @@ def test_the_analyzer_loads_v1_and_v2_into_one_table_each(tmp_path: Path, writte
 def test_the_registry_has_the_v2_versions() -> None:
     for name in ("Trade", "Bar", "MarketDefinition"):
         assert [v.version for v in registry().history(name)] == [1, 2]
+
+
+def test_v2_blocks_with_values_and_nulls_decode_columnar_as_by_record(tmp_path: Path) -> None:
+    """The C column decoder on the new nullable columns (long, boolean, double), values and nulls mixed."""
+    trades = [Trade("binance", "BTCUSDT", TS0 + i, TS0 + i, 100.0 + i, 0.5, "SELL", str(i),
+                    first_trade_id=None if i % 3 == 0 else 10 * i, last_trade_id=None if i % 3 == 0 else 10 * i + 2,
+                    is_best_match=None if i % 5 == 0 else bool(i % 2)) for i in range(2 * FAST_MIN_RECORDS)]
+    bars = [Bar("binance", "BTCUSDT", TS0 + i, TS0 + i, "1m", 1.0, 2.0, 0.5, 1.5, 3.0,
+                quote_volume=None if i % 4 == 0 else 4.5 + i, trades=None if i % 4 == 1 else i,
+                taker_buy_base_volume=None if i % 4 == 2 else 1.0, taker_buy_quote_volume=float(i))
+            for i in range(2 * FAST_MIN_RECORDS)]
+    tape = FileTape(tmp_path / "tape")
+    try:
+        for topic, events, name in (("t", trades, "Trade"), ("b", bars, "Bar")):
+            tape.append(topic, events)  # type: ignore[arg-type]
+            got = block_table(tape._log(topic, 0).segments[0], 0)
+            assert isinstance(got, tuple), name
+            expected = events_to_table(name, range(len(events)), ["BTCUSDT"] * len(events), events)  # type: ignore[arg-type]
+            assert got[1].equals(expected)
+            assert [r.event for r in tape.read(topic)] == events
+    finally:
+        tape.close()
