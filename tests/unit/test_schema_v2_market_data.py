@@ -28,7 +28,7 @@ from ticktape.events import (
     Trade,
 )
 from ticktape.schemas import SchemaRegistry, default_schema_dir, registry
-from ticktape.tape import open_tape
+from ticktape.tape import legacy, open_tape
 from ticktape.tape.columnar import FAST_MIN_RECORDS, block_table, events_to_table, read_columnar
 from ticktape.tape.file import FileTape
 
@@ -122,8 +122,12 @@ def write_v1_tape(tmp_path: Path) -> tuple[Path, list[Trade], list[Bar], list[Ma
     return root, trades, bars, definitions
 
 
-def test_a_v1_segment_reads_on_the_fast_path(tmp_path: Path) -> None:
+def test_a_v1_segment_reads_on_the_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root, trades, bars, definitions = write_v1_tape(tmp_path)
+
+    def no_avro(*args: object) -> None:
+        raise AssertionError("a v1 record went through Avro resolution")
+    monkeypatch.setattr(legacy, "_avro_resolver", no_avro)
     with open_tape(f"file:{root}") as tape:
         assert [r.event for r in tape.read("md.binance.aggtrade")] == [today(t) for t in trades]
         assert [r.event for r in tape.read("md.binance.bar")] == [today(b) for b in bars]
@@ -132,6 +136,10 @@ def test_a_v1_segment_reads_on_the_fast_path(tmp_path: Path) -> None:
         decoders = [seg.decoder for log in tape._logs.values() for seg in log.segments if seg.decoder]  # type: ignore[attr-defined]
         assert decoders and not any(d.slow for d in decoders)
         assert {t.__name__ for d in decoders for t in d.resolvers} == {"OldTrade", "OldBar", "OldMarketDefinition"}
+        # every one a pure append: extended with the defaults, no Avro resolution (MarketDefinition's
+        # nested RunnerDefinition comes out as today's class)
+        definition = next(r.event for r in tape.read("md.betfair.market") if isinstance(r.event, MarketDefinition))
+        assert type(definition.runners[0]) is RunnerDefinition
 
 
 def test_a_v1_block_stays_columnar_with_the_new_columns_null(tmp_path: Path) -> None:
