@@ -11,7 +11,6 @@ import orjson
 import pytest
 from betfair_helpers import REAL_MARKETS, SHARED, reference_books
 
-from producers.betfair import cache
 from producers.betfair.catalogue import CatalogueTracker
 from producers.betfair.definition import from_catalogue, iso_ns
 from producers.betfair.parse import StreamDecoder
@@ -46,18 +45,9 @@ def ours(d: MarketDefinition) -> dict[str, Any]:
     return got
 
 
-@pytest.fixture(params=["C", "Python"])
-def twin(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "Python":
-        monkeypatch.setattr(cache, "FAST", None)
-    elif cache.FAST is None:
-        pytest.skip("the C ladders are not built")
-    return str(request.param)
-
-
 @pytest.mark.shared_data(*(f"betfair/{m}" for m in REAL_MARKETS))
 @pytest.mark.parametrize("market", REAL_MARKETS)
-def test_recorded_definitions_match_betfairlightweight(market: str, twin: str) -> None:
+def test_recorded_definitions_match_betfairlightweight(market: str, runner_impl: str) -> None:
     path = SHARED / market
     dec = StreamDecoder(evict_closed=False)
     defs: dict[int, MarketDefinition] = {}
@@ -92,7 +82,7 @@ def line(pt: int, **md: Any) -> bytes:
     {"keyLineDefinition": {"kl": [{"id": 1, "hc": -1.5}]}}, {"numberOfRunners": 3}, {"numberOfActiveRunners": 2},
     {"lastMatchTime": "2022-04-19T18:00:00.000Z"},
 ])
-def test_a_change_of_only_a_v2_field_is_a_definition_event(change: dict[str, Any], twin: str) -> None:
+def test_a_change_of_only_a_v2_field_is_a_definition_event(change: dict[str, Any], runner_impl: str) -> None:
     dec = StreamDecoder(evict_closed=False)
     first = [e for _, e in dec.decode_line(line(1000)) if isinstance(e, MarketDefinition)]
     same = [e for _, e in dec.decode_line(line(2000)) if isinstance(e, MarketDefinition)]

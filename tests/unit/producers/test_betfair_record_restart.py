@@ -64,6 +64,20 @@ def _wait(what: str, done: object, proc: subprocess.Popen[bytes], timeout: float
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _kill_when(command: list[str], env: dict[str, str], what: str, done: object, sig: int,
+               settle: float = 0.0) -> None:
+    """Start the recorder, wait until `done()`, give it `settle` seconds more, then send it `sig`."""
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    try:
+        _wait(what, done, proc)
+        time.sleep(settle)
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.parametrize("raw", [True, False], ids=["raw", "checkpoints"])
 @pytest.mark.parametrize("source", [pytest.param("fixture"),
                                     pytest.param("real", marks=pytest.mark.shared_data("betfair/1.197931750"))])
@@ -88,14 +102,8 @@ def test_a_killed_recorder_resumes_from_the_recorded_clocks(source: str, raw: bo
     env = {**os.environ, "BETFAIR_USERNAME": "user", "BETFAIR_PASSWORD": "pa55word", "BETFAIR_APP_KEY": "app-key",
            "REQUESTS_CA_BUNDLE": str(cert), "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     try:
-        first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
-        try:
-            _wait("the first changes are on the tape", lambda: _books(tape_dir) >= cut, first)
-            first.send_signal(signal.SIGKILL)
-            first.wait(timeout=10)
-        finally:
-            if first.poll() is None:
-                first.kill()
+        _kill_when(command, env, "the first changes are on the tape", lambda: _books(tape_dir) >= cut,
+                   signal.SIGKILL)
         before = _books(tape_dir)
         assert cut <= before < books
         if raw:
@@ -109,16 +117,9 @@ def test_a_killed_recorder_resumes_from_the_recorded_clocks(source: str, raw: bo
             assert clocks[-1].initial_clk == "initial" and clocks[-1].end_offsets[0] <= len(
                 _events(tape_dir, MARKET_TOPIC))
 
-        second = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
-        try:
-            _wait("every change is on the tape", lambda: stream.all_sent.is_set() and _books(tape_dir) >= books,
-                  second)
-            time.sleep(0.3)  # a duplicate, were there one, would be appended by now
-            second.send_signal(signal.SIGINT)
-            second.wait(timeout=20)
-        finally:
-            if second.poll() is None:
-                second.kill()
+        # settle: a duplicate, were there one, would be appended by then
+        _kill_when(command, env, "every change is on the tape",
+                   lambda: stream.all_sent.is_set() and _books(tape_dir) >= books, signal.SIGINT, settle=0.3)
     finally:
         stream.close()
         api.close()
@@ -199,26 +200,13 @@ def test_a_killed_recorder_records_each_order_event_once(tmp_path: Path) -> None
     def orders() -> list[Event]:
         return _events(tape_dir, ORDERS_TOPIC)
     try:
-        first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
-        try:
-            _wait("the first order changes are on the tape", lambda: len(orders()) >= len(first_part), first)
-            first.send_signal(signal.SIGKILL)
-            first.wait(timeout=10)
-        finally:
-            if first.poll() is None:
-                first.kill()
+        _kill_when(command, env, "the first order changes are on the tape",
+                   lambda: len(orders()) >= len(first_part), signal.SIGKILL)
         assert len(orders()) == len(first_part)
         for change in order_changes[2:]:  # the orders change while no recorder runs
             stream.publish(change)
-        second = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
-        try:
-            _wait("every order event is on the tape", lambda: len(orders()) >= len(expected), second)
-            time.sleep(0.5)  # a duplicate, were there one, would be appended by now
-            second.send_signal(signal.SIGINT)
-            second.wait(timeout=20)
-        finally:
-            if second.poll() is None:
-                second.kill()
+        _kill_when(command, env, "every order event is on the tape", lambda: len(orders()) >= len(expected),
+                   signal.SIGINT, settle=0.5)  # settle: a duplicate, were there one, would be appended by then
     finally:
         stream.close()
         api.close()
