@@ -1,8 +1,9 @@
 """The bar API's MongoDB backend: collection `bars`, one document per bar.
 
 A document holds every `Bar` field under the Bar's own names (`venue`, `instrument`,
-`interval`, `ts_event` = the close in int ns, `ts_recv`, `open`..`volume`) plus MongoDB's
-`_id`. The unique index `bar_key` on (venue, instrument, interval, ts_event) says what one bar
+`interval`, `ts_event` = the close in int ns, `ts_recv`, `open`..`volume`, and Bar v2's
+`quote_volume`, `trades`, `taker_buy_base_volume`, `taker_buy_quote_volume` where known) plus
+MongoDB's `_id`. The unique index `bar_key` on (venue, instrument, interval, ts_event) says what one bar
 is. `venue` is part of it because bars live per venue on the tape (`md.<venue>.bar`): BTCUSDT
 on `binance` and BTCUSDT on `sim` are two bars, as they are two events on two topics.
 
@@ -14,8 +15,8 @@ first writer's is kept. To correct a stored bar, delete its document first.
 
 Documents written by other tools are read strictly (`bar_from_document`): a missing or
 non-numeric field, a `ts_event` that is not an integer, high below low, ... raise
-`BadBarDocument` naming the document's `_id` and the field. Only `ts_recv` may be missing
-(it is then the close, as for bars from a DataFrame).
+`BadBarDocument` naming the document's `_id` and the field. Only `ts_recv` (it is then the
+close, as for bars from a DataFrame) and the v2 fields (then null) may be missing.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ INDEX_NAME = "bar_key"
 KEY_FIELDS = ("venue", "instrument", "interval", "ts_event")
 """What one bar is: the fields of the unique index, in its order (also the read order)."""
 VALUE_FIELDS = ("open", "high", "low", "close", "volume")
+OPTIONAL_FIELDS = ("quote_volume", "trades", "taker_buy_base_volume", "taker_buy_quote_volume")
+"""Bar v2's fields (Binance klines): read back when a document has them, null otherwise."""
 DEFAULT_BATCH = 10_000
 DEFAULT_TIMEOUT_MS = 10_000
 
@@ -113,9 +116,20 @@ def bar_from_document(doc: Mapping[str, Any]) -> Bar:
     problem = bar_problem(values["open"], values["high"], values["low"], values["close"], values["volume"])
     if problem is not None:
         raise BadBarDocument(doc_id, problem[0], problem[1])
+    extra: dict[str, Any] = {}
+    for name in OPTIONAL_FIELDS:
+        value = doc.get(name)
+        if value is None:
+            continue
+        if name == "trades":
+            extra[name] = _int_field(doc, name, doc_id)
+        elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            extra[name] = float(value)
+        else:
+            raise BadBarDocument(doc_id, name, f"{name} is {value!r}, not a finite number")
     return Bar(venue=text["venue"], instrument=text["instrument"], ts_event=ts_event, ts_recv=ts_recv,
                interval=text["interval"], open=values["open"], high=values["high"], low=values["low"],
-               close=values["close"], volume=values["volume"])
+               close=values["close"], volume=values["volume"], **extra)
 
 
 def _key(bar: Bar) -> BarKey:
