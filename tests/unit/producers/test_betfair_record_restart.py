@@ -102,7 +102,10 @@ def test_a_killed_recorder_resumes_from_the_recorded_clocks(source: str, raw: bo
     env = {**os.environ, "BETFAIR_USERNAME": "user", "BETFAIR_PASSWORD": "pa55word", "BETFAIR_APP_KEY": "app-key",
            "REQUESTS_CA_BUNDLE": str(cert), "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     try:
-        _kill_when(command, env, "the first changes are on the tape", lambda: _books(tape_dir) >= cut,
+        # killed once the first changes and what resumes them (raw payloads, or the checkpoint appended
+        # after the books) are on the tape: in the backoff pause, not between the two appends
+        _kill_when(command, env, "the first changes and their raw payloads or checkpoint are on the tape",
+                   lambda: _books(tape_dir) >= cut and bool(_events(tape_dir, RAW_TOPIC if raw else CLOCK_TOPIC)),
                    signal.SIGKILL)
         before = _books(tape_dir)
         assert cut <= before < books
