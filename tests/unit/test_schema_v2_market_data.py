@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from analyzer.load import connect, load
+from benchmarks.bench_old_segments import older_codec
 from ticktape.codec import VM, Codec, default_codec, make_converter, to_python
 from ticktape.events import (
     Bar,
@@ -42,12 +43,7 @@ needs_c_columns = pytest.mark.skipif(VM is None, reason="the C column decoder is
 
 def v1_codec(tmp_path: Path) -> Codec:
     """The codec as it was before the v2 schemas (what wrote the tapes recorded until now)."""
-    before = tmp_path / "schemas-v1"
-    before.mkdir()
-    for p in default_schema_dir().glob("*.avsc"):
-        if p.name not in V2:
-            shutil.copy(p, before / p.name)
-    return Codec(SchemaRegistry.load(before))
+    return older_codec(tmp_path / "schemas-v1", V2)
 
 
 def v1_trade(i: int) -> Trade:
