@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from robots.backtest import EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, backtest
+from robots.backtest import EVENT_TOPIC, INTENT_TOPIC, RUNS_TOPIC, backtest, timed_segments
 from ticktape.cli import _register_plugins, cli
 from ticktape.demo import synthetic_trades
 from ticktape.events import RunFinished, RunStarted, Trade
@@ -44,6 +45,24 @@ def test_json_summary_has_every_field(tape_uri: str) -> None:
         assert key in out, key
     assert out["events"] == N and out["intents"] > 0 and len(out["intents_sha256"]) == 64
     assert out["params"]["fast"] == 5 and out["topics"] == [TOPIC]
+
+
+def test_timed_segments_pass_every_event_and_time_each_run_of_inputs() -> None:
+    for n, size in ((0, 4), (1, 4), (8, 4), (9, 4), (10, 1)):
+        marks: list[tuple[float, float]] = []
+        seen: list[object] = list(timed_segments(iter(range(n)), size, marks))  # type: ignore[arg-type]
+        assert seen == list(range(n))
+        assert len(marks) == -(-n // size)  # one reading per run of `size`, the last run may be short
+        assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in itertools.pairwise(marks))
+
+
+def test_json_summary_reports_seconds_per_segment_of_inputs(tape_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("robots.backtest.SEGMENT_EVENTS", 1_000)  # N = 3,000 inputs: three segments
+    out = json.loads(invoke("backtest", "ema_cross", "--tape", tape_uri, "--param", "slow=20", "--no-out", "--json",
+                            "--no-progress"))
+    assert len(out["segments_s"]) == len(out["segments_cpu_s"]) == 3
+    assert all(s >= 0 for s in out["segments_s"] + out["segments_cpu_s"])
+    assert sum(out["segments_s"]) <= out["wall_time_s"] + 0.01
 
 
 def test_human_summary_and_output_tape(tape_uri: str, tmp_path: Path) -> None:
