@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -177,7 +178,7 @@ class _Batch:
 
     def add(self, chunk: Chunk) -> None:
         self.chunks.append(chunk)
-        self.rows += chunk.table.num_rows if chunk.table is not None else 0
+        self.rows += chunk.rows
         self.bad += len(chunk.bad)
 
 
@@ -271,8 +272,9 @@ def _load_partition(tape: Tape, con: duckdb.DuckDBPyConnection, part: PartitionL
                     on_progress: Callable[[int], None] | None, columnar: bool) -> None:
     batch = _Batch()
     try:
+        # Copies come unread unless a time bound must cut inside one (then as a table, cut below).
         for chunk in _sliced(chunks(tape, part.topic, part.partition, part.start_offset, skip_bad=skip_bad,
-                                    columnar=columnar), batch_rows):
+                                    columnar=columnar, copies=to_ns is None), batch_rows):
             stop = False
             if to_ns is not None:
                 chunk, stop = _cut_at_time(chunk, to_ns)
@@ -295,7 +297,10 @@ def _load_partition(tape: Tape, con: duckdb.DuckDBPyConnection, part: PartitionL
 
 
 def _sliced(source: Iterator[Chunk], rows: int) -> Iterator[Chunk]:
-    """Chunks of at most `rows` rows (a columnar segment can be millions), so transactions stay bounded."""
+    """Chunks of at most `rows` rows (a columnar segment can be millions), so transactions stay bounded.
+
+    An unread Parquet copy stays whole: one INSERT of one sealed segment (at most the tape's segment
+    size, 64 MiB by default) is as bounded, and DuckDB reads the file in row groups."""
     for chunk in source:
         table = chunk.table
         if table is None or table.num_rows <= rows:
@@ -320,7 +325,9 @@ def _commit(con: duckdb.DuckDBPyConnection, tape: Tape, part: PartitionLoad, bat
         # One INSERT per type: topics that interleave types (orders.event) come in many small runs.
         by_type: dict[str, list[pa.Table]] = {}
         for chunk in batch.chunks:
-            if chunk.table is not None and chunk.table.num_rows:
+            if chunk.copy is not None and chunk.copy_rows:
+                _insert_copy(con, chunk.type_name or "", chunk.copy, part.topic, part.partition)
+            elif chunk.table is not None and chunk.table.num_rows:
                 by_type.setdefault(chunk.type_name or "", []).append(chunk.table)
         for type_name, tables in by_type.items():
             table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
@@ -344,6 +351,13 @@ def _commit(con: duckdb.DuckDBPyConnection, tape: Tape, part: PartitionLoad, bat
     part.bad += batch.bad
     if on_progress is not None:
         on_progress(batch.rows + batch.bad)
+
+
+def _insert_copy(con: duckdb.DuckDBPyConnection, type_name: str, path: Path, topic: str, partition: int) -> None:
+    """Append a sealed segment's Parquet copy (`_offset`, `_key`, fields) to the type's table, read by
+    DuckDB itself: ~25% less CPU than reading it into Arrow and scanning that (see BENCHMARKS.md)."""
+    con.execute(f'INSERT INTO "{snake_case(type_name)}" BY NAME SELECT ?::VARCHAR AS _topic, '
+                '?::INTEGER AS _partition, * FROM read_parquet(?)', [topic, partition, str(path)])
 
 
 def _insert(con: duckdb.DuckDBPyConnection, type_name: str, table: pa.Table, topic: str, partition: int) -> None:

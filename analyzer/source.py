@@ -2,8 +2,9 @@
 
 Three paths, fastest first:
 
-- file tape, columnar reader (`ticktape.tape.columnar.read_columnar`): Parquet copies of
-  sealed segments, on-the-fly conversion of the growing one;
+- file tape, columnar reader (`ticktape.tape.columnar.segment_columnar`): Parquet copies of
+  sealed segments (handed over unread, as the file, when the loader asks for `copies`: DuckDB
+  reads them itself), on-the-fly conversion of the growing one;
 - file tape, block by block (`block_table`: flat one-type blocks straight to Arrow in C, others
   through `Segment`'s record decoder), taken when the columnar reader hits a
   block that fails to decode: it finds the exact bad record and (`--skip-bad`) salvages the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,7 +31,7 @@ import pyarrow as pa
 from analyzer.arrow_schema import events_to_table
 from ticktape.errors import DecodeError
 from ticktape.tape.base import Tape
-from ticktape.tape.columnar import block_table, read_columnar
+from ticktape.tape.columnar import block_table, current_copy_file, segment_columnar
 from ticktape.tape.file import FileTape
 
 log = logging.getLogger("ticktape.analyzer.source")
@@ -54,12 +56,22 @@ class BadRecordError(DecodeError):
 
 
 class Chunk(NamedTuple):
-    """Rows of one event type (or none), bad records, and the next offset after them."""
+    """Rows of one event type (or none), bad records, and the next offset after them.
+
+    `copy` is a whole sealed segment's Parquet copy left unread (its `copy_rows` rows; `table` is
+    None): the loader has DuckDB read the file itself, which is faster than scanning it from Arrow."""
 
     type_name: str | None
     table: pa.Table | None
     bad: list[BadRecord]
     next_offset: int
+    copy: Path | None = None
+    copy_rows: int = 0
+
+    @property
+    def rows(self) -> int:
+        """The number of good rows."""
+        return self.copy_rows if self.copy is not None else self.table.num_rows if self.table is not None else 0
 
 
 def _runs(entries: list[tuple[int, str | None, Any]], next_offset: int) -> Iterator[Chunk]:
@@ -72,11 +84,12 @@ def _runs(entries: list[tuple[int, str | None, Any]], next_offset: int) -> Itera
 
 
 def chunks(tape: Tape, topic: str, partition: int, from_offset: int, *, skip_bad: bool,
-           columnar: bool = True) -> Iterator[Chunk]:
+           columnar: bool = True, copies: bool = False) -> Iterator[Chunk]:
     """Chunks of one topic-partition from `from_offset`, in offset order.
 
     Without `skip_bad`, a record that cannot be decoded raises DecodeError naming the topic,
-    partition and offset.
+    partition and offset. With `copies` (and `columnar`), a sealed segment wholly at or after
+    `from_offset` whose Parquet copy is current comes as a `copy` chunk, unread.
     """
     if isinstance(tape, FileTape):
         offset = from_offset
@@ -87,9 +100,19 @@ def chunks(tape: Tape, topic: str, partition: int, from_offset: int, *, skip_bad
         in_live_segment = bool(segments) and from_offset >= segments[-1].base
         if columnar and not in_live_segment:
             try:
-                for name, table in read_columnar(tape, topic, partition, offset):
-                    offset = int(table.column("_offset")[-1].as_py()) + 1
-                    yield Chunk(name, table, [], offset)
+                for i, seg in enumerate(segments):
+                    if seg.end_offset <= offset or not seg.blocks:
+                        continue
+                    sealed = i < len(segments) - 1
+                    found = current_copy_file(seg) if copies and sealed and seg.base >= offset else None
+                    if found is not None:
+                        name, path, meta = found
+                        offset = seg.end_offset
+                        yield Chunk(name, None, [], offset, path, meta.num_rows)
+                        continue
+                    for name, table in segment_columnar(seg, sealed, offset):
+                        offset = int(table.column("_offset")[-1].as_py()) + 1
+                        yield Chunk(name, table, [], offset)
                 return
             except DecodeError as exc:
                 # The columnar reader fails a whole segment; the block path finds the exact record.

@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator, Sequence
 from functools import cache
 from operator import itemgetter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -273,6 +274,18 @@ def parquet_copy(seg: Segment, *, dictionary: bool = False) -> tuple[str, pa.Tab
     events: one shared str per value); the default gives exactly `arrow_schema(type)`.
     Reads are single-threaded: on a small shared machine the thread pool costs more than it saves.
     """
+    found = current_copy_file(seg)
+    if found is None:
+        return None
+    type_name, path, meta = found
+    columns = _few_distinct(meta) if dictionary else None
+    return type_name, pq.read_table(path, use_threads=False, read_dictionary=columns)
+
+
+def current_copy_file(seg: Segment) -> tuple[str, Path, pq.FileMetaData] | None:
+    """The sealed segment's current Parquet copy, unread: (type, path, its metadata), or None.
+
+    Current means made from the whole segment as it is now, with today's columns for the type."""
     size = str(seg.path.stat().st_size)
     for path in sorted(seg.path.parent.glob(f"{seg.path.stem}.*.parquet")):
         meta = pq.read_metadata(path)
@@ -284,8 +297,7 @@ def parquet_copy(seg: Segment, *, dictionary: bool = False) -> tuple[str, pa.Tab
             type_name = path.name.split(".")[1]
             if not _is_current(type_name, stored):
                 continue  # made before the type's schema changed (e.g. MarketBook v2): decoded again
-            columns = _few_distinct(meta) if dictionary else None
-            return type_name, pq.read_table(path, use_threads=False, read_dictionary=columns)
+            return type_name, path, meta
     return None
 
 
@@ -317,22 +329,26 @@ def _cached_segment(seg: Segment, write_cache: bool) -> list[tuple[str, pa.Table
     return tables
 
 
+def segment_columnar(seg: Segment, sealed: bool, from_offset: int = 0,
+                     cache_sealed: bool = True) -> Iterator[tuple[str, pa.Table]]:
+    """One segment's (event type, Arrow table) runs from `from_offset`: a sealed segment from its
+    Parquet copy (written on first use with `cache_sealed`), the growing one decoded."""
+    tables = _cached_segment(seg, cache_sealed) if sealed else segment_tables(seg)
+    for type_name, table in tables:
+        if from_offset > seg.base:
+            table = table.filter(pc.greater_equal(table.column("_offset"), from_offset))
+        if table.num_rows:
+            yield type_name, table
+
+
 def read_columnar(tape: Tape, topic: str, partition: int = 0, from_offset: int = 0,
                   cache_sealed: bool = True) -> Iterator[tuple[str, pa.Table]]:
     """(event type, Arrow table) chunks of one partition, in offset order, from `from_offset`."""
     if isinstance(tape, FileTape):
-        plog = tape._log(topic, partition)
-        segments = plog.segments
+        segments = tape._log(topic, partition).segments
         for i, seg in enumerate(segments):
-            if seg.end_offset <= from_offset or not seg.blocks:
-                continue
-            sealed = i < len(segments) - 1
-            tables = _cached_segment(seg, cache_sealed) if sealed else segment_tables(seg)
-            for type_name, table in tables:
-                if from_offset > 0:
-                    table = table.filter(pc.greater_equal(table.column("_offset"), from_offset))
-                if table.num_rows:
-                    yield type_name, table
+            if seg.end_offset > from_offset and seg.blocks:
+                yield from segment_columnar(seg, i < len(segments) - 1, from_offset, cache_sealed)
         return
     chunk: list[tuple[int, str | None, Event]] = []
     for r in tape.read(topic, partition, from_offset=from_offset):

@@ -20,6 +20,7 @@ import pytest
 
 from analyzer.arrow_schema import snake_case
 from analyzer.load import connect, load
+from analyzer.source import chunks
 from ticktape.codec import to_python
 from ticktape.errors import SchemaError
 from ticktape.events import EVENT_TYPES, RECORD_TYPES, Event, Trade
@@ -68,16 +69,29 @@ def every_event() -> Iterator[tuple[str, Event]]:
         yield name, event
 
 
-@pytest.mark.parametrize("columnar", [True, False], ids=["columnar", "generic"])
-def test_every_schema_loads_with_its_fields_under_their_own_names(tmp_path: Path, columnar: bool) -> None:
-    tape = FileTape(tmp_path / "tape")
+@pytest.mark.parametrize("path", ["columnar", "generic", "parquet_copies"])
+def test_every_schema_loads_with_its_fields_under_their_own_names(tmp_path: Path, path: str) -> None:
+    """`parquet_copies`: each topic's first event in a sealed segment, the second in the growing one,
+    loaded a second time: then DuckDB reads the sealed segments' Parquet copies itself."""
+    tape = FileTape(tmp_path / "tape", segment_bytes=1 if path == "parquet_copies" else 64 << 20)
     events = dict(every_event())
     assert len(events) == len({p.name.split(".")[0] for p in default_schema_dir().glob("*.avsc")})  # every type
     for name, event in events.items():
         # The tape key differs from any field: `_key` must be the tape's, `key` the event's own.
-        tape.append(f"t.{snake_case(name)}", [event, event], keys=[f"tape-key-{name}", None])
+        if path == "parquet_copies":
+            tape.append(f"t.{snake_case(name)}", [event], keys=[f"tape-key-{name}"])
+            tape.append(f"t.{snake_case(name)}", [event], keys=[None])
+        else:
+            tape.append(f"t.{snake_case(name)}", [event, event], keys=[f"tape-key-{name}", None])
+    if path == "parquet_copies":
+        first = load(tape, duckdb.connect(), columnar=True)  # writes the sealed segments' copies
+        assert first.rows == 2 * len(events)
+        assert len(list(tmp_path.glob("tape/**/*.parquet"))) == len(events)
+        for name in events:  # the second load takes each copy as a file
+            first_chunk = next(chunks(tape, f"t.{snake_case(name)}", 0, 0, skip_bad=False, copies=True))
+            assert (first_chunk.type_name, first_chunk.table, first_chunk.copy_rows) == (name, None, 1), name
     con = duckdb.connect()
-    summary = load(tape, con, columnar=columnar)
+    summary = load(tape, con, columnar=path != "generic")
     assert summary.rows == 2 * len(events) and summary.bad == 0
     for name, event in events.items():
         table = snake_case(name)
