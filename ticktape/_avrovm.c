@@ -279,7 +279,6 @@ get_tuple_arg(PyObject *prog, Py_ssize_t i, const char *what)
 /* ------------------------------------------------------------------------ */
 
 typedef struct PairEntry PairEntry;
-typedef struct LadderCache LadderCache;
 
 typedef struct {
     const unsigned char *buf;
@@ -287,13 +286,11 @@ typedef struct {
     Py_ssize_t pos;
     int depth;
     PairEntry *pairs; /* the module's pair cache (see dec_double_pair) */
-    LadderCache *ladders; /* the module's ladder cache (see dec_ladder) */
 } Dec;
 
 static PyObject *dec_value(Dec *d, PyObject *prog);
 static inline int is_double_pair(PyObject *cls, PyObject *fields);
 static PyObject *dec_double_pair(Dec *d, PyObject *cls);
-static PyObject *dec_ladder(Dec *d, PyObject *item_prog, PyObject *cls);
 
 static int
 dec_truncated(Dec *d, Py_ssize_t need, const char *what)
@@ -563,7 +560,7 @@ gc_safe_item(PyObject *v)
 }
 
 static PyObject *
-dec_array(Dec *d, PyObject *item_prog, int ladder_miss)
+dec_array(Dec *d, PyObject *item_prog)
 {
     /* Arrays decode to tuples (like the pure-Python engine in
      * ticktape/avro_program.py).  The common single-block case fills a tuple
@@ -579,9 +576,6 @@ dec_array(Dec *d, PyObject *item_prog, int ladder_miss)
         PyTuple_Check(PyTuple_GET_ITEM(item_prog, 2)) &&
         is_double_pair(PyTuple_GET_ITEM(item_prog, 1), PyTuple_GET_ITEM(item_prog, 2))) {
         pair_cls = PyTuple_GET_ITEM(item_prog, 1);
-        if (!ladder_miss) {
-            return dec_ladder(d, item_prog, pair_cls);
-        }
     }
 
     for (;;) {
@@ -762,37 +756,8 @@ struct PairEntry {
     PyObject *obj;  /* strong reference, or NULL */
 };
 
-/* Whole ladders (arrays of two-double records) repeat too: in a Betfair
- * MarketBook most runners' traded-volume ladders, and a quarter of their back
- * and lay ladders, are byte for byte what they were in the market's previous
- * book.  Handing out the tuple decoded then saves a pair-cache look-up and an
- * incref per level (each a cache miss: the pair cache is 2.5 MB) and the
- * tuple's allocation and dealloc.  Same reasoning as the pair cache: equal
- * bytes decode to an equal value, and the tuple of untracked, immutable
- * records is itself immutable and untracked.  Direct-mapped, fixed size; each
- * entry keeps a copy of the encoded span (compared with memcmp: the slot's
- * hash only picks where to look) and a strong reference to the tuple.  Spans
- * over LADDER_MAX_BYTES are never cached, so the copies take at most
- * LADDER_CACHE_SIZE * LADDER_MAX_BYTES bytes (16 MiB; ~4 MiB on the recorded
- * Betfair markets, whose ladders average ~30 levels). */
-#define LADDER_CACHE_BITS 12
-#define LADDER_CACHE_SIZE (1u << LADDER_CACHE_BITS)
-#define LADDER_MAX_BYTES 4096
-
-typedef struct {
-    PyObject *cls;  /* borrowed: the entry's tuple holds instances of it */
-    Py_ssize_t len; /* bytes of the span in key */
-    unsigned char *key; /* LADDER_MAX_BYTES, allocated on first use */
-    PyObject *obj;  /* strong reference, or NULL */
-} LadderEntry;
-
-struct LadderCache {
-    LadderEntry entries[LADDER_CACHE_SIZE];
-};
-
 typedef struct {
     PairEntry *pairs; /* PAIR_CACHE_SIZE entries, calloc'd by avrovm_exec */
-    LadderCache *ladders; /* calloc'd by avrovm_exec */
 } ModState;
 
 /* MurmurHash3's 64-bit finaliser: every input bit reaches the low bits (a
@@ -886,100 +851,6 @@ dec_double_pair(Dec *d, PyObject *cls)
         e->b = b;
         Py_XDECREF(old);
     }
-    return res;
-}
-
-/* The span [start, end) of a one-block array of n two-double records at
- * d->pos (count varint, 16 * n bytes, the 0 that ends the array), or 0 when
- * it is not that shape or the input is too short: the caller then decodes it
- * the general way, which reports any error. */
-static inline Py_ssize_t
-ladder_span(const Dec *d, Py_ssize_t *count)
-{
-    const unsigned char *p = d->buf + d->pos;
-    Py_ssize_t avail = d->len - d->pos, head = 0, n, end;
-    uint64_t z = 0;
-    int shift = 0;
-
-    /* a count fits in two varint bytes here: LADDER_MAX_BYTES / 16 < 2^13 */
-    while (head < 2 && head < avail) {
-        z |= (uint64_t)(p[head] & 0x7f) << shift;
-        shift += 7;
-        if (!(p[head++] & 0x80)) {
-            break;
-        }
-        if (head == 2) {
-            return 0;
-        }
-    }
-    if (head == 0 || (p[head - 1] & 0x80) || (z & 1)) {
-        return 0; /* truncated, longer varint, or a negative (sized) block count */
-    }
-    n = (Py_ssize_t)(z >> 1);
-    if (n == 0 || n > LADDER_MAX_BYTES / 16) {
-        return 0;
-    }
-    end = head + 16 * n + 1;
-    if (end > avail || end > LADDER_MAX_BYTES || p[end - 1] != 0) {
-        return 0;
-    }
-    *count = n;
-    return end;
-}
-
-static inline size_t
-ladder_slot(PyObject *cls, const unsigned char *p, Py_ssize_t len)
-{
-    /* the first and last levels and the length: a runner's ladder keeps its
-     * slot while the levels in between change, so its new version replaces
-     * the stale one instead of evicting another runner's */
-    uint64_t a, b, c, e;
-    memcpy(&a, p + 1, 8);
-    memcpy(&b, p + 9, 8);
-    memcpy(&c, p + len - 17, 8);
-    memcpy(&e, p + len - 9, 8);
-    uint64_t h = fmix64(e ^ (uint64_t)len ^ (uint64_t)(uintptr_t)cls);
-    h = fmix64(a ^ fmix64(b ^ fmix64(c ^ h)));
-    return (size_t)(h & (LADDER_CACHE_SIZE - 1));
-}
-
-static PyObject *
-dec_ladder(Dec *d, PyObject *item_prog, PyObject *cls)
-{
-    Py_ssize_t n = 0, len = ladder_span(d, &n), start = d->pos;
-    LadderEntry *e;
-    PyObject *res, *old;
-    size_t slot;
-
-    if (len == 0 || d->ladders == NULL) {
-        return dec_array(d, item_prog, 1);
-    }
-    slot = ladder_slot(cls, d->buf + start, len);
-    e = &d->ladders->entries[slot];
-    if (e->obj != NULL && e->cls == cls && e->len == len && memcmp(e->key, d->buf + start, (size_t)len) == 0) {
-        d->pos += len;
-        return Py_NewRef(e->obj);
-    }
-    res = dec_array(d, item_prog, 1);
-    if (res == NULL || d->pos != start + len || PyTuple_GET_SIZE(res) != n) {
-        return res; /* an error, or (cannot happen) a span misread: not cached */
-    }
-    /* the decode above may have run Python code (a __del__ from a collection)
-     * that decoded into this slot: look it up again, fill it whole, and only
-     * then release the old tuple (whose dealloc may run code in turn) */
-    e = &d->ladders->entries[slot];
-    if (e->key == NULL) {
-        e->key = PyMem_Malloc(LADDER_MAX_BYTES);
-        if (e->key == NULL) {
-            return res; /* not cached; the value is still right */
-        }
-    }
-    old = e->obj;
-    memcpy(e->key, d->buf + start, (size_t)len);
-    e->len = len;
-    e->cls = cls;
-    e->obj = Py_NewRef(res);
-    Py_XDECREF(old);
     return res;
 }
 
@@ -1218,7 +1089,7 @@ dec_value(Dec *d, PyObject *prog)
     }
     switch (op) {
     case OP_ARRAY:
-        res = dec_array(d, PyTuple_GET_ITEM(prog, 1), 0);
+        res = dec_array(d, PyTuple_GET_ITEM(prog, 1));
         break;
     case OP_MAP:
         res = dec_map(d, PyTuple_GET_ITEM(prog, 1));
@@ -2161,7 +2032,6 @@ avrovm_decode(PyObject *module, PyObject *const *args,
     d.len = view.len;
     d.depth = 0;
     d.pairs = ((ModState *)PyModule_GetState(module))->pairs;
-    d.ladders = ((ModState *)PyModule_GetState(module))->ladders;
     if (get_pos(a[2], view.len, &d.pos) < 0) {
         value = NULL;
     }
@@ -2207,7 +2077,6 @@ avrovm_decode_many(PyObject *module, PyObject *const *args,
     d.len = view.len;
     d.depth = 0;
     d.pairs = ((ModState *)PyModule_GetState(module))->pairs;
-    d.ladders = ((ModState *)PyModule_GetState(module))->ladders;
     if (get_pos(a[2], view.len, &d.pos) < 0) {
         goto fail;
     }
@@ -2730,7 +2599,6 @@ avrovm_decode_columns(PyObject *module, PyObject *const *args,
     d.len = view.len;
     d.depth = 0;
     d.pairs = ((ModState *)PyModule_GetState(module))->pairs;
-    d.ladders = ((ModState *)PyModule_GetState(module))->ladders;
     if (get_pos(a[2], view.len, &d.pos) < 0) {
         goto done;
     }
@@ -2985,11 +2853,6 @@ avrovm_exec(PyObject *module)
         PyErr_NoMemory();
         return -1;
     }
-    st->ladders = PyMem_Calloc(1, sizeof(LadderCache));
-    if (st->ladders == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
     for (i = 0; i < OP_COUNT; i++) {
         if (PyModule_AddIntConstant(module, op_names[i], i) < 0) {
             return -1;
@@ -3011,11 +2874,6 @@ avrovm_traverse(PyObject *module, visitproc visit, void *arg)
             Py_VISIT(st->pairs[i].obj);
         }
     }
-    if (st != NULL && st->ladders != NULL) {
-        for (i = 0; i < LADDER_CACHE_SIZE; i++) {
-            Py_VISIT(st->ladders->entries[i].obj);
-        }
-    }
     return 0;
 }
 
@@ -3029,11 +2887,6 @@ avrovm_clear(PyObject *module)
             Py_CLEAR(st->pairs[i].obj);
         }
     }
-    if (st != NULL && st->ladders != NULL) {
-        for (i = 0; i < LADDER_CACHE_SIZE; i++) {
-            Py_CLEAR(st->ladders->entries[i].obj);
-        }
-    }
     return 0;
 }
 
@@ -3045,14 +2898,6 @@ avrovm_free(void *module)
     if (st != NULL) {
         PyMem_Free(st->pairs);
         st->pairs = NULL;
-        if (st->ladders != NULL) {
-            size_t i;
-            for (i = 0; i < LADDER_CACHE_SIZE; i++) {
-                PyMem_Free(st->ladders->entries[i].key);
-            }
-            PyMem_Free(st->ladders);
-            st->ladders = NULL;
-        }
     }
 }
 
