@@ -94,13 +94,18 @@ def _pieces(tape: FileTape, topic: str, partition: int, lo: int) -> Iterator[Ite
             if events is not None:
                 yield events
                 continue
-        # the growing last segment, nested types (MarketBook, books) and mixed segments: the C Avro decoder
+        # the growing last segment, nested types (MarketBook, books) and mixed segments: the C Avro decoder,
+        # a chunk of records at a time (a whole block of MarketBooks is ~40 MB of objects: see read_chunks)
         for bi, info in enumerate(seg.blocks):
             if info.first_offset + info.records <= lo:
                 continue
-            block = seg.read_block(bi)
             skip = lo - info.first_offset
-            yield map(_second, block[skip:] if skip > 0 else block)
+            for chunk in seg.read_chunks(bi):
+                if skip >= len(chunk):
+                    skip -= len(chunk)
+                    continue
+                yield map(_second, chunk[skip:] if skip > 0 else chunk)
+                skip = 0
 
 
 def partition_events(tape: FileTape, topic: str, partition: int, lo: int, hi: int) -> Iterator[Event]:

@@ -718,8 +718,9 @@ class FileTape:
         plog = self._log(topic, partition)
         for seg in plog.segments:
             for bi in range(len(seg.blocks)):
-                for _, event in seg.read_block(bi):
-                    yield event
+                for chunk in seg.read_chunks(bi):  # not the whole block at once: see Segment.read_chunks
+                    for _, event in chunk:
+                        yield event
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         return {p: self._log(topic, p).end_offset for p in range(self.partitions(topic))}
