@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import crc32c
 import fastavro
@@ -86,7 +86,7 @@ class EntryDecoder:
             self.converters = {f"ticktape.{n}": make_converter(codec.registry.current[n].schema)
                                for n in codec.registry.names()}
 
-    def decode(self, buf: bytes, count: int, first_offset: int) -> list[tuple[str | None, Event]]:
+    def decode(self, buf: bytes | memoryview, count: int, first_offset: int) -> list[tuple[str | None, Event]]:
         """Every (key, event) of a block's data."""
         if self.slow:
             entries = self._decode_at(buf, 0, count, first_offset)[0]
@@ -95,7 +95,7 @@ class EntryDecoder:
             self._check_end(buf, end, first_offset)
         return entries
 
-    def decode_chunks(self, buf: bytes, count: int, first_offset: int,
+    def decode_chunks(self, buf: bytes | memoryview, count: int, first_offset: int,
                       chunk: int = CHUNK) -> Iterator[list[tuple[str | None, Event]]]:
         """The entries of `decode`, `chunk` at a time, decoded as they are asked for.
 
@@ -125,7 +125,7 @@ class EntryDecoder:
                 self._check_end(buf, pos, first_offset)
             yield entries
 
-    def _decode_at(self, buf: bytes, pos: int, count: int,
+    def _decode_at(self, buf: bytes | memoryview, pos: int, count: int,
                    first_offset: int) -> tuple[list[tuple[str | None, Event]], int]:
         """`count` entries from byte `pos` of a block's data, and the position after them (the slow
         path decodes the whole block: pos 0, and returns -1 for the position)."""
@@ -135,9 +135,10 @@ class EntryDecoder:
             if VM is not None:
                 entries, end = VM.decode_many(self.prog, buf, pos, count)
             else:
+                data = cast(bytes, buf)  # the Python engine reads any buffer (struct.unpack_from, bytes(a slice))
                 entries = []
                 for _ in range(count):
-                    entry, pos = self.py(buf, pos)
+                    entry, pos = self.py(data, pos)
                     entries.append(entry)
                 end = pos
             if self.resolvers:
@@ -149,7 +150,7 @@ class EntryDecoder:
             raise DecodeError(f"corrupt block at offset {first_offset}: {exc}", where=self.where) from exc
         return entries, end
 
-    def _check_end(self, buf: bytes, end: int, first_offset: int) -> None:
+    def _check_end(self, buf: bytes | memoryview, end: int, first_offset: int) -> None:
         if end != len(buf):
             raise DecodeError(f"block at offset {first_offset} has {len(buf) - end} stray bytes",
                               where=self.where)
@@ -181,7 +182,7 @@ class EntryDecoder:
         except Exception as exc:  # any library error here means this record cannot be read
             raise DecodeError(f"corrupt record at offset {offset}: {exc}", where=self.where) from exc
 
-    def _decode_slow(self, buf: bytes, count: int) -> list[tuple[str | None, Event]]:
+    def _decode_slow(self, buf: bytes | memoryview, count: int) -> list[tuple[str | None, Event]]:
         stream = io.BytesIO(buf)
         out = []
         for _ in range(count):
@@ -387,17 +388,22 @@ class Segment:
     def read_block(self, index: int) -> list[tuple[str | None, Event]]:
         """Decode the records of the `index`-th block."""
         info = self.blocks[index]
-        return self._decoder().decode(self.read_block_data(index), info.records, info.first_offset)
+        return self._decoder().decode(self._record_view(index), info.records, info.first_offset)
 
     def read_chunks(self, index: int, chunk: int = CHUNK) -> Iterator[list[tuple[str | None, Event]]]:
         """The records of the `index`-th block, decoded `chunk` at a time as they are asked for (see
         `EntryDecoder.decode_chunks`): for readers that pass over the events once."""
         info = self.blocks[index]
-        return self._decoder().decode_chunks(self.read_block_data(index), info.records, info.first_offset, chunk)
+        return self._decoder().decode_chunks(self._record_view(index), info.records, info.first_offset, chunk)
 
     def read_block_data(self, index: int) -> bytes:
         """The record bytes of the `index`-th block, checked and decompressed (e.g. to salvage a
         corrupt one record by record)."""
+        return bytes(self._record_view(index))
+
+    def _record_view(self, index: int) -> bytes | memoryview:
+        """`read_block_data`, as a view into the bytes read when the block is not compressed: the
+        decoders take any buffer, and a copy of a ~6 MB block costs ~5% of a Betfair backtest."""
         info = self.blocks[index]
         f = self.file()
         f.seek(info.pos)
@@ -408,6 +414,8 @@ class Segment:
                               f"is damaged: {REPAIR_HINT}", where=self.where)
         _, p = ap._read_long(raw, 0)
         n, p = ap._read_long(raw, p)
+        if self.decompress is None:
+            return memoryview(raw)[p:p + n]
         return self._inflated(raw[p:p + n], info.first_offset)
 
     def block_problem(self, info: BlockInfo, raw: bytes) -> str | None:
