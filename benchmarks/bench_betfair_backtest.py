@@ -5,7 +5,8 @@
 Replicates `/work/shared/data/betfair/1.197931750` and `1.197931751` COPIES times each with
 distinct market ids (1.9CCCCCCKK), as 200 single-market stream files (flumine's input) and as
 one stream with the markets interleaved by publish time (what a recording of 200 simultaneous
-markets looks like), imports that stream once into a file tape, then times:
+markets looks like; `--distinct`: with each copy's ladder sizes scaled, see `make_inputs`), imports that
+stream once into a file tape, then times:
 
 * `tape`: `robots.backtest.backtest("betfair_back_favourite", tape=..., columnar=False)` from the
   tape (read and decode with the C decoder, runner, default controls, the simulated Betfair venue,
@@ -48,8 +49,32 @@ def market_id(copy: int, k: int) -> str:
     return f"1.9{copy:06d}{k:02d}"
 
 
-def make_inputs(data: Path, copies: int, out: Path) -> tuple[list[Path], Path, int]:
-    """Write the per-market files and the interleaved stream; return (files, stream, market updates)."""
+_PAIRS = ("atb", "atl", "trd", "spb", "spl")  # [price, size] ladders of a runner change
+_LEVELS = ("batb", "batl", "bdatb", "bdatl")  # [level, price, size]
+
+
+def _scaled_sizes(line: bytes, factor: float) -> bytes:
+    """A stream line with every ladder size of its runner changes times `factor` (0, a removal, stays 0)."""
+    import orjson
+
+    msg = orjson.loads(line)
+    for mc in msg.get("mc") or ():
+        for rc in mc.get("rc") or ():
+            for key in (*_PAIRS, *_LEVELS):
+                for level in rc.get(key) or ():
+                    level[-1] *= factor
+    return orjson.dumps(msg)
+
+
+def make_inputs(data: Path, copies: int, out: Path, distinct: bool = False) -> tuple[list[Path], Path, int]:
+    """Write the per-market files and the interleaved stream; return (files, stream, market updates).
+
+    The copies of a market are byte for byte the same apart from the market id, and interleaved by
+    publish time they come one after another: a reader that caches by bytes finds each book ~copies
+    times in a row, which 200 real markets would not give it. `distinct` scales every ladder size of
+    copy c by 1 + c/1024: the same dynamics per market (a ladder that does not change in a market's
+    update still does not), but no two copies share a ladder.
+    """
     import orjson
 
     files: list[Path] = []
@@ -62,6 +87,8 @@ def make_inputs(data: Path, copies: int, out: Path) -> tuple[list[Path], Path, i
         for c in range(copies):
             new_id = market_id(c, k)
             new = [line.replace(old, f'"{new_id}"'.encode()) for line in lines]
+            if distinct and c > 0:
+                new = [_scaled_sizes(line, 1.0 + c / 1024) for line in new]
             path = out / "markets" / new_id
             path.write_bytes(b"\n".join(new) + b"\n")
             files.append(path)
@@ -214,6 +241,8 @@ def main() -> None:
     ap.add_argument("--flumine-python", default=None, help="interpreter with flumine installed")
     ap.add_argument("--no-flumine", action="store_true")
     ap.add_argument("--columnar", action="store_true", help="also time the default (columnar) tape read path once")
+    ap.add_argument("--distinct", action="store_true",
+                    help="scale each copy's ladder sizes by its own factor, so no two markets share a ladder")
     ap.add_argument("--flumine-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--stake", type=float, default=STAKE, help=argparse.SUPPRESS)  # the flumine child's
     args = ap.parse_args()
@@ -227,7 +256,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-betfair-bt-"))
     try:
-        files, stream, lines = make_inputs(args.data, args.copies, work)
+        files, stream, lines = make_inputs(args.data, args.copies, work, args.distinct)
         tape_uri = f"file:{work / 'tape'}"
         tape = open_tape(tape_uri)
         t0 = time.perf_counter()
@@ -236,8 +265,8 @@ def main() -> None:
         tape.close()
         n_events = summary.events.get("md.betfair.market", 0)
         updates = lines  # one market change per line in these files: one MarketBook each
-        report("betfair_backtest_setup", machine=machine(), markets=len(files), updates=updates, events=n_events,
-               import_seconds=round(import_s, 3))
+        report("betfair_backtest_setup", machine=machine(), markets=len(files), distinct=args.distinct,
+               updates=updates, events=n_events, import_seconds=round(import_s, 3))
         ours = run_ticktape(tape_uri, args.repeat, updates, args.columnar)
         for name in ours["variants"]:
             report(f"betfair_backtest_ticktape_{name}", **ours[name])
