@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from robots.positions import Ledger, to_units
+from robots.positions import to_units
 from robots.sim.base import Intent
 from ticktape.events import Control, OrderFilled, PlaceOrder, ReplaceOrder
 
@@ -36,7 +36,11 @@ class ControlView:
     """What the controls know: the fold of fills, order events, market data and commands."""
 
     def __init__(self) -> None:
-        self.ledger = Ledger()
+        # Controls read positions as quantities only (`position_u`, `instruments_of`): the view folds
+        # each fill's signed size in units, exactly what `robots.positions.Position.quantity` holds,
+        # without booking cash, cost and marks a second time (the run's ledger books those).
+        self.positions: dict[tuple[str, str], int] = {}
+        """Signed filled quantity in units (1e-9) per (robot, instrument)."""
         self.open_orders: dict[tuple[str, str], OpenOrder] = {}
         self.last_trade: dict[str, float] = {}
         self.mid: dict[str, float] = {}
@@ -52,7 +56,7 @@ class ControlView:
     # -- queries ---------------------------------------------------------------------------
     def position_u(self, robot: str, instrument: str) -> int:
         """Filled signed position of `robot` in `instrument`, in units (1e-9)."""
-        return self.ledger.position(robot, instrument).quantity
+        return self.positions.get((robot, instrument), 0)
 
     def open_u(self, robot: str, instrument: str, side: str, exclude: str | None = None) -> int:
         """Sum of leaves of `robot`'s open orders on `side` of `instrument` (units)."""
@@ -68,7 +72,7 @@ class ControlView:
 
     def instruments_of(self, robot: str) -> set[str]:
         """Instruments where `robot` has a position or an open order."""
-        out = {inst for inst, pos in self.ledger.positions_of(robot).items() if pos.quantity}
+        out = {inst for (r, inst), q in self.positions.items() if r == robot and q}
         out.update(inst for (r, inst), orders in self._open_by.items() if r == robot and orders)
         return out
 
@@ -156,7 +160,9 @@ class ControlView:
 
     def on_fill(self, fill: OrderFilled) -> None:
         """Book a fill: position, and the order's leaves."""
-        self.ledger.apply_fill(fill)
+        size_u = to_units(fill.size)
+        held = (fill.robot, fill.instrument)
+        self.positions[held] = self.positions.get(held, 0) + (size_u if fill.side == "BUY" else -size_u)
         key = (fill.robot, fill.client_order_id)
         order = self.open_orders.get(key)
         if order is not None:

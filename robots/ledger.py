@@ -13,7 +13,7 @@ from fractions import Fraction
 from typing import Any, Protocol
 
 from robots.performance import DAY_NS
-from robots.positions import SCALE, DrawdownTracker, money_to_decimal, to_units
+from robots.positions import SCALE, DrawdownTracker, money_to_decimal, to_units, units_to_money
 from robots.positions import Ledger as Book
 from ticktape.events import Bar, Event, OrderFilled, Quote, Trade
 
@@ -99,18 +99,26 @@ class Ledger:
 
     def on_fill(self, fill: OrderFilled) -> None:
         """Book a fill exactly and start a new mark segment (fills are rare next to market events)."""
-        if fill.ts_event >= self._day_end:
-            self._roll_day(fill.ts_event)
-        self._close_segment()
-        self._sync_marks()
-        self.book.apply_fill(fill)
+        ts = fill.ts_event
+        if ts >= self._day_end:
+            self._roll_day(ts)
+        if self._seg is not None:
+            self._close_segment()  # also brings the segment's exact mark up to date (`_sync_marks`' part)
+        book = self.book
+        for inst, p in self._mark.items():  # `_sync_marks` without its segment part, done just above
+            if book.mark_price(inst) != p:
+                book.mark(inst, p)
         inst = fill.instrument
+        price = fill.price
+        price_u = to_units(price)
         size = to_units(fill.size)
+        # each double converted once, for the book and for the ledger's own net and mark
+        book.apply_units(fill.robot, inst, fill.side, price_u, size, units_to_money(to_units(fill.fee)))
         self._net[inst] = self._net.get(inst, 0) + (size if fill.side == "BUY" else -size)
-        self._mark[inst] = to_units(fill.price)
-        self._last[inst] = fill.price
+        self._mark[inst] = price_u
+        self._last[inst] = price
         self.fills += 1
-        equity = self.book.equity()
+        equity = book.equity()
         self._update(equity)
         held = [i for i, q in self._net.items() if q]
         self.open = bool(held)
@@ -132,11 +140,12 @@ class Ledger:
         if inst is None:
             return
         k, q = self._k, self._q
-        if q > 0:
-            worst, best = to_units(self._lo), to_units(self._hi)
-        else:
-            worst, best = to_units(self._hi), to_units(self._lo)
-        adverse = abs(q) * abs(to_units(self._adv_from) - to_units(self._adv_to))
+        lo_u = to_units(self._lo)
+        hi_u = lo_u if self._hi == self._lo else to_units(self._hi)  # a flat segment: one conversion
+        worst, best = (lo_u, hi_u) if q > 0 else (hi_u, lo_u)
+        # no adverse move (from == to) is 0 without converting
+        adv_from, adv_to = self._adv_from, self._adv_to
+        adverse = 0 if adv_from == adv_to else abs(q) * abs(to_units(adv_from) - to_units(adv_to))
         dd = max(self.peak - (k + q * worst), adverse)
         if dd > self.max_drawdown:
             self.max_drawdown = dd

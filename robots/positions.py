@@ -198,10 +198,15 @@ class Ledger:
 
     def apply_fill(self, fill: OrderFilled) -> Position:
         """Book a fill; the fee is converted from the event's 1e-9-rounded double."""
-        pos = self.position(fill.robot, fill.instrument)
-        price_u = to_units(fill.price)
-        pos.apply(fill.side, price_u, to_units(fill.size), units_to_money(to_units(fill.fee)))
-        self.mark(fill.instrument, price_u)
+        return self.apply_units(fill.robot, fill.instrument, fill.side, to_units(fill.price), to_units(fill.size),
+                                units_to_money(to_units(fill.fee)))
+
+    def apply_units(self, account: str, instrument: str, side: str, price_u: int, size_u: int,
+                    fee_money: int) -> Position:
+        """Book a fill already in units (`apply_fill` without converting the event's doubles again)."""
+        pos = self.position(account, instrument)
+        pos.apply(side, price_u, size_u, fee_money)
+        self.mark(instrument, price_u)
         return pos
 
     def apply_cash(self, account: str, instrument: str, cash_money: int, fee_money: int = 0) -> None:

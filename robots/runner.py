@@ -148,7 +148,7 @@ class Runner(Generic[StateT]):
         ledger = self.ledger
         stats = self.stats
         clock = self.clock
-        digest_add = self._digest.add
+        digest_add = self._digest.defer  # encoded and hashed in batches: same digest
         sink_intent = self.on_intent
         sink_event = self.on_order_event
         dispatch = Dispatch(robot)  # the tables are per run: the filter remembers market definitions

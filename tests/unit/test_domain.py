@@ -61,3 +61,23 @@ def test_the_digest_is_sha256_over_single_object_encodings() -> None:
     encode = default_codec().encode
     assert encoded == [encode(i) for i in intents]
     assert digest.hexdigest() == hashlib.sha256(b"".join(encoded)).hexdigest() and digest.count == 3
+
+
+def test_a_deferred_digest_equals_one_added_intent_by_intent() -> None:
+    # more intents than one batch, deferred and added interleaved: the same bytes in the same order
+    intents = [PlaceOrder("r", f"c{i}", "sim", "X", 10 + i, 0, "BUY", "LIMIT", 1.0 + i, 2.0, "GTC")
+               for i in range(1300)]
+    one_by_one, deferred = IntentDigest(), IntentDigest()
+    for i, intent in enumerate(intents):
+        one_by_one.add(intent)
+        if i % 500 == 499:
+            deferred.add(intent)  # flushes what is queued first
+        elif i == 700:
+            deferred.add_encoded(default_codec().encode(intent))
+        else:
+            deferred.defer(intent)
+    assert deferred.count == one_by_one.count == 1300
+    assert deferred.hexdigest() == one_by_one.hexdigest()
+    deferred.defer(intents[0])
+    one_by_one.add(intents[0])
+    assert deferred.hexdigest() == one_by_one.hexdigest()
