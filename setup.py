@@ -33,6 +33,12 @@ setup(
             extra_compile_args=["-O2"],
         ),
         Extension(
+            "ticktape._rows",
+            ["ticktape/_rows.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
+        Extension(
             "producers.betfair._ladders",
             ["producers/betfair/_ladders.c"],
             include_dirs=["ticktape"],  # avro_bytes.h, shared with _avrovm.c

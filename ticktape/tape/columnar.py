@@ -18,7 +18,6 @@ import itertools
 import os
 from collections.abc import Iterator, Sequence
 from functools import cache
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from ticktape.codec import VM, make_converter
 from ticktape.errors import DecodeError
 from ticktape.events import EVENT_TYPES, Event
 from ticktape.schemas import NAMESPACE, registry
+from ticktape.tape.arrow_rows import batch_rows
 from ticktape.tape.base import Tape
 from ticktape.tape.file import EntryDecoder, FileTape, Segment
 
@@ -107,28 +107,18 @@ def _converter(type_name: str) -> Any:
     return make_converter(registry().current[type_name].schema)
 
 
-def _pylist(column: pa.Array) -> Sequence[Any]:
-    """A column as Python values; dictionary columns share one str object per distinct value."""
-    if pa.types.is_dictionary(column.type) and len(column) > 1 and column.null_count == 0:
-        values = column.dictionary.to_pylist()
-        return itemgetter(*column.indices.to_numpy(zero_copy_only=False).tolist())(values)  # type: ignore[no-any-return]
-    return column.to_pylist()  # type: ignore[no-any-return]
-
-
 def table_to_events(type_name: str, table: pa.Table) -> Iterator[Event]:
     """Events back from a table made by `events_to_table` (flat types take a fast path).
 
-    Flat types are rebuilt in slices with `map(tuple.__new__, ...)` over zipped columns, so no
-    Python frame runs per event; small slices keep the number of live objects low (converting
+    Flat types are rebuilt in slices by `ticktape.tape.arrow_rows.batch_rows` (in C from the column
+    buffers, or with `map(tuple.__new__, ...)` over zipped columns), so no Python frame runs per
+    event; small slices keep the number of live objects low (converting
     a whole segment at once makes the cyclic GC traverse millions of young tuples).
     """
     cls = EVENT_TYPES[type_name]
     batches = table.select(list(cls._fields)).to_batches(max_chunksize=8192)
     if is_flat(type_name):
-        new = tuple.__new__
-        classes = itertools.repeat(cls)
-        return itertools.chain.from_iterable(
-            map(new, classes, zip(*[_pylist(c) for c in batch.columns], strict=True)) for batch in batches)
+        return itertools.chain.from_iterable(batch_rows(cls, batch) for batch in batches)
     convert = _converter(type_name)
     return (convert(row, "") for batch in batches for row in batch.to_pylist())
 
