@@ -245,6 +245,9 @@ class PriceBand:
 _NO_MARKET_DATA = (KillSwitch, MaxOrderSize, MaxPosition, MaxOrderRate)
 """Built-in controls that never look at prices."""
 
+_NO_ORDER_STATE = (KillSwitch, MaxOrderSize, PriceBand)
+"""Built-in controls that never look at positions, open orders or order times (the view's order fold)."""
+
 
 class Controls:
     """The ordered set of controls plus the view they share; the runner's single entry point."""
@@ -258,16 +261,23 @@ class Controls:
         view = self.view
         windows = [c.window_ns for c in self.controls if isinstance(c, MaxOrderRate)]
         view.rate_window_ns = max(windows) if windows else None
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            OrderFilled: view.on_fill,
-            OrderAccepted: self._on_accepted,
-            OrderCancelled: self._on_closed,
-            OrderExpired: self._on_closed,
-            OrderRejected: self._on_rejected,
-            Control: view.on_control,
-            PlaceOrder: view.record_intent,
-            ReplaceOrder: view.record_intent,
-        }
+        self._handlers: dict[type, Callable[[Any], None]] = {Control: view.on_control}
+        # Orders and fills are followed only when a control reads positions, open orders or order
+        # times: the kill switch, sizes and price bands alone (the default is the kill switch) then
+        # cost nothing per order beyond their own checks. Controls of unknown classes are assumed to.
+        self.tracks_orders: bool = any(not isinstance(c, _NO_ORDER_STATE) for c in self.controls)
+        """Whether `view` folds fills, order events and passing intents (else its positions and open
+        orders stay empty: no configured control reads them)."""
+        if self.tracks_orders:
+            self._handlers.update({
+                OrderFilled: view.on_fill,
+                OrderAccepted: self._on_accepted,
+                OrderCancelled: self._on_closed,
+                OrderExpired: self._on_closed,
+                OrderRejected: self._on_rejected,
+                PlaceOrder: view.record_intent,
+                ReplaceOrder: view.record_intent,
+            })
         # Market data is followed only when a control may price with it: the runner calls `on_event`
         # on every input, so the size/position/rate/kill-only set costs nothing per market event.
         # Controls of unknown classes are assumed to need it.
@@ -285,7 +295,7 @@ class Controls:
     def check(self, intent: Intent) -> OrderRejected | None:
         """Run every control on `intent`; the first objection becomes an `OrderRejected`.
 
-        A passing place/replace is recorded in the view at once (open order, rate window).
+        A passing place/replace is recorded in the view at once (open order, rate window) when a control reads them.
         """
         if isinstance(intent, CancelOrder):
             return None
@@ -305,7 +315,8 @@ class Controls:
                     reason=reason,
                     control=control.name,
                 )
-        view.record_intent(intent)
+        if self.tracks_orders:
+            view.record_intent(intent)
         return None
 
     @property

@@ -60,3 +60,32 @@ def test_the_c_and_python_readers_give_the_same_backtest(tmp_path: Path, monkeyp
     assert summary["intents"] > 100 and summary["out_of_order_inputs"] > 0
     if controls:
         assert summary["rejected_by_controls"] > 0
+
+
+class _Silent:
+    """A control of a class the view does not know: the view then folds orders and fills."""
+
+    name = "silent"
+
+    def check(self, intent: Any, view: Any) -> str | None:
+        return None
+
+
+def test_controls_that_read_no_order_state_decide_the_same_without_the_order_fold() -> None:
+    from robots.controls import Controls, KillSwitch, MaxOrderSize
+    from ticktape.events import Control
+
+    events: list[Any] = trades(6_000)
+    stop, go = events[2_000].ts_event, events[3_500].ts_event
+    events += [Control("*", stop, stop, "PAUSE", None, None, "test", "ops"),
+               Control("*", go, go, "RESUME", None, None, "test", "ops")]
+    runs = []
+    for extra in ((), (_Silent(),)):
+        controls = Controls([KillSwitch(), MaxOrderSize(limit=0.004), *extra])
+        assert controls.tracks_orders == bool(extra)
+        res = backtest("ema_cross", events=events, params={"fast": 3, "slow": 8, "topic": TOPIC, "size": 0.003},
+                       venue="naive", controls=controls, out_tape=None, keep=True, run_id="twin")
+        summary = {k: v for k, v in res.summary.items() if k not in ("wall_time_s", "events_per_s")}
+        runs.append((res.intent_events, res.order_events, summary, res.position_rows))
+    assert runs[0] == runs[1]
+    assert runs[0][2]["rejected_by_controls"] > 0 and runs[0][2]["fills"] > 100
