@@ -28,6 +28,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "avro_bytes.h" /* avro_tuple_reset_hash */
+
 enum { KIND_NONE = 0, KIND_F64 = 1, KIND_I64 = 2, KIND_BOOL = 3, KIND_STR = 4, KIND_DICT = 5 };
 
 typedef struct {
@@ -183,6 +185,7 @@ static PyObject *build(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *row = cls->tp_alloc(cls, ncols);
         if (row == NULL) goto fail;
+        avro_tuple_reset_hash(row); /* tp_alloc zeroes a 3.14+ tuple's hash cache: "not computed" is -1 */
         PyList_SET_ITEM(out, i, row); /* the list owns it now; its unset items are NULL until filled */
         for (Py_ssize_t j = 0; j < ncols; j++) {
             PyObject *v = value(&cols[j], i, j);

@@ -146,3 +146,17 @@ def test_build_refuses_what_is_not_an_event_tuple() -> None:
     with pytest.raises(ValueError):
         rows.build(Row, -1, ())
     assert rows.build(Row, 0, ()) == []
+
+
+def test_rows_hash_and_compare_like_constructed_events() -> None:
+    """Rows are allocated without tuple.__new__: from CPython 3.14 a tuple caches its hash, and the cache
+    must start as "not computed" (as `ticktape/avro_bytes.h` does for the decoder), or dict lookups miss."""
+    trade = Trade("binance", "BTCUSDT", 1, 2, 3.5, 0.25, "BUY", "7")
+    batch = pa.Table.from_pylist([trade._asdict()]).to_batches()[0]
+    for make in (python_rows, c_rows):
+        built = make(Trade, batch)
+        if built is None:
+            continue  # TICKTAPE_NO_CEXT: no C rows to check
+        rows = list(built)
+        assert rows == [trade]
+        assert hash(rows[0]) == hash(trade) and {rows[0]: 1}[trade] == 1
