@@ -75,14 +75,22 @@ def accept_tape_option(command: click.Command) -> None:
 
 
 class TicktapeGroup(click.Group):
-    """The root group: every subcommand it resolves accepts `--tape` (see `accept_tape_option`)."""
+    """The root group: every subcommand it resolves accepts `--tape` (see `accept_tape_option`), and
+    ticktape's own command plugins are loaded when a command of theirs is asked for (`_load_builtin`)."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         # every path to a subcommand (running it, its --help) comes through here
         command = super().get_command(ctx, cmd_name)
+        if command is None:
+            _load_builtins_for(cmd_name)
+            command = super().get_command(ctx, cmd_name)
         if command is not None:
             accept_tape_option(command)
         return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _load_builtins_for(None)  # listing (`--help`) shows every command
+        return super().list_commands(ctx)
 
 
 class TimeParam(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2 (we take 8.1)
@@ -328,7 +336,8 @@ def main() -> None:
     traceback of whatever went wrong.
     """
     try:
-        _register_plugins()
+        # ticktape's own plugins load with the command that needs them (TicktapeGroup.get_command)
+        _register_plugins(builtins=False)
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
@@ -397,6 +406,19 @@ BUILTIN_COMMANDS = {
 }
 """ticktape's own command groups, as declared under `[project.entry-points."ticktape.commands"]`."""
 
+BUILTIN_PROVIDES: dict[str, tuple[str, ...]] = {
+    "demo": ("demo",),
+    "mirror": ("mirror",),
+    "repair": ("repair",),
+    "producers": ("import", "record"),
+    "robots": ("backtest", "sweep"),
+    "live": ("control", "gateway", "run", "runs"),
+    "analyzer": ("audit", "load", "replay", "report", "sql"),
+    "mongo": ("mongo",),
+}
+"""The top-level commands each of ticktape's own plugins adds (a test holds them to what `register`
+adds): a command loads only its plugin, not all eight (importing them all cost ~0.1 s of every start)."""
+
 PLUGIN_GROUP = "ticktape.commands"
 """Entry-point group of command plugins: `name = "module:register"`, `register(cli)` adds commands."""
 
@@ -421,24 +443,40 @@ def _plugin_targets() -> dict[str, str]:
 _registered: set[str] = set()
 
 
-def _register_plugins() -> None:
+def _register_plugins(*, builtins: bool = True) -> None:
     """Attach every command plugin's commands (demo, import, backtest, load, ...) to `cli`.
 
-    A plugin that fails to import, or has no callable `register`, is an error naming it: a broken
-    module must never quietly take its commands away.
+    With `builtins=False` only the installed plugins that are not ticktape's own are loaded (and the
+    entry points checked for clashes); ticktape's own then load when one of their commands is asked
+    for (`TicktapeGroup`). A plugin that fails to import, or has no callable `register`, is an error
+    naming it: a broken module must never quietly take its commands away.
     """
+    for name, target in _plugin_targets().items():
+        if builtins or BUILTIN_COMMANDS.get(name) != target:
+            _load_plugin(name, target)
+
+
+def _load_builtins_for(command: str | None) -> None:
+    """Load ticktape's own plugins that add `command` (None: all of them; an unknown name: all too,
+    so that click's "no such command" is said with every command attached)."""
+    names = [name for name, provides in BUILTIN_PROVIDES.items() if command in provides]
+    for name in names or BUILTIN_COMMANDS:
+        _load_plugin(name, BUILTIN_COMMANDS[name])
+
+
+def _load_plugin(name: str, target: str) -> None:
+    """Import one plugin and call its `register(cli)`, once."""
     import importlib
 
-    for name, target in _plugin_targets().items():
-        if name in _registered:
-            continue
-        module, _, attr = target.partition(":")
-        try:
-            register = getattr(importlib.import_module(module), attr or "register")
-        except Exception as exc:
-            raise PluginError(f"command plugin {name!r} ({target}) failed to load: "
-                              f"{type(exc).__name__}: {exc}") from exc
-        if not callable(register):
-            raise PluginError(f"command plugin {name!r} ({target}) is not callable")
-        register(cli)
-        _registered.add(name)
+    if name in _registered:
+        return
+    module, _, attr = target.partition(":")
+    try:
+        register = getattr(importlib.import_module(module), attr or "register")
+    except Exception as exc:
+        raise PluginError(f"command plugin {name!r} ({target}) failed to load: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    if not callable(register):
+        raise PluginError(f"command plugin {name!r} ({target}) is not callable")
+    register(cli)
+    _registered.add(name)

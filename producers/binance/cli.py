@@ -9,7 +9,6 @@ import click
 from tqdm import tqdm
 
 from producers.binance.credentials import load_binance_keys
-from producers.binance.parsers import VENUE
 from producers.common import (
     ImportIndex,
     ImportRun,
@@ -58,6 +57,7 @@ def import_binance(ctx: click.Context, files: tuple[Path, ...], kind: str, symbo
     `FILE.CHECKSUM` next to a file (as data.binance.vision publishes) is verified first.
     """
     from producers.binance.files import data_size, import_file, symbol_from_name, verify_checksum
+    from producers.binance.parsers import VENUE
     from producers.binance.seen import SeenIds
 
     tape = _tape(ctx)
@@ -98,6 +98,7 @@ def _import_rest(tape, kind: str, symbol: str, interval: str | None, start: int,
                  force: bool) -> ImportSummary:
     from binance import Client
 
+    from producers.binance.parsers import VENUE
     from producers.binance.rest import import_agg_trades, import_klines
 
     start_ms = start // 1_000_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -79,3 +80,45 @@ def test_help_imports_no_data_library() -> None:
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
                           check=True)
     assert done.stdout.strip() == "[]"
+
+
+def _fresh(code: str) -> str:
+    """`code` run in a fresh interpreter (nothing registered yet); its stdout."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          check=True).stdout.strip()
+
+
+def test_each_builtin_plugin_adds_the_commands_it_declares() -> None:
+    """`BUILTIN_PROVIDES` is what each plugin's `register` really adds (a command loads only its plugin)."""
+    code = ("import json; from ticktape import cli as c\n"
+            "added = {}\n"
+            "for name, target in c.BUILTIN_COMMANDS.items():\n"
+            "    before = set(c.cli.commands); c._load_plugin(name, target)\n"
+            "    added[name] = sorted(set(c.cli.commands) - before)\n"
+            "print(json.dumps(added))")
+    from ticktape.cli import BUILTIN_PROVIDES
+    assert json.loads(_fresh(code)) == {name: sorted(cmds) for name, cmds in BUILTIN_PROVIDES.items()}
+
+
+def test_a_command_loads_only_its_own_plugin_and_help_loads_them_all() -> None:
+    code = ("import sys; from ticktape import cli as c; import click\n"
+            "ctx = click.Context(c.cli)\n"
+            "print(c.cli.get_command(ctx, 'import').name, sorted(c._registered))\n"
+            "print(sorted(c.cli.list_commands(ctx)) == sorted({'cat', 'put', 'schemas', 'topics'}.union("
+            "*c.BUILTIN_PROVIDES.values())), sorted(c._registered) == sorted(c.BUILTIN_COMMANDS))\n"
+            "print(c.cli.get_command(ctx, 'no-such-command'))")
+    lines = _fresh(code).splitlines()
+    assert lines[0] == "import ['producers']"
+    assert lines[1] == "True True"  # the core commands and every plugin's
+    assert lines[2] == "None"
+
+
+def test_an_import_betfair_run_loads_no_other_venue_or_command_group(tmp_path: Path) -> None:
+    """The start-up cost of `ticktape import betfair`: only the producers' plugin is imported."""
+    code = ("import sys; from ticktape.cli import main\n"
+            f"sys.argv = ['ticktape', '--tape', 'file:{tmp_path / 'tape'}', 'import', 'betfair', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('robots.cli', 'analyzer.cli', 'ticktape.mongo.cli', 'ticktape.demo',"
+            " 'robots.live.cli', 'producers.cli', 'producers.binance.parsers') if m in sys.modules))")
+    assert _fresh(code).splitlines()[-1] == "['producers.cli']"
