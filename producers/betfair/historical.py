@@ -184,7 +184,7 @@ def _import_stream(run: ImportRun, decoder: StreamDecoder, stream: IO[bytes], wh
     for lineno, line in enumerate(stream, 1):
         if tick is not None and not lineno % PROGRESS_EVERY:
             tick()
-        if not line.strip():
+        if line.isspace():  # a blank line (a line is never empty; `strip()` would copy every line to say so)
             continue
         try:
             if line.startswith(b'{"marketId"') or b'"op":"marketCatalogue"' in line[:64]:

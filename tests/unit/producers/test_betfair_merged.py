@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import heapq
+import io
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from betfair_helpers import FIXTURES, REAL_MARKETS, SHARED
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from producers.betfair.historical import expand_inputs, import_file
-from producers.betfair.merged import import_merged, line_pt
+from producers.betfair.merged import import_merged, line_pt, merged_lines
 from ticktape.cli import _register_plugins, cli
 from ticktape.tape.file import FileTape
 
@@ -39,6 +44,29 @@ def test_line_pt() -> None:
 
 
 @needs_real
+def _timed(k: int, lines: list[bytes]) -> Iterator[tuple[int, int, int, bytes]]:
+    """The merge's first form, the reference: (pt, file, line number, line), a line without pt keeps the last."""
+    pt = 0
+    for lineno, line in enumerate(lines, 1):
+        pt = line_pt(line, pt)
+        yield pt, k, lineno, line
+
+
+_LINE = st.one_of(st.integers(0, 5).map(lambda pt: b'{"op":"mcm","pt":%d,"mc":[]}\n' % pt),
+                  st.just(b'{"op":"mcm","mc":[]}\n'), st.just(b"\n"), st.just(b"  \t\n"),
+                  st.just(b'{"op":"mcm","pt":3}'))  # no newline: joins the next (the last line of a file)
+
+
+@given(st.lists(st.lists(_LINE, max_size=8), max_size=5))
+def test_merged_lines_is_heapq_merge_of_the_timed_lines(files: list[list[bytes]]) -> None:
+    """Same order as `heapq.merge` of each file's (pt, index, line number, line), pts out of order
+    within a file, lines without pt and blank lines included."""
+    data = [b"".join(f) for f in files]
+    expected = [(k, n, line) for _, k, n, line in heapq.merge(*(_timed(k, list(io.BytesIO(d)))
+                                                                for k, d in enumerate(data)))]
+    assert list(merged_lines([io.BytesIO(d) for d in data])) == expected
+
+
 def test_two_markets_are_interleaved_by_publish_time(tmp_path: Path) -> None:
     paths = expand_inputs([_market_dir(tmp_path)])
     merged = FileTape(tmp_path / "merged")
