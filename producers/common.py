@@ -129,8 +129,10 @@ class BatchAppender:
         if type(event) is Encoded:
             self._any_encoded = True
         pending = self._pending.get(topic)
-        if key is None and (pending is None or pending[1] is None):
-            events = self._pending.setdefault(topic, ([], None))[0]
+        if pending is None:  # (not `setdefault`: that would build a list and a tuple for every event)
+            pending = self._pending[topic] = ([], None)
+        if key is None and pending[1] is None:
+            events = pending[0]
             events.append(event)
         else:
             events, keys = self._keys(topic)

@@ -50,6 +50,8 @@ GAP_TOPIC = "md.betfair.gap"
 CLOCK_TOPIC = "meta.betfair.clock"
 """The live recorder's checkpoints (`StreamClock`): the stream's clocks after the events they cover."""
 
+_new = tuple.__new__
+
 CLOSED_TTL = 8 * 3600 * 1_000_000_000
 """How long (ns of stream time) a closed market's state is kept after its last change: betfairlightweight's
 `MAX_CACHE_AGE` (8 h), after which its live stream drops a closed market's cache when a new one arrives."""
@@ -151,7 +153,8 @@ class StreamDecoder:
             if cache.closed:
                 closed[market_id] = pt
             if self.encode_books:
-                out.append((MARKET_TOPIC, Encoded(market_id, pt, cache.encoded_book(pt, ts_recv))))
+                # tuple.__new__: Encoded's own __new__ is a Python function (~0.1 µs more an update)
+                out.append((MARKET_TOPIC, _new(Encoded, (market_id, pt, cache.encoded_book(pt, ts_recv)))))
             else:
                 out.append((MARKET_TOPIC, cache.book(pt, ts_recv)))
             self.market_updates += 1
