@@ -440,3 +440,45 @@ def test_the_change_token_moves_with_every_append_and_segment(tmp_path: Path) ->
         tokens.add(token)
         list(reader.read("t"))
     assert reader.change_token("t", 0) == reader.change_token("t", 0)
+
+
+def test_a_block_is_written_in_chunks_byte_for_byte(tmp_path: Path) -> None:
+    """`_pwrite_all` writes at most `chunk` bytes a call (multi-megabyte single writes cost the kernel
+    ~5x): the file holds exactly what one write would, at the given position."""
+    from ticktape.tape.file import _pwrite_all
+
+    data = os.urandom(10_000) + bytes(range(256)) * 7
+    for chunk in (1, 999, 4096, len(data), 1 << 20):
+        path = tmp_path / f"chunked-{chunk}"
+        fd = os.open(path, os.O_CREAT | os.O_RDWR)
+        try:
+            os.pwrite(fd, b"head", 0)
+            _pwrite_all(fd, data, 4, chunk)
+        finally:
+            os.close(fd)
+        assert path.read_bytes() == b"head" + data
+
+
+def test_a_batch_larger_than_the_write_chunk_reads_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multi-megabyte block goes down in calls of at most `WRITE_CHUNK` bytes (the real writes, counted)."""
+    from ticktape.tape.file import WRITE_CHUNK
+
+    sizes: list[int] = []
+    real_pwrite = os.pwrite
+
+    def counted(fd: int, data: bytes, pos: int) -> int:
+        sizes.append(len(data))
+        return real_pwrite(fd, data, pos)
+
+    monkeypatch.setattr(os, "pwrite", counted)
+
+    events = [CustomData("blob", "k", 1_000 + i, 1_000 + i, os.urandom(4_500).hex())
+              for i in range(3 * WRITE_CHUNK // 9_000)]  # one block of ~3 write chunks
+    tape = FileTape(tmp_path / "tape")
+    tape.append("custom.blob", events)
+    tape.close()
+    monkeypatch.undo()
+    assert max(sizes) == WRITE_CHUNK and sum(s == WRITE_CHUNK for s in sizes) >= 2
+    tape = FileTape(tmp_path / "tape")
+    assert list(tape.read_events("custom.blob")) == events
+    tape.close()

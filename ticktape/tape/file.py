@@ -102,12 +102,20 @@ class TornTail(NamedTuple):
     bytes_cut: int
 
 
-def _pwrite_all(fd: int, data: bytes, pos: int) -> None:
-    """Write all of `data` at `pos` (a full disk may take part of it and then raise OSError)."""
+WRITE_CHUNK = 1 << 20
+"""Bytes per `pwrite` call at most. One call per multi-megabyte block cost the kernel ~5x the CPU of
+the same bytes in 1 MiB calls (measured on this project's VM, Linux 6.x, ext4: 240 MB written as 33
+blocks of 7.5 MB took 0.23-0.47 s of system time, in 1 MiB calls 0.07-0.09 s; 4 MiB calls were
+already slow at times): the Betfair import's 1000-book blocks spent a quarter of its CPU there."""
+
+
+def _pwrite_all(fd: int, data: bytes, pos: int, chunk: int = WRITE_CHUNK) -> None:
+    """Write all of `data` at `pos`, at most `chunk` bytes a call (a full disk may take part of it and
+    then raise OSError)."""
     view = memoryview(data)
     done = 0
     while done < len(data):
-        n = os.pwrite(fd, view[done:], pos + done)
+        n = os.pwrite(fd, view[done:done + chunk], pos + done)
         if n <= 0:
             raise OSError(errno.EIO, f"write returned {n}")
         done += n
