@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from fastavro.schema import fingerprint as _fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
 from ticktape.errors import SchemaError
@@ -67,11 +66,39 @@ class SchemaVersion:
         return str(key) if key else None
 
 
+_CRC64_EMPTY = 0xC15D213AA4D7A795
+
+
+def _crc64_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
+        table.append(fp)
+    return tuple(table)
+
+
+_CRC64_TABLE = _crc64_table()
+
+
+def crc64_avro(data: bytes) -> int:
+    """The Avro specification's CRC-64-AVRO (Rabin) fingerprint of `data`, as a number (`"int"` ->
+    0x7275D51A3F395C8F). fastavro's `fingerprint` computes the same but rebuilds its 256-entry table
+    on every call: ~0.3 ms each, ~12 ms of every start for the 43 schema versions."""
+    table = _CRC64_TABLE
+    fp = _CRC64_EMPTY
+    for byte in data:
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    return fp
+
+
 def fingerprint_of(schema: Schema) -> tuple[str, bytes]:
-    """Parsing Canonical Form and its CRC-64-AVRO fingerprint (8 bytes, little-endian)."""
+    """Parsing Canonical Form and its CRC-64-AVRO fingerprint (8 bytes, as every tape holds them)."""
     canonical = to_parsing_canonical_form(fastavro.parse_schema(copy.deepcopy(schema), _write_hint=False))
-    value = int(_fingerprint(canonical, "CRC-64-AVRO"), 16)
-    return canonical, value.to_bytes(8, "little")
+    # Big-endian: what ticktape has always written (fastavro's little-endian hex read as a number, then
+    # written little-endian). The specification's single-object encoding has the number little-endian.
+    return canonical, crc64_avro(canonical.encode()).to_bytes(8, "big")
 
 
 class SchemaRegistry:
