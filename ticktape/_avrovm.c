@@ -279,7 +279,6 @@ get_tuple_arg(PyObject *prog, Py_ssize_t i, const char *what)
 /* ------------------------------------------------------------------------ */
 
 typedef struct PairEntry PairEntry;
-typedef struct PairStats PairStats;
 
 typedef struct {
     const unsigned char *buf;
@@ -287,7 +286,6 @@ typedef struct {
     Py_ssize_t pos;
     int depth;
     PairEntry *pairs; /* the module's pair cache (see dec_double_pair) */
-    PairStats *pstats; /* and its hit counters */
 } Dec;
 
 static PyObject *dec_value(Dec *d, PyObject *prog);
@@ -756,33 +754,10 @@ struct PairEntry {
     PyObject *cls;  /* borrowed: the entry's instance holds its type */
     uint64_t a, b;
     PyObject *obj;  /* strong reference, or NULL */
-    uint32_t used;  /* PairStats.clock when last made or found */
-};
-
-/* The cache pays only while its entries are warm.  A hit on an entry made
- * long ago touches an object that has left the CPU's caches (its reference
- * count), and a miss frees such an object: either costs more than the
- * allocation a hit saves.  That is the case on many markets updating side by
- * side (a market's levels were last seen ~200 books ago): there a 64k-entry
- * cache made decoding ~1.8x slower than none, whatever its hit rate.  So the
- * hits on entries used in the last PAIR_WARM probes are counted over windows
- * of PAIR_WINDOW probes; a window with fewer than half such hits turns the
- * cache off for the next PAIR_BYPASS pairs, then it probes again.  (Replicated
- * or few markets: consecutive books repeat warm levels, the cache stays on.) */
-#define PAIR_WINDOW 4096u
-#define PAIR_BYPASS (64u * PAIR_WINDOW)
-#define PAIR_WARM 2048u
-
-struct PairStats {
-    uint32_t clock;  /* probes so far (wraps) */
-    uint32_t probes; /* in the current window */
-    uint32_t warm;   /* warm hits in the current window */
-    uint32_t bypass; /* pairs still to decode without the cache */
 };
 
 typedef struct {
     PairEntry *pairs; /* PAIR_CACHE_SIZE entries, calloc'd by avrovm_exec */
-    PairStats stats;
 } ModState;
 
 /* MurmurHash3's 64-bit finaliser: every input bit reaches the low bits (a
@@ -828,23 +803,6 @@ is_double_pair(PyObject *cls, PyObject *fields)
 #endif
 }
 
-/* Empty the cache as it turns off: its entries would otherwise be freed one
- * by one, cold, by the misses of the next probing window (and freeing
- * scattered old objects then cost ~35% of decoding on many markets).  Each
- * entry is cleared before its object goes, as a dealloc may decode again. */
-static void
-pair_cache_drop(PairEntry *pairs)
-{
-    size_t i;
-    for (i = 0; i < PAIR_CACHE_SIZE; i++) {
-        PyObject *old = pairs[i].obj;
-        if (old != NULL) {
-            pairs[i].obj = NULL;
-            Py_DECREF(old);
-        }
-    }
-}
-
 static PyObject *
 dec_double_pair(Dec *d, PyObject *cls)
 {
@@ -852,8 +810,6 @@ dec_double_pair(Dec *d, PyObject *cls)
     double x, y;
     size_t slot;
     PairEntry *e;
-    PairStats *st;
-    int hit;
     PyObject *res, *fx, *fy;
 
     if (d->len - d->pos < 16) {
@@ -862,31 +818,12 @@ dec_double_pair(Dec *d, PyObject *cls)
     }
     memcpy(&a, d->buf + d->pos, 8);
     memcpy(&b, d->buf + d->pos + 8, 8);
-    st = d->pstats;
-    if (st->bypass > 0) {
-        st->bypass--;
-        e = NULL;
-    }
-    else {
-        slot = pair_slot(cls, a, b);
-        e = &d->pairs[slot];
-        hit = e->obj != NULL && e->cls == cls && e->a == a && e->b == b;
-        res = hit ? Py_NewRef(e->obj) : NULL;  /* ours before the window's end may drop the cache */
-        st->warm += (uint32_t)(hit && st->clock - e->used < PAIR_WARM);
-        e->used = st->clock++;
-        if (++st->probes == PAIR_WINDOW) {
-            uint32_t warm = st->warm;
-            st->probes = st->warm = 0;
-            if (2 * warm < PAIR_WINDOW) {
-                st->bypass = PAIR_BYPASS;
-                pair_cache_drop(d->pairs);
-                e = NULL;  /* off: this pair is not cached either */
-            }
-        }
-        if (res != NULL) {
-            d->pos += 16;
-            return res;
-        }
+    slot = pair_slot(cls, a, b);
+    e = &d->pairs[slot];
+    if (e->obj != NULL && e->cls == cls && e->a == a && e->b == b) {
+        d->pos += 16;
+        Py_INCREF(e->obj);
+        return e->obj;
     }
     memcpy(&x, &a, 8);
     memcpy(&y, &b, 8);
@@ -904,7 +841,7 @@ dec_double_pair(Dec *d, PyObject *cls)
     PyTuple_SET_ITEM(res, 0, fx);
     PyTuple_SET_ITEM(res, 1, fy);  /* floats only: stays untracked */
     d->pos += 16;
-    if (e != NULL) {
+    {
         /* the entry is whole before the old one goes: its dealloc may run a
          * __del__ that decodes again into this very slot */
         PyObject *old = e->obj;
@@ -2095,7 +2032,6 @@ avrovm_decode(PyObject *module, PyObject *const *args,
     d.len = view.len;
     d.depth = 0;
     d.pairs = ((ModState *)PyModule_GetState(module))->pairs;
-    d.pstats = &((ModState *)PyModule_GetState(module))->stats;
     if (get_pos(a[2], view.len, &d.pos) < 0) {
         value = NULL;
     }
@@ -2141,7 +2077,6 @@ avrovm_decode_many(PyObject *module, PyObject *const *args,
     d.len = view.len;
     d.depth = 0;
     d.pairs = ((ModState *)PyModule_GetState(module))->pairs;
-    d.pstats = &((ModState *)PyModule_GetState(module))->stats;
     if (get_pos(a[2], view.len, &d.pos) < 0) {
         goto fail;
     }
@@ -2664,7 +2599,6 @@ avrovm_decode_columns(PyObject *module, PyObject *const *args,
     d.len = view.len;
     d.depth = 0;
     d.pairs = ((ModState *)PyModule_GetState(module))->pairs;
-    d.pstats = &((ModState *)PyModule_GetState(module))->stats;
     if (get_pos(a[2], view.len, &d.pos) < 0) {
         goto done;
     }
@@ -2923,11 +2857,6 @@ avrovm_exec(PyObject *module)
         if (PyModule_AddIntConstant(module, op_names[i], i) < 0) {
             return -1;
         }
-    }
-    /* the pair cache's switch, for its tests */
-    if (PyModule_AddIntConstant(module, "PAIR_WINDOW", PAIR_WINDOW) < 0 ||
-        PyModule_AddIntConstant(module, "PAIR_BYPASS", PAIR_BYPASS) < 0) {
-        return -1;
     }
     if (PyModule_AddIntConstant(module, "MAX_DEPTH", MAX_DEPTH) < 0) {
         return -1;

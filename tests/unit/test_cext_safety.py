@@ -292,34 +292,6 @@ def test_pair_cache_belongs_to_the_module_instance() -> None:
     assert out.strip() == "released"
 
 
-def test_pair_cache_turns_off_on_cold_levels_and_back_on_when_levels_repeat() -> None:
-    """A window of levels that never repeat turns the cache off (every level its own object, the cache
-    emptied); after PAIR_BYPASS levels it probes again, and levels that repeat turn it back on. The
-    values are the same either way. In a child: the switch is module state, the window counts from 0."""
-    out = run_child("""
-        from typing import NamedTuple
-        import ticktape._avrovm as vm
-
-        class Pair(NamedTuple):
-            a: float
-            b: float
-
-        prog = (vm.ARRAY, (vm.RECORD, Pair, ((vm.DOUBLE,), (vm.DOUBLE,))))
-        first = vm.decode(prog, vm.encode(prog, [Pair(1.0, 2.0)] * 2))[0]
-        assert first[0] is first[1], "on at start"
-        cold = [Pair(float(i), 0.5) for i in range(2 * vm.PAIR_WINDOW)]
-        assert vm.decode(prog, vm.encode(prog, cold))[0] == tuple(cold)
-        off = vm.decode(prog, vm.encode(prog, [Pair(1.0, 2.0)] * 2))[0]
-        assert off == first and off[0] is not off[1] and off[0] is not first[0], "off after a cold window"
-        n = vm.PAIR_BYPASS + 2 * vm.PAIR_WINDOW
-        again = vm.decode(prog, vm.encode(prog, [Pair(7.0, 8.0)] * n))[0]
-        assert again == (Pair(7.0, 8.0),) * n
-        assert again[-1] is again[-2] and again[0] is not again[1], "on again once levels repeat"
-        print("switched")
-    """)
-    assert out.strip() == "switched"
-
-
 SUB_CODE = """\
 from typing import NamedTuple
 import ticktape._avrovm as vm
