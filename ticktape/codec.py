@@ -16,13 +16,13 @@ import copy
 import io
 import math
 import operator
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import fastavro
 
 from ticktape import avro_program as ap
+from ticktape.cext import optional_extension
 from ticktape.errors import DecodeError, EncodeError, ValidationError
 from ticktape.events import EVENT_TYPES, RECORD_TYPES, Event
 from ticktape.schemas import NAMESPACE, SchemaRegistry, SchemaVersion, enum_symbols, fingerprint_of, registry
@@ -31,17 +31,9 @@ MARKER = b"\xc3\x01"
 HEADER_SIZE = 10
 
 
-def _load_vm() -> Any:
-    if os.environ.get("TICKTAPE_NO_CEXT") == "1":
-        return None
-    try:
-        from ticktape import _avrovm  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return _avrovm
 
 
-VM = _load_vm()
+VM = optional_extension("ticktape._avrovm")
 """The C engine when built (`ticktape._avrovm`), else None and the pure-Python engine runs."""
 
 BodyDecoder = Callable[[bytes, int], tuple[Any, int]]

@@ -34,10 +34,10 @@ C twin off should its book bytes ever differ from the codec's (a schema change).
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from ticktape.cext import optional_extension
 from ticktape.errors import EncodeError
 from ticktape.events import MarketBook, PriceSize, RunnerBook
 
@@ -337,11 +337,8 @@ def _load_fast() -> Any:
     schema change from ever writing different bytes: the pure-Python twin and the codec run then.
     """
     global _BOOK_HEADER
-    if os.environ.get("TICKTAPE_NO_CEXT") == "1":
-        return None
-    try:
-        from producers.betfair import _ladders  # type: ignore[attr-defined]
-    except ImportError:
+    _ladders = optional_extension("producers.betfair._ladders")
+    if _ladders is None:
         return None
     _ladders.configure(PriceSize, RunnerBook, UNKNOWN)
     codec = _codec()

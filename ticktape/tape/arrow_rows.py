@@ -16,27 +16,16 @@ Two twins give the same events, value for value and type for type:
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
 
+from ticktape.cext import optional_extension
 from ticktape.events import Event
 
-
-def _load() -> Any:
-    if os.environ.get("TICKTAPE_NO_CEXT") == "1":
-        return None
-    try:
-        from ticktape import _rows  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return _rows
-
-
-ROWS = _load()
+ROWS = optional_extension("ticktape._rows")
 """The C builder when built (`ticktape._rows`), else None."""
 
 
