@@ -241,7 +241,7 @@ def _positive_numbers(d: object) -> bool:
      {"append_per_s", "bytes_per_event", "read_records_per_s", "read_events_per_s"}),
     ("binance_import", {"rows": 3_000, "repeat": 1}, {"klines", "aggTrades"}),
     ("betfair_import", {"copies": 1, "repeat": 1}, {"updates", "updates_per_s", "updates_per_cpu_s", "peak_rss_mb",
-                                                    "tape_mb", "cli_updates_per_s"}),
+                                                    "tape_mb", "cli_updates_per_s", "cli_updates_per_cpu_s"}),
     ("load", {"n": 20_000, "segment_mb": 1}, {"blocks_events_per_cpu_s", "first_columnar_events_per_cpu_s",
                                               "cached_events_per_cpu_s", "peak_rss_mb"}),
     ("audit", {"n": 20_000}, {"events", "intents", "recomputed", "backtest_wall_s", "backtest_cpu_s", "audit_wall_s",
