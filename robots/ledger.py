@@ -104,10 +104,8 @@ class Ledger:
             self._roll_day(ts)
         if self._seg is not None:
             self._close_segment()  # also brings the segment's exact mark up to date (`_sync_marks`' part)
+        self._push_marks()  # `_sync_marks` without its segment part: `_close_segment` did that
         book = self.book
-        for inst, p in self._mark.items():  # `_sync_marks` without its segment part, done just above
-            if book.mark_price(inst) != p:
-                book.mark(inst, p)
         inst = fill.instrument
         price = fill.price
         price_u = to_units(price)
@@ -219,9 +217,14 @@ class Ledger:
     def _sync_marks(self) -> None:
         if self._seg is not None:
             self._mark[self._seg] = to_units(self._last[self._seg])
+        self._push_marks()
+
+    def _push_marks(self) -> None:
+        """Mark the exact book at the ledger's marks where they moved."""
+        book = self.book
         for inst, p in self._mark.items():
-            if self.book.mark_price(inst) != p:
-                self.book.mark(inst, p)
+            if book.mark_price(inst) != p:
+                book.mark(inst, p)
 
     def summary(self) -> dict[str, Any]:
         """PnL (net of fees), fees, realized/unrealized, max drawdown: exact decimals (and floats)."""
